@@ -1,0 +1,73 @@
+/* derp/client.h: a small blocking DERP client.
+ *
+ * Connects over plain TCP, upgrades with HTTP (optionally fast start), runs the
+ * handshake, then sends and receives frames. One thread per client; the socket
+ * fd is exposed for poll(). Tests and tools build on it; the load generator
+ * uses it for set-up. Not thread-safe: one client, one thread. */
+#ifndef DERP_CLIENT_H
+#define DERP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "derp/frame.h"
+#include "derp/handshake.h"
+#include "derp/key.h"
+
+struct derp_client;
+
+struct derp_client_opts {
+  const char *host;            /* numeric address or name, e.g. "127.0.0.1" */
+  uint16_t port;
+  const derp_privkey *priv;    /* the client's key; required */
+  bool fast_start;             /* send Derp-Fast-Start: 1 and ClientInfo at once */
+  const derp_key *server_key;  /* required for fast start: the server's public key */
+  const char *mesh_key;        /* NULL or 64 hex: sent as meshKey */
+  bool can_ack_pings;
+  bool is_prober;
+  int timeout_ms;              /* connect + handshake deadline; 0 = 10000 */
+};
+
+/* A received frame. For RECV_PACKET, src and packet/len are set; for PEER_GONE,
+ * src and reason; for PING/PONG, ping_data; payload/len hold the raw payload of
+ * every type. Pointers are valid until the next derp_client_recv. */
+struct derp_client_msg {
+  uint8_t type;
+  const uint8_t *payload;
+  uint32_t len;
+  derp_key src;
+  const uint8_t *packet;
+  uint32_t packet_len;
+  uint8_t reason;
+  uint8_t ping_data[8];
+  uint32_t reconnect_in_ms, try_for_ms;
+};
+
+/* 0 on success, -1 on failure with a reason in err. */
+int derp_client_connect(struct derp_client **out, const struct derp_client_opts *o,
+                        char *err, size_t errlen);
+void derp_client_close(struct derp_client *c);
+
+int derp_client_fd(const struct derp_client *c);
+const derp_key *derp_client_server_key(const struct derp_client *c);
+const derp_key *derp_client_public_key(const struct derp_client *c);
+const struct derp_server_info *derp_client_server_info(const struct derp_client *c);
+
+/* Blocking writes of whole frames. 0 on success, -1 on error (errno set). */
+int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt, size_t len);
+int derp_client_ping(struct derp_client *c, const uint8_t data[8]);
+int derp_client_pong(struct derp_client *c, const uint8_t data[8]);
+int derp_client_note_preferred(struct derp_client *c, bool preferred);
+/* Any frame, for tests of malformed input: writes header(type, len) + payload. */
+int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payload, uint32_t len);
+/* Raw bytes with no framing at all. */
+int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n);
+
+/* Wait up to timeout_ms (-1 forever) for one frame. 1 = got a frame, 0 = timed
+ * out, -1 = connection closed or protocol error (errno set; EPIPE on EOF). */
+int derp_client_recv(struct derp_client *c, struct derp_client_msg *m, int timeout_ms);
+/* Like recv, but skips KeepAlive (and answers Ping) until a RecvPacket arrives. */
+int derp_client_recv_packet(struct derp_client *c, struct derp_client_msg *m, int timeout_ms);
+
+#endif

@@ -1,0 +1,515 @@
+/* client.c: the blocking DERP client of derp/client.h.
+ *
+ * Owns: TCP connect (with a deadline), the HTTP upgrade (normal and fast
+ * start), the DERP handshake (ServerKey, ClientInfo, ServerInfo), whole-frame
+ * writes, and frame reads through a derp_frame_reader over one receive buffer.
+ *
+ * Sockets stay blocking; poll() enforces deadlines on reads and on connect.
+ * Writes block (a caller that needs a bound sets SO_SNDTIMEO on the fd: a
+ * timed-out write then fails with EAGAIN). Every write uses MSG_NOSIGNAL so a
+ * closed peer is an EPIPE error, never a SIGPIPE.
+ *
+ * derp_client_recv_packet, exactly: it returns 1 when a RecvPacket *or a
+ * PeerGone* frame arrives (m->type tells which; tests need to see PeerGone),
+ * answers Ping with Pong, and silently skips every other frame (KeepAlive,
+ * Health, Pong, PeerPresent, Restarting, ...). 0 = timeout, -1 = closed/error. */
+#include "derp/client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF_CAP (128 * 1024)
+#define HTTP_HEAD_MAX 8192
+#define DEFAULT_TIMEOUT_MS 10000
+
+struct derp_client {
+  int fd;
+  derp_privkey priv;
+  derp_key pub;
+  derp_key server_key;
+  struct derp_server_info si;
+  struct derp_frame_reader rd;
+  uint8_t *rbuf;   /* receive buffer; [rpos, rend) not yet given to the reader */
+  size_t rpos, rend;
+};
+
+/* ---- small utilities ---- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left before deadline (-1 deadline = forever, returns -1). */
+static int ms_left(int64_t deadline) {
+  if (deadline < 0) return -1;
+  int64_t left = deadline - now_ms();
+  if (left < 0) return 0;
+  return left > 0x7fffffff ? 0x7fffffff : (int)left;
+}
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || errlen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Write all of iov, resuming after partial writes. */
+static int writev_all(int fd, struct iovec *iov, int cnt) {
+  while (cnt > 0) {
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    size_t left = (size_t)n;
+    while (cnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      cnt--;
+    }
+    if (cnt > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+  struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+  return writev_all(fd, &iov, 1);
+}
+
+/* Read more bytes into rbuf[rend..cap) waiting up to the deadline.
+ * 1 = got bytes, 0 = timeout, -1 = EOF (errno EPIPE) or error. */
+static int fill(struct derp_client *c, size_t cap, int64_t deadline) {
+  if (c->rend >= cap) {
+    errno = ENOBUFS;
+    return -1;
+  }
+  for (;;) {
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int pr = poll(&pfd, 1, ms_left(deadline));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) return -1;
+    if (pr == 0) return 0;
+    ssize_t n = recv(c->fd, c->rbuf + c->rend, cap - c->rend, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) return -1;
+    if (n == 0) {
+      errno = EPIPE;
+      return -1;
+    }
+    c->rend += (size_t)n;
+    return 1;
+  }
+}
+
+/* ---- connect ---- */
+
+/* Non-blocking connect bounded by the deadline, then back to blocking. */
+static int connect_deadline(int fd, const struct sockaddr *sa, socklen_t salen, int64_t deadline) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  int rc = connect(fd, sa, salen);
+  if (rc < 0 && errno == EINPROGRESS) {
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int pr;
+    do pr = poll(&pfd, 1, ms_left(deadline));
+    while (pr < 0 && errno == EINTR);
+    if (pr == 0) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    int soerr = 0;
+    socklen_t l = sizeof soerr;
+    if (pr < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0) return -1;
+    if (soerr) {
+      errno = soerr;
+      return -1;
+    }
+    rc = 0;
+  }
+  if (rc < 0) return -1;
+  return fcntl(fd, F_SETFL, fl);
+}
+
+static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *err, size_t errlen) {
+  char portstr[8];
+  snprintf(portstr, sizeof portstr, "%u", port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  int gai = getaddrinfo(host, portstr, &hints, &res);
+  if (gai != 0) {
+    seterr(err, errlen, "resolve %s: %s", host, gai_strerror(gai));
+    return -1;
+  }
+  int fd = -1, last_errno = 0;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    if (connect_deadline(fd, ai->ai_addr, ai->ai_addrlen, deadline) == 0) break;
+    last_errno = errno;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    seterr(err, errlen, "connect %s:%u: %s", host, port, strerror(last_errno));
+    return -1;
+  }
+  int one = 1; /* frames are small and latency matters more than batching */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+/* ---- HTTP ---- */
+
+static size_t build_request(char *out, size_t cap, const char *host, bool fast_start) {
+  int n = snprintf(out, cap,
+                   "GET /derp HTTP/1.1\r\nHost: %s\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+                   "User-Agent: derpd-client\r\n%s\r\n",
+                   host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
+  return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
+}
+
+/* Read an HTTP response head starting at rbuf[0]; require 101. Bytes past the
+ * head stay in rbuf as the start of the frame stream (rpos = end of head). */
+static int read_http_101(struct derp_client *c, int64_t deadline, char *err, size_t errlen) {
+  uint8_t *end = NULL;
+  while (!(end = memmem(c->rbuf, c->rend, "\r\n\r\n", 4))) {
+    if (c->rend >= HTTP_HEAD_MAX) {
+      seterr(err, errlen, "http: response head over %d bytes", HTTP_HEAD_MAX);
+      return -1;
+    }
+    int r = fill(c, HTTP_HEAD_MAX, deadline);
+    if (r <= 0) {
+      seterr(err, errlen, "http: reading response: %s", r == 0 ? "timeout" : strerror(errno));
+      return -1;
+    }
+  }
+  int status = -1;
+  if (c->rend < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0 ||
+      sscanf((const char *)c->rbuf + 8, " %3d", &status) != 1) {
+    seterr(err, errlen, "http: malformed status line");
+    return -1;
+  }
+  if (status != 101) {
+    seterr(err, errlen, "http: expected 101, got %d", status);
+    return -1;
+  }
+  c->rpos = (size_t)(end + 4 - c->rbuf);
+  return 0;
+}
+
+/* ---- frames ---- */
+
+/* Next frame from the stream. 1 = frame, 0 = timeout, -1 = closed/protocol
+ * error (errno EPIPE on EOF, EPROTO on a bad frame). */
+static int next_frame(struct derp_client *c, struct derp_frame *f, int64_t deadline) {
+  for (;;) {
+    const uint8_t *in = c->rbuf + c->rpos;
+    size_t inlen = c->rend - c->rpos;
+    enum derp_read_status st = derp_frame_read(&c->rd, &in, &inlen, f);
+    c->rpos = (size_t)(in - c->rbuf);
+    if (st == DERP_READ_FRAME) return 1;
+    if (st == DERP_READ_ERROR) {
+      errno = EPROTO;
+      return -1;
+    }
+    if (st == DERP_READ_NOMEM) {
+      errno = ENOMEM;
+      return -1;
+    }
+    /* MORE: the reader consumed everything (partial frames live in its own
+     * buffer), so rbuf can be reused from the start. This is what makes the
+     * previous frame's payload invalid, as documented. */
+    c->rpos = c->rend = 0;
+    int r = fill(c, RBUF_CAP, deadline);
+    if (r <= 0) return r;
+  }
+}
+
+static int read_server_key(struct derp_client *c, const derp_key *expect, int64_t deadline,
+                           char *err, size_t errlen) {
+  struct derp_frame f;
+  int r = next_frame(c, &f, deadline);
+  if (r <= 0) {
+    seterr(err, errlen, "handshake: reading ServerKey: %s", r == 0 ? "timeout" : strerror(errno));
+    return -1;
+  }
+  if (f.type != DERP_FRAME_SERVER_KEY) {
+    seterr(err, errlen, "handshake: expected ServerKey frame, got type 0x%02x", f.type);
+    return -1;
+  }
+  if (derp_server_key_parse(f.payload, f.len, &c->server_key) != 0) {
+    seterr(err, errlen, "handshake: bad ServerKey (magic or length %u)", f.len);
+    return -1;
+  }
+  if (expect && !derp_key_equal(expect, &c->server_key)) {
+    seterr(err, errlen, "handshake: server key differs from the expected one");
+    return -1;
+  }
+  return 0;
+}
+
+/* Build the ClientInfo frame (header + sealed payload) into out. */
+static size_t build_client_info(struct derp_client *c, const struct derp_client_opts *o,
+                                uint8_t *out, size_t cap) {
+  struct derp_client_info ci = {.version = DERP_PROTOCOL_VERSION,
+                                .can_ack_pings = o->can_ack_pings,
+                                .is_prober = o->is_prober};
+  if (o->mesh_key) {
+    ci.has_mesh_key = true;
+    snprintf(ci.mesh_key, sizeof ci.mesh_key, "%s", o->mesh_key);
+  }
+  if (cap < DERP_FRAME_HDR_LEN) return 0;
+  size_t n = derp_client_info_seal(out + DERP_FRAME_HDR_LEN, cap - DERP_FRAME_HDR_LEN, &c->priv,
+                                   &c->server_key, &ci);
+  if (n == 0) return 0;
+  derp_frame_put_header(out, DERP_FRAME_CLIENT_INFO, (uint32_t)n);
+  return n + DERP_FRAME_HDR_LEN;
+}
+
+static int read_server_info(struct derp_client *c, int64_t deadline, char *err, size_t errlen) {
+  struct derp_frame f;
+  int r = next_frame(c, &f, deadline);
+  if (r <= 0) {
+    seterr(err, errlen, "handshake: reading ServerInfo: %s", r == 0 ? "timeout" : strerror(errno));
+    return -1;
+  }
+  if (f.type != DERP_FRAME_SERVER_INFO) {
+    seterr(err, errlen, "handshake: expected ServerInfo frame, got type 0x%02x", f.type);
+    return -1;
+  }
+  const char *why = "?";
+  if (derp_server_info_open(f.payload, f.len, &c->priv, &c->server_key, &c->si, &why) != 0) {
+    seterr(err, errlen, "handshake: ServerInfo does not open: %s", why);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- handshake ---- */
+
+static int handshake_normal(struct derp_client *c, const struct derp_client_opts *o,
+                            int64_t deadline, char *err, size_t errlen) {
+  char req[1024];
+  size_t rl = build_request(req, sizeof req, o->host, false);
+  if (rl == 0 || write_all(c->fd, req, rl) < 0) {
+    seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
+    return -1;
+  }
+  if (read_http_101(c, deadline, err, errlen) < 0) return -1;
+  if (read_server_key(c, o->server_key, deadline, err, errlen) < 0) return -1;
+  uint8_t ci[DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
+  size_t cl = build_client_info(c, o, ci, sizeof ci);
+  if (cl == 0) {
+    seterr(err, errlen, "handshake: sealing ClientInfo failed");
+    return -1;
+  }
+  if (write_all(c->fd, ci, cl) < 0) {
+    seterr(err, errlen, "handshake: writing ClientInfo: %s", strerror(errno));
+    return -1;
+  }
+  return read_server_info(c, deadline, err, errlen);
+}
+
+/* Fast start: request and ClientInfo in one write; no HTTP response expected.
+ * A server that answers with HTTP anyway is tolerated if it says 101. */
+static int handshake_fast(struct derp_client *c, const struct derp_client_opts *o,
+                          int64_t deadline, char *err, size_t errlen) {
+  if (!o->server_key) {
+    seterr(err, errlen, "fast start needs the server key");
+    return -1;
+  }
+  c->server_key = *o->server_key;
+  uint8_t buf[1024 + DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
+  size_t rl = build_request((char *)buf, 1024, o->host, true);
+  size_t cl = rl ? build_client_info(c, o, buf + rl, sizeof buf - rl) : 0;
+  if (cl == 0) {
+    seterr(err, errlen, "handshake: building fast-start request failed");
+    return -1;
+  }
+  if (write_all(c->fd, buf, rl + cl) < 0) {
+    seterr(err, errlen, "http: writing request: %s", strerror(errno));
+    return -1;
+  }
+  while (c->rend < 5) { /* enough to tell "HTTP/" from a frame header */
+    int r = fill(c, HTTP_HEAD_MAX, deadline);
+    if (r <= 0) {
+      seterr(err, errlen, "handshake: reading ServerKey: %s", r == 0 ? "timeout" : strerror(errno));
+      return -1;
+    }
+  }
+  if (memcmp(c->rbuf, "HTTP/", 5) == 0 && read_http_101(c, deadline, err, errlen) < 0) return -1;
+  if (read_server_key(c, o->server_key, deadline, err, errlen) < 0) return -1;
+  return read_server_info(c, deadline, err, errlen);
+}
+
+/* ---- public API ---- */
+
+int derp_client_connect(struct derp_client **out, const struct derp_client_opts *o,
+                        char *err, size_t errlen) {
+  *out = NULL;
+  if (!o || !o->host || !o->priv) {
+    seterr(err, errlen, "client: host and priv are required");
+    return -1;
+  }
+  struct derp_client *c = calloc(1, sizeof *c);
+  if (c) c->rbuf = malloc(RBUF_CAP);
+  if (!c || !c->rbuf) {
+    free(c);
+    seterr(err, errlen, "client: out of memory");
+    return -1;
+  }
+  c->fd = -1;
+  c->priv = *o->priv;
+  derp_key_public(&c->priv, &c->pub);
+  derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
+  int64_t deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
+  c->fd = tcp_connect(o->host, o->port, deadline, err, errlen);
+  int rc = c->fd < 0 ? -1
+           : o->fast_start ? handshake_fast(c, o, deadline, err, errlen)
+                           : handshake_normal(c, o, deadline, err, errlen);
+  if (rc < 0) {
+    derp_client_close(c);
+    return -1;
+  }
+  *out = c;
+  return 0;
+}
+
+void derp_client_close(struct derp_client *c) {
+  if (!c) return;
+  if (c->fd >= 0) close(c->fd);
+  derp_frame_reader_reset(&c->rd);
+  free(c->rbuf);
+  free(c);
+}
+
+int derp_client_fd(const struct derp_client *c) { return c->fd; }
+const derp_key *derp_client_server_key(const struct derp_client *c) { return &c->server_key; }
+const derp_key *derp_client_public_key(const struct derp_client *c) { return &c->pub; }
+const struct derp_server_info *derp_client_server_info(const struct derp_client *c) {
+  return &c->si;
+}
+
+/* Header + up to two payload pieces in one sendmsg. */
+static int send_frame(struct derp_client *c, uint8_t type, const void *a, size_t alen,
+                      const void *b, size_t blen) {
+  if (alen + blen > 0xffffffffu) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  uint8_t hdr[DERP_FRAME_HDR_LEN];
+  derp_frame_put_header(hdr, type, (uint32_t)(alen + blen));
+  struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)a, alen}, {(void *)b, blen}};
+  return writev_all(c->fd, iov, 3);
+}
+
+int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt, size_t len) {
+  if (len > DERP_MAX_PACKET) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  return send_frame(c, DERP_FRAME_SEND_PACKET, dst->b, DERP_KEY_LEN, pkt, len);
+}
+
+int derp_client_ping(struct derp_client *c, const uint8_t data[8]) {
+  return send_frame(c, DERP_FRAME_PING, data, 8, NULL, 0);
+}
+
+int derp_client_pong(struct derp_client *c, const uint8_t data[8]) {
+  return send_frame(c, DERP_FRAME_PONG, data, 8, NULL, 0);
+}
+
+int derp_client_note_preferred(struct derp_client *c, bool preferred) {
+  uint8_t b = preferred ? 1 : 0;
+  return send_frame(c, DERP_FRAME_NOTE_PREFERRED, &b, 1, NULL, 0);
+}
+
+int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payload, uint32_t len) {
+  return send_frame(c, type, payload, len, NULL, 0);
+}
+
+int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n) {
+  return write_all(c->fd, p, n);
+}
+
+/* Fill the typed fields of m from a frame; -1 (EPROTO) if too short for its type. */
+static int decode(struct derp_client_msg *m, const struct derp_frame *f) {
+  memset(m, 0, sizeof *m);
+  m->type = f->type;
+  m->payload = f->payload;
+  m->len = f->len;
+  switch (f->type) {
+  case DERP_FRAME_RECV_PACKET:
+    if (f->len < DERP_KEY_LEN) break;
+    memcpy(m->src.b, f->payload, DERP_KEY_LEN);
+    m->packet = f->payload + DERP_KEY_LEN;
+    m->packet_len = f->len - DERP_KEY_LEN;
+    return 0;
+  case DERP_FRAME_PEER_GONE:
+    if (f->len < DERP_KEY_LEN) break;
+    memcpy(m->src.b, f->payload, DERP_KEY_LEN);
+    /* Old servers send the key only: that meant "disconnected". */
+    m->reason = f->len > DERP_KEY_LEN ? f->payload[DERP_KEY_LEN] : DERP_PEER_GONE_DISCONNECTED;
+    return 0;
+  case DERP_FRAME_PING:
+  case DERP_FRAME_PONG:
+    if (f->len < 8) break;
+    memcpy(m->ping_data, f->payload, 8);
+    return 0;
+  case DERP_FRAME_RESTARTING:
+    if (f->len < 8) break;
+    m->reconnect_in_ms = derp_get_be32(f->payload);
+    m->try_for_ms = derp_get_be32(f->payload + 4);
+    return 0;
+  default:
+    return 0;
+  }
+  errno = EPROTO;
+  return -1;
+}
+
+static int recv_deadline(struct derp_client *c, struct derp_client_msg *m, int64_t deadline) {
+  struct derp_frame f;
+  int r = next_frame(c, &f, deadline);
+  if (r <= 0) return r;
+  return decode(m, &f) < 0 ? -1 : 1;
+}
+
+int derp_client_recv(struct derp_client *c, struct derp_client_msg *m, int timeout_ms) {
+  return recv_deadline(c, m, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
+}
+
+/* See the file comment: returns on RecvPacket and on PeerGone. */
+int derp_client_recv_packet(struct derp_client *c, struct derp_client_msg *m, int timeout_ms) {
+  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  for (;;) {
+    int r = recv_deadline(c, m, deadline);
+    if (r <= 0) return r;
+    if (m->type == DERP_FRAME_RECV_PACKET || m->type == DERP_FRAME_PEER_GONE) return 1;
+    if (m->type == DERP_FRAME_PING && derp_client_pong(c, m->ping_data) < 0) return -1;
+  }
+}

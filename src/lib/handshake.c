@@ -1,0 +1,271 @@
+/* handshake.c: ServerKey, ClientInfo and ServerInfo payloads.
+ *
+ * Owns building and opening the handshake payloads: the NaCl box (libsodium
+ * crypto_box_easy, random 24-byte nonce first on the wire) and the JSON inside
+ * it (jansson). JSON is read the way Go's encoding/json reads into a struct:
+ * key names match case-insensitively, unknown keys are ignored, null leaves a
+ * field alone, and a known key of the wrong type is an error. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "derp/frame.h"
+#include "derp/handshake.h"
+
+#define BOX_OVERHEAD crypto_box_MACBYTES                 /* 16 */
+#define CI_HEAD (DERP_KEY_LEN + DERP_NONCE_LEN)          /* key + nonce */
+#define SI_MAX_PAYLOAD (64 * 1024)                       /* frame limit for ServerInfo */
+#define JSON_MAX 1024
+
+_Static_assert(crypto_box_NONCEBYTES == DERP_NONCE_LEN, "nonce size");
+_Static_assert(crypto_box_PUBLICKEYBYTES == DERP_KEY_LEN, "key size");
+_Static_assert(DERP_SEAL_OVERHEAD == DERP_NONCE_LEN + BOX_OVERHEAD, "seal overhead");
+
+/* ---- ServerKey ---- */
+
+size_t derp_server_key_payload(uint8_t out[DERP_SERVER_KEY_PAYLOAD_LEN], const derp_key *server_pub) {
+  memcpy(out, DERP_MAGIC, DERP_MAGIC_LEN);
+  memcpy(out + DERP_MAGIC_LEN, server_pub->b, DERP_KEY_LEN);
+  return DERP_SERVER_KEY_PAYLOAD_LEN;
+}
+
+int derp_server_key_parse(const uint8_t *p, size_t n, derp_key *server_pub) {
+  if (p == NULL || n < DERP_SERVER_KEY_PAYLOAD_LEN) return -1;
+  if (memcmp(p, DERP_MAGIC, DERP_MAGIC_LEN) != 0) return -1;
+  memcpy(server_pub->b, p + DERP_MAGIC_LEN, DERP_KEY_LEN);
+  return 0;
+}
+
+/* ---- sealing ---- */
+
+/* Serialise obj compactly into buf; returns length or 0 on failure/overflow. */
+static size_t dump_json(json_t *obj, char *buf, size_t cap) {
+  if (obj == NULL) return 0;
+  size_t n = json_dumpb(obj, buf, cap, JSON_COMPACT);
+  json_decref(obj);
+  return n > cap ? 0 : n;
+}
+
+/* nonce + box(msg) into out; returns bytes written or 0 if out is too small. */
+static size_t seal_box(uint8_t *out, size_t cap, const void *msg, size_t mlen,
+                       const derp_key *to, const derp_privkey *from) {
+  if (cap < DERP_SEAL_OVERHEAD + mlen) return 0;
+  randombytes_buf(out, DERP_NONCE_LEN);
+  if (crypto_box_easy(out + DERP_NONCE_LEN, msg, mlen, out, to->b, from->b) != 0) return 0;
+  return DERP_SEAL_OVERHEAD + mlen;
+}
+
+/* Build the ClientInfo JSON; optional fields are omitted when empty/false,
+ * like Go's omitempty. NULL if a string is not valid UTF-8. */
+static json_t *client_info_json(const struct derp_client_info *ci) {
+  json_t *o = json_object();
+  if (o == NULL) return NULL;
+  int err = json_object_set_new(o, "version", json_integer(ci->version));
+  if (ci->has_mesh_key) {
+    size_t len = strnlen(ci->mesh_key, DERP_MESH_KEY_HEXLEN);
+    err |= json_object_set_new(o, "meshKey", json_stringn(ci->mesh_key, len));
+  }
+  if (ci->can_ack_pings) err |= json_object_set_new(o, "CanAckPings", json_true());
+  if (ci->is_prober) err |= json_object_set_new(o, "IsProber", json_true());
+  size_t alen = strnlen(ci->app_name, DERP_APP_NAME_MAX);
+  if (alen > 0) err |= json_object_set_new(o, "AppName", json_stringn(ci->app_name, alen));
+  if (err) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
+size_t derp_client_info_seal(uint8_t *out, size_t cap, const derp_privkey *client_priv,
+                             const derp_key *server_pub, const struct derp_client_info *ci) {
+  char js[JSON_MAX];
+  size_t jlen = dump_json(client_info_json(ci), js, sizeof js);
+  if (jlen == 0 || cap < DERP_KEY_LEN) return 0;
+  derp_key client_pub;
+  derp_key_public(client_priv, &client_pub);
+  size_t n = seal_box(out + DERP_KEY_LEN, cap - DERP_KEY_LEN, js, jlen, server_pub, client_priv);
+  if (n == 0) return 0;
+  memcpy(out, client_pub.b, DERP_KEY_LEN);
+  return DERP_KEY_LEN + n;
+}
+
+static json_t *server_info_json(const struct derp_server_info *si) {
+  json_t *o = json_object();
+  if (o == NULL) return NULL;
+  int err = json_object_set_new(o, "version", json_integer(si->version));
+  if (si->token_bucket_bytes_per_second)
+    err |= json_object_set_new(o, "TokenBucketBytesPerSecond",
+                               json_integer(si->token_bucket_bytes_per_second));
+  if (si->token_bucket_bytes_burst)
+    err |= json_object_set_new(o, "TokenBucketBytesBurst",
+                               json_integer(si->token_bucket_bytes_burst));
+  if (err) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
+size_t derp_server_info_seal(uint8_t *out, size_t cap, const derp_privkey *server_priv,
+                             const derp_key *client_pub, const struct derp_server_info *si) {
+  char js[JSON_MAX];
+  size_t jlen = dump_json(server_info_json(si), js, sizeof js);
+  if (jlen == 0) return 0;
+  return seal_box(out, cap, js, jlen, client_pub, server_priv);
+}
+
+/* ---- opening ---- */
+
+/* Open nonce+box at p (n bytes, already size-checked) into a fresh buffer
+ * holding the plaintext; NULL if it does not authenticate or on no memory. */
+static char *open_box(const uint8_t *p, size_t n, const derp_key *from, const derp_privkey *to,
+                      size_t *mlen) {
+  size_t clen = n - DERP_NONCE_LEN;
+  *mlen = clen - BOX_OVERHEAD;
+  char *m = malloc(*mlen + 1);
+  if (m == NULL) return NULL;
+  if (crypto_box_open_easy((unsigned char *)m, p + DERP_NONCE_LEN, clen, p, from->b, to->b) != 0) {
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* Copy a JSON string into dst (cap includes NUL), cut at a UTF-8 character
+ * boundary so a truncated name is still valid text. */
+static void copy_truncated(char *dst, size_t cap, const json_t *s) {
+  size_t n = json_string_length(s);
+  const char *src = json_string_value(s);
+  if (n >= cap) {
+    n = cap - 1;
+    while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+  }
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+static int get_bool(const json_t *v, bool *out) {
+  if (json_is_null(v)) return 0;
+  if (!json_is_boolean(v)) return -1;
+  *out = json_is_true(v);
+  return 0;
+}
+
+static int get_int(const json_t *v, json_int_t *out) {
+  if (json_is_null(v)) return 0;
+  if (!json_is_integer(v)) return -1;
+  *out = json_integer_value(v);
+  return 0;
+}
+
+static int ci_field(struct derp_client_info *ci, const char *k, const json_t *v) {
+  if (strcasecmp(k, "version") == 0) {
+    json_int_t ver = ci->version;
+    if (get_int(v, &ver) < 0 || ver < INT32_MIN || ver > INT32_MAX) return -1;
+    ci->version = (int)ver;
+  } else if (strcasecmp(k, "meshKey") == 0) {
+    if (json_is_null(v)) return 0;
+    if (!json_is_string(v)) return -1;
+    /* derper only ever compares it to its own 64-hex key: a longer one can
+     * never match, so it is dropped rather than failing the handshake. */
+    size_t len = json_string_length(v);
+    ci->has_mesh_key = len > 0 && len <= DERP_MESH_KEY_HEXLEN;
+    ci->mesh_key[0] = '\0';
+    if (ci->has_mesh_key) copy_truncated(ci->mesh_key, sizeof ci->mesh_key, v);
+  } else if (strcasecmp(k, "CanAckPings") == 0) {
+    return get_bool(v, &ci->can_ack_pings);
+  } else if (strcasecmp(k, "IsProber") == 0) {
+    return get_bool(v, &ci->is_prober);
+  } else if (strcasecmp(k, "AppName") == 0) {
+    if (json_is_null(v)) return 0;
+    if (!json_is_string(v)) return -1;
+    copy_truncated(ci->app_name, sizeof ci->app_name, v);
+  }
+  return 0; /* unknown keys are ignored */
+}
+
+static uint32_t clamp_u32(json_int_t v) {
+  if (v < 0) return 0;
+  if (v > (json_int_t)UINT32_MAX) return UINT32_MAX;
+  return (uint32_t)v;
+}
+
+static int si_field(struct derp_server_info *si, const char *k, const json_t *v) {
+  json_int_t x = 0;
+  if (strcasecmp(k, "version") == 0) {
+    x = si->version;
+    if (get_int(v, &x) < 0 || x < INT32_MIN || x > INT32_MAX) return -1;
+    si->version = (int)x;
+  } else if (strcasecmp(k, "TokenBucketBytesPerSecond") == 0) {
+    if (get_int(v, &x) < 0) return -1;
+    si->token_bucket_bytes_per_second = clamp_u32(x);
+  } else if (strcasecmp(k, "TokenBucketBytesBurst") == 0) {
+    if (get_int(v, &x) < 0) return -1;
+    si->token_bucket_bytes_burst = clamp_u32(x);
+  }
+  return 0;
+}
+
+typedef int (*field_fn)(void *dst, const char *k, const json_t *v);
+
+/* Parse a JSON object and feed each member to fn; -1 if not an object or a
+ * known member has the wrong type. */
+static int parse_object(const char *m, size_t mlen, field_fn fn, void *dst) {
+  json_t *root = json_loadb(m, mlen, 0, NULL);
+  int rc = root != NULL && json_is_object(root) ? 0 : -1;
+  const char *k;
+  json_t *v;
+  if (rc == 0) {
+    json_object_foreach(root, k, v) {
+      if (fn(dst, k, v) < 0) {
+        rc = -1;
+        break;
+      }
+    }
+  }
+  json_decref(root);
+  return rc;
+}
+
+static int ci_field_cb(void *dst, const char *k, const json_t *v) { return ci_field(dst, k, v); }
+static int si_field_cb(void *dst, const char *k, const json_t *v) { return si_field(dst, k, v); }
+
+/* Shared tail of both opens: size check, box, JSON. */
+static int open_and_parse(const uint8_t *p, size_t n, size_t max, const derp_key *from,
+                          const derp_privkey *to, field_fn fn, void *dst, const char **why) {
+  const char *dummy;
+  if (why == NULL) why = &dummy;
+  if (n < DERP_SEAL_OVERHEAD) return *why = "short", -1;
+  if (n > max) return *why = "too_long", -1;
+  size_t mlen;
+  char *m = open_box(p, n, from, to, &mlen);
+  if (m == NULL) return *why = "box", -1;
+  int rc = parse_object(m, mlen, fn, dst);
+  sodium_memzero(m, mlen);
+  free(m);
+  if (rc < 0) return *why = "json", -1;
+  *why = NULL;
+  return 0;
+}
+
+int derp_client_info_open(const uint8_t *p, size_t n, const derp_privkey *server_priv,
+                          derp_key *client_pub, struct derp_client_info *ci, const char **why) {
+  const char *dummy;
+  if (why == NULL) why = &dummy;
+  memset(ci, 0, sizeof *ci);
+  if (p == NULL || n < CI_HEAD + BOX_OVERHEAD) return *why = "short", -1;
+  if (n > DERP_MAX_CLIENT_INFO) return *why = "too_long", -1;
+  memcpy(client_pub->b, p, DERP_KEY_LEN);
+  return open_and_parse(p + DERP_KEY_LEN, n - DERP_KEY_LEN, DERP_MAX_CLIENT_INFO, client_pub,
+                        server_priv, ci_field_cb, ci, why);
+}
+
+int derp_server_info_open(const uint8_t *p, size_t n, const derp_privkey *client_priv,
+                          const derp_key *server_pub, struct derp_server_info *si, const char **why) {
+  memset(si, 0, sizeof *si);
+  if (p == NULL) n = 0;
+  return open_and_parse(p, n, SI_MAX_PAYLOAD, server_pub, client_priv, si_field_cb, si, why);
+}

@@ -1,0 +1,93 @@
+/* key.c: Curve25519 key generation and the nodekey:/privkey: text forms.
+ *
+ * Owns derp_init (libsodium start-up), key generation, and parsing/formatting
+ * of keys as hex. Output hex is lowercase; input hex may be either case. */
+#include <string.h>
+
+#include <sodium.h>
+
+#include "derp/key.h"
+
+#define PUB_PREFIX "nodekey:"
+#define PRIV_PREFIX "privkey:"
+#define PREFIX_LEN 8
+
+int derp_init(void) {
+  /* sodium_init is itself idempotent and thread-safe: 0 first time, 1 after. */
+  return sodium_init() < 0 ? -1 : 0;
+}
+
+void derp_key_generate(derp_privkey *priv, derp_key *pub) {
+  crypto_box_keypair(pub->b, priv->b);
+}
+
+void derp_key_public(const derp_privkey *priv, derp_key *pub) {
+  crypto_scalarmult_base(pub->b, priv->b);
+}
+
+int derp_key_equal(const derp_key *a, const derp_key *b) {
+  return memcmp(a->b, b->b, DERP_KEY_LEN) == 0;
+}
+
+int derp_key_is_zero(const derp_key *k) {
+  return sodium_is_zero(k->b, DERP_KEY_LEN);
+}
+
+static int hex_nibble(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Strip an optional prefix, then require exactly 64 hex digits. */
+static int parse_hex_key(const char *s, const char *prefix, uint8_t out[DERP_KEY_LEN]) {
+  if (s == NULL) return -1;
+  if (strncmp(s, prefix, PREFIX_LEN) == 0) s += PREFIX_LEN;
+  if (strlen(s) != DERP_KEY_HEXLEN) return -1;
+  uint8_t tmp[DERP_KEY_LEN];
+  for (size_t i = 0; i < DERP_KEY_LEN; i++) {
+    int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    tmp[i] = (uint8_t)(hi << 4 | lo);
+  }
+  /* Only touch *out once the whole string is known good. */
+  memcpy(out, tmp, DERP_KEY_LEN);
+  sodium_memzero(tmp, sizeof tmp);
+  return 0;
+}
+
+int derp_key_parse(const char *s, derp_key *out) {
+  return parse_hex_key(s, PUB_PREFIX, out->b);
+}
+
+int derp_privkey_parse(const char *s, derp_privkey *out) {
+  return parse_hex_key(s, PRIV_PREFIX, out->b);
+}
+
+static void put_hex(const uint8_t *b, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[b[i] >> 4];
+    out[2 * i + 1] = digits[b[i] & 0xf];
+  }
+  out[2 * n] = '\0';
+}
+
+void derp_key_hex(const derp_key *k, char out[DERP_KEY_HEXLEN + 1]) {
+  put_hex(k->b, DERP_KEY_LEN, out);
+}
+
+void derp_key_format(const derp_key *k, char out[DERP_KEY_STRLEN]) {
+  memcpy(out, PUB_PREFIX, PREFIX_LEN);
+  put_hex(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
+}
+
+void derp_privkey_format(const derp_privkey *k, char out[DERP_KEY_STRLEN]) {
+  memcpy(out, PRIV_PREFIX, PREFIX_LEN);
+  put_hex(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
+}
+
+void derp_key_short(const derp_key *k, char out[9]) {
+  put_hex(k->b, 4, out);
+}

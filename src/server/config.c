@@ -1,0 +1,360 @@
+/* config.c: owns derpd's command line (see config.h): defaults, Go flag-package
+ * syntax with derper's flag names, per-flag validation, Go duration parsing,
+ * and the usage text. Parsing only: nothing is opened or started here. */
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_PORT 443
+#define DEV_PORT 3340
+/* Timers take milliseconds as int in places; a day is more than any sane value. */
+#define MAX_DURATION_MS (24LL * 3600 * 1000)
+
+void config_defaults(struct config *c) {
+  memset(c, 0, sizeof *c);
+  c->listen_port = DEFAULT_PORT;
+  strcpy(c->hostname, "derp.example.com");
+  c->tcp_write_timeout_ms = 2000;
+  c->handshake_timeout_ms = 10000;
+  c->keepalive_ms = 60000;
+  c->recv_bufs = 256;
+  c->recv_buf_size = 16384;
+  c->queue_depth = 4096;
+}
+
+/* ---- Go durations ---------------------------------------------------------- */
+
+static const struct { const char *name; uint64_t ns; } dur_units[] = {
+    {"ns", 1ULL}, {"us", 1000ULL}, {"\xc2\xb5s", 1000ULL} /* U+00B5 */,
+    {"\xce\xbcs", 1000ULL} /* U+03BC */, {"ms", 1000000ULL}, {"s", 1000000000ULL},
+    {"m", 60000000000ULL}, {"h", 3600000000000ULL},
+};
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static uint64_t dur_unit(const char *u, size_t n) {
+  for (size_t i = 0; i < sizeof dur_units / sizeof dur_units[0]; i++)
+    if (strlen(dur_units[i].name) == n && memcmp(dur_units[i].name, u, n) == 0)
+      return dur_units[i].ns;
+  return 0;
+}
+
+/* One "<int>[.<frac>]<unit>" component in nanoseconds; -1 on error. */
+static int64_t dur_component(const char **sp) {
+  const char *s = *sp;
+  uint64_t ip = 0, frac = 0, scale = 1;
+  bool digits = false;
+  for (; is_digit(*s); s++, digits = true) {
+    if (ip > (UINT64_MAX - 9) / 10) return -1;
+    ip = ip * 10 + (uint64_t)(*s - '0');
+  }
+  if (*s == '.') {
+    /* Digits beyond 18 cannot change a millisecond result: drop them. */
+    for (s++; is_digit(*s); s++, digits = true)
+      if (scale < 1000000000000000000ULL) { frac = frac * 10 + (uint64_t)(*s - '0'); scale *= 10; }
+  }
+  if (!digits) return -1;
+  const char *u = s;
+  while (*s && !is_digit(*s) && *s != '.') s++;
+  uint64_t unit = dur_unit(u, (size_t)(s - u));
+  if (!unit || ip > (uint64_t)INT64_MAX / unit) return -1;
+  uint64_t v = ip * unit + (uint64_t)((long double)frac * (long double)unit / (long double)scale);
+  if (v > (uint64_t)INT64_MAX) return -1;
+  *sp = s;
+  return (int64_t)v;
+}
+
+int64_t config_parse_duration_ms(const char *s) {
+  if (!s) return -1;
+  if (*s == '+') s++; /* Go accepts a sign; negative durations make no sense here */
+  if (strcmp(s, "0") == 0) return 0;
+  if (!*s) return -1;
+  uint64_t total = 0;
+  while (*s) {
+    int64_t v = dur_component(&s);
+    if (v < 0) return -1;
+    total += (uint64_t)v;
+    if (total > (uint64_t)INT64_MAX) return -1;
+  }
+  /* Round up, so a nonzero duration never turns into 0 ("disabled"). */
+  return (int64_t)((total + 999999) / 1000000);
+}
+
+/* ---- Flag values ----------------------------------------------------------- */
+
+struct perr { char *buf; size_t len; };
+
+static int errf(struct perr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int errf(struct perr *e, const char *fmt, ...) {
+  if (e->len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->buf, e->len, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+/* A huge value is cut in the message so that the reason still fits. */
+static int bad_value(struct perr *e, const char *name, const char *val, const char *why) {
+  const char *more = strlen(val) > 64 ? "..." : "";
+  return errf(e, "invalid value \"%.64s%s\" for flag -%s: %s", val, more, name, why);
+}
+
+/* Go's strconv.ParseBool. */
+static int parse_bool(const char *s, bool *out) {
+  static const char *t[] = {"1", "t", "T", "true", "TRUE", "True"};
+  static const char *f[] = {"0", "f", "F", "false", "FALSE", "False"};
+  for (size_t i = 0; i < 6; i++) {
+    if (strcmp(s, t[i]) == 0) { *out = true; return 0; }
+    if (strcmp(s, f[i]) == 0) { *out = false; return 0; }
+  }
+  return -1;
+}
+
+/* Go's ParseInt(s, 0, ...): optional sign, 0x/0o-style prefixes, no spaces. */
+static int parse_int(const char *s, long long *out) {
+  if (!*s || *s == ' ' || *s == '\t') return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 0);
+  if (errno || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+static bool is_pow2(long long v) { return v > 0 && (v & (v - 1)) == 0; }
+
+static int copy_str(struct perr *e, const char *name, const char *val, char *dst, size_t cap) {
+  size_t n = strlen(val);
+  if (n >= cap) return bad_value(e, name, val, "too long");
+  memcpy(dst, val, n + 1);
+  return 0;
+}
+
+/* "host:port", ":port" or "[v6]:port"; the host is stored without brackets. */
+static int parse_addr(struct perr *e, const char *name, const char *val, struct config *c) {
+  const char *colon, *host = val;
+  size_t hl;
+  if (val[0] == '[') {
+    const char *rb = strchr(val, ']');
+    if (!rb || rb[1] != ':') return bad_value(e, name, val, "want [host]:port");
+    host = val + 1;
+    hl = (size_t)(rb - host);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(val, ':');
+    if (!colon) return bad_value(e, name, val, "missing port in address");
+    hl = (size_t)(colon - val);
+    if (memchr(val, ':', hl)) return bad_value(e, name, val, "too many colons in address (use [v6]:port)");
+  }
+  const char *p = colon + 1;
+  long port = 0;
+  size_t pl = strlen(p);
+  if (pl == 0 || pl > 5) return bad_value(e, name, val, "port must be a number 0..65535");
+  for (size_t i = 0; i < pl; i++) {
+    if (!is_digit(p[i])) return bad_value(e, name, val, "port must be a number 0..65535");
+    port = port * 10 + (p[i] - '0');
+  }
+  if (port > 65535) return bad_value(e, name, val, "port must be a number 0..65535");
+  if (hl >= sizeof c->listen_host) return bad_value(e, name, val, "host too long");
+  memcpy(c->listen_host, host, hl);
+  c->listen_host[hl] = 0;
+  c->listen_port = (uint16_t)port;
+  return 0;
+}
+
+/* ---- The flag table -------------------------------------------------------- */
+
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_HELP };
+enum { INT_POW2 = 1, DUR_ZERO_OK = 1 };
+
+struct flag {
+  const char *name;
+  enum kind kind;
+  size_t off;           /* field in struct config */
+  size_t cap;           /* K_STRING: buffer size */
+  long long lo, hi;     /* K_INT: range */
+  int opts;             /* INT_POW2 / DUR_ZERO_OK */
+};
+
+#define F(field) offsetof(struct config, field)
+static const struct flag flags[] = {
+    {"a", K_ADDR, 0, 0, 0, 0, 0},
+    {"c", K_STRING, F(key_path), sizeof ((struct config *)0)->key_path, 0, 0, 0},
+    {"dev", K_BOOL, F(dev), 0, 0, 0, 0},
+    {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
+    {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
+    {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
+    {"keepalive-interval", K_DURATION, F(keepalive_ms), 0, 0, 0, 0},
+    {"shards", K_INT, F(shards), 0, 0, 1024, 0},
+    {"max-conns", K_INT, F(max_conns), 0, 0, 1 << 24, 0},
+    {"recv-bufs", K_INT, F(recv_bufs), 0, 1, 32768, INT_POW2},
+    {"recv-buf-size", K_INT, F(recv_buf_size), 0, 1024, 1048576, 0},
+    {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2},
+    {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
+    {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
+    {"h", K_HELP, 0, 0, 0, 0, 0},
+    {"help", K_HELP, 0, 0, 0, 0, 0},
+};
+#undef F
+
+static const struct flag *find_flag(const char *name, size_t n) {
+  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+    if (strlen(flags[i].name) == n && memcmp(flags[i].name, name, n) == 0) return &flags[i];
+  return NULL;
+}
+
+static int set_int(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  long long v;
+  char why[96];
+  if (parse_int(val, &v) < 0) return bad_value(e, f->name, val, "parse error");
+  bool pow2_bad = (f->opts & INT_POW2) && !is_pow2(v);
+  if (v < f->lo || v > f->hi || pow2_bad) {
+    snprintf(why, sizeof why, "must be %s%lld..%lld", (f->opts & INT_POW2) ? "a power of two in " : "in ",
+             f->lo, f->hi);
+    return bad_value(e, f->name, val, why);
+  }
+  *(int *)((char *)c + f->off) = (int)v;
+  return 0;
+}
+
+static int set_duration(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  int64_t ms = config_parse_duration_ms(val);
+  if (ms < 0) return bad_value(e, f->name, val, "want a duration like 500ms, 2s or 1m30s");
+  if (ms == 0 && !(f->opts & DUR_ZERO_OK)) return bad_value(e, f->name, val, "must be positive");
+  if (ms > MAX_DURATION_MS) return bad_value(e, f->name, val, "must be at most 24h");
+  *(int64_t *)((char *)c + f->off) = ms;
+  return 0;
+}
+
+/* Boolean-like flags: val is NULL when given bare ("-dev"). */
+static int set_bool(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  bool b = true;
+  if (val && parse_bool(val, &b) < 0)
+    return errf(e, "invalid boolean value \"%s\" for -%s: parse error", val, f->name);
+  if (f->kind == K_COUNT) {
+    int *cnt = (int *)((char *)c + f->off);
+    *cnt = b ? *cnt + 1 : 0; /* -v -v is more verbose; -v=false resets */
+  } else {
+    *(bool *)((char *)c + f->off) = b;
+  }
+  return 0;
+}
+
+static int set_value(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  switch (f->kind) {
+  case K_STRING: return copy_str(e, f->name, val, (char *)c + f->off, f->cap);
+  case K_ADDR: return parse_addr(e, f->name, val, c);
+  case K_DURATION: return set_duration(e, f, val, c);
+  case K_INT: return set_int(e, f, val, c);
+  default: return set_bool(e, f, val, c);
+  }
+}
+
+/* ---- Parsing ----------------------------------------------------------------- */
+
+/* One argument at argv[*i] (Go's flag.parseOne): 0 ok, 1 help, -1 error. */
+static int parse_one(struct config *c, int argc, char **argv, int *i, bool *addr_set, struct perr *e) {
+  const char *s = argv[*i];
+  const char *name = s + (s[1] == '-' ? 2 : 1);
+  if (!*name || *name == '-' || *name == '=') return errf(e, "bad flag syntax: %s", s);
+  const char *eq = strchr(name, '=');
+  size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+  const struct flag *f = find_flag(name, nl);
+  if (!f) return errf(e, "flag provided but not defined: -%.*s", (int)nl, name);
+  if (f->kind == K_HELP) return 1;
+  const char *val = eq ? eq + 1 : NULL;
+  if (!val && f->kind != K_BOOL && f->kind != K_COUNT) {
+    if (*i + 1 >= argc) return errf(e, "flag needs an argument: -%s", f->name);
+    val = argv[++*i];
+  }
+  if (f->kind == K_ADDR) *addr_set = true;
+  return set_value(e, f, val, c);
+}
+
+int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, size_t errlen) {
+  struct perr e = {err, errlen};
+  bool addr_set = false;
+  if (errlen) err[0] = 0;
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *s = argv[i];
+    if (strcmp(s, "--") == 0) { i++; break; }
+    if (s[0] != '-' || s[1] == 0) break; /* a non-flag argument */
+    int rc = parse_one(c, argc, argv, &i, &addr_set, &e);
+    if (rc == 1) {
+      config_usage(out, argc > 0 ? argv[0] : "derpd");
+      return 1;
+    }
+    if (rc < 0) return -1;
+  }
+  if (i < argc)
+    return errf(&e, "unexpected argument \"%s\": derpd takes flags only", argv[i]);
+  /* As derper: -dev moves the default listen port, but an explicit -a wins. */
+  if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
+  return 0;
+}
+
+void config_usage(FILE *out, const char *prog) {
+  fprintf(out,
+"Usage: %s [flags]\n"
+"derpd: a DERP relay server, wire-compatible with Tailscale's derper.\n"
+"Flags take Go syntax: -flag, --flag, -flag=value, -flag value (not for booleans).\n"
+"\n"
+"Listening:\n"
+"  -a string\n"
+"        listen address: \"host:port\", \":port\" or \"[::1]:port\"\n"
+"        (default \":443\"; \":3340\" with -dev)\n"
+"  -dev\n"
+"        development mode: plain HTTP on :3340 unless -a is given, and an\n"
+"        ephemeral key unless -c is given\n"
+"  -hostname string\n"
+"        the server's host name (default \"derp.example.com\")\n"
+"\n"
+"Identity:\n"
+"  -c string\n"
+"        key file: JSON {\"PrivateKey\": \"privkey:<hex>\"}, created (mode 0600)\n"
+"        if missing; required unless -dev\n"
+"\n"
+"Timeouts (Go durations: 500ms, 2s, 1m30s, 1h):\n"
+"  -tcp-write-timeout duration\n"
+"        drop a client that cannot take writes for this long; 0 disables\n"
+"        (default 2s)\n"
+"  -handshake-timeout duration\n"
+"        time a new connection gets to finish HTTP and the DERP handshake\n"
+"        (default 10s)\n"
+"  -keepalive-interval duration\n"
+"        how often idle clients get a KeepAlive frame, plus up to 5s of\n"
+"        jitter (default 1m0s)\n"
+"\n"
+"Performance:\n"
+"  -shards int\n"
+"        worker threads, each with its own event loop; 0 = one per online CPU\n"
+"        (default 0)\n"
+"  -max-conns int\n"
+"        most connections at once; 0 = derived from RLIMIT_NOFILE (default 0)\n"
+"  -recv-bufs int\n"
+"        receive buffers per shard, a power of two in 1..32768 (default 256)\n"
+"  -recv-buf-size int\n"
+"        bytes per receive buffer, 1024..1048576 (default 16384)\n"
+"  -queue-depth int\n"
+"        packets per inter-shard queue, a power of two in 64..1048576\n"
+"        (default 4096)\n"
+"\n"
+"Other:\n"
+"  -v, -verbose\n"
+"        more logging; repeat for more\n"
+"  -h, -help\n"
+"        show this help\n"
+"\n"
+"Not yet supported in this version: TLS (-certmode, -certdir), the port-80\n"
+"helper (-http-port), STUN (-stun, -stun-port), meshing (-mesh-psk-file,\n"
+"-mesh-with) and client verification (-verify-client-url). Run derpd behind a\n"
+"TLS terminator, or with -dev for plain HTTP.\n",
+          prog);
+}

@@ -1,0 +1,39 @@
+/* config.h: command-line flags, with derper's names and Go's flag syntax.
+ *
+ * "-flag", "--flag", "-flag=value", "-flag value"; booleans take no separate
+ * value ("-dev", "-dev=false"). Durations are Go's ("2s", "500ms", "1m30s").
+ * Parsing only: no files are opened and nothing is started here. */
+#ifndef DERPD_CONFIG_H
+#define DERPD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+  char listen_host[256];     /* -a host part; "" = all addresses */
+  uint16_t listen_port;      /* -a port part */
+  char key_path[1024];       /* -c; "" = ephemeral key (dev) */
+  bool dev;                  /* -dev: plain HTTP on :3340, ephemeral key unless -c */
+  char hostname[256];        /* -hostname (default derp.example.com, as derper) */
+  int64_t tcp_write_timeout_ms;    /* -tcp-write-timeout, default 2s, 0 = none */
+  int64_t handshake_timeout_ms;    /* --handshake-timeout, default 10s */
+  int64_t keepalive_ms;            /* --keepalive-interval, default 60s (+ up to 5s jitter) */
+  int shards;                /* --shards, 0 = online CPUs */
+  int max_conns;             /* --max-conns, per process, default derived from RLIMIT_NOFILE */
+  int recv_bufs;             /* --recv-bufs per shard, default 256 (power of two) */
+  int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
+  int queue_depth;           /* --queue-depth: packets per inter-shard ring, default 4096 (power of 2) */
+  int verbose;               /* -v / --verbose, may repeat */
+};
+
+/* Fill defaults. */
+void config_defaults(struct config *c);
+/* 0 = run; 1 = help was printed to out (exit 0); -1 = error written to err
+ * (exit 2). */
+int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
+void config_usage(FILE *out, const char *prog);
+/* Parse a Go duration ("300ms", "1.5h", "2m3s") into milliseconds; -1 on error. */
+int64_t config_parse_duration_ms(const char *s);
+
+#endif

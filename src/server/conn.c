@@ -1,0 +1,514 @@
+/* conn.c: a connection's I/O on its shard: receive, the outgoing queues, the
+ * one-send-in-flight writer, deadlines, keepalives and close.
+ *
+ * Owns struct conn's lifecycle. The handshake (HTTP, ServerKey, ClientInfo,
+ * handoff) is upgrade.c; what frames mean is relay.c. Only the owning shard's
+ * thread touches a conn. A conn is freed only when no SQE refers to it
+ * (ops == 0): conn_close shuts the socket down, which completes every pending
+ * op, and the flush pass reaps it. */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "server/log.h"
+#include "server/server.h"
+#include "server/upgrade.h"
+
+static void set_sockopts(int fd) {
+  int one = 1, idle = 600, user_timeout_ms = 15000;
+  /* derper's defaults: -tcp-keepalive-time 10m, -tcp-user-timeout 15s. */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
+static void read_peer_addr(struct conn *c) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&c->addr, 0, sizeof c->addr);
+  c->addr.sin6_family = AF_INET6;
+  if (getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0) return;
+  if (ss.ss_family == AF_INET6) {
+    c->addr = *(struct sockaddr_in6 *)&ss;
+  } else if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    c->addr.sin6_port = a->sin_port;
+    c->addr.sin6_addr.s6_addr[10] = 0xff;
+    c->addr.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&c->addr.sin6_addr.s6_addr[12], &a->sin_addr, 4);
+  }
+}
+
+void conn_addr_str(const struct conn *c, char *out, size_t cap) {
+  char ip[INET6_ADDRSTRLEN];
+  const struct in6_addr *a = &c->addr.sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(a)) {
+    inet_ntop(AF_INET, &a->s6_addr[12], ip, sizeof ip);
+    snprintf(out, cap, "%s:%u", ip, ntohs(c->addr.sin6_port));
+  } else {
+    inet_ntop(AF_INET6, a, ip, sizeof ip);
+    snprintf(out, cap, "[%s]:%u", ip, ntohs(c->addr.sin6_port));
+  }
+}
+
+struct conn *conn_new(struct shard *sh, int fd) {
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->hs = upgrade_new();
+  if (!c->hs) { free(c); return NULL; }
+  c->fd = fd;
+  c->sh = sh;
+  c->state = CS_HTTP;
+  c->xp = &transport_plain;
+  c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
+  c->nothere_tokens = 3;
+  set_sockopts(fd);
+  read_peer_addr(c);
+  derp_frame_reader_init(&c->rd, DERP_FROM_CLIENT);
+  list_init(&c->dl_node);
+  list_init(&c->ka_node);
+  list_init(&c->dirty_node);
+  list_add_tail(&sh->conns, &c->all_node);
+  sh->nconns++;
+  STAT_INC(&sh->stats, cur_conns);
+  c->deadline_ms = sh->now_ms + sh->srv->cfg.handshake_timeout_ms;
+  list_add_tail(&sh->hs_fifo, &c->dl_node);
+  return c;
+}
+
+/* Handshake reads are single-shot, so that when ClientInfo is complete no
+ * recv is in flight and the conn can move shards at once. */
+static void arm_hs_recv(struct conn *c) {
+  struct io_uring_sqe *sqe = shard_sqe(c->sh);
+  io_uring_prep_recv(sqe, c->fd, NULL, c->sh->buf_size, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BGID;
+  io_uring_sqe_set_data64(sqe, ud_make(c, UD_HSRECV));
+  c->ops++;
+}
+
+static void arm_recv(struct conn *c) {
+  struct io_uring_sqe *sqe = shard_sqe(c->sh);
+  io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BGID;
+  io_uring_sqe_set_data64(sqe, ud_make(c, UD_RECV));
+  c->ops++;
+  c->recv_armed = 1;
+}
+
+void conn_start(struct conn *c) { arm_hs_recv(c); }
+
+/* A failed read: EOF is a normal goodbye, anything else is logged. */
+static void close_on_read(struct conn *c, int res) {
+  if (res == 0) conn_close(c, CLOSE_eof, NULL);
+  else conn_close(c, CLOSE_read_error, strerror(-res));
+}
+
+/* Both recv kinds land here; hs tells whether it was the single-shot one. */
+static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
+  struct shard *sh = c->sh;
+  bool more = !hs && (cqe->flags & IORING_CQE_F_MORE);
+  int res = cqe->res;
+  if (!more) {
+    c->ops--;
+    c->recv_armed = 0;
+  }
+  if (res > 0) {
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    const uint8_t *p = sh->bufs + (size_t)bid * sh->buf_size;
+    if (c->state != CS_CLOSING) c->xp->recv(c, p, (size_t)res);
+    shard_recycle_buf(sh, bid);
+  } else if (res == -ENOBUFS) {
+    STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
+  } else if (c->state != CS_CLOSING) {
+    close_on_read(c, res);
+  }
+  if (c->state == CS_CLOSING) {
+    if (c->ops == 0) shard_mark_dirty(sh, c);
+    return;
+  }
+  if (more) return;
+  if (c->state == CS_ESTABLISHED) arm_recv(c);
+  else if (c->state == CS_HTTP || c->state == CS_CLIENT_INFO) arm_hs_recv(c);
+  /* CS_MOVING: no read until the owner shard adopts it. */
+}
+
+void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe) { on_recv(c, cqe, false); }
+void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe) { on_recv(c, cqe, true); }
+
+/* Plaintext from the transport. Returns -1 once the conn is closing. */
+int conn_input(struct conn *c, const uint8_t *p, size_t n) {
+  if (c->state != CS_ESTABLISHED) return upgrade_input(c, p, n);
+  while (c->state == CS_ESTABLISHED) {
+    struct derp_frame f;
+    enum derp_read_status st = derp_frame_read(&c->rd, &p, &n, &f);
+    if (st == DERP_READ_MORE) return 0;
+    if (st == DERP_READ_NOMEM) { conn_close(c, CLOSE_nomem, "frame buffer"); break; }
+    if (st == DERP_READ_ERROR) {
+      char d[96];
+      snprintf(d, sizeof d, "%s frame with length %u", derp_frame_type_name(f.type), f.len);
+      conn_close(c, CLOSE_frame_length, d);
+      break;
+    }
+    if (relay_frame(c, &f) < 0) break;
+  }
+  if (c->rd.skipped_frames) {
+    STAT_ADD(&c->sh->stats, unknown_frames, (int64_t)c->rd.skipped_frames);
+    c->rd.skipped_frames = 0;
+  }
+  return c->state == CS_CLOSING ? -1 : 0;
+}
+
+/* ---- outgoing queues ---------------------------------------------------- */
+
+static void q_append(struct pkt **h, struct pkt **t, struct pkt *p) {
+  p->next = NULL;
+  if (*t) (*t)->next = p;
+  else *h = p;
+  *t = p;
+}
+
+static struct pkt *q_pop(struct pkt **h, struct pkt **t) {
+  struct pkt *p = *h;
+  if (!p) return NULL;
+  *h = p->next;
+  if (!*h) *t = NULL;
+  p->next = NULL;
+  return p;
+}
+
+void conn_queue_ctrl(struct conn *c, struct pkt *p) {
+  if (c->state == CS_CLOSING || c->nctrl >= CONN_CTRL_MAX) {
+    pkt_free(c->sh, p);
+    return;
+  }
+  q_append(&c->ctrl_h, &c->ctrl_t, p);
+  c->nctrl++;
+  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+}
+
+/* derper's policy: a full queue drops its oldest packet, so a receiver that
+ * fell behind gets the freshest data and the sender never waits. */
+void conn_queue_packet(struct conn *c, struct pkt *p) {
+  struct shard *sh = c->sh;
+  if (c->state != CS_ESTABLISHED) {
+    STAT_DROP(&sh->stats, gone_disconnected, 1);
+    pkt_free(sh, p);
+    return;
+  }
+  struct pkt **h = p->disco ? &c->disco_h : &c->data_h;
+  struct pkt **t = p->disco ? &c->disco_t : &c->data_t;
+  uint8_t *n = p->disco ? &c->ndisco : &c->ndata;
+  if (*n >= CONN_QUEUE_MAX) {
+    pkt_free(sh, q_pop(h, t));
+    (*n)--;
+    STAT_DROP(&sh->stats, queue_head, 1);
+  }
+  q_append(h, t, p);
+  (*n)++;
+  shard_mark_dirty(sh, c);
+}
+
+static struct send_ctx *send_ctx_get(struct shard *sh) {
+  struct send_ctx *x = sh->free_send;
+  if (x) sh->free_send = x->next_free;
+  else if (!(x = malloc(sizeof *x))) return NULL;
+  x->pkts = NULL;
+  x->niov = x->first = 0;
+  memset(&x->msg, 0, sizeof x->msg);
+  return x;
+}
+
+static void send_ctx_put(struct shard *sh, struct send_ctx *x) {
+  x->next_free = sh->free_send;
+  sh->free_send = x;
+}
+
+/* Take the next frame to send: control first, then disco, then data. */
+static struct pkt *next_out(struct conn *c) {
+  struct pkt *p;
+  if ((p = q_pop(&c->ctrl_h, &c->ctrl_t))) { c->nctrl--; return p; }
+  if ((p = q_pop(&c->disco_h, &c->disco_t))) { c->ndisco--; return p; }
+  if ((p = q_pop(&c->data_h, &c->data_t))) { c->ndata--; return p; }
+  return NULL;
+}
+
+static void submit_send(struct conn *c) {
+  struct send_ctx *x = c->send;
+  x->msg.msg_iov = &x->iov[x->first];
+  x->msg.msg_iovlen = (size_t)(x->niov - x->first);
+  struct io_uring_sqe *sqe = shard_sqe(c->sh);
+  io_uring_prep_sendmsg(sqe, c->fd, &x->msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
+  c->ops++;
+  int64_t wt = c->sh->srv->cfg.tcp_write_timeout_ms;
+  if (c->state == CS_ESTABLISHED && wt > 0) {
+    c->deadline_ms = c->sh->now_ms + wt;
+    list_move_tail(&c->sh->wr_fifo, &c->dl_node);
+  }
+}
+
+static void destroy(struct conn *c);
+
+/* Coalesce every queued frame (up to the batch bounds) into one sendmsg. */
+void conn_flush(struct conn *c) {
+  if (c->state == CS_CLOSING) {
+    if (c->ops == 0) destroy(c);
+    return;
+  }
+  if (c->state == CS_MOVING) {
+    if (c->ops == 0) upgrade_move(c);
+    return;
+  }
+  if (c->send) return;
+  if (!c->ctrl_h && !c->disco_h && !c->data_h) {
+    if (c->close_after_send)
+      conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
+    return;
+  }
+  struct send_ctx *x = send_ctx_get(c->sh);
+  if (!x) { conn_close(c, CLOSE_nomem, "send context"); return; }
+  struct pkt *tail = NULL;
+  size_t bytes = 0;
+  while (x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
+    struct pkt *p = next_out(c);
+    if (!p) break;
+    x->iov[x->niov].iov_base = p->data;
+    x->iov[x->niov].iov_len = p->len;
+    x->niov++;
+    bytes += p->len;
+    if (tail) tail->next = p;
+    else x->pkts = p;
+    tail = p;
+  }
+  c->send = x;
+  c->xp->wrap(c, x);
+  submit_send(c);
+}
+
+static void release_send(struct conn *c, bool count_drops) {
+  struct send_ctx *x = c->send;
+  struct shard *sh = c->sh;
+  for (struct pkt *p = x->pkts; p;) {
+    struct pkt *n = p->next;
+    if (count_drops && p->kind == MSG_PKT) STAT_DROP(&sh->stats, write_error, 1);
+    pkt_free(sh, p);
+    p = n;
+  }
+  send_ctx_put(sh, x);
+  c->send = NULL;
+}
+
+/* Account for res bytes written: free whole frames, trim a partial one. */
+static void advance_send(struct conn *c, size_t res) {
+  struct send_ctx *x = c->send;
+  struct shard *sh = c->sh;
+  while (x->first < x->niov && res >= x->iov[x->first].iov_len) {
+    res -= x->iov[x->first].iov_len;
+    struct pkt *p = x->pkts;
+    x->pkts = p->next;
+    if (p->kind == MSG_PKT) {
+      STAT_INC(&sh->stats, pkts_sent);
+      STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
+    }
+    pkt_free(sh, p);
+    x->first++;
+  }
+  if (x->first < x->niov) {
+    x->iov[x->first].iov_base = (uint8_t *)x->iov[x->first].iov_base + res;
+    x->iov[x->first].iov_len -= res;
+  }
+}
+
+void conn_on_send(struct conn *c, int res) {
+  struct shard *sh = c->sh;
+  c->ops--;
+  STAT_INC(&sh->stats, sends);
+  if (c->state == CS_CLOSING) {
+    release_send(c, true);
+    if (c->ops == 0) shard_mark_dirty(sh, c);
+    return;
+  }
+  if (res < 0) {
+    release_send(c, true);
+    conn_close(c, CLOSE_write_error, strerror(-res));
+    return;
+  }
+  advance_send(c, (size_t)res);
+  if (c->send->first < c->send->niov) { /* short write: finish it first */
+    submit_send(c);
+    return;
+  }
+  release_send(c, false);
+  if (c->state == CS_ESTABLISHED && list_linked(&c->dl_node)) list_del(&c->dl_node);
+  shard_mark_dirty(sh, c); /* more queued, close_after_send, or a pending move */
+}
+
+/* ---- adoption, close, reaping ------------------------------------------- */
+
+void conn_attach(struct shard *sh, struct conn *c) {
+  c->sh = sh;
+  list_add_tail(&sh->conns, &c->all_node);
+  sh->nconns++;
+  STAT_INC(&sh->stats, cur_conns);
+}
+
+void conn_adopt(struct shard *sh, struct conn *c) {
+  conn_attach(sh, c);
+  STAT_INC(&sh->stats, handoffs);
+  if (sh->stopping) {
+    conn_close(c, CLOSE_shutdown, NULL);
+    return;
+  }
+  conn_establish(c);
+}
+
+static uint32_t jitter_ms(struct shard *sh) {
+  uint64_t x = sh->rng;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  sh->rng = x;
+  return (uint32_t)(x % 5000);
+}
+
+/* On the owner shard: register, send ServerInfo and whatever else is queued,
+ * run the frames that arrived behind ClientInfo, then start reading. */
+void conn_establish(struct conn *c) {
+  struct shard *sh = c->sh;
+  c->state = CS_ESTABLISHED;
+  relay_register(c);
+  c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
+  list_add_tail(&sh->ka_fifo, &c->ka_node);
+  shard_mark_dirty(sh, c);
+  upgrade_finish(c); /* feeds carried bytes through conn_input, frees hs */
+  if (c->state == CS_ESTABLISHED) arm_recv(c);
+}
+
+static void drop_queues(struct conn *c) {
+  struct shard *sh = c->sh;
+  STAT_DROP(&sh->stats, gone_disconnected, c->ndisco + c->ndata);
+  pkt_free_list(sh, c->ctrl_h);
+  pkt_free_list(sh, c->disco_h);
+  pkt_free_list(sh, c->data_h);
+  c->ctrl_h = c->ctrl_t = c->disco_h = c->disco_t = c->data_h = c->data_t = NULL;
+  c->nctrl = c->ndisco = c->ndata = 0;
+}
+
+static bool reason_is_quiet(enum close_reason why) {
+  return why == CLOSE_eof || why == CLOSE_http_done || why == CLOSE_shutdown;
+}
+
+void conn_close(struct conn *c, enum close_reason why, const char *detail) {
+  if (c->state == CS_CLOSING) return;
+  struct shard *sh = c->sh;
+  uint8_t prev = c->state;
+  c->state = CS_CLOSING;
+  c->close_reason = (uint8_t)why;
+  STAT_CLOSE(&sh->stats, why);
+  if (!detail && c->hs && (why == CLOSE_http_bad)) detail = upgrade_detail(c);
+  int lvl = reason_is_quiet(why) ? LOG_DEBUG : LOG_INFO;
+  if (log_get_level() >= lvl && shard_log_allowed(sh)) {
+    char addr[64], key[DERP_KEY_STRLEN] = "-";
+    conn_addr_str(c, addr, sizeof addr);
+    if (prev == CS_ESTABLISHED || prev == CS_MOVING) derp_key_format(&c->key, key);
+    log_msg(lvl, "shard %d: conn %llu %s %s: closed: %s%s%s", sh->id, (unsigned long long)c->id,
+            addr, key, close_reason_name(why), detail ? ": " : "", detail ? detail : "");
+  }
+  if (prev == CS_ESTABLISHED) relay_unregister(c);
+  if (list_linked(&c->dl_node)) list_del(&c->dl_node);
+  if (list_linked(&c->ka_node)) list_del(&c->ka_node);
+  drop_queues(c);
+  shutdown(c->fd, SHUT_RDWR); /* completes pending recv/send promptly */
+  if (c->ops > 0) {
+    struct io_uring_sqe *sqe = shard_sqe(sh);
+    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+  }
+  shard_mark_dirty(sh, c); /* reaped by conn_flush once ops == 0 */
+}
+
+static void free_conn_memory(struct conn *c) {
+  if (c->fd >= 0) close(c->fd);
+  upgrade_free(c);
+  derp_frame_reader_reset(&c->rd);
+  free(c);
+}
+
+static void destroy(struct conn *c) {
+  struct shard *sh = c->sh;
+  if (c->send) release_send(c, true);
+  drop_queues(c);
+  list_del(&c->all_node);
+  if (list_linked(&c->dirty_node)) list_del(&c->dirty_node);
+  sh->nconns--;
+  STAT_ADD(&sh->stats, cur_conns, -1);
+  atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+  free_conn_memory(c);
+}
+
+/* Detach a conn from its shard before it moves (upgrade.c). */
+void conn_detach(struct conn *c) {
+  struct shard *sh = c->sh;
+  list_del(&c->all_node);
+  if (list_linked(&c->dirty_node)) list_del(&c->dirty_node);
+  c->dirty = 0;
+  if (list_linked(&c->dl_node)) list_del(&c->dl_node);
+  sh->nconns--;
+  STAT_ADD(&sh->stats, cur_conns, -1);
+}
+
+void conn_free_orphan(struct conn *c) {
+  for (struct pkt *q[3] = {c->ctrl_h, c->disco_h, c->data_h}, **it = q; it < q + 3; it++)
+    for (struct pkt *p = *it; p;) { struct pkt *n = p->next; free(p); p = n; }
+  free_conn_memory(c);
+}
+
+/* At shard exit: whatever is left is freed; in-flight ops died with the ring. */
+void conn_destroy_all(struct shard *sh) {
+  while (!list_empty(&sh->conns)) {
+    struct conn *c = list_entry(sh->conns.next, struct conn, all_node);
+    if (c->state == CS_ESTABLISHED) relay_unregister(c);
+    c->state = CS_CLOSING;
+    if (list_linked(&c->dl_node)) list_del(&c->dl_node);
+    if (list_linked(&c->ka_node)) list_del(&c->ka_node);
+    destroy(c);
+  }
+}
+
+/* ---- timers: three FIFOs, each ordered by deadline because every entry in
+ * one FIFO was added with the same timeout (keepalive jitter aside, which can
+ * delay a keepalive by at most the 5 s jitter). ---------------------------- */
+
+static void tick_keepalives(struct shard *sh) {
+  while (!list_empty(&sh->ka_fifo)) {
+    struct conn *c = list_entry(sh->ka_fifo.next, struct conn, ka_node);
+    if (c->keepalive_ms > sh->now_ms) break;
+    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN);
+    if (p) {
+      p->len = (uint32_t)derp_enc_keep_alive(p->data, p->cap);
+      conn_queue_ctrl(c, p);
+      STAT_INC(&sh->stats, keepalives);
+    }
+    c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
+    list_move_tail(&sh->ka_fifo, &c->ka_node);
+  }
+}
+
+static void tick_deadlines(struct shard *sh, struct list *fifo, enum close_reason why) {
+  while (!list_empty(fifo)) {
+    struct conn *c = list_entry(fifo->next, struct conn, dl_node);
+    if (c->deadline_ms > sh->now_ms) break;
+    conn_close(c, why, why == CLOSE_write_timeout ? "receiver not reading" : NULL);
+  }
+}
+
+void conn_tick(struct shard *sh) {
+  tick_deadlines(sh, &sh->hs_fifo, CLOSE_handshake_timeout);
+  tick_deadlines(sh, &sh->wr_fifo, CLOSE_write_timeout);
+  tick_keepalives(sh);
+}

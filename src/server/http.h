@@ -1,0 +1,88 @@
+/* http.h: the HTTP/1.1 front door of a connection, before it speaks DERP.
+ *
+ * Parses one request head incrementally (on Node's http-parser, Debian's
+ * libhttp-parser) with hard bounds: at most HTTP_MAX_HEAD bytes of request
+ * line + headers, and a fixed small copy of only the headers derpd acts on;
+ * everything else is parsed and forgotten. Then routes it and builds the
+ * reply. Owns no socket and no connection: the caller feeds bytes and writes
+ * the reply. The request body is never read (derpd's routes have none). */
+#ifndef DERPD_HTTP_H
+#define DERPD_HTTP_H
+
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP_MAX_HEAD 8192   /* request line + headers; more gets 431 */
+#define HTTP_MAX_PATH 256    /* longer gets 414 */
+#define HTTP_MAX_CHALLENGE 64
+#define HTTP_WS_KEY_MAX 64
+
+enum http_upgrade { HTTP_UP_NONE = 0, HTTP_UP_DERP, HTTP_UP_WEBSOCKET, HTTP_UP_OTHER };
+
+struct http_req {
+  http_parser parser;
+  uint32_t head_bytes;            /* bytes of the head consumed so far */
+  bool done;                      /* head complete */
+  int error_status;               /* 0, or the 4xx/5xx to answer with before closing */
+  const char *error_reason;       /* static text for logs and counters */
+  /* What derpd keeps of the request. */
+  uint8_t method;                 /* enum http_method from http_parser.h */
+  char path[HTTP_MAX_PATH + 1];   /* path without the query string */
+  uint16_t path_len;
+  enum http_upgrade upgrade;
+  bool fast_start;                /* Derp-Fast-Start: 1 */
+  bool has_challenge;             /* X-Tailscale-Challenge present and valid */
+  char challenge[HTTP_MAX_CHALLENGE + 1];
+  bool ws_proto_derp;             /* Sec-WebSocket-Protocol lists "derp" */
+  char ws_key[HTTP_WS_KEY_MAX + 1];
+  bool conn_close;                /* Connection: close */
+  /* Header being parsed: which one (if any) we keep, and a bounded copy. */
+  uint8_t cur_field;              /* internal: index of the header we are collecting */
+  bool in_value;
+  char field[40]; uint8_t field_len; bool field_long;
+  char value[HTTP_MAX_CHALLENGE * 2]; uint16_t value_len; bool value_long;
+  bool in_query;                  /* internal: the URL reached '?' or '#'; rest is ignored */
+};
+
+enum http_feed_status {
+  HTTP_FEED_MORE = 0,   /* need more bytes */
+  HTTP_FEED_DONE = 1,   /* head complete: *used = bytes of the head in this input */
+  HTTP_FEED_ERROR = -1, /* answer req->error_status (if not 0), then close */
+};
+
+void http_req_init(struct http_req *r);
+/* Feed received bytes. Bytes after the head (the DERP stream of a fast-start
+ * client) are not consumed: on DONE, input[*used..] belongs to the caller. */
+enum http_feed_status http_req_feed(struct http_req *r, const uint8_t *p, size_t n, size_t *used);
+
+enum http_action {
+  HTTP_ACT_CLOSE = 0,        /* write reply, then close the connection */
+  HTTP_ACT_DERP,             /* write reply (101, or nothing for fast start), then DERP */
+  HTTP_ACT_WEBSOCKET,        /* write reply (101), then DERP inside WebSocket */
+  HTTP_ACT_DEBUG,            /* a /debug/ path: the caller builds the body (http_reply_body) */
+};
+
+enum http_debug_page { HTTP_DEBUG_NONE = 0, HTTP_DEBUG_INDEX, HTTP_DEBUG_VARZ, HTTP_DEBUG_VARS };
+
+#define HTTP_REPLY_MAX 2048
+struct http_reply {
+  enum http_action action;
+  enum http_debug_page debug_page;
+  int status;
+  size_t len;
+  char buf[HTTP_REPLY_MAX];  /* the whole reply for non-debug routes */
+};
+
+/* Route a complete request. server_key_hex: 64 lowercase hex of the server's
+ * public key. debug_allowed: the peer may see /debug/ (loopback). */
+void http_route(const struct http_req *r, const char *server_key_hex, bool debug_allowed,
+                struct http_reply *out);
+/* Build a reply for an error found while parsing (status from req->error_status). */
+void http_error_reply(int status, struct http_reply *out);
+/* Write the head of a reply with a body of body_len bytes to follow; returns the
+ * head length, 0 if it does not fit. Always "Connection: close". */
+size_t http_reply_head(char *out, size_t cap, int status, const char *content_type, size_t body_len);
+
+#endif

@@ -1,0 +1,267 @@
+/* main.c: derpd's process: flags, key, listening sockets, the shards, signals.
+ *
+ * Owns start-up and shutdown only. Everything here happens before the shard
+ * threads start or after they have been joined, except the `stopping` flag,
+ * which the signal loop sets and every shard polls on its tick. */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "server/log.h"
+#include "server/server.h"
+
+#define CTRL_QUEUE_DEPTH 1024
+
+static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  if (!host[0]) hints.ai_family = AF_INET6; /* [::] dual-stack; falls back below */
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", port);
+  struct addrinfo *res = NULL;
+  int r = getaddrinfo(host[0] ? host : NULL, ps, &hints, &res);
+  if (r != 0 && !host[0]) {
+    hints.ai_family = AF_INET;
+    r = getaddrinfo(NULL, ps, &hints, &res);
+  }
+  if (r != 0) {
+    snprintf(err, errlen, "resolve %s: %s", host, gai_strerror(r));
+    return -1;
+  }
+  int fd = -1;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (ai->ai_family == AF_INET6 && !host[0])
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0) break;
+    snprintf(err, errlen, "listen on %s:%u: %s", host[0] ? host : "*", port, strerror(errno));
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  return fd;
+}
+
+static uint16_t bound_port(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Raise the open-file limit to its hard cap; derive the connection bound. */
+static int conn_budget(int nshards, int configured) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  /* Each shard holds a ring fd and a listener; keep some for logs and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 2L * nshards;
+  if (avail < 16) avail = 16;
+  if (configured > 0 && configured < avail) return configured;
+  if (configured > avail)
+    log_warn("--max-conns=%d is above the open-file limit; using %ld", configured, avail);
+  return (int)avail;
+}
+
+static int load_key(struct server *s) {
+  const struct config *c = &s->cfg;
+  if (c->key_path[0]) {
+    char msg[256] = "";
+    int created = 0;
+    if (derp_keyfile_load_or_create(c->key_path, &s->priv, &created, msg, sizeof msg) != 0) {
+      log_error("key file %s: %s", c->key_path, msg[0] ? msg : strerror(errno));
+      return -1;
+    }
+    if (created) log_info("created new key file %s", c->key_path);
+  } else if (c->dev) {
+    derp_key pub;
+    derp_key_generate(&s->priv, &pub);
+    log_info("dev mode: using an ephemeral key (pass -c FILE to keep one)");
+  } else {
+    log_error("no key file: pass -c FILE (derper's key file format), or -dev");
+    return -1;
+  }
+  derp_key_public(&s->priv, &s->pub);
+  derp_key_hex(&s->pub, s->pub_hex);
+  return 0;
+}
+
+static int make_rings(struct server *s) {
+  int n = s->nshards;
+  s->data_q = calloc((size_t)n * n, sizeof *s->data_q);
+  s->ctrl_q = calloc((size_t)n * n, sizeof *s->ctrl_q);
+  if (!s->data_q || !s->ctrl_q) return -1;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      if (i == j) continue;
+      s->data_q[i * n + j] = spsc_new((uint32_t)s->cfg.queue_depth);
+      s->ctrl_q[i * n + j] = spsc_new(CTRL_QUEUE_DEPTH);
+      if (!s->data_q[i * n + j] || !s->ctrl_q[i * n + j]) return -1;
+    }
+  return 0;
+}
+
+/* After the shards are joined: free what is still in the rings. */
+static void drain_rings(struct server *s) {
+  int n = s->nshards;
+  void *items[256];
+  for (int i = 0; i < n * n; i++) {
+    uint32_t k;
+    if (s->data_q[i]) {
+      spsc_publish(s->data_q[i]);
+      while ((k = spsc_pop_batch(s->data_q[i], items, 256)))
+        for (uint32_t j = 0; j < k; j++) free(items[j]);
+      spsc_free(s->data_q[i]);
+    }
+    if (s->ctrl_q[i]) {
+      spsc_publish(s->ctrl_q[i]);
+      while ((k = spsc_pop_batch(s->ctrl_q[i], items, 256)))
+        for (uint32_t j = 0; j < k; j++) {
+          uintptr_t v = (uintptr_t)items[j];
+          if (v & 1) conn_free_orphan((struct conn *)(v & ~(uintptr_t)1));
+          else free(items[j]);
+        }
+      spsc_free(s->ctrl_q[i]);
+    }
+  }
+  free(s->data_q);
+  free(s->ctrl_q);
+}
+
+static int start_shards(struct server *s, pthread_barrier_t *bar) {
+  int err = 0;
+  for (int i = 0; i < s->nshards; i++) {
+    struct shard *sh = &s->shards[i];
+    sh->id = i;
+    sh->srv = s;
+    sh->rng = ((uint64_t)randombytes_random() << 32) | randombytes_random() | 1;
+    int r = shard_spawn(sh, bar, &err);
+    if (r < 0) {
+      log_error("shard %d: cannot start: %s", i, strerror(-r));
+      exit(1); /* threads already started wait on the barrier; exit ends them */
+    }
+  }
+  pthread_barrier_wait(bar); /* every ring is set up (or failed) */
+  if (err) atomic_store(&s->stopping, true);
+  pthread_barrier_wait(bar); /* go */
+  return err ? -1 : 0;
+}
+
+static void shutdown_shards(struct server *s) {
+  atomic_store(&s->stopping, true);
+  for (int i = 0; i < s->nshards; i++) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    if (pthread_timedjoin_np(s->shards[i].thread, NULL, &ts) != 0) {
+      log_error("shard %d did not stop within 5s; exiting anyway", i);
+      _exit(1);
+    }
+  }
+}
+
+static void free_server(struct server *s) {
+  drain_rings(s);
+  for (int i = 0; i < s->nshards; i++) {
+    struct shard *sh = &s->shards[i];
+    if (sh->ring_fd > 0) io_uring_queue_exit(&sh->ring);
+    free(sh->bufs);
+    free(sh->br);
+    free(sh->pending_pub);
+    if (sh->listen_fd >= 0) close(sh->listen_fd);
+  }
+  free(s->shards);
+  free(s);
+}
+
+static int wait_for_signal(const sigset_t *set) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(set, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log_info("SIGHUP: nothing to reload in this version (no TLS certificates)");
+      continue;
+    }
+    return sig;
+  }
+}
+
+int main(int argc, char **argv) {
+  struct server *s = calloc(1, sizeof *s);
+  if (!s) return 1;
+  char err[512];
+  config_defaults(&s->cfg);
+  int r = config_parse(&s->cfg, argc, argv, stdout, err, sizeof err);
+  if (r == 1) { free(s); return 0; }
+  if (r < 0) {
+    fprintf(stderr, "derpd: %s\nRun 'derpd -help' for the list of flags.\n", err);
+    free(s);
+    return 2;
+  }
+  log_set_level(LOG_INFO + s->cfg.verbose);
+  if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
+  if (!s->cfg.dev && s->cfg.listen_port == 443) {
+    log_error("port 443 means TLS, which this version does not serve yet: use -a with "
+              "another port for plain HTTP behind a TLS terminator, or -dev");
+    return 1;
+  }
+  if (load_key(s) != 0) return 1;
+  randombytes_buf(s->hash_key, sizeof s->hash_key);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  s->nshards = s->cfg.shards > 0 ? s->cfg.shards : (cpus > 0 ? (int)cpus : 1);
+  s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  s->shards = calloc((size_t)s->nshards, sizeof *s->shards);
+  if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
+
+  uint16_t port = s->cfg.listen_port;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].listen_fd = open_listener(s->cfg.listen_host, port, err, sizeof err);
+    if (s->shards[i].listen_fd < 0) { log_error("%s", err); return 1; }
+    if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
+  }
+  s->port = port;
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL); /* shards inherit the mask */
+
+  pthread_barrier_t bar;
+  pthread_barrier_init(&bar, NULL, (unsigned)s->nshards + 1);
+  if (start_shards(s, &bar) != 0) {
+    shutdown_shards(s);
+    return 1;
+  }
+  log_info("derpd: listening on %s%s%s:%u (plain HTTP, %d shards, max %d conns)",
+           strchr(s->cfg.listen_host, ':') ? "[" : "", s->cfg.listen_host[0] ? s->cfg.listen_host : "*",
+           strchr(s->cfg.listen_host, ':') ? "]" : "", port, s->nshards, s->max_conns);
+  log_info("derpd: server key nodekey:%s", s->pub_hex);
+
+  int sig = wait_for_signal(&set);
+  log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  shutdown_shards(s);
+  pthread_barrier_destroy(&bar);
+  free_server(s);
+  log_info("derpd: stopped");
+  return 0;
+}

@@ -1,0 +1,108 @@
+/* metrics.h: per-shard counters and their rendering for /debug/varz (Prometheus
+ * text) and /debug/vars (JSON).
+ *
+ * Ownership: each shard's struct stats has exactly one writer, its shard
+ * thread, which updates with relaxed load + store (no read-modify-write lock).
+ * Any thread may read with relaxed loads and sum across shards; a sum may be a
+ * few events stale, never torn. Gauges are signed: a connection that moves
+ * from shard A to B is -1 on A and +1 on B, so only the sum means anything. */
+#ifndef DERPD_METRICS_H
+#define DERPD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* X(name, prometheus name, type, help) */
+#define STATS_SCALARS(X)                                                                  \
+  X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
+  X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
+  X(cur_home, "derp_current_home_connections", "gauge", "clients that said this is home") \
+  X(clients_total, "derp_clients_total", "counter", "clients that completed the handshake") \
+  X(cur_clients, "derp_clients_local", "gauge", "handshaken clients connected here")     \
+  X(bytes_recv, "derp_bytes_received", "counter", "packet payload bytes received")        \
+  X(bytes_sent, "derp_bytes_sent", "counter", "packet payload bytes sent")                \
+  X(pkts_recv, "derp_packets_received", "counter", "packets received from clients")       \
+  X(pkts_sent, "derp_packets_sent", "counter", "packets written to clients")              \
+  X(recv_disco, "derp_packets_received_kind{kind=\"disco\"}", "counter", "")              \
+  X(recv_other, "derp_packets_received_kind{kind=\"other\"}", "counter", "")              \
+  X(got_ping, "derp_got_ping", "counter", "pings received")                               \
+  X(sent_pong, "derp_sent_pong", "counter", "pongs sent")                                 \
+  X(peer_gone_disc, "derp_peer_gone_disconnected_frames", "counter", "PeerGone(disconnected) sent") \
+  X(peer_gone_nothere, "derp_peer_gone_not_here_frames", "counter", "PeerGone(not here) sent") \
+  X(home_moves_in, "derp_home_moves_in", "counter", "clients that made this their home")  \
+  X(home_moves_out, "derp_home_moves_out", "counter", "clients that moved home away")     \
+  X(dup_keys, "derp_current_dup_client_keys", "gauge", "keys with more than one connection") \
+  X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
+  X(keepalives, "derpd_keepalives_sent", "counter", "KeepAlive frames sent")              \
+  X(unknown_frames, "derpd_unknown_frames", "counter", "unknown frame types skipped")     \
+  X(handoffs, "derpd_handoffs", "counter", "connections moved to their owner shard")      \
+  X(xshard_pkts, "derpd_cross_shard_packets", "counter", "packets passed between shards") \
+  X(wakeups, "derpd_shard_wakeups_sent", "counter", "MSG_RING wake-ups sent")             \
+  X(sends, "derpd_send_calls", "counter", "sendmsg operations completed")                 \
+  X(recv_nobufs, "derpd_recv_no_buffers", "counter", "multishot recv out of buffers")     \
+  X(http_requests, "derpd_http_requests", "counter", "HTTP requests served")              \
+  X(sent_to_full, "derpd_sent_to_full", "counter", "PeerGone peers not tracked (bound)")  \
+  X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")
+
+/* derp_packets_dropped_reason{reason=...} */
+#define STATS_DROPS(X)                 \
+  X(unknown_dest, "unknown_dest")      \
+  X(unknown_dest_on_fwd, "unknown_dest_on_fwd") \
+  X(gone_disconnected, "gone_disconnected") \
+  X(queue_head, "queue_head")          \
+  X(queue_tail, "queue_tail")          \
+  X(write_error, "write_error")        \
+  X(dup_client, "dup_client")          \
+  X(shard_queue, "shard_queue")
+
+/* derpd_conn_closed{reason=...}: why connections ended. */
+#define STATS_CLOSES(X)                                   \
+  X(eof, "eof")                                           \
+  X(read_error, "read_error")                             \
+  X(write_error, "write_error")                           \
+  X(write_timeout, "write_timeout")                       \
+  X(handshake_timeout, "handshake_timeout")               \
+  X(http_done, "http_done")                               \
+  X(http_bad, "http_bad")                                 \
+  X(bad_first_frame, "bad_first_frame")                   \
+  X(bad_client_info, "bad_client_info")                   \
+  X(admission, "admission_denied")                        \
+  X(frame_length, "bad_frame_length")                     \
+  X(not_mesh, "not_mesh")                                 \
+  X(conn_limit, "conn_limit")                             \
+  X(handoff_full, "handoff_queue_full")                   \
+  X(nomem, "out_of_memory")                               \
+  X(shutdown, "shutdown")                                 \
+  X(websocket_unsupported, "websocket_unsupported")
+
+#define STAT_ENUM(name, ...) STAT_##name,
+enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };
+#define DROP_ENUM(name, ...) DROP_##name,
+enum drop_reason { STATS_DROPS(DROP_ENUM) DROP_NREASONS };
+#define CLOSE_ENUM(name, ...) CLOSE_##name,
+enum close_reason { CLOSE_none = 0, STATS_CLOSES(CLOSE_ENUM) CLOSE_NREASONS };
+
+struct stats {
+  _Atomic int64_t v[STAT_NSCALARS];
+  _Atomic int64_t drops[DROP_NREASONS];
+  _Atomic int64_t closes[CLOSE_NREASONS];
+};
+
+/* Single-writer updates: only the owning shard thread calls these. */
+static inline void stat_add_slot(_Atomic int64_t *x, int64_t d) {
+  atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) + d, memory_order_relaxed);
+}
+#define STAT_ADD(st, name, d) stat_add_slot(&(st)->v[STAT_##name], (d))
+#define STAT_INC(st, name) STAT_ADD(st, name, 1)
+#define STAT_DROP(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
+#define STAT_CLOSE(st, reason) stat_add_slot(&(st)->closes[(reason)], 1)
+
+const char *close_reason_name(enum close_reason r);
+
+/* Render the sum of nstats shards' counters (plus process facts) into out.
+ * Returns bytes written (truncated at cap). */
+size_t metrics_render_varz(char *out, size_t cap, struct stats *const *all, int nstats);
+size_t metrics_render_vars(char *out, size_t cap, struct stats *const *all, int nstats);
+
+#endif

@@ -1,0 +1,306 @@
+/* relay.c: what established clients' frames mean, and where packets go.
+ *
+ * Owns the shard's peer table (key -> its connections). Every key lives on
+ * exactly one shard, owner(key) = key_hash(key) mod nshards, so "is B here?"
+ * is asked only on B's owner: a SendPacket to a key owned elsewhere is copied
+ * once into a pool buffer laid out as the outgoing RecvPacket and pushed onto
+ * the ring to that shard, which looks B up and queues it. Control messages
+ * about a key (PeerGone) travel the same way on the control rings.
+ * Duplicate keys (derper's "last writer is active"): all conns of a key stay
+ * registered; the newest is active until another of them sends a frame. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "server/log.h"
+#include "server/server.h"
+
+uint64_t key_hash(const struct server *s, const derp_key *k) {
+  uint8_t out[8];
+  crypto_shorthash(out, k->b, DERP_KEY_LEN, s->hash_key);
+  uint64_t h;
+  memcpy(&h, out, sizeof h);
+  return h;
+}
+
+/* ---- peer table ---------------------------------------------------------- */
+
+void peer_table_init(struct peer_table *t) {
+  t->mask = 255;
+  t->count = 0;
+  t->buckets = calloc(t->mask + 1, sizeof *t->buckets);
+  if (!t->buckets) abort(); /* start-up allocation */
+}
+
+static void peer_free(struct peer *p) {
+  free(p->sent_to);
+  free(p);
+}
+
+void peer_table_free(struct peer_table *t) {
+  for (uint32_t i = 0; t->buckets && i <= t->mask; i++)
+    for (struct peer *p = t->buckets[i], *n; p; p = n) { n = p->hnext; peer_free(p); }
+  free(t->buckets);
+  t->buckets = NULL;
+}
+
+/* The chain index uses the hash bits above those that chose the shard's
+ * residue, so one shard's keys still spread over all its buckets. */
+static uint32_t bucket(const struct peer_table *t, uint64_t h) { return (uint32_t)(h >> 32) & t->mask; }
+
+static struct peer *peer_find(struct peer_table *t, const derp_key *k, uint64_t h) {
+  for (struct peer *p = t->buckets[bucket(t, h)]; p; p = p->hnext)
+    if (p->hash == h && memcmp(p->key.b, k->b, DERP_KEY_LEN) == 0) return p;
+  return NULL;
+}
+
+static void peer_table_grow(struct peer_table *t) {
+  uint32_t nmask = t->mask * 2 + 1;
+  struct peer **nb = calloc(nmask + 1, sizeof *nb);
+  if (!nb) return; /* stay at this size: chains get longer, nothing breaks */
+  for (uint32_t i = 0; i <= t->mask; i++) {
+    for (struct peer *p = t->buckets[i], *n; p; p = n) {
+      n = p->hnext;
+      uint32_t b = (uint32_t)(p->hash >> 32) & nmask;
+      p->hnext = nb[b];
+      nb[b] = p;
+    }
+  }
+  free(t->buckets);
+  t->buckets = nb;
+  t->mask = nmask;
+}
+
+static void peer_unlink(struct peer_table *t, struct peer *p) {
+  struct peer **pp = &t->buckets[bucket(t, p->hash)];
+  while (*pp != p) pp = &(*pp)->hnext;
+  *pp = p->hnext;
+  t->count--;
+}
+
+/* ---- registration and duplicates --------------------------------------- */
+
+void relay_register(struct conn *c) {
+  struct shard *sh = c->sh;
+  struct peer_table *t = &sh->peers;
+  struct peer *p = peer_find(t, &c->key, c->key_hash);
+  if (!p) {
+    p = calloc(1, sizeof *p);
+    if (!p) { conn_close(c, CLOSE_nomem, "peer"); return; }
+    p->key = c->key;
+    p->hash = c->key_hash;
+    if (t->count >= t->mask + 1) peer_table_grow(t);
+    uint32_t b = bucket(t, p->hash);
+    p->hnext = t->buckets[b];
+    t->buckets[b] = p;
+    t->count++;
+  }
+  c->pnext = p->conns;
+  p->conns = c;
+  p->nconns++;
+  p->active = c; /* the newest connection wins until another one writes */
+  c->peer = p;
+  if (p->nconns == 2) { STAT_INC(&sh->stats, dup_keys); STAT_ADD(&sh->stats, dup_conns, 2); }
+  else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
+  STAT_INC(&sh->stats, clients_total);
+  STAT_INC(&sh->stats, cur_clients);
+}
+
+static void send_key_msg(struct shard *sh, struct pkt *m) {
+  int o = owner_of(sh->srv, m->hash);
+  if (o == sh->id) relay_send_to_key(sh, m);
+  else if (!shard_push_ctrl(sh, o, m)) pkt_free(sh, m);
+}
+
+/* PeerGone(key about, reason) for the holder of key `to`. */
+static void send_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash,
+                           const derp_key *about, uint8_t reason) {
+  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
+  if (!m) return;
+  m->len = (uint32_t)derp_enc_peer_gone(m->data, m->cap, about, reason);
+  m->kind = MSG_FRAME_TO_KEY;
+  m->not_here = reason == DERP_PEER_GONE_NOT_HERE;
+  m->dst = *to;
+  m->hash = to_hash;
+  send_key_msg(sh, m);
+}
+
+static void notify_gone(struct shard *sh, struct peer *p) {
+  for (uint32_t i = 0; i < p->sent_to_cap; i++) {
+    const derp_key *k = &p->sent_to[i];
+    if (derp_key_is_zero(k)) continue;
+    send_peer_gone(sh, k, key_hash(sh->srv, k), &p->key, DERP_PEER_GONE_DISCONNECTED);
+  }
+}
+
+void relay_unregister(struct conn *c) {
+  struct shard *sh = c->sh;
+  struct peer *p = c->peer;
+  if (!p) return;
+  struct conn **pp = &p->conns;
+  while (*pp && *pp != c) pp = &(*pp)->pnext;
+  if (*pp) *pp = c->pnext;
+  c->peer = NULL;
+  if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
+  else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
+  p->nconns--;
+  STAT_ADD(&sh->stats, cur_clients, -1);
+  if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
+  if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
+  if (p->nconns > 0) return;
+  notify_gone(sh, p);
+  peer_unlink(&sh->peers, p);
+  peer_free(p);
+}
+
+/* ---- who a peer sent to (for PeerGone) ---------------------------------- */
+
+static bool sent_to_insert(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
+  for (uint32_t i = 0, j = (uint32_t)h & (cap - 1); i < cap; i++, j = (j + 1) & (cap - 1)) {
+    if (derp_key_is_zero(&set[j])) { set[j] = *k; return true; }
+    if (memcmp(set[j].b, k->b, DERP_KEY_LEN) == 0) return false;
+  }
+  return false;
+}
+
+static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, uint64_t h) {
+  if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0 || derp_key_is_zero(dst)) return;
+  p->last_dst = *dst;
+  if ((p->sent_to_n + 1) * 4 > p->sent_to_cap * 3) {
+    if (p->sent_to_n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return; }
+    uint32_t ncap = p->sent_to_cap ? p->sent_to_cap * 2 : 8;
+    derp_key *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return;
+    for (uint32_t i = 0; i < p->sent_to_cap; i++)
+      if (!derp_key_is_zero(&p->sent_to[i]))
+        sent_to_insert(ns, ncap, &p->sent_to[i], key_hash(sh->srv, &p->sent_to[i]));
+    free(p->sent_to);
+    p->sent_to = ns;
+    p->sent_to_cap = ncap;
+  }
+  if (sent_to_insert(p->sent_to, p->sent_to_cap, dst, h)) p->sent_to_n++;
+}
+
+/* ---- delivery ------------------------------------------------------------ */
+
+/* A packet for a key this shard owns (from this shard or a ring). */
+void relay_deliver(struct shard *sh, struct pkt *p) {
+  struct peer *peer = peer_find(&sh->peers, &p->dst, p->hash);
+  if (peer && peer->active) {
+    conn_queue_packet(peer->active, p);
+    return;
+  }
+  if (peer) {
+    STAT_DROP(&sh->stats, dup_client, 1);
+  } else {
+    STAT_DROP(&sh->stats, unknown_dest, 1);
+    if (p->disco) { /* tell the sender, so its disco stops waiting on us */
+      derp_key src;
+      memcpy(src.b, p->data + DERP_FRAME_HDR_LEN, DERP_KEY_LEN);
+      send_peer_gone(sh, &src, key_hash(sh->srv, &src), &p->dst, DERP_PEER_GONE_NOT_HERE);
+    }
+  }
+  pkt_free(sh, p);
+}
+
+static bool take_not_here_token(struct conn *c) {
+  int64_t now = c->sh->now_ms;
+  int64_t refill = (now - c->nothere_ms) / 1000;
+  if (refill > 0) {
+    c->nothere_tokens = (uint8_t)(c->nothere_tokens + refill > 3 ? 3 : c->nothere_tokens + refill);
+    c->nothere_ms += refill * 1000;
+  }
+  if (c->nothere_tokens == 0) return false;
+  c->nothere_tokens--;
+  return true;
+}
+
+void relay_send_to_key(struct shard *sh, struct pkt *m) {
+  struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
+  struct conn *c = peer ? peer->active : NULL;
+  if (!c || (m->not_here && !take_not_here_token(c))) {
+    pkt_free(sh, m);
+    return;
+  }
+  if (m->not_here) STAT_INC(&sh->stats, peer_gone_nothere);
+  else STAT_INC(&sh->stats, peer_gone_disc);
+  m->kind = MSG_RAW;
+  conn_queue_ctrl(c, m);
+}
+
+/* ---- frames from an established client ---------------------------------- */
+
+static int on_send_packet(struct conn *c, const struct derp_frame *f) {
+  struct shard *sh = c->sh;
+  uint32_t plen = f->len - DERP_KEY_LEN;
+  const uint8_t *payload = f->payload + DERP_KEY_LEN;
+  struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + plen);
+  if (!p) { conn_close(c, CLOSE_nomem, "packet"); return -1; }
+  memcpy(p->dst.b, f->payload, DERP_KEY_LEN);
+  derp_frame_put_header(p->data, DERP_FRAME_RECV_PACKET, DERP_KEY_LEN + plen);
+  memcpy(p->data + DERP_FRAME_HDR_LEN, c->key.b, DERP_KEY_LEN);
+  memcpy(p->data + DERP_FRAME_HDR_LEN + DERP_KEY_LEN, payload, plen);
+  p->kind = MSG_PKT;
+  p->disco = derp_is_disco(payload, plen);
+  p->hash = key_hash(sh->srv, &p->dst);
+  STAT_INC(&sh->stats, pkts_recv);
+  STAT_ADD(&sh->stats, bytes_recv, plen);
+  if (p->disco) STAT_INC(&sh->stats, recv_disco);
+  else STAT_INC(&sh->stats, recv_other);
+  note_sent_to(sh, c->peer, &p->dst, p->hash);
+  int o = owner_of(sh->srv, p->hash);
+  if (o == sh->id) {
+    relay_deliver(sh, p);
+  } else if (shard_push_data(sh, o, p)) {
+    STAT_INC(&sh->stats, xshard_pkts);
+  } else {
+    STAT_DROP(&sh->stats, shard_queue, 1);
+    pkt_free(sh, p);
+  }
+  return 0;
+}
+
+static int on_ping(struct conn *c, const struct derp_frame *f) {
+  struct shard *sh = c->sh;
+  STAT_INC(&sh->stats, got_ping);
+  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
+  if (!m) return 0;
+  m->len = (uint32_t)derp_enc_ping(m->data, m->cap, DERP_FRAME_PONG, f->payload);
+  conn_queue_ctrl(c, m);
+  STAT_INC(&sh->stats, sent_pong);
+  return 0;
+}
+
+static void on_note_preferred(struct conn *c, const struct derp_frame *f) {
+  struct shard *sh = c->sh;
+  bool pref = f->payload[0] != 0;
+  if (pref == (bool)c->preferred) return;
+  c->preferred = pref;
+  STAT_ADD(&sh->stats, cur_home, pref ? 1 : -1);
+  if (pref) STAT_INC(&sh->stats, home_moves_in);
+  else STAT_INC(&sh->stats, home_moves_out);
+}
+
+int relay_frame(struct conn *c, const struct derp_frame *f) {
+  struct peer *p = c->peer;
+  if (p && p->nconns > 1) p->active = c; /* last writer is active */
+  switch (f->type) {
+  case DERP_FRAME_SEND_PACKET: return on_send_packet(c, f);
+  case DERP_FRAME_PING: return on_ping(c, f);
+  case DERP_FRAME_NOTE_PREFERRED: on_note_preferred(c, f); return 0;
+  case DERP_FRAME_WATCH_CONNS:
+  case DERP_FRAME_CLOSE_PEER:
+  case DERP_FRAME_FORWARD_PACKET:
+    if (!c->is_mesh) {
+      char d[64];
+      snprintf(d, sizeof d, "%s from a client without the mesh key", derp_frame_type_name(f->type));
+      conn_close(c, CLOSE_not_mesh, d);
+      return -1;
+    }
+    return 0;
+  default:
+    return 0; /* Pong, a late ClientInfo, ...: nothing to do, as derper */
+  }
+}

@@ -1,0 +1,268 @@
+/* server.h: the structures every server module shares: the server, its shards,
+ * connections, peers (a key's connections) and packet buffers.
+ *
+ * Ownership, the rule everything else follows: a shard thread touches only its
+ * own struct shard, the conns and peers on it, and the producer end of its
+ * outbound rings / consumer end of its inbound rings. The struct server is
+ * read-only after start except `stopping` (atomic). A conn changes owner only
+ * by being pushed through a control ring (handoff); after the push the sender
+ * never touches it again. */
+#ifndef DERPD_SERVER_H
+#define DERPD_SERVER_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "derp/frame.h"
+#include "derp/handshake.h"
+#include "derp/key.h"
+#include "server/config.h"
+#include "server/list.h"
+#include "server/metrics.h"
+#include "server/spsc.h"
+
+struct shard;
+struct conn;
+
+/* ---- packet / message buffers (pool.c) ---------------------------------- */
+
+enum msg_kind {
+  MSG_PKT = 1,       /* a RecvPacket frame for key `dst` */
+  MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for key `dst` */
+  MSG_RAW,           /* bytes to write as-is (HTTP replies, local frames) */
+};
+
+/* One frame on its way to a socket, or a message between shards. `data` holds
+ * the whole wire frame: for MSG_PKT, [5 header][32 src key][payload], built
+ * in place so the egress write needs no second copy. */
+struct pkt {
+  struct pkt *next;     /* conn queue / send batch link; owner: current shard */
+  uint8_t kind;         /* enum msg_kind */
+  uint8_t cls;          /* pool size class */
+  uint8_t disco;        /* payload looks like disco: goes on the disco queue */
+  uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
+  uint32_t len;         /* bytes used in data */
+  uint32_t cap;         /* bytes available in data */
+  uint64_t hash;        /* key_hash(dst) */
+  derp_key dst;         /* routing key */
+  uint8_t data[];
+};
+
+struct pkt *pkt_alloc(struct shard *sh, uint32_t len);
+void pkt_free(struct shard *sh, struct pkt *p);
+void pkt_free_list(struct shard *sh, struct pkt *p);
+void pool_destroy(struct shard *sh);
+
+/* ---- peers: a key and its connections (relay.c) ------------------------- */
+
+#define SENT_TO_MAX 4096 /* distinct destinations remembered for PeerGone */
+
+struct peer {
+  struct peer *hnext;    /* peer table chain */
+  uint64_t hash;
+  derp_key key;
+  struct conn *conns;    /* all conns of this key, newest first (conn->pnext) */
+  struct conn *active;   /* receives packets; NULL = none (dup fight) */
+  uint32_t nconns;
+  /* Keys this peer sent to: they get PeerGone when its last conn ends. */
+  derp_key *sent_to;     /* open addressing; zero key = empty */
+  uint32_t sent_to_cap, sent_to_n;
+  derp_key last_dst;     /* cache: skips the set lookup for repeat sends */
+};
+
+struct peer_table {
+  struct peer **buckets;
+  uint32_t mask, count;
+};
+
+/* ---- connections (conn.c) ------------------------------------------------ */
+
+enum conn_state {
+  CS_HTTP = 1,        /* reading the HTTP request head */
+  CS_CLIENT_INFO,     /* ServerKey sent, waiting for ClientInfo */
+  CS_MOVING,          /* handshake done, waiting for I/O to drain, then handoff */
+  CS_ESTABLISHED,     /* relaying on the owner shard */
+  CS_CLOSING,         /* shut down, waiting for in-flight ops */
+};
+
+/* Handshake-time state, freed once the conn is established. */
+struct hs_state;
+
+/* One sendmsg in flight: the frames it writes, and their iovecs. Pooled per
+ * shard; a conn holds one only while a send is in flight. */
+#define SEND_IOV_MAX 64
+#define SEND_BYTES_MAX (256 * 1024)
+struct send_ctx {
+  struct send_ctx *next_free;
+  struct pkt *pkts;        /* frames in this send, in order, one per iovec */
+  struct msghdr msg;
+  int niov, first;         /* iov[first..niov) not yet fully written */
+  struct iovec iov[SEND_IOV_MAX];
+};
+
+struct transport;
+
+struct conn {
+  int fd;
+  uint8_t state;           /* enum conn_state */
+  uint8_t close_reason;    /* enum close_reason, once closing */
+  uint8_t recv_armed : 1, close_after_send : 1, preferred : 1, can_ack_pings : 1,
+      is_prober : 1, is_mesh : 1, dirty : 1, pong_pending : 1;
+  uint8_t ops;             /* SQEs in flight that reference this conn */
+  uint8_t ndisco, ndata, nctrl;
+  uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
+  uint64_t id;             /* process-unique, for logs */
+  const struct transport *xp;
+  struct shard *sh;        /* current owner */
+  struct peer *peer;       /* established only */
+  struct conn *pnext;      /* next conn of the same peer */
+  derp_key key;            /* client's key, once known */
+  uint64_t key_hash;
+  struct sockaddr_in6 addr; /* peer address (v4 as v4-mapped) */
+  struct derp_frame_reader rd;
+  struct hs_state *hs;
+  /* Outgoing queues: control frames first, then disco, then data. */
+  struct pkt *ctrl_h, *ctrl_t, *disco_h, *disco_t, *data_h, *data_t;
+  struct send_ctx *send;   /* non-NULL while a sendmsg is in flight */
+  int64_t nothere_ms;      /* last token refill */
+  int64_t deadline_ms;     /* handshake or write deadline (one at a time) */
+  int64_t keepalive_ms;    /* next KeepAlive */
+  struct list all_node;    /* shard's conns */
+  struct list dl_node;     /* shard's handshake or write deadline FIFO */
+  struct list ka_node;     /* shard's keepalive FIFO */
+  struct list dirty_node;  /* shard's flush list for this loop turn */
+};
+
+#define CONN_QUEUE_MAX 32   /* per conn, for disco and for data (derper's depth) */
+#define CONN_CTRL_MAX 64    /* control frames (PeerGone, pong, keepalive) */
+
+/* ---- the transport seam (transport.h) ----------------------------------- */
+
+/* How bytes become frames and frames become bytes. Plain TCP passes them
+ * through; userspace TLS and WebSocket (later) wrap and unwrap here. */
+struct transport {
+  const char *name;
+  /* Wire bytes arrived: turn them into plaintext and hand that to
+   * conn_input(). Returns 0, or -1 after closing the conn. */
+  int (*recv)(struct conn *c, const uint8_t *p, size_t n);
+  /* A send batch is ready in ctx->iov (plaintext frames). The transport may
+   * replace the iovecs with its own wire bytes. */
+  int (*wrap)(struct conn *c, struct send_ctx *ctx);
+  void (*destroy)(struct conn *c);
+};
+extern const struct transport transport_plain;
+
+/* ---- shards and the server ---------------------------------------------- */
+
+struct server;
+
+struct shard {
+  int id;
+  struct server *srv;
+  pthread_t thread;
+  struct io_uring ring;
+  int ring_fd;                 /* for MSG_RING from other shards */
+  int listen_fd;
+  _Atomic int sleeping;        /* set before waiting; producers wake if set */
+  /* Provided buffer ring for multishot recv. */
+  struct io_uring_buf_ring *br;
+  uint8_t *bufs;
+  uint32_t nbufs, buf_size, br_pending;
+  int64_t now_ms;
+  struct peer_table peers;
+  struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty;
+  uint32_t nconns;
+  /* Pools. */
+  struct pkt *free_pkts[3];
+  uint32_t nfree_pkts[3];
+  struct send_ctx *free_send;
+  /* Outbound rings that have staged items this turn (bitmap by target). */
+  uint64_t *pending_pub;
+  struct stats stats;
+  uint64_t rng;                /* xorshift state for keepalive jitter */
+  uint32_t log_budget;         /* close-log lines left this second */
+  uint32_t log_suppressed;
+  int64_t log_window_ms;
+  bool stopping, stopped;
+  int64_t stop_deadline_ms;
+};
+
+struct server {
+  struct config cfg;
+  derp_privkey priv;
+  derp_key pub;
+  char pub_hex[DERP_KEY_HEXLEN + 1];
+  int nshards;
+  struct shard *shards;
+  uint8_t hash_key[16];
+  uint16_t port;               /* bound port */
+  /* Rings: data[from * n + to] for packets, ctrl[...] for conns and control. */
+  struct spsc **data_q, **ctrl_q;
+  _Atomic bool stopping;
+  _Atomic int64_t open_conns;  /* for --max-conns */
+  _Atomic uint64_t next_conn_id;
+  int max_conns;
+};
+
+static inline struct spsc *data_q(struct server *s, int from, int to) { return s->data_q[from * s->nshards + to]; }
+static inline struct spsc *ctrl_q(struct server *s, int from, int to) { return s->ctrl_q[from * s->nshards + to]; }
+
+/* key_hash: keyed SipHash of a key (clients choose keys; a keyed hash keeps
+ * them from aiming at one shard or one bucket). owner = hash mod nshards. */
+uint64_t key_hash(const struct server *s, const derp_key *k);
+static inline int owner_of(const struct server *s, uint64_t h) { return (int)(h % (uint64_t)s->nshards); }
+
+int64_t now_ms(void);
+
+/* shard.c */
+int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err);
+struct io_uring_sqe *shard_sqe(struct shard *sh);
+bool shard_push_ctrl(struct shard *sh, int to, void *item); /* pkt, or conn|1 */
+bool shard_push_data(struct shard *sh, int to, struct pkt *p);
+void shard_recycle_buf(struct shard *sh, unsigned bid);
+void shard_mark_dirty(struct shard *sh, struct conn *c);
+bool shard_log_allowed(struct shard *sh);
+
+/* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
+enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5 };
+#define BGID 0 /* provided buffer group of every shard's recv buffers */
+static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
+static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
+static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)7); }
+
+/* conn.c */
+struct conn *conn_new(struct shard *sh, int fd);
+void conn_start(struct conn *c);                 /* arm the first recv */
+void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
+void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
+void conn_on_send(struct conn *c, int res);
+int conn_input(struct conn *c, const uint8_t *p, size_t n);
+void conn_close(struct conn *c, enum close_reason why, const char *detail);
+void conn_flush(struct conn *c);
+void conn_adopt(struct shard *sh, struct conn *c); /* handoff arrived */
+void conn_establish(struct conn *c);             /* on the owner shard */
+void conn_detach(struct conn *c);                /* before a handoff */
+void conn_attach(struct shard *sh, struct conn *c);
+void conn_queue_ctrl(struct conn *c, struct pkt *p);
+void conn_queue_packet(struct conn *c, struct pkt *p);
+void conn_tick(struct shard *sh);                /* deadlines and keepalives */
+void conn_destroy_all(struct shard *sh);
+void conn_free_orphan(struct conn *c); /* a conn left in a ring at exit */
+void conn_addr_str(const struct conn *c, char *out, size_t cap);
+
+/* relay.c */
+int relay_frame(struct conn *c, const struct derp_frame *f);
+void relay_register(struct conn *c);
+void relay_unregister(struct conn *c);
+void relay_deliver(struct shard *sh, struct pkt *p);   /* from another shard */
+void relay_send_to_key(struct shard *sh, struct pkt *m); /* control frame for a key */
+void peer_table_init(struct peer_table *t);
+void peer_table_free(struct peer_table *t);
+
+#endif

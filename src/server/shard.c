@@ -1,0 +1,361 @@
+/* shard.c: one shard's thread and event loop.
+ *
+ * Owns the shard's io_uring ring, its provided-buffer ring, its listening
+ * socket's multishot accept, the drain of its inbound rings and the wake-ups
+ * of other shards. Each loop turn: drain inbound rings, run timers, flush every
+ * conn with new output (one sendmsg each), publish staged ring items and wake
+ * sleepers, then one io_uring_enter that submits everything and waits. Conn
+ * protocol logic lives in conn.c and relay.c; this file only dispatches. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/log.h"
+#include "server/server.h"
+
+#define TICK_MS 100
+#define DRAIN_BATCH 256
+
+int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct io_uring_sqe *shard_sqe(struct shard *sh) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
+  if (!sqe) {
+    io_uring_submit(&sh->ring);
+    sqe = io_uring_get_sqe(&sh->ring);
+  }
+  /* The SQ is sized far above what one loop turn can prepare between the
+   * submit above and this point; running out is a bug, not a load condition. */
+  if (!sqe) abort();
+  return sqe;
+}
+
+bool shard_log_allowed(struct shard *sh) {
+  if (sh->now_ms - sh->log_window_ms >= 1000) {
+    if (sh->log_suppressed)
+      log_warn("shard %d: %u connection log lines suppressed in the last second", sh->id,
+               sh->log_suppressed);
+    sh->log_window_ms = sh->now_ms;
+    sh->log_budget = 50;
+    sh->log_suppressed = 0;
+  }
+  if (sh->log_budget == 0) {
+    sh->log_suppressed++;
+    return false;
+  }
+  sh->log_budget--;
+  return true;
+}
+
+void shard_mark_dirty(struct shard *sh, struct conn *c) {
+  if (!c->dirty) {
+    c->dirty = 1;
+    list_add_tail(&sh->dirty, &c->dirty_node);
+  }
+}
+
+static void mark_pending(struct shard *sh, int to) { sh->pending_pub[to / 64] |= 1ull << (to % 64); }
+
+bool shard_push_data(struct shard *sh, int to, struct pkt *p) {
+  if (!spsc_push(data_q(sh->srv, sh->id, to), p)) return false;
+  mark_pending(sh, to);
+  return true;
+}
+
+/* Control ring items are pkts, or conns tagged with bit 0 (handoffs). */
+bool shard_push_ctrl(struct shard *sh, int to, void *item) {
+  if (!spsc_push(ctrl_q(sh->srv, sh->id, to), item)) return false;
+  mark_pending(sh, to);
+  return true;
+}
+
+static void arm_accept(struct shard *sh) {
+  struct io_uring_sqe *sqe = shard_sqe(sh);
+  io_uring_prep_multishot_accept(sqe, sh->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_ACCEPT));
+}
+
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe) {
+  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) arm_accept(sh);
+  if (cqe->res < 0) {
+    if (cqe->res != -ECANCELED && cqe->res != -EINVAL)
+      log_warn("shard %d: accept: %s", sh->id, strerror(-cqe->res));
+    return;
+  }
+  int fd = cqe->res;
+  STAT_INC(&sh->stats, accepts);
+  if (sh->stopping) {
+    close(fd);
+    return;
+  }
+  int64_t open = atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+  if (open >= sh->srv->max_conns) {
+    atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+    STAT_CLOSE(&sh->stats, CLOSE_conn_limit);
+    if (shard_log_allowed(sh))
+      log_warn("shard %d: connection refused: --max-conns=%d reached", sh->id, sh->srv->max_conns);
+    close(fd);
+    return;
+  }
+  struct conn *c = conn_new(sh, fd);
+  if (!c) {
+    atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+    STAT_CLOSE(&sh->stats, CLOSE_nomem);
+    close(fd);
+    return;
+  }
+  conn_start(c);
+}
+
+static int setup_buf_ring(struct shard *sh) {
+  sh->nbufs = (uint32_t)sh->srv->cfg.recv_bufs;
+  sh->buf_size = (uint32_t)sh->srv->cfg.recv_buf_size;
+  size_t ring_bytes = sh->nbufs * sizeof(struct io_uring_buf);
+  void *mem = NULL;
+  if (posix_memalign(&mem, 4096, ring_bytes) != 0) return -ENOMEM;
+  memset(mem, 0, ring_bytes);
+  sh->br = mem;
+  sh->bufs = malloc((size_t)sh->nbufs * sh->buf_size);
+  if (!sh->bufs) return -ENOMEM;
+  struct io_uring_buf_reg reg = {
+      .ring_addr = (uint64_t)(uintptr_t)sh->br, .ring_entries = sh->nbufs, .bgid = BGID};
+  int r = io_uring_register_buf_ring(&sh->ring, &reg, 0);
+  if (r < 0) return r;
+  io_uring_buf_ring_init(sh->br);
+  int mask = io_uring_buf_ring_mask(sh->nbufs);
+  for (uint32_t i = 0; i < sh->nbufs; i++)
+    io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)i * sh->buf_size, sh->buf_size,
+                          (unsigned short)i, mask, (int)i);
+  io_uring_buf_ring_advance(sh->br, (int)sh->nbufs);
+  return 0;
+}
+
+/* Give a provided buffer back to the kernel; published in a batch per turn. */
+void shard_recycle_buf(struct shard *sh, unsigned bid) {
+  io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
+                        (unsigned short)bid, io_uring_buf_ring_mask(sh->nbufs), (int)sh->br_pending);
+  sh->br_pending++;
+}
+
+static int setup_ring(struct shard *sh) {
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+  p.cq_entries = 16384;
+  int r = io_uring_queue_init_params(4096, &sh->ring, &p);
+  if (r == -EINVAL) { /* older kernel: plain ring */
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_CQSIZE;
+    p.cq_entries = 16384;
+    r = io_uring_queue_init_params(4096, &sh->ring, &p);
+  }
+  if (r < 0) return r;
+  sh->ring_fd = sh->ring.ring_fd;
+  return setup_buf_ring(sh);
+}
+
+static void drain_inbound(struct shard *sh) {
+  struct server *s = sh->srv;
+  void *items[DRAIN_BATCH];
+  for (int f = 0; f < s->nshards; f++) {
+    if (f == sh->id) continue;
+    uint32_t n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
+    for (uint32_t i = 0; i < n; i++) {
+      uintptr_t v = (uintptr_t)items[i];
+      if (v & 1) conn_adopt(sh, (struct conn *)(v & ~(uintptr_t)1));
+      else relay_send_to_key(sh, items[i]);
+    }
+    n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
+    for (uint32_t i = 0; i < n; i++) relay_deliver(sh, items[i]);
+  }
+}
+
+static bool inbound_empty(struct shard *sh) {
+  struct server *s = sh->srv;
+  for (int f = 0; f < s->nshards; f++) {
+    if (f == sh->id) continue;
+    if (!spsc_empty(ctrl_q(s, f, sh->id)) || !spsc_empty(data_q(s, f, sh->id))) return false;
+  }
+  return true;
+}
+
+/* Publish what this turn staged, then wake each target that announced sleep.
+ * The fence pairs with the one in wait(): either the sleeper sees our items
+ * when it re-checks, or we see its flag here. */
+static void publish_and_wake(struct shard *sh) {
+  struct server *s = sh->srv;
+  for (int t = 0; t < s->nshards; t++) {
+    if (!(sh->pending_pub[t / 64] & (1ull << (t % 64)))) continue;
+    sh->pending_pub[t / 64] &= ~(1ull << (t % 64));
+    bool any = spsc_publish(data_q(s, sh->id, t));
+    any |= spsc_publish(ctrl_q(s, sh->id, t));
+    if (!any) continue;
+    atomic_thread_fence(memory_order_seq_cst);
+    struct shard *ts = &s->shards[t];
+    if (atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
+      struct io_uring_sqe *sqe = shard_sqe(sh);
+      io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
+      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+      sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+      STAT_INC(&sh->stats, wakeups);
+    }
+  }
+}
+
+static void flush_dirty(struct shard *sh) {
+  while (!list_empty(&sh->dirty)) {
+    struct conn *c = list_entry(sh->dirty.next, struct conn, dirty_node);
+    list_del(&c->dirty_node);
+    c->dirty = 0;
+    conn_flush(c);
+  }
+}
+
+static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
+  uint64_t ud = io_uring_cqe_get_data64(cqe);
+  switch (ud_tag(ud)) {
+  case UD_ACCEPT: on_accept(sh, cqe); break;
+  case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
+  case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
+  case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
+  case UD_WAKE: break; /* the wake itself is the point; drain runs next turn */
+  case UD_NONE:
+    if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY && cqe->res != -ECANCELED)
+      log_debug("shard %d: aux op failed: %s", sh->id, strerror(-cqe->res));
+    break;
+  }
+}
+
+static void begin_stop(struct shard *sh) {
+  sh->stopping = true;
+  sh->stop_deadline_ms = sh->now_ms + 1000;
+  shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
+  struct list *n, *next;
+  for (n = sh->conns.next; n != &sh->conns; n = next) {
+    next = n->next;
+    struct conn *c = list_entry(n, struct conn, all_node);
+    if (c->state != CS_ESTABLISHED) { conn_close(c, CLOSE_shutdown, NULL); continue; }
+    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
+    if (!p) continue;
+    /* Tell clients to come back soon: derpd is restarting, not gone. */
+    p->len = (uint32_t)derp_enc_restarting(p->data, p->cap, 1000, 30000);
+    conn_queue_ctrl(c, p);
+    STAT_INC(&sh->stats, restarting_sent);
+  }
+}
+
+/* Once the Restarting frames are out (or the grace period ends), close all. */
+static void continue_stop(struct shard *sh) {
+  bool pending = false;
+  struct list *n, *next;
+  for (n = sh->conns.next; n != &sh->conns; n = next) {
+    next = n->next;
+    struct conn *c = list_entry(n, struct conn, all_node);
+    if (c->state == CS_CLOSING) { pending = true; continue; }
+    if (c->send || c->ctrl_h) { pending = true; if (sh->now_ms < sh->stop_deadline_ms) continue; }
+    conn_close(c, CLOSE_shutdown, NULL);
+    pending = true;
+  }
+  if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;
+}
+
+static void wait_events(struct shard *sh, int64_t next_tick) {
+  int64_t wait_ms = next_tick - sh->now_ms;
+  if (wait_ms < 0) wait_ms = 0;
+  atomic_store_explicit(&sh->sleeping, 1, memory_order_seq_cst);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (!inbound_empty(sh)) wait_ms = 0;
+  struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000};
+  struct io_uring_cqe *cqe;
+  int r = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
+  atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+  if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+    log_error("shard %d: io_uring_enter: %s", sh->id, strerror(-r));
+}
+
+static void process_cqes(struct shard *sh) {
+  unsigned head, n = 0;
+  struct io_uring_cqe *cqe;
+  io_uring_for_each_cqe(&sh->ring, head, cqe) {
+    handle_cqe(sh, cqe);
+    n++;
+  }
+  io_uring_cq_advance(&sh->ring, n);
+  if (sh->br_pending) {
+    io_uring_buf_ring_advance(sh->br, (int)sh->br_pending);
+    sh->br_pending = 0;
+  }
+}
+
+static void loop(struct shard *sh) {
+  int64_t next_tick = now_ms() + TICK_MS;
+  while (!sh->stopped) {
+    sh->now_ms = now_ms();
+    drain_inbound(sh);
+    if (sh->now_ms >= next_tick) {
+      next_tick = sh->now_ms + TICK_MS;
+      if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
+        begin_stop(sh);
+      conn_tick(sh);
+      if (sh->stopping) continue_stop(sh);
+    }
+    flush_dirty(sh);
+    publish_and_wake(sh);
+    wait_events(sh, next_tick);
+    sh->now_ms = now_ms();
+    process_cqes(sh);
+  }
+}
+
+static void *shard_main(void *arg) {
+  struct shard *sh = arg;
+  sh->now_ms = now_ms();
+  arm_accept(sh);
+  loop(sh);
+  conn_destroy_all(sh);
+  pool_destroy(sh);
+  peer_table_free(&sh->peers);
+  return NULL;
+}
+
+/* Set up the ring on the calling thread's behalf is not possible with
+ * SINGLE_ISSUER, so shard_start creates the thread and the thread creates the
+ * ring; init_barrier (in main.c) orders ring_fd before any peer reads it. */
+struct shard_boot { struct shard *sh; pthread_barrier_t *bar; int *err; };
+
+static void *shard_boot_main(void *arg) {
+  struct shard_boot b = *(struct shard_boot *)arg;
+  free(arg);
+  int r = setup_ring(b.sh);
+  if (r < 0) {
+    log_error("shard %d: io_uring set-up failed: %s", b.sh->id, strerror(-r));
+    *b.err = r;
+  }
+  pthread_barrier_wait(b.bar); /* everyone's ring exists (or failed) */
+  pthread_barrier_wait(b.bar); /* main checked errors and said go */
+  if (atomic_load(&b.sh->srv->stopping)) return NULL;
+  return shard_main(b.sh);
+}
+
+int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
+  list_init(&sh->conns);
+  list_init(&sh->hs_fifo);
+  list_init(&sh->wr_fifo);
+  list_init(&sh->ka_fifo);
+  list_init(&sh->dirty);
+  peer_table_init(&sh->peers);
+  sh->pending_pub = calloc((size_t)(sh->srv->nshards + 63) / 64, sizeof(uint64_t));
+  struct shard_boot *b = malloc(sizeof *b);
+  if (!sh->pending_pub || !b) return -ENOMEM;
+  *b = (struct shard_boot){sh, bar, err};
+  int r = pthread_create(&sh->thread, NULL, shard_boot_main, b);
+  if (r != 0) { free(b); return -r; }
+  return 0;
+}

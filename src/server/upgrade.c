@@ -1,0 +1,274 @@
+/* upgrade.c: the handshake, on the shard that accepted the connection.
+ *
+ * HTTP request head (http.c) -> route: a plain reply and close, or the DERP
+ * upgrade: 101 (unless fast start) and ServerKey -> ClientInfo opened with the
+ * server key -> admission -> ServerInfo queued -> the conn moves to the shard
+ * that owns its key, with ServerInfo still queued and any bytes that arrived
+ * behind ClientInfo carried along, so nothing is lost and the owner registers
+ * the client before ServerInfo goes out (as derper does).
+ * Owns struct hs_state; frees it when the conn is established. Bounds: the
+ * request head (HTTP_MAX_HEAD), ClientInfo (DERP_MAX_CLIENT_INFO) plus one
+ * receive buffer of trailing bytes, and the handshake deadline (conn.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/http.h"
+#include "server/log.h"
+#include "server/server.h"
+#include "server/upgrade.h"
+
+struct hs_state {
+  struct http_req req;
+  uint8_t *buf;        /* ClientInfo and whatever follows it */
+  uint32_t len, cap;
+};
+
+struct hs_state *upgrade_new(void) {
+  struct hs_state *hs = calloc(1, sizeof *hs);
+  if (hs) http_req_init(&hs->req);
+  return hs;
+}
+
+void upgrade_free(struct conn *c) {
+  if (!c->hs) return;
+  free(c->hs->buf);
+  free(c->hs);
+  c->hs = NULL;
+}
+
+const char *upgrade_detail(const struct conn *c) {
+  return c->hs && c->hs->req.error_reason ? c->hs->req.error_reason : NULL;
+}
+
+static bool queue_bytes(struct conn *c, const void *p, size_t n) {
+  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
+  if (!m) return false;
+  memcpy(m->data, p, n);
+  conn_queue_ctrl(c, m);
+  return true;
+}
+
+static bool is_loopback(const struct conn *c) {
+  const struct in6_addr *a = &c->addr.sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
+  return IN6_IS_ADDR_LOOPBACK(a);
+}
+
+static void reply_debug(struct conn *c, const struct http_reply *r) {
+  struct shard *sh = c->sh;
+  struct server *s = sh->srv;
+  enum { BODY_MAX = 60000 };
+  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + DERP_MAX_PACKET);
+  char *body = malloc(BODY_MAX);
+  if (!m || !body) {
+    free(body);
+    if (m) pkt_free(sh, m);
+    conn_close(c, CLOSE_nomem, "debug page");
+    return;
+  }
+  struct stats *all[s->nshards];
+  for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
+  size_t n;
+  const char *ctype = "text/plain; charset=utf-8";
+  if (r->debug_page == HTTP_DEBUG_VARZ) {
+    n = metrics_render_varz(body, BODY_MAX, all, s->nshards);
+  } else if (r->debug_page == HTTP_DEBUG_VARS) {
+    n = metrics_render_vars(body, BODY_MAX, all, s->nshards);
+    ctype = "application/json";
+  } else {
+    n = (size_t)snprintf(body, BODY_MAX,
+                         "<html><body><h1>derpd debug</h1><p>server key nodekey:%s, %d shards</p>"
+                         "<ul><li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)</li>"
+                         "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li></ul></body></html>\n",
+                         s->pub_hex, s->nshards);
+    ctype = "text/html; charset=utf-8";
+  }
+  size_t h = http_reply_head((char *)m->data, m->cap, 200, ctype, n);
+  if (h == 0 || h + n > m->cap) n = 0;
+  if (c->hs->req.method != HTTP_HEAD) memcpy(m->data + h, body, n);
+  else n = 0;
+  m->len = (uint32_t)(h + n);
+  free(body);
+  conn_queue_ctrl(c, m);
+  c->close_after_send = 1;
+}
+
+static bool hs_append(struct conn *c, const uint8_t *p, size_t n) {
+  struct hs_state *hs = c->hs;
+  size_t limit = DERP_FRAME_HDR_LEN + DERP_MAX_CLIENT_INFO + c->sh->buf_size;
+  if (n == 0) return true;
+  if (hs->len + n > limit) return false;
+  if (hs->len + n > hs->cap) {
+    size_t cap = hs->cap ? hs->cap * 2 : 512;
+    while (cap < hs->len + n) cap *= 2;
+    if (cap > limit) cap = limit;
+    uint8_t *b = realloc(hs->buf, cap);
+    if (!b) return false;
+    hs->buf = b;
+    hs->cap = (uint32_t)cap;
+  }
+  memcpy(hs->buf + hs->len, p, n);
+  hs->len += (uint32_t)n;
+  return true;
+}
+
+/* Admission hook: --verify-client-url plugs in here (it will answer later,
+ * asynchronously; the conn waits in CS_CLIENT_INFO under its deadline). */
+static bool admit(const struct conn *c, const struct derp_client_info *ci) {
+  (void)c;
+  (void)ci;
+  return true;
+}
+
+static int queue_server_info(struct conn *c) {
+  struct shard *sh = c->sh;
+  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_SERVER_INFO_SEAL_MAX);
+  if (!m) return -1;
+  struct derp_server_info si = {.version = DERP_PROTOCOL_VERSION};
+  size_t n = derp_server_info_seal(m->data + DERP_FRAME_HDR_LEN, m->cap - DERP_FRAME_HDR_LEN,
+                                   &sh->srv->priv, &c->key, &si);
+  if (n == 0) { pkt_free(sh, m); return -1; }
+  derp_frame_put_header(m->data, DERP_FRAME_SERVER_INFO, (uint32_t)n);
+  m->len = (uint32_t)(DERP_FRAME_HDR_LEN + n);
+  conn_queue_ctrl(c, m);
+  return 0;
+}
+
+/* Wait for the whole ClientInfo frame, open it, and get ready to move. */
+static int client_info_step(struct conn *c) {
+  struct hs_state *hs = c->hs;
+  struct server *s = c->sh->srv;
+  if (hs->len < DERP_FRAME_HDR_LEN) return 0;
+  uint8_t type = hs->buf[0];
+  uint32_t flen = derp_get_be32(hs->buf + 1);
+  char d[96];
+  if (type != DERP_FRAME_CLIENT_INFO) {
+    snprintf(d, sizeof d, "expected ClientInfo, got %s", derp_frame_type_name(type));
+    conn_close(c, CLOSE_bad_first_frame, d);
+    return -1;
+  }
+  if (flen < DERP_MIN_CLIENT_INFO || flen > DERP_MAX_CLIENT_INFO) {
+    snprintf(d, sizeof d, "ClientInfo length %u", flen);
+    conn_close(c, CLOSE_bad_client_info, d);
+    return -1;
+  }
+  if (hs->len < DERP_FRAME_HDR_LEN + flen) return 0;
+  struct derp_client_info ci;
+  const char *why = "?";
+  if (derp_client_info_open(hs->buf + DERP_FRAME_HDR_LEN, flen, &s->priv, &c->key, &ci, &why) != 0) {
+    conn_close(c, CLOSE_bad_client_info, why);
+    return -1;
+  }
+  c->key_hash = key_hash(s, &c->key);
+  c->can_ack_pings = ci.can_ack_pings;
+  c->is_prober = ci.is_prober;
+  c->is_mesh = 0; /* no mesh key configured in this version */
+  if (!admit(c, &ci)) {
+    conn_close(c, CLOSE_admission, NULL);
+    return -1;
+  }
+  c->state = CS_MOVING;
+  if (queue_server_info(c) < 0) {
+    conn_close(c, CLOSE_nomem, "ServerInfo");
+    return -1;
+  }
+  uint32_t used = DERP_FRAME_HDR_LEN + flen;
+  memmove(hs->buf, hs->buf + used, hs->len - used);
+  hs->len -= used;
+  shard_mark_dirty(c->sh, c); /* the move runs from the flush pass */
+  return 0;
+}
+
+static int start_derp(struct conn *c, const struct http_reply *r) {
+  struct server *s = c->sh->srv;
+  uint8_t sk[DERP_FRAME_HDR_LEN + DERP_SERVER_KEY_PAYLOAD_LEN];
+  size_t n = derp_enc_server_key(sk, sizeof sk, &s->pub);
+  if ((r->len && !queue_bytes(c, r->buf, r->len)) || !queue_bytes(c, sk, n)) {
+    conn_close(c, CLOSE_nomem, "handshake");
+    return -1;
+  }
+  c->state = CS_CLIENT_INFO;
+  return client_info_step(c);
+}
+
+static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
+  struct shard *sh = c->sh;
+  struct http_reply r;
+  http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
+  STAT_INC(&sh->stats, http_requests);
+  switch (r.action) {
+  case HTTP_ACT_DERP:
+    if (!hs_append(c, rest, nrest)) {
+      conn_close(c, CLOSE_nomem, "handshake buffer");
+      return -1;
+    }
+    return start_derp(c, &r);
+  case HTTP_ACT_DEBUG:
+    reply_debug(c, &r);
+    return 0;
+  case HTTP_ACT_WEBSOCKET:
+    /* WebSocket transport arrives with the transports work; say so plainly. */
+    http_error_reply(501, &r);
+    c->close_reason = CLOSE_websocket_unsupported;
+    break;
+  case HTTP_ACT_CLOSE:
+    break;
+  }
+  if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
+  c->close_after_send = 1;
+  return 0;
+}
+
+int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
+  struct hs_state *hs = c->hs;
+  if (c->state == CS_HTTP) {
+    if (c->close_after_send) return 0; /* reply pending: ignore what follows */
+    size_t used = 0;
+    enum http_feed_status st = http_req_feed(&hs->req, p, n, &used);
+    if (st == HTTP_FEED_MORE) return 0;
+    if (st == HTTP_FEED_ERROR) {
+      if (hs->req.error_status == 0) {
+        conn_close(c, CLOSE_http_bad, hs->req.error_reason);
+        return -1;
+      }
+      struct http_reply r;
+      http_error_reply(hs->req.error_status, &r);
+      c->close_reason = CLOSE_http_bad; /* applied when the reply is out */
+      c->close_after_send = 1;
+      if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
+      return 0;
+    }
+    return http_done(c, p + used, n - used);
+  }
+  if (c->state == CS_CLIENT_INFO) {
+    if (!hs_append(c, p, n)) {
+      conn_close(c, CLOSE_bad_client_info, "too many bytes before ClientInfo completed");
+      return -1;
+    }
+    return client_info_step(c);
+  }
+  return 0; /* CS_MOVING: no reads are armed */
+}
+
+void upgrade_move(struct conn *c) {
+  struct shard *sh = c->sh;
+  int owner = owner_of(sh->srv, c->key_hash);
+  if (list_linked(&c->dl_node)) list_del(&c->dl_node);
+  if (owner == sh->id) {
+    conn_establish(c);
+    return;
+  }
+  conn_detach(c);
+  if (!shard_push_ctrl(sh, owner, (void *)((uintptr_t)c | 1))) {
+    conn_attach(sh, c);
+    conn_close(c, CLOSE_handoff_full, NULL);
+  }
+  /* After a successful push the owner shard owns c: do not touch it. */
+}
+
+void upgrade_finish(struct conn *c) {
+  struct hs_state *hs = c->hs;
+  if (hs && hs->len > 0) conn_input(c, hs->buf, hs->len);
+  upgrade_free(c);
+}

@@ -1,0 +1,22 @@
+/* upgrade.h: from accepted socket to registered DERP client (see upgrade.c). */
+#ifndef DERPD_UPGRADE_H
+#define DERPD_UPGRADE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct hs_state;
+
+struct hs_state *upgrade_new(void);
+void upgrade_free(struct conn *c);
+/* Bytes while the conn is in CS_HTTP or CS_CLIENT_INFO. */
+int upgrade_input(struct conn *c, const uint8_t *p, size_t n);
+/* CS_MOVING with no op in flight: establish here or hand off to the owner. */
+void upgrade_move(struct conn *c);
+/* On the owner: feed bytes that came behind ClientInfo, free handshake state. */
+void upgrade_finish(struct conn *c);
+/* Static detail for the pending close of a failed HTTP request, or NULL. */
+const char *upgrade_detail(const struct conn *c);
+
+#endif

@@ -1,0 +1,571 @@
+/* e2e_util.c: start/stop a real derpd on loopback and talk to it.
+ *
+ * Owns the process handling (fork/exec with PDEATHSIG so a crashed or timed
+ * out test never leaves a server behind), readiness polling, key file
+ * reading, client helpers with route sync, and raw TCP/HTTP helpers. See
+ * e2e_util.h for the contract of each function. */
+#include "e2e_util.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ARGS 48
+#define START_TRIES 3
+#define READY_TIMEOUT_MS 10000
+
+/* ---- time ---- */
+
+int64_t e2e_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void e2e_sleep_ms(int ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+/* ---- process ---- */
+
+static const char *derpd_bin(void) {
+  const char *b = getenv("DERPD_BIN");
+  return b && *b ? b : "./build/src/derpd";
+}
+
+/* A port the kernel just handed out; free again by the time derpd binds it,
+ * barring a race with another process (derpd_start retries for that). */
+static int pick_port(uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof sa;
+  int rc = -1;
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &l) == 0) {
+    *port = ntohs(sa.sin_port);
+    rc = 0;
+  }
+  close(fd);
+  return rc;
+}
+
+static int key_path(const struct derpd_proc *p, char *out, size_t cap) {
+  int n = snprintf(out, cap, "%s/derper.key", p->dir);
+  return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
+/* Child side of the fork: redirect output, drop inherited fds, exec. */
+static void exec_child(const struct derpd_proc *p, char **argv, pid_t parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(126); /* parent already gone */
+  int log = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int nul = open("/dev/null", O_RDONLY);
+  if (log < 0 || nul < 0) _exit(126);
+  dup2(nul, 0);
+  dup2(log, 1);
+  dup2(log, 2);
+  /* Criterion's pipes must not stay open in the server. */
+  close_range(3, ~0U, 0);
+  execv(argv[0], argv);
+  fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+  _exit(127);
+}
+
+static pid_t spawn(const struct derpd_proc *p, int shards, const char *extra) {
+  char addr[32], keyp[300], nshards[16], extra_copy[1024] = "";
+  snprintf(addr, sizeof addr, "127.0.0.1:%u", p->port);
+  snprintf(nshards, sizeof nshards, "%d", shards);
+  if (key_path(p, keyp, sizeof keyp) < 0) return -1;
+  char *argv[MAX_ARGS] = {(char *)derpd_bin(), "-dev", "-a", addr, "-c", keyp, "--shards", nshards};
+  int argc = 8;
+  if (extra && strlen(extra) >= sizeof extra_copy) return -1;
+  if (extra) strcpy(extra_copy, extra);
+  char *save = NULL;
+  for (char *t = strtok_r(extra_copy, " ", &save); t && argc < MAX_ARGS - 1;
+       t = strtok_r(NULL, " ", &save))
+    argv[argc++] = t;
+  argv[argc] = NULL;
+  pid_t parent = getpid();
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) exec_child(p, argv, parent);
+  return pid;
+}
+
+static bool tcp_probe(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  close(fd);
+  return ok;
+}
+
+/* The server writes the key file itself (atomically); only read it once it
+ * exists, so we never race the server into creating a different one. */
+static int load_server_key(struct derpd_proc *p) {
+  char path[300], msg[256] = "";
+  struct stat st;
+  if (key_path(p, path, sizeof path) < 0 || stat(path, &st) < 0 || st.st_size == 0) return 1;
+  derp_privkey priv;
+  int created = 0;
+  if (derp_keyfile_load_or_create(path, &priv, &created, msg, sizeof msg) < 0) {
+    fprintf(stderr, "e2e: key file %s: %s\n", path, msg);
+    return 1; /* maybe half-written by a non-atomic writer: retry */
+  }
+  if (created) {
+    fprintf(stderr, "e2e: key file %s vanished and was recreated\n", path);
+    return -1;
+  }
+  derp_key_public(&priv, &p->server_key);
+  return 0;
+}
+
+/* 0 = ready, 1 = exited early (reaped), -1 = timeout. */
+static int wait_ready(struct derpd_proc *p) {
+  int64_t deadline = e2e_now_ms() + READY_TIMEOUT_MS;
+  while (e2e_now_ms() < deadline) {
+    int st;
+    if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
+      p->pid = 0;
+      return 1;
+    }
+    if (tcp_probe(p->port)) {
+      int k = load_server_key(p);
+      if (k == 0) return 0;
+      if (k < 0) return -1;
+    }
+    e2e_sleep_ms(20);
+  }
+  return -1;
+}
+
+int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
+  memset(p, 0, sizeof *p);
+  signal(SIGPIPE, SIG_IGN);
+  if (derp_init() < 0) return -1;
+  snprintf(p->dir, sizeof p->dir, "/tmp/derpd-e2e-XXXXXX");
+  if (!mkdtemp(p->dir)) {
+    perror("e2e: mkdtemp");
+    p->dir[0] = 0;
+    return -1;
+  }
+  snprintf(p->log_path, sizeof p->log_path, "%s/derpd.log", p->dir);
+  for (int attempt = 0; attempt < START_TRIES; attempt++) {
+    if (pick_port(&p->port) < 0) return -1;
+    p->pid = spawn(p, shards, extra_args);
+    if (p->pid < 0) {
+      p->pid = 0;
+      return -1;
+    }
+    int r = wait_ready(p);
+    if (r == 0) return 0;
+    fprintf(stderr, "e2e: derpd (port %u) %s; log:\n", p->port,
+            r == 1 ? "exited early" : "not ready in 10 s");
+    derpd_dump_log(p, 4096);
+    if (r < 0) break; /* a hung server will not get better on another port */
+  }
+  if (p->pid > 0) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+  }
+  return -1;
+}
+
+static int decode_status(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+
+int derpd_wait(struct derpd_proc *p, int timeout_ms, int *exit_status) {
+  if (p->pid <= 0) return -1;
+  int64_t deadline = e2e_now_ms() + timeout_ms;
+  for (;;) {
+    int st = 0;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == p->pid) {
+      p->pid = 0;
+      if (exit_status) *exit_status = decode_status(st);
+      return 0;
+    }
+    if (r < 0 || e2e_now_ms() >= deadline) return -1;
+    e2e_sleep_ms(10);
+  }
+}
+
+int derpd_stop_within(struct derpd_proc *p, int timeout_ms, int *exit_status) {
+  if (p->pid <= 0) return -1;
+  kill(p->pid, SIGTERM);
+  if (derpd_wait(p, timeout_ms, exit_status) == 0) return 0;
+  int st = 0;
+  kill(p->pid, SIGKILL);
+  waitpid(p->pid, &st, 0);
+  p->pid = 0;
+  if (exit_status) *exit_status = decode_status(st);
+  return -1;
+}
+
+int derpd_stop(struct derpd_proc *p, int *exit_status) {
+  return derpd_stop_within(p, 5000, exit_status);
+}
+
+static void remove_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  char path[600];
+  while ((e = readdir(d))) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    unlink(path);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+void derpd_kill(struct derpd_proc *p) {
+  if (p->pid > 0) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+  }
+  if (p->dir[0] && !getenv("E2E_KEEP")) remove_dir(p->dir);
+  p->dir[0] = 0;
+}
+
+bool derpd_alive(struct derpd_proc *p) {
+  if (p->pid <= 0) return false;
+  int st;
+  if (waitpid(p->pid, &st, WNOHANG) == 0) return true;
+  p->pid = 0;
+  return false;
+}
+
+long derpd_rss_kb(const struct derpd_proc *p) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)p->pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+  fclose(f);
+  return kb;
+}
+
+/* Whole log into a malloc'd NUL-terminated buffer (capped at 64 MiB). */
+static char *read_log(const struct derpd_proc *p, size_t *len) {
+  FILE *f = fopen(p->log_path, "r");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap + 1);
+  while (buf) {
+    n += fread(buf + n, 1, cap - n, f);
+    if (n < cap || cap >= (64u << 20)) break;
+    char *nb = realloc(buf, cap * 2 + 1);
+    if (!nb) break;
+    buf = nb;
+    cap *= 2;
+  }
+  fclose(f);
+  if (buf) buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+bool derpd_log_contains(const struct derpd_proc *p, const char *substr) {
+  size_t n = 0;
+  char *buf = read_log(p, &n);
+  bool found = buf && memmem(buf, n, substr, strlen(substr)) != NULL;
+  free(buf);
+  return found;
+}
+
+void derpd_dump_log(const struct derpd_proc *p, size_t max) {
+  size_t n = 0;
+  char *buf = read_log(p, &n);
+  if (!buf) return;
+  size_t from = n > max ? n - max : 0;
+  fprintf(stderr, "---- %s (last %zu bytes) ----\n%s\n----\n", p->log_path, n - from, buf + from);
+  free(buf);
+}
+
+/* ---- clients ---- */
+
+struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
+                                 bool fast_start, char *err, size_t errlen) {
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = p->port, .priv = priv,
+                               .fast_start = fast_start, .server_key = &p->server_key,
+                               .timeout_ms = 5000};
+  struct derp_client *c = NULL;
+  if (derp_client_connect(&c, &o, err, errlen) < 0) return NULL;
+  return c;
+}
+
+struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_privkey *priv,
+                                        bool fast_start) {
+  char err[256] = "";
+  struct derp_client *c = derpd_client(p, priv, fast_start, err, sizeof err);
+  cr_assert_not_null(c, "client connect (%s): %s", fast_start ? "fast start" : "normal", err);
+  return c;
+}
+
+struct derp_client *e2e_client(const struct derpd_proc *p, derp_privkey *priv_out, bool fast_start) {
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  if (priv_out) *priv_out = priv;
+  return e2e_client_with_key(p, &priv, fast_start);
+}
+
+static bool is_marker(const struct derp_client_msg *m) {
+  return m->packet_len >= E2E_SYNC_MAGIC_LEN &&
+         memcmp(m->packet, E2E_SYNC_MAGIC, E2E_SYNC_MAGIC_LEN) == 0;
+}
+
+void e2e_sync_route(struct derp_client *from, struct derp_client *to) {
+  const derp_key *src = derp_client_public_key(from);
+  int64_t deadline = e2e_now_ms() + 5000;
+  for (uint32_t i = 0; e2e_now_ms() < deadline; i++) {
+    uint8_t pkt[E2E_SYNC_MAGIC_LEN + 4];
+    memcpy(pkt, E2E_SYNC_MAGIC, E2E_SYNC_MAGIC_LEN);
+    memcpy(pkt + E2E_SYNC_MAGIC_LEN, &i, 4);
+    cr_assert_eq(derp_client_send(from, derp_client_public_key(to), pkt, sizeof pkt), 0,
+                 "sync send: %s", strerror(errno));
+    struct derp_client_msg m;
+    int64_t wait_until = e2e_now_ms() + 50;
+    int r;
+    while ((r = derp_client_recv_packet(to, &m, (int)(wait_until - e2e_now_ms()))) == 1) {
+      if (m.type == DERP_FRAME_RECV_PACKET && is_marker(&m) && derp_key_equal(&m.src, src))
+        return;
+      if (e2e_now_ms() >= wait_until) break;
+    }
+    cr_assert_geq(r, 0, "sync: receiver connection closed: %s", strerror(errno));
+  }
+  cr_assert_fail("sync: no marker packet got through in 5 s");
+}
+
+void e2e_recv_data(struct derp_client *c, struct derp_client_msg *m, int timeout_ms) {
+  int64_t deadline = e2e_now_ms() + timeout_ms;
+  for (;;) {
+    int left = (int)(deadline - e2e_now_ms());
+    int r = derp_client_recv_packet(c, m, left > 0 ? left : 0);
+    cr_assert_eq(r, 1, "recv data: %s", r == 0 ? "timeout" : strerror(errno));
+    if (m->type == DERP_FRAME_RECV_PACKET && !is_marker(m)) return;
+  }
+}
+
+/* Payload: run tag (4) + seq (4) + filler derived from both. */
+static void fill_payload(uint8_t *buf, size_t len, uint32_t tag, uint32_t seq) {
+  memcpy(buf, &tag, 4);
+  memcpy(buf + 4, &seq, 4);
+  for (size_t i = 8; i < len; i++) buf[i] = (uint8_t)(i * 31 + seq + tag);
+}
+
+int64_t e2e_relay_check(struct derp_client *a, struct derp_client *b, int n) {
+  enum { LEN = 100, WINDOW = 16 };
+  uint32_t tag = (uint32_t)random();
+  uint8_t want[LEN];
+  int64_t t0 = e2e_now_ms();
+  for (int base = 0; base < n; base += WINDOW) {
+    int w = n - base < WINDOW ? n - base : WINDOW;
+    for (int i = 0; i < w; i++) {
+      fill_payload(want, LEN, tag, (uint32_t)(base + i));
+      cr_assert_eq(derp_client_send(a, derp_client_public_key(b), want, LEN), 0,
+                   "relay send: %s", strerror(errno));
+    }
+    for (int i = 0; i < w; i++) {
+      struct derp_client_msg m;
+      e2e_recv_data(b, &m, 2000);
+      fill_payload(want, LEN, tag, (uint32_t)(base + i));
+      cr_assert(derp_key_equal(&m.src, derp_client_public_key(a)), "relay: wrong source key");
+      cr_assert_eq(m.packet_len, LEN, "relay: length %u", m.packet_len);
+      cr_assert(memcmp(m.packet, want, LEN) == 0, "relay: packet %d corrupt or out of order",
+                base + i);
+    }
+  }
+  return e2e_now_ms() - t0;
+}
+
+bool e2e_wait_closed(struct derp_client *c, int timeout_ms) {
+  int64_t deadline = e2e_now_ms() + timeout_ms;
+  for (long frames = 0; frames < 10000000; frames++) {
+    int left = (int)(deadline - e2e_now_ms());
+    struct derp_client_msg m;
+    int r = derp_client_recv(c, &m, left > 0 ? left : 0);
+    if (r < 0) return true;
+    if (r == 0) return false;
+  }
+  return false;
+}
+
+/* ---- raw TCP / HTTP ---- */
+
+int raw_connect(const struct derpd_proc *p) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p->port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+int raw_write_all(int fd, const void *buf, size_t n) {
+  const uint8_t *b = buf;
+  while (n > 0) {
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    b += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* One poll+recv. >0 bytes, 0 = EOF, -1 = error (reset), -2 = timeout. */
+static ssize_t recv_some(int fd, void *buf, size_t cap, int64_t deadline) {
+  for (;;) {
+    int left = (int)(deadline - e2e_now_ms());
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int pr = poll(&pfd, 1, left > 0 ? left : 0);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr <= 0) return pr < 0 ? -1 : -2;
+    ssize_t n = recv(fd, buf, cap, 0);
+    if (n < 0 && errno == EINTR) continue;
+    return n;
+  }
+}
+
+size_t raw_read_until_close(int fd, void *buf, size_t cap, int timeout_ms, bool *closed) {
+  int64_t deadline = e2e_now_ms() + timeout_ms;
+  uint8_t sink[4096];
+  size_t n = 0;
+  *closed = false;
+  for (int i = 0; i < 1000000; i++) {
+    bool full = n >= cap;
+    ssize_t r = full ? recv_some(fd, sink, sizeof sink, deadline)
+                     : recv_some(fd, (uint8_t *)buf + n, cap - n, deadline);
+    if (r == -2) return n;
+    if (r <= 0) {
+      *closed = true;
+      return n;
+    }
+    if (!full) n += (size_t)r;
+  }
+  return n;
+}
+
+size_t raw_read_at_least(int fd, void *buf, size_t cap, size_t want, int timeout_ms) {
+  int64_t deadline = e2e_now_ms() + timeout_ms;
+  size_t n = 0;
+  while (n < want && n < cap) {
+    ssize_t r = recv_some(fd, (uint8_t *)buf + n, cap - n, deadline);
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  return n;
+}
+
+static int parse_status(const char *resp) {
+  int status = -1;
+  if (strncmp(resp, "HTTP/1.", 7) != 0 || sscanf(resp + 8, " %3d", &status) != 1) return -1;
+  return status;
+}
+
+int http_request(const struct derpd_proc *p, const char *req, char *resp, size_t cap) {
+  resp[0] = 0;
+  int fd = raw_connect(p);
+  if (fd < 0 || raw_write_all(fd, req, strlen(req)) < 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  int64_t deadline = e2e_now_ms() + 2000;
+  size_t n = 0, need = 0;
+  while (n + 1 < cap && e2e_now_ms() < deadline) {
+    ssize_t r = recv_some(fd, resp + n, cap - 1 - n, deadline);
+    if (r <= 0) break;
+    n += (size_t)r;
+    resp[n] = 0;
+    char *end = strstr(resp, "\r\n\r\n");
+    if (!end) continue;
+    char cl[32];
+    /* HEAD, 1xx, 204 and 304 responses have no body whatever they say. */
+    bool nobody = strncmp(req, "HEAD ", 5) == 0 || parse_status(resp) == 204 ||
+                  parse_status(resp) == 304 || parse_status(resp) / 100 == 1;
+    need = (size_t)(end + 4 - resp);
+    if (!nobody && http_header(resp, "Content-Length", cl, sizeof cl)) need += strtoul(cl, NULL, 10);
+    else if (!nobody) need = cap; /* no length: read to EOF */
+    if (n >= need) break;
+  }
+  close(fd);
+  return parse_status(resp);
+}
+
+bool http_header(const char *resp, const char *name, char *out, size_t cap) {
+  const char *end = strstr(resp, "\r\n\r\n");
+  size_t nl = strlen(name);
+  for (const char *line = strstr(resp, "\r\n"); line && (!end || line < end);
+       line = strstr(line + 2, "\r\n")) {
+    const char *h = line + 2;
+    if (strncasecmp(h, name, nl) != 0 || h[nl] != ':') continue;
+    h += nl + 1;
+    while (*h == ' ' || *h == '\t') h++;
+    size_t vl = strcspn(h, "\r\n");
+    if (vl >= cap) vl = cap - 1;
+    memcpy(out, h, vl);
+    out[vl] = 0;
+    return true;
+  }
+  return false;
+}
+
+int raw_derp_upgrade(const struct derpd_proc *p, int fd) {
+  static const char req[] = "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\n"
+                            "Connection: Upgrade\r\n\r\n";
+  if (raw_write_all(fd, req, sizeof req - 1) < 0) return -1;
+  char buf[8192];
+  size_t n = 0;
+  int64_t deadline = e2e_now_ms() + 3000;
+  char *end = NULL;
+  while (n + 1 < sizeof buf) {
+    ssize_t r = recv_some(fd, buf + n, sizeof buf - 1 - n, deadline);
+    if (r <= 0) return -1;
+    n += (size_t)r;
+    buf[n] = 0;
+    end = strstr(buf, "\r\n\r\n");
+    if (end && n >= (size_t)(end + 4 - buf) + DERP_FRAME_HDR_LEN + DERP_SERVER_KEY_PAYLOAD_LEN) break;
+  }
+  if (!end || parse_status(buf) != 101) return -1;
+  const uint8_t *f = (const uint8_t *)end + 4;
+  derp_key k;
+  if (f[0] != DERP_FRAME_SERVER_KEY || derp_get_be32(f + 1) < DERP_SERVER_KEY_PAYLOAD_LEN ||
+      derp_server_key_parse(f + 5, DERP_SERVER_KEY_PAYLOAD_LEN, &k) != 0)
+    return -1;
+  return derp_key_equal(&k, &p->server_key) ? 0 : -1;
+}

@@ -1,0 +1,105 @@
+/* e2e_util.h: helpers for end-to-end tests against a real derpd process.
+ *
+ * Owns: starting derpd on a free 127.0.0.1 port in a fresh temp dir (key file
+ * and log live there), stopping/killing it, reading its RSS and log, DERP
+ * clients with fresh keys, route synchronisation between two clients, and raw
+ * TCP / HTTP helpers for malformed-input tests.
+ *
+ * The binary is $DERPD_BIN (meson sets it), else ./build/src/derpd.
+ * Helpers whose name starts with e2e_ assert (Criterion) on failure; the
+ * others return an error code so tests can assert on failure cases. */
+#ifndef E2E_UTIL_H
+#define E2E_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "derp/client.h"
+#include "derp/key.h"
+
+struct derpd_proc {
+  pid_t pid;            /* 0 when not running */
+  uint16_t port;
+  derp_key server_key;  /* read from <dir>/derper.key once the server made it */
+  char dir[256];
+  char log_path[300];
+};
+
+/* Start derpd with --shards N and extra space-separated args (may be NULL).
+ * Waits (<= 10 s) until it accepts TCP and its key file exists. Retries with
+ * another port (3 tries) if it exits early. 0 on success, -1 (log dumped to
+ * stderr) on failure. The child gets SIGKILL if the test process dies. */
+int derpd_start(struct derpd_proc *p, int shards, const char *extra_args);
+/* Wait (no signal sent) up to timeout_ms for the process to exit. 0 = exited
+ * (*exit_status as below), -1 = still running (left running). */
+int derpd_wait(struct derpd_proc *p, int timeout_ms, int *exit_status);
+/* Send SIGTERM, wait up to timeout_ms for exit. 0 = exited (*exit_status =
+ * exit code, or 128 + signal); -1 = still running (then SIGKILLed and reaped). */
+int derpd_stop_within(struct derpd_proc *p, int timeout_ms, int *exit_status);
+/* derpd_stop_within with 5 s. */
+int derpd_stop(struct derpd_proc *p, int *exit_status);
+/* SIGKILL if still running, reap, remove the temp dir. Safe to call twice. */
+void derpd_kill(struct derpd_proc *p);
+/* True while the process has not exited (reaps it if it has). */
+bool derpd_alive(struct derpd_proc *p);
+/* VmRSS in KiB, -1 if unreadable. */
+long derpd_rss_kb(const struct derpd_proc *p);
+bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
+/* Print the last `max` bytes of the log to stderr (diagnostics on failure). */
+void derpd_dump_log(const struct derpd_proc *p, size_t max);
+
+/* Monotonic milliseconds and a sleep, for bounded loops. */
+int64_t e2e_now_ms(void);
+void e2e_sleep_ms(int ms);
+
+/* Connect a client with a fresh key and assert success; priv_out, if not NULL,
+ * receives the key. Both modes check the ServerKey against p->server_key. */
+struct derp_client *e2e_client(const struct derpd_proc *p, derp_privkey *priv_out, bool fast_start);
+struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_privkey *priv,
+                                        bool fast_start);
+/* Non-asserting connect: NULL with err filled on failure. */
+struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
+                                 bool fast_start, char *err, size_t errlen);
+
+/* Route sync: the server may register a new client's key asynchronously (as
+ * Go's derper does, after ServerInfo), so before measuring relay behaviour a
+ * test has `from` send marker packets to `to` until one arrives (<= 5 s).
+ * Markers start with E2E_SYNC_MAGIC; e2e_recv_data skips them. */
+#define E2E_SYNC_MAGIC "e2e-sync"
+#define E2E_SYNC_MAGIC_LEN 8
+void e2e_sync_route(struct derp_client *from, struct derp_client *to);
+/* Receive the next RecvPacket that is not a sync marker, asserting it arrives
+ * within timeout_ms. PeerGone frames are skipped too (use
+ * derp_client_recv_packet to see them). */
+void e2e_recv_data(struct derp_client *c, struct derp_client_msg *m, int timeout_ms);
+/* Relay n packets from a to b (window of 16), asserting order, content and
+ * source key; returns elapsed ms. */
+int64_t e2e_relay_check(struct derp_client *a, struct derp_client *b, int n);
+/* Wait until the connection reports closed (recv -1), skipping frames, within
+ * timeout_ms. True if closed in time. */
+bool e2e_wait_closed(struct derp_client *c, int timeout_ms);
+
+/* Raw TCP to the server: fd (blocking, TCP_NODELAY) or -1. */
+int raw_connect(const struct derpd_proc *p);
+/* Write all bytes; 0 or -1 (errno; EPIPE/ECONNRESET mean the server closed). */
+int raw_write_all(int fd, const void *buf, size_t n);
+/* Read until EOF/reset or timeout. Returns bytes stored (extra bytes are read
+ * and dropped once buf is full); *closed = the peer closed or reset. */
+size_t raw_read_until_close(int fd, void *buf, size_t cap, int timeout_ms, bool *closed);
+/* Read until buf holds at least `want` bytes, EOF or timeout; returns bytes. */
+size_t raw_read_at_least(int fd, void *buf, size_t cap, size_t want, int timeout_ms);
+
+/* One HTTP request on a fresh connection (req is sent as is). Reads the
+ * response head and a Content-Length body (or to EOF, <= 2 s). Returns the
+ * status code, -1 on failure; resp gets the NUL-terminated response. */
+int http_request(const struct derpd_proc *p, const char *req, char *resp, size_t cap);
+/* Value of a response header (case-insensitive name) copied into out; false if absent. */
+bool http_header(const char *resp, const char *name, char *out, size_t cap);
+
+/* Raw DERP upgrade on fd: send GET /derp upgrade, read 101 + the ServerKey
+ * frame. 0 on success (server key checked against p), -1 otherwise. */
+int raw_derp_upgrade(const struct derpd_proc *p, int fd);
+
+#endif

@@ -1,0 +1,251 @@
+/* test_config.c: command-line parsing (src/server/config.c): Go flag syntax,
+ * booleans, durations, validation errors, the -dev default port, and help. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/config.h"
+
+static char err[256];
+
+/* Parse a NULL-terminated argument list (argv[0] is added). */
+static int parse_v(struct config *c, const char *const *args, FILE *out) {
+  char *argv[32];
+  int argc = 0;
+  argv[argc++] = (char *)"derpd";
+  for (; *args; args++) argv[argc++] = (char *)*args;
+  argv[argc] = NULL;
+  config_defaults(c);
+  return config_parse(c, argc, argv, out ? out : stdout, err, sizeof err);
+}
+#define PARSE(c, ...) parse_v((c), (const char *const[]){__VA_ARGS__, NULL}, NULL)
+
+static void expect_err(const char *want_substr, const char *const *args) {
+  struct config c;
+  cr_assert_eq(parse_v(&c, args, NULL), -1, "args[0]=%s", args[0]);
+  cr_assert(strstr(err, want_substr), "err \"%s\" lacks \"%s\"", err, want_substr);
+}
+#define ERR(want, ...) expect_err((want), (const char *const[]){__VA_ARGS__, NULL})
+
+Test(config, defaults) {
+  struct config c;
+  cr_assert_eq(parse_v(&c, (const char *const[]){NULL}, NULL), 0);
+  cr_assert_str_eq(c.listen_host, "");
+  cr_assert_eq(c.listen_port, 443);
+  cr_assert_str_eq(c.key_path, "");
+  cr_assert(!c.dev);
+  cr_assert_str_eq(c.hostname, "derp.example.com");
+  cr_assert_eq(c.tcp_write_timeout_ms, 2000);
+  cr_assert_eq(c.handshake_timeout_ms, 10000);
+  cr_assert_eq(c.keepalive_ms, 60000);
+  cr_assert_eq(c.shards, 0);
+  cr_assert_eq(c.max_conns, 0);
+  cr_assert_eq(c.recv_bufs, 256);
+  cr_assert_eq(c.recv_buf_size, 16384);
+  cr_assert_eq(c.queue_depth, 4096);
+  cr_assert_eq(c.verbose, 0);
+}
+
+Test(config, all_syntaxes) {
+  static const char *const forms[][3] = {
+      {"-shards", "3", NULL}, {"--shards", "3", NULL}, {"-shards=3", NULL, NULL}, {"--shards=3", NULL, NULL},
+  };
+  for (size_t i = 0; i < 4; i++) {
+    struct config c;
+    cr_assert_eq(parse_v(&c, forms[i], NULL), 0, "%s: %s", forms[i][0], err);
+    cr_assert_eq(c.shards, 3);
+  }
+}
+
+Test(config, every_flag) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-a", "127.0.0.1:8443", "-c", "/tmp/k.json", "-hostname=derp1.example.net",
+                     "-tcp-write-timeout", "500ms", "--handshake-timeout=3s", "--keepalive-interval", "1m30s",
+                     "--shards", "4", "--max-conns=1000", "--recv-bufs", "64", "--recv-buf-size", "4096",
+                     "--queue-depth", "1024", "-v", "--verbose"), 0, "%s", err);
+  cr_assert_str_eq(c.listen_host, "127.0.0.1");
+  cr_assert_eq(c.listen_port, 8443);
+  cr_assert_str_eq(c.key_path, "/tmp/k.json");
+  cr_assert_str_eq(c.hostname, "derp1.example.net");
+  cr_assert_eq(c.tcp_write_timeout_ms, 500);
+  cr_assert_eq(c.handshake_timeout_ms, 3000);
+  cr_assert_eq(c.keepalive_ms, 90000);
+  cr_assert_eq(c.shards, 4);
+  cr_assert_eq(c.max_conns, 1000);
+  cr_assert_eq(c.recv_bufs, 64);
+  cr_assert_eq(c.recv_buf_size, 4096);
+  cr_assert_eq(c.queue_depth, 1024);
+  cr_assert_eq(c.verbose, 2);
+}
+
+Test(config, value_may_look_like_flag) {
+  struct config c;
+  /* Go takes the next argument as the value whatever it looks like. */
+  cr_assert_eq(PARSE(&c, "-c", "-dev"), 0, "%s", err);
+  cr_assert_str_eq(c.key_path, "-dev");
+  cr_assert(!c.dev);
+  cr_assert_eq(PARSE(&c, "-hostname="), 0);
+  cr_assert_str_eq(c.hostname, "");
+}
+
+Test(config, bool_forms) {
+  static const struct { const char *arg; bool want; } t[] = {
+      {"-dev", true}, {"--dev", true}, {"-dev=true", true}, {"-dev=1", true}, {"-dev=T", true},
+      {"-dev=TRUE", true}, {"-dev=false", false}, {"-dev=0", false}, {"--dev=f", false},
+      {"-dev=False", false},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    struct config c;
+    cr_assert_eq(PARSE(&c, t[i].arg), 0, "%s: %s", t[i].arg, err);
+    cr_assert_eq(c.dev, t[i].want, "%s", t[i].arg);
+  }
+  ERR("invalid boolean value \"yes\" for -dev", "-dev=yes");
+  /* A bool takes no separate value: "false" is then a stray argument. */
+  ERR("unexpected argument \"false\"", "-dev", "false");
+}
+
+Test(config, verbose_counts) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-v", "-v", "--verbose", "-v=true"), 0);
+  cr_assert_eq(c.verbose, 4);
+  cr_assert_eq(PARSE(&c, "-v", "-v=false"), 0);
+  cr_assert_eq(c.verbose, 0);
+}
+
+Test(config, dev_default_port) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert_eq(c.listen_port, 3340);
+  cr_assert_str_eq(c.listen_host, "");
+  cr_assert_eq(PARSE(&c, "-dev", "-a", ":8080"), 0);
+  cr_assert_eq(c.listen_port, 8080);
+  cr_assert_eq(PARSE(&c, "-a=:443", "-dev"), 0); /* explicit, even if equal to the default */
+  cr_assert_eq(c.listen_port, 443);
+  cr_assert_eq(PARSE(&c, "-dev=false"), 0);
+  cr_assert_eq(c.listen_port, 443);
+}
+
+Test(config, addresses) {
+  static const struct { const char *a; const char *host; int port; } ok[] = {
+      {":443", "", 443}, {"0.0.0.0:80", "0.0.0.0", 80}, {"[::1]:3340", "::1", 3340},
+      {"[::]:0", "::", 0}, {"localhost:65535", "localhost", 65535},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    struct config c;
+    cr_assert_eq(PARSE(&c, "-a", ok[i].a), 0, "%s: %s", ok[i].a, err);
+    cr_assert_str_eq(c.listen_host, ok[i].host);
+    cr_assert_eq(c.listen_port, ok[i].port);
+  }
+  static const char *bad[] = {"443", "::1:443", "[::1]", "[::1]443", ":", ":65536", ":http", ":-1",
+                              "host:1234567"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char want[64];
+    snprintf(want, sizeof want, "invalid value \"%s\" for flag -a", bad[i]);
+    ERR(want, "-a", bad[i]);
+  }
+}
+
+Test(config, durations) {
+  static const struct { const char *s; int64_t ms; } t[] = {
+      {"0", 0}, {"0s", 0}, {"+5s", 5000}, {"2s", 2000}, {"500ms", 500}, {"1.5s", 1500},
+      {"1m30s", 90000}, {"1h2m3.5s", 3723500}, {"1.5h", 5400000}, {".5s", 500}, {"5.s", 5000},
+      {"1000us", 1}, {"1000\xc2\xb5s", 1}, {"1000\xce\xbcs", 1}, {"2000000ns", 2},
+      {"1ns", 1}, {"1.5ms", 2}, /* rounded up: nonzero never becomes 0 */
+      {"3m", 180000}, {"1h1h", 7200000}, {"2562047h", 9223369200000LL},
+      {"0.000000001s", 1}, {"1.0000000000000000000001s", 1000},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    cr_assert_eq(config_parse_duration_ms(t[i].s), t[i].ms, "%s -> %lld", t[i].s,
+                 (long long)config_parse_duration_ms(t[i].s));
+  static const char *bad[] = {"", "5", "-1s", "-0", "s", ".s", ".", "1x", "1S", "1 s", " 1s", "1s ",
+                              "1.2.3s", "1hh", "2562048h", "9223372036854775808ns",
+                              "99999999999999999999s", "1e3s", "+", "1s-2s"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_assert_eq(config_parse_duration_ms(bad[i]), -1, "\"%s\" accepted", bad[i]);
+  cr_assert_eq(config_parse_duration_ms(NULL), -1);
+}
+
+Test(config, duration_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-tcp-write-timeout=0"), 0);
+  cr_assert_eq(c.tcp_write_timeout_ms, 0);
+  ERR("invalid value \"0\" for flag -handshake-timeout: must be positive", "--handshake-timeout", "0");
+  ERR("invalid value \"0s\" for flag -keepalive-interval", "--keepalive-interval=0s");
+  ERR("invalid value \"2\" for flag -tcp-write-timeout", "-tcp-write-timeout", "2");
+  ERR("invalid value \"25h\" for flag -tcp-write-timeout", "-tcp-write-timeout", "25h");
+}
+
+Test(config, int_ranges) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "--recv-bufs=1", "--queue-depth=64", "--recv-buf-size=1024", "--shards=0x10"), 0,
+               "%s", err);
+  cr_assert_eq(c.recv_bufs, 1);
+  cr_assert_eq(c.shards, 16);
+  cr_assert_eq(PARSE(&c, "--recv-bufs=32768", "--queue-depth=1048576", "--recv-buf-size=1048576"), 0);
+  ERR("invalid value \"x\" for flag -shards: parse error", "--shards", "x");
+  ERR("invalid value \"-1\" for flag -shards", "--shards=-1");
+  ERR("invalid value \"\" for flag -shards", "--shards=");
+  ERR("invalid value \" 3\" for flag -shards", "--shards= 3");
+  ERR("invalid value \"3\" for flag -recv-bufs: must be a power of two", "--recv-bufs=3");
+  ERR("invalid value \"0\" for flag -recv-bufs", "--recv-bufs=0");
+  ERR("invalid value \"65536\" for flag -recv-bufs", "--recv-bufs=65536");
+  ERR("invalid value \"1023\" for flag -recv-buf-size", "--recv-buf-size=1023");
+  ERR("invalid value \"1048577\" for flag -recv-buf-size", "--recv-buf-size=1048577");
+  ERR("invalid value \"32\" for flag -queue-depth", "--queue-depth=32");
+  ERR("invalid value \"100\" for flag -queue-depth", "--queue-depth=100");
+  ERR("invalid value \"99999999999999999999\" for flag -max-conns", "--max-conns=99999999999999999999");
+}
+
+Test(config, syntax_errors) {
+  ERR("flag provided but not defined: -x", "-x");
+  ERR("flag provided but not defined: -certmode", "--certmode=manual");
+  ERR("flag needs an argument: -c", "-c");
+  ERR("flag needs an argument: -shards", "-v", "--shards");
+  ERR("bad flag syntax: ---dev", "---dev");
+  ERR("bad flag syntax: -=1", "-=1");
+  ERR("unexpected argument \"serve\"", "serve");
+  ERR("unexpected argument \"-\"", "-");
+  ERR("unexpected argument \"x\"", "-dev", "x", "-v");
+  ERR("unexpected argument \"-dev\"", "--", "-dev");
+  ERR("too long", "-hostname", "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+                               "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+                               "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh");
+}
+
+Test(config, double_dash_ends_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev", "--"), 0);
+  cr_assert(c.dev);
+}
+
+Test(config, help) {
+  static const char *forms[] = {"-h", "-help", "--help", "--h"};
+  for (size_t i = 0; i < 4; i++) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    struct config c;
+    cr_assert_eq(parse_v(&c, (const char *const[]){"-dev", forms[i], "-bogus", NULL}, out), 1, "%s", forms[i]);
+    fclose(out);
+    cr_assert(strstr(buf, "Usage: derpd"));
+    free(buf);
+  }
+}
+
+Test(config, usage_mentions_every_flag) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&buf, &len);
+  config_usage(out, "derpd");
+  fclose(out);
+  static const char *needles[] = {
+      "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
+      "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
+      "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096",
+      "-verbose", "-certmode", "-certdir", "STUN", "mesh",
+  };
+  for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+    cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
+  free(buf);
+}

@@ -1,0 +1,503 @@
+/* test_http.c: the HTTP front door (src/server/http.c): incremental head
+ * parsing with its bounds and exact hand-over of trailing bytes, every route
+ * and status, and the WebSocket accept computation. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/http.h"
+
+static const char KEY[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/* Feed s in one go; expect DONE having consumed exactly the head. */
+static void parse_ok(struct http_req *r, const char *s) {
+  size_t used = 0, n = strlen(s);
+  http_req_init(r);
+  enum http_feed_status st = http_req_feed(r, (const uint8_t *)s, n, &used);
+  cr_assert_eq(st, HTTP_FEED_DONE, "status %d for %s (err %d)", st, s, r->error_status);
+  cr_assert_eq(used, n);
+}
+
+static int parse_err(const char *s, size_t n) {
+  struct http_req r;
+  size_t used;
+  http_req_init(&r);
+  cr_assert_eq(http_req_feed(&r, (const uint8_t *)s, n, &used), HTTP_FEED_ERROR, "input %s", s);
+  return r.error_status;
+}
+
+/* Route a request and return the reply (as a NUL-terminated string in out). */
+static void route(const char *s, bool debug, struct http_reply *out) {
+  struct http_req r;
+  parse_ok(&r, s);
+  http_route(&r, KEY, debug, out);
+  cr_assert(out->len < sizeof out->buf);
+  out->buf[out->len] = 0;
+}
+
+static bool has(const struct http_reply *o, const char *needle) {
+  return strstr(o->buf, needle) != NULL;
+}
+
+static const char *body_of(const struct http_reply *o) {
+  const char *e = strstr(o->buf, "\r\n\r\n");
+  cr_assert(e);
+  return e + 4;
+}
+
+/* ---- parsing ---- */
+
+Test(http_parse, basic_fields) {
+  struct http_req r;
+  parse_ok(&r, "GET /derp?x=1&y=2 HTTP/1.1\r\nHost: a\r\nUPGRADE: Derp\r\nderp-fast-start: 1\r\n"
+               "X-Tailscale-Challenge: ts_abc-1.2:3\r\nConnection: keep-alive, Close\r\n\r\n");
+  cr_assert_eq(r.method, HTTP_GET);
+  cr_assert_str_eq(r.path, "/derp");
+  cr_assert_eq(r.path_len, 5);
+  cr_assert_eq(r.upgrade, HTTP_UP_DERP);
+  cr_assert(r.fast_start);
+  cr_assert(r.has_challenge);
+  cr_assert_str_eq(r.challenge, "ts_abc-1.2:3");
+  cr_assert(r.conn_close);
+}
+
+Test(http_parse, upgrade_values) {
+  static const struct { const char *v; enum http_upgrade up; } t[] = {
+      {"DERP", HTTP_UP_DERP}, {"derp", HTTP_UP_DERP}, {"dErP", HTTP_UP_DERP},
+      {"WebSocket", HTTP_UP_WEBSOCKET}, {"websocket", HTTP_UP_WEBSOCKET},
+      {"h2c", HTTP_UP_OTHER}, {"derpx", HTTP_UP_OTHER},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char req[256];
+    struct http_req r;
+    snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", t[i].v);
+    parse_ok(&r, req);
+    cr_assert_eq(r.upgrade, t[i].up, "%s", t[i].v);
+  }
+  /* Too long an Upgrade value is just "something else". */
+  char req[512], v[300];
+  memset(v, 'd', sizeof v - 1);
+  v[sizeof v - 1] = 0;
+  snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nUpgrade: %s\r\n\r\n", v);
+  struct http_req r;
+  parse_ok(&r, req);
+  cr_assert_eq(r.upgrade, HTTP_UP_OTHER);
+  parse_ok(&r, "GET /derp HTTP/1.1\r\n\r\n");
+  cr_assert_eq(r.upgrade, HTTP_UP_NONE);
+  cr_assert(!r.fast_start && !r.has_challenge && !r.conn_close && !r.ws_proto_derp);
+}
+
+Test(http_parse, fast_start_only_one) {
+  struct http_req r;
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nDerp-Fast-Start: 0\r\n\r\n");
+  cr_assert(!r.fast_start);
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nDerp-Fast-Start: 11\r\n\r\n");
+  cr_assert(!r.fast_start);
+}
+
+Test(http_parse, challenge_validity) {
+  static const struct { const char *v; bool ok; } t[] = {
+      {"abc", true}, {"A-Z_a.z:0", true},
+      {"1234567890123456789012345678901234567890123456789012345678901234", true}, /* 64 */
+      {"12345678901234567890123456789012345678901234567890123456789012345", false}, /* 65 */
+      {"a b", false}, {"a/b", false}, {"<script>", false}, {"", false},
+      {"1234567890123456789012345678901234567890123456789012345678901234567890"
+       "1234567890123456789012345678901234567890123456789012345678901234567890", false},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char req[512];
+    struct http_req r;
+    snprintf(req, sizeof req, "GET /generate_204 HTTP/1.1\r\nX-Tailscale-Challenge: %s\r\n\r\n", t[i].v);
+    parse_ok(&r, req);
+    cr_assert_eq(r.has_challenge, t[i].ok, "%s", t[i].v);
+    if (t[i].ok) cr_assert_str_eq(r.challenge, t[i].v);
+  }
+}
+
+Test(http_parse, ws_protocol_list) {
+  static const struct { const char *v; bool ok; } t[] = {
+      {"derp", true}, {"chat, derp", true}, {"DERP ,x", true}, {"derpy", false}, {"chat", false},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char req[256];
+    struct http_req r;
+    snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nSec-WebSocket-Protocol: %s\r\n\r\n", t[i].v);
+    parse_ok(&r, req);
+    cr_assert_eq(r.ws_proto_derp, t[i].ok, "%s", t[i].v);
+  }
+}
+
+static const char FULL_REQ[] =
+    "GET /derp?q=1 HTTP/1.1\r\nHost: derp.example.com\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n"
+    "Derp-Fast-Start: 1\r\nX-Tailscale-Challenge: abc123\r\nSec-WebSocket-Key: k\r\n"
+    "User-Agent: test\r\n\r\n";
+
+Test(http_parse, every_split_point) {
+  size_t n = strlen(FULL_REQ);
+  struct http_req ref;
+  parse_ok(&ref, FULL_REQ);
+  for (size_t cut = 0; cut <= n; cut++) {
+    struct http_req r;
+    size_t u1 = 0, u2 = 0;
+    http_req_init(&r);
+    enum http_feed_status s1 = http_req_feed(&r, (const uint8_t *)FULL_REQ, cut, &u1);
+    if (cut < n) {
+      cr_assert_eq(s1, HTTP_FEED_MORE, "cut %zu", cut);
+      cr_assert_eq(u1, cut);
+      cr_assert_eq(http_req_feed(&r, (const uint8_t *)FULL_REQ + cut, n - cut, &u2), HTTP_FEED_DONE);
+    } else {
+      cr_assert_eq(s1, HTTP_FEED_DONE);
+    }
+    cr_assert_eq(u1 + u2, n, "cut %zu", cut);
+    cr_assert_str_eq(r.path, ref.path);
+    cr_assert_eq(r.upgrade, ref.upgrade);
+    cr_assert_eq(r.fast_start, ref.fast_start);
+    cr_assert_str_eq(r.challenge, ref.challenge);
+    cr_assert_str_eq(r.ws_key, ref.ws_key);
+  }
+}
+
+Test(http_parse, byte_at_a_time) {
+  struct http_req r;
+  size_t n = strlen(FULL_REQ), used;
+  http_req_init(&r);
+  for (size_t i = 0; i < n; i++) {
+    enum http_feed_status st = http_req_feed(&r, (const uint8_t *)FULL_REQ + i, 1, &used);
+    cr_assert_eq(used, 1);
+    cr_assert_eq(st, i + 1 == n ? HTTP_FEED_DONE : HTTP_FEED_MORE, "byte %zu", i);
+  }
+  cr_assert(r.fast_start && r.has_challenge);
+  cr_assert_eq(r.head_bytes, n);
+}
+
+/* The DERP stream behind the head must be left for the caller, with or
+ * without Connection: Upgrade (http-parser treats those two differently). */
+Test(http_parse, trailing_bytes_unconsumed) {
+  static const char *heads[] = {
+      FULL_REQ,
+      "GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nDerp-Fast-Start: 1\r\n\r\n",
+      "GET /generate_204 HTTP/1.1\r\n\r\n",
+      "POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n",
+      "GET / HTTP/1.0\n\n",
+  };
+  static const uint8_t tail[] = {0x02, 0x00, 0x00, 0x00, 0x48, 'G', 'E', 'T', ' ', 0xff, 0, '\r', '\n'};
+  for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+    size_t hl = strlen(heads[i]);
+    uint8_t buf[1024];
+    memcpy(buf, heads[i], hl);
+    memcpy(buf + hl, tail, sizeof tail);
+    for (size_t cut = 0; cut <= hl; cut++) {
+      struct http_req r;
+      size_t u1 = 0, u2 = 0;
+      http_req_init(&r);
+      enum http_feed_status st = http_req_feed(&r, buf, cut, &u1);
+      if (st != HTTP_FEED_DONE) st = http_req_feed(&r, buf + u1, hl + sizeof tail - u1, &u2);
+      cr_assert_eq(st, HTTP_FEED_DONE, "head %zu cut %zu", i, cut);
+      cr_assert_eq(u1 + u2, hl, "head %zu cut %zu: used %zu", i, cut, u1 + u2);
+    }
+  }
+}
+
+Test(http_parse, feed_after_done_consumes_nothing) {
+  struct http_req r;
+  size_t used = 99;
+  parse_ok(&r, "GET / HTTP/1.1\r\n\r\n");
+  cr_assert_eq(http_req_feed(&r, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, &used), HTTP_FEED_DONE);
+  cr_assert_eq(used, 0);
+}
+
+Test(http_parse, huge_header_line_bounded) {
+  const size_t chunk = 64 * 1024, total = 16u << 20;
+  uint8_t *buf = malloc(chunk);
+  cr_assert(buf);
+  memset(buf, 'a', chunk);
+  struct http_req r;
+  size_t used, consumed = 0;
+  http_req_init(&r);
+  const char *start = "GET / HTTP/1.1\r\nX-Big: ";
+  enum http_feed_status st = http_req_feed(&r, (const uint8_t *)start, strlen(start), &used);
+  cr_assert_eq(st, HTTP_FEED_MORE);
+  consumed += used;
+  for (size_t off = 0; off < total && st == HTTP_FEED_MORE; off += chunk) {
+    st = http_req_feed(&r, buf, chunk, &used);
+    consumed += used;
+  }
+  free(buf);
+  cr_assert_eq(st, HTTP_FEED_ERROR);
+  cr_assert_eq(r.error_status, 431);
+  cr_assert_str_eq(r.error_reason, "http_head_too_large");
+  cr_assert_leq(consumed, HTTP_MAX_HEAD + chunk);
+  cr_assert_leq(r.head_bytes, HTTP_MAX_HEAD);
+  /* Once failed, it stays failed. */
+  cr_assert_eq(http_req_feed(&r, (const uint8_t *)"\r\n\r\n", 4, &used), HTTP_FEED_ERROR);
+}
+
+Test(http_parse, many_headers_bounded) {
+  struct http_req r;
+  size_t used;
+  http_req_init(&r);
+  enum http_feed_status st = http_req_feed(&r, (const uint8_t *)"GET / HTTP/1.1\r\n", 16, &used);
+  for (int i = 0; i < 10000 && st == HTTP_FEED_MORE; i++)
+    st = http_req_feed(&r, (const uint8_t *)"A: b\r\n", 6, &used);
+  cr_assert_eq(st, HTTP_FEED_ERROR);
+  cr_assert_eq(r.error_status, 431);
+}
+
+Test(http_parse, head_exactly_max_ok) {
+  char *req = malloc(HTTP_MAX_HEAD + 1);
+  const char *pre = "GET / HTTP/1.1\r\nX: ";
+  size_t pl = strlen(pre);
+  memcpy(req, pre, pl);
+  memset(req + pl, 'v', HTTP_MAX_HEAD - pl - 4);
+  memcpy(req + HTTP_MAX_HEAD - 4, "\r\n\r\n", 5);
+  struct http_req r;
+  parse_ok(&r, req);
+  /* One byte more does not fit. */
+  req = realloc(req, HTTP_MAX_HEAD + 2);
+  memmove(req + pl + 1, req + pl, HTTP_MAX_HEAD - pl + 1);
+  req[pl] = 'v';
+  cr_assert_eq(parse_err(req, HTTP_MAX_HEAD + 1), 431);
+  free(req);
+}
+
+Test(http_parse, long_path_414) {
+  char req[1024];
+  char path[HTTP_MAX_PATH + 2];
+  memset(path, 'p', sizeof path - 1);
+  path[0] = '/';
+  path[sizeof path - 1] = 0; /* HTTP_MAX_PATH + 1 chars */
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\n\r\n", path);
+  cr_assert_eq(parse_err(req, strlen(req)), 414);
+  /* Exactly HTTP_MAX_PATH is fine, and a long query string does not count. */
+  path[HTTP_MAX_PATH] = 0;
+  snprintf(req, sizeof req, "GET %s?%s HTTP/1.1\r\n\r\n", path, path);
+  struct http_req r;
+  parse_ok(&r, req);
+  cr_assert_eq(r.path_len, HTTP_MAX_PATH);
+}
+
+Test(http_parse, garbage_400) {
+  static const char tls[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+  struct http_req r;
+  size_t used;
+  http_req_init(&r);
+  cr_assert_eq(http_req_feed(&r, (const uint8_t *)tls, sizeof tls - 1, &used), HTTP_FEED_ERROR);
+  cr_assert_eq(r.error_status, 400);
+  cr_assert_str_eq(r.error_reason, "http_bad_request");
+  cr_assert_eq(parse_err("GET / HTTP/1.1\r\nBad Header\r\n\r\n", 30), 400);
+  cr_assert_eq(parse_err("SSH-2.0-OpenSSH\r\n", 17), 400);
+}
+
+Test(http_parse, bad_versions) {
+  int s = parse_err("GET / HTTP/2.0\r\n\r\n", 18);
+  cr_assert(s == 505 || s == 400, "%d", s);
+  s = parse_err("GET / HTTP/1.2\r\n\r\n", 18);
+  cr_assert(s == 505 || s == 400, "%d", s);
+  s = parse_err("GET /\r\n\r\n", 9); /* HTTP/0.9 */
+  cr_assert(s == 505 || s == 400, "%d", s);
+  struct http_req r;
+  parse_ok(&r, "GET / HTTP/1.0\r\n\r\n");
+}
+
+/* ---- routes ---- */
+
+Test(http_route, derp_upgrade_101) {
+  struct http_reply o;
+  route("GET /derp HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n\r\n", false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_DERP);
+  cr_assert_eq(o.status, 101);
+  char want[512];
+  snprintf(want, sizeof want, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+           "Derp-Version: 2\r\nDerp-Public-Key: %s\r\n\r\n", KEY);
+  cr_assert_str_eq(o.buf, want);
+  /* Lowercase upgrade, and no Connection: Upgrade, still works (as derper). */
+  route("GET /derp HTTP/1.1\r\nupgrade: derp\r\n\r\n", false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_DERP);
+  cr_assert_str_eq(o.buf, want);
+}
+
+Test(http_route, derp_fast_start_no_reply) {
+  struct http_reply o;
+  route("GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\nDerp-Fast-Start: 1\r\n\r\n", false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_DERP);
+  cr_assert_eq(o.len, 0);
+}
+
+Test(http_route, derp_without_upgrade_426) {
+  static const char *reqs[] = {
+      "GET /derp HTTP/1.1\r\n\r\n",
+      "GET /derp HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+      "GET /derp HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n", /* no derp proto */
+      "GET /derp HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: derp\r\n\r\n", /* no key */
+  };
+  for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+    struct http_reply o;
+    route(reqs[i], false, &o);
+    cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+    cr_assert_eq(o.status, 426);
+    cr_assert(has(&o, "HTTP/1.1 426 Upgrade Required\r\n"));
+    cr_assert(has(&o, "Connection: close\r\n"));
+    cr_assert(has(&o, "Content-Length: 32\r\n"));
+    cr_assert_str_eq(body_of(&o), "DERP requires connection upgrade");
+  }
+}
+
+Test(http_route, websocket_accept_rfc6455) {
+  struct http_reply o;
+  route("GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derp\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n", false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_WEBSOCKET);
+  cr_assert_eq(o.status, 101);
+  cr_assert_str_eq(o.buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                          "Sec-WebSocket-Protocol: derp\r\n\r\n");
+}
+
+/* A 64-byte key makes SHA-1 input span two blocks (100 bytes). */
+Test(http_route, websocket_accept_long_key) {
+  struct http_reply o;
+  route("GET /derp HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: derp\r\n"
+        "Sec-WebSocket-Key: 0123456789012345678901234567890123456789012345678901234567890123\r\n\r\n",
+        false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_WEBSOCKET);
+  /* python3: base64(sha1(key + GUID)) */
+  cr_assert(has(&o, "Sec-WebSocket-Accept: BcBjMVWegwcdYb/qNqr2InM+MYM=\r\n"), "%s", o.buf);
+}
+
+Test(http_route, probes) {
+  static const char *paths[] = {"/derp/probe", "/derp/latency-check"};
+  for (size_t i = 0; i < 2; i++) {
+    char req[128];
+    struct http_reply o;
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\n\r\n", paths[i]);
+    route(req, false, &o);
+    cr_assert_eq(o.status, 200);
+    cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+    cr_assert(has(&o, "Access-Control-Allow-Origin: *\r\n"));
+    cr_assert(has(&o, "Content-Length: 0\r\n"));
+    cr_assert_str_eq(body_of(&o), "");
+    snprintf(req, sizeof req, "HEAD %s HTTP/1.1\r\n\r\n", paths[i]);
+    route(req, false, &o);
+    cr_assert_eq(o.status, 200);
+    snprintf(req, sizeof req, "POST %s HTTP/1.1\r\nContent-Length: 0\r\n\r\n", paths[i]);
+    route(req, false, &o);
+    cr_assert_eq(o.status, 405);
+    cr_assert(has(&o, "HTTP/1.1 405 Method Not Allowed\r\n"));
+  }
+}
+
+Test(http_route, generate_204) {
+  struct http_reply o;
+  route("GET /generate_204 HTTP/1.1\r\nX-Tailscale-Challenge: ts_xyz.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 204);
+  cr_assert(has(&o, "HTTP/1.1 204 No Content\r\n"));
+  cr_assert(has(&o, "Cache-Control: no-cache, no-store, must-revalidate, no-transform, max-age=0\r\n"));
+  cr_assert(has(&o, "X-Tailscale-Response: response ts_xyz.1\r\n"));
+  cr_assert(has(&o, "Connection: close\r\n"));
+  cr_assert_str_eq(body_of(&o), "");
+  /* The longest valid challenge comes back whole. */
+  route("GET /generate_204 HTTP/1.1\r\nX-Tailscale-Challenge: "
+        "1234567890123456789012345678901234567890123456789012345678901234\r\n\r\n", false, &o);
+  cr_assert(has(&o, "X-Tailscale-Response: response "
+                    "1234567890123456789012345678901234567890123456789012345678901234\r\nConnection: close\r\n\r\n"));
+  route("GET /generate_204 HTTP/1.1\r\nX-Tailscale-Challenge: bad/one\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 204);
+  cr_assert(!has(&o, "X-Tailscale-Response"));
+  route("GET /generate_204 HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert(!has(&o, "X-Tailscale-Response"));
+}
+
+Test(http_route, home_and_robots) {
+  struct http_reply o;
+  route("GET / HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert(has(&o, "Content-Type: text/html"));
+  cr_assert(has(&o, "<h1>DERP</h1>"));
+  char cl[64];
+  snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", strlen(body_of(&o)));
+  cr_assert(has(&o, cl));
+  route("GET /robots.txt HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert(has(&o, "Content-Type: text/plain"));
+  cr_assert_str_eq(body_of(&o), "User-agent: *\nDisallow: /\n");
+}
+
+Test(http_route, head_has_no_body) {
+  struct http_reply o;
+  route("HEAD / HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert_str_eq(body_of(&o), "");
+  cr_assert(!has(&o, "Content-Length: 0\r\n")); /* the length of the GET body */
+  route("HEAD /robots.txt HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert(has(&o, "Content-Length: 26\r\n"));
+  cr_assert_str_eq(body_of(&o), "");
+  route("HEAD /nope HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 404);
+  cr_assert_str_eq(body_of(&o), "");
+}
+
+Test(http_route, debug_pages) {
+  static const struct { const char *path; enum http_debug_page page; } t[] = {
+      {"/debug/", HTTP_DEBUG_INDEX}, {"/debug/varz", HTTP_DEBUG_VARZ}, {"/debug/vars", HTTP_DEBUG_VARS}};
+  for (size_t i = 0; i < 3; i++) {
+    char req[128];
+    struct http_reply o;
+    snprintf(req, sizeof req, "GET %s?x HTTP/1.1\r\n\r\n", t[i].path);
+    route(req, false, &o);
+    cr_assert_eq(o.status, 403);
+    cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+    cr_assert(has(&o, "forbidden"));
+    route(req, true, &o);
+    cr_assert_eq(o.action, HTTP_ACT_DEBUG);
+    cr_assert_eq(o.debug_page, t[i].page);
+  }
+  struct http_reply o;
+  route("GET /debug/other HTTP/1.1\r\n\r\n", true, &o);
+  cr_assert_eq(o.status, 404);
+  route("GET /debug/other HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 403);
+}
+
+Test(http_route, not_found) {
+  static const char *paths[] = {"/nope", "/derp/", "/derpx", "/generate_204/", "/debug"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    char req[128];
+    struct http_reply o;
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\n\r\n", paths[i]);
+    route(req, false, &o);
+    cr_assert_eq(o.status, 404, "%s", paths[i]);
+    cr_assert(has(&o, "HTTP/1.1 404 Not Found\r\n"));
+    cr_assert(has(&o, "Connection: close\r\n"));
+    cr_assert_str_eq(body_of(&o), "not found\n");
+  }
+}
+
+Test(http_reply, errors) {
+  static const int codes[] = {400, 414, 431, 505};
+  for (size_t i = 0; i < 4; i++) {
+    struct http_reply o;
+    http_error_reply(codes[i], &o);
+    o.buf[o.len] = 0;
+    char line[64];
+    snprintf(line, sizeof line, "HTTP/1.1 %d ", codes[i]);
+    cr_assert_eq(strncmp(o.buf, line, strlen(line)), 0, "%s", o.buf);
+    cr_assert_eq(o.status, codes[i]);
+    cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+    cr_assert(has(&o, "Connection: close\r\n"));
+    char cl[64];
+    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", strlen(body_of(&o)));
+    cr_assert(has(&o, cl));
+  }
+}
+
+Test(http_reply, head_builder) {
+  char buf[256];
+  size_t n = http_reply_head(buf, sizeof buf, 200, "text/plain", 1234);
+  cr_assert_gt(n, 0);
+  buf[n] = 0;
+  cr_assert_str_eq(buf, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n"
+                        "Connection: close\r\n\r\n");
+  cr_assert_eq(http_reply_head(buf, 20, 200, "text/plain", 1), 0);
+}
