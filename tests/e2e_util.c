@@ -323,12 +323,34 @@ struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey 
   return c;
 }
 
+static struct derp_client *tracked[E2E_MAX_CLIENTS];
+
+void e2e_close(struct derp_client *c) {
+  for (int i = 0; i < E2E_MAX_CLIENTS; i++)
+    if (tracked[i] == c) tracked[i] = NULL;
+  derp_client_close(c);
+}
+
+void e2e_close_all(void) {
+  for (int i = 0; i < E2E_MAX_CLIENTS; i++) {
+    derp_client_close(tracked[i]);
+    tracked[i] = NULL;
+  }
+}
+
 struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_privkey *priv,
                                         bool fast_start) {
   char err[256] = "";
   struct derp_client *c = derpd_client(p, priv, fast_start, err, sizeof err);
   cr_assert_not_null(c, "client connect (%s): %s", fast_start ? "fast start" : "normal", err);
-  return c;
+  for (int i = 0; i < E2E_MAX_CLIENTS; i++)
+    if (!tracked[i]) {
+      tracked[i] = c;
+      return c;
+    }
+  derp_client_close(c);
+  cr_assert_fail("more than %d tracked clients", E2E_MAX_CLIENTS);
+  return NULL;
 }
 
 struct derp_client *e2e_client(const struct derpd_proc *p, derp_privkey *priv_out, bool fast_start) {

@@ -59,7 +59,12 @@ void e2e_sleep_ms(int ms);
 struct derp_client *e2e_client(const struct derpd_proc *p, derp_privkey *priv_out, bool fast_start);
 struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_privkey *priv,
                                         bool fast_start);
-/* Non-asserting connect: NULL with err filled on failure. */
+/* Clients made by e2e_client* are tracked: e2e_close closes one early,
+ * e2e_close_all (test teardown) closes the rest. Up to E2E_MAX_CLIENTS. */
+#define E2E_MAX_CLIENTS 64
+void e2e_close(struct derp_client *c);
+void e2e_close_all(void);
+/* Non-asserting connect (not tracked; the caller closes): NULL with err filled on failure. */
 struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
                                  bool fast_start, char *err, size_t errlen);
 

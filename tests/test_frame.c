@@ -450,12 +450,16 @@ Test(reader, reset_releases_partial_frame) {
 }
 
 Test(frame, disco_detection) {
-  const uint8_t disco[] = "TS\xF0\x9F\x92\xAC" "rest";
-  cr_assert(derp_is_disco(disco, sizeof disco - 1));
-  cr_assert(derp_is_disco(disco, 6));
-  cr_assert_not(derp_is_disco(disco, 5));
-  const uint8_t other[] = "TS\xF0\x9F\x92\xAD";
-  cr_assert_not(derp_is_disco(other, 6));
+  /* A disco packet is magic + sender disco key (32) + nonce (24) + box. */
+  uint8_t pkt[DERP_DISCO_MIN_LEN + 16];
+  memset(pkt, 0, sizeof pkt);
+  memcpy(pkt, DERP_DISCO_MAGIC, DERP_DISCO_MAGIC_LEN);
+  cr_assert(derp_is_disco(pkt, sizeof pkt));
+  cr_assert(derp_is_disco(pkt, DERP_DISCO_MIN_LEN));
+  cr_assert_not(derp_is_disco(pkt, DERP_DISCO_MIN_LEN - 1), "too short to be disco");
+  cr_assert_not(derp_is_disco(pkt, DERP_DISCO_MAGIC_LEN));
+  pkt[5] ^= 1;
+  cr_assert_not(derp_is_disco(pkt, sizeof pkt), "wrong magic");
   cr_assert_not(derp_is_disco((const uint8_t *)"", 0));
 }
 

@@ -61,6 +61,12 @@ static int ms_left(int64_t deadline) {
   return left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 
+/* Why a read returned r <= 0, for error messages. */
+static const char *io_why(int r) {
+  if (r == 0) return "timeout";
+  return errno == EPIPE ? "connection closed by server" : strerror(errno);
+}
+
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
   if (!err || errlen == 0) return;
   va_list ap;
@@ -203,7 +209,7 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
     }
     int r = fill(c, HTTP_HEAD_MAX, deadline);
     if (r <= 0) {
-      seterr(err, errlen, "http: reading response: %s", r == 0 ? "timeout" : strerror(errno));
+      seterr(err, errlen, "http: reading response: %s", io_why(r));
       return -1;
     }
   }
@@ -254,7 +260,7 @@ static int read_server_key(struct derp_client *c, const derp_key *expect, int64_
   struct derp_frame f;
   int r = next_frame(c, &f, deadline);
   if (r <= 0) {
-    seterr(err, errlen, "handshake: reading ServerKey: %s", r == 0 ? "timeout" : strerror(errno));
+    seterr(err, errlen, "handshake: reading ServerKey: %s", io_why(r));
     return -1;
   }
   if (f.type != DERP_FRAME_SERVER_KEY) {
@@ -294,7 +300,7 @@ static int read_server_info(struct derp_client *c, int64_t deadline, char *err, 
   struct derp_frame f;
   int r = next_frame(c, &f, deadline);
   if (r <= 0) {
-    seterr(err, errlen, "handshake: reading ServerInfo: %s", r == 0 ? "timeout" : strerror(errno));
+    seterr(err, errlen, "handshake: reading ServerInfo: %s", io_why(r));
     return -1;
   }
   if (f.type != DERP_FRAME_SERVER_INFO) {
@@ -357,7 +363,7 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
   while (c->rend < 5) { /* enough to tell "HTTP/" from a frame header */
     int r = fill(c, HTTP_HEAD_MAX, deadline);
     if (r <= 0) {
-      seterr(err, errlen, "handshake: reading ServerKey: %s", r == 0 ? "timeout" : strerror(errno));
+      seterr(err, errlen, "handshake: reading ServerKey: %s", io_why(r));
       return -1;
     }
   }

@@ -1,0 +1,601 @@
+/* test_e2e.c: end-to-end tests of derpd over loopback.
+ *
+ * Owns the behavioural contract of the whole server as clients see it: HTTP
+ * endpoints, handshake (normal and fast start), relaying within and across
+ * shards, PeerGone, Ping/Pong, duplicate keys, slow receivers, malformed input
+ * and SIGTERM. Each test starts its own derpd (e2e_util.c); tests that depend
+ * on sharding run for 1, 2 and 4 shards. With random keys and N shards most
+ * pairs cross shards, so tests use several pairs rather than guessing the
+ * server's (secret) owner function. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "e2e_util.h"
+
+static struct derpd_proc g_srv;
+
+static void setup(void) {
+  signal(SIGPIPE, SIG_IGN);
+  cr_assert_eq(derp_init(), 0);
+  srandom((unsigned)(getpid() ^ e2e_now_ms()));
+}
+
+static void teardown(void) {
+  if (getenv("E2E_LOG") && g_srv.dir[0]) derpd_dump_log(&g_srv, 8192);
+  e2e_close_all();
+  derpd_kill(&g_srv);
+}
+
+#define E2E .init = setup, .fini = teardown, .timeout = 60
+
+static void start(int shards, const char *extra) {
+  const char *bin = getenv("DERPD_BIN");
+  cr_assert_eq(derpd_start(&g_srv, shards, extra), 0, "derpd did not start (DERPD_BIN=%s)",
+               bin ? bin : "(unset)");
+}
+
+static void random_key(derp_key *k) {
+  derp_privkey priv;
+  derp_key_generate(&priv, k);
+}
+
+/* Skip sync markers and other frames; fail if a data packet shows up. */
+static void expect_no_data(struct derp_client *c, int ms) {
+  int64_t deadline = e2e_now_ms() + ms;
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv_packet(c, &m, (int)(deadline - e2e_now_ms()))) == 1) {
+    bool marker = m.packet_len >= E2E_SYNC_MAGIC_LEN &&
+                  memcmp(m.packet, E2E_SYNC_MAGIC, E2E_SYNC_MAGIC_LEN) == 0;
+    cr_assert(m.type != DERP_FRAME_RECV_PACKET || marker, "unexpected data packet");
+    if (e2e_now_ms() >= deadline) break;
+  }
+  cr_assert_geq(r, 0, "connection closed unexpectedly: %s", strerror(errno));
+}
+
+static void assert_ping_pong(struct derp_client *c) {
+  uint8_t data[8];
+  for (int i = 0; i < 8; i++) data[i] = (uint8_t)random();
+  cr_assert_eq(derp_client_ping(c, data), 0, "ping: %s", strerror(errno));
+  int64_t deadline = e2e_now_ms() + 2000;
+  for (;;) {
+    struct derp_client_msg m;
+    int r = derp_client_recv(c, &m, (int)(deadline - e2e_now_ms()));
+    cr_assert_eq(r, 1, "no pong: %s", r == 0 ? "timeout" : strerror(errno));
+    if (m.type != DERP_FRAME_PONG) continue;
+    cr_assert(memcmp(m.ping_data, data, 8) == 0, "pong carries other bytes than the ping");
+    return;
+  }
+}
+
+/* ---- HTTP ---- */
+
+Test(e2e, http_endpoints, E2E) {
+  start(2, NULL);
+  char resp[8192], v[256];
+  int st = http_request(&g_srv, "GET /derp/probe HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 200, "/derp/probe: %d", st);
+  cr_assert(http_header(resp, "Access-Control-Allow-Origin", v, sizeof v) && strcmp(v, "*") == 0,
+            "/derp/probe lacks Access-Control-Allow-Origin: *");
+  st = http_request(&g_srv, "HEAD /derp/latency-check HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 200, "HEAD /derp/latency-check: %d", st);
+  st = http_request(&g_srv, "POST /derp/probe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                    resp, sizeof resp);
+  cr_assert_eq(st, 405, "POST /derp/probe: %d", st);
+
+  st = http_request(&g_srv, "GET /generate_204 HTTP/1.1\r\nHost: x\r\n"
+                    "X-Tailscale-Challenge: abc-12.3_x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 204, "/generate_204: %d", st);
+  cr_assert(http_header(resp, "X-Tailscale-Response", v, sizeof v), "no X-Tailscale-Response");
+  cr_assert_str_eq(v, "response abc-12.3_x");
+
+  st = http_request(&g_srv, "GET /robots.txt HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 200, "/robots.txt: %d", st);
+  cr_assert(strstr(resp, "User-agent: *") && strstr(resp, "Disallow: /"), "robots body: %s", resp);
+
+  st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 426, "/derp without upgrade: %d", st);
+  cr_assert(strstr(resp, "DERP requires connection upgrade"), "426 body: %s", resp);
+
+  st = http_request(&g_srv, "GET /no/such/page HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 404, "unknown path: %d", st);
+}
+
+Test(e2e, http_upgrade_headers, E2E) {
+  start(1, NULL);
+  char resp[8192], v[256], hex[DERP_KEY_HEXLEN + 1];
+  int st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\n"
+                        "Connection: Upgrade\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 101, "upgrade (lowercase 'derp'): %d", st);
+  cr_assert(http_header(resp, "Derp-Version", v, sizeof v) && strcmp(v, "2") == 0,
+            "Derp-Version: %s", v);
+  derp_key_hex(&g_srv.server_key, hex);
+  cr_assert(http_header(resp, "Derp-Public-Key", v, sizeof v), "no Derp-Public-Key");
+  cr_assert_str_eq(v, hex, "Derp-Public-Key differs from the key file");
+}
+
+/* ---- handshake ---- */
+
+Test(e2e, handshake_normal_and_fast, E2E) {
+  start(2, NULL);
+  struct derp_client *cs[16];
+  for (int i = 0; i < 16; i++) {
+    cs[i] = e2e_client(&g_srv, NULL, i % 2 == 1);
+    cr_assert(derp_key_equal(derp_client_server_key(cs[i]), &g_srv.server_key),
+              "ServerKey differs from the key file");
+    cr_assert_eq(derp_client_server_info(cs[i])->version, 2, "ServerInfo version %d",
+                 derp_client_server_info(cs[i])->version);
+  }
+  /* The frame stream is aligned after either upgrade: ping/pong works. */
+  for (int i = 0; i < 16; i++) assert_ping_pong(cs[i]);
+  for (int i = 0; i < 16; i++) e2e_close(cs[i]);
+
+  /* Fast start with a wrong server key must not produce a connected client. */
+  derp_privkey priv;
+  derp_key bogus;
+  derp_key_generate(&priv, &bogus);
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = g_srv.port, .priv = &priv,
+                               .fast_start = true, .server_key = &bogus, .timeout_ms = 3000};
+  struct derp_client *c = NULL;
+  char err[256];
+  cr_assert_eq(derp_client_connect(&c, &o, err, sizeof err), -1, "fast start with wrong key");
+  cr_assert(derpd_alive(&g_srv));
+}
+
+/* ---- relay ---- */
+
+ParameterizedTestParameters(e2e, relay_8_pairs) {
+  static int shards[] = {1, 2, 4};
+  return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
+}
+
+static size_t seq_packet(uint8_t *buf, int pair, uint32_t seq) {
+  size_t len = 16 + (seq * 7) % 1200; /* varying sizes */
+  memcpy(buf, &pair, 4);
+  memcpy(buf + 4, &seq, 4);
+  for (size_t i = 8; i < len; i++) buf[i] = (uint8_t)(pair * 13 + seq + i);
+  return len;
+}
+
+ParameterizedTest(int *shards, e2e, relay_8_pairs, E2E) {
+  enum { PAIRS = 8, COUNT = 200, WINDOW = 32 };
+  start(*shards, NULL);
+  struct derp_client *tx[PAIRS], *rx[PAIRS];
+  for (int p = 0; p < PAIRS; p++) {
+    tx[p] = e2e_client(&g_srv, NULL, p % 2);
+    rx[p] = e2e_client(&g_srv, NULL, false);
+  }
+  for (int p = 0; p < PAIRS; p++) e2e_sync_route(tx[p], rx[p]);
+  uint8_t buf[1300];
+  for (uint32_t base = 0; base < COUNT; base += WINDOW) {
+    uint32_t w = COUNT - base < WINDOW ? COUNT - base : WINDOW;
+    for (int p = 0; p < PAIRS; p++)
+      for (uint32_t i = 0; i < w; i++) {
+        size_t len = seq_packet(buf, p, base + i);
+        cr_assert_eq(derp_client_send(tx[p], derp_client_public_key(rx[p]), buf, len), 0);
+      }
+    for (int p = 0; p < PAIRS; p++)
+      for (uint32_t i = 0; i < w; i++) {
+        struct derp_client_msg m;
+        e2e_recv_data(rx[p], &m, 3000);
+        size_t len = seq_packet(buf, p, base + i);
+        cr_assert(derp_key_equal(&m.src, derp_client_public_key(tx[p])), "pair %d: wrong src", p);
+        uint32_t got = 0;
+        if (m.packet_len >= 8) memcpy(&got, m.packet + 4, 4);
+        cr_assert_eq(m.packet_len, len, "pair %d seq %u: len %u (got seq %u)", p, base + i,
+                     m.packet_len, got);
+        cr_assert(memcmp(m.packet, buf, len) == 0, "pair %d: expected seq %u, got %u", p,
+                  base + i, got);
+      }
+  }
+  for (int p = 0; p < PAIRS; p++) {
+    e2e_close(tx[p]);
+    e2e_close(rx[p]);
+  }
+}
+
+ParameterizedTestParameters(e2e, relay_64k) {
+  static int shards[] = {1, 2, 4};
+  return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
+}
+
+ParameterizedTest(int *shards, e2e, relay_64k, E2E) {
+  enum { PAIRS = 4, COUNT = 8, WINDOW = 4, LEN = DERP_MAX_PACKET };
+  start(*shards, NULL);
+  struct derp_client *tx[PAIRS], *rx[PAIRS];
+  for (int p = 0; p < PAIRS; p++) {
+    tx[p] = e2e_client(&g_srv, NULL, false);
+    rx[p] = e2e_client(&g_srv, NULL, true);
+    e2e_sync_route(tx[p], rx[p]);
+  }
+  static uint8_t buf[LEN];
+  for (int base = 0; base < COUNT; base += WINDOW) {
+    for (int p = 0; p < PAIRS; p++)
+      for (int i = 0; i < WINDOW; i++) {
+        for (size_t j = 0; j < LEN; j++) buf[j] = (uint8_t)(j * 7 + (j >> 8) + p + base + i);
+        cr_assert_eq(derp_client_send(tx[p], derp_client_public_key(rx[p]), buf, LEN), 0);
+      }
+    for (int p = 0; p < PAIRS; p++)
+      for (int i = 0; i < WINDOW; i++) {
+        struct derp_client_msg m;
+        e2e_recv_data(rx[p], &m, 3000);
+        for (size_t j = 0; j < LEN; j++) buf[j] = (uint8_t)(j * 7 + (j >> 8) + p + base + i);
+        cr_assert_eq(m.packet_len, LEN, "pair %d: 64 KiB packet arrived as %u bytes", p,
+                     m.packet_len);
+        cr_assert(memcmp(m.packet, buf, LEN) == 0, "pair %d packet %d corrupted", p, base + i);
+        cr_assert(derp_key_equal(&m.src, derp_client_public_key(tx[p])));
+      }
+  }
+}
+
+/* ---- PeerGone ---- */
+
+ParameterizedTestParameters(e2e, peer_gone_disconnected) {
+  static int shards[] = {1, 2, 4};
+  return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
+}
+
+ParameterizedTest(int *shards, e2e, peer_gone_disconnected, E2E) {
+  enum { PAIRS = 4 };
+  start(*shards, NULL);
+  struct derp_client *a[PAIRS], *b[PAIRS];
+  derp_key akey[PAIRS];
+  for (int p = 0; p < PAIRS; p++) {
+    a[p] = e2e_client(&g_srv, NULL, false);
+    b[p] = e2e_client(&g_srv, NULL, false);
+    akey[p] = *derp_client_public_key(a[p]);
+    e2e_sync_route(a[p], b[p]); /* A has now sent to B */
+  }
+  for (int p = 0; p < PAIRS; p++) e2e_close(a[p]);
+  for (int p = 0; p < PAIRS; p++) {
+    int64_t deadline = e2e_now_ms() + 2000;
+    struct derp_client_msg m;
+    int r;
+    do r = derp_client_recv_packet(b[p], &m, (int)(deadline - e2e_now_ms()));
+    while (r == 1 && m.type != DERP_FRAME_PEER_GONE);
+    cr_assert_eq(r, 1, "pair %d: no PeerGone within 2 s (%s)", p, r == 0 ? "timeout" : "closed");
+    cr_assert(derp_key_equal(&m.src, &akey[p]), "pair %d: PeerGone for another key", p);
+    cr_assert_eq(m.reason, DERP_PEER_GONE_DISCONNECTED, "pair %d: reason %u", p, m.reason);
+  }
+}
+
+Test(e2e, peer_gone_not_here, E2E) {
+  start(2, NULL);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  derp_key unknown;
+  random_key(&unknown);
+  /* A non-disco packet to an unknown key is dropped silently. */
+  const char data[] = "plain data, not disco";
+  cr_assert_eq(derp_client_send(a, &unknown, data, sizeof data), 0);
+  struct derp_client_msg m;
+  cr_assert_eq(derp_client_recv_packet(a, &m, 500), 0, "non-disco to unknown key got an answer");
+  uint8_t disco[64] = DERP_DISCO_MAGIC;
+  cr_assert_eq(derp_client_send(a, &unknown, disco, sizeof disco), 0);
+  int r = derp_client_recv_packet(a, &m, 2000);
+  cr_assert_eq(r, 1, "no PeerGone(not here) within 2 s");
+  cr_assert_eq(m.type, DERP_FRAME_PEER_GONE, "got frame type 0x%02x", m.type);
+  cr_assert(derp_key_equal(&m.src, &unknown), "PeerGone names another key");
+  cr_assert_eq(m.reason, DERP_PEER_GONE_NOT_HERE, "reason %u", m.reason);
+}
+
+/* ---- Ping ---- */
+
+Test(e2e, ping_pong_and_short_ping, E2E) {
+  start(2, NULL);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  assert_ping_pong(c);
+  assert_ping_pong(c);
+  uint8_t four[4] = {1, 2, 3, 4};
+  cr_assert_eq(derp_client_send_raw(c, DERP_FRAME_PING, four, 4), 0);
+  cr_assert(e2e_wait_closed(c, 2000), "4-byte ping did not close the connection in 2 s");
+  cr_assert(derpd_alive(&g_srv));
+}
+
+/* ---- duplicate keys ---- */
+
+ParameterizedTestParameters(e2e, duplicate_keys) {
+  static int shards[] = {1, 4};
+  return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
+}
+
+/* Send n tagged packets from s to dst, all must reach `on`, none `off`. */
+static void check_delivery(struct derp_client *s, struct derp_client *on, struct derp_client *off,
+                           const char *what) {
+  enum { N = 10 };
+  uint32_t tag = (uint32_t)random();
+  for (uint32_t i = 0; i < N; i++) {
+    uint32_t pkt[2] = {tag, i};
+    cr_assert_eq(derp_client_send(s, derp_client_public_key(on), pkt, sizeof pkt), 0);
+  }
+  for (uint32_t i = 0; i < N; i++) {
+    struct derp_client_msg m;
+    e2e_recv_data(on, &m, 2000);
+    uint32_t want[2] = {tag, i};
+    cr_assert(m.packet_len == sizeof want && memcmp(m.packet, want, sizeof want) == 0,
+              "%s: packet %u wrong or out of order", what, i);
+  }
+  expect_no_data(off, 300);
+}
+
+ParameterizedTest(int *shards, e2e, duplicate_keys, E2E) {
+  start(*shards, NULL);
+  struct derp_client *s = e2e_client(&g_srv, NULL, false);
+  derp_privkey k;
+  struct derp_client *first = e2e_client(&g_srv, &k, false);
+  e2e_sync_route(s, first);
+  struct derp_client *second = e2e_client_with_key(&g_srv, &k, true);
+  /* The newest connection becomes active (maybe after a moment). */
+  e2e_sync_route(s, second);
+  check_delivery(s, second, first, "newest connection");
+  /* The first one speaks: it becomes the active one. */
+  cr_assert_eq(derp_client_note_preferred(first, true), 0);
+  e2e_sync_route(s, first);
+  check_delivery(s, first, second, "after NotePreferred on the first");
+}
+
+/* ---- slow receiver ---- */
+
+/* A sender thread: `burst` packets as fast as possible, then `paced` packets
+ * in groups of 32 with 1 ms pauses. The burst checks the server keeps reading
+ * the sender; the paced part makes sure enough packets get past the server's
+ * drop points to fill the receiver's socket (a burst alone may be dropped
+ * upstream so heavily that the socket never fills and no write ever blocks). */
+struct flood {
+  struct derp_client *s;
+  const derp_key *dst;
+  int burst, paced;
+  int sent, failed_errno;
+  int64_t burst_ms, elapsed_ms;
+  int done; /* read by the main thread while flooding: atomic accesses only */
+};
+
+static void *flood_run(void *arg) {
+  struct flood *f = arg;
+  uint8_t pkt[1200];
+  memset(pkt, 0xab, sizeof pkt);
+  int64_t t0 = e2e_now_ms();
+  for (int i = 0; i < f->burst + f->paced; i++) {
+    if (i == f->burst) f->burst_ms = e2e_now_ms() - t0;
+    if (i > f->burst && i % 32 == 0) e2e_sleep_ms(1);
+    if (derp_client_send(f->s, f->dst, pkt, sizeof pkt) < 0) {
+      f->failed_errno = errno;
+      break;
+    }
+    f->sent++;
+  }
+  f->elapsed_ms = e2e_now_ms() - t0;
+  __atomic_store_n(&f->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* Receive until nothing arrives for 300 ms (bounded to 10 s). */
+static void drain_quiet(struct derp_client *c) {
+  int64_t end = e2e_now_ms() + 10000;
+  struct derp_client_msg m;
+  while (e2e_now_ms() < end) {
+    int r = derp_client_recv_packet(c, &m, 300);
+    cr_assert_geq(r, 0, "warm-up receiver closed: %s", strerror(errno));
+    if (r == 0) return;
+  }
+  cr_assert_fail("warm-up receiver never went quiet");
+}
+
+Test(e2e, slow_receiver, E2E) {
+  start(2, "-tcp-write-timeout 1s");
+  struct derp_client *r = e2e_client(&g_srv, NULL, false);
+  struct derp_client *s = e2e_client(&g_srv, NULL, false);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  struct derp_client *d = e2e_client(&g_srv, NULL, false);
+  struct derp_client *w = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(s, r); /* R's last read: from now on it never reads */
+  e2e_sync_route(c, d);
+  e2e_sync_route(s, w);
+  /* Warm-up to a reading receiver, so pools the server grows on demand are
+   * grown before the baseline: the RSS check is about the slow receiver. */
+  pthread_t th;
+  struct flood warm = {.s = s, .dst = derp_client_public_key(w), .burst = 20000};
+  cr_assert_eq(pthread_create(&th, NULL, flood_run, &warm), 0);
+  drain_quiet(w);
+  pthread_join(th, NULL);
+  cr_assert_eq(warm.sent, 20000, "warm-up flood failed: %s", strerror(warm.failed_errno));
+  long rss0 = derpd_rss_kb(&g_srv), rss_max = rss0;
+  cr_assert_gt(rss0, 0);
+  /* A blocked sender would be a server bug; bound it instead of hanging. */
+  struct timeval tv = {.tv_sec = 8};
+  setsockopt(derp_client_fd(s), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+
+  struct flood f = {.s = s, .dst = derp_client_public_key(r), .burst = 20000, .paced = 8000};
+  cr_assert_eq(pthread_create(&th, NULL, flood_run, &f), 0);
+  int64_t relay_ms = e2e_relay_check(c, d, 100);
+  for (int i = 0; i < 400 && !__atomic_load_n(&f.done, __ATOMIC_ACQUIRE); i++) {
+    long kb = derpd_rss_kb(&g_srv); /* sample RSS while flooding */
+    if (kb > rss_max) rss_max = kb;
+    e2e_sleep_ms(25);
+  }
+  pthread_join(th, NULL);
+  int64_t t_end = e2e_now_ms();
+  long kb = derpd_rss_kb(&g_srv);
+  if (kb > rss_max) rss_max = kb;
+
+  cr_log_info("burst %lld ms, all %d pkts in %lld ms; pair relay %lld ms; RSS %ld -> max %ld KiB",
+              (long long)f.burst_ms, f.sent, (long long)f.elapsed_ms, (long long)relay_ms, rss0,
+              rss_max);
+  cr_assert_lt(relay_ms, 2000, "unrelated pair took %lld ms for 100 packets", (long long)relay_ms);
+  cr_assert_eq(f.sent, 28000, "sender blocked/failed after %d packets: %s", f.sent,
+               strerror(f.failed_errno));
+  cr_assert_lt(f.burst_ms, 5000, "20000-packet burst took %lld ms: the server stopped reading",
+               (long long)f.burst_ms);
+  cr_assert_lt(rss_max - rss0, 16 * 1024, "RSS grew by %ld KiB (%ld -> %ld)", rss_max - rss0,
+               rss0, rss_max);
+  /* R's socket stayed full: the 1 s write timeout must have closed it. Wait
+   * without reading (reading would unblock the server), then drain to EOF. */
+  int64_t since = e2e_now_ms() - t_end;
+  if (since < 2000) e2e_sleep_ms((int)(2000 - since));
+  bool closed = e2e_wait_closed(r, 10000);
+  if (!closed) derpd_dump_log(&g_srv, 4096);
+  cr_assert(closed, "slow receiver was not disconnected");
+  e2e_relay_check(c, d, 20);
+  assert_ping_pong(s); /* the fast sender was not punished */
+  cr_assert(derpd_alive(&g_srv));
+}
+
+/* ---- malformed input ---- */
+
+static void raw_expect_closed(int fd, const char *what, bool expect_silence) {
+  char buf[4096];
+  bool closed = false;
+  size_t n = raw_read_until_close(fd, buf, sizeof buf, 3000, &closed);
+  cr_assert(closed, "%s: connection not closed within 3 s", what);
+  if (expect_silence) cr_assert_eq(n, 0, "%s: server sent %zu bytes before closing", what, n);
+  close(fd);
+}
+
+static void case_tls_hello(void) {
+  static const uint8_t hello[] = {0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+                                  0x5a, 0x5b, 0x5c, 0x5d, 0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00,
+                                  '\r', '\n', '\r', '\n'};
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(raw_write_all(fd, hello, sizeof hello), 0);
+  raw_expect_closed(fd, "TLS ClientHello", false);
+}
+
+static void case_huge_header(void) {
+  size_t big = 16u << 20;
+  char *req = malloc(big + 64);
+  cr_assert_not_null(req);
+  size_t n = (size_t)sprintf(req, "GET /derp HTTP/1.1\r\nX-Big: ");
+  memset(req + n, 'a', big);
+  n += big;
+  memcpy(req + n, "\r\n\r\n", 4);
+  n += 4;
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int w = raw_write_all(fd, req, n);
+  int werr = errno;
+  free(req);
+  /* Either the server closed mid-write (EPIPE/ECONNRESET) or it answered. */
+  cr_assert(w == 0 || (werr != EAGAIN && werr != EWOULDBLOCK),
+            "16 MiB header: server neither read nor closed for 5 s");
+  char buf[4096] = "";
+  bool closed = false;
+  raw_read_until_close(fd, buf, sizeof buf - 1, 3000, &closed);
+  close(fd);
+  cr_assert(closed || strncmp(buf, "HTTP/1.1 431", 12) == 0,
+            "16 MiB header: neither 431 nor closed: %.40s", buf);
+}
+
+static void case_client_info_garbage(void) {
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(raw_derp_upgrade(&g_srv, fd), 0, "raw upgrade failed");
+  uint8_t f[DERP_FRAME_HDR_LEN + 32 + 24 + 64];
+  derp_key pub;
+  random_key(&pub);
+  derp_frame_put_header(f, DERP_FRAME_CLIENT_INFO, sizeof f - DERP_FRAME_HDR_LEN);
+  memcpy(f + DERP_FRAME_HDR_LEN, pub.b, 32);
+  for (size_t i = DERP_FRAME_HDR_LEN + 32; i < sizeof f; i++) f[i] = (uint8_t)random();
+  cr_assert_eq(raw_write_all(fd, f, sizeof f), 0);
+  raw_expect_closed(fd, "ClientInfo that does not open", true);
+}
+
+static void case_ping_before_client_info(void) {
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(raw_derp_upgrade(&g_srv, fd), 0, "raw upgrade failed");
+  uint8_t f[DERP_FRAME_HDR_LEN + 8] = {0};
+  derp_frame_put_header(f, DERP_FRAME_PING, 8);
+  cr_assert_eq(raw_write_all(fd, f, sizeof f), 0);
+  raw_expect_closed(fd, "Ping before ClientInfo", true);
+}
+
+static void case_bad_frame_header(uint8_t type, uint32_t len, const char *what) {
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  uint8_t hdr[DERP_FRAME_HDR_LEN];
+  derp_frame_put_header(hdr, type, len);
+  cr_assert_eq(derp_client_write_bytes(c, hdr, sizeof hdr), 0);
+  cr_assert(e2e_wait_closed(c, 3000), "%s: connection not closed within 3 s", what);
+  e2e_close(c);
+}
+
+static void case_short_ping(void) {
+  struct derp_client *c = e2e_client(&g_srv, NULL, true);
+  uint8_t four[4] = {0};
+  cr_assert_eq(derp_client_send_raw(c, DERP_FRAME_PING, four, 4), 0);
+  cr_assert(e2e_wait_closed(c, 3000), "4-byte ping: connection not closed");
+  e2e_close(c);
+}
+
+static void case_unknown_frame(void) {
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  uint8_t payload[100];
+  memset(payload, 0x7f, sizeof payload);
+  cr_assert_eq(derp_client_send_raw(c, 0x7f, payload, sizeof payload), 0);
+  assert_ping_pong(c); /* skipped, not fatal */
+  e2e_close(c);
+}
+
+Test(e2e, malformed_input, E2E) {
+  start(2, NULL);
+  struct derp_client *g1 = e2e_client(&g_srv, NULL, false);
+  struct derp_client *g2 = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(g1, g2);
+  e2e_relay_check(g1, g2, 10);
+  case_tls_hello();
+  e2e_relay_check(g1, g2, 10);
+  case_huge_header();
+  e2e_relay_check(g1, g2, 10);
+  case_client_info_garbage();
+  e2e_relay_check(g1, g2, 10);
+  case_ping_before_client_info();
+  e2e_relay_check(g1, g2, 10);
+  case_bad_frame_header(DERP_FRAME_SEND_PACKET, 0xffffffffu, "SendPacket of length 0xffffffff");
+  e2e_relay_check(g1, g2, 10);
+  case_bad_frame_header(DERP_FRAME_SEND_PACKET, DERP_MAX_PACKET + DERP_KEY_LEN + 1,
+                        "SendPacket over 64 KiB + 32");
+  e2e_relay_check(g1, g2, 10);
+  case_short_ping();
+  e2e_relay_check(g1, g2, 10);
+  case_unknown_frame();
+  e2e_relay_check(g2, g1, 50);
+  cr_assert(derpd_alive(&g_srv), "derpd died");
+}
+
+/* ---- shutdown ---- */
+
+Test(e2e, sigterm_restarting_and_exit, E2E) {
+  enum { N = 4 };
+  start(2, NULL);
+  struct derp_client *c[N];
+  for (int i = 0; i < N; i++) c[i] = e2e_client(&g_srv, NULL, i % 2);
+  e2e_sync_route(c[0], c[1]);
+  e2e_sync_route(c[2], c[3]);
+  int64_t t0 = e2e_now_ms();
+  cr_assert_eq(kill(g_srv.pid, SIGTERM), 0);
+  int restarting = 0;
+  for (int i = 0; i < N; i++) {
+    struct derp_client_msg m;
+    int r;
+    int64_t deadline = t0 + 3000;
+    while ((r = derp_client_recv(c[i], &m, (int)(deadline - e2e_now_ms()))) == 1)
+      if (m.type == DERP_FRAME_RESTARTING) restarting++;
+    cr_assert_eq(r, -1, "client %d: connection still open 3 s after SIGTERM", i);
+  }
+  int status = -1;
+  int64_t left = t0 + 3000 - e2e_now_ms();
+  cr_assert_eq(derpd_wait(&g_srv, left > 0 ? (int)left : 0, &status), 0,
+               "derpd still running 3 s after SIGTERM");
+  cr_assert_eq(status, 0, "derpd exit status %d", status);
+  cr_log_info("RESTARTING frames seen by %d of %d clients", restarting, N);
+}

@@ -1,0 +1,176 @@
+/* test_keyfile.c: key text forms and derper's JSON key file. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "derp/key.h"
+
+static char dir[64];
+
+static void setup(void) {
+  cr_assert_eq(derp_init(), 0);
+  cr_assert_eq(derp_init(), 0, "idempotent");
+  strcpy(dir, "/tmp/derpkeyXXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(keyfile, .init = setup, .fini = teardown);
+TestSuite(key, .init = setup, .fini = teardown);
+
+static void path_in(char *out, size_t cap, const char *name) {
+  snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+Test(keyfile, create_then_load) {
+  char path[128], msg[256];
+  path_in(path, sizeof path, "derper.key");
+  derp_privkey a, b;
+  int created = -1;
+  cr_assert_eq(derp_keyfile_load_or_create(path, &a, &created, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(created, 1);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0);
+  cr_assert_eq(st.st_mode & 0777, 0600);
+  cr_assert_eq(derp_keyfile_load_or_create(path, &b, &created, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(created, 0);
+  cr_assert_eq(memcmp(a.b, b.b, 32), 0);
+  /* Only the key file is left behind: no temp files. */
+  char tmpglob[160];
+  snprintf(tmpglob, sizeof tmpglob, "ls '%s' | wc -l | grep -qx 1", dir);
+  cr_assert_eq(system(tmpglob), 0);
+}
+
+Test(keyfile, written_in_derper_format) {
+  char path[128], text[256] = {0}, want[DERP_KEY_STRLEN];
+  path_in(path, sizeof path, "k.json");
+  derp_privkey k;
+  derp_key pub;
+  derp_key_generate(&k, &pub);
+  cr_assert_eq(derp_keyfile_write(path, &k), 0);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
+  fclose(f);
+  derp_privkey_format(&k, want);
+  cr_assert_not_null(strstr(text, "\"PrivateKey\": \""));
+  cr_assert_not_null(strstr(text, want));
+}
+
+Test(keyfile, loads_existing_derper_file_with_extra_fields) {
+  char path[128], msg[256];
+  path_in(path, sizeof path, "derper.json");
+  write_text(path, "{\"PrivateKey\": \"privkey:00112233445566778899AABBCCDDEEFF"
+                   "00112233445566778899aabbccddeeff\", \"Other\": [1, 2]}\n");
+  derp_privkey k;
+  int created = -1;
+  cr_assert_eq(derp_keyfile_load_or_create(path, &k, &created, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(created, 0);
+  cr_assert_eq(k.b[0], 0x00);
+  cr_assert_eq(k.b[10], 0xAA);
+  cr_assert_eq(k.b[31], 0xFF);
+}
+
+static void expect_error(const char *content, const char *needle) {
+  char path[128], msg[256] = {0};
+  path_in(path, sizeof path, "bad.json");
+  write_text(path, content);
+  derp_privkey k;
+  int created = -1;
+  cr_assert_eq(derp_keyfile_load_or_create(path, &k, &created, msg, sizeof msg), -1, "%s", content);
+  cr_assert_eq(created, 0);
+  cr_assert_not_null(strstr(msg, needle), "msg '%s' lacks '%s'", msg, needle);
+  cr_assert_not_null(strstr(msg, path), "msg names the file");
+}
+
+Test(keyfile, garbage_errors_with_message) {
+  expect_error("this is not json", "not valid JSON");
+  expect_error("", "not valid JSON");
+  expect_error("[\"PrivateKey\"]", "not valid JSON");
+  expect_error("{\"Other\": 1}", "missing PrivateKey");
+  expect_error("{\"PrivateKey\": \"privkey:1234\"}", "PrivateKey");
+  expect_error("{\"PrivateKey\": 7}", "PrivateKey");
+}
+
+Test(keyfile, missing_directory_fails) {
+  char path[128], msg[256] = {0};
+  path_in(path, sizeof path, "nodir/key");
+  derp_privkey k;
+  int created = -1;
+  cr_assert_eq(derp_keyfile_load_or_create(path, &k, &created, msg, sizeof msg), -1);
+  cr_assert_neq(msg[0], '\0');
+  cr_assert_eq(created, 0);
+}
+
+Test(key, format_parse_round_trip) {
+  derp_privkey priv, priv2;
+  derp_key pub, pub2, derived;
+  derp_key_generate(&priv, &pub);
+  derp_key_public(&priv, &derived);
+  cr_assert(derp_key_equal(&pub, &derived));
+  char s[DERP_KEY_STRLEN];
+  derp_key_format(&pub, s);
+  cr_assert_eq(strncmp(s, "nodekey:", 8), 0);
+  cr_assert_eq(strlen(s), 72);
+  cr_assert_eq(derp_key_parse(s, &pub2), 0);
+  cr_assert(derp_key_equal(&pub, &pub2));
+  cr_assert_eq(derp_key_parse(s + 8, &pub2), 0, "bare hex is accepted");
+  derp_privkey_format(&priv, s);
+  cr_assert_eq(strncmp(s, "privkey:", 8), 0);
+  cr_assert_eq(derp_privkey_parse(s, &priv2), 0);
+  cr_assert_eq(memcmp(priv.b, priv2.b, 32), 0);
+}
+
+Test(key, hex_forms) {
+  derp_key k;
+  for (int i = 0; i < 32; i++) k.b[i] = (uint8_t)(0xA0 + i);
+  char hex[65], sh[9];
+  derp_key_hex(&k, hex);
+  cr_assert_str_eq(hex, "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf");
+  derp_key_short(&k, sh);
+  cr_assert_str_eq(sh, "a0a1a2a3");
+  derp_key up;
+  cr_assert_eq(derp_key_parse("nodekey:A0A1A2A3A4A5A6A7A8A9AAABACADAEAFB0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF",
+                              &up), 0);
+  cr_assert(derp_key_equal(&k, &up));
+}
+
+Test(key, bad_input_rejected) {
+  derp_key k;
+  derp_privkey p;
+  memset(k.b, 0x55, 32);
+  const char *good = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  char buf[128];
+  cr_assert_eq(derp_key_parse("", &k), -1);
+  cr_assert_eq(derp_key_parse("nodekey:", &k), -1);
+  snprintf(buf, sizeof buf, "nodekey:%.63s", good);
+  cr_assert_eq(derp_key_parse(buf, &k), -1, "63 digits");
+  snprintf(buf, sizeof buf, "nodekey:%s0", good);
+  cr_assert_eq(derp_key_parse(buf, &k), -1, "65 digits");
+  snprintf(buf, sizeof buf, "nodekey:%.62sg0", good);
+  cr_assert_eq(derp_key_parse(buf, &k), -1, "non-hex digit");
+  snprintf(buf, sizeof buf, "privkey:%s", good);
+  cr_assert_eq(derp_key_parse(buf, &k), -1, "private prefix on a public key");
+  snprintf(buf, sizeof buf, "nodekey:%s", good);
+  cr_assert_eq(derp_privkey_parse(buf, &p), -1, "public prefix on a private key");
+  cr_assert_eq(k.b[0], 0x55, "failed parse leaves the key alone");
+  cr_assert(derp_key_is_zero(&(derp_key){{0}}));
+  cr_assert_not(derp_key_is_zero(&k));
+}
