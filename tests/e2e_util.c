@@ -591,3 +591,13 @@ int raw_derp_upgrade(const struct derpd_proc *p, int fd) {
     return -1;
   return derp_key_equal(&k, &p->server_key) ? 0 : -1;
 }
+
+long long derpd_varz(const struct derpd_proc *p, const char *name) {
+  static char resp[128 * 1024];
+  if (http_request(p, "GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp) != 200)
+    return -1;
+  size_t nl = strlen(name);
+  for (const char *l = resp; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    if (strncmp(l, name, nl) == 0 && l[nl] == ' ') return strtoll(l + nl + 1, NULL, 10);
+  return -1;
+}

@@ -103,6 +103,9 @@ int http_request(const struct derpd_proc *p, const char *req, char *resp, size_t
 /* Value of a response header (case-insensitive name) copied into out; false if absent. */
 bool http_header(const char *resp, const char *name, char *out, size_t cap);
 
+/* Value of a /debug/varz line "name value" (name includes any {labels}), or -1. */
+long long derpd_varz(const struct derpd_proc *p, const char *name);
+
 /* Raw DERP upgrade on fd: send GET /derp upgrade, read 101 + the ServerKey
  * frame. 0 on success (server key checked against p), -1 otherwise. */
 int raw_derp_upgrade(const struct derpd_proc *p, int fd);

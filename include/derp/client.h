@@ -67,7 +67,8 @@ int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n);
 /* Wait up to timeout_ms (-1 forever) for one frame. 1 = got a frame, 0 = timed
  * out, -1 = connection closed or protocol error (errno set; EPIPE on EOF). */
 int derp_client_recv(struct derp_client *c, struct derp_client_msg *m, int timeout_ms);
-/* Like recv, but skips KeepAlive (and answers Ping) until a RecvPacket arrives. */
+/* Like recv, but answers Ping with Pong and skips every other frame until a
+ * RecvPacket or a PeerGone arrives (m->type tells which). */
 int derp_client_recv_packet(struct derp_client *c, struct derp_client_msg *m, int timeout_ms);
 
 #endif

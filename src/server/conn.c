@@ -369,11 +369,15 @@ void conn_adopt(struct shard *sh, struct conn *c) {
   conn_establish(c);
 }
 
+/* derper adds up to 5 s to its 60 s interval; keep that ratio for shorter
+ * intervals so a keepalive never arrives late by more than 1/12 of one. */
 static uint32_t jitter_ms(struct shard *sh) {
   uint64_t x = sh->rng;
   x ^= x << 13; x ^= x >> 7; x ^= x << 17;
   sh->rng = x;
-  return (uint32_t)(x % 5000);
+  int64_t span = sh->srv->cfg.keepalive_ms / 12;
+  if (span > 5000) span = 5000;
+  return span > 0 ? (uint32_t)(x % (uint64_t)span) : 0;
 }
 
 /* On the owner shard: register, send ServerInfo and whatever else is queued,

@@ -15,7 +15,7 @@ static const uint32_t class_cap[3] = {
   2048,
   DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + DERP_MAX_PACKET,
 };
-static const uint32_t class_keep[3] = {4096, 4096, 64};
+static const uint32_t class_keep[3] = {1024, 1024, 16}; /* about 3.5 MiB per shard at most */
 
 struct pkt *pkt_alloc(struct shard *sh, uint32_t len) {
   int cls = len <= class_cap[0] ? 0 : len <= class_cap[1] ? 1 : 2;

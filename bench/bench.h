@@ -1,0 +1,121 @@
+/* bench.h: what the parts of derp-bench share.
+ *
+ * Owns the run configuration (filled from flags by derp-bench.c), the
+ * log-bucketed latency histogram, server /proc sampling, the parallel client
+ * set-up, and the entry points of the three modes (relay, idle, churn). Each
+ * mode returns a process exit code and prints its own report. */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "derp/key.h"
+
+enum bench_mode { MODE_RELAY, MODE_IDLE, MODE_CHURN };
+enum bench_topo { TOPO_PAIRS, TOPO_FANIN, TOPO_RANDOM };
+
+#define BENCH_MIN_SIZE 24
+#define BENCH_MAX_WINDOW 65535
+#define BENCH_MAX_THREADS 256
+
+struct bench_cfg {
+  char host[256];
+  uint16_t port;
+  enum bench_mode mode;
+  enum bench_topo topo;
+  int threads;          /* event-loop (relay) or worker (churn) threads */
+  int clients;
+  int connect_parallel; /* threads that run blocking handshakes at set-up */
+  uint32_t size;        /* payload bytes of a data packet */
+  uint32_t ack_size;    /* payload bytes of an ack packet */
+  int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns;
+  uint32_t window;      /* closed loop: unacked packets per sender */
+  double pps;           /* open loop when > 0: total offered packets/s */
+  pid_t server_pid;     /* 0 = unknown */
+  bool json;
+  bool quiet;           /* no progress line */
+  bool fast_start;
+  uint64_t seed;
+};
+
+/* ---- time ---- */
+int64_t bench_now_ns(void);
+void bench_sleep_ns(int64_t ns);
+
+/* ---- histogram (bench_hist.c) ----
+ * HDR-style: exact below 128, then 64 sub-buckets per power of two (<1.6%
+ * error), up to 2^63. Fixed size, no allocation per sample. */
+#define HIST_SUB 64
+#define HIST_BUCKETS (2 * HIST_SUB + 57 * HIST_SUB)
+struct hist {
+  uint64_t n[HIST_BUCKETS];
+  uint64_t count, min, max;
+  double sum;
+};
+void hist_init(struct hist *h);
+void hist_add(struct hist *h, uint64_t v);
+void hist_merge(struct hist *dst, const struct hist *src);
+/* Value at quantile q in [0,1] (upper edge of its bucket); 0 when empty. */
+uint64_t hist_quantile(const struct hist *h, double q);
+
+/* ---- server process sampling (bench_report.c) ---- */
+struct proc_sample {
+  bool ok;
+  double cpu_s;     /* utime + stime */
+  long rss_kb, hwm_kb;
+};
+void proc_sample(pid_t pid, struct proc_sample *s);
+
+/* ---- relay results (gathered by bench_relay.c, printed by bench_report.c) ----
+ * Counts cover packets sent during the measurement window only (a flag in
+ * the packet says so), wherever they are received, so loss = sent - delivered
+ * is exact and warm-up traffic never leaks into it. */
+struct relay_totals {
+  uint64_t sent, delivered, delivered_bytes;
+  uint64_t acks;        /* closed loop: acks of measured packets received */
+  uint64_t timeouts;    /* closed loop: window slots given up after --ack-timeout */
+  uint64_t late_acks;   /* acks that came after their slot timed out */
+  uint64_t skipped;     /* open loop: sends not offered (socket backed up) */
+  uint64_t bad;         /* packets that failed validation */
+  uint64_t peer_gone;   /* PeerGone frames (a benchmark client was dropped) */
+  double measure_s;
+  struct hist lat;      /* one-way latency, ns */
+  struct proc_sample s0, s1;
+  double bench_cpu_s;   /* this process's CPU over the measurement */
+  char error[300];      /* empty = no fatal error */
+};
+void relay_report(const struct bench_cfg *cfg, const struct relay_totals *t);
+/* One progress line on stderr. */
+void relay_progress(const struct bench_cfg *cfg, const char *phase, double secs, uint64_t pps,
+                    uint64_t bytes, uint64_t gap, uint64_t timeouts);
+
+/* ---- set-up (bench_setup.c) ---- */
+/* Raise RLIMIT_NOFILE to its hard limit; -1 (message printed) if `need`
+ * descriptors cannot fit. */
+int bench_raise_nofile(size_t need);
+
+struct bench_peer {
+  int fd;            /* nonblocking, TCP_NODELAY; -1 when not connected */
+  derp_key pub;
+};
+/* Connect and handshake n clients with cfg->connect_parallel threads, each
+ * with a fresh key; fds come back nonblocking, detached from libderp's
+ * client. 0 on success; -1 (message printed, all fds closed) on failure. */
+int bench_connect_all(const struct bench_cfg *cfg, struct bench_peer *peers, int n);
+void bench_close_all(struct bench_peer *peers, int n);
+/* One blocking connect + handshake: the fd (still blocking), or -1 with err. */
+int bench_connect_one(const struct bench_cfg *cfg, derp_key *pub, char *err, size_t errlen);
+
+/* ---- modes ---- */
+int bench_run_relay(const struct bench_cfg *cfg);  /* bench_relay.c */
+int bench_run_idle(const struct bench_cfg *cfg);   /* bench_setup.c */
+int bench_run_churn(const struct bench_cfg *cfg);  /* bench_setup.c */
+
+/* Set by SIGINT/SIGTERM: every loop checks it and winds down. */
+extern atomic_bool bench_interrupted;
+
+#endif

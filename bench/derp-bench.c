@@ -1,0 +1,279 @@
+/* derp-bench.c: a load generator for any DERP server (derpd or derper).
+ *
+ * Owns the command line (Go-like or GNU-like long flags: -flag value,
+ * --flag value, --flag=value), its validation, the file descriptor budget,
+ * signal handling, and the dispatch to the three modes. The modes live in
+ * bench_relay.c (relay), bench_setup.c (idle, churn); reports in
+ * bench_report.c. It speaks plain DERP over the HTTP upgrade only (no TLS),
+ * so it can drive derpd and Tailscale's derper -dev identically. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+atomic_bool bench_interrupted;
+
+static const char usage[] =
+    "usage: derp-bench --server HOST:PORT [flags]\n"
+    "\n"
+    "Load generator for DERP servers (plain HTTP upgrade; derpd or derper -dev).\n"
+    "Flags take --flag value, --flag=value or Go's -flag value. Durations: 10s, 500ms,\n"
+    "2m, 100us; a bare number is seconds.\n"
+    "\n"
+    "  --server HOST:PORT    server to load (required); [v6addr]:port for IPv6\n"
+    "  --mode M              relay (default) | idle | churn\n"
+    "  --threads T           worker threads (default 2): relay event loops, churn loops\n"
+    "  --clients N           clients (default 2 in relay, 100 in idle)\n"
+    "  --connect-parallel P  threads running handshakes at set-up (default 8)\n"
+    "  --server-pid PID      sample the server's CPU (utime+stime) and RSS from /proc\n"
+    "  --json                print the final report as one JSON object on stdout\n"
+    "                        (the text report then goes to stderr)\n"
+    "  --quiet               no progress lines\n"
+    "  --help                this text\n"
+    "\n"
+    "relay mode: clients send data packets through the server to each other.\n"
+    "  --topology T          pairs (default: client 2i sends to 2i+1) | fanin (all send\n"
+    "                        to client 0) | random (each packet to a random other client)\n"
+    "  --size BYTES          payload of a data packet (default 1200, 24..65536); it carries\n"
+    "                        type, sender index, sequence number and send time\n"
+    "  --duration D          measured time (default 10s)\n"
+    "  --warmup D            traffic before measuring, not counted (default 2s)\n"
+    "  --window W            closed loop (default): each sender keeps at most W packets\n"
+    "                        unacknowledged (default 32, max 65535); every receiver answers\n"
+    "                        each data packet with an ack packet through the server\n"
+    "  --ack-size BYTES      payload of an ack packet (default 24)\n"
+    "  --ack-timeout D       closed loop: a packet unacked this long frees its window slot\n"
+    "                        and counts as an ack timeout (default 1s)\n"
+    "  --pps R               open loop instead: R data packets/s in total, paced evenly over\n"
+    "                        the senders (1 ms granularity); no acks; loss = sent - received\n"
+    "  --drain D             after measuring, wait up to D for packets in flight (default 2s)\n"
+    "  --seed N              random topology's seed (default: from the clock)\n"
+    "  Reports delivered pps, payload Gbit/s, loss, one-way latency p50/p90/p99/p99.9\n"
+    "  (sender and receiver share CLOCK_MONOTONIC), and with --server-pid the server's\n"
+    "  CPU seconds per million delivered packets and its RSS. Only packets sent during\n"
+    "  the measured window count.\n"
+    "\n"
+    "idle mode: open --clients handshaken connections, hold them for --hold (default 10s),\n"
+    "  report server RSS before and after (needs --server-pid) and bytes per connection.\n"
+    "\n"
+    "churn mode: --threads loops of connect + handshake + close for --duration; reports\n"
+    "  handshakes/s and handshake latency (and server CPU per handshake with --server-pid).\n"
+    "\n"
+    "Exit status: 0 = ran to the end; 1 = the server closed a connection, a connect\n"
+    "failed, or interrupted; 2 = bad usage or local failure.\n";
+
+/* ---- value parsers ---- */
+
+static int parse_duration(const char *s, int64_t *ns) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || v < 0) return -1;
+  static const struct { const char *unit; double mul; } units[] = {
+      {"", 1e9}, {"s", 1e9}, {"ms", 1e6}, {"us", 1e3}, {"ns", 1}, {"m", 60e9}, {"h", 3600e9}};
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(end, units[i].unit) == 0) {
+      *ns = (int64_t)(v * units[i].mul);
+      return 0;
+    }
+  return -1;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+/* HOST:PORT or [HOST]:PORT. */
+static int parse_server(const char *s, struct bench_cfg *c) {
+  const char *colon = strrchr(s, ':');
+  if (!colon || colon == s) return -1;
+  const char *h = s;
+  size_t hl = (size_t)(colon - s);
+  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+    h++;
+    hl -= 2;
+  }
+  long port;
+  if (hl == 0 || hl >= sizeof c->host || parse_long(colon + 1, 1, 65535, &port) < 0) return -1;
+  memcpy(c->host, h, hl);
+  c->host[hl] = 0;
+  c->port = (uint16_t)port;
+  return 0;
+}
+
+/* ---- flags ---- */
+
+struct flag_ctx {
+  struct bench_cfg *c;
+  bool have_server, have_clients;
+};
+
+/* Apply one flag with value v (NULL for booleans). 0 ok, -1 bad value. */
+static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
+  struct bench_cfg *c = x->c;
+  long l;
+  if (!strcmp(name, "server")) return x->have_server = true, parse_server(v, c);
+  if (!strcmp(name, "mode")) {
+    if (!strcmp(v, "relay")) c->mode = MODE_RELAY;
+    else if (!strcmp(v, "idle")) c->mode = MODE_IDLE;
+    else if (!strcmp(v, "churn")) c->mode = MODE_CHURN;
+    else return -1;
+    return 0;
+  }
+  if (!strcmp(name, "topology")) {
+    if (!strcmp(v, "pairs")) c->topo = TOPO_PAIRS;
+    else if (!strcmp(v, "fanin")) c->topo = TOPO_FANIN;
+    else if (!strcmp(v, "random")) c->topo = TOPO_RANDOM;
+    else return -1;
+    return 0;
+  }
+  if (!strcmp(name, "threads")) return parse_long(v, 1, BENCH_MAX_THREADS, &l) ? -1 : (c->threads = (int)l, 0);
+  if (!strcmp(name, "clients")) {
+    x->have_clients = true;
+    return parse_long(v, 1, 10000000, &l) ? -1 : (c->clients = (int)l, 0);
+  }
+  if (!strcmp(name, "connect-parallel"))
+    return parse_long(v, 1, BENCH_MAX_THREADS, &l) ? -1 : (c->connect_parallel = (int)l, 0);
+  if (!strcmp(name, "size"))
+    return parse_long(v, BENCH_MIN_SIZE, 65536, &l) ? -1 : (c->size = (uint32_t)l, 0);
+  if (!strcmp(name, "ack-size"))
+    return parse_long(v, BENCH_MIN_SIZE, 65536, &l) ? -1 : (c->ack_size = (uint32_t)l, 0);
+  if (!strcmp(name, "window"))
+    return parse_long(v, 1, BENCH_MAX_WINDOW, &l) ? -1 : (c->window = (uint32_t)l, 0);
+  if (!strcmp(name, "server-pid")) return parse_long(v, 1, 1 << 30, &l) ? -1 : (c->server_pid = (pid_t)l, 0);
+  if (!strcmp(name, "seed")) return parse_long(v, 0, 0x7fffffffL, &l) ? -1 : (c->seed = (uint64_t)l, 0);
+  if (!strcmp(name, "pps")) {
+    char *end;
+    c->pps = strtod(v, &end);
+    return (end == v || *end || c->pps <= 0 || c->pps > 1e9) ? -1 : 0;
+  }
+  if (!strcmp(name, "duration")) return parse_duration(v, &c->duration_ns);
+  if (!strcmp(name, "warmup")) return parse_duration(v, &c->warmup_ns);
+  if (!strcmp(name, "hold")) return parse_duration(v, &c->hold_ns);
+  if (!strcmp(name, "ack-timeout")) return parse_duration(v, &c->ack_timeout_ns);
+  if (!strcmp(name, "drain")) return parse_duration(v, &c->drain_ns);
+  return -2;
+}
+
+static bool is_bool_flag(const char *name) {
+  return !strcmp(name, "json") || !strcmp(name, "quiet") || !strcmp(name, "help") ||
+         !strcmp(name, "h");
+}
+
+static int parse_args(int argc, char **argv, struct flag_ctx *x) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-') {
+      fprintf(stderr, "derp-bench: unexpected argument %s (see --help)\n", a);
+      return -1;
+    }
+    a += (a[1] == '-') ? 2 : 1;
+    char name[64];
+    const char *eq = strchr(a, '=');
+    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+    if (nl == 0 || nl >= sizeof name) goto unknown;
+    memcpy(name, a, nl);
+    name[nl] = 0;
+    if (is_bool_flag(name)) {
+      if (!strcmp(name, "help") || !strcmp(name, "h")) {
+        fputs(usage, stdout);
+        exit(0);
+      }
+      bool on = !eq || !strcmp(eq + 1, "true") || !strcmp(eq + 1, "1");
+      if (!strcmp(name, "json")) x->c->json = on;
+      else x->c->quiet = on;
+      continue;
+    }
+    const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (!v) {
+      fprintf(stderr, "derp-bench: flag --%s needs a value\n", name);
+      return -1;
+    }
+    int r = apply_valued(x, name, v);
+    if (r == -2) goto unknown;
+    if (r < 0) {
+      fprintf(stderr, "derp-bench: bad value for --%s: %s\n", name, v);
+      return -1;
+    }
+    continue;
+  unknown:
+    fprintf(stderr, "derp-bench: unknown flag %s (see --help)\n", argv[i]);
+    return -1;
+  }
+  return 0;
+}
+
+static int validate(const struct flag_ctx *x) {
+  const struct bench_cfg *c = x->c;
+  if (!x->have_server) {
+    fprintf(stderr, "derp-bench: --server HOST:PORT is required (see --help)\n");
+    return -1;
+  }
+  if (c->mode == MODE_RELAY && c->clients < 2) {
+    fprintf(stderr, "derp-bench: relay mode needs at least 2 clients\n");
+    return -1;
+  }
+  if (c->mode == MODE_RELAY && c->topo == TOPO_PAIRS && c->clients % 2) {
+    fprintf(stderr, "derp-bench: pairs topology needs an even number of clients\n");
+    return -1;
+  }
+  if (c->duration_ns <= 0 && c->mode != MODE_IDLE) {
+    fprintf(stderr, "derp-bench: --duration must be positive\n");
+    return -1;
+  }
+  if (c->mode == MODE_IDLE && !c->server_pid)
+    fprintf(stderr, "derp-bench: warning: idle mode without --server-pid reports no memory\n");
+  return 0;
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  atomic_store(&bench_interrupted, true);
+}
+
+static void install_signals(void) {
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+int main(int argc, char **argv) {
+  struct bench_cfg cfg = {.mode = MODE_RELAY, .topo = TOPO_PAIRS, .threads = 2, .clients = 2,
+                          .connect_parallel = 8, .size = 1200, .ack_size = BENCH_MIN_SIZE,
+                          .duration_ns = 10000000000, .warmup_ns = 2000000000,
+                          .hold_ns = 10000000000, .ack_timeout_ns = 1000000000,
+                          .drain_ns = 2000000000, .window = 32,
+                          .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid()};
+  struct flag_ctx x = {.c = &cfg};
+  if (parse_args(argc, argv, &x) < 0) return 2;
+  if (cfg.mode == MODE_IDLE && !x.have_clients) cfg.clients = 100;
+  if (validate(&x) < 0) return 2;
+  if (derp_init() < 0) {
+    fprintf(stderr, "derp-bench: libsodium failed to initialise\n");
+    return 2;
+  }
+  /* Every client is one socket, plus a transient dup at set-up, epoll fds
+   * and stdio; churn holds at most one socket per thread. */
+  size_t fds = (cfg.mode == MODE_CHURN ? (size_t)cfg.threads * 2 : (size_t)cfg.clients) +
+               (size_t)cfg.connect_parallel + (size_t)cfg.threads + 32;
+  if (bench_raise_nofile(fds) < 0) return 2;
+  install_signals();
+  switch (cfg.mode) {
+  case MODE_IDLE: return bench_run_idle(&cfg);
+  case MODE_CHURN: return bench_run_churn(&cfg);
+  default: return bench_run_relay(&cfg);
+  }
+}
