@@ -32,7 +32,7 @@ struct bench_cfg {
   int connect_parallel; /* threads that run blocking handshakes at set-up */
   uint32_t size;        /* payload bytes of a data packet */
   uint32_t ack_size;    /* payload bytes of an ack packet */
-  int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns;
+  int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns, pace_quantum_ns;
   uint32_t window;      /* closed loop: unacked packets per sender */
   double pps;           /* open loop when > 0: total offered packets/s */
   pid_t server_pid;     /* 0 = unknown */

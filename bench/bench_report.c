@@ -91,6 +91,9 @@ static void report_text(FILE *out, const struct bench_cfg *cfg, const struct rel
     double cpu = t->s1.cpu_s - t->s0.cpu_s;
     fprintf(out, "server: %.2f CPU s, %.3f CPU s per million delivered, RSS %ld KiB (peak %ld)\n",
             cpu, t->delivered ? cpu * 1e6 / (double)t->delivered : 0, t->s1.rss_kb, t->s1.hwm_kb);
+    if (t->acks)
+      fprintf(out, "server: %.3f CPU s per million relayed packets (data + acks)\n",
+              cpu * 1e6 / (double)(t->delivered + t->acks));
   }
   fprintf(out, "derp-bench itself: %.2f CPU s\n", t->bench_cpu_s);
   if (t->bad || t->peer_gone)
@@ -130,6 +133,10 @@ static void report_json(const struct bench_cfg *cfg, const struct relay_totals *
     json_object_set_new(o, "server_cpu_s", json_real(cpu));
     json_object_set_new(o, "server_cpu_s_per_mpkt",
                         json_real(t->delivered ? cpu * 1e6 / (double)t->delivered : 0));
+    /* Closed loop: the server relays an ack per data packet too. */
+    uint64_t frames = t->delivered + t->acks;
+    json_object_set_new(o, "server_cpu_s_per_mframes",
+                        json_real(frames ? cpu * 1e6 / (double)frames : 0));
     json_object_set_new(o, "server_rss_kb", json_integer(t->s1.rss_kb));
     json_object_set_new(o, "server_rss_peak_kb", json_integer(t->s1.hwm_kb));
   }

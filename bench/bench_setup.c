@@ -239,7 +239,7 @@ struct churn_job {
   int64_t end_ns;
   atomic_uint_fast64_t ok, failed;
   atomic_bool abort;
-  char err[256];
+  char err[320];
 };
 
 struct churn_thread {

@@ -51,7 +51,9 @@ static const char usage[] =
     "  --ack-timeout D       closed loop: a packet unacked this long frees its window slot\n"
     "                        and counts as an ack timeout (default 1s)\n"
     "  --pps R               open loop instead: R data packets/s in total, paced evenly over\n"
-    "                        the senders (1 ms granularity); no acks; loss = sent - received\n"
+    "                        the senders; no acks; loss = sent - received\n"
+    "  --pace-quantum D      open loop: shortest sleep between pacing turns (default 50us);\n"
+    "                        packets due meanwhile go out together\n"
     "  --drain D             after measuring, wait up to D for packets in flight (default 2s)\n"
     "  --seed N              random topology's seed (default: from the clock)\n"
     "  Reports delivered pps, payload Gbit/s, loss, one-way latency p50/p90/p99/p99.9\n"
@@ -119,7 +121,7 @@ struct flag_ctx {
   bool have_server, have_clients;
 };
 
-/* Apply one flag with value v (NULL for booleans). 0 ok, -1 bad value. */
+/* Apply one valued flag (see is_valued_flag). 0 ok, -1 bad value. */
 static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
   struct bench_cfg *c = x->c;
   long l;
@@ -163,12 +165,22 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
   if (!strcmp(name, "hold")) return parse_duration(v, &c->hold_ns);
   if (!strcmp(name, "ack-timeout")) return parse_duration(v, &c->ack_timeout_ns);
   if (!strcmp(name, "drain")) return parse_duration(v, &c->drain_ns);
-  return -2;
+  return parse_duration(v, &c->pace_quantum_ns); /* pace-quantum */
 }
 
 static bool is_bool_flag(const char *name) {
   return !strcmp(name, "json") || !strcmp(name, "quiet") || !strcmp(name, "help") ||
          !strcmp(name, "h");
+}
+
+static bool is_valued_flag(const char *name) {
+  static const char *const names[] = {
+      "server", "mode", "topology", "threads", "clients", "connect-parallel", "size",
+      "ack-size", "window", "server-pid", "seed", "pps", "duration", "warmup", "hold",
+      "ack-timeout", "drain", "pace-quantum"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(name, names[i])) return true;
+  return false;
 }
 
 static int parse_args(int argc, char **argv, struct flag_ctx *x) {
@@ -195,14 +207,13 @@ static int parse_args(int argc, char **argv, struct flag_ctx *x) {
       else x->c->quiet = on;
       continue;
     }
+    if (!is_valued_flag(name)) goto unknown;
     const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!v) {
       fprintf(stderr, "derp-bench: flag --%s needs a value\n", name);
       return -1;
     }
-    int r = apply_valued(x, name, v);
-    if (r == -2) goto unknown;
-    if (r < 0) {
+    if (apply_valued(x, name, v) < 0) {
       fprintf(stderr, "derp-bench: bad value for --%s: %s\n", name, v);
       return -1;
     }
@@ -255,7 +266,7 @@ int main(int argc, char **argv) {
                           .connect_parallel = 8, .size = 1200, .ack_size = BENCH_MIN_SIZE,
                           .duration_ns = 10000000000, .warmup_ns = 2000000000,
                           .hold_ns = 10000000000, .ack_timeout_ns = 1000000000,
-                          .drain_ns = 2000000000, .window = 32,
+                          .drain_ns = 2000000000, .pace_quantum_ns = 50000, .window = 32,
                           .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid()};
   struct flag_ctx x = {.c = &cfg};
   if (parse_args(argc, argv, &x) < 0) return 2;

@@ -664,3 +664,88 @@ Test(e2e, handshake_deadline, E2E) {
   cr_assert_eq(hto, 3, "handshake_timeout closes: %lld", hto);
   assert_ping_pong(good); /* a client past its handshake has no deadline */
 }
+
+/* ---- bounds that bad clients test ---- */
+
+/* Random 32 bytes: a key nobody holds (no scalar mult: cheap in a loop). */
+static void garbage_key(derp_key *k) {
+  for (int i = 0; i < DERP_KEY_LEN; i++) k->b[i] = (uint8_t)random();
+}
+
+static long long varz_eventually(const char *name, long long want, int ms) {
+  int64_t deadline = e2e_now_ms() + ms;
+  long long v;
+  while ((v = derpd_varz(&g_srv, name)) != want && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  return v;
+}
+
+/* PeerGone bookkeeping remembers only receivers that exist: packets to keys
+ * nobody holds pin no memory. */
+Test(e2e, sent_to_only_real_receivers, E2E) {
+  start(2, NULL);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  for (int i = 0; i < 2000; i++) {
+    derp_key k;
+    garbage_key(&k);
+    cr_assert_eq(derp_client_send(a, &k, "x", 1), 0);
+  }
+  e2e_sync_route(a, b);
+  long long v = varz_eventually("derpd_sent_to_keys", 1, 2000);
+  cr_assert_eq(v, 1, "expected only the real receiver remembered, got %lld", v);
+  cr_assert_geq(derpd_varz(&g_srv, "derp_packets_dropped_reason{reason=\"unknown_dest\"}"), 2000);
+  e2e_close(a);
+  struct derp_client_msg m;
+  int r;
+  do r = derp_client_recv_packet(b, &m, 2000); while (r == 1 && m.type != DERP_FRAME_PEER_GONE);
+  cr_assert_eq(r, 1, "b got no PeerGone");
+  cr_assert_eq(varz_eventually("derpd_sent_to_keys", 0, 2000), 0);
+}
+
+struct disco_flood { struct derp_client *c; int64_t until; int sent; };
+
+static void *disco_flood_run(void *arg) {
+  struct disco_flood *f = arg;
+  uint8_t pkt[DERP_DISCO_MIN_LEN + 8];
+  memset(pkt, 0xab, sizeof pkt);
+  memcpy(pkt, DERP_DISCO_MAGIC, DERP_DISCO_MAGIC_LEN);
+  while (e2e_now_ms() < f->until && f->sent < 400000) {
+    derp_key k;
+    garbage_key(&k);
+    if (derp_client_send(f->c, &k, pkt, sizeof pkt) != 0) break;
+    f->sent++;
+  }
+  return NULL;
+}
+
+/* A client spraying disco packets at keys nobody holds makes PeerGone(not
+ * here) traffic between shards; new clients must still be handed to their
+ * owner shards, and the sprayer gets derper's 1/s (burst 3) PeerGone rate. */
+Test(e2e, not_here_flood_keeps_handoffs, E2E) {
+  start(2, NULL);
+  struct disco_flood f = {.c = e2e_client(&g_srv, NULL, false), .until = e2e_now_ms() + 1500};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, disco_flood_run, &f), 0);
+  for (int i = 0; i < 60; i++) {
+    struct derp_client *c = e2e_client(&g_srv, NULL, i % 2);
+    assert_ping_pong(c);
+    e2e_close(c);
+  }
+  pthread_join(th, NULL);
+  cr_assert_gt(f.sent, 1000, "the flood did not run (%d packets)", f.sent);
+  long long nh = derpd_varz(&g_srv, "derp_peer_gone_not_here_frames");
+  cr_assert(nh >= 1 && nh <= 12, "PeerGone(not here) frames: %lld", nh);
+  cr_assert(derpd_alive(&g_srv));
+}
+
+Test(e2e, late_client_info_skipped_mesh_frames_rejected, E2E) {
+  start(2, NULL);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  static uint8_t big[200000];
+  memset(big, 7, sizeof big);
+  cr_assert_eq(derp_client_send_raw(c, DERP_FRAME_CLIENT_INFO, big, sizeof big), 0);
+  assert_ping_pong(c); /* skipped, not fatal, as derper */
+  cr_assert_eq(derp_client_send_raw(c, DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+  cr_assert(e2e_wait_closed(c, 2000), "WatchConns without the mesh key must close");
+  cr_assert_eq(varz_eventually("derpd_conn_closed{reason=\"not_mesh\"}", 1, 2000), 1);
+}

@@ -473,3 +473,37 @@ Test(frame, header_and_names) {
   cr_assert_str_eq(derp_frame_type_name(DERP_FRAME_SEND_PACKET), "SendPacket");
   cr_assert_str_eq(derp_frame_type_name(0xEE), "unknown");
 }
+
+/* Per-connection overrides: a skipped type is never buffered (nor delivered),
+ * a rejected type fails at its header before any payload arrives. */
+Test(frame, type_masks_skip_and_reject) {
+  static uint8_t stream[300000];
+  size_t n = 0;
+  derp_frame_put_header(stream, DERP_FRAME_CLIENT_INFO, 200000);
+  n = DERP_FRAME_HDR_LEN + 200000;
+  uint8_t ping[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  n += derp_enc_ping(stream + n, sizeof stream - n, DERP_FRAME_PING, ping);
+  struct derp_frame_reader r;
+  derp_frame_reader_init(&r, DERP_FROM_CLIENT);
+  r.skip_types = 1u << DERP_FRAME_CLIENT_INFO;
+  const uint8_t *in = stream;
+  size_t left = 1000; /* the ClientInfo arrives in pieces: nothing may be buffered */
+  struct derp_frame f;
+  cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_MORE);
+  cr_assert_null(r.buf);
+  left = n - (size_t)(in - stream);
+  cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_FRAME);
+  cr_assert_eq(f.type, DERP_FRAME_PING, "the skipped frame must not be delivered");
+  cr_assert_eq(r.skipped_frames, 1);
+  derp_frame_reader_reset(&r);
+
+  derp_frame_reader_init(&r, DERP_FROM_CLIENT);
+  r.reject_types = 1u << DERP_FRAME_FORWARD_PACKET;
+  uint8_t hdr[DERP_FRAME_HDR_LEN];
+  derp_frame_put_header(hdr, DERP_FRAME_FORWARD_PACKET, 1000);
+  in = hdr;
+  left = sizeof hdr;
+  cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_ERROR);
+  cr_assert_eq(f.type, DERP_FRAME_FORWARD_PACKET);
+  cr_assert_null(r.buf);
+}

@@ -123,6 +123,11 @@ struct derp_frame_reader {
   uint32_t have;     /* payload bytes assembled or skipped so far */
   uint8_t *buf;      /* assembly buffer, NULL unless a frame spans inputs */
   uint64_t skipped_frames; /* unknown frames skipped (for counters) */
+  /* Per-connection overrides for types below 32, applied after the limits:
+   * a type in skip_types is skipped (never buffered), a type in
+   * reject_types fails at its header. A server skips a late ClientInfo and
+   * rejects mesh-only frames from clients without the mesh key. */
+  uint32_t skip_types, reject_types;
 };
 
 enum derp_read_status {

@@ -152,8 +152,13 @@ int conn_input(struct conn *c, const uint8_t *p, size_t n) {
     if (st == DERP_READ_NOMEM) { conn_close(c, CLOSE_nomem, "frame buffer"); break; }
     if (st == DERP_READ_ERROR) {
       char d[96];
-      snprintf(d, sizeof d, "%s frame with length %u", derp_frame_type_name(f.type), f.len);
-      conn_close(c, CLOSE_frame_length, d);
+      if (f.type < 32 && (c->rd.reject_types & (1u << f.type))) {
+        snprintf(d, sizeof d, "%s from a client without the mesh key", derp_frame_type_name(f.type));
+        conn_close(c, CLOSE_not_mesh, d);
+      } else {
+        snprintf(d, sizeof d, "%s frame with length %u", derp_frame_type_name(f.type), f.len);
+        conn_close(c, CLOSE_frame_length, d);
+      }
       break;
     }
     if (relay_frame(c, &f) < 0) break;
@@ -385,7 +390,14 @@ static uint32_t jitter_ms(struct shard *sh) {
 void conn_establish(struct conn *c) {
   struct shard *sh = c->sh;
   c->state = CS_ESTABLISHED;
+  /* A late ClientInfo is skipped unbuffered; mesh-only frames from a client
+   * without the mesh key fail at their header (derper closes there too). */
+  c->rd.skip_types = 1u << DERP_FRAME_CLIENT_INFO;
+  if (!c->is_mesh)
+    c->rd.reject_types = (1u << DERP_FRAME_WATCH_CONNS) | (1u << DERP_FRAME_CLOSE_PEER) |
+                         (1u << DERP_FRAME_FORWARD_PACKET);
   relay_register(c);
+  if (c->state != CS_ESTABLISHED) return; /* closed: out of memory */
   c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
   list_add_tail(&sh->ka_fifo, &c->ka_node);
   shard_mark_dirty(sh, c);
@@ -449,6 +461,8 @@ static void destroy(struct conn *c) {
   drop_queues(c);
   list_del(&c->all_node);
   if (list_linked(&c->dirty_node)) list_del(&c->dirty_node);
+  if (list_linked(&c->dl_node)) list_del(&c->dl_node);
+  if (list_linked(&c->ka_node)) list_del(&c->ka_node);
   sh->nconns--;
   STAT_ADD(&sh->stats, cur_conns, -1);
   atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);

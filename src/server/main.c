@@ -20,6 +20,7 @@
 #include "server/server.h"
 
 #define CTRL_QUEUE_DEPTH 1024
+#define HAND_QUEUE_DEPTH 1024
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -107,13 +108,15 @@ static int make_rings(struct server *s) {
   int n = s->nshards;
   s->data_q = calloc((size_t)n * n, sizeof *s->data_q);
   s->ctrl_q = calloc((size_t)n * n, sizeof *s->ctrl_q);
-  if (!s->data_q || !s->ctrl_q) return -1;
+  s->hand_q = calloc((size_t)n * n, sizeof *s->hand_q);
+  if (!s->data_q || !s->ctrl_q || !s->hand_q) return -1;
   for (int i = 0; i < n; i++)
     for (int j = 0; j < n; j++) {
       if (i == j) continue;
       s->data_q[i * n + j] = spsc_new((uint32_t)s->cfg.queue_depth);
       s->ctrl_q[i * n + j] = spsc_new(CTRL_QUEUE_DEPTH);
-      if (!s->data_q[i * n + j] || !s->ctrl_q[i * n + j]) return -1;
+      s->hand_q[i * n + j] = spsc_new(HAND_QUEUE_DEPTH);
+      if (!s->data_q[i * n + j] || !s->ctrl_q[i * n + j] || !s->hand_q[i * n + j]) return -1;
     }
   return 0;
 }
@@ -133,16 +136,19 @@ static void drain_rings(struct server *s) {
     if (s->ctrl_q[i]) {
       spsc_publish(s->ctrl_q[i]);
       while ((k = spsc_pop_batch(s->ctrl_q[i], items, 256)))
-        for (uint32_t j = 0; j < k; j++) {
-          uintptr_t v = (uintptr_t)items[j];
-          if (v & 1) conn_free_orphan((struct conn *)(v & ~(uintptr_t)1));
-          else free(items[j]);
-        }
+        for (uint32_t j = 0; j < k; j++) free(items[j]);
       spsc_free(s->ctrl_q[i]);
+    }
+    if (s->hand_q[i]) {
+      spsc_publish(s->hand_q[i]);
+      while ((k = spsc_pop_batch(s->hand_q[i], items, 256)))
+        for (uint32_t j = 0; j < k; j++) conn_free_orphan(items[j]);
+      spsc_free(s->hand_q[i]);
     }
   }
   free(s->data_q);
   free(s->ctrl_q);
+  free(s->hand_q);
 }
 
 static int start_shards(struct server *s, pthread_barrier_t *bar) {

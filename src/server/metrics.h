@@ -43,7 +43,11 @@
   X(recv_nobufs, "derpd_recv_no_buffers", "counter", "multishot recv out of buffers")     \
   X(http_requests, "derpd_http_requests", "counter", "HTTP requests served")              \
   X(sent_to_full, "derpd_sent_to_full", "counter", "PeerGone peers not tracked (bound)")  \
-  X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")
+  X(sent_to_keys, "derpd_sent_to_keys", "gauge", "receivers remembered for PeerGone")    \
+  X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")   \
+  X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
+  X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
+  X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -71,7 +75,6 @@
   X(frame_length, "bad_frame_length")                     \
   X(not_mesh, "not_mesh")                                 \
   X(conn_limit, "conn_limit")                             \
-  X(handoff_full, "handoff_queue_full")                   \
   X(nomem, "out_of_memory")                               \
   X(shutdown, "shutdown")                                 \
   X(websocket_unsupported, "websocket_unsupported")

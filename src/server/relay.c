@@ -110,8 +110,12 @@ void relay_register(struct conn *c) {
 
 static void send_key_msg(struct shard *sh, struct pkt *m) {
   int o = owner_of(sh->srv, m->hash);
-  if (o == sh->id) relay_send_to_key(sh, m);
-  else if (!shard_push_ctrl(sh, o, m)) pkt_free(sh, m);
+  if (o == sh->id) {
+    relay_send_to_key(sh, m);
+  } else if (!shard_push_ctrl(sh, o, m)) {
+    STAT_INC(&sh->stats, ctrl_drops);
+    pkt_free(sh, m);
+  }
 }
 
 /* PeerGone(key about, reason) for the holder of key `to`. */
@@ -151,25 +155,39 @@ void relay_unregister(struct conn *c) {
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
   if (p->nconns > 0) return;
   notify_gone(sh, p);
+  STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to_n);
   peer_unlink(&sh->peers, p);
   peer_free(p);
 }
 
 /* ---- who a peer sent to (for PeerGone) ---------------------------------- */
 
-static bool sent_to_insert(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
-  for (uint32_t i = 0, j = (uint32_t)h & (cap - 1); i < cap; i++, j = (j + 1) & (cap - 1)) {
-    if (derp_key_is_zero(&set[j])) { set[j] = *k; return true; }
-    if (memcmp(set[j].b, k->b, DERP_KEY_LEN) == 0) return false;
-  }
-  return false;
+/* Open addressing; returns the slot holding k, or the empty slot for it. */
+static derp_key *sent_to_slot(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
+  for (uint32_t i = 0, j = (uint32_t)h & (cap - 1); i < cap; i++, j = (j + 1) & (cap - 1))
+    if (derp_key_is_zero(&set[j]) || memcmp(set[j].b, k->b, DERP_KEY_LEN) == 0) return &set[j];
+  return NULL; /* unreachable: the set is never more than 3/4 full */
 }
 
+static bool sent_to_insert(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
+  derp_key *s = sent_to_slot(set, cap, k, h);
+  if (!s || !derp_key_is_zero(s)) return false;
+  *s = *k;
+  return true;
+}
+
+/* Remember that `dst` (a connected client that received packets from p)
+ * must hear PeerGone when p leaves. Only confirmed receivers get here
+ * (MSG_SAW from dst's owner), so garbage destinations cost nothing. */
 static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, uint64_t h) {
   if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0 || derp_key_is_zero(dst)) return;
   p->last_dst = *dst;
+  if (p->sent_to_cap) {
+    derp_key *s = sent_to_slot(p->sent_to, p->sent_to_cap, dst, h);
+    if (s && !derp_key_is_zero(s)) return; /* known */
+  }
+  if (p->sent_to_n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return; }
   if ((p->sent_to_n + 1) * 4 > p->sent_to_cap * 3) {
-    if (p->sent_to_n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return; }
     uint32_t ncap = p->sent_to_cap ? p->sent_to_cap * 2 : 8;
     derp_key *ns = calloc(ncap, sizeof *ns);
     if (!ns) return;
@@ -180,15 +198,63 @@ static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, 
     p->sent_to = ns;
     p->sent_to_cap = ncap;
   }
-  if (sent_to_insert(p->sent_to, p->sent_to_cap, dst, h)) p->sent_to_n++;
+  if (sent_to_insert(p->sent_to, p->sent_to_cap, dst, h)) {
+    p->sent_to_n++;
+    STAT_INC(&sh->stats, sent_to_keys);
+  }
 }
 
 /* ---- delivery ------------------------------------------------------------ */
 
+/* Tell the sender's owner that receiver r got packets from src, once per
+ * (src, r) while the shard's cache remembers it; the common case (the same
+ * sender as last time) costs one compare. */
+static void report_seen(struct shard *sh, struct conn *r, const uint8_t *src) {
+  uint64_t tag;
+  memcpy(&tag, src, sizeof tag);
+  if (tag == r->last_src_tag) return;
+  r->last_src_tag = tag;
+  uint64_t pair = (tag ^ (r->id * 0x9E3779B97F4A7C15ull)) | 1;
+  uint64_t *slot = &sh->saw_cache[(pair ^ (pair >> 29)) & 4095];
+  if (*slot == pair) return;
+  *slot = pair;
+  struct pkt *m = pkt_alloc(sh, DERP_KEY_LEN);
+  if (!m) return;
+  memcpy(m->data, r->key.b, DERP_KEY_LEN);
+  m->kind = MSG_SAW;
+  memcpy(m->dst.b, src, DERP_KEY_LEN);
+  m->hash = key_hash(sh->srv, &m->dst);
+  send_key_msg(sh, m);
+}
+
+/* derper's limit (1/s, burst 3 per sender), applied where the PeerGone is
+ * made, before it takes room in a ring; the sender's shard applies it again
+ * per connection. */
+static bool not_here_allowed(struct shard *sh, const uint8_t *src) {
+  uint64_t tag;
+  memcpy(&tag, src, sizeof tag);
+  __typeof__(sh->nothere_rl[0]) *e = &sh->nothere_rl[(tag ^ (tag >> 32)) & 255];
+  if (e->tag != tag) {
+    e->tag = tag;
+    e->ms = sh->now_ms;
+    e->tokens = 3;
+  }
+  int64_t refill = (sh->now_ms - e->ms) / 1000;
+  if (refill > 0) {
+    e->tokens = e->tokens + refill > 3 ? 3 : e->tokens + (uint32_t)refill;
+    e->ms += refill * 1000;
+  }
+  if (e->tokens == 0) return false;
+  e->tokens--;
+  return true;
+}
+
 /* A packet for a key this shard owns (from this shard or a ring). */
 void relay_deliver(struct shard *sh, struct pkt *p) {
   struct peer *peer = peer_find(&sh->peers, &p->dst, p->hash);
+  const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   if (peer && peer->active) {
+    report_seen(sh, peer->active, src);
     conn_queue_packet(peer->active, p);
     return;
   }
@@ -196,10 +262,10 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     STAT_DROP(&sh->stats, dup_client, 1);
   } else {
     STAT_DROP(&sh->stats, unknown_dest, 1);
-    if (p->disco) { /* tell the sender, so its disco stops waiting on us */
-      derp_key src;
-      memcpy(src.b, p->data + DERP_FRAME_HDR_LEN, DERP_KEY_LEN);
-      send_peer_gone(sh, &src, key_hash(sh->srv, &src), &p->dst, DERP_PEER_GONE_NOT_HERE);
+    if (p->disco && not_here_allowed(sh, src)) { /* so the sender's disco stops waiting */
+      derp_key k;
+      memcpy(k.b, src, DERP_KEY_LEN);
+      send_peer_gone(sh, &k, key_hash(sh->srv, &k), &p->dst, DERP_PEER_GONE_NOT_HERE);
     }
   }
   pkt_free(sh, p);
@@ -219,6 +285,15 @@ static bool take_not_here_token(struct conn *c) {
 
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
+  if (m->kind == MSG_SAW) {
+    if (peer) {
+      derp_key rk;
+      memcpy(rk.b, m->data, DERP_KEY_LEN);
+      note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
+    }
+    pkt_free(sh, m);
+    return;
+  }
   struct conn *c = peer ? peer->active : NULL;
   if (!c || (m->not_here && !take_not_here_token(c))) {
     pkt_free(sh, m);
@@ -249,7 +324,6 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
   STAT_ADD(&sh->stats, bytes_recv, plen);
   if (p->disco) STAT_INC(&sh->stats, recv_disco);
   else STAT_INC(&sh->stats, recv_other);
-  note_sent_to(sh, c->peer, &p->dst, p->hash);
   int o = owner_of(sh->srv, p->hash);
   if (o == sh->id) {
     relay_deliver(sh, p);
@@ -293,13 +367,7 @@ int relay_frame(struct conn *c, const struct derp_frame *f) {
   case DERP_FRAME_WATCH_CONNS:
   case DERP_FRAME_CLOSE_PEER:
   case DERP_FRAME_FORWARD_PACKET:
-    if (!c->is_mesh) {
-      char d[64];
-      snprintf(d, sizeof d, "%s from a client without the mesh key", derp_frame_type_name(f->type));
-      conn_close(c, CLOSE_not_mesh, d);
-      return -1;
-    }
-    return 0;
+    return 0; /* mesh peers only (others fail at the header); meshing comes later */
   default:
     return 0; /* Pong, a late ClientInfo, ...: nothing to do, as derper */
   }

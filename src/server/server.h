@@ -35,6 +35,7 @@ struct conn;
 enum msg_kind {
   MSG_PKT = 1,       /* a RecvPacket frame for key `dst` */
   MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for key `dst` */
+  MSG_SAW,           /* data = a receiver's key: it got packets from `dst` */
   MSG_RAW,           /* bytes to write as-is (HTTP replies, local frames) */
 };
 
@@ -121,6 +122,7 @@ struct conn {
   const struct transport *xp;
   struct shard *sh;        /* current owner */
   struct peer *peer;       /* established only */
+  uint64_t last_src_tag;   /* last sender reported with MSG_SAW (fast path) */
   struct conn *pnext;      /* next conn of the same peer */
   derp_key key;            /* client's key, once known */
   uint64_t key_hash;
@@ -135,7 +137,8 @@ struct conn {
   int64_t keepalive_ms;    /* next KeepAlive */
   struct list all_node;    /* shard's conns */
   struct list dl_node;     /* shard's handshake or write deadline FIFO */
-  struct list ka_node;     /* shard's keepalive FIFO */
+  struct list ka_node;     /* shard's keepalive FIFO; or, while CS_MOVING,
+                              the shard's list of handoffs waiting for room */
   struct list dirty_node;  /* shard's flush list for this loop turn */
 };
 
@@ -176,7 +179,13 @@ struct shard {
   uint32_t nbufs, buf_size, br_pending;
   int64_t now_ms;
   struct peer_table peers;
-  struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty;
+  struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
+  /* (sender, receiver conn) pairs already reported with MSG_SAW. A miss only
+   * costs a redundant message; the sender's set dedupes. */
+  uint64_t saw_cache[4096];
+  /* PeerGone(not here) made on this shard, limited per sender before it
+   * crosses a ring (direct-mapped on the sender key; collisions share). */
+  struct { uint64_t tag; int64_t ms; uint32_t tokens; } nothere_rl[256];
   uint32_t nconns;
   /* Pools. */
   struct pkt *free_pkts[3];
@@ -202,8 +211,9 @@ struct server {
   struct shard *shards;
   uint8_t hash_key[16];
   uint16_t port;               /* bound port */
-  /* Rings: data[from * n + to] for packets, ctrl[...] for conns and control. */
-  struct spsc **data_q, **ctrl_q;
+  /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
+   * handoffs. Separate so a flood of one cannot starve another. */
+  struct spsc **data_q, **ctrl_q, **hand_q;
   _Atomic bool stopping;
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;
@@ -212,6 +222,7 @@ struct server {
 
 static inline struct spsc *data_q(struct server *s, int from, int to) { return s->data_q[from * s->nshards + to]; }
 static inline struct spsc *ctrl_q(struct server *s, int from, int to) { return s->ctrl_q[from * s->nshards + to]; }
+static inline struct spsc *hand_q(struct server *s, int from, int to) { return s->hand_q[from * s->nshards + to]; }
 
 /* key_hash: keyed SipHash of a key (clients choose keys; a keyed hash keeps
  * them from aiming at one shard or one bucket). owner = hash mod nshards. */
@@ -223,14 +234,16 @@ int64_t now_ms(void);
 /* shard.c */
 int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err);
 struct io_uring_sqe *shard_sqe(struct shard *sh);
-bool shard_push_ctrl(struct shard *sh, int to, void *item); /* pkt, or conn|1 */
+bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m);
+bool shard_push_hand(struct shard *sh, int to, struct conn *c);
 bool shard_push_data(struct shard *sh, int to, struct pkt *p);
 void shard_recycle_buf(struct shard *sh, unsigned bid);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
 
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
-enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5 };
+enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
+              UD_MSGRING = 6 };
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
 static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
 static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
@@ -249,6 +262,7 @@ void conn_adopt(struct shard *sh, struct conn *c); /* handoff arrived */
 void conn_establish(struct conn *c);             /* on the owner shard */
 void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
+void upgrade_retry_handoffs(struct shard *sh);
 void conn_queue_ctrl(struct conn *c, struct pkt *p);
 void conn_queue_packet(struct conn *c, struct pkt *p);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */

@@ -69,9 +69,14 @@ bool shard_push_data(struct shard *sh, int to, struct pkt *p) {
   return true;
 }
 
-/* Control ring items are pkts, or conns tagged with bit 0 (handoffs). */
-bool shard_push_ctrl(struct shard *sh, int to, void *item) {
-  if (!spsc_push(ctrl_q(sh->srv, sh->id, to), item)) return false;
+bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) {
+  if (!spsc_push(ctrl_q(sh->srv, sh->id, to), m)) return false;
+  mark_pending(sh, to);
+  return true;
+}
+
+bool shard_push_hand(struct shard *sh, int to, struct conn *c) {
+  if (!spsc_push(hand_q(sh->srv, sh->id, to), c)) return false;
   mark_pending(sh, to);
   return true;
 }
@@ -166,12 +171,10 @@ static void drain_inbound(struct shard *sh) {
   void *items[DRAIN_BATCH];
   for (int f = 0; f < s->nshards; f++) {
     if (f == sh->id) continue;
-    uint32_t n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
-    for (uint32_t i = 0; i < n; i++) {
-      uintptr_t v = (uintptr_t)items[i];
-      if (v & 1) conn_adopt(sh, (struct conn *)(v & ~(uintptr_t)1));
-      else relay_send_to_key(sh, items[i]);
-    }
+    uint32_t n = spsc_pop_batch(hand_q(s, f, sh->id), items, DRAIN_BATCH);
+    for (uint32_t i = 0; i < n; i++) conn_adopt(sh, items[i]);
+    n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
+    for (uint32_t i = 0; i < n; i++) relay_send_to_key(sh, items[i]);
     n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
     for (uint32_t i = 0; i < n; i++) relay_deliver(sh, items[i]);
   }
@@ -181,7 +184,9 @@ static bool inbound_empty(struct shard *sh) {
   struct server *s = sh->srv;
   for (int f = 0; f < s->nshards; f++) {
     if (f == sh->id) continue;
-    if (!spsc_empty(ctrl_q(s, f, sh->id)) || !spsc_empty(data_q(s, f, sh->id))) return false;
+    if (!spsc_empty(ctrl_q(s, f, sh->id)) || !spsc_empty(data_q(s, f, sh->id)) ||
+        !spsc_empty(hand_q(s, f, sh->id)))
+      return false;
   }
   return true;
 }
@@ -196,13 +201,14 @@ static void publish_and_wake(struct shard *sh) {
     sh->pending_pub[t / 64] &= ~(1ull << (t % 64));
     bool any = spsc_publish(data_q(s, sh->id, t));
     any |= spsc_publish(ctrl_q(s, sh->id, t));
+    any |= spsc_publish(hand_q(s, sh->id, t));
     if (!any) continue;
     atomic_thread_fence(memory_order_seq_cst);
     struct shard *ts = &s->shards[t];
     if (atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
       struct io_uring_sqe *sqe = shard_sqe(sh);
       io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
-      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_MSGRING));
       sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
       STAT_INC(&sh->stats, wakeups);
     }
@@ -226,6 +232,11 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
   case UD_WAKE: break; /* the wake itself is the point; drain runs next turn */
+  case UD_MSGRING: /* only failures post (CQE_SKIP_SUCCESS): the target may
+                      sleep until its next tick with work queued */
+    STAT_INC(&sh->stats, wake_failures);
+    if (shard_log_allowed(sh)) log_warn("shard %d: wake-up failed: %s", sh->id, strerror(-cqe->res));
+    break;
   case UD_NONE:
     if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY && cqe->res != -ECANCELED)
       log_debug("shard %d: aux op failed: %s", sh->id, strerror(-cqe->res));
@@ -307,6 +318,7 @@ static void loop(struct shard *sh) {
       if (sh->stopping) continue_stop(sh);
     }
     flush_dirty(sh);
+    upgrade_retry_handoffs(sh);
     publish_and_wake(sh);
     wait_events(sh, next_tick);
     sh->now_ms = now_ms();
@@ -319,6 +331,9 @@ static void *shard_main(void *arg) {
   sh->now_ms = now_ms();
   arm_accept(sh);
   loop(sh);
+  /* Tear the ring down first: no send may still point at buffers freed below. */
+  io_uring_queue_exit(&sh->ring);
+  sh->ring_fd = -1;
   conn_destroy_all(sh);
   pool_destroy(sh);
   peer_table_free(&sh->peers);
@@ -350,6 +365,7 @@ int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
   list_init(&sh->wr_fifo);
   list_init(&sh->ka_fifo);
   list_init(&sh->dirty);
+  list_init(&sh->handoff_pending);
   peer_table_init(&sh->peers);
   sh->pending_pub = calloc((size_t)(sh->srv->nshards + 63) / 64, sizeof(uint64_t));
   struct shard_boot *b = malloc(sizeof *b);

@@ -254,17 +254,39 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
 void upgrade_move(struct conn *c) {
   struct shard *sh = c->sh;
   int owner = owner_of(sh->srv, c->key_hash);
-  if (list_linked(&c->dl_node)) list_del(&c->dl_node);
   if (owner == sh->id) {
+    if (list_linked(&c->dl_node)) list_del(&c->dl_node);
     conn_establish(c);
     return;
   }
+  if (list_linked(&c->ka_node)) list_del(&c->ka_node); /* was waiting */
+  int64_t deadline = c->deadline_ms;
   conn_detach(c);
-  if (!shard_push_ctrl(sh, owner, (void *)((uintptr_t)c | 1))) {
-    conn_attach(sh, c);
-    conn_close(c, CLOSE_handoff_full, NULL);
+  if (shard_push_hand(sh, owner, c)) return; /* the owner has it now: hands off */
+  /* The ring to the owner is full: wait here (still under the handshake
+   * deadline) and try again next turn. Never closed for want of room. */
+  conn_attach(sh, c);
+  c->deadline_ms = deadline;
+  list_add_tail(&sh->hs_fifo, &c->dl_node);
+  list_add_tail(&sh->handoff_pending, &c->ka_node);
+  STAT_INC(&sh->stats, handoff_waits);
+}
+
+void upgrade_retry_handoffs(struct shard *sh) {
+  if (list_empty(&sh->handoff_pending)) return;
+  struct list todo;
+  list_init(&todo);
+  /* Take the list, so a conn that fails again is not retried this turn. */
+  todo.next = sh->handoff_pending.next;
+  todo.prev = sh->handoff_pending.prev;
+  todo.next->prev = &todo;
+  todo.prev->next = &todo;
+  list_init(&sh->handoff_pending);
+  while (!list_empty(&todo)) {
+    struct conn *c = list_entry(todo.next, struct conn, ka_node);
+    list_del(&c->ka_node);
+    upgrade_move(c);
   }
-  /* After a successful push the owner shard owns c: do not touch it. */
 }
 
 void upgrade_finish(struct conn *c) {

@@ -1,0 +1,171 @@
+/* test_bench_smoke.c: derp-bench runs end to end against a real derpd.
+ *
+ * Owns running the derp-bench binary ($DERP_BENCH_BIN, else
+ * ./build/bench/derp-bench) as a child with a deadline, capturing its JSON
+ * report, and checking the report's shape and the invariants that hold on
+ * any machine: packets were delivered, a closed loop on pairs loses nothing,
+ * churn completes handshakes, idle reports the server's RSS. No timing
+ * thresholds: speed depends on the machine, correctness does not. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e_util.h"
+
+#define BENCH_DEADLINE_MS 30000
+#define MAX_ARGV 40
+
+static struct derpd_proc g_srv;
+
+static void setup(void) {
+  signal(SIGPIPE, SIG_IGN);
+  cr_assert_eq(derp_init(), 0);
+  cr_assert_eq(derpd_start(&g_srv, 2, NULL), 0, "derpd did not start");
+}
+
+static void teardown(void) {
+  derpd_kill(&g_srv);
+}
+
+static const char *bench_bin(void) {
+  const char *b = getenv("DERP_BENCH_BIN");
+  return b && *b ? b : "./build/bench/derp-bench";
+}
+
+/* Split "extra" on spaces into argv after the common flags. */
+static void build_argv(char **argv, char *server, char *pid, char *extra) {
+  int n = 0;
+  argv[n++] = (char *)bench_bin();
+  argv[n++] = "--server";
+  argv[n++] = server;
+  argv[n++] = "--server-pid";
+  argv[n++] = pid;
+  argv[n++] = "--json";
+  argv[n++] = "--quiet";
+  for (char *tok = strtok(extra, " "); tok && n < MAX_ARGV - 1; tok = strtok(NULL, " "))
+    argv[n++] = tok;
+  argv[n] = NULL;
+}
+
+/* Read the child's stdout until EOF or the deadline; returns bytes read. */
+static size_t read_all(int fd, char *out, size_t cap, int64_t deadline) {
+  size_t n = 0;
+  while (n + 1 < cap) {
+    int left = (int)(deadline - e2e_now_ms());
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (left <= 0 || poll(&p, 1, left) <= 0) break;
+    ssize_t r = read(fd, out + n, cap - 1 - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  out[n] = 0;
+  return n;
+}
+
+/* Reap the child by the deadline: 0 = reaped (*st set), -1 = still running. */
+static int wait_child(pid_t child, int64_t deadline, int *st) {
+  for (;;) {
+    pid_t r = waitpid(child, st, WNOHANG);
+    if (r == child) return 0;
+    if (r < 0 || e2e_now_ms() >= deadline) return -1;
+    e2e_sleep_ms(10);
+  }
+}
+
+/* Run derp-bench with the given extra flags; returns its parsed JSON report
+ * (caller decrefs) and asserts it exited 0 within the deadline. */
+static json_t *run_bench(const char *extra_flags) {
+  char server[64], pid[16], extra[512], *argv[MAX_ARGV];
+  snprintf(server, sizeof server, "127.0.0.1:%u", g_srv.port);
+  snprintf(pid, sizeof pid, "%d", (int)g_srv.pid);
+  snprintf(extra, sizeof extra, "%s", extra_flags);
+  build_argv(argv, server, pid, extra);
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t child = fork();
+  cr_assert_geq(child, 0, "fork: %s", strerror(errno));
+  if (child == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    execv(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  static char out[64 * 1024];
+  int64_t deadline = e2e_now_ms() + BENCH_DEADLINE_MS;
+  read_all(fds[0], out, sizeof out, deadline);
+  close(fds[0]);
+  int st = 0;
+  if (wait_child(child, deadline, &st) < 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &st, 0);
+    cr_assert_fail("derp-bench %s: did not finish in %d ms", extra_flags, BENCH_DEADLINE_MS);
+  }
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "derp-bench %s: exit status %d; stdout: %s",
+            extra_flags, WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+  json_error_t jerr;
+  json_t *j = json_loads(out, 0, &jerr);
+  cr_assert_not_null(j, "derp-bench %s: JSON does not parse (%s): %s", extra_flags, jerr.text, out);
+  cr_assert(json_is_object(j), "report is not an object: %s", out);
+  return j;
+}
+
+static json_int_t get_int(json_t *j, const char *key) {
+  json_t *v = json_object_get(j, key);
+  cr_assert(json_is_integer(v), "report field %s missing or not an integer", key);
+  return json_integer_value(v);
+}
+
+static double get_num(json_t *j, const char *key) {
+  json_t *v = json_object_get(j, key);
+  cr_assert(json_is_number(v), "report field %s missing or not a number", key);
+  return json_number_value(v);
+}
+
+#define SMOKE .init = setup, .fini = teardown, .timeout = 60
+
+Test(bench_smoke, relay_pairs_closed_loop, SMOKE) {
+  json_t *j = run_bench("--mode relay --topology pairs --clients 4 --size 1200 --window 16 "
+                        "--duration 2s --warmup 500ms");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "relay");
+  cr_expect(json_is_null(json_object_get(j, "error")), "error reported");
+  cr_expect_gt(get_int(j, "delivered"), 0, "nothing delivered");
+  cr_expect_eq(get_int(j, "lost"), 0, "closed loop on pairs lost packets");
+  cr_expect_eq(get_int(j, "sent"), get_int(j, "delivered"));
+  cr_expect_eq(get_int(j, "malformed"), 0);
+  json_t *lat = json_object_get(j, "latency");
+  cr_assert(json_is_object(lat), "no latency object");
+  cr_expect_gt(get_num(lat, "p99_us"), 0);
+  cr_expect_geq(get_num(lat, "p999_us"), get_num(lat, "p50_us"));
+  cr_expect_gt(get_int(j, "server_rss_kb"), 0);
+  get_num(j, "server_cpu_s_per_mpkt");
+  json_decref(j);
+}
+
+Test(bench_smoke, churn, SMOKE) {
+  json_t *j = run_bench("--mode churn --duration 1s --threads 2");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "churn");
+  cr_expect_gt(get_int(j, "handshakes"), 0);
+  json_decref(j);
+  cr_expect(derpd_alive(&g_srv), "derpd died during churn");
+}
+
+Test(bench_smoke, idle_50, SMOKE) {
+  json_t *j = run_bench("--mode idle --clients 50 --hold 500ms");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "idle");
+  cr_expect_eq(get_int(j, "clients"), 50);
+  cr_expect_eq(get_int(j, "closed_by_server"), 0);
+  cr_expect_gt(get_int(j, "server_rss_after_kb"), 0);
+  get_num(j, "server_bytes_per_conn");
+  json_decref(j);
+}
