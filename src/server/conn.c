@@ -260,6 +260,24 @@ static void submit_send(struct conn *c) {
 }
 
 static void destroy(struct conn *c);
+static void release_send(struct conn *c, bool count_drops);
+
+static void count_sent(struct shard *sh, const struct pkt *p) {
+  if (p->kind != MSG_PKT) return;
+  STAT_INC(&sh->stats, pkts_sent);
+  STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
+}
+
+/* The transport copied the frames into its own wire bytes: they are written
+ * as far as the queues are concerned. */
+static void consume_wrapped(struct conn *c, struct send_ctx *x) {
+  for (struct pkt *p = x->pkts, *n; p; p = n) {
+    n = p->next;
+    count_sent(c->sh, p);
+    pkt_free(c->sh, p);
+  }
+  x->pkts = NULL;
+}
 
 /* Coalesce every queued frame (up to the batch bounds) into one sendmsg. */
 void conn_flush(struct conn *c) {
@@ -293,7 +311,13 @@ void conn_flush(struct conn *c) {
     tail = p;
   }
   c->send = x;
-  c->xp->wrap(c, x);
+  int w = c->xp->wrap(c, x);
+  if (w < 0) {
+    release_send(c, true);
+    conn_close(c, CLOSE_write_error, "transport");
+    return;
+  }
+  if (w > 0) consume_wrapped(c, x);
   submit_send(c);
 }
 
@@ -316,13 +340,12 @@ static void advance_send(struct conn *c, size_t res) {
   struct shard *sh = c->sh;
   while (x->first < x->niov && res >= x->iov[x->first].iov_len) {
     res -= x->iov[x->first].iov_len;
-    struct pkt *p = x->pkts;
-    x->pkts = p->next;
-    if (p->kind == MSG_PKT) {
-      STAT_INC(&sh->stats, pkts_sent);
-      STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
+    struct pkt *p = x->pkts; /* NULL when the transport wrapped the batch */
+    if (p) {
+      x->pkts = p->next;
+      count_sent(sh, p);
+      pkt_free(sh, p);
     }
-    pkt_free(sh, p);
     x->first++;
   }
   if (x->first < x->niov) {

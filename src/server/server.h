@@ -154,8 +154,12 @@ struct transport {
   /* Wire bytes arrived: turn them into plaintext and hand that to
    * conn_input(). Returns 0, or -1 after closing the conn. */
   int (*recv)(struct conn *c, const uint8_t *p, size_t n);
-  /* A send batch is ready in ctx->iov (plaintext frames). The transport may
-   * replace the iovecs with its own wire bytes. */
+  /* A send batch is ready: ctx->iov[0..niov) are plaintext frames, one per
+   * pkt of ctx->pkts. Return 0 to send them as they are (plain, kTLS), or 1
+   * after replacing ctx->iov / niov with the transport's own wire bytes (TLS
+   * records, WebSocket frames): the frames then count as written and are
+   * freed at once, and the wire buffer must stay valid and untouched until
+   * c->send is NULL again. -1 closes the connection. */
   int (*wrap)(struct conn *c, struct send_ctx *ctx);
   void (*destroy)(struct conn *c);
 };
