@@ -509,7 +509,8 @@ static int init_client(struct relay *r, int i) {
     c->slots = calloc(cfg->window, sizeof *c->slots);
     c->free_slots = malloc(cfg->window * sizeof *c->free_slots);
     if (!c->slots || !c->free_slots) return -1;
-    for (uint32_t s = 0; s < cfg->window; s++) c->free_slots[c->nfree++] = (uint16_t)(cfg->window - 1 - s);
+    for (uint32_t s = 0; s < cfg->window; s++)
+      c->free_slots[c->nfree++] = (uint16_t)(cfg->window - 1 - s);
     mark_ready(c);
   }
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -626,7 +627,8 @@ static void clock_phases(struct relay *r, struct relay_totals *t) {
   double cpu0 = self_cpu_s();
   int64_t m0 = bench_now_ns();
   atomic_store_explicit(&r->phase, PH_MEASURE, memory_order_release);
-  bool ok = run_phase(r, "measure", start, m0 + cfg->duration_ns, &next_print, &last_rx, &last_bytes);
+  bool ok = run_phase(r, "measure", start, m0 + cfg->duration_ns, &next_print, &last_rx,
+                      &last_bytes);
   int64_t m1 = bench_now_ns();
   if (cfg->server_pid) proc_sample(cfg->server_pid, &t->s1);
   t->bench_cpu_s = self_cpu_s() - cpu0;

@@ -23,7 +23,8 @@ static bool read_cpu(pid_t pid, double *cpu_s) {
   buf[n] = 0;
   char *p = strrchr(buf, ')');
   unsigned long long ut = 0, st = 0;
-  /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+  /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt
+   * cmajflt utime(14) stime(15) */
   if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
     return false;
   long hz = sysconf(_SC_CLK_TCK);

@@ -186,8 +186,9 @@ static void hold(const struct bench_cfg *cfg, int64_t ns, struct proc_sample *mi
 static void idle_report(const struct bench_cfg *cfg, const struct proc_sample *before,
                         const struct proc_sample *after, double setup_s, int closed) {
   int n = cfg->clients;
-  double per_conn = (before->ok && after->ok) ? (double)(after->rss_kb - before->rss_kb) * 1024.0 / n
-                                              : -1;
+  double per_conn = (before->ok && after->ok)
+                        ? (double)(after->rss_kb - before->rss_kb) * 1024.0 / n
+                        : -1;
   FILE *out = cfg->json ? stderr : stdout;
   fprintf(out, "idle: %d clients connected in %.2f s (%.0f handshakes/s), %d closed by server\n",
           n, setup_s, n / setup_s, closed);

@@ -140,7 +140,8 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
     else return -1;
     return 0;
   }
-  if (!strcmp(name, "threads")) return parse_long(v, 1, BENCH_MAX_THREADS, &l) ? -1 : (c->threads = (int)l, 0);
+  if (!strcmp(name, "threads"))
+    return parse_long(v, 1, BENCH_MAX_THREADS, &l) ? -1 : (c->threads = (int)l, 0);
   if (!strcmp(name, "clients")) {
     x->have_clients = true;
     return parse_long(v, 1, 10000000, &l) ? -1 : (c->clients = (int)l, 0);
@@ -153,8 +154,10 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
     return parse_long(v, BENCH_MIN_SIZE, 65536, &l) ? -1 : (c->ack_size = (uint32_t)l, 0);
   if (!strcmp(name, "window"))
     return parse_long(v, 1, BENCH_MAX_WINDOW, &l) ? -1 : (c->window = (uint32_t)l, 0);
-  if (!strcmp(name, "server-pid")) return parse_long(v, 1, 1 << 30, &l) ? -1 : (c->server_pid = (pid_t)l, 0);
-  if (!strcmp(name, "seed")) return parse_long(v, 0, 0x7fffffffL, &l) ? -1 : (c->seed = (uint64_t)l, 0);
+  if (!strcmp(name, "server-pid"))
+    return parse_long(v, 1, 1 << 30, &l) ? -1 : (c->server_pid = (pid_t)l, 0);
+  if (!strcmp(name, "seed"))
+    return parse_long(v, 0, 0x7fffffffL, &l) ? -1 : (c->seed = (uint64_t)l, 0);
   if (!strcmp(name, "pps")) {
     char *end;
     c->pps = strtod(v, &end);
