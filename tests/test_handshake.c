@@ -233,3 +233,30 @@ Test(handshake, nonces_are_random) {
   derp_server_info_seal(b, sizeof b, &spriv, &cpub, &si);
   cr_assert_neq(memcmp(a, b, 24), 0);
 }
+
+/* The one-X25519 server path interoperates with the two-key client path. */
+Test(handshake, precomputed_key_roundtrip) {
+  derp_privkey s_priv, c_priv;
+  derp_key s_pub, c_pub, got;
+  derp_key_generate(&s_priv, &s_pub);
+  derp_key_generate(&c_priv, &c_pub);
+  struct derp_client_info ci = {.version = 2, .can_ack_pings = true}, out;
+  uint8_t buf[DERP_CLIENT_INFO_SEAL_MAX];
+  size_t n = derp_client_info_seal(buf, sizeof buf, &c_priv, &s_pub, &ci);
+  cr_assert_gt(n, 0);
+  derp_box_key k;
+  const char *why = NULL;
+  cr_assert_eq(derp_client_info_open_k(buf, n, &s_priv, &got, &out, &k, &why), 0, "%s", why);
+  cr_assert(derp_key_equal(&got, &c_pub));
+  cr_assert(out.can_ack_pings && out.version == 2);
+  buf[n - 1] ^= 1;
+  cr_assert_eq(derp_client_info_open_k(buf, n, &s_priv, &got, &out, &k, &why), -1);
+  cr_assert_str_eq(why, "box");
+  /* ServerInfo sealed with the shared key opens with the client's keys. */
+  cr_assert_eq(crypto_box_beforenm(k.b, c_pub.b, s_priv.b), 0);
+  struct derp_server_info si = {.version = 2}, so;
+  n = derp_server_info_seal_k(buf, sizeof buf, &k, &si);
+  cr_assert_gt(n, 0);
+  cr_assert_eq(derp_server_info_open(buf, n, &c_priv, &s_pub, &so, &why), 0, "%s", why);
+  cr_assert_eq(so.version, 2);
+}

@@ -51,6 +51,16 @@ size_t derp_server_info_seal(uint8_t *out, size_t cap, const derp_privkey *serve
 int derp_server_info_open(const uint8_t *p, size_t n, const derp_privkey *client_priv,
                           const derp_key *server_pub, struct derp_server_info *si, const char **why);
 
+/* The server's side of a handshake with one X25519, not two: open ClientInfo
+ * and keep the shared key (crypto_box_beforenm), then seal ServerInfo with it.
+ * Wipe the key (sodium_memzero) when done. */
+typedef struct derp_box_key { uint8_t b[32]; } derp_box_key;
+int derp_client_info_open_k(const uint8_t *p, size_t n, const derp_privkey *server_priv,
+                            derp_key *client_pub, struct derp_client_info *ci, derp_box_key *k,
+                            const char **why);
+size_t derp_server_info_seal_k(uint8_t *out, size_t cap, const derp_box_key *k,
+                               const struct derp_server_info *si);
+
 /* Bytes needed for a sealed ClientInfo/ServerInfo payload around json_len bytes of JSON. */
 #define DERP_SEAL_OVERHEAD (24 + 16)
 /* Upper bound on what derp_client_info_seal / derp_server_info_seal write. */

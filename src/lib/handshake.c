@@ -269,3 +269,43 @@ int derp_server_info_open(const uint8_t *p, size_t n, const derp_privkey *client
   if (p == NULL) n = 0;
   return open_and_parse(p, n, SI_MAX_PAYLOAD, server_pub, client_priv, si_field_cb, si, why);
 }
+
+/* ---- server side with a precomputed key ---- */
+
+int derp_client_info_open_k(const uint8_t *p, size_t n, const derp_privkey *server_priv,
+                            derp_key *client_pub, struct derp_client_info *ci, derp_box_key *k,
+                            const char **why) {
+  const char *dummy;
+  if (why == NULL) why = &dummy;
+  memset(ci, 0, sizeof *ci);
+  if (p == NULL || n < CI_HEAD + BOX_OVERHEAD) return *why = "short", -1;
+  if (n > DERP_MAX_CLIENT_INFO) return *why = "too_long", -1;
+  memcpy(client_pub->b, p, DERP_KEY_LEN);
+  if (crypto_box_beforenm(k->b, client_pub->b, server_priv->b) != 0) return *why = "box", -1;
+  const uint8_t *nonce = p + DERP_KEY_LEN;
+  size_t clen = n - CI_HEAD;
+  size_t mlen = clen - BOX_OVERHEAD;
+  char *m = malloc(mlen + 1);
+  if (m == NULL) return *why = "nomem", -1;
+  int rc = -1;
+  if (crypto_box_open_easy_afternm((unsigned char *)m, nonce + DERP_NONCE_LEN, clen, nonce, k->b) != 0)
+    *why = "box";
+  else if (parse_object(m, mlen, ci_field_cb, ci) < 0)
+    *why = "json";
+  else
+    rc = 0, *why = NULL;
+  sodium_memzero(m, mlen);
+  free(m);
+  return rc;
+}
+
+size_t derp_server_info_seal_k(uint8_t *out, size_t cap, const derp_box_key *k,
+                               const struct derp_server_info *si) {
+  char js[JSON_MAX];
+  size_t jlen = dump_json(server_info_json(si), js, sizeof js);
+  if (jlen == 0 || cap < DERP_SEAL_OVERHEAD + jlen) return 0;
+  randombytes_buf(out, DERP_NONCE_LEN);
+  if (crypto_box_easy_afternm(out + DERP_NONCE_LEN, (const unsigned char *)js, jlen, out, k->b) != 0)
+    return 0;
+  return DERP_SEAL_OVERHEAD + jlen;
+}

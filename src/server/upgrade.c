@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "server/http.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -121,13 +123,12 @@ static bool admit(const struct conn *c, const struct derp_client_info *ci) {
   return true;
 }
 
-static int queue_server_info(struct conn *c) {
+static int queue_server_info(struct conn *c, const derp_box_key *k) {
   struct shard *sh = c->sh;
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_SERVER_INFO_SEAL_MAX);
   if (!m) return -1;
   struct derp_server_info si = {.version = DERP_PROTOCOL_VERSION};
-  size_t n = derp_server_info_seal(m->data + DERP_FRAME_HDR_LEN, m->cap - DERP_FRAME_HDR_LEN,
-                                   &sh->srv->priv, &c->key, &si);
+  size_t n = derp_server_info_seal_k(m->data + DERP_FRAME_HDR_LEN, m->cap - DERP_FRAME_HDR_LEN, k, &si);
   if (n == 0) { pkt_free(sh, m); return -1; }
   derp_frame_put_header(m->data, DERP_FRAME_SERVER_INFO, (uint32_t)n);
   m->len = (uint32_t)(DERP_FRAME_HDR_LEN + n);
@@ -155,8 +156,11 @@ static int client_info_step(struct conn *c) {
   }
   if (hs->len < DERP_FRAME_HDR_LEN + flen) return 0;
   struct derp_client_info ci;
+  derp_box_key k; /* one X25519 serves both boxes of the handshake */
   const char *why = "?";
-  if (derp_client_info_open(hs->buf + DERP_FRAME_HDR_LEN, flen, &s->priv, &c->key, &ci, &why) != 0) {
+  if (derp_client_info_open_k(hs->buf + DERP_FRAME_HDR_LEN, flen, &s->priv, &c->key, &ci, &k,
+                              &why) != 0) {
+    sodium_memzero(&k, sizeof k);
     conn_close(c, CLOSE_bad_client_info, why);
     return -1;
   }
@@ -165,11 +169,14 @@ static int client_info_step(struct conn *c) {
   c->is_prober = ci.is_prober;
   c->is_mesh = 0; /* no mesh key configured in this version */
   if (!admit(c, &ci)) {
+    sodium_memzero(&k, sizeof k);
     conn_close(c, CLOSE_admission, NULL);
     return -1;
   }
   c->state = CS_MOVING;
-  if (queue_server_info(c) < 0) {
+  int qr = queue_server_info(c, &k);
+  sodium_memzero(&k, sizeof k);
+  if (qr < 0) {
     conn_close(c, CLOSE_nomem, "ServerInfo");
     return -1;
   }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Smoke test for bench/compare: one short derpd-only run of every experiment,
+# results and plots in a temporary directory. Checks that the Markdown report
+# has a number in each table and that the plots and JSON lines were written; no
+# timing thresholds. Needs python3, iperf3 and gnuplot (scripts/setup installs them).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/compare-smoke.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+fail() { printf 'compare_smoke: FAIL: %s\n' "$*" >&2; exit 1; }
+
+for tool in python3 iperf3 gnuplot; do
+  command -v "$tool" >/dev/null || fail "$tool not installed (run scripts/setup --deps)"
+done
+
+rc=0
+env -u DERP_OTHER_CMD -u DERPD_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
+  --sizes 1200 --shards 1 --loads 20000 \
+  --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
+if ((rc != 0)); then
+  cat "$tmp/stderr.txt" >&2
+  fail "bench/compare exited $rc"
+fi
+cat "$tmp/report.md"
+
+num='[0-9]+(\.[0-9]+)?'
+grep -Eq "^\| 1200 \| derpd \| $num \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
+  fail "no numeric throughput row for 1200 B"
+grep -Eq "^\| 20000 \| derpd \| $num \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
+  fail "no numeric latency row for 20000 pps"
+grep -Eq "^\| 1 \| derpd \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
+  fail "no numeric scaling row for 1 shard"
+grep -Eq "median \*\*$num Gbit/s\*\*" "$tmp/report.md" || fail "no loopback ceiling"
+grep -Eq "derpd, 1200 B, 4 clients .*= $num% of half the ceiling" "$tmp/report.md" ||
+  fail "no ceiling share"
+grep -q 'bench/compare --quick' "$tmp/report.md" || fail "the command is not in the report"
+for p in throughput-vs-size latency-vs-load scaling-vs-shards; do
+  [[ -s "$tmp/img/$p.png" ]] || fail "no $p.png"
+  [[ "$(head -c 4 "$tmp/img/$p.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "$p.png is not a PNG"
+done
+python3 - "$tmp/results/r.jsonl" <<'PY' || fail "bad JSON lines"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = [l for l in lines if l["kind"] == "run"]
+assert len(runs) == 3 and all(r["rc"] == 0 and r["result"] for r in runs), runs
+assert sum(l["kind"] == "ceiling" for l in lines) == 1
+assert sum(l["kind"] == "median" for l in lines) == 3
+PY
+echo "compare_smoke: ok"
