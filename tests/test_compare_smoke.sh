@@ -14,8 +14,13 @@ for tool in python3 iperf3 gnuplot; do
   command -v "$tool" >/dev/null || fail "$tool not installed (run scripts/setup --deps)"
 done
 
+# meson passes the build directory's binaries; by hand, build/ is used.
+derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
+bench="${DERP_BENCH_BIN:-$ROOT/build/bench/derp-bench}"
+
 rc=0
-env -u DERP_OTHER_CMD -u DERPD_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
+env -u DERP_OTHER_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
+  --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards}" --bench "$bench" \
   --sizes 1200 --shards 1 --loads 20000 \
   --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
 if ((rc != 0)); then

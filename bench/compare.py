@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""bench/compare's statistics: reads the run's JSON lines and its meta data, prints
+the Markdown report on stdout, writes gnuplot data files into --datadir and
+appends one "median" line per (server, experiment, configuration) to the results.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+p = argparse.ArgumentParser()
+p.add_argument("--results", required=True)
+p.add_argument("--meta", required=True)
+p.add_argument("--datadir", required=True)
+args = p.parse_args()
+
+meta = json.load(open(args.meta))
+runs, ceil = [], []
+with open(args.results) as f:
+    for n, line in enumerate(f, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            print(f"aggregate: {args.results}:{n}: not JSON, skipped", file=sys.stderr)
+            continue
+        if rec.get("kind") == "run":
+            runs.append(rec)
+        elif rec.get("kind") == "ceiling" and rec.get("bits_per_second"):
+            ceil.append(rec["bits_per_second"])
+
+other = meta.get("other_name") or ""
+servers = ["derpd"] + ([other] if other else [])
+
+METRICS = {
+    "pps": lambda r: r["delivered_pps"],
+    "gbps": lambda r: r["payload_gbps"],
+    "p50": lambda r: r["latency"]["p50_us"],
+    "p99": lambda r: r["latency"]["p99_us"],
+    "loss": lambda r: r["loss_pct"],
+    "cpu": lambda r: r.get("server_cpu_s_per_mpkt"),
+    "rss": lambda r: r.get("server_rss_peak_kb"),
+}
+
+
+def stats(server, exp, key):
+    """{metric: (median, min, max)} over the successful runs, or None."""
+    res = [r["result"] for r in runs
+           if r["server"] == server and r["exp"] == exp and r["key"] == key and r.get("result")
+           and not r["result"].get("error") and r.get("rc") == 0 and not r.get("note")]
+    if not res:
+        return None
+    out = {"n": len(res)}
+    for m, get in METRICS.items():
+        vals = []
+        for r in res:
+            try:
+                v = get(r)
+            except (KeyError, TypeError):
+                v = None
+            if v is not None:
+                vals.append(float(v))
+        out[m] = (statistics.median(vals), min(vals), max(vals)) if vals else None
+    return out
+
+
+def keys(exp):
+    return sorted({r["key"] for r in runs if r["exp"] == exp})
+
+
+def fmt(v, kind):
+    if v is None:
+        return "n/a"
+    if kind == "kpps":
+        v /= 1000
+        return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+    if kind == "pps":
+        return f"{v:.0f}"
+    if kind == "gbps":
+        return f"{v:.3f}" if v < 10 else f"{v:.2f}"
+    if kind == "us":
+        return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+    if kind == "cpu":
+        return f"{v:.3f}"
+    if kind == "loss":
+        return f"{v:.3f}"
+    if kind == "pct":
+        return f"{v:.0f}%"
+    if kind == "x":
+        return f"{v:.2f}×"
+    return str(v)
+
+
+def med(s, m):
+    return s[m][0] if s and s.get(m) else None
+
+
+def spread(s, m):
+    if not s or not s.get(m) or s["n"] < 2 or not s[m][0]:
+        return "–"
+    mid, lo, hi = s[m]
+    return f"{100 * (hi - lo) / mid:.0f}%"
+
+
+def ratio(a, b, m):
+    x, y = med(a, m), med(b, m)
+    if x is None or y is None or y == 0:
+        return None
+    return x / y
+
+
+def table(cols, rows):
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if i != 1 else "---" for i in range(len(cols))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+medians = []
+
+
+def remember(server, exp, key, s):
+    if s:
+        medians.append({"kind": "median", "server": server, "exp": exp, "key": key, "n": s["n"],
+                        **{m: (s[m][0] if s[m] else None) for m in METRICS},
+                        **{m + "_min": (s[m][1] if s[m] else None) for m in METRICS},
+                        **{m + "_max": (s[m][2] if s[m] else None) for m in METRICS}})
+
+
+def dat(name, server, lines):
+    if lines:
+        with open(f"{args.datadir}/{name}-{server}.dat", "w") as f:
+            f.write("\n".join(" ".join(f"{v:.6g}" for v in l) for l in lines) + "\n")
+
+
+md = []
+title = "derpd" + (f" vs {other}" if other else "")
+md.append(f"### Relay benchmark: {title} ({meta['date']})")
+md.append("")
+md.append(f"- Host: {meta['host']}, {meta['cpus']} CPUs ({meta['cpu_model']}). Everything runs on "
+          "loopback (127.0.0.1) on the same CPUs: the server, derp-bench (2 threads) and iperf3.")
+rep_txt = f"Median of {meta['repeat']} repeats" if meta["repeat"] > 1 else "One run per configuration (no repeats)"
+if other:
+    md.append(f"- {rep_txt}; each run measures {meta['duration']} after {meta['warmup']} of warm-up, on a "
+              f"fresh server. derpd and {other} ran back to back for each configuration (order alternating "
+              "between repeats), so machine noise hit both alike. Spread = (max − min) / median across repeats.")
+else:
+    md.append(f"- {rep_txt}; each run measures {meta['duration']} after {meta['warmup']} of warm-up, on a "
+              "fresh server. derpd only: no other server command was given (--other or DERP_OTHER_CMD). "
+              "Spread = (max − min) / median across repeats.")
+md.append(f"- Run: `{meta['invocation']}` (load average at the end: {meta['loadavg']}; "
+          f"{meta['elapsed_s']} s; {meta['failures']} failed runs).")
+md.append(f"- derpd: `{meta['derpd_cmd']}`" + (f"; {other}: `{meta['other_cmd']}`" if other else ""))
+md.append(f"- Load: `{meta['bench_common']}` plus each table's flags.")
+md.append("- Units: kpps = thousands of data packets delivered per second; Gbit/s = payload only "
+          "(no DERP framing, TCP/IP headers or acks); latency = one-way, sender to receiver through "
+          "the server; CPU s/Mpkt = server CPU seconds (user + system) per million delivered data packets.")
+if other:
+    md.append(f"- Ratio rows are derpd ÷ {other}: above 1 is better for kpps and Gbit/s, "
+              "below 1 is better for latency and CPU.")
+md.append("")
+
+main_sh = meta["main_shards"]
+main_sh_txt = "0 (one per CPU)" if main_sh == 0 else str(main_sh)
+
+# 1. Throughput vs packet size.
+if keys("size"):
+    md.append("#### Throughput vs packet size")
+    md.append("")
+    md.append(f"Closed loop: `{meta['size_args']}`; derpd `--shards {main_sh_txt}`.")
+    md.append("")
+    cols = ["Size (B)", "Server", "kpps", "Gbit/s", "p50 µs", "p99 µs", "CPU s/Mpkt", "spread (kpps)"]
+    rows = []
+    data = {s: [] for s in servers}
+    for k in keys("size"):
+        st = {}
+        for s in servers:
+            st[s] = x = stats(s, "size", k)
+            remember(s, "size", k, x)
+            rows.append([str(k), s, fmt(med(x, "pps"), "kpps"), fmt(med(x, "gbps"), "gbps"),
+                         fmt(med(x, "p50"), "us"), fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"),
+                         spread(x, "pps")])
+            if x:
+                data[s].append([k, *x["gbps"], *(v / 1000 for v in x["pps"])])
+        if other:
+            a, b = st["derpd"], st[other]
+            rows.append([str(k), f"**derpd/{other}**"] +
+                        [fmt(ratio(a, b, m), "x") for m in ("pps", "gbps", "p50", "p99", "cpu")] + [""])
+    for s in servers:
+        dat("size", s, data[s])
+    md.append(table(cols, rows))
+    md.append("")
+
+# 2. Latency vs offered load.
+if keys("latency"):
+    md.append("#### Latency vs offered load")
+    md.append("")
+    md.append(f"Open loop (no acks): `{meta['latency_args']}`; derpd `--shards {main_sh_txt}`. "
+              "Loss = sent − received, counted after the drain.")
+    md.append("")
+    cols = ["Offered pps", "Server", "delivered pps", "loss %", "p50 µs", "p99 µs", "CPU s/Mpkt", "spread (p99)"]
+    rows = []
+    data = {s: [] for s in servers}
+    for k in keys("latency"):
+        st = {}
+        for s in servers:
+            st[s] = x = stats(s, "latency", k)
+            remember(s, "latency", k, x)
+            rows.append([str(k), s, fmt(med(x, "pps"), "pps"), fmt(med(x, "loss"), "loss"),
+                         fmt(med(x, "p50"), "us"), fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"),
+                         spread(x, "p99")])
+            if x:
+                data[s].append([k, *x["p50"], *x["p99"]])
+        if other:
+            a, b = st["derpd"], st[other]
+            rows.append([str(k), f"**derpd/{other}**", fmt(ratio(a, b, "pps"), "x"), "",
+                         fmt(ratio(a, b, "p50"), "x"), fmt(ratio(a, b, "p99"), "x"),
+                         fmt(ratio(a, b, "cpu"), "x"), ""])
+    for s in servers:
+        dat("latency", s, data[s])
+    md.append(table(cols, rows))
+    md.append("")
+
+# 3. Scaling vs shards.
+if keys("shards"):
+    md.append("#### Scaling vs shards")
+    md.append("")
+    md.append(f"Closed loop: `{meta['shards_args']}`; derpd `--shards N`"
+              + (f"; {other} gets `{{shards}}` only if its command has it" if other else "") + ".")
+    md.append("")
+    cols = ["Shards", "Server", "kpps", "Gbit/s", "p99 µs", "CPU s/Mpkt", f"× vs {keys('shards')[0]} shard(s)",
+            "spread (kpps)"]
+    rows = []
+    data = {s: [] for s in servers}
+    base = {s: med(stats(s, "shards", keys("shards")[0]), "pps") for s in servers}
+    for k in keys("shards"):
+        st = {}
+        for s in servers:
+            st[s] = x = stats(s, "shards", k)
+            remember(s, "shards", k, x)
+            sp = med(x, "pps") / base[s] if med(x, "pps") and base[s] else None
+            rows.append([str(k), s, fmt(med(x, "pps"), "kpps"), fmt(med(x, "gbps"), "gbps"),
+                         fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"), fmt(sp, "x"), spread(x, "pps")])
+            if x:
+                data[s].append([k, *(v / 1000 for v in x["pps"]), *x["gbps"]])
+        if other:
+            a, b = st["derpd"], st[other]
+            rows.append([str(k), f"**derpd/{other}**", fmt(ratio(a, b, "pps"), "x"), fmt(ratio(a, b, "gbps"), "x"),
+                         fmt(ratio(a, b, "p99"), "x"), fmt(ratio(a, b, "cpu"), "x"), "", ""])
+    for s in servers:
+        dat("scaling", s, data[s])
+    md.append(table(cols, rows))
+    md.append("")
+
+# 4. Loopback ceiling.
+md.append("#### Loopback ceiling")
+md.append("")
+if ceil:
+    c = statistics.median(ceil) / 1e9
+    half = c / 2
+    with open(f"{args.datadir}/ceiling_half_gbps", "w") as f:
+        f.write(f"{half:.6g}\n")
+    rng = f" (range {min(ceil) / 1e9:.2f}–{max(ceil) / 1e9:.2f})" if len(ceil) > 1 else ""
+    md.append(f"iperf3, one TCP stream, `{meta['iperf_cmd']}`: median **{c:.2f} Gbit/s**{rng} over "
+              f"{len(ceil)} run(s). A relayed byte crosses loopback twice (sender → server → receiver), "
+              f"so half of it, **{half:.2f} Gbit/s**, bounds a relay's payload throughput.")
+    md.append("")
+    shares = []
+    for s in servers:
+        x = stats(s, "size", 1200)
+        if x and x["gbps"]:
+            shares.append(f"- {s}, 1200 B, 4 clients (size table): **{x['gbps'][0]:.3f} Gbit/s = "
+                          f"{100 * x['gbps'][0] / half:.0f}% of half the ceiling**")
+        best = None
+        for k in keys("shards"):
+            y = stats(s, "shards", k)
+            if y and y["gbps"] and (best is None or y["gbps"][0] > best[1]):
+                best = (k, y["gbps"][0])
+        if best:
+            shares.append(f"- {s}, 1200 B, 8 clients, {best[0]} shard(s) (best of the shards table): "
+                          f"{best[1]:.3f} Gbit/s = {100 * best[1] / half:.0f}% of half the ceiling")
+    md += shares or ["- no 1200 B relay result to compare (add 1200 to --sizes)"]
+    md.append("")
+    md.append("The shares count payload only; DERP framing (37 B per packet), TCP/IP headers and the "
+              "24 B acks of the closed loop also cross loopback, and the server, derp-bench and iperf3 "
+              "compete for the same CPUs.")
+else:
+    md.append("Not measured (iperf3 missing, failed, or left out with --only).")
+md.append("")
+
+with open(args.results, "a") as f:
+    for m in medians:
+        f.write(json.dumps(m) + "\n")
+print("\n".join(md))
