@@ -210,6 +210,17 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
   struct pkt **h = p->disco ? &c->disco_h : &c->data_h;
   struct pkt **t = p->disco ? &c->disco_t : &c->data_t;
   uint8_t *n = p->disco ? &c->ndisco : &c->ndata;
+  if (*n >= CONN_QUEUE_MAX && !c->send) {
+    /* A burst arrived within one loop turn (a ring drain) and nothing is
+     * being written yet: start the write now rather than drop. Only a
+     * receiver whose previous write is still pending loses packets. */
+    conn_flush(c);
+    if (c->state != CS_ESTABLISHED) {
+      STAT_DROP(&sh->stats, gone_disconnected, 1);
+      pkt_free(sh, p);
+      return;
+    }
+  }
   if (*n >= CONN_QUEUE_MAX) {
     pkt_free(sh, q_pop(h, t));
     (*n)--;
