@@ -48,6 +48,8 @@ struct pkt {
   uint8_t cls;          /* pool size class */
   uint8_t disco;        /* payload looks like disco: goes on the disco queue */
   uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
+  uint8_t wire;         /* bytes already in wire form (TLS records made outside
+                           wrap): sent as they are, never wrapped (conn_queue_wire) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
   uint64_t hash;        /* key_hash(dst) */
@@ -120,6 +122,8 @@ struct conn {
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
+  void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
+                              heap, travels with the conn on a handoff */
   struct shard *sh;        /* current owner */
   struct peer *peer;       /* established only */
   uint64_t last_src_tag;   /* last sender reported with MSG_SAW (fast path) */
@@ -159,11 +163,21 @@ struct transport {
    * after replacing ctx->iov / niov with the transport's own wire bytes (TLS
    * records, WebSocket frames): the frames then count as written and are
    * freed at once, and the wire buffer must stay valid and untouched until
-   * c->send is NULL again. -1 closes the connection. */
+   * c->send is NULL again. -1 closes the connection. Batches of wire pkts
+   * (conn_queue_wire) are never passed to wrap. */
   int (*wrap)(struct conn *c, struct send_ctx *ctx);
+  /* Optional: the send batch is done (written, failed or dropped); a wire
+   * buffer that wrap handed out may be freed now. */
+  void (*sent)(struct conn *c);
+  /* Frees xp_state; called when the conn is freed. */
   void (*destroy)(struct conn *c);
 };
 extern const struct transport transport_plain;
+extern const struct transport transport_tls;
+/* transport_tls.c: make c a TLS conn (at accept). 0, or -1 (out of memory). */
+int transport_tls_attach(struct conn *c);
+/* Once at start, before any TLS conn: the BIO glue. 0 or -1. */
+int transport_tls_init(void);
 
 /* ---- shards and the server ---------------------------------------------- */
 
@@ -215,6 +229,7 @@ struct server {
   struct shard *shards;
   uint8_t hash_key[16];
   uint16_t port;               /* bound port */
+  bool tls;                    /* new conns speak TLS (tls.c holds the SSL_CTX) */
   /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
    * handoffs. Separate so a flood of one cannot starve another. */
   struct spsc **data_q, **ctrl_q, **hand_q;
@@ -268,6 +283,7 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 void conn_queue_ctrl(struct conn *c, struct pkt *p);
+bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */
 void conn_queue_packet(struct conn *c, struct pkt *p);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */
 void conn_destroy_all(struct shard *sh);
