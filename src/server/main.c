@@ -188,7 +188,7 @@ static void free_server(struct server *s) {
   drain_rings(s);
   for (int i = 0; i < s->nshards; i++) {
     struct shard *sh = &s->shards[i];
-    if (sh->ring_fd > 0) io_uring_queue_exit(&sh->ring);
+    if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
     free(sh->bufs);
     free(sh->br);
     free(sh->pending_pub);

@@ -189,6 +189,7 @@ struct shard {
   pthread_t thread;
   struct io_uring ring;
   int ring_fd;                 /* for MSG_RING from other shards */
+  bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
   _Atomic int sleeping;        /* set before waiting; producers wake if set */
   /* Provided buffer ring for multishot recv. */

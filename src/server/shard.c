@@ -333,7 +333,9 @@ static void *shard_main(void *arg) {
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);
-  sh->ring_fd = -1;
+  /* Not ring_fd = -1: other shards still running may read ring_fd to wake
+   * this one (a data race, and TSan says so); main.c reads ring_exited. */
+  sh->ring_exited = true;
   conn_destroy_all(sh);
   pool_destroy(sh);
   peer_table_free(&sh->peers);
