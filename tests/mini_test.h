@@ -34,8 +34,9 @@ struct mini_test {
 };
 
 /* Runs every test whose name contains filter (NULL = all); teardown runs
- * after each test, passed or failed. Returns 0 if all passed, else 1. */
-int mini_run(const struct mini_test *tests, size_t n, const char *filter, void (*teardown)(void));
+ * after each test, passed or failed, and fails the test by returning
+ * nonzero. Returns 0 if all passed, else 1. */
+int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*teardown)(void));
 
 #ifdef MINI_TEST_MAIN
 static jmp_buf mini_jmp;
@@ -67,13 +68,13 @@ static int mini_run_one(void (*fn)(void)) {
   return 1;
 }
 
-int mini_run(const struct mini_test *tests, size_t n, const char *filter, void (*teardown)(void)) {
+int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*teardown)(void)) {
   int passed = 0, failed = 0;
   for (size_t i = 0; i < n; i++) {
     if (filter && !strstr(tests[i].name, filter)) continue;
     fprintf(stderr, "[ RUN  ] %s\n", tests[i].name);
     int ok = mini_run_one(tests[i].fn);
-    if (teardown) teardown();
+    if (teardown && teardown() != 0) ok = 0;
     if (ok) passed++;
     else failed++;
     printf("[%s] %s\n", ok ? "  OK " : "FAIL ", tests[i].name);
