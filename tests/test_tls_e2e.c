@@ -423,7 +423,42 @@ static void idle_memory(void) {
   cr_assert(per < 40 * 1024, "%ld bytes per idle TLS connection", per);
 }
 
+/* -http-port: plain HTTP beside the TLS port; /generate_204, a redirect to
+ * https for everything else, and never the DERP upgrade. */
+static void port80_helper(void) {
+  snprintf(certdir, sizeof certdir, "/tmp/derpd-tls-certs-XXXXXX");
+  cr_assert(mkdtemp(certdir));
+  char args[256];
+  snprintf(args, sizeof args, "-certmode selfsigned -certdir %s -hostname localhost -http-port 0",
+           certdir);
+  if (derpd_start(&srv, 2, args) != 0) cr_assert_fail("derpd did not start");
+  unsigned port80 = 0;
+  FILE *f = fopen(srv.log_path, "r");
+  char line[512];
+  while (f && fgets(line, sizeof line, f))
+    if (strstr(line, "port-80 helper on port ")) port80 = (unsigned)atoi(strstr(line, "on port ") + 8);
+  if (f) fclose(f);
+  cr_assert(port80 > 0, "no port-80 helper port in the log");
+  struct derpd_proc p80 = srv;
+  p80.port = (uint16_t)port80;
+  char resp[4096], hv[256], want[256];
+  cr_assert_eq(http_request(&p80, "GET /generate_204 HTTP/1.1\r\nHost: localhost\r\n\r\n", resp,
+                            sizeof resp), 204, "%s", resp);
+  cr_assert_eq(http_request(&p80, "GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\n"
+                                  "Connection: Upgrade\r\n\r\n", resp, sizeof resp), 302, "%s", resp);
+  cr_assert(http_header(resp, "Location", hv, sizeof hv));
+  snprintf(want, sizeof want, "https://localhost:%u/derp", srv.port);
+  cr_assert(strcmp(hv, want) == 0, "Location %s", hv);
+  cr_assert_eq(http_request(&p80, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+                            resp, sizeof resp), 400, "%s", resp);
+  cr_assert_eq(http_request(&p80, "GET /debug/varz HTTP/1.1\r\nHost: localhost\r\n\r\n", resp,
+                            sizeof resp), 200);
+  cr_assert(strstr(resp, "derp_accepts"));
+  tls_client(&(struct tls_conn_opts){0}, NULL); /* the TLS port is unaffected */
+}
+
 static const struct mini_test tests[] = {
+    {"port80_helper", port80_helper},
     {"tls13_relay_2_shards", tls13_relay_2_shards},
     {"tls12_relay_2_shards", tls12_relay_2_shards},
     {"tls13_relay_4_shards", tls13_relay_4_shards},

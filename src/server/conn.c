@@ -56,7 +56,7 @@ void conn_addr_str(const struct conn *c, char *out, size_t cap) {
   }
 }
 
-struct conn *conn_new(struct shard *sh, int fd) {
+struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   struct conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->hs = upgrade_new();
@@ -65,7 +65,8 @@ struct conn *conn_new(struct shard *sh, int fd) {
   c->sh = sh;
   c->state = CS_HTTP;
   c->xp = &transport_plain;
-  if (sh->srv->tls && transport_tls_attach(c) < 0) { /* TLS from the first byte */
+  c->port80 = port80;
+  if (sh->srv->tls && !port80 && transport_tls_attach(c) < 0) { /* TLS from the first byte */
     upgrade_free(c);
     free(c);
     return NULL;

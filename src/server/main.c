@@ -193,6 +193,7 @@ static void free_server(struct server *s) {
     free(sh->br);
     free(sh->pending_pub);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
+    if (sh->listen80_fd >= 0) close(sh->listen80_fd);
   }
   free(s->shards);
   free(s);
@@ -251,6 +252,17 @@ int main(int argc, char **argv) {
     if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
   }
   s->port = port;
+  /* derper: with TLS, a plain-HTTP helper on -http-port (80) answers
+   * /generate_204 and redirects the rest to https; failing to bind is fatal. */
+  int p80 = s->tls ? s->cfg.http_port : -1;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].listen80_fd = -1;
+    if (p80 < 0) continue;
+    s->shards[i].listen80_fd = open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
+    if (s->shards[i].listen80_fd < 0) { log_error("-http-port: %s", err); return 1; }
+    if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
+  }
+  if (p80 >= 0) s->port80 = (uint16_t)p80;
 
   sigset_t set;
   sigemptyset(&set);
@@ -271,6 +283,7 @@ int main(int argc, char **argv) {
            strchr(s->cfg.listen_host, ':') ? "]" : "", port,
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
+  if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
 
   int sig = wait_for_signal(&set, s->tls);
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));

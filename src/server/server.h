@@ -117,6 +117,7 @@ struct conn {
   uint8_t close_reason;    /* enum close_reason, once closing */
   uint8_t recv_armed : 1, close_after_send : 1, preferred : 1, can_ack_pings : 1,
       is_prober : 1, is_mesh : 1, dirty : 1, pong_pending : 1;
+  uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
@@ -191,6 +192,7 @@ struct shard {
   int ring_fd;                 /* for MSG_RING from other shards */
   bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
+  int listen80_fd;             /* port-80 helper listener, -1 if none */
   _Atomic int sleeping;        /* set before waiting; producers wake if set */
   /* Provided buffer ring for multishot recv. */
   struct io_uring_buf_ring *br;
@@ -230,6 +232,7 @@ struct server {
   struct shard *shards;
   uint8_t hash_key[16];
   uint16_t port;               /* bound port */
+  uint16_t port80;             /* bound port of the port-80 helper, 0 if none */
   bool tls;                    /* new conns speak TLS (tls.c holds the SSL_CTX) */
   /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
    * handoffs. Separate so a flood of one cannot starve another. */
@@ -263,14 +266,14 @@ bool shard_log_allowed(struct shard *sh);
 
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
-              UD_MSGRING = 6 };
+              UD_MSGRING = 6, UD_ACCEPT80 = 7 };
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
 static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
 static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
 static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)7); }
 
 /* conn.c */
-struct conn *conn_new(struct shard *sh, int fd);
+struct conn *conn_new(struct shard *sh, int fd, bool port80);
 void conn_start(struct conn *c);                 /* arm the first recv */
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);

@@ -199,7 +199,10 @@ static int start_derp(struct conn *c, const struct http_reply *r) {
 static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   struct shard *sh = c->sh;
   struct http_reply r;
-  http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
+  if (c->port80)
+    http_route_port80(&c->hs->req, sh->srv->cfg.hostname, sh->srv->port, is_loopback(c), &r);
+  else
+    http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
   STAT_INC(&sh->stats, http_requests);
   switch (r.action) {
   case HTTP_ACT_DERP:
