@@ -77,6 +77,14 @@ void tls_cert_sha256_hex(X509 *cert, char out[65]) {
 
 /* ---- callbacks (shard threads, during handshakes) ---------------------- */
 
+static _Thread_local const char *reject_reason;
+
+const char *tls_take_reject_reason(void) {
+  const char *r = reject_reason;
+  reject_reason = NULL;
+  return r;
+}
+
 static int alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in,
                    unsigned inlen, void *arg) {
   (void)ssl;
@@ -105,6 +113,7 @@ static int sni_cb(SSL *ssl, int *alert, void *arg) {
   } else if (strcasecmp(name, g.cfg->hostname) == 0) {
     return SSL_TLSEXT_ERR_OK;
   }
+  reject_reason = name ? "SNI is not -hostname" : "no SNI";
   *alert = SSL_AD_UNRECOGNIZED_NAME;
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }

@@ -23,6 +23,9 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
 int tls_reload(char *err, size_t errlen);
 /* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure. */
 SSL *tls_new_ssl(void);
+/* Why a callback refused the handshake that just failed on this thread
+ * (static text, e.g. the SNI check), or NULL; clears it. */
+const char *tls_take_reject_reason(void);
 /* Main thread, after the shards are joined. */
 void tls_shutdown(void);
 

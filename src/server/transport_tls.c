@@ -169,7 +169,8 @@ static int flush_out(struct conn *c, struct tls_conn *t) {
  * before the close; an established conn just closes. */
 static int fail(struct conn *c, struct tls_conn *t, const char *what) {
   uint32_t e = ERR_peek_error();
-  const char *why = e ? ERR_reason_error_string(e) : what;
+  const char *why = tls_take_reject_reason();
+  if (!why) why = e ? ERR_reason_error_string(e) : what;
   bool http = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
   ERR_clear_error();
   t->failed = true;
