@@ -6,7 +6,11 @@
  * e2e_util.h for the contract of each function. */
 #include "e2e_util.h"
 
+#ifdef E2E_NO_CRITERION
+#include "mini_test.h" /* same assertion macros, no Criterion (TLS tests) */
+#else
 #include <criterion/criterion.h>
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -6,7 +6,8 @@
  * TCP / HTTP helpers for malformed-input tests.
  *
  * The binary is $DERPD_BIN (meson sets it), else ./build/src/derpd.
- * Helpers whose name starts with e2e_ assert (Criterion) on failure; the
+ * Helpers whose name starts with e2e_ assert (Criterion; or mini_test.h when
+ * built with -DE2E_NO_CRITERION, for the TLS tests) on failure; the
  * others return an error code so tests can assert on failure cases. */
 #ifndef E2E_UTIL_H
 #define E2E_UTIL_H

@@ -199,7 +199,7 @@ Test(config, int_ranges) {
 
 Test(config, syntax_errors) {
   ERR("flag provided but not defined: -x", "-x");
-  ERR("flag provided but not defined: -certmode", "--certmode=manual");
+  ERR("flag provided but not defined: -stun", "--stun");
   ERR("flag needs an argument: -c", "-c");
   ERR("flag needs an argument: -shards", "-v", "--shards");
   ERR("bad flag syntax: ---dev", "---dev");
@@ -243,9 +243,33 @@ Test(config, usage_mentions_every_flag) {
       "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
       "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096",
-      "-verbose", "-certmode", "-certdir", "STUN", "mesh",
+      "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "mesh",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
   free(buf);
+}
+
+Test(config, tls_rules) {
+  struct config c;
+  /* derper: TLS on port 443 (default) or with a -certmode; manual by default. */
+  cr_assert_eq(PARSE(&c, "-c", "/tmp/k.json"), 0);
+  cr_assert(c.tls);
+  cr_assert_str_eq(c.certmode, "manual");
+  cr_assert_eq(c.http_port, 80);
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert(!c.tls);
+  cr_assert_eq(PARSE(&c, "-a", ":8443", "-certmode", "selfsigned", "-certdir", "/tmp/certs",
+                     "-http-port", "-1"), 0);
+  cr_assert(c.tls);
+  cr_assert_str_eq(c.certmode, "selfsigned");
+  cr_assert_str_eq(c.certdir, "/tmp/certs");
+  cr_assert_eq(c.http_port, -1);
+  cr_assert_eq(PARSE(&c, "-dev", "-certmode=manual", "-http-port=8080"), 0);
+  cr_assert(c.tls);
+  cr_assert_eq(c.http_port, 8080);
+  ERR("-certmode letsencrypt is not supported", "-certmode", "letsencrypt");
+  ERR("invalid value \"acme\" for flag -certmode", "-certmode", "acme");
+  ERR("invalid value \"-2\" for flag -http-port", "-http-port", "-2");
+  ERR("invalid value \"65536\" for flag -http-port", "-http-port", "65536");
 }

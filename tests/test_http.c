@@ -501,3 +501,35 @@ Test(http_reply, head_builder) {
                         "Connection: close\r\n\r\n");
   cr_assert_eq(http_reply_head(buf, 20, 200, "text/plain", 1), 0);
 }
+
+static void route80(const char *s, bool debug, uint16_t port, struct http_reply *out) {
+  struct http_req r;
+  parse_ok(&r, s);
+  http_route_port80(&r, "derp.example.net", port, debug, out);
+}
+
+Test(http_route, port80_helper) {
+  struct http_reply o;
+  route80("GET /generate_204 HTTP/1.1\r\nX-Tailscale-Challenge: abc\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 204);
+  cr_assert(has(&o, "X-Tailscale-Response: response abc\r\n"));
+  /* /derp is never served here: a redirect, whatever the headers. */
+  route80("GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 302);
+  cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+  cr_assert(has(&o, "Location: https://derp.example.net/derp\r\n"));
+  route80("HEAD /x?y=1 HTTP/1.1\r\n\r\n", false, 8443, &o);
+  cr_assert_eq(o.status, 302);
+  cr_assert(has(&o, "Location: https://derp.example.net:8443/x\r\n"));
+  route80("GET / HTTP/1.1\r\n\r\n", false, 443, &o);
+  cr_assert(has(&o, "Location: https://derp.example.net/\r\n"));
+  route80("GET / HTTP/1.1\r\n\r\n", true, 443, &o);
+  cr_assert(has(&o, "Location: https://derp.example.net/debug/\r\n"));
+  route80("POST /derp HTTP/1.1\r\nContent-Length: 0\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 400);
+  cr_assert_str_eq(body_of(&o), "Use HTTPS\n");
+  route80("GET /debug/varz HTTP/1.1\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 403);
+  route80("GET /debug/varz HTTP/1.1\r\n\r\n", true, 443, &o);
+  cr_assert_eq(o.action, HTTP_ACT_DEBUG);
+}

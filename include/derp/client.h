@@ -17,6 +17,19 @@
 
 struct derp_client;
 
+/* A byte stream over the connected socket other than plain TCP (TLS, made by
+ * libderp_tls; see derp/client_tls.h). The client owns it once made. */
+struct derp_client_stream {
+  void *ctx;
+  /* Up to cap bytes: >0 = bytes, 0 = EOF, -1 = error (errno), -2 = the
+   * deadline (CLOCK_MONOTONIC ms; -1 = none) passed first. */
+  long (*read)(void *ctx, void *buf, size_t cap, int64_t deadline_ms);
+  /* Write all n bytes (blocking): 0, or -1 with errno. */
+  int (*write)(void *ctx, const void *buf, size_t n);
+  /* Free the stream (the client closes the socket itself). */
+  void (*close)(void *ctx);
+};
+
 struct derp_client_opts {
   const char *host;            /* numeric address or name, e.g. "127.0.0.1" */
   uint16_t port;
@@ -27,6 +40,13 @@ struct derp_client_opts {
   bool can_ack_pings;
   bool is_prober;
   int timeout_ms;              /* connect + handshake deadline; 0 = 10000 */
+  /* Optional, after the TCP connect and before HTTP: wrap the socket (TLS).
+   * May set *learned + *have_learned (the server key seen on the way, from
+   * the TLS meta certificate): fast start then uses it if server_key is NULL.
+   * 0, or -1 with err. derp_client_connect_tls fills these in. */
+  int (*wrap_stream)(void *arg, int fd, int64_t deadline_ms, struct derp_client_stream *out,
+                     derp_key *learned, bool *have_learned, char *err, size_t errlen);
+  void *wrap_arg;
 };
 
 /* A received frame. For RECV_PACKET, src and packet/len are set; for PEER_GONE,
@@ -50,6 +70,8 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
 void derp_client_close(struct derp_client *c);
 
 int derp_client_fd(const struct derp_client *c);
+/* HTTP status of the upgrade response (101), or 0 if none came (fast start). */
+int derp_client_http_status(const struct derp_client *c);
 const derp_key *derp_client_server_key(const struct derp_client *c);
 const derp_key *derp_client_public_key(const struct derp_client *c);
 const struct derp_server_info *derp_client_server_info(const struct derp_client *c);

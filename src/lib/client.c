@@ -43,6 +43,9 @@ struct derp_client {
   struct derp_frame_reader rd;
   uint8_t *rbuf;   /* receive buffer; [rpos, rend) not yet given to the reader */
   size_t rpos, rend;
+  struct derp_client_stream st; /* opts->wrap_stream's stream (TLS), if any */
+  bool has_stream;
+  int http_status;  /* status of the upgrade response; 0 = none read (fast start) */
 };
 
 /* ---- small utilities ---- */
@@ -75,8 +78,33 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Through a wrapped stream: gather small pieces so that one frame makes one
+ * TLS record rather than one per piece. */
+static int stream_writev(struct derp_client *c, struct iovec *iov, int cnt) {
+  uint8_t buf[16384];
+  size_t used = 0;
+  for (int i = 0; i < cnt; i++) {
+    const uint8_t *p = iov[i].iov_base;
+    size_t n = iov[i].iov_len;
+    while (n > 0) {
+      size_t k = sizeof buf - used < n ? sizeof buf - used : n;
+      memcpy(buf + used, p, k);
+      used += k;
+      p += k;
+      n -= k;
+      if (used == sizeof buf) {
+        if (c->st.write(c->st.ctx, buf, used) < 0) return -1;
+        used = 0;
+      }
+    }
+  }
+  return used ? c->st.write(c->st.ctx, buf, used) : 0;
+}
+
 /* Write all of iov, resuming after partial writes. */
-static int writev_all(int fd, struct iovec *iov, int cnt) {
+static int writev_all(struct derp_client *c, struct iovec *iov, int cnt) {
+  if (c->has_stream) return stream_writev(c, iov, cnt);
+  int fd = c->fd;
   while (cnt > 0) {
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
     ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
@@ -98,9 +126,9 @@ static int writev_all(int fd, struct iovec *iov, int cnt) {
   return 0;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
+static int write_all(struct derp_client *c, const void *p, size_t n) {
   struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-  return writev_all(fd, &iov, 1);
+  return writev_all(c, &iov, 1);
 }
 
 /* Read more bytes into rbuf[rend..cap) waiting up to the deadline.
@@ -109,6 +137,17 @@ static int fill(struct derp_client *c, size_t cap, int64_t deadline) {
   if (c->rend >= cap) {
     errno = ENOBUFS;
     return -1;
+  }
+  if (c->has_stream) {
+    ssize_t n = c->st.read(c->st.ctx, c->rbuf + c->rend, cap - c->rend, deadline);
+    if (n == -2) return 0;
+    if (n < 0) return -1;
+    if (n == 0) {
+      errno = EPIPE;
+      return -1;
+    }
+    c->rend += (size_t)n;
+    return 1;
   }
   for (;;) {
     struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
@@ -219,6 +258,7 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
     seterr(err, errlen, "http: malformed status line");
     return -1;
   }
+  c->http_status = status;
   if (status != 101) {
     seterr(err, errlen, "http: expected 101, got %d", status);
     return -1;
@@ -321,7 +361,7 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
                             int64_t deadline, char *err, size_t errlen) {
   char req[1024];
   size_t rl = build_request(req, sizeof req, o->host, false);
-  if (rl == 0 || write_all(c->fd, req, rl) < 0) {
+  if (rl == 0 || write_all(c, req, rl) < 0) {
     seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
     return -1;
   }
@@ -333,7 +373,7 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
     seterr(err, errlen, "handshake: sealing ClientInfo failed");
     return -1;
   }
-  if (write_all(c->fd, ci, cl) < 0) {
+  if (write_all(c, ci, cl) < 0) {
     seterr(err, errlen, "handshake: writing ClientInfo: %s", strerror(errno));
     return -1;
   }
@@ -343,12 +383,12 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
 /* Fast start: request and ClientInfo in one write; no HTTP response expected.
  * A server that answers with HTTP anyway is tolerated if it says 101. */
 static int handshake_fast(struct derp_client *c, const struct derp_client_opts *o,
-                          int64_t deadline, char *err, size_t errlen) {
-  if (!o->server_key) {
+                          const derp_key *server_key, int64_t deadline, char *err, size_t errlen) {
+  if (!server_key) {
     seterr(err, errlen, "fast start needs the server key");
     return -1;
   }
-  c->server_key = *o->server_key;
+  c->server_key = *server_key;
   uint8_t buf[1024 + DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
   size_t rl = build_request((char *)buf, 1024, o->host, true);
   size_t cl = rl ? build_client_info(c, o, buf + rl, sizeof buf - rl) : 0;
@@ -356,7 +396,7 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
     seterr(err, errlen, "handshake: building fast-start request failed");
     return -1;
   }
-  if (write_all(c->fd, buf, rl + cl) < 0) {
+  if (write_all(c, buf, rl + cl) < 0) {
     seterr(err, errlen, "http: writing request: %s", strerror(errno));
     return -1;
   }
@@ -368,7 +408,7 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
     }
   }
   if (memcmp(c->rbuf, "HTTP/", 5) == 0 && read_http_101(c, deadline, err, errlen) < 0) return -1;
-  if (read_server_key(c, o->server_key, deadline, err, errlen) < 0) return -1;
+  if (read_server_key(c, server_key, deadline, err, errlen) < 0) return -1;
   return read_server_info(c, deadline, err, errlen);
 }
 
@@ -394,8 +434,22 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
   int64_t deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
   c->fd = tcp_connect(o->host, o->port, deadline, err, errlen);
+  /* A stream wrapper (TLS) may learn the server key on the way (the DERP
+   * meta certificate): fast start then needs no key from the caller. */
+  derp_key learned;
+  bool have_learned = false;
+  const derp_key *skey = o->server_key;
+  if (c->fd >= 0 && o->wrap_stream) {
+    if (o->wrap_stream(o->wrap_arg, c->fd, deadline, &c->st, &learned, &have_learned, err,
+                       errlen) < 0) {
+      derp_client_close(c);
+      return -1;
+    }
+    c->has_stream = true;
+    if (!skey && have_learned) skey = &learned;
+  }
   int rc = c->fd < 0 ? -1
-           : o->fast_start ? handshake_fast(c, o, deadline, err, errlen)
+           : o->fast_start ? handshake_fast(c, o, skey, deadline, err, errlen)
                            : handshake_normal(c, o, deadline, err, errlen);
   if (rc < 0) {
     derp_client_close(c);
@@ -407,6 +461,7 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
 
 void derp_client_close(struct derp_client *c) {
   if (!c) return;
+  if (c->has_stream && c->st.close) c->st.close(c->st.ctx);
   if (c->fd >= 0) close(c->fd);
   derp_frame_reader_reset(&c->rd);
   free(c->rbuf);
@@ -414,6 +469,7 @@ void derp_client_close(struct derp_client *c) {
 }
 
 int derp_client_fd(const struct derp_client *c) { return c->fd; }
+int derp_client_http_status(const struct derp_client *c) { return c->http_status; }
 const derp_key *derp_client_server_key(const struct derp_client *c) { return &c->server_key; }
 const derp_key *derp_client_public_key(const struct derp_client *c) { return &c->pub; }
 const struct derp_server_info *derp_client_server_info(const struct derp_client *c) {
@@ -430,7 +486,7 @@ static int send_frame(struct derp_client *c, uint8_t type, const void *a, size_t
   uint8_t hdr[DERP_FRAME_HDR_LEN];
   derp_frame_put_header(hdr, type, (uint32_t)(alen + blen));
   struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)a, alen}, {(void *)b, blen}};
-  return writev_all(c->fd, iov, 3);
+  return writev_all(c, iov, 3);
 }
 
 int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt, size_t len) {
@@ -459,7 +515,7 @@ int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payloa
 }
 
 int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n) {
-  return write_all(c->fd, p, n);
+  return write_all(c, p, n);
 }
 
 /* Fill the typed fields of m from a frame; -1 (EPROTO) if too short for its type. */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,13 @@ void config_defaults(struct config *c) {
   c->recv_bufs = 256;
   c->recv_buf_size = 16384;
   c->queue_depth = 4096;
+  c->http_port = 80;
+  /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
+  const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  if (xdg && xdg[0] == '/')
+    snprintf(c->certdir, sizeof c->certdir, "%s/tailscale/derper-certs", xdg);
+  else if (home && home[0])
+    snprintf(c->certdir, sizeof c->certdir, "%s/.cache/tailscale/derper-certs", home);
 }
 
 /* ---- Go durations ---------------------------------------------------------- */
@@ -187,6 +195,9 @@ static const struct flag flags[] = {
     {"a", K_ADDR, 0, 0, 0, 0, 0},
     {"c", K_STRING, F(key_path), sizeof ((struct config *)0)->key_path, 0, 0, 0},
     {"dev", K_BOOL, F(dev), 0, 0, 0, 0},
+    {"certmode", K_STRING, F(certmode), sizeof ((struct config *)0)->certmode, 0, 0, 0},
+    {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
+    {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
@@ -297,6 +308,17 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     return errf(&e, "unexpected argument \"%s\": derpd takes flags only", argv[i]);
   /* As derper: -dev moves the default listen port, but an explicit -a wins. */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
+  /* derper: TLS on port 443 or with -certmode manual. letsencrypt (derper's
+   * default mode) is not implemented: say so rather than serve something else. */
+  if (strcmp(c->certmode, "letsencrypt") == 0)
+    return errf(&e, "-certmode letsencrypt is not supported by derpd: use -certmode manual "
+                    "with certificates from an ACME client, or -certmode selfsigned");
+  if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0)
+    return bad_value(&e, "certmode", c->certmode, "want manual or selfsigned");
+  c->tls = c->listen_port == 443 || c->certmode[0];
+  if (c->tls && !c->certmode[0]) strcpy(c->certmode, "manual");
+  if (c->tls && !c->certdir[0])
+    return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
   return 0;
 }
 
@@ -314,7 +336,21 @@ void config_usage(FILE *out, const char *prog) {
 "        development mode: plain HTTP on :3340 unless -a is given, and an\n"
 "        ephemeral key unless -c is given\n"
 "  -hostname string\n"
-"        the server's host name (default \"derp.example.com\")\n"
+"        the server's host name (default \"derp.example.com\"); with TLS, the\n"
+"        certificate's name and the only SNI accepted\n"
+"\n"
+"TLS (served when the port is 443 or -certmode is given; TLS 1.2 minimum):\n"
+"  -certmode string\n"
+"        manual: load <certdir>/<hostname>.crt (chain, PEM) and .key;\n"
+"        selfsigned: the same files, generated once if missing (for dev and\n"
+"        IP-only servers; the log shows the sha256 to pin). letsencrypt is\n"
+"        not supported. (default manual when serving TLS)\n"
+"  -certdir string\n"
+"        directory of the certificate files (default\n"
+"        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them\n"
+"  -http-port int\n"
+"        with TLS, a plain-HTTP helper on this port: /generate_204, and a\n"
+"        redirect to https for everything else; -1 = off (default 80)\n"
 "\n"
 "Identity:\n"
 "  -c string\n"
@@ -352,9 +388,8 @@ void config_usage(FILE *out, const char *prog) {
 "  -h, -help\n"
 "        show this help\n"
 "\n"
-"Not yet supported in this version: TLS (-certmode, -certdir), the port-80\n"
-"helper (-http-port), STUN (-stun, -stun-port), meshing (-mesh-psk-file,\n"
-"-mesh-with) and client verification (-verify-client-url). Run derpd behind a\n"
-"TLS terminator, or with -dev for plain HTTP.\n",
+"Not yet supported in this version: -certmode letsencrypt, STUN (-stun,\n"
+"-stun-port), meshing (-mesh-psk-file, -mesh-with) and client verification\n"
+"(-verify-client-url).\n",
           prog);
 }

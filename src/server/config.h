@@ -25,6 +25,11 @@ struct config {
   int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
   int queue_depth;           /* --queue-depth: packets per inter-shard ring, default 4096 (power of 2) */
   int verbose;               /* -v / --verbose, may repeat */
+  /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
+  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
+  char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
+  int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
+  bool tls;                  /* derived by config_parse */
 };
 
 /* Fill defaults. */

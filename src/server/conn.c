@@ -56,7 +56,7 @@ void conn_addr_str(const struct conn *c, char *out, size_t cap) {
   }
 }
 
-struct conn *conn_new(struct shard *sh, int fd) {
+struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   struct conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->hs = upgrade_new();
@@ -65,6 +65,12 @@ struct conn *conn_new(struct shard *sh, int fd) {
   c->sh = sh;
   c->state = CS_HTTP;
   c->xp = &transport_plain;
+  c->port80 = port80;
+  if (sh->srv->tls && !port80 && transport_tls_attach(c) < 0) { /* TLS from the first byte */
+    upgrade_free(c);
+    free(c);
+    return NULL;
+  }
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
   c->nothere_tokens = 3;
   set_sockopts(fd);
@@ -198,6 +204,28 @@ void conn_queue_ctrl(struct conn *c, struct pkt *p) {
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
 }
 
+/* Wire bytes made by the transport outside wrap (TLS handshake flights,
+ * alerts). Every record made later carries a later TLS sequence number, so
+ * these must reach the socket before anything not yet wrapped: they go at the
+ * front of the control queue, behind earlier wire pkts only. They are never
+ * dropped to the queue bound like control frames (that would break the
+ * stream); past a hard bound the caller closes the conn instead. */
+bool conn_queue_wire(struct conn *c, struct pkt *p) {
+  if (c->state == CS_CLOSING || c->nctrl >= 2 * CONN_CTRL_MAX) {
+    pkt_free(c->sh, p);
+    return false;
+  }
+  p->wire = 1;
+  struct pkt **at = &c->ctrl_h;
+  while (*at && (*at)->wire) at = &(*at)->next;
+  p->next = *at;
+  *at = p;
+  if (!p->next) c->ctrl_t = p;
+  c->nctrl++;
+  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+  return true;
+}
+
 /* derper's policy: a full queue drops its oldest packet, so a receiver that
  * fell behind gets the freshest data and the sender never waits. */
 void conn_queue_packet(struct conn *c, struct pkt *p) {
@@ -310,7 +338,12 @@ void conn_flush(struct conn *c) {
   if (!x) { conn_close(c, CLOSE_nomem, "send context"); return; }
   struct pkt *tail = NULL;
   size_t bytes = 0;
+  /* Wire pkts sit at the front of the control queue (conn_queue_wire): a
+   * batch is either all wire pkts, sent as they are, or all plaintext frames
+   * for wrap. */
+  bool wire = c->ctrl_h && c->ctrl_h->wire;
   while (x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
+    if (wire && !(c->ctrl_h && c->ctrl_h->wire)) break;
     struct pkt *p = next_out(c);
     if (!p) break;
     x->iov[x->niov].iov_base = p->data;
@@ -322,7 +355,7 @@ void conn_flush(struct conn *c) {
     tail = p;
   }
   c->send = x;
-  int w = c->xp->wrap(c, x);
+  int w = wire ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
     release_send(c, true);
     conn_close(c, CLOSE_write_error, "transport");
@@ -343,6 +376,7 @@ static void release_send(struct conn *c, bool count_drops) {
   }
   send_ctx_put(sh, x);
   c->send = NULL;
+  if (c->xp->sent) c->xp->sent(c); /* the transport's wire buffer is free again */
 }
 
 /* Account for res bytes written: free whole frames, trim a partial one. */
@@ -484,6 +518,7 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
 
 static void free_conn_memory(struct conn *c) {
   if (c->fd >= 0) close(c->fd);
+  if (c->xp->destroy) c->xp->destroy(c);
   upgrade_free(c);
   derp_frame_reader_reset(&c->rd);
   free(c);

@@ -284,6 +284,7 @@ static const char *reason_phrase(int status) {
   case 101: return "Switching Protocols";
   case 200: return "OK";
   case 204: return "No Content";
+  case 302: return "Found";
   case 400: return "Bad Request";
   case 403: return "Forbidden";
   case 404: return "Not Found";
@@ -418,6 +419,30 @@ static bool route_debug(const struct http_req *r, bool allowed, struct http_repl
   }
   reply(out, head, 404, TEXT_PLAIN, NULL, "not found\n");
   return true;
+}
+
+/* derper's port-80 helper (tsweb.Port80Handler behind /generate_204): the
+ * captive-portal check and /debug as on the main port, 400 for methods
+ * other than GET/HEAD, and a redirect to https for the rest, /derp included.
+ * The query string is not carried over (derpd keeps only the path). */
+void http_route_port80(const struct http_req *r, const char *fqdn, uint16_t https_port,
+                       bool debug_allowed, struct http_reply *out) {
+  memset(out, 0, offsetof(struct http_reply, buf));
+  bool head = r->method == HTTP_HEAD;
+  if (strcmp(r->path, "/generate_204") == 0 || strncmp(r->path, "/debug", 6) == 0) {
+    http_route(r, "", debug_allowed, out);
+    return;
+  }
+  if (r->method != HTTP_GET && !head) {
+    reply(out, false, 400, TEXT_PLAIN, NULL, "Use HTTPS\n");
+    return;
+  }
+  const char *path = strcmp(r->path, "/") == 0 && debug_allowed ? "/debug/" : r->path;
+  char port[8] = "";
+  if (https_port != 443) snprintf(port, sizeof port, ":%u", https_port);
+  char loc[HTTP_MAX_PATH + 400];
+  snprintf(loc, sizeof loc, "Location: https://%.255s%s%s\r\n", fqdn, port, path);
+  reply(out, head, 302, NULL, loc, NULL);
 }
 
 void http_route(const struct http_req *r, const char *server_key_hex, bool debug_allowed,

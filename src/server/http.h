@@ -79,6 +79,11 @@ struct http_reply {
  * public key. debug_allowed: the peer may see /debug/ (loopback). */
 void http_route(const struct http_req *r, const char *server_key_hex, bool debug_allowed,
                 struct http_reply *out);
+/* The port-80 helper's routes (derpd serving TLS): /generate_204 and /debug/
+ * as http_route, a redirect to https://fqdn[:https_port]/path for GET and
+ * HEAD, 400 otherwise. Never the DERP upgrade. */
+void http_route_port80(const struct http_req *r, const char *fqdn, uint16_t https_port,
+                       bool debug_allowed, struct http_reply *out);
 /* Build a reply for an error found while parsing (status from req->error_status). */
 void http_error_reply(int status, struct http_reply *out);
 /* Write the head of a reply with a body of body_len bytes to follow; returns the

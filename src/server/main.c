@@ -18,6 +18,7 @@
 
 #include "server/log.h"
 #include "server/server.h"
+#include "server/tls.h"
 
 #define CTRL_QUEUE_DEPTH 1024
 #define HAND_QUEUE_DEPTH 1024
@@ -187,22 +188,28 @@ static void free_server(struct server *s) {
   drain_rings(s);
   for (int i = 0; i < s->nshards; i++) {
     struct shard *sh = &s->shards[i];
-    if (sh->ring_fd > 0) io_uring_queue_exit(&sh->ring);
+    if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
     free(sh->bufs);
     free(sh->br);
     free(sh->pending_pub);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
+    if (sh->listen80_fd >= 0) close(sh->listen80_fd);
   }
   free(s->shards);
   free(s);
 }
 
-static int wait_for_signal(const sigset_t *set) {
+/* SIGHUP reloads the TLS certificates: new connections get the new ones,
+ * connections already open keep theirs. */
+static int wait_for_signal(const sigset_t *set, bool tls) {
   for (;;) {
     int sig = 0;
     if (sigwait(set, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      log_info("SIGHUP: nothing to reload in this version (no TLS certificates)");
+      char err[512] = "";
+      if (!tls) log_info("SIGHUP: nothing to reload (not serving TLS)");
+      else if (tls_reload(err, sizeof err) == 0) log_info("SIGHUP: TLS certificates reloaded");
+      else log_error("SIGHUP: TLS reload failed, keeping the old certificates: %s", err);
       continue;
     }
     return sig;
@@ -223,12 +230,14 @@ int main(int argc, char **argv) {
   }
   log_set_level(LOG_INFO + s->cfg.verbose);
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
-  if (!s->cfg.dev && s->cfg.listen_port == 443) {
-    log_error("port 443 means TLS, which this version does not serve yet: use -a with "
-              "another port for plain HTTP behind a TLS terminator, or -dev");
-    return 1;
-  }
   if (load_key(s) != 0) return 1;
+  s->tls = s->cfg.tls;
+  if (s->tls) {
+    if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
+      log_error("tls: %s", err);
+      return 1;
+    }
+  }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : (cpus > 0 ? (int)cpus : 1);
@@ -243,6 +252,17 @@ int main(int argc, char **argv) {
     if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
   }
   s->port = port;
+  /* derper: with TLS, a plain-HTTP helper on -http-port (80) answers
+   * /generate_204 and redirects the rest to https; failing to bind is fatal. */
+  int p80 = s->tls ? s->cfg.http_port : -1;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].listen80_fd = -1;
+    if (p80 < 0) continue;
+    s->shards[i].listen80_fd = open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
+    if (s->shards[i].listen80_fd < 0) { log_error("-http-port: %s", err); return 1; }
+    if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
+  }
+  if (p80 >= 0) s->port80 = (uint16_t)p80;
 
   sigset_t set;
   sigemptyset(&set);
@@ -258,16 +278,19 @@ int main(int argc, char **argv) {
     shutdown_shards(s);
     return 1;
   }
-  log_info("derpd: listening on %s%s%s:%u (plain HTTP, %d shards, max %d conns)",
+  log_info("derpd: listening on %s%s%s:%u (%s, %d shards, max %d conns)",
            strchr(s->cfg.listen_host, ':') ? "[" : "", s->cfg.listen_host[0] ? s->cfg.listen_host : "*",
-           strchr(s->cfg.listen_host, ':') ? "]" : "", port, s->nshards, s->max_conns);
+           strchr(s->cfg.listen_host, ':') ? "]" : "", port,
+           s->tls ? "TLS" : "plain HTTP", s->nshards, s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
+  if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
 
-  int sig = wait_for_signal(&set);
+  int sig = wait_for_signal(&set, s->tls);
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   shutdown_shards(s);
   pthread_barrier_destroy(&bar);
   free_server(s);
+  tls_shutdown();
   log_info("derpd: stopped");
   return 0;
 }

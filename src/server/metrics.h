@@ -47,7 +47,8 @@
   X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")   \
   X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
   X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
-  X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed")
+  X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed") \
+  X(tls_handshakes, "derpd_tls_handshakes", "counter", "TLS handshakes completed")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -77,7 +78,8 @@
   X(conn_limit, "conn_limit")                             \
   X(nomem, "out_of_memory")                               \
   X(shutdown, "shutdown")                                 \
-  X(websocket_unsupported, "websocket_unsupported")
+  X(websocket_unsupported, "websocket_unsupported")      \
+  X(tls, "tls_error")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };

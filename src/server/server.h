@@ -48,6 +48,8 @@ struct pkt {
   uint8_t cls;          /* pool size class */
   uint8_t disco;        /* payload looks like disco: goes on the disco queue */
   uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
+  uint8_t wire;         /* bytes already in wire form (TLS records made outside
+                           wrap): sent as they are, never wrapped (conn_queue_wire) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
   uint64_t hash;        /* key_hash(dst) */
@@ -115,11 +117,14 @@ struct conn {
   uint8_t close_reason;    /* enum close_reason, once closing */
   uint8_t recv_armed : 1, close_after_send : 1, preferred : 1, can_ack_pings : 1,
       is_prober : 1, is_mesh : 1, dirty : 1, pong_pending : 1;
+  uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
+  void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
+                              heap, travels with the conn on a handoff */
   struct shard *sh;        /* current owner */
   struct peer *peer;       /* established only */
   uint64_t last_src_tag;   /* last sender reported with MSG_SAW (fast path) */
@@ -159,11 +164,21 @@ struct transport {
    * after replacing ctx->iov / niov with the transport's own wire bytes (TLS
    * records, WebSocket frames): the frames then count as written and are
    * freed at once, and the wire buffer must stay valid and untouched until
-   * c->send is NULL again. -1 closes the connection. */
+   * c->send is NULL again. -1 closes the connection. Batches of wire pkts
+   * (conn_queue_wire) are never passed to wrap. */
   int (*wrap)(struct conn *c, struct send_ctx *ctx);
+  /* Optional: the send batch is done (written, failed or dropped); a wire
+   * buffer that wrap handed out may be freed now. */
+  void (*sent)(struct conn *c);
+  /* Frees xp_state; called when the conn is freed. */
   void (*destroy)(struct conn *c);
 };
 extern const struct transport transport_plain;
+extern const struct transport transport_tls;
+/* transport_tls.c: make c a TLS conn (at accept). 0, or -1 (out of memory). */
+int transport_tls_attach(struct conn *c);
+/* Once at start, before any TLS conn: the BIO glue. 0 or -1. */
+int transport_tls_init(void);
 
 /* ---- shards and the server ---------------------------------------------- */
 
@@ -175,7 +190,9 @@ struct shard {
   pthread_t thread;
   struct io_uring ring;
   int ring_fd;                 /* for MSG_RING from other shards */
+  bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
+  int listen80_fd;             /* port-80 helper listener, -1 if none */
   _Atomic int sleeping;        /* set before waiting; producers wake if set */
   /* Provided buffer ring for multishot recv. */
   struct io_uring_buf_ring *br;
@@ -215,6 +232,8 @@ struct server {
   struct shard *shards;
   uint8_t hash_key[16];
   uint16_t port;               /* bound port */
+  uint16_t port80;             /* bound port of the port-80 helper, 0 if none */
+  bool tls;                    /* new conns speak TLS (tls.c holds the SSL_CTX) */
   /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
    * handoffs. Separate so a flood of one cannot starve another. */
   struct spsc **data_q, **ctrl_q, **hand_q;
@@ -247,14 +266,14 @@ bool shard_log_allowed(struct shard *sh);
 
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
-              UD_MSGRING = 6 };
+              UD_MSGRING = 6, UD_ACCEPT80 = 7 };
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
 static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
 static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
 static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)7); }
 
 /* conn.c */
-struct conn *conn_new(struct shard *sh, int fd);
+struct conn *conn_new(struct shard *sh, int fd, bool port80);
 void conn_start(struct conn *c);                 /* arm the first recv */
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
@@ -268,6 +287,7 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 void conn_queue_ctrl(struct conn *c, struct pkt *p);
+bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */
 void conn_queue_packet(struct conn *c, struct pkt *p);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */
 void conn_destroy_all(struct shard *sh);

@@ -81,14 +81,16 @@ bool shard_push_hand(struct shard *sh, int to, struct conn *c) {
   return true;
 }
 
-static void arm_accept(struct shard *sh) {
+static void arm_accept(struct shard *sh, bool port80) {
   struct io_uring_sqe *sqe = shard_sqe(sh);
-  io_uring_prep_multishot_accept(sqe, sh->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_ACCEPT));
+  io_uring_prep_multishot_accept(sqe, port80 ? sh->listen80_fd : sh->listen_fd, NULL, NULL,
+                                 SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, ud_make(NULL, port80 ? UD_ACCEPT80 : UD_ACCEPT));
 }
 
-static void on_accept(struct shard *sh, struct io_uring_cqe *cqe) {
-  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) arm_accept(sh);
+/* port80: the connection came in on the port-80 helper's listener. */
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
+  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) arm_accept(sh, port80);
   if (cqe->res < 0) {
     if (cqe->res != -ECANCELED && cqe->res != -EINVAL)
       log_warn("shard %d: accept: %s", sh->id, strerror(-cqe->res));
@@ -109,7 +111,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe) {
     close(fd);
     return;
   }
-  struct conn *c = conn_new(sh, fd);
+  struct conn *c = conn_new(sh, fd, port80);
   if (!c) {
     atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_nomem);
@@ -227,7 +229,8 @@ static void flush_dirty(struct shard *sh) {
 static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
-  case UD_ACCEPT: on_accept(sh, cqe); break;
+  case UD_ACCEPT: on_accept(sh, cqe, false); break;
+  case UD_ACCEPT80: on_accept(sh, cqe, true); break;
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
@@ -248,6 +251,7 @@ static void begin_stop(struct shard *sh) {
   sh->stopping = true;
   sh->stop_deadline_ms = sh->now_ms + 1000;
   shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
+  if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
   struct list *n, *next;
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
@@ -329,11 +333,14 @@ static void loop(struct shard *sh) {
 static void *shard_main(void *arg) {
   struct shard *sh = arg;
   sh->now_ms = now_ms();
-  arm_accept(sh);
+  arm_accept(sh, false);
+  if (sh->listen80_fd >= 0) arm_accept(sh, true);
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);
-  sh->ring_fd = -1;
+  /* Not ring_fd = -1: other shards still running may read ring_fd to wake
+   * this one (a data race, and TSan says so); main.c reads ring_exited. */
+  sh->ring_exited = true;
   conn_destroy_all(sh);
   pool_destroy(sh);
   peer_table_free(&sh->peers);

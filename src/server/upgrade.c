@@ -43,6 +43,10 @@ const char *upgrade_detail(const struct conn *c) {
   return c->hs && c->hs->req.error_reason ? c->hs->req.error_reason : NULL;
 }
 
+void upgrade_set_detail(struct conn *c, const char *static_text) {
+  if (c->hs) c->hs->req.error_reason = static_text;
+}
+
 static bool queue_bytes(struct conn *c, const void *p, size_t n) {
   struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
   if (!m) return false;
@@ -202,7 +206,10 @@ static int start_derp(struct conn *c, const struct http_reply *r) {
 static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   struct shard *sh = c->sh;
   struct http_reply r;
-  http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
+  if (c->port80)
+    http_route_port80(&c->hs->req, sh->srv->cfg.hostname, sh->srv->port, is_loopback(c), &r);
+  else
+    http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
   STAT_INC(&sh->stats, http_requests);
   switch (r.action) {
   case HTTP_ACT_DERP:
@@ -255,7 +262,16 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
     }
     return client_info_step(c);
   }
-  return 0; /* CS_MOVING: no reads are armed */
+  if (c->state == CS_MOVING && n > 0) {
+    /* No read is armed now, but a transport may still be unwrapping the rest
+     * of a receive that held ClientInfo (TLS: more records behind it): keep
+     * those bytes with the ones that ride along to the owner shard. */
+    if (!hs_append(c, p, n)) {
+      conn_close(c, CLOSE_bad_client_info, "too many bytes behind ClientInfo");
+      return -1;
+    }
+  }
+  return 0;
 }
 
 void upgrade_move(struct conn *c) {

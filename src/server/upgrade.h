@@ -18,5 +18,7 @@ void upgrade_move(struct conn *c);
 void upgrade_finish(struct conn *c);
 /* Static detail for the pending close of a failed HTTP request, or NULL. */
 const char *upgrade_detail(const struct conn *c);
+/* Set that detail (static text) for a close that waits for a reply or alert. */
+void upgrade_set_detail(struct conn *c, const char *static_text);
 
 #endif

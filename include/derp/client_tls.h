@@ -1,0 +1,47 @@
+/* derp/client_tls.h: DERP over TLS for the blocking client (libderp_tls).
+ *
+ * A separate library from libderp because it links BoringSSL, whose symbols
+ * clash with OpenSSL's: a process that loads OpenSSL's libcrypto (Criterion
+ * does, through libgit2) must not link this one. */
+#ifndef DERP_CLIENT_TLS_H
+#define DERP_CLIENT_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "derp/client.h"
+
+struct derp_tls_opts {
+  const char *sni;              /* server name sent; NULL = opts->host unless it is
+                                   an IP address; "" = none */
+  bool insecure_skip_verify;    /* do not verify the chain (pin_sha256 still applies) */
+  const uint8_t *pin_sha256;    /* 32 bytes or NULL: the leaf certificate's SHA-256
+                                   must equal it (Tailscale's "sha256-raw:" CertName);
+                                   a pin replaces chain verification */
+  const char *ca_file;          /* PEM roots for verification; NULL = system paths */
+  uint16_t min_version;         /* 0 = TLS 1.2; else 0x0303 (1.2) or 0x0304 (1.3) */
+  uint16_t max_version;         /* 0 = TLS 1.3 */
+  bool use_meta_cert;           /* TLS 1.3: take the server key from the DERP meta
+                                   certificate (CN derpkey<hex>), so that fast start
+                                   needs no opts->server_key (as Go clients do) */
+};
+
+/* What the TLS handshake showed (filled even when the DERP handshake fails
+ * afterwards, as far as it got). */
+struct derp_tls_info {
+  uint16_t version;             /* 0x0303 = TLS 1.2, 0x0304 = TLS 1.3 */
+  uint8_t leaf_sha256[32];
+  int chain_len;                /* certificates the server sent */
+  bool meta_key_found;          /* a meta certificate with a valid key was in the chain */
+  derp_key meta_key;
+  uint32_t meta_version;        /* its serial number: the DERP protocol version */
+  char alpn[16];                /* negotiated ALPN, "" if none */
+};
+
+/* derp_client_connect over TLS. info may be NULL. 0, or -1 with err. */
+int derp_client_connect_tls(struct derp_client **out, const struct derp_client_opts *o,
+                            const struct derp_tls_opts *t, struct derp_tls_info *info,
+                            char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,358 @@
+/* tls.c: owns the server's SSL_CTX: certificate files (loaded, or generated
+ * once for -certmode selfsigned), the DERP meta certificate, derper's TLS
+ * policy (TLS 1.2 minimum, ALPN http/1.1, SNI must name -hostname), and the
+ * SIGHUP swap.
+ *
+ * Sharing: the current SSL_CTX is read-only once built, and BoringSSL allows
+ * SSL_new on one SSL_CTX from many threads. The pointer itself is guarded by a
+ * mutex held only to load it and take a reference (SSL_CTX_up_ref, an atomic
+ * increment): with a bare atomic pointer a shard could load the old pointer
+ * and lose the race against the reload dropping its last reference. The lock
+ * is uncontended except during a reload and costs a few ns per accept. An SSL
+ * object keeps its own reference to the SSL_CTX it started on, so a reload
+ * never touches live connections.
+ *
+ * derpd does not resume sessions: no tickets (TLS 1.3 NewSessionTicket would
+ * otherwise ride on the first write), no session cache. */
+#include "server/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/ec_key.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/nid.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "derp/frame.h"
+#include "server/config.h"
+#include "server/log.h"
+
+#define SELFSIGNED_DAYS 3650 /* pinned by hash, so expiry only forces a new pin */
+#define META_DAYS 30         /* as derper: +-30 days around start (or reload) */
+
+static struct {
+  pthread_mutex_t mu;
+  SSL_CTX *cur;             /* guarded by mu */
+  /* Read-only after tls_init (callbacks read them from shard threads). */
+  const struct config *cfg;
+  char key_hex[65];
+  char crt_path[1300], key_path[1300];
+  bool host_is_ip;          /* -hostname is an IP literal: any SNI (derper) */
+  bool allow_no_sni;        /* selfsigned or IP hostname: clients dial by address */
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void set_err(char *err, size_t errlen, const char *what) {
+  unsigned long e = ERR_get_error();
+  char buf[256] = "";
+  if (e) ERR_error_string_n(e, buf, sizeof buf);
+  snprintf(err, errlen, "%s%s%s", what, e ? ": " : "", buf);
+  ERR_clear_error();
+}
+
+void tls_cert_sha256_hex(X509 *cert, char out[65]) {
+  uint8_t *der = NULL, md[SHA256_DIGEST_LENGTH];
+  int n = i2d_X509(cert, &der);
+  out[0] = 0;
+  if (n <= 0) return;
+  SHA256(der, (size_t)n, md);
+  OPENSSL_free(der);
+  for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* ---- callbacks (shard threads, during handshakes) ---------------------- */
+
+static _Thread_local const char *reject_reason;
+
+const char *tls_take_reject_reason(void) {
+  const char *r = reject_reason;
+  reject_reason = NULL;
+  return r;
+}
+
+static int alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in,
+                   unsigned inlen, void *arg) {
+  (void)ssl;
+  (void)arg;
+  for (unsigned i = 0; i < inlen;) {
+    unsigned l = in[i];
+    if (i + 1 + l > inlen) break;
+    if (l == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+      *out = in + i + 1;
+      *outlen = 8;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + l;
+  }
+  return SSL_TLSEXT_ERR_NOACK; /* no ALPN agreed; go on without it */
+}
+
+/* derper's manual cert manager: the SNI must be the configured hostname
+ * (case-insensitive), unless the hostname is an IP address. */
+static int sni_cb(SSL *ssl, int *alert, void *arg) {
+  (void)arg;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (g.host_is_ip) return SSL_TLSEXT_ERR_OK;
+  if (!name) {
+    if (g.allow_no_sni) return SSL_TLSEXT_ERR_OK;
+  } else if (strcasecmp(name, g.cfg->hostname) == 0) {
+    return SSL_TLSEXT_ERR_OK;
+  }
+  reject_reason = name ? "SNI is not -hostname" : "no SNI";
+  *alert = SSL_AD_UNRECOGNIZED_NAME;
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* ---- certificates ------------------------------------------------------- */
+
+static int add_ext(X509 *x, int nid, const char *value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+  X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, &ctx, nid, value);
+  if (!ext) return -1;
+  int ok = X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  return ok ? 0 : -1;
+}
+
+/* A certificate for pkey, self-signed, CN = cn. serial < 0: 128 random bits. */
+static X509 *make_cert(EVP_PKEY *pkey, const char *cn, long serial, int days_before, int days_after,
+                       const char *san, const EVP_MD *md) {
+  X509 *x = X509_new();
+  if (!x) return NULL;
+  bool ok = X509_set_version(x, X509_VERSION_3);
+  ASN1_INTEGER *sn = NULL;
+  if (serial >= 0) {
+    sn = ASN1_INTEGER_new();
+    ok = ok && sn && ASN1_INTEGER_set(sn, serial);
+  } else {
+    BIGNUM *bn = BN_new();
+    ok = ok && bn && BN_rand(bn, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY);
+    if (ok) sn = BN_to_ASN1_INTEGER(bn, NULL);
+    BN_free(bn);
+    ok = ok && sn;
+  }
+  ok = ok && X509_set_serialNumber(x, sn);
+  ASN1_INTEGER_free(sn);
+  X509_NAME *name = X509_get_subject_name(x);
+  /* An explicit string type skips the 64-character CommonName bound, which
+   * "derpkey" + 64 hex exceeds (Go does not enforce it either). */
+  ok = ok && X509_NAME_add_entry_by_NID(name, NID_commonName, V_ASN1_UTF8STRING,
+                                        (const uint8_t *)cn, -1, -1, 0);
+  ok = ok && X509_set_issuer_name(x, name);
+  ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), -(long)days_before * 86400);
+  ok = ok && X509_gmtime_adj(X509_getm_notAfter(x), (long)days_after * 86400);
+  ok = ok && X509_set_pubkey(x, pkey);
+  /* macOS wants BasicConstraints when subject == issuer (derper does the same). */
+  ok = ok && add_ext(x, NID_basic_constraints, "critical,CA:FALSE") == 0;
+  if (san) {
+    /* No keyUsage: with one lacking keyCertSign, verifiers refuse the
+     * certificate as its own trust anchor (curl --cacert, ca_file). */
+    ok = ok && add_ext(x, NID_ext_key_usage, "serverAuth") == 0;
+    ok = ok && add_ext(x, NID_subject_alt_name, san) == 0;
+  }
+  ok = ok && X509_sign(x, pkey, md);
+  if (!ok) {
+    X509_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+/* The DERP meta certificate: ed25519, CN derpkey<hex>, serial = protocol
+ * version. Go clients on TLS 1.3 read the server key from it and skip the
+ * 101 round trip (fast start). A fresh key per build: it proves nothing. */
+static X509 *make_meta_cert(void) {
+  uint8_t seed[32];
+  RAND_bytes(seed, sizeof seed);
+  EVP_PKEY *pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, sizeof seed);
+  OPENSSL_cleanse(seed, sizeof seed);
+  if (!pk) return NULL;
+  char cn[7 + 64 + 1];
+  snprintf(cn, sizeof cn, "derpkey%s", g.key_hex);
+  X509 *x = make_cert(pk, cn, DERP_PROTOCOL_VERSION, META_DAYS, META_DAYS, NULL, NULL);
+  EVP_PKEY_free(pk);
+  return x;
+}
+
+static int write_pem_file(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert, char *err,
+                          size_t errlen) {
+  char tmp[1400];
+  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) {
+    snprintf(err, errlen, "create %s: %s", tmp, strerror(errno));
+    return -1;
+  }
+  FILE *f = fdopen(fd, "w");
+  if (!f) {
+    close(fd);
+    unlink(tmp);
+    snprintf(err, errlen, "fdopen %s: %s", tmp, strerror(errno));
+    return -1;
+  }
+  int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, cert);
+  ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+  if (fclose(f) != 0) ok = 0;
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    snprintf(err, errlen, "write %s failed", path);
+    return -1;
+  }
+  return 0;
+}
+
+static int mkdir_p(const char *dir) {
+  char p[1100];
+  snprintf(p, sizeof p, "%s", dir);
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = 0;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+    *s = '/';
+  }
+  return (mkdir(p, 0700) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* -certmode selfsigned: an ECDSA P-256 key and a 10-year certificate for
+ * -hostname (SAN DNS or IP), written once and reused after. */
+static int make_selfsigned_files(char *err, size_t errlen) {
+  if (access(g.crt_path, F_OK) == 0 && access(g.key_path, F_OK) == 0) return 0;
+  if (mkdir_p(g.cfg->certdir) != 0) {
+    snprintf(err, errlen, "create -certdir %s: %s", g.cfg->certdir, strerror(errno));
+    return -1;
+  }
+  EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
+  EVP_PKEY *pk = EVP_PKEY_new();
+  if (!ec || !pk || !EC_KEY_generate_key(ec) || !EVP_PKEY_assign_EC_KEY(pk, ec)) {
+    EC_KEY_free(ec);
+    EVP_PKEY_free(pk);
+    set_err(err, errlen, "generate key");
+    return -1;
+  }
+  char san[300];
+  snprintf(san, sizeof san, "%s:%s", g.host_is_ip ? "IP" : "DNS", g.cfg->hostname);
+  X509 *x = make_cert(pk, g.cfg->hostname, -1, 1, SELFSIGNED_DAYS, san, EVP_sha256());
+  int rc = -1;
+  if (!x) set_err(err, errlen, "make self-signed certificate");
+  else if (write_pem_file(g.key_path, 0600, pk, NULL, err, errlen) == 0 &&
+           write_pem_file(g.crt_path, 0644, NULL, x, err, errlen) == 0)
+    rc = 0;
+  if (rc == 0) log_info("tls: created self-signed certificate %s", g.crt_path);
+  X509_free(x);
+  EVP_PKEY_free(pk);
+  return rc;
+}
+
+static SSL_CTX *build_ctx(char *err, size_t errlen) {
+  if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
+    return NULL;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  if (!ctx) {
+    set_err(err, errlen, "SSL_CTX_new");
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+  SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+  if (!SSL_CTX_use_certificate_chain_file(ctx, g.crt_path)) {
+    char what[1400];
+    snprintf(what, sizeof what, "load certificate %s", g.crt_path);
+    set_err(err, errlen, what);
+    goto fail;
+  }
+  if (!SSL_CTX_use_PrivateKey_file(ctx, g.key_path, SSL_FILETYPE_PEM)) {
+    char what[1400];
+    snprintf(what, sizeof what, "load key %s", g.key_path);
+    set_err(err, errlen, what);
+    goto fail;
+  }
+  if (!SSL_CTX_check_private_key(ctx)) {
+    set_err(err, errlen, "certificate and key do not match");
+    goto fail;
+  }
+  X509 *meta = make_meta_cert();
+  if (!meta || !SSL_CTX_add1_chain_cert(ctx, meta)) {
+    X509_free(meta);
+    set_err(err, errlen, "meta certificate");
+    goto fail;
+  }
+  X509_free(meta);
+  char hex[65];
+  tls_cert_sha256_hex(SSL_CTX_get0_certificate(ctx), hex);
+  log_info("tls: certificate %s, sha256 %s (pin: CertName \"sha256-raw:%s\")", g.crt_path, hex, hex);
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+int tls_init(const struct config *cfg, const char *server_key_hex, char *err, size_t errlen) {
+  g.cfg = cfg;
+  snprintf(g.key_hex, sizeof g.key_hex, "%s", server_key_hex);
+  if (strchr(cfg->hostname, '/') || !cfg->hostname[0] || cfg->hostname[0] == '.') {
+    snprintf(err, errlen, "-hostname \"%s\" cannot name certificate files", cfg->hostname);
+    return -1;
+  }
+  snprintf(g.crt_path, sizeof g.crt_path, "%s/%s.crt", cfg->certdir, cfg->hostname);
+  snprintf(g.key_path, sizeof g.key_path, "%s/%s.key", cfg->certdir, cfg->hostname);
+  uint8_t addr[16];
+  g.host_is_ip = inet_pton(AF_INET, cfg->hostname, addr) == 1 ||
+                 inet_pton(AF_INET6, cfg->hostname, addr) == 1;
+  g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
+  SSL_CTX *ctx = build_ctx(err, errlen);
+  if (!ctx) return -1;
+  pthread_mutex_lock(&g.mu);
+  g.cur = ctx;
+  pthread_mutex_unlock(&g.mu);
+  return 0;
+}
+
+int tls_reload(char *err, size_t errlen) {
+  SSL_CTX *ctx = build_ctx(err, errlen);
+  if (!ctx) return -1;
+  pthread_mutex_lock(&g.mu);
+  SSL_CTX *old = g.cur;
+  g.cur = ctx;
+  pthread_mutex_unlock(&g.mu);
+  SSL_CTX_free(old); /* live SSL objects hold their own references */
+  return 0;
+}
+
+SSL *tls_new_ssl(void) {
+  pthread_mutex_lock(&g.mu);
+  SSL_CTX *ctx = g.cur;
+  if (ctx) SSL_CTX_up_ref(ctx);
+  pthread_mutex_unlock(&g.mu);
+  if (!ctx) return NULL;
+  SSL *ssl = SSL_new(ctx); /* takes its own reference */
+  SSL_CTX_free(ctx);
+  return ssl;
+}
+
+void tls_shutdown(void) {
+  pthread_mutex_lock(&g.mu);
+  SSL_CTX *old = g.cur;
+  g.cur = NULL;
+  pthread_mutex_unlock(&g.mu);
+  SSL_CTX_free(old);
+}

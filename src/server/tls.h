@@ -1,0 +1,35 @@
+/* tls.h: the process's TLS server configuration (BoringSSL SSL_CTX).
+ *
+ * One SSL_CTX per process, built on the main thread at start and again on
+ * SIGHUP; shard threads only ask for new SSL objects (tls_new_ssl). A reload
+ * swaps the current SSL_CTX; connections that started on the old one keep it
+ * through their SSL object's reference until they end. See tls.c. */
+#ifndef DERPD_TLS_H
+#define DERPD_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct config;
+
+/* Main thread, before the shards start: load (or, with -certmode selfsigned,
+ * create) <certdir>/<hostname>.crt and .key, append the DERP meta certificate
+ * for server_key_hex (64 hex), log the leaf's sha256. 0, or -1 with err. */
+int tls_init(const struct config *cfg, const char *server_key_hex, char *err, size_t errlen);
+/* Main thread (SIGHUP): build a new SSL_CTX from the files and make it the
+ * one new connections use. On failure the old one stays. 0 or -1 with err. */
+int tls_reload(char *err, size_t errlen);
+/* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure. */
+SSL *tls_new_ssl(void);
+/* Why a callback refused the handshake that just failed on this thread
+ * (static text, e.g. the SNI check), or NULL; clears it. */
+const char *tls_take_reject_reason(void);
+/* Main thread, after the shards are joined. */
+void tls_shutdown(void);
+
+/* SHA-256 of a DER certificate, as 64 lowercase hex + NUL. */
+void tls_cert_sha256_hex(X509 *cert, char out[65]);
+
+#endif

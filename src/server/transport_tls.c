@@ -1,0 +1,313 @@
+/* transport_tls.c: TLS 1.2/1.3 in userspace (BoringSSL) over io_uring I/O.
+ *
+ * The SSL object never touches the socket: its one BIO (both directions) is
+ * ours. Reads take ciphertext straight from the receive buffer the shard got
+ * from the kernel (no copy into a memory BIO; BoringSSL copies what it needs
+ * into its own record buffer, which it frees when empty); writes append
+ * records to a per-conn output buffer. So:
+ *
+ *  - recv: point the BIO at the received bytes, drive the handshake, then
+ *    SSL_read until the BIO is empty, passing plaintext to conn_input. Records
+ *    made along the way (handshake flights, alerts, KeyUpdate answers) are
+ *    queued as wire pkts (conn_queue_wire), ahead of anything not yet wrapped.
+ *  - wrap: SSL_write the batch's frames, coalesced into full 16 KiB records,
+ *    and hand the output buffer to the send; it is freed when the send ends
+ *    (sent), so an idle conn holds no buffer at all.
+ *
+ * Per conn: struct tls_conn plus BoringSSL's SSL object (handshake config shed
+ * once done, buffers released when empty: a few KiB when idle). All of it is
+ * heap owned by the conn, with no thread affinity: it moves with the conn to
+ * the owner shard. The bytes after ClientInfo in one receive are unwrapped
+ * before the move and ride along as plaintext (upgrade.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "server/log.h"
+#include "server/server.h"
+#include "server/tls.h"
+#include "server/upgrade.h"
+
+#define TLS_RECORD_MAX 16384
+/* Output of one wrap: the largest send batch plus record overhead (up to 64
+ * bytes per record covers every suite BoringSSL offers). */
+#define OUT_MAX (SEND_BYTES_MAX + (SEND_BYTES_MAX / TLS_RECORD_MAX + SEND_IOV_MAX + 1) * 64)
+#define WIRE_PKT_MAX 65536
+
+struct tls_conn {
+  SSL *ssl;
+  const uint8_t *in;       /* ciphertext not yet read by SSL (during recv only) */
+  size_t in_len;
+  uint8_t *out;            /* records SSL wrote, not yet queued or sent */
+  size_t out_len, out_cap;
+  uint8_t *wire;           /* records of the wrapped send in flight */
+  bool done;               /* handshake complete */
+  bool failed;             /* fatal error: the alert is on its way, then close */
+};
+
+static BIO_METHOD *bio_method; /* set once at start, read-only after */
+
+/* Shard-thread scratch: decrypted records, and plaintext gathered into full
+ * records before SSL_write. Both are used only within one call. */
+static _Thread_local uint8_t plain_buf[TLS_RECORD_MAX];
+static _Thread_local uint8_t stage_buf[TLS_RECORD_MAX];
+
+static int reserve(struct tls_conn *t, size_t more) {
+  size_t need = t->out_len + more;
+  if (need <= t->out_cap) return 0;
+  if (need > OUT_MAX) return -1;
+  size_t cap = t->out_cap ? t->out_cap * 2 : 4096;
+  while (cap < need) cap *= 2;
+  if (cap > OUT_MAX) cap = OUT_MAX;
+  uint8_t *b = realloc(t->out, cap);
+  if (!b) return -1;
+  t->out = b;
+  t->out_cap = cap;
+  return 0;
+}
+
+static void out_free(struct tls_conn *t) {
+  free(t->out);
+  t->out = NULL;
+  t->out_len = t->out_cap = 0;
+}
+
+/* ---- the BIO ------------------------------------------------------------- */
+
+static int bio_write(BIO *b, const char *p, int n) {
+  struct tls_conn *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (n <= 0) return 0;
+  if (reserve(t, (size_t)n) < 0) return -1;
+  memcpy(t->out + t->out_len, p, (size_t)n);
+  t->out_len += (size_t)n;
+  return n;
+}
+
+static int bio_read(BIO *b, char *p, int n) {
+  struct tls_conn *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (n <= 0) return 0;
+  if (t->in_len == 0) {
+    BIO_set_retry_read(b); /* SSL_ERROR_WANT_READ: wait for the next recv */
+    return -1;
+  }
+  size_t k = t->in_len < (size_t)n ? t->in_len : (size_t)n;
+  memcpy(p, t->in, k);
+  t->in += k;
+  t->in_len -= k;
+  return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)b;
+  (void)num;
+  (void)ptr;
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+int transport_tls_init(void) {
+  if (bio_method) return 0;
+  bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "derpd conn");
+  if (!bio_method) return -1;
+  BIO_meth_set_write(bio_method, bio_write);
+  BIO_meth_set_read(bio_method, bio_read);
+  BIO_meth_set_ctrl(bio_method, bio_ctrl);
+  return 0;
+}
+
+int transport_tls_attach(struct conn *c) {
+  struct tls_conn *t = calloc(1, sizeof *t);
+  SSL *ssl = t ? tls_new_ssl() : NULL;
+  BIO *bio = ssl ? BIO_new(bio_method) : NULL;
+  if (!bio) {
+    SSL_free(ssl);
+    free(t);
+    ERR_clear_error();
+    return -1;
+  }
+  BIO_set_data(bio, t);
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl, bio, bio); /* one BIO both ways: ssl takes the one reference */
+  SSL_set_accept_state(ssl);
+  SSL_set_shed_handshake_config(ssl, 1); /* drop certs/config refs once done */
+  t->ssl = ssl;
+  c->xp = &transport_tls;
+  c->xp_state = t;
+  return 0;
+}
+
+/* ---- receive ------------------------------------------------------------- */
+
+/* Queue what SSL wrote as wire pkts. 0, or -1 after closing the conn. */
+static int flush_out(struct conn *c, struct tls_conn *t) {
+  for (size_t off = 0; off < t->out_len;) {
+    size_t k = t->out_len - off < WIRE_PKT_MAX ? t->out_len - off : WIRE_PKT_MAX;
+    struct pkt *p = pkt_alloc(c->sh, (uint32_t)k);
+    if (!p) {
+      out_free(t);
+      conn_close(c, CLOSE_nomem, "TLS output");
+      return -1;
+    }
+    memcpy(p->data, t->out + off, k);
+    if (!conn_queue_wire(c, p)) {
+      out_free(t);
+      conn_close(c, CLOSE_tls, "TLS output not drained");
+      return -1;
+    }
+    off += k;
+  }
+  out_free(t);
+  return 0;
+}
+
+/* A fatal TLS error. During the handshake the alert BoringSSL wrote (or, for
+ * plain HTTP sent to the TLS port, a 400 as Go's servers answer) goes out
+ * before the close; an established conn just closes. */
+static int fail(struct conn *c, struct tls_conn *t, const char *what) {
+  uint32_t e = ERR_peek_error();
+  const char *why = tls_take_reject_reason();
+  if (!why) why = e ? ERR_reason_error_string(e) : what;
+  bool http = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
+  ERR_clear_error();
+  t->failed = true;
+  if (c->hs) {
+    if (http) {
+      static const char msg[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+                                "Client sent an HTTP request to an HTTPS server.\n";
+      t->out_len = 0;
+      if (reserve(t, sizeof msg - 1) == 0) {
+        memcpy(t->out, msg, sizeof msg - 1);
+        t->out_len = sizeof msg - 1;
+      }
+    }
+    if (t->out_len > 0) {
+      if (flush_out(c, t) < 0) return -1;
+      upgrade_set_detail(c, why);
+      c->close_reason = CLOSE_tls;
+      c->close_after_send = 1;
+      return 0;
+    }
+  }
+  out_free(t);
+  conn_close(c, CLOSE_tls, why);
+  return -1;
+}
+
+static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
+  struct tls_conn *t = c->xp_state;
+  if (t->failed) return 0; /* the alert is on its way; ignore the rest */
+  t->in = p;
+  t->in_len = n;
+  int rc = 0;
+  while (c->state != CS_CLOSING) {
+    if (!t->done) {
+      int r = SSL_do_handshake(t->ssl);
+      if (r == 1) {
+        t->done = true;
+        STAT_INC(&c->sh->stats, tls_handshakes);
+        continue;
+      }
+      if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ) break;
+      rc = fail(c, t, "handshake failed");
+      break;
+    }
+    int r = SSL_read(t->ssl, plain_buf, sizeof plain_buf);
+    if (r > 0) {
+      /* Records SSL wrote before this plaintext go first. */
+      if (t->out_len && flush_out(c, t) < 0) { rc = -1; break; }
+      if (conn_input(c, plain_buf, (size_t)r) < 0) { rc = -1; break; }
+      continue;
+    }
+    int err = SSL_get_error(t->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify */
+      ERR_clear_error();
+      conn_close(c, CLOSE_eof, NULL);
+      rc = -1;
+      break;
+    }
+    rc = fail(c, t, "read failed");
+    break;
+  }
+  t->in = NULL;
+  t->in_len = 0;
+  if (c->state == CS_CLOSING) {
+    out_free(t);
+    return -1;
+  }
+  if (t->out_len && flush_out(c, t) < 0) return -1;
+  return rc;
+}
+
+/* ---- send ---------------------------------------------------------------- */
+
+static int write_all(struct tls_conn *t, const uint8_t *p, size_t n) {
+  return SSL_write(t->ssl, p, (int)n) == (int)n ? 0 : -1;
+}
+
+static int tls_wrap(struct conn *c, struct send_ctx *x) {
+  struct tls_conn *t = c->xp_state;
+  /* Plaintext before the handshake ended (a shutdown notice, say) or after a
+   * failure has nowhere to go. */
+  if (!t->done || t->failed || t->wire) return -1;
+  size_t total = 0;
+  for (int i = x->first; i < x->niov; i++) total += x->iov[i].iov_len;
+  if (reserve(t, total + (total / TLS_RECORD_MAX + 2) * 64) < 0) return -1;
+  size_t staged = 0;
+  for (int i = x->first; i < x->niov; i++) {
+    const uint8_t *p = x->iov[i].iov_base;
+    size_t n = x->iov[i].iov_len;
+    while (n > 0) {
+      size_t k = TLS_RECORD_MAX - staged < n ? TLS_RECORD_MAX - staged : n;
+      memcpy(stage_buf + staged, p, k);
+      staged += k;
+      p += k;
+      n -= k;
+      if (staged == TLS_RECORD_MAX) {
+        if (write_all(t, stage_buf, staged) < 0) goto fail;
+        staged = 0;
+      }
+    }
+  }
+  if (staged && write_all(t, stage_buf, staged) < 0) goto fail;
+  t->wire = t->out;
+  x->iov[0].iov_base = t->wire;
+  x->iov[0].iov_len = t->out_len;
+  x->niov = 1;
+  x->first = 0;
+  t->out = NULL;
+  t->out_len = t->out_cap = 0;
+  return 1;
+fail:
+  ERR_clear_error();
+  out_free(t);
+  return -1;
+}
+
+static void tls_sent(struct conn *c) {
+  struct tls_conn *t = c->xp_state;
+  free(t->wire);
+  t->wire = NULL;
+}
+
+static void tls_destroy(struct conn *c) {
+  struct tls_conn *t = c->xp_state;
+  if (!t) return;
+  SSL_free(t->ssl); /* and the BIO */
+  free(t->out);
+  free(t->wire);
+  free(t);
+  c->xp_state = NULL;
+}
+
+const struct transport transport_tls = {
+    .name = "tls",
+    .recv = tls_recv,
+    .wrap = tls_wrap,
+    .sent = tls_sent,
+    .destroy = tls_destroy,
+};
