@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server/config.h"
+#include "server/ktls.h"
 
 static char err[256];
 
@@ -45,6 +46,7 @@ Test(config, defaults) {
   cr_assert_eq(c.recv_buf_size, 16384);
   cr_assert_eq(c.queue_depth, 4096);
   cr_assert_eq(c.verbose, 0);
+  cr_assert_eq(c.ktls_mode, KTLS_AUTO);
 }
 
 Test(config, all_syntaxes) {
@@ -244,6 +246,7 @@ Test(config, usage_mentions_every_flag) {
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
       "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096",
       "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "mesh",
+      "-ktls string", "auto", "require",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
@@ -272,4 +275,22 @@ Test(config, tls_rules) {
   ERR("invalid value \"acme\" for flag -certmode", "-certmode", "acme");
   ERR("invalid value \"-2\" for flag -http-port", "-http-port", "-2");
   ERR("invalid value \"65536\" for flag -http-port", "-http-port", "65536");
+}
+
+Test(config, ktls) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "--ktls=off"), 0, "%s", err); /* port 443: TLS */
+  cr_assert_eq(c.ktls_mode, KTLS_OFF);
+  cr_assert_eq(PARSE(&c, "-ktls", "auto"), 0, "%s", err);
+  cr_assert_eq(c.ktls_mode, KTLS_AUTO);
+  cr_assert_eq(PARSE(&c, "--ktls", "require", "-certmode", "selfsigned", "-a", ":8443"), 0, "%s", err);
+  cr_assert_eq(c.ktls_mode, KTLS_REQUIRE);
+  cr_assert(c.tls);
+  /* Without TLS, off and auto mean nothing and are fine; require is a mistake. */
+  cr_assert_eq(PARSE(&c, "-dev", "--ktls=auto"), 0, "%s", err);
+  cr_assert_eq(PARSE(&c, "-dev", "--ktls=off"), 0, "%s", err);
+  ERR("--ktls=require needs TLS", "-dev", "--ktls=require");
+  ERR("invalid value \"on\" for flag -ktls: want auto, off or require", "--ktls=on");
+  ERR("invalid value \"\" for flag -ktls", "--ktls=");
+  ERR("flag needs an argument: -ktls", "--ktls");
 }

@@ -871,6 +871,106 @@ static int info_errors(void) {
   return PASS;
 }
 
+/* derpd decides "part of a record already read in userspace" (the RX switch
+ * must then not happen) with SSL_has_pending. BoringSSL's header says that in
+ * TLS it equals SSL_pending != 0; what matters is that it also sees ciphertext
+ * of an unfinished record, down to part of a header. */
+static int partial_record_pending(void) {
+  for (int vi = 0; vi < 2; vi++) {
+    int version = vi ? TLS1_3_VERSION : TLS1_2_VERSION;
+    SSL_CTX *sctx = make_ctx(true, version, &ciphers[0], false);
+    SSL_CTX *cctx = make_ctx(false, version, &ciphers[0], true);
+    SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+    BIO *s_in = BIO_new(BIO_s_mem()), *s_out = BIO_new(BIO_s_mem());
+    BIO *c_in = BIO_new(BIO_s_mem()), *c_out = BIO_new(BIO_s_mem());
+    SSL_set_bio(s, s_in, s_out);
+    SSL_set_bio(c, c_in, c_out);
+    SSL_set_accept_state(s);
+    SSL_set_connect_state(c);
+    for (int i = 0; i < 8; i++) {
+      SSL_do_handshake(c);
+      pump(c_out, s_in);
+      SSL_do_handshake(s);
+      pump(s_out, c_in);
+    }
+    CHECK(!SSL_in_init(s) && !SSL_in_init(c), "handshake");
+    CHECK(!SSL_has_pending(s), "nothing pending after the handshake");
+    static const char msg[] = "GET /derp HTTP/1.1";
+    CHECK(SSL_write(c, msg, sizeof msg) == (int)sizeof msg, "write");
+    uint8_t rec[256], out[256];
+    size_t n = drain(c_out, rec, sizeof rec);
+    size_t cuts[] = {3, 5, n - 1};
+    for (size_t k = 0; k < 3; k++) {
+      BIO_write(s_in, rec, (int)cuts[k]);
+      CHECK(SSL_read(s, out, sizeof out) < 0, "partial record read");
+      CHECK(SSL_has_pending(s), "TLS%s: %zu of %zu bytes buffered, not seen", vi ? "1.3" : "1.2",
+            cuts[k], n);
+      BIO_write(s_in, rec + cuts[k], (int)(n - cuts[k]));
+      CHECK(SSL_read(s, out, sizeof out) == (int)sizeof msg, "the rest");
+      CHECK(!SSL_has_pending(s), "whole record consumed");
+      if (k < 2) {
+        CHECK(SSL_write(c, msg, sizeof msg) == (int)sizeof msg, "write");
+        CHECK(drain(c_out, rec, sizeof rec) == n, "same size");
+      }
+    }
+    SSL_free(s);
+    SSL_free(c);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+  }
+  return PASS;
+}
+
+/* ktls_install's steps through the ktls_setsockopt hook: the ULP first, then
+ * each key with its own struct size; the first failure stops the rest. */
+struct call { int level, name; socklen_t len; };
+static struct call g_calls[4];
+static int g_ncalls, g_fail_at = -1, g_fail_errno;
+static int fake_setsockopt(int fd, int level, int name, const void *val, socklen_t len) {
+  (void)fd, (void)val;
+  if (g_ncalls < 4) g_calls[g_ncalls] = (struct call){level, name, len};
+  if (g_ncalls++ == g_fail_at) {
+    errno = g_fail_errno;
+    return -1;
+  }
+  return 0;
+}
+
+static int install_steps(void) {
+  int (*real)(int, int, int, const void *, socklen_t) = ktls_setsockopt;
+  ktls_setsockopt = fake_setsockopt;
+  union ktls_info tx, rx;
+  memset(&tx, 0, sizeof tx);
+  memset(&rx, 0, sizeof rx);
+  tx.info.cipher_type = TLS_CIPHER_AES_GCM_256;
+  rx.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+  int ok = 1;
+  g_ncalls = 0, g_fail_at = -1;
+  ok &= ktls_install(7, &tx, &rx) == 0 && g_ncalls == 3;
+  ok &= g_calls[0].level == SOL_TCP && g_calls[0].name == TCP_ULP;
+  ok &= g_calls[1].level == SOL_TLS && g_calls[1].name == TLS_TX &&
+        g_calls[1].len == sizeof(struct tls12_crypto_info_aes_gcm_256);
+  ok &= g_calls[2].level == SOL_TLS && g_calls[2].name == TLS_RX &&
+        g_calls[2].len == sizeof(struct tls12_crypto_info_chacha20_poly1305);
+  /* The kernel without the tls module: the ULP is refused, no key is tried. */
+  g_ncalls = 0, g_fail_at = 0, g_fail_errno = ENOENT;
+  ok &= ktls_set_ulp(7) == -ENOENT && g_ncalls == 1;
+  g_ncalls = 0;
+  ok &= ktls_install(7, &tx, &rx) == -ENOENT && g_ncalls == 1;
+  /* A refused key is reported as such. */
+  g_ncalls = 0, g_fail_at = 1, g_fail_errno = EINVAL;
+  ok &= ktls_install(7, &tx, NULL) == -EINVAL && g_ncalls == 2;
+  g_ncalls = 0, g_fail_at = -1;
+  ok &= ktls_set_key(7, KTLS_RX, &rx) == 0 && g_ncalls == 1 && g_calls[0].name == TLS_RX;
+  union ktls_info bad;
+  memset(&bad, 0, sizeof bad);
+  g_ncalls = 0;
+  ok &= ktls_set_key(7, KTLS_TX, &bad) == -EINVAL && g_ncalls == 0; /* unknown cipher */
+  ktls_setsockopt = real;
+  CHECK(ok, "install steps");
+  return PASS;
+}
+
 /* ---- the real kernel, where it has kTLS --------------------------------- */
 
 static int kernel_install(void) {
@@ -976,6 +1076,8 @@ static const struct test {
   {"cmsg_record_type", cmsg_type},
   {"mode_flag", mode_flag},
   {"info_errors", info_errors},
+  {"partial_record_pending", partial_record_pending},
+  {"install_steps", install_steps},
   {"tls12_aes128gcm", t12_aes128},
   {"tls12_aes256gcm", t12_aes256},
   {"tls12_chacha20", t12_chacha},

@@ -2,6 +2,7 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/ktls.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -26,6 +27,7 @@ void config_defaults(struct config *c) {
   c->recv_buf_size = 16384;
   c->queue_depth = 4096;
   c->http_port = 80;
+  c->ktls_mode = KTLS_AUTO;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   if (xdg && xdg[0] == '/')
@@ -178,7 +180,7 @@ static int parse_addr(struct perr *e, const char *name, const char *val, struct 
 
 /* ---- The flag table -------------------------------------------------------- */
 
-enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_HELP };
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_KTLS, K_HELP };
 enum { INT_POW2 = 1, DUR_ZERO_OK = 1 };
 
 struct flag {
@@ -198,6 +200,7 @@ static const struct flag flags[] = {
     {"certmode", K_STRING, F(certmode), sizeof ((struct config *)0)->certmode, 0, 0, 0},
     {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
     {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
+    {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
@@ -263,6 +266,12 @@ static int set_value(struct perr *e, const struct flag *f, const char *val, stru
   case K_ADDR: return parse_addr(e, f->name, val, c);
   case K_DURATION: return set_duration(e, f, val, c);
   case K_INT: return set_int(e, f, val, c);
+  case K_KTLS: {
+    enum ktls_mode m;
+    if (ktls_mode_parse(val, &m) < 0) return bad_value(e, f->name, val, "want auto, off or require");
+    *(int *)((char *)c + f->off) = (int)m;
+    return 0;
+  }
   default: return set_bool(e, f, val, c);
   }
 }
@@ -319,6 +328,8 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   if (c->tls && !c->certmode[0]) strcpy(c->certmode, "manual");
   if (c->tls && !c->certdir[0])
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
+  if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
+    return errf(&e, "--ktls=require needs TLS (port 443 or -certmode)");
   return 0;
 }
 
@@ -351,6 +362,12 @@ void config_usage(FILE *out, const char *prog) {
 "  -http-port int\n"
 "        with TLS, a plain-HTTP helper on this port: /generate_204, and a\n"
 "        redirect to https for everything else; -1 = off (default 80)\n"
+"  -ktls string\n"
+"        kernel TLS: after each handshake hand the record keys to the kernel\n"
+"        and relay plaintext on the socket. auto: where the kernel has it\n"
+"        (TCP_ULP \"tls\"), else userspace TLS; off: always userspace;\n"
+"        require: exit at start without it, and close connections that\n"
+"        cannot switch (default \"auto\")\n"
 "\n"
 "Identity:\n"
 "  -c string\n"

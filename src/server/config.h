@@ -29,6 +29,7 @@ struct config {
   char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
+  int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
   bool tls;                  /* derived by config_parse */
 };
 

@@ -132,7 +132,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
     shard_recycle_buf(sh, bid);
   } else if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
-  } else if (c->state != CS_CLOSING) {
+  } else if (c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
     close_on_read(c, res);
   }
   if (c->state == CS_CLOSING) {
@@ -453,6 +453,9 @@ static uint32_t jitter_ms(struct shard *sh) {
   return span > 0 ? (uint32_t)(x % (uint64_t)span) : 0;
 }
 
+_Static_assert(STAT_conns_tls == STAT_conns_plain + XP_TLS && STAT_conns_ktls == STAT_conns_plain + XP_KTLS,
+               "derpd_conns_mode counters follow enum xp_mode");
+
 /* On the owner shard: register, send ServerInfo and whatever else is queued,
  * run the frames that arrived behind ClientInfo, then start reading. */
 void conn_establish(struct conn *c) {
@@ -466,6 +469,7 @@ void conn_establish(struct conn *c) {
                          (1u << DERP_FRAME_FORWARD_PACKET);
   relay_register(c);
   if (c->state != CS_ESTABLISHED) return; /* closed: out of memory */
+  stat_add_slot(&sh->stats.v[STAT_conns_plain + c->xp->mode], 1); /* derpd_conns_mode{mode} */
   c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
   list_add_tail(&sh->ka_fifo, &c->ka_node);
   shard_mark_dirty(sh, c);

@@ -66,25 +66,6 @@
 #define SOL_TLS 282
 #endif
 
-/* ---- flag --------------------------------------------------------------- */
-
-int ktls_mode_parse(const char *s, enum ktls_mode *out) {
-  if (!strcmp(s, "off")) *out = KTLS_OFF;
-  else if (!strcmp(s, "auto")) *out = KTLS_AUTO;
-  else if (!strcmp(s, "require")) *out = KTLS_REQUIRE;
-  else return -1;
-  return 0;
-}
-
-const char *ktls_mode_name(enum ktls_mode m) {
-  switch (m) {
-  case KTLS_OFF: return "off";
-  case KTLS_AUTO: return "auto";
-  case KTLS_REQUIRE: return "require";
-  }
-  return "?";
-}
-
 /* ---- probe -------------------------------------------------------------- */
 
 int ktls_probe(void) {
@@ -290,11 +271,23 @@ int ktls_crypto_info(SSL *ssl, int dir, union ktls_info *out, char *err, size_t 
   return 0;
 }
 
+int (*ktls_setsockopt)(int fd, int level, int name, const void *val, socklen_t len) = setsockopt;
+
+int ktls_set_ulp(int fd) {
+  return ktls_setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof "tls") < 0 ? -errno : 0;
+}
+
+int ktls_set_key(int fd, int dir, const union ktls_info *ki) {
+  socklen_t len = (socklen_t)ktls_info_size(ki);
+  if (len == 0) return -EINVAL;
+  return ktls_setsockopt(fd, SOL_TLS, dir == KTLS_TX ? TLS_TX : TLS_RX, ki, len) < 0 ? -errno : 0;
+}
+
 int ktls_install(int fd, const union ktls_info *tx, const union ktls_info *rx) {
-  if (setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof "tls") < 0) return -errno;
-  if (tx && setsockopt(fd, SOL_TLS, TLS_TX, tx, (socklen_t)ktls_info_size(tx)) < 0) return -errno;
-  if (rx && setsockopt(fd, SOL_TLS, TLS_RX, rx, (socklen_t)ktls_info_size(rx)) < 0) return -errno;
-  return 0;
+  int r = ktls_set_ulp(fd);
+  if (r == 0 && tx) r = ktls_set_key(fd, KTLS_TX, tx);
+  if (r == 0 && rx) r = ktls_set_key(fd, KTLS_RX, rx);
+  return r;
 }
 
 /* ---- records ------------------------------------------------------------ */

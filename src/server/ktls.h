@@ -23,7 +23,9 @@
 #define DERPD_KTLS_H
 
 #include <linux/tls.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 /* BoringSSL's SSL and SSL_CTX, by their struct tags, so this header needs no
@@ -31,10 +33,42 @@
 struct ssl_st;
 struct ssl_ctx_st;
 
+/* ---- policy (ktls_policy.c: no BoringSSL, no syscalls) -------------------- */
+
+/* --ktls: off = userspace TLS always; auto = kTLS where the kernel has it;
+ * require = refuse to start without it, and close a connection that cannot
+ * switch rather than keep it in userspace. */
 enum ktls_mode { KTLS_OFF = 0, KTLS_AUTO, KTLS_REQUIRE };
 /* "off" | "auto" | "require" -> *out; 0 ok, -1 unknown. */
 int ktls_mode_parse(const char *s, enum ktls_mode *out);
 const char *ktls_mode_name(enum ktls_mode m);
+
+/* When a TLS connection may hand a direction to the kernel. The two
+ * directions switch separately (RX first, TX when it can):
+ *  - RX only where no read is in flight (the kernel would otherwise race a
+ *    read already consuming socket bytes) and nothing of an unfinished
+ *    record sits in userspace: those bytes left the socket and the kernel
+ *    would start mid-record. Such a conn stays in userspace TLS (fallback).
+ *  - TX only once RX is in the kernel, and only while no record sealed in
+ *    userspace is queued, in flight or unflushed: the kernel would seal them
+ *    again, and rec_seq (SSL_get_write_sequence) must count every record
+ *    already on its way. Until then TX waits; the SSL keeps sealing. */
+struct ktls_switch_in {
+  bool handshake_done;
+  bool recv_in_flight;   /* a socket read is armed or running */
+  bool rx_partial;       /* ciphertext of an unfinished record is in userspace */
+  bool rx_installed;     /* TLS_RX is in the kernel */
+  bool wire_queued;      /* userspace-sealed records queued for the socket */
+  bool send_in_flight;   /* a send (of any bytes) is running */
+  bool ssl_out_pending;  /* sealed records not yet queued, or a wrapped batch held */
+};
+enum ktls_step {
+  KTLS_STEP_WAIT = 1,    /* not now; ask again at the next chance */
+  KTLS_STEP_INSTALL,     /* hand the keys to the kernel now */
+  KTLS_STEP_FALLBACK,    /* never for this connection: stay in userspace */
+};
+enum ktls_step ktls_rx_step(const struct ktls_switch_in *s);
+enum ktls_step ktls_tx_step(const struct ktls_switch_in *s);
 
 /* 1 if this kernel accepts TCP_ULP "tls" on a connected TCP socket, 0 if not
  * (ENOENT: no tls module; EOPNOTSUPP etc.). Makes and closes a loopback
@@ -73,6 +107,15 @@ int ktls_crypto_info(struct ssl_st *ssl, int dir, union ktls_info *out, char *er
  * may be NULL). 0, or -errno of the first call that failed. Once the ULP is
  * set it cannot be removed: on failure, close the connection. */
 int ktls_install(int fd, const union ktls_info *tx, const union ktls_info *rx);
+/* The steps of ktls_install, for a caller that installs the directions at
+ * different times. ktls_set_ulp: 0 or -errno; on failure the socket is
+ * unchanged (plain TCP: userspace TLS can go on). ktls_set_key: TLS_TX or
+ * TLS_RX (dir KTLS_TX / KTLS_RX), 0 or -errno; once the ULP is set a failure
+ * leaves the socket unusable for userspace TLS: close it. */
+int ktls_set_ulp(int fd);
+int ktls_set_key(int fd, int dir, const union ktls_info *ki);
+/* The setsockopt the three above call (tests replace it; default setsockopt). */
+extern int (*ktls_setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
 
 /* ---- records under kTLS ------------------------------------------------- */
 

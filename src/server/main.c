@@ -10,12 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
+#include "server/ktls.h"
 #include "server/log.h"
 #include "server/server.h"
 #include "server/tls.h"
@@ -199,6 +202,65 @@ static void free_server(struct server *s) {
   free(s);
 }
 
+/* DERPD_TEST_ASSUME_KTLS=refuse-keys: TCP_ULP "succeeds" without reaching
+ * the kernel and every key is refused, on any kernel. */
+static int refuse_keys(int fd, int level, int name, const void *val, socklen_t len) {
+  (void)fd, (void)name, (void)val, (void)len;
+  if (level == SOL_TCP) return 0;
+  errno = EINVAL;
+  return -1;
+}
+
+/* --ktls: probe the kernel once. For tests only, DERPD_TEST_ASSUME_KTLS=1
+ * skips the probe and takes kTLS as present, so that a kernel without it
+ * still runs the switch-over up to the refused TCP_ULP; =refuse-keys also
+ * fakes the ULP and refuses the keys (refuse_keys). 0, or -1 (require). */
+static int setup_ktls(struct server *s) {
+  enum ktls_mode mode = (enum ktls_mode)s->cfg.ktls_mode;
+  if (mode == KTLS_OFF) {
+    log_info("kTLS: off (--ktls=off): userspace TLS");
+    tls_set_ktls(false, false);
+    return 0;
+  }
+  const char *assume = getenv("DERPD_TEST_ASSUME_KTLS");
+  bool avail = ktls_probe() == 1;
+  if (assume && strcmp(assume, "refuse-keys") == 0) {
+    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=refuse-keys: faking TCP_ULP, refusing every key (tests only)");
+    ktls_setsockopt = refuse_keys;
+    avail = true;
+  } else if (!avail && assume && strcmp(assume, "1") == 0) {
+    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=1: taking kTLS as available without the probe (tests only)");
+    avail = true;
+  } else if (avail) {
+    log_info("kTLS: available");
+  } else if (mode == KTLS_REQUIRE) {
+    log_error("kTLS: --ktls=require, but this kernel has no kTLS (TCP_ULP \"tls\" refused; "
+              "modprobe tls, or CONFIG_TLS): not starting");
+    return -1;
+  } else {
+    log_info("kTLS: not available (kernel has no TCP_ULP tls): userspace TLS");
+  }
+  s->ktls = avail;
+  tls_set_ktls(avail, mode == KTLS_REQUIRE);
+  return 0;
+}
+
+/* Per-transport totals for the log at exit (counters summed over shards;
+ * the shards are joined). */
+static void log_mode_totals(struct server *s) {
+  int64_t v[STAT_NSCALARS] = {0};
+  for (int i = 0; i < s->nshards; i++)
+    for (int j = 0; j < STAT_NSCALARS; j++)
+      v[j] += atomic_load_explicit(&s->shards[i].stats.v[j], memory_order_relaxed);
+  log_info("derpd: clients by transport: plain %lld, tls %lld, ktls %lld%s",
+           (long long)v[STAT_conns_plain], (long long)v[STAT_conns_tls], (long long)v[STAT_conns_ktls],
+           s->ktls ? "" : " (kTLS not in use)");
+  if (s->ktls)
+    log_info("derpd: kTLS: %lld switched, %lld kept in userspace, %lld refused by the kernel",
+             (long long)v[STAT_ktls_installs], (long long)v[STAT_ktls_fallbacks],
+             (long long)v[STAT_ktls_failures]);
+}
+
 /* SIGHUP reloads the TLS certificates: new connections get the new ones,
  * connections already open keep theirs. */
 static int wait_for_signal(const sigset_t *set, bool tls) {
@@ -233,6 +295,10 @@ int main(int argc, char **argv) {
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
   if (s->tls) {
+    if (setup_ktls(s) != 0) {
+      free(s);
+      return 1;
+    }
     if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
       log_error("tls: %s", err);
       return 1;
@@ -289,6 +355,7 @@ int main(int argc, char **argv) {
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   shutdown_shards(s);
   pthread_barrier_destroy(&bar);
+  log_mode_totals(s);
   free_server(s);
   tls_shutdown();
   log_info("derpd: stopped");

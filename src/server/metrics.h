@@ -48,7 +48,14 @@
   X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
   X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
   X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed") \
-  X(tls_handshakes, "derpd_tls_handshakes", "counter", "TLS handshakes completed")
+  X(tls_handshakes, "derpd_tls_handshakes", "counter", "TLS handshakes completed")       \
+  X(conns_plain, "derpd_conns_mode{mode=\"plain\"}", "counter", "clients established, by transport") \
+  X(conns_tls, "derpd_conns_mode{mode=\"tls\"}", "counter", "")                           \
+  X(conns_ktls, "derpd_conns_mode{mode=\"ktls\"}", "counter", "")                         \
+  X(ktls_installs, "derpd_ktls_installs", "counter", "TLS connections switched to kTLS, both directions") \
+  X(ktls_fallbacks, "derpd_ktls_fallbacks", "counter", "TLS connections kept in userspace TLS: kTLS could not take them") \
+  X(ktls_failures, "derpd_ktls_failures", "counter", "kTLS key installs the kernel refused (connection closed)") \
+  X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -79,7 +86,10 @@
   X(nomem, "out_of_memory")                               \
   X(shutdown, "shutdown")                                 \
   X(websocket_unsupported, "websocket_unsupported")      \
-  X(tls, "tls_error")
+  X(tls, "tls_error")                                     \
+  X(tls_alert, "tls_alert")                               \
+  X(ktls_key_update, "ktls_key_update")                   \
+  X(ktls, "ktls_error")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };

@@ -152,10 +152,15 @@ struct conn {
 
 /* ---- the transport seam (transport.h) ----------------------------------- */
 
+/* What a transport is, for the per-mode counters (derpd_conns_mode). */
+enum xp_mode { XP_PLAIN = 0, XP_TLS, XP_KTLS };
+
 /* How bytes become frames and frames become bytes. Plain TCP passes them
- * through; userspace TLS and WebSocket (later) wrap and unwrap here. */
+ * through; userspace TLS and WebSocket (later) wrap and unwrap here; kTLS
+ * passes them through again once the kernel has the keys. */
 struct transport {
   const char *name;
+  uint8_t mode;            /* enum xp_mode */
   /* Wire bytes arrived: turn them into plaintext and hand that to
    * conn_input(). Returns 0, or -1 after closing the conn. */
   int (*recv)(struct conn *c, const uint8_t *p, size_t n);
@@ -172,6 +177,11 @@ struct transport {
   void (*sent)(struct conn *c);
   /* Frees xp_state; called when the conn is freed. */
   void (*destroy)(struct conn *c);
+  /* Optional: a receive failed with res (< 0, not -ENOBUFS). Return 1 if the
+   * transport dealt with it (the conn then reads on, unless it closed it),
+   * 0 to let conn.c close the conn as a read error. kTLS: a record that is
+   * not application data fails a plain recv with -EIO. */
+  int (*recv_error)(struct conn *c, int res);
 };
 extern const struct transport transport_plain;
 extern const struct transport transport_tls;
@@ -179,6 +189,14 @@ extern const struct transport transport_tls;
 int transport_tls_attach(struct conn *c);
 /* Once at start, before any TLS conn: the BIO glue. 0 or -1. */
 int transport_tls_init(void);
+/* transport_ktls.c: the transport of a conn whose keys are both in the
+ * kernel (TLS_1_2_VERSION / TLS_1_3_VERSION from linux/tls.h). */
+const struct transport *transport_ktls(uint16_t version);
+/* A failed receive on a conn with TLS_RX in the kernel (transport_ktls and
+ * the TLS transport while its TX still waits): reads the record the kernel
+ * holds back and acts on it. tx_kernel: our alerts can go out as records.
+ * Same contract as transport.recv_error. */
+int ktls_recv_error(struct conn *c, int res, uint16_t version, bool tx_kernel);
 
 /* ---- shards and the server ---------------------------------------------- */
 
@@ -234,6 +252,8 @@ struct server {
   uint16_t port;               /* bound port */
   uint16_t port80;             /* bound port of the port-80 helper, 0 if none */
   bool tls;                    /* new conns speak TLS (tls.c holds the SSL_CTX) */
+  bool ktls;                   /* TLS conns move to kTLS after the handshake
+                                  (the kernel has it and --ktls is not off) */
   /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
    * handoffs. Separate so a flood of one cannot starve another. */
   struct spsc **data_q, **ctrl_q, **hand_q;

@@ -13,7 +13,13 @@
  * never touches live connections.
  *
  * derpd does not resume sessions: no tickets (TLS 1.3 NewSessionTicket would
- * otherwise ride on the first write), no session cache. */
+ * otherwise ride on the first write), no session cache.
+ *
+ * kTLS (tls_set_ktls, before tls_init): every SSL_CTX, reloads included, gets
+ * ktls.c's key-log callback (the only way BoringSSL's C API gives out TLS 1.3
+ * traffic secrets; derpd sets no other key-log callback, so nothing to
+ * chain). With --ktls=require, TLS 1.2 is limited to the AEAD suites the
+ * kernel takes, so that no handshake succeeds only to be closed. */
 #include "server/tls.h"
 
 #include <arpa/inet.h>
@@ -41,6 +47,7 @@
 
 #include "derp/frame.h"
 #include "server/config.h"
+#include "server/ktls.h"
 #include "server/log.h"
 
 #define SELFSIGNED_DAYS 3650 /* pinned by hash, so expiry only forces a new pin */
@@ -55,6 +62,7 @@ static struct {
   char crt_path[1300], key_path[1300];
   bool host_is_ip;          /* -hostname is an IP literal: any SNI (derper) */
   bool allow_no_sni;        /* selfsigned or IP hostname: clients dial by address */
+  bool ktls, ktls_require;  /* tls_set_ktls */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void set_err(char *err, size_t errlen, const char *what) {
@@ -274,6 +282,13 @@ static SSL_CTX *build_ctx(char *err, size_t errlen) {
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
   SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+  if (g.ktls) ktls_ctx_init(ctx);
+  /* TLS 1.2 suites the kernel takes (TLS 1.3 has only those three). */
+  if (g.ktls_require &&
+      !SSL_CTX_set_strict_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:AESGCM")) {
+    set_err(err, errlen, "cipher list for --ktls=require");
+    goto fail;
+  }
   if (!SSL_CTX_use_certificate_chain_file(ctx, g.crt_path)) {
     char what[1400];
     snprintf(what, sizeof what, "load certificate %s", g.crt_path);
@@ -304,6 +319,11 @@ static SSL_CTX *build_ctx(char *err, size_t errlen) {
 fail:
   SSL_CTX_free(ctx);
   return NULL;
+}
+
+void tls_set_ktls(bool on, bool require) {
+  g.ktls = on;
+  g.ktls_require = on && require;
 }
 
 int tls_init(const struct config *cfg, const char *server_key_hex, char *err, size_t errlen) {

@@ -9,6 +9,7 @@ static void plain_destroy(struct conn *c) { (void)c; }
 
 const struct transport transport_plain = {
     .name = "plain",
+    .mode = XP_PLAIN,
     .recv = plain_recv,
     .wrap = plain_wrap,
     .destroy = plain_destroy,

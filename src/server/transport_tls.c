@@ -18,7 +18,31 @@
  * once done, buffers released when empty: a few KiB when idle). All of it is
  * heap owned by the conn, with no thread affinity: it moves with the conn to
  * the owner shard. The bytes after ClientInfo in one receive are unwrapped
- * before the move and ride along as plaintext (upgrade.c). */
+ * before the move and ride along as plaintext (upgrade.c).
+ *
+ * kTLS (srv->ktls): the switch happens here, in two steps (rules in ktls.h,
+ * ktls_rx_step / ktls_tx_step):
+ *  1. RX, in the receive completion that finished the handshake. Handshake
+ *     reads are single-shot, so no read is in flight and every byte not yet
+ *     read is still in the socket. Everything the SSL already holds has been
+ *     decrypted by then (the SSL_read loop runs until the BIO is empty, an
+ *     HTTP request sent right behind Finished included); if part of a record
+ *     is left in the SSL, those bytes left the socket and the conn stays in
+ *     userspace TLS (fallback). Otherwise TCP_ULP "tls" and TLS_RX go in, and
+ *     the conn takes transport_tls_krx: reads are plaintext from then on.
+ *  2. TX, as soon as no userspace-sealed record is queued or in flight: at
+ *     once if the wire queue is empty and no send runs (TLS 1.3, usually),
+ *     else at the next wrap (TLS 1.2: the server's Finished is still queued
+ *     when the handshake ends). A wrap only ever sees a batch of plaintext
+ *     frames with no send in flight and no wire pkt ahead of it (conn_flush),
+ *     so the first wrap after step 1 always installs; rec_seq is taken then
+ *     from SSL_get_write_sequence. Until then nothing is sealed at all: no
+ *     wrap ran, and with RX in the kernel the SSL makes no records of its own.
+ *     Then the SSL and this state are freed and the conn runs on
+ *     transport_ktls (transport_ktls.c).
+ * A refused TCP_ULP leaves the socket as it was: fallback to userspace TLS
+ * (--ktls=require: close). A refused key after the ULP is in: close
+ * (ktls_error), as the socket cannot go back. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +50,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "server/ktls.h"
 #include "server/log.h"
 #include "server/server.h"
 #include "server/tls.h"
@@ -46,7 +71,12 @@ struct tls_conn {
   uint8_t *wire;           /* records of the wrapped send in flight */
   bool done;               /* handshake complete */
   bool failed;             /* fatal error: the alert is on its way, then close */
+  bool ktls_tried;         /* the RX switch was decided (installed or not) */
+  uint16_t ktls_version;   /* with TLS_RX in the kernel: TLS_1_x_VERSION */
 };
+
+static const struct transport transport_tls_krx;
+static int ktls_switch_rx(struct conn *c, struct tls_conn *t);
 
 static BIO_METHOD *bio_method; /* set once at start, read-only after */
 
@@ -240,6 +270,10 @@ static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
     return -1;
   }
   if (t->out_len && flush_out(c, t) < 0) return -1;
+  if (rc == 0 && t->done && !t->failed && !t->ktls_tried && c->sh->srv->ktls) {
+    t->ktls_tried = true;
+    return ktls_switch_rx(c, t); /* the last use of t here: it may be freed */
+  }
   return rc;
 }
 
@@ -306,8 +340,142 @@ static void tls_destroy(struct conn *c) {
 
 const struct transport transport_tls = {
     .name = "tls",
+    .mode = XP_TLS,
     .recv = tls_recv,
     .wrap = tls_wrap,
     .sent = tls_sent,
     .destroy = tls_destroy,
+};
+
+/* ---- the switch to kTLS -------------------------------------------------- */
+
+static void ktls_log(struct conn *c, const char *what, const char *detail) {
+  if (log_get_level() < LOG_DEBUG || !shard_log_allowed(c->sh)) return;
+  char addr[64];
+  conn_addr_str(c, addr, sizeof addr);
+  log_msg(LOG_DEBUG, "shard %d: conn %llu %s: %s%s%s", c->sh->id, (unsigned long long)c->id, addr,
+          what, detail ? ": " : "", detail ? detail : "");
+}
+
+/* The conn stays in userspace TLS. 0, or -1 after closing it (require). */
+static int ktls_fallback(struct conn *c, const char *why) {
+  STAT_INC(&c->sh->stats, ktls_fallbacks);
+  if (c->sh->srv->cfg.ktls_mode == KTLS_REQUIRE) {
+    char d[200];
+    snprintf(d, sizeof d, "--ktls=require, but %s", why);
+    conn_close(c, CLOSE_ktls, d);
+    return -1;
+  }
+  ktls_log(c, "userspace TLS", why);
+  return 0;
+}
+
+/* The kernel refused a key after the ULP went in: the socket cannot carry
+ * userspace TLS any more. Always -1. */
+static int ktls_fail(struct conn *c, const char *what, int err) {
+  char d[160];
+  snprintf(d, sizeof d, "%s: %s", what, strerror(err));
+  STAT_INC(&c->sh->stats, ktls_failures);
+  conn_close(c, CLOSE_ktls, d);
+  return -1;
+}
+
+/* Step 2. x: the send batch being built (c->send == x, not yet submitted),
+ * or NULL. 1 = switched: TX is in the kernel, the SSL and t are freed and
+ * c->xp is transport_ktls; 0 = not yet; -1 = the conn was closed. */
+static int ktls_switch_tx(struct conn *c, struct tls_conn *t, const struct send_ctx *x) {
+  struct ktls_switch_in in = {
+      .handshake_done = t->done,
+      .rx_installed = c->xp == &transport_tls_krx,
+      .wire_queued = c->ctrl_h && c->ctrl_h->wire,
+      .send_in_flight = c->send && c->send != x,
+      .ssl_out_pending = t->out_len > 0 || t->wire,
+  };
+  if (ktls_tx_step(&in) != KTLS_STEP_INSTALL) return 0;
+  union ktls_info tx;
+  char why[128];
+  if (ktls_crypto_info(t->ssl, KTLS_TX, &tx, why, sizeof why) < 0) {
+    /* Not expected: RX of the same suite just worked. */
+    STAT_INC(&c->sh->stats, ktls_failures);
+    conn_close(c, CLOSE_ktls, why);
+    return -1;
+  }
+  int r = ktls_set_key(c->fd, KTLS_TX, &tx);
+  ktls_info_wipe(&tx);
+  if (r < 0) return ktls_fail(c, "TLS_TX", -r);
+  char detail[96];
+  const SSL_CIPHER *cipher = SSL_get_current_cipher(t->ssl);
+  snprintf(detail, sizeof detail, "%s %s", SSL_get_version(t->ssl),
+           cipher ? SSL_CIPHER_standard_name(cipher) : "?");
+  uint16_t version = t->ktls_version;
+  tls_destroy(c); /* the SSL (and its secrets), buffers, t; xp_state = NULL */
+  c->xp = transport_ktls(version);
+  STAT_INC(&c->sh->stats, ktls_installs);
+  ktls_log(c, "kTLS on", detail);
+  return 1;
+}
+
+/* Step 1, at the end of the receive that finished the handshake. 0, or -1
+ * after closing the conn. */
+static int ktls_switch_rx(struct conn *c, struct tls_conn *t) {
+  struct ktls_switch_in in = {
+      .handshake_done = t->done,
+      .recv_in_flight = false, /* single-shot handshake read: this was it */
+      .rx_partial = t->in_len > 0 || SSL_has_pending(t->ssl),
+  };
+  switch (ktls_rx_step(&in)) {
+  case KTLS_STEP_WAIT: return 0;
+  case KTLS_STEP_FALLBACK: return ktls_fallback(c, "part of a record was already read in userspace");
+  case KTLS_STEP_INSTALL: break;
+  }
+  union ktls_info rx, tx;
+  char why[128];
+  /* Both directions must be possible before anything changes on the socket
+   * (an unsupported version or suite: stay in userspace). */
+  if (ktls_crypto_info(t->ssl, KTLS_RX, &rx, why, sizeof why) < 0) return ktls_fallback(c, why);
+  int tx_ok = ktls_crypto_info(t->ssl, KTLS_TX, &tx, why, sizeof why);
+  ktls_info_wipe(&tx);
+  if (tx_ok < 0) {
+    ktls_info_wipe(&rx);
+    return ktls_fallback(c, why);
+  }
+  int r = ktls_set_ulp(c->fd);
+  if (r < 0) {
+    ktls_info_wipe(&rx);
+    snprintf(why, sizeof why, "TCP_ULP \"tls\" refused: %s", strerror(-r));
+    return ktls_fallback(c, why);
+  }
+  t->ktls_version = rx.info.version;
+  r = ktls_set_key(c->fd, KTLS_RX, &rx);
+  ktls_info_wipe(&rx);
+  if (r < 0) return ktls_fail(c, "TLS_RX", -r);
+  c->xp = &transport_tls_krx;
+  return ktls_switch_tx(c, t, NULL) < 0 ? -1 : 0;
+}
+
+/* transport_tls_krx: TLS_RX in the kernel, TX still sealed here until the
+ * first wrap (step 2). Reads are plaintext. */
+static int krx_recv(struct conn *c, const uint8_t *p, size_t n) { return conn_input(c, p, n); }
+
+static int krx_wrap(struct conn *c, struct send_ctx *x) {
+  struct tls_conn *t = c->xp_state;
+  int r = ktls_switch_tx(c, t, x);
+  if (r < 0) return -1;
+  if (r > 0) return 0; /* the kernel seals this batch */
+  return tls_wrap(c, x); /* not reached (see the head of this file); still correct */
+}
+
+static int krx_recv_error(struct conn *c, int res) {
+  struct tls_conn *t = c->xp_state;
+  return ktls_recv_error(c, res, t->ktls_version, false);
+}
+
+static const struct transport transport_tls_krx = {
+    .name = "ktls",
+    .mode = XP_KTLS,
+    .recv = krx_recv,
+    .wrap = krx_wrap,
+    .sent = tls_sent,
+    .destroy = tls_destroy,
+    .recv_error = krx_recv_error,
 };
