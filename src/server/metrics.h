@@ -47,7 +47,10 @@
   X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")   \
   X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
   X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
-  X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed")
+  X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed") \
+  X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
+  X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
+  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -77,7 +80,8 @@
   X(conn_limit, "conn_limit")                             \
   X(nomem, "out_of_memory")                               \
   X(shutdown, "shutdown")                                 \
-  X(websocket_unsupported, "websocket_unsupported")
+  X(websocket_protocol, "websocket_protocol")             \
+  X(websocket_close, "websocket_close")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };
