@@ -327,7 +327,40 @@ struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey 
   return c;
 }
 
+struct derp_client *derpd_client_ws(const struct derpd_proc *p, const derp_privkey *priv,
+                                    uint32_t frame_max, char *err, size_t errlen) {
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = p->port, .priv = priv,
+                               .server_key = &p->server_key, .timeout_ms = 5000,
+                               .websocket = true, .ws_frame_max = frame_max};
+  struct derp_client *c = NULL;
+  if (derp_client_connect(&c, &o, err, errlen) < 0) return NULL;
+  return c;
+}
+
 static struct derp_client *tracked[E2E_MAX_CLIENTS];
+
+static struct derp_client *track(struct derp_client *c) {
+  for (int i = 0; i < E2E_MAX_CLIENTS; i++)
+    if (!tracked[i]) {
+      tracked[i] = c;
+      return c;
+    }
+  derp_client_close(c);
+  cr_assert_fail("more than %d tracked clients", E2E_MAX_CLIENTS);
+  return NULL;
+}
+
+struct derp_client *e2e_client_ws(const struct derpd_proc *p, derp_privkey *priv_out,
+                                  uint32_t frame_max) {
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  if (priv_out) *priv_out = priv;
+  char err[256] = "";
+  struct derp_client *c = derpd_client_ws(p, &priv, frame_max, err, sizeof err);
+  cr_assert_not_null(c, "websocket client connect (frames of %u): %s", frame_max, err);
+  return track(c);
+}
 
 void e2e_close(struct derp_client *c) {
   for (int i = 0; i < E2E_MAX_CLIENTS; i++)
@@ -347,14 +380,7 @@ struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_p
   char err[256] = "";
   struct derp_client *c = derpd_client(p, priv, fast_start, err, sizeof err);
   cr_assert_not_null(c, "client connect (%s): %s", fast_start ? "fast start" : "normal", err);
-  for (int i = 0; i < E2E_MAX_CLIENTS; i++)
-    if (!tracked[i]) {
-      tracked[i] = c;
-      return c;
-    }
-  derp_client_close(c);
-  cr_assert_fail("more than %d tracked clients", E2E_MAX_CLIENTS);
-  return NULL;
+  return track(c);
 }
 
 struct derp_client *e2e_client(const struct derpd_proc *p, derp_privkey *priv_out, bool fast_start) {

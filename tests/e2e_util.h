@@ -68,6 +68,13 @@ void e2e_close_all(void);
 /* Non-asserting connect (not tracked; the caller closes): NULL with err filled on failure. */
 struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
                                  bool fast_start, char *err, size_t errlen);
+/* WebSocket clients (DERP in binary messages; frame_max: split each write into
+ * frames of at most that many bytes, 0 = one frame per write). Tracked like
+ * e2e_client; the derpd_ variant asserts nothing and is not tracked. */
+struct derp_client *e2e_client_ws(const struct derpd_proc *p, derp_privkey *priv_out,
+                                  uint32_t frame_max);
+struct derp_client *derpd_client_ws(const struct derpd_proc *p, const derp_privkey *priv,
+                                    uint32_t frame_max, char *err, size_t errlen);
 
 /* Route sync: the server may register a new client's key asynchronously (as
  * Go's derper does, after ServerInfo), so before measuring relay behaviour a

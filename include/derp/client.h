@@ -1,6 +1,7 @@
 /* derp/client.h: a small blocking DERP client.
  *
- * Connects over plain TCP, upgrades with HTTP (optionally fast start), runs the
+ * Connects over plain TCP, upgrades with HTTP (optionally fast start) or to
+ * WebSocket (DERP inside binary messages, as browsers speak it), runs the
  * handshake, then sends and receives frames. One thread per client; the socket
  * fd is exposed for poll(). Tests and tools build on it; the load generator
  * uses it for set-up. Not thread-safe: one client, one thread. */
@@ -47,6 +48,10 @@ struct derp_client_opts {
   int (*wrap_stream)(void *arg, int fd, int64_t deadline_ms, struct derp_client_stream *out,
                      derp_key *learned, bool *have_learned, char *err, size_t errlen);
   void *wrap_arg;
+  bool websocket;              /* Upgrade: websocket, subprotocol derp (no fast start) */
+  uint32_t ws_frame_max;       /* WebSocket: split each write into a fragmented
+                                  message of frames of at most this many bytes
+                                  (0 = one frame per write); for tests */
 };
 
 /* A received frame. For RECV_PACKET, src and packet/len are set; for PEER_GONE,
@@ -83,7 +88,8 @@ int derp_client_pong(struct derp_client *c, const uint8_t data[8]);
 int derp_client_note_preferred(struct derp_client *c, bool preferred);
 /* Any frame, for tests of malformed input: writes header(type, len) + payload. */
 int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payload, uint32_t len);
-/* Raw bytes with no framing at all. */
+/* Raw bytes with no framing at all (not even WebSocket framing: tests use it
+ * to write their own WebSocket frames). */
 int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n);
 
 /* Wait up to timeout_ms (-1 forever) for one frame. 1 = got a frame, 0 = timed

@@ -1,8 +1,15 @@
 /* client.c: the blocking DERP client of derp/client.h.
  *
- * Owns: TCP connect (with a deadline), the HTTP upgrade (normal and fast
- * start), the DERP handshake (ServerKey, ClientInfo, ServerInfo), whole-frame
- * writes, and frame reads through a derp_frame_reader over one receive buffer.
+ * Owns: TCP connect (with a deadline), the HTTP upgrade (normal, fast start
+ * or WebSocket), the DERP handshake (ServerKey, ClientInfo, ServerInfo),
+ * whole-frame writes, and frame reads through a derp_frame_reader over one
+ * receive buffer.
+ *
+ * WebSocket: after the 101 (Sec-WebSocket-Accept checked) every write is one
+ * masked binary message (optionally fragmented, ws_frame_max), and received
+ * bytes are unwrapped in place in the receive buffer before the frame reader
+ * sees them (server frames are unmasked, so payload only moves down over the
+ * headers). Pings are answered; a close frame reads as EOF.
  *
  * Sockets stay blocking; poll() enforces deadlines on reads and on connect.
  * Writes block (a caller that needs a bound sets SO_SNDTIMEO on the fd: a
@@ -25,10 +32,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sodium.h>
+
+#include "lib/wsaccept.h"
+#include "lib/wsframe.h"
 
 #define RBUF_CAP (128 * 1024)
 #define HTTP_HEAD_MAX 8192
@@ -46,6 +59,12 @@ struct derp_client {
   struct derp_client_stream st; /* opts->wrap_stream's stream (TLS), if any */
   bool has_stream;
   int http_status;  /* status of the upgrade response; 0 = none read (fast start) */
+  /* WebSocket mode. */
+  bool ws, ws_closed;
+  uint32_t ws_frame_max;
+  struct ws_decoder wd;
+  uint8_t *wbuf;   /* framed, masked copy of one write */
+  size_t wcap;
 };
 
 /* ---- small utilities ---- */
@@ -131,6 +150,41 @@ static int write_all(struct derp_client *c, const void *p, size_t n) {
   return writev_all(c, &iov, 1);
 }
 
+static int ws_send_frame(struct derp_client *c, uint8_t op, const void *p, size_t n);
+
+/* WebSocket: unwrap the n raw bytes at rbuf[rend..) in place, leaving the
+ * message bytes at rbuf[rend..) (rend advanced). Pings are answered; a close
+ * is echoed and sets ws_closed. 0, or -1 (errno EPROTO: bad frame). */
+static int ws_unwrap(struct derp_client *c, size_t n) {
+  uint8_t *in = c->rbuf + c->rend;
+  for (;;) {
+    struct ws_event ev;
+    switch (ws_decode(&c->wd, &in, &n, &ev)) {
+    case WS_EV_MORE:
+      return 0;
+    case WS_EV_DATA:
+      memmove(c->rbuf + c->rend, ev.data, ev.len);
+      c->rend += ev.len;
+      break;
+    case WS_EV_PING:
+      if (ws_send_frame(c, WS_OP_PONG, ev.data, ev.len) < 0) return -1;
+      break;
+    case WS_EV_PONG:
+      break;
+    case WS_EV_CLOSE: {
+      uint8_t code[2] = {(uint8_t)(ev.code >> 8), (uint8_t)ev.code};
+      c->ws_closed = true;
+      (void)ws_send_frame(c, WS_OP_CLOSE, code, ev.code == WS_CLOSE_NO_STATUS ? 0 : 2);
+      break;
+    }
+    case WS_EV_ERROR:
+      c->ws_closed = true;
+      errno = EPROTO;
+      return -1;
+    }
+  }
+}
+
 /* Read more bytes into rbuf[rend..cap) waiting up to the deadline.
  * 1 = got bytes, 0 = timeout, -1 = EOF (errno EPIPE) or error. */
 static int fill(struct derp_client *c, size_t cap, int64_t deadline) {
@@ -138,33 +192,106 @@ static int fill(struct derp_client *c, size_t cap, int64_t deadline) {
     errno = ENOBUFS;
     return -1;
   }
-  if (c->has_stream) {
-    ssize_t n = c->st.read(c->st.ctx, c->rbuf + c->rend, cap - c->rend, deadline);
-    if (n == -2) return 0;
-    if (n < 0) return -1;
-    if (n == 0) {
-      errno = EPIPE;
-      return -1;
-    }
-    c->rend += (size_t)n;
-    return 1;
-  }
   for (;;) {
-    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-    int pr = poll(&pfd, 1, ms_left(deadline));
-    if (pr < 0 && errno == EINTR) continue;
-    if (pr < 0) return -1;
-    if (pr == 0) return 0;
-    ssize_t n = recv(c->fd, c->rbuf + c->rend, cap - c->rend, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return -1;
+    if (c->ws_closed) {
+      errno = EPIPE;
+      return -1;
+    }
+    ssize_t n;
+    if (c->has_stream) { /* TLS: the stream waits for the deadline itself */
+      n = c->st.read(c->st.ctx, c->rbuf + c->rend, cap - c->rend, deadline);
+      if (n == -2) return 0;
+      if (n < 0) return -1;
+    } else {
+      struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+      int pr = poll(&pfd, 1, ms_left(deadline));
+      if (pr < 0 && errno == EINTR) continue;
+      if (pr < 0) return -1;
+      if (pr == 0) return 0;
+      n = recv(c->fd, c->rbuf + c->rend, cap - c->rend, 0);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n < 0) return -1;
+    }
     if (n == 0) {
       errno = EPIPE;
       return -1;
     }
+    if (c->ws) { /* WebSocket rides on either: unwrap in place */
+      size_t before = c->rend;
+      if (ws_unwrap(c, (size_t)n) < 0) return -1;
+      if (c->rend == before) continue; /* only framing so far */
+      return 1;
+    }
     c->rend += (size_t)n;
     return 1;
   }
+}
+
+/* ---- writes ---- */
+
+/* Room for n bytes in wbuf. */
+static int wbuf_reserve(struct derp_client *c, size_t n) {
+  if (n <= c->wcap) return 0;
+  uint8_t *b = realloc(c->wbuf, n);
+  if (!b) return -1;
+  c->wbuf = b;
+  c->wcap = n;
+  return 0;
+}
+
+/* One WebSocket message holding iov[0..cnt): frames of at most ws_frame_max
+ * bytes, each masked with a fresh random key, written at once. */
+static int ws_writev(struct derp_client *c, const struct iovec *iov, int cnt) {
+  size_t total = 0;
+  for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
+  size_t fmax = c->ws_frame_max ? c->ws_frame_max : (total ? total : 1);
+  size_t nframes = total ? (total + fmax - 1) / fmax : 1;
+  if (wbuf_reserve(c, total + nframes * WS_HDR_MAX) < 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  size_t o = 0, done = 0, ioff = 0;
+  int i = 0;
+  for (size_t f = 0; f < nframes; f++) {
+    size_t len = total - done < fmax ? total - done : fmax;
+    uint8_t key[4];
+    randombytes_buf(key, sizeof key);
+    o += ws_put_header(c->wbuf + o, f == 0 ? WS_OP_BINARY : WS_OP_CONT, f + 1 == nframes, len, key);
+    size_t start = o;
+    for (size_t want = len; want > 0;) {
+      size_t k = iov[i].iov_len - ioff;
+      if (k > want) k = want;
+      memcpy(c->wbuf + o, (const uint8_t *)iov[i].iov_base + ioff, k);
+      o += k;
+      want -= k;
+      ioff += k;
+      if (ioff == iov[i].iov_len) {
+        i++;
+        ioff = 0;
+      }
+    }
+    ws_mask(c->wbuf + start, len, key, 0);
+    done += len;
+  }
+  return write_all(c, c->wbuf, o);
+}
+
+static int ws_send_frame(struct derp_client *c, uint8_t op, const void *p, size_t n) {
+  uint8_t f[WS_HDR_MAX + WS_CTRL_MAX], key[4];
+  if (n > WS_CTRL_MAX) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  randombytes_buf(key, sizeof key);
+  size_t h = ws_put_header(f, op, true, n, key);
+  memcpy(f + h, p, n);
+  ws_mask(f + h, n, key, 0);
+  return write_all(c, f, h + n);
+}
+
+/* The DERP stream's writes: as they are, or inside a WebSocket message. */
+static int send_iov(struct derp_client *c, struct iovec *iov, int cnt) {
+  return c->ws ? ws_writev(c, iov, cnt) : writev_all(c, iov, cnt);
 }
 
 /* ---- connect ---- */
@@ -235,6 +362,37 @@ static size_t build_request(char *out, size_t cap, const char *host, bool fast_s
                    "User-Agent: derpd-client\r\n%s\r\n",
                    host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
   return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
+}
+
+/* RFC 6455 §4.1 opening handshake, asking for the derp subprotocol. */
+static size_t build_ws_request(char *out, size_t cap, const char *host, const char *ws_key) {
+  int n = snprintf(out, cap,
+                   "GET /derp HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Protocol: derp\r\nUser-Agent: derpd-client\r\n\r\n",
+                   host, ws_key);
+  return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
+}
+
+/* Value of header `name` (case-insensitive) in the response head rbuf[0..rpos),
+ * trimmed, into out; false if absent or too long. */
+static bool response_header(const struct derp_client *c, const char *name, char *out, size_t cap) {
+  const char *p = (const char *)c->rbuf, *end = p + c->rpos;
+  size_t nl = strlen(name);
+  while ((p = memmem(p, (size_t)(end - p), "\r\n", 2)) && p + 2 < end) {
+    p += 2;
+    if ((size_t)(end - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+      const char *v = p + nl + 1, *e = memmem(v, (size_t)(end - v), "\r\n", 2);
+      if (!e) return false;
+      while (v < e && (*v == ' ' || *v == '\t')) v++;
+      while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+      if ((size_t)(e - v) >= cap) return false;
+      memcpy(out, v, (size_t)(e - v));
+      out[e - v] = 0;
+      return true;
+    }
+  }
+  return false;
 }
 
 /* Read an HTTP response head starting at rbuf[0]; require 101. Bytes past the
@@ -357,15 +515,50 @@ static int read_server_info(struct derp_client *c, int64_t deadline, char *err, 
 
 /* ---- handshake ---- */
 
+/* The 101 of a WebSocket upgrade is in: check it and switch to WebSocket
+ * framing; bytes already read behind the head are frames. */
+static int ws_enter(struct derp_client *c, const char *ws_key, char *err, size_t errlen) {
+  char want[DERP_WS_ACCEPT_LEN + 1], got[64], proto[64];
+  derp_ws_accept(ws_key, want);
+  if (!response_header(c, "Sec-WebSocket-Accept", got, sizeof got) || strcmp(got, want) != 0) {
+    seterr(err, errlen, "websocket: missing or wrong Sec-WebSocket-Accept");
+    return -1;
+  }
+  if (!response_header(c, "Sec-WebSocket-Protocol", proto, sizeof proto) ||
+      strcasecmp(proto, "derp") != 0) {
+    seterr(err, errlen, "websocket: server did not select the derp subprotocol");
+    return -1;
+  }
+  c->ws = true;
+  ws_decoder_init(&c->wd, false);
+  size_t n = c->rend - c->rpos;
+  memmove(c->rbuf, c->rbuf + c->rpos, n);
+  c->rpos = c->rend = 0;
+  if (ws_unwrap(c, n) < 0) {
+    seterr(err, errlen, "websocket: bad frame from server");
+    return -1;
+  }
+  return 0;
+}
+
 static int handshake_normal(struct derp_client *c, const struct derp_client_opts *o,
                             int64_t deadline, char *err, size_t errlen) {
-  char req[1024];
-  size_t rl = build_request(req, sizeof req, o->host, false);
+  char req[1024], ws_key[32];
+  size_t rl;
+  if (o->websocket) {
+    uint8_t nonce[16];
+    randombytes_buf(nonce, sizeof nonce);
+    derp_base64(nonce, sizeof nonce, ws_key);
+    rl = build_ws_request(req, sizeof req, o->host, ws_key);
+  } else {
+    rl = build_request(req, sizeof req, o->host, false);
+  }
   if (rl == 0 || write_all(c, req, rl) < 0) {
     seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
     return -1;
   }
   if (read_http_101(c, deadline, err, errlen) < 0) return -1;
+  if (o->websocket && ws_enter(c, ws_key, err, errlen) < 0) return -1;
   if (read_server_key(c, o->server_key, deadline, err, errlen) < 0) return -1;
   uint8_t ci[DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
   size_t cl = build_client_info(c, o, ci, sizeof ci);
@@ -373,7 +566,8 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
     seterr(err, errlen, "handshake: sealing ClientInfo failed");
     return -1;
   }
-  if (write_all(c, ci, cl) < 0) {
+  struct iovec civ = {.iov_base = ci, .iov_len = cl};
+  if (send_iov(c, &civ, 1) < 0) {
     seterr(err, errlen, "handshake: writing ClientInfo: %s", strerror(errno));
     return -1;
   }
@@ -428,8 +622,15 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
     seterr(err, errlen, "client: out of memory");
     return -1;
   }
+  if (o->websocket && o->fast_start) {
+    free(c->rbuf);
+    free(c);
+    seterr(err, errlen, "client: fast start does not apply to WebSocket");
+    return -1;
+  }
   c->fd = -1;
   c->priv = *o->priv;
+  c->ws_frame_max = o->ws_frame_max;
   derp_key_public(&c->priv, &c->pub);
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
   int64_t deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
@@ -465,6 +666,7 @@ void derp_client_close(struct derp_client *c) {
   if (c->fd >= 0) close(c->fd);
   derp_frame_reader_reset(&c->rd);
   free(c->rbuf);
+  free(c->wbuf);
   free(c);
 }
 
@@ -486,7 +688,7 @@ static int send_frame(struct derp_client *c, uint8_t type, const void *a, size_t
   uint8_t hdr[DERP_FRAME_HDR_LEN];
   derp_frame_put_header(hdr, type, (uint32_t)(alen + blen));
   struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)a, alen}, {(void *)b, blen}};
-  return writev_all(c, iov, 3);
+  return send_iov(c, iov, 3);
 }
 
 int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt, size_t len) {

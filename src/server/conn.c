@@ -17,6 +17,7 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "server/upgrade.h"
+#include "server/websocket.h"
 
 static void set_sockopts(int fd) {
   int one = 1, idle = 600, user_timeout_ms = 15000;
@@ -150,6 +151,11 @@ void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe) { on_recv(c, cqe,
 
 /* Plaintext from the transport. Returns -1 once the conn is closing. */
 int conn_input(struct conn *c, const uint8_t *p, size_t n) {
+  if (c->ws) return ws_conn_input(c, p, n); /* unwraps, then conn_stream_input */
+  return conn_stream_input(c, p, n);
+}
+
+int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   if (c->state != CS_ESTABLISHED) return upgrade_input(c, p, n);
   while (c->state == CS_ESTABLISHED) {
     struct derp_frame f;
@@ -194,8 +200,9 @@ static struct pkt *q_pop(struct pkt **h, struct pkt **t) {
   return p;
 }
 
+/* A conn with close_after_send has queued its last words: it takes nothing more. */
 void conn_queue_ctrl(struct conn *c, struct pkt *p) {
-  if (c->state == CS_CLOSING || c->nctrl >= CONN_CTRL_MAX) {
+  if (c->state == CS_CLOSING || c->close_after_send || c->nctrl >= CONN_CTRL_MAX) {
     pkt_free(c->sh, p);
     return;
   }
@@ -230,7 +237,7 @@ bool conn_queue_wire(struct conn *c, struct pkt *p) {
  * fell behind gets the freshest data and the sender never waits. */
 void conn_queue_packet(struct conn *c, struct pkt *p) {
   struct shard *sh = c->sh;
-  if (c->state != CS_ESTABLISHED) {
+  if (c->state != CS_ESTABLISHED || c->close_after_send) {
     STAT_DROP(&sh->stats, gone_disconnected, 1);
     pkt_free(sh, p);
     return;
@@ -264,7 +271,7 @@ static struct send_ctx *send_ctx_get(struct shard *sh) {
   if (x) sh->free_send = x->next_free;
   else if (!(x = malloc(sizeof *x))) return NULL;
   x->pkts = NULL;
-  x->niov = x->first = 0;
+  x->niov = x->first = x->nhdr = 0;
   memset(&x->msg, 0, sizeof x->msg);
   return x;
 }
@@ -272,6 +279,11 @@ static struct send_ctx *send_ctx_get(struct shard *sh) {
 static void send_ctx_put(struct shard *sh, struct send_ctx *x) {
   x->next_free = sh->free_send;
   sh->free_send = x;
+}
+
+/* The next frame to send, left queued. */
+static struct pkt *peek_out(const struct conn *c) {
+  return c->ctrl_h ? c->ctrl_h : c->disco_h ? c->disco_h : c->data_h;
 }
 
 /* Take the next frame to send: control first, then disco, then data. */
@@ -316,6 +328,7 @@ static void consume_wrapped(struct conn *c, struct send_ctx *x) {
     pkt_free(c->sh, p);
   }
   x->pkts = NULL;
+  x->nhdr = 0; /* a WebSocket header, if any, is inside the wire bytes now */
 }
 
 /* Coalesce every queued frame (up to the batch bounds) into one sendmsg. */
@@ -329,23 +342,29 @@ void conn_flush(struct conn *c) {
     return;
   }
   if (c->send) return;
-  if (!c->ctrl_h && !c->disco_h && !c->data_h) {
-    if (c->close_after_send)
-      conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
+  /* Last words (an HTTP reply, a WebSocket close) go out on the control
+   * queue; what is queued behind them is dropped. */
+  if (c->close_after_send && !c->ctrl_h) {
+    conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
     return;
   }
+  if (!c->ctrl_h && !c->disco_h && !c->data_h) return;
   struct send_ctx *x = send_ctx_get(c->sh);
   if (!x) { conn_close(c, CLOSE_nomem, "send context"); return; }
   struct pkt *tail = NULL;
   size_t bytes = 0;
-  /* Wire pkts sit at the front of the control queue (conn_queue_wire): a
-   * batch is either all wire pkts, sent as they are, or all plaintext frames
-   * for wrap. */
-  bool wire = c->ctrl_h && c->ctrl_h->wire;
+  /* A batch holds one class of pkt: TLS handshake bytes already on the wire
+   * (pkt->wire, sent as they are, at the front of the control queue), or
+   * WebSocket frames already built (pkt->ws_raw: 101, pong, close), or DERP
+   * frames, which on a WebSocket conn go under one binary frame header
+   * (iov[0], filled in below). Only wire bytes skip the transport's wrap. */
+  const struct pkt *first = peek_out(c);
+  bool wire = first->wire, ws_raw = first->ws_raw;
+  if (c->ws && !ws_raw && !wire) x->niov = x->nhdr = 1;
   while (x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
-    if (wire && !(c->ctrl_h && c->ctrl_h->wire)) break;
-    struct pkt *p = next_out(c);
-    if (!p) break;
+    struct pkt *p = peek_out(c);
+    if (!p || p->wire != wire || p->ws_raw != ws_raw) break;
+    next_out(c);
     x->iov[x->niov].iov_base = p->data;
     x->iov[x->niov].iov_len = p->len;
     x->niov++;
@@ -354,6 +373,8 @@ void conn_flush(struct conn *c) {
     else x->pkts = p;
     tail = p;
   }
+  if (x->nhdr)
+    x->iov[0] = (struct iovec){.iov_base = x->ws_hdr, .iov_len = ws_batch_header(x->ws_hdr, bytes)};
   c->send = x;
   int w = wire ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
@@ -385,7 +406,8 @@ static void advance_send(struct conn *c, size_t res) {
   struct shard *sh = c->sh;
   while (x->first < x->niov && res >= x->iov[x->first].iov_len) {
     res -= x->iov[x->first].iov_len;
-    struct pkt *p = x->pkts; /* NULL when the transport wrapped the batch */
+    /* NULL when the transport wrapped the batch; none for a WebSocket header */
+    struct pkt *p = x->first >= x->nhdr ? x->pkts : NULL;
     if (p) {
       x->pkts = p->next;
       count_sent(sh, p);
@@ -524,6 +546,7 @@ static void free_conn_memory(struct conn *c) {
   if (c->fd >= 0) close(c->fd);
   if (c->xp->destroy) c->xp->destroy(c);
   upgrade_free(c);
+  ws_conn_free(c);
   derp_frame_reader_reset(&c->rd);
   free(c);
 }
@@ -538,6 +561,7 @@ static void destroy(struct conn *c) {
   if (list_linked(&c->ka_node)) list_del(&c->ka_node);
   sh->nconns--;
   STAT_ADD(&sh->stats, cur_conns, -1);
+  if (c->ws) STAT_ADD(&sh->stats, ws_conns, -1);
   atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
   free_conn_memory(c);
 }

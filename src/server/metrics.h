@@ -55,7 +55,10 @@
   X(ktls_installs, "derpd_ktls_installs", "counter", "TLS connections switched to kTLS, both directions") \
   X(ktls_fallbacks, "derpd_ktls_fallbacks", "counter", "TLS connections kept in userspace TLS: kTLS could not take them") \
   X(ktls_failures, "derpd_ktls_failures", "counter", "kTLS key installs the kernel refused (connection closed)") \
-  X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS")
+  X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS") \
+  X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
+  X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
+  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -85,11 +88,12 @@
   X(conn_limit, "conn_limit")                             \
   X(nomem, "out_of_memory")                               \
   X(shutdown, "shutdown")                                 \
-  X(websocket_unsupported, "websocket_unsupported")      \
   X(tls, "tls_error")                                     \
   X(tls_alert, "tls_alert")                               \
   X(ktls_key_update, "ktls_key_update")                   \
-  X(ktls, "ktls_error")
+  X(ktls, "ktls_error")                                   \
+  X(websocket_protocol, "websocket_protocol")             \
+  X(websocket_close, "websocket_close")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };

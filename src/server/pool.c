@@ -35,6 +35,7 @@ struct pkt *pkt_alloc(struct shard *sh, uint32_t len) {
   p->disco = 0;
   p->not_here = 0;
   p->wire = 0;
+  p->ws_raw = 0;
   p->len = len;
   return p;
 }

@@ -52,6 +52,8 @@ struct pkt {
                            wrap): sent as they are, never wrapped (conn_queue_wire) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
+  uint8_t ws_raw;       /* WebSocket conn: bytes already framed (101, pong, close):
+                           never under a batch's WebSocket header */
   uint64_t hash;        /* key_hash(dst) */
   derp_key dst;         /* routing key */
   uint8_t data[];
@@ -103,13 +105,17 @@ struct hs_state;
 #define SEND_BYTES_MAX (256 * 1024)
 struct send_ctx {
   struct send_ctx *next_free;
-  struct pkt *pkts;        /* frames in this send, in order, one per iovec */
+  struct pkt *pkts;        /* frames in this send, in order, one per iovec
+                              from iov[nhdr] on */
   struct msghdr msg;
   int niov, first;         /* iov[first..niov) not yet fully written */
+  int nhdr;                /* leading iovecs with no pkt: the WebSocket header */
+  uint8_t ws_hdr[10];      /* WebSocket conn: one binary frame header for the batch */
   struct iovec iov[SEND_IOV_MAX];
 };
 
 struct transport;
+struct ws_conn;
 
 struct conn {
   int fd;
@@ -134,6 +140,7 @@ struct conn {
   struct sockaddr_in6 addr; /* peer address (v4 as v4-mapped) */
   struct derp_frame_reader rd;
   struct hs_state *hs;
+  struct ws_conn *ws;      /* WebSocket framing (websocket.c); NULL = none */
   /* Outgoing queues: control frames first, then disco, then data. */
   struct pkt *ctrl_h, *ctrl_t, *disco_h, *disco_t, *data_h, *data_t;
   struct send_ctx *send;   /* non-NULL while a sendmsg is in flight */
@@ -156,18 +163,20 @@ struct conn {
 enum xp_mode { XP_PLAIN = 0, XP_TLS, XP_KTLS };
 
 /* How bytes become frames and frames become bytes. Plain TCP passes them
- * through; userspace TLS and WebSocket (later) wrap and unwrap here; kTLS
- * passes them through again once the kernel has the keys. */
+ * through; userspace TLS wraps and unwraps here; kTLS passes them through
+ * again once the kernel has the keys. WebSocket framing is a layer above
+ * this (websocket.c), so it stacks on any transport. */
 struct transport {
   const char *name;
   uint8_t mode;            /* enum xp_mode */
   /* Wire bytes arrived: turn them into plaintext and hand that to
    * conn_input(). Returns 0, or -1 after closing the conn. */
   int (*recv)(struct conn *c, const uint8_t *p, size_t n);
-  /* A send batch is ready: ctx->iov[0..niov) are plaintext frames, one per
+  /* A send batch is ready: ctx->iov[0..niov) are plaintext: a WebSocket
+   * header in iov[0..nhdr) if the conn speaks WebSocket, then frames, one per
    * pkt of ctx->pkts. Return 0 to send them as they are (plain, kTLS), or 1
    * after replacing ctx->iov / niov with the transport's own wire bytes (TLS
-   * records, WebSocket frames): the frames then count as written and are
+   * records): the frames then count as written and are
    * freed at once, and the wire buffer must stay valid and untouched until
    * c->send is NULL again. -1 closes the connection. Batches of wire pkts
    * (conn_queue_wire) are never passed to wrap. */
@@ -298,7 +307,13 @@ void conn_start(struct conn *c);                 /* arm the first recv */
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);
+/* Plaintext from the transport. p may be written to during the call (the
+ * WebSocket layer unmasks in place): callers pass their own scratch memory,
+ * never bytes that must stay as they are. */
 int conn_input(struct conn *c, const uint8_t *p, size_t n);
+/* The DERP stream itself (HTTP head, handshake, frames), past any WebSocket
+ * framing. */
+int conn_stream_input(struct conn *c, const uint8_t *p, size_t n);
 void conn_close(struct conn *c, enum close_reason why, const char *detail);
 void conn_flush(struct conn *c);
 void conn_adopt(struct shard *sh, struct conn *c); /* handoff arrived */

@@ -8,7 +8,12 @@
  * the client before ServerInfo goes out (as derper does).
  * Owns struct hs_state; frees it when the conn is established. Bounds: the
  * request head (HTTP_MAX_HEAD), ClientInfo (DERP_MAX_CLIENT_INFO) plus one
- * receive buffer of trailing bytes, and the handshake deadline (conn.c). */
+ * receive buffer of trailing bytes, and the handshake deadline (conn.c).
+ *
+ * WebSocket (`Upgrade: websocket`, subprotocol derp) is the same handshake
+ * one layer down: the 101 goes out as is, then the conn is in WebSocket mode
+ * (websocket.c) and everything from ServerKey on, both ways, is inside
+ * binary frames. Fast start does not apply. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +24,7 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "server/upgrade.h"
+#include "server/websocket.h"
 
 struct hs_state {
   struct http_req req;
@@ -40,6 +46,7 @@ void upgrade_free(struct conn *c) {
 }
 
 const char *upgrade_detail(const struct conn *c) {
+  if (ws_conn_detail(c)) return ws_conn_detail(c);
   return c->hs && c->hs->req.error_reason ? c->hs->req.error_reason : NULL;
 }
 
@@ -222,10 +229,13 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
     reply_debug(c, &r);
     return 0;
   case HTTP_ACT_WEBSOCKET:
-    /* WebSocket transport arrives with the transports work; say so plainly. */
-    http_error_reply(501, &r);
-    c->close_reason = CLOSE_websocket_unsupported;
-    break;
+    if (ws_conn_start(c, r.buf, r.len) < 0) {
+      conn_close(c, CLOSE_nomem, "websocket");
+      return -1;
+    }
+    r.len = 0; /* the 101 is queued */
+    if (start_derp(c, &r) < 0) return -1;
+    return conn_input(c, rest, nrest); /* WebSocket frames: through the decoder */
   case HTTP_ACT_CLOSE:
     break;
   }
@@ -248,30 +258,20 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
       }
       struct http_reply r;
       http_error_reply(hs->req.error_status, &r);
+      if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
       c->close_reason = CLOSE_http_bad; /* applied when the reply is out */
       c->close_after_send = 1;
-      if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
       return 0;
     }
     return http_done(c, p + used, n - used);
   }
-  if (c->state == CS_CLIENT_INFO) {
-    if (!hs_append(c, p, n)) {
-      conn_close(c, CLOSE_bad_client_info, "too many bytes before ClientInfo completed");
-      return -1;
-    }
-    return client_info_step(c);
+  /* CS_MOVING: no reads are armed, but one WebSocket read can hold more
+   * frames behind the one that finished ClientInfo: they are carried too. */
+  if (!hs_append(c, p, n)) {
+    conn_close(c, CLOSE_bad_client_info, "too many bytes before ClientInfo completed");
+    return -1;
   }
-  if (c->state == CS_MOVING && n > 0) {
-    /* No read is armed now, but a transport may still be unwrapping the rest
-     * of a receive that held ClientInfo (TLS: more records behind it): keep
-     * those bytes with the ones that ride along to the owner shard. */
-    if (!hs_append(c, p, n)) {
-      conn_close(c, CLOSE_bad_client_info, "too many bytes behind ClientInfo");
-      return -1;
-    }
-  }
-  return 0;
+  return c->state == CS_CLIENT_INFO ? client_info_step(c) : 0;
 }
 
 void upgrade_move(struct conn *c) {
@@ -314,6 +314,7 @@ void upgrade_retry_handoffs(struct shard *sh) {
 
 void upgrade_finish(struct conn *c) {
   struct hs_state *hs = c->hs;
-  if (hs && hs->len > 0) conn_input(c, hs->buf, hs->len);
+  /* Past any WebSocket framing already: these are DERP stream bytes. */
+  if (hs && hs->len > 0) conn_stream_input(c, hs->buf, hs->len);
   upgrade_free(c);
 }
