@@ -117,6 +117,7 @@ static void wait_logged_sha256(int nth, uint8_t out[32]) {
 
 struct tls_conn_opts {
   uint16_t version;      /* 0 = any */
+  bool websocket;        /* DERP inside WebSocket, inside TLS */
   const char *sni;       /* NULL = "localhost" */
   const uint8_t *pin;    /* NULL = the first logged hash */
   bool fast_start, meta;
@@ -134,7 +135,7 @@ static struct derp_client *try_client(const struct tls_conn_opts *co, struct der
                                .fast_start = co->fast_start,
                                .server_key = co->meta ? co->server_key
                                              : co->server_key ? co->server_key : &srv.server_key,
-                               .timeout_ms = 5000};
+                               .timeout_ms = 5000, .websocket = co->websocket};
   struct derp_tls_opts t = {.sni = co->sni ? co->sni : "localhost", .pin_sha256 = co->pin ? co->pin : pin,
                             .min_version = co->version, .max_version = co->version,
                             .use_meta_cert = co->meta};
@@ -666,7 +667,37 @@ static void ktls_key_refused(void) {
   stop_and_check_totals("kTLS: 0 switched, 0 kept in userspace, 2 refused by the kernel");
 }
 
+/* WebSocket is a framing layer over any transport: over TLS the batch's
+ * WebSocket header is encrypted with its frames. WebSocket and raw DERP
+ * clients relay to each other across shards, big packets included. */
+static void websocket_over_tls(void) {
+  start_tls(2, NULL);
+  enum { N = 6 };
+  struct derp_client *c[N];
+  for (int i = 0; i < N; i++)
+    c[i] = tls_client(&(struct tls_conn_opts){.version = TLS1_3_VERSION, .websocket = i % 2 == 0},
+                      NULL);
+  for (int i = 0; i < N; i++) {
+    struct derp_client *a = c[i], *b = c[(i + 1) % N];
+    e2e_sync_route(a, b);
+    e2e_relay_check(a, b, 64);
+  }
+  static uint8_t big[DERP_MAX_PACKET];
+  for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 13);
+  for (int k = 0; k < 4; k++)
+    cr_assert_eq(derp_client_send(c[1], derp_client_public_key(c[0]), big, sizeof big), 0);
+  for (int k = 0; k < 4; k++) {
+    struct derp_client_msg m;
+    e2e_recv_data(c[0], &m, 3000);
+    cr_assert_eq(m.packet_len, sizeof big);
+    cr_assert(memcmp(m.packet, big, sizeof big) == 0, "big packet %d corrupt over WS+TLS", k);
+  }
+  cr_assert_geq(tls_varz("derpd_websocket_upgrades"), N / 2);
+  cr_assert_geq(tls_varz("derpd_tls_handshakes"), N);
+}
+
 static const struct mini_test tests[] = {
+    {"websocket_over_tls", websocket_over_tls},
     {"port80_helper", port80_helper},
     {"tls13_relay_2_shards", tls13_relay_2_shards},
     {"tls12_relay_2_shards", tls12_relay_2_shards},
