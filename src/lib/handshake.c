@@ -251,14 +251,21 @@ static int open_and_parse(const uint8_t *p, size_t n, size_t max, const derp_key
   return 0;
 }
 
-int derp_client_info_open(const uint8_t *p, size_t n, const derp_privkey *server_priv,
-                          derp_key *client_pub, struct derp_client_info *ci, const char **why) {
-  const char *dummy;
-  if (why == NULL) why = &dummy;
+/* Size checks shared by both ClientInfo opens; takes the client's key. */
+static int client_info_head(const uint8_t *p, size_t n, derp_key *client_pub,
+                            struct derp_client_info *ci, const char **why) {
   memset(ci, 0, sizeof *ci);
   if (p == NULL || n < CI_HEAD + BOX_OVERHEAD) return *why = "short", -1;
   if (n > DERP_MAX_CLIENT_INFO) return *why = "too_long", -1;
   memcpy(client_pub->b, p, DERP_KEY_LEN);
+  return 0;
+}
+
+int derp_client_info_open(const uint8_t *p, size_t n, const derp_privkey *server_priv,
+                          derp_key *client_pub, struct derp_client_info *ci, const char **why) {
+  const char *dummy;
+  if (why == NULL) why = &dummy;
+  if (client_info_head(p, n, client_pub, ci, why) < 0) return -1;
   return open_and_parse(p + DERP_KEY_LEN, n - DERP_KEY_LEN, DERP_MAX_CLIENT_INFO, client_pub,
                         server_priv, ci_field_cb, ci, why);
 }
@@ -277,10 +284,7 @@ int derp_client_info_open_k(const uint8_t *p, size_t n, const derp_privkey *serv
                             const char **why) {
   const char *dummy;
   if (why == NULL) why = &dummy;
-  memset(ci, 0, sizeof *ci);
-  if (p == NULL || n < CI_HEAD + BOX_OVERHEAD) return *why = "short", -1;
-  if (n > DERP_MAX_CLIENT_INFO) return *why = "too_long", -1;
-  memcpy(client_pub->b, p, DERP_KEY_LEN);
+  if (client_info_head(p, n, client_pub, ci, why) < 0) return -1;
   if (crypto_box_beforenm(k->b, client_pub->b, server_priv->b) != 0) return *why = "box", -1;
   const uint8_t *nonce = p + DERP_KEY_LEN;
   size_t clen = n - CI_HEAD;
