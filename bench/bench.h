@@ -3,7 +3,12 @@
  * Owns the run configuration (filled from flags by derp-bench.c), the
  * log-bucketed latency histogram, server /proc sampling, the parallel client
  * set-up, and the entry points of the three modes (relay, idle, churn). Each
- * mode returns a process exit code and prints its own report. */
+ * mode returns a process exit code and prints its own report.
+ *
+ * Transport: plain DERP over the HTTP upgrade, or with --tls the same over
+ * TLS (BoringSSL, through libderp_tls): set-up runs libderp_tls's blocking
+ * client, then takes its SSL object over (derp_client_tls_detach) and the
+ * loops drive SSL_read/SSL_write on the non-blocking socket. */
 #ifndef BENCH_H
 #define BENCH_H
 
@@ -40,7 +45,21 @@ struct bench_cfg {
   bool quiet;           /* no progress line */
   bool fast_start;
   uint64_t seed;
+  /* TLS (--tls): SNI (NULL = none unless the host is a name), no chain
+   * verification, or a pin of the leaf's SHA-256; version 0 = 1.2 or 1.3
+   * as negotiated, else 0x0303 or 0x0304 only. */
+  bool tls;
+  bool tls_insecure;
+  bool tls_have_pin;
+  uint16_t tls_version;
+  const char *tls_sni;
+  uint8_t tls_pin[32];
 };
+
+/* The TLS version the first handshake negotiated (0 = plain or none yet),
+ * and the name the reports give the transport: "plain", "tls1.2", "tls1.3". */
+extern _Atomic int bench_tls_negotiated;
+const char *bench_transport(const struct bench_cfg *cfg);
 
 /* ---- time ---- */
 int64_t bench_now_ns(void);
@@ -98,17 +117,24 @@ void relay_progress(const struct bench_cfg *cfg, const char *phase, double secs,
  * descriptors cannot fit. */
 int bench_raise_nofile(size_t need);
 
+struct ssl_st; /* BoringSSL's SSL */
 struct bench_peer {
   int fd;            /* nonblocking, TCP_NODELAY; -1 when not connected */
   derp_key pub;
+  struct ssl_st *ssl;  /* --tls: the connection's SSL object on fd; else NULL */
+  uint8_t *pending;    /* --tls: plaintext read past ServerInfo, not yet parsed */
+  size_t npending;
 };
 /* Connect and handshake n clients with cfg->connect_parallel threads, each
  * with a fresh key; fds come back nonblocking, detached from libderp's
  * client. 0 on success; -1 (message printed, all fds closed) on failure. */
 int bench_connect_all(const struct bench_cfg *cfg, struct bench_peer *peers, int n);
 void bench_close_all(struct bench_peer *peers, int n);
-/* One blocking connect + handshake: the fd (still blocking), or -1 with err. */
-int bench_connect_one(const struct bench_cfg *cfg, derp_key *pub, char *err, size_t errlen);
+/* One blocking connect + handshake into p (fd, pub, and with --tls ssl and
+ * pending; the fd is still blocking when plain). 0, or -1 with err. */
+int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *err, size_t errlen);
+/* Free p's SSL object and pending bytes and close its fd. */
+void bench_close_peer(struct bench_peer *p);
 
 /* ---- modes ---- */
 int bench_run_relay(const struct bench_cfg *cfg);  /* bench_relay.c */

@@ -46,6 +46,12 @@ static bool read_mem(pid_t pid, long *rss_kb, long *hwm_kb) {
   return got == 2;
 }
 
+const char *bench_transport(const struct bench_cfg *cfg) {
+  if (!cfg->tls) return "plain";
+  int v = atomic_load(&bench_tls_negotiated);
+  return v == 0x0304 ? "tls1.3" : v == 0x0303 ? "tls1.2" : "tls";
+}
+
 void proc_sample(pid_t pid, struct proc_sample *s) {
   memset(s, 0, sizeof *s);
   s->ok = read_cpu(pid, &s->cpu_s) && read_mem(pid, &s->rss_kb, &s->hwm_kb);
@@ -72,8 +78,8 @@ static double loss_pct(const struct relay_totals *t) {
 static void report_text(FILE *out, const struct bench_cfg *cfg, const struct relay_totals *t) {
   double pps = t->measure_s > 0 ? (double)t->delivered / t->measure_s : 0;
   double gbps = t->measure_s > 0 ? (double)t->delivered_bytes * 8 / 1e9 / t->measure_s : 0;
-  fprintf(out, "relay %s: %d clients, %u B payload, %s %g, %d threads, %.2f s measured\n",
-          topo_name(cfg->topo), cfg->clients, cfg->size, cfg->pps > 0 ? "open loop pps" : "window",
+  fprintf(out, "relay %s over %s: %d clients, %u B payload, %s %g, %d threads, %.2f s measured\n",
+          topo_name(cfg->topo), bench_transport(cfg), cfg->clients, cfg->size, cfg->pps > 0 ? "open loop pps" : "window",
           cfg->pps > 0 ? cfg->pps : (double)cfg->window, cfg->threads, t->measure_s);
   fprintf(out, "delivered: %llu packets, %.0f pps, %.3f Gbit/s payload\n",
           (unsigned long long)t->delivered, pps, gbps);
@@ -141,6 +147,7 @@ static void report_json(const struct bench_cfg *cfg, const struct relay_totals *
     json_object_set_new(o, "server_rss_kb", json_integer(t->s1.rss_kb));
     json_object_set_new(o, "server_rss_peak_kb", json_integer(t->s1.hwm_kb));
   }
+  json_object_set_new(o, "transport", json_string(bench_transport(cfg)));
   json_object_set_new(o, "error", t->error[0] ? json_string(t->error) : json_null());
   json_dumpf(o, stdout, JSON_COMPACT);
   fputc('\n', stdout);

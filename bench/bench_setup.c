@@ -5,12 +5,16 @@
  * two modes that are only about connections: idle (server memory per held
  * connection) and churn (handshakes per second).
  *
- * After the handshake the socket is dup'ed and libderp's client is closed:
+ * Plain: after the handshake the socket is dup'ed and libderp's client is closed:
  * the benchmark drives the raw fd itself, and libderp's 128 KiB receive
  * buffer per client would dominate the generator's own memory. Nothing is
  * lost in that buffer because the server sends nothing unsolicited right
  * after ServerInfo (KeepAlive comes after 60 s, and no peer sends to a client
- * before every client is connected). */
+ * before every client is connected).
+ *
+ * TLS (--tls): the client is detached instead (derp_client_tls_detach): the
+ * SSL object, its fd and any plaintext already read past ServerInfo move into
+ * the bench_peer, so nothing can be lost in a buffer either. */
 #include "bench.h"
 
 #include <errno.h>
@@ -26,7 +30,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "derp/client.h"
+#include "derp/client_tls.h"
 
 #define CONNECT_TIMEOUT_MS 10000
 /* Churn gives up after this many failed handshakes in a row on one thread. */
@@ -51,17 +59,62 @@ int bench_raise_nofile(size_t need) {
   return 0;
 }
 
-int bench_connect_one(const struct bench_cfg *cfg, derp_key *pub, char *err, size_t errlen) {
+_Atomic int bench_tls_negotiated;
+
+/* Over TLS: libderp_tls's blocking client, then its SSL object taken over.
+ * The fd comes back non-blocking (the TLS client runs it that way). */
+static int connect_tls(const struct bench_cfg *cfg, const struct derp_client_opts *o,
+                       struct bench_peer *p, char *err, size_t errlen) {
+  struct derp_tls_opts t = {.sni = cfg->tls_sni,
+                            .insecure_skip_verify = cfg->tls_insecure,
+                            .pin_sha256 = cfg->tls_have_pin ? cfg->tls_pin : NULL,
+                            .min_version = cfg->tls_version,
+                            .max_version = cfg->tls_version};
+  struct derp_tls_info info;
+  struct derp_client *c = NULL;
+  if (derp_client_connect_tls(&c, o, &t, &info, err, errlen) < 0) return -1;
+  struct derp_tls_conn tc;
+  if (derp_client_tls_detach(c, &tc) < 0) {
+    snprintf(err, errlen, "tls detach: %s", strerror(errno));
+    return -1;
+  }
+  int zero = 0;
+  atomic_compare_exchange_strong(&bench_tls_negotiated, &zero, (int)info.version);
+  p->fd = tc.fd;
+  p->ssl = tc.ssl;
+  p->pending = tc.buffered;
+  p->npending = tc.buffered_len;
+  return 0;
+}
+
+int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *err,
+                      size_t errlen) {
   derp_privkey priv;
-  derp_key_generate(&priv, pub);
+  derp_key_generate(&priv, &p->pub);
+  p->fd = -1;
+  p->ssl = NULL;
+  p->pending = NULL;
+  p->npending = 0;
   struct derp_client_opts o = {.host = cfg->host, .port = cfg->port, .priv = &priv,
                                .timeout_ms = CONNECT_TIMEOUT_MS};
+  if (cfg->tls) return connect_tls(cfg, &o, p, err, errlen);
   struct derp_client *c = NULL;
   if (derp_client_connect(&c, &o, err, errlen) < 0) return -1;
   int fd = fcntl(derp_client_fd(c), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) snprintf(err, errlen, "dup: %s", strerror(errno));
   derp_client_close(c);
-  return fd;
+  p->fd = fd;
+  return fd < 0 ? -1 : 0;
+}
+
+void bench_close_peer(struct bench_peer *p) {
+  if (p->ssl) SSL_free(p->ssl); /* no close_notify: the benchmark just drops */
+  p->ssl = NULL;
+  free(p->pending);
+  p->pending = NULL;
+  p->npending = 0;
+  if (p->fd >= 0) close(p->fd);
+  p->fd = -1;
 }
 
 /* ---- parallel set-up ---- */
@@ -88,20 +141,20 @@ static void *setup_thread(void *arg) {
   for (int i; !atomic_load(&j->failed) && !atomic_load(&bench_interrupted) &&
               (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
     char err[256] = "";
-    int fd = bench_connect_one(j->cfg, &j->peers[i].pub, err, sizeof err);
-    if (fd >= 0 && make_nonblocking(fd) < 0) {
+    struct bench_peer *p = &j->peers[i];
+    int rc = bench_connect_one(j->cfg, p, err, sizeof err);
+    if (rc == 0 && make_nonblocking(p->fd) < 0) {
       snprintf(err, sizeof err, "fcntl: %s", strerror(errno));
-      close(fd);
-      fd = -1;
+      bench_close_peer(p);
+      rc = -1;
     }
-    if (fd < 0) {
+    if (rc < 0) {
       pthread_mutex_lock(&j->err_mu);
       if (!atomic_exchange(&j->failed, true))
         snprintf(j->err, sizeof j->err, "client %d: %s", i, err);
       pthread_mutex_unlock(&j->err_mu);
       break;
     }
-    j->peers[i].fd = fd;
     atomic_fetch_add(&j->done, 1);
   }
   atomic_fetch_sub(&j->running, 1);
@@ -146,14 +199,22 @@ int bench_connect_all(const struct bench_cfg *cfg, struct bench_peer *peers, int
 }
 
 void bench_close_all(struct bench_peer *peers, int n) {
-  for (int i = 0; i < n; i++)
-    if (peers[i].fd >= 0) {
-      close(peers[i].fd);
-      peers[i].fd = -1;
-    }
+  for (int i = 0; i < n; i++) bench_close_peer(&peers[i]);
 }
 
 /* ---- idle ---- */
+
+/* Over TLS: 1 if the server closed the connection (EOF, close_notify, error). */
+static int tls_closed(struct bench_peer *p, uint8_t *scratch, int cap) {
+  for (int k = 0; k < 64; k++) {
+    int r = SSL_read(p->ssl, scratch, cap);
+    if (r > 0) continue;
+    int e = SSL_get_error(p->ssl, r);
+    ERR_clear_error();
+    return e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+  }
+  return 0;
+}
 
 /* Connections the server has closed: a read that says EOF or error. Bytes
  * (KeepAlive) are read and dropped; nothing pending means alive. */
@@ -161,6 +222,10 @@ static int count_closed(struct bench_peer *peers, int n) {
   int closed = 0;
   uint8_t scratch[4096];
   for (int i = 0; i < n; i++) {
+    if (peers[i].ssl) {
+      closed += tls_closed(&peers[i], scratch, (int)sizeof scratch);
+      continue;
+    }
     for (int k = 0; k < 64; k++) {
       ssize_t r = recv(peers[i].fd, scratch, sizeof scratch, MSG_DONTWAIT);
       if (r > 0) continue;
@@ -190,16 +255,17 @@ static void idle_report(const struct bench_cfg *cfg, const struct proc_sample *b
                         ? (double)(after->rss_kb - before->rss_kb) * 1024.0 / n
                         : -1;
   FILE *out = cfg->json ? stderr : stdout;
-  fprintf(out, "idle: %d clients connected in %.2f s (%.0f handshakes/s), %d closed by server\n",
-          n, setup_s, n / setup_s, closed);
+  fprintf(out, "idle: %d %s clients connected in %.2f s (%.0f handshakes/s), %d closed by server\n",
+          n, bench_transport(cfg), setup_s, n / setup_s, closed);
   if (before->ok && after->ok)
     fprintf(out, "server RSS: %ld KiB before, %ld KiB held (peak %ld KiB): %.0f bytes/connection\n",
             before->rss_kb, after->rss_kb, after->hwm_kb, per_conn);
   else
     fprintf(out, "server RSS: unknown (pass --server-pid)\n");
   if (!cfg->json) return;
-  json_t *o = json_pack("{s:s, s:i, s:f, s:f, s:i}", "mode", "idle", "clients", n, "setup_s",
-                        setup_s, "handshakes_per_s", n / setup_s, "closed_by_server", closed);
+  json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:f, s:i}", "mode", "idle", "transport",
+                        bench_transport(cfg), "clients", n, "setup_s", setup_s,
+                        "handshakes_per_s", n / setup_s, "closed_by_server", closed);
   if (before->ok && after->ok) {
     json_object_set_new(o, "server_rss_before_kb", json_integer(before->rss_kb));
     json_object_set_new(o, "server_rss_after_kb", json_integer(after->rss_kb));
@@ -254,13 +320,12 @@ static void *churn_thread_main(void *arg) {
   int fails_in_row = 0;
   while (bench_now_ns() < j->end_ns && !atomic_load(&j->abort) &&
          !atomic_load(&bench_interrupted)) {
-    derp_key pub;
+    struct bench_peer p;
     char err[256] = "";
     int64_t t0 = bench_now_ns();
-    int fd = bench_connect_one(j->cfg, &pub, err, sizeof err);
-    if (fd >= 0) {
+    if (bench_connect_one(j->cfg, &p, err, sizeof err) == 0) {
       hist_add(&t->lat, (uint64_t)(bench_now_ns() - t0));
-      close(fd);
+      bench_close_peer(&p);
       atomic_fetch_add_explicit(&j->ok, 1, memory_order_relaxed);
       fails_in_row = 0;
       continue;
@@ -278,8 +343,8 @@ static void churn_report(const struct bench_cfg *cfg, uint64_t ok, uint64_t fail
   FILE *out = cfg->json ? stderr : stdout;
   double hs = (double)ok / secs;
   double cpu = (s0->ok && s1->ok) ? s1->cpu_s - s0->cpu_s : -1;
-  fprintf(out, "churn: %llu handshakes in %.2f s = %.0f handshakes/s, %llu failed\n",
-          (unsigned long long)ok, secs, hs, (unsigned long long)failed);
+  fprintf(out, "churn (%s): %llu handshakes in %.2f s = %.0f handshakes/s, %llu failed\n",
+          bench_transport(cfg), (unsigned long long)ok, secs, hs, (unsigned long long)failed);
   fprintf(out, "handshake latency (connect to ServerInfo): p50 %.1f us, p99 %.1f us, max %.1f us\n",
           hist_quantile(lat, 0.5) / 1e3, hist_quantile(lat, 0.99) / 1e3,
           lat->count ? lat->max / 1e3 : 0.0);
@@ -287,7 +352,8 @@ static void churn_report(const struct bench_cfg *cfg, uint64_t ok, uint64_t fail
     fprintf(out, "server CPU: %.2f s, %.1f us per handshake, RSS %ld KiB\n", cpu, cpu * 1e6 / ok,
             s1->rss_kb);
   if (!cfg->json) return;
-  json_t *o = json_pack("{s:s, s:i, s:I, s:I, s:f, s:f, s:f, s:f}", "mode", "churn", "threads",
+  json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:I, s:f, s:f, s:f, s:f}", "mode", "churn",
+                        "transport", bench_transport(cfg), "threads",
                         cfg->threads, "handshakes", (json_int_t)ok, "failed", (json_int_t)failed,
                         "duration_s", secs, "handshakes_per_s", hs, "latency_p50_us",
                         hist_quantile(lat, 0.5) / 1e3, "latency_p99_us",

@@ -4,8 +4,9 @@
  * --flag value, --flag=value), its validation, the file descriptor budget,
  * signal handling, and the dispatch to the three modes. The modes live in
  * bench_relay.c (relay), bench_setup.c (idle, churn); reports in
- * bench_report.c. It speaks plain DERP over the HTTP upgrade only (no TLS),
- * so it can drive derpd and Tailscale's derper -dev identically. */
+ * bench_report.c. It speaks plain DERP over the HTTP upgrade, so it can drive
+ * derpd and Tailscale's derper -dev identically, or the same over TLS
+ * (--tls; BoringSSL through libderp_tls). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +23,7 @@ atomic_bool bench_interrupted;
 static const char usage[] =
     "usage: derp-bench --server HOST:PORT [flags]\n"
     "\n"
-    "Load generator for DERP servers (plain HTTP upgrade; derpd or derper -dev).\n"
+    "Load generator for DERP servers (HTTP upgrade, plain or TLS; derpd or derper).\n"
     "Flags take --flag value, --flag=value or Go's -flag value. Durations: 10s, 500ms,\n"
     "2m, 100us; a bare number is seconds.\n"
     "\n"
@@ -35,6 +36,12 @@ static const char usage[] =
     "  --json                print the final report as one JSON object on stdout\n"
     "                        (the text report then goes to stderr)\n"
     "  --quiet               no progress lines\n"
+    "  --tls                 DERP over TLS (every mode); the server's TLS port\n"
+    "  --sni NAME            TLS server name (default: the host if it is a name, else none)\n"
+    "  --insecure            TLS: do not verify the server's certificate chain\n"
+    "  --pin-sha256 HEX      TLS: accept only a leaf certificate with this SHA-256 (64 hex,\n"
+    "                        \"sha256-raw:\" prefix allowed); replaces chain verification\n"
+    "  --tls-version V       TLS: 1.2 or 1.3 only (default: either, 1.3 preferred)\n"
     "  --help                this text\n"
     "\n"
     "relay mode: clients send data packets through the server to each other.\n"
@@ -118,8 +125,27 @@ static int parse_server(const char *s, struct bench_cfg *c) {
 
 struct flag_ctx {
   struct bench_cfg *c;
-  bool have_server, have_clients;
+  bool have_server, have_clients, tls_opt; /* tls_opt: a TLS-only flag was given */
 };
+
+static int hex_nibble(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* 64 hex digits, optionally after "sha256-raw:". */
+static int parse_pin(const char *v, uint8_t out[32]) {
+  if (!strncmp(v, "sha256-raw:", 11)) v += 11;
+  if (strlen(v) != 64) return -1;
+  for (int i = 0; i < 32; i++) {
+    int hi = hex_nibble(v[2 * i]), lo = hex_nibble(v[2 * i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return 0;
+}
 
 /* Apply one valued flag (see is_valued_flag). 0 ok, -1 bad value. */
 static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
@@ -163,6 +189,19 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
     c->pps = strtod(v, &end);
     return (end == v || *end || c->pps <= 0 || c->pps > 1e9) ? -1 : 0;
   }
+  if (!strcmp(name, "sni")) return x->tls_opt = true, c->tls_sni = v, 0;
+  if (!strcmp(name, "pin-sha256")) {
+    x->tls_opt = true;
+    c->tls_have_pin = true;
+    return parse_pin(v, c->tls_pin);
+  }
+  if (!strcmp(name, "tls-version")) {
+    x->tls_opt = true;
+    if (!strcmp(v, "1.2")) c->tls_version = 0x0303;
+    else if (!strcmp(v, "1.3")) c->tls_version = 0x0304;
+    else return -1;
+    return 0;
+  }
   if (!strcmp(name, "duration")) return parse_duration(v, &c->duration_ns);
   if (!strcmp(name, "warmup")) return parse_duration(v, &c->warmup_ns);
   if (!strcmp(name, "hold")) return parse_duration(v, &c->hold_ns);
@@ -173,14 +212,14 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
 
 static bool is_bool_flag(const char *name) {
   return !strcmp(name, "json") || !strcmp(name, "quiet") || !strcmp(name, "help") ||
-         !strcmp(name, "h");
+         !strcmp(name, "h") || !strcmp(name, "tls") || !strcmp(name, "insecure");
 }
 
 static bool is_valued_flag(const char *name) {
   static const char *const names[] = {
       "server", "mode", "topology", "threads", "clients", "connect-parallel", "size",
       "ack-size", "window", "server-pid", "seed", "pps", "duration", "warmup", "hold",
-      "ack-timeout", "drain", "pace-quantum"};
+      "ack-timeout", "drain", "pace-quantum", "sni", "pin-sha256", "tls-version"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!strcmp(name, names[i])) return true;
   return false;
@@ -207,6 +246,8 @@ static int parse_args(int argc, char **argv, struct flag_ctx *x) {
       }
       bool on = !eq || !strcmp(eq + 1, "true") || !strcmp(eq + 1, "1");
       if (!strcmp(name, "json")) x->c->json = on;
+      else if (!strcmp(name, "tls")) x->c->tls = on;
+      else if (!strcmp(name, "insecure")) x->tls_opt = true, x->c->tls_insecure = on;
       else x->c->quiet = on;
       continue;
     }
@@ -232,6 +273,10 @@ static int validate(const struct flag_ctx *x) {
   const struct bench_cfg *c = x->c;
   if (!x->have_server) {
     fprintf(stderr, "derp-bench: --server HOST:PORT is required (see --help)\n");
+    return -1;
+  }
+  if (x->tls_opt && !c->tls) {
+    fprintf(stderr, "derp-bench: --sni, --insecure, --pin-sha256 and --tls-version need --tls\n");
     return -1;
   }
   if (c->mode == MODE_RELAY && c->clients < 2) {

@@ -4,9 +4,12 @@
  * ./build/bench/derp-bench) as a child with a deadline, capturing its JSON
  * report, and checking the report's shape and the invariants that hold on
  * any machine: packets were delivered, a closed loop on pairs loses nothing,
- * churn completes handshakes, idle reports the server's RSS. No timing
- * thresholds: speed depends on the machine, correctness does not. */
+ * churn completes handshakes, idle reports the server's RSS; the same over
+ * TLS (derpd with a self-signed certificate; one run pins it, one skips
+ * verification). No timing thresholds: speed depends on the machine,
+ * correctness does not. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -16,6 +19,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "e2e_util.h"
 
@@ -32,6 +37,62 @@ static void setup(void) {
 
 static void teardown(void) {
   derpd_kill(&g_srv);
+}
+
+/* ---- TLS: derpd with -certmode selfsigned, as test_tls_e2e.c starts it ---- */
+
+static char g_certdir[64];
+
+static void setup_tls(void) {
+  signal(SIGPIPE, SIG_IGN);
+  cr_assert_eq(derp_init(), 0);
+  snprintf(g_certdir, sizeof g_certdir, "/tmp/derpd-bench-certs-XXXXXX");
+  cr_assert(mkdtemp(g_certdir), "mkdtemp: %s", strerror(errno));
+  char args[200];
+  snprintf(args, sizeof args,
+           "-certmode selfsigned -certdir %s -hostname localhost -http-port -1", g_certdir);
+  cr_assert_eq(derpd_start(&g_srv, 2, args), 0, "derpd (TLS) did not start");
+}
+
+static void teardown_tls(void) {
+  derpd_kill(&g_srv);
+  DIR *d = opendir(g_certdir);
+  if (d) {
+    struct dirent *e;
+    char path[400];
+    while ((e = readdir(d)))
+      if (e->d_name[0] != '.') {
+        snprintf(path, sizeof path, "%s/%s", g_certdir, e->d_name);
+        unlink(path);
+      }
+    closedir(d);
+  }
+  rmdir(g_certdir);
+}
+
+/* SHA-256 of the server's certificate (the first PEM block's DER), in hex. */
+static void cert_sha256_hex(char hex[65]) {
+  char path[128], pem[16384], b64[16384];
+  snprintf(path, sizeof path, "%s/localhost.crt", g_certdir);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+  size_t n = fread(pem, 1, sizeof pem - 1, f);
+  fclose(f);
+  pem[n] = 0;
+  const char *begin = strstr(pem, "-----BEGIN CERTIFICATE-----");
+  cr_assert_not_null(begin, "no certificate in %s", path);
+  begin = strchr(begin, '\n');
+  const char *end = begin ? strstr(begin, "-----END CERTIFICATE-----") : NULL;
+  cr_assert(begin && end, "truncated certificate in %s", path);
+  size_t bl = (size_t)(end - begin);
+  memcpy(b64, begin, bl);
+  uint8_t der[12288], sum[crypto_hash_sha256_BYTES];
+  size_t dl = 0;
+  cr_assert_eq(sodium_base642bin(der, sizeof der, b64, bl, "\r\n", &dl, NULL,
+                                 sodium_base64_VARIANT_ORIGINAL),
+               0, "bad base64 in %s", path);
+  crypto_hash_sha256(sum, der, dl);
+  sodium_bin2hex(hex, 65, sum, sizeof sum);
 }
 
 static const char *bench_bin(void) {
@@ -133,6 +194,19 @@ static double get_num(json_t *j, const char *key) {
 }
 
 #define SMOKE .init = setup, .fini = teardown, .timeout = 60
+#define SMOKE_TLS .init = setup_tls, .fini = teardown_tls, .timeout = 60
+
+static void expect_closed_loop_ok(json_t *j) {
+  cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "relay");
+  cr_expect(json_is_null(json_object_get(j, "error")), "error reported");
+  cr_expect_gt(get_int(j, "delivered"), 0, "nothing delivered");
+  cr_expect_eq(get_int(j, "lost"), 0, "closed loop on pairs lost packets");
+  cr_expect_eq(get_int(j, "sent"), get_int(j, "delivered"));
+  cr_expect_eq(get_int(j, "malformed"), 0);
+  cr_expect_gt(get_int(j, "server_rss_kb"), 0);
+  get_num(j, "server_cpu_s_per_mpkt");
+  get_num(j, "payload_gbps");
+}
 
 Test(bench_smoke, relay_pairs_closed_loop, SMOKE) {
   json_t *j = run_bench("--mode relay --topology pairs --clients 4 --size 1200 --window 16 "
@@ -149,6 +223,7 @@ Test(bench_smoke, relay_pairs_closed_loop, SMOKE) {
   cr_expect_geq(get_num(lat, "p999_us"), get_num(lat, "p50_us"));
   cr_expect_gt(get_int(j, "server_rss_kb"), 0);
   get_num(j, "server_cpu_s_per_mpkt");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "plain");
   json_decref(j);
 }
 
@@ -163,6 +238,40 @@ Test(bench_smoke, churn, SMOKE) {
 Test(bench_smoke, idle_50, SMOKE) {
   json_t *j = run_bench("--mode idle --clients 50 --hold 500ms");
   cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "idle");
+  cr_expect_eq(get_int(j, "clients"), 50);
+  cr_expect_eq(get_int(j, "closed_by_server"), 0);
+  cr_expect_gt(get_int(j, "server_rss_after_kb"), 0);
+  get_num(j, "server_bytes_per_conn");
+  json_decref(j);
+}
+
+/* TLS 1.3, the certificate pinned (as Tailscale's sha256-raw: CertName). */
+Test(bench_smoke, tls_relay_pairs_closed_loop, SMOKE_TLS) {
+  char hex[65], flags[300];
+  cert_sha256_hex(hex);
+  snprintf(flags, sizeof flags,
+           "--tls --sni localhost --pin-sha256 %s --mode relay --topology pairs --clients 4 "
+           "--size 1200 --window 16 --duration 2s --warmup 500ms",
+           hex);
+  json_t *j = run_bench(flags);
+  expect_closed_loop_ok(j);
+  cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "tls1.3");
+  json_decref(j);
+}
+
+/* TLS 1.2, no verification; frames bigger than a TLS record. */
+Test(bench_smoke, tls12_relay_big_frames, SMOKE_TLS) {
+  json_t *j = run_bench("--tls --sni localhost --insecure --tls-version 1.2 --mode relay "
+                        "--clients 2 --size 40000 --window 8 --duration 1s --warmup 200ms");
+  expect_closed_loop_ok(j);
+  cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "tls1.2");
+  json_decref(j);
+}
+
+Test(bench_smoke, tls_idle_50, SMOKE_TLS) {
+  json_t *j = run_bench("--tls --sni localhost --insecure --mode idle --clients 50 --hold 500ms");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "mode")), "idle");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "tls1.3");
   cr_expect_eq(get_int(j, "clients"), 50);
   cr_expect_eq(get_int(j, "closed_by_server"), 0);
   cr_expect_gt(get_int(j, "server_rss_after_kb"), 0);

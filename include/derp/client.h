@@ -74,6 +74,18 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
                         char *err, size_t errlen);
 void derp_client_close(struct derp_client *c);
 
+/* Take the connection over and free c without closing anything: *fd gets
+ * the socket (blocking, unless the stream made it non-blocking: TLS does);
+ * *st the wrapped stream and *has_stream whether there is one (the caller
+ * then owns it: st->close frees it, and the caller closes the fd); *buf a
+ * malloc'd copy of the bytes received after the last frame read but not
+ * yet parsed, *buflen of them (NULL and 0 when none). Nothing is lost: the
+ * frame reader holds no partial frame between derp_client_* calls that
+ * returned whole frames (connect, recv). 0, or -1 with errno ENOMEM (c is
+ * then left as it was). */
+int derp_client_detach(struct derp_client *c, int *fd, struct derp_client_stream *st,
+                       bool *has_stream, uint8_t **buf, size_t *buflen);
+
 int derp_client_fd(const struct derp_client *c);
 /* HTTP status of the upgrade response (101), or 0 if none came (fast start). */
 int derp_client_http_status(const struct derp_client *c);

@@ -44,4 +44,22 @@ int derp_client_connect_tls(struct derp_client **out, const struct derp_client_o
                             const struct derp_tls_opts *t, struct derp_tls_info *info,
                             char *err, size_t errlen);
 
+/* A TLS connection taken over from the client, for callers that drive the
+ * socket themselves (derp-bench's epoll loops): the connection's SSL object
+ * (struct ssl_st is BoringSSL's SSL) on its non-blocking socket, and the
+ * plaintext already read past ServerInfo but not yet parsed. */
+struct ssl_st;
+struct derp_tls_conn {
+  struct ssl_st *ssl;     /* the caller frees it: SSL_free (it holds its own
+                             reference to its SSL_CTX) */
+  int fd;                 /* non-blocking; the caller closes it after SSL_free */
+  uint8_t *buffered;      /* malloc'd (caller frees), NULL when none */
+  size_t buffered_len;
+};
+
+/* Detach a client made by derp_client_connect_tls: c is freed in any case.
+ * 0 on success; -1 with errno (ENOMEM; EINVAL if c was not over TLS, its
+ * connection then closed). */
+int derp_client_tls_detach(struct derp_client *c, struct derp_tls_conn *out);
+
 #endif

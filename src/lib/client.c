@@ -670,6 +670,30 @@ void derp_client_close(struct derp_client *c) {
   free(c);
 }
 
+int derp_client_detach(struct derp_client *c, int *fd, struct derp_client_stream *st,
+                       bool *has_stream, uint8_t **buf, size_t *buflen) {
+  size_t n = c->rend - c->rpos;
+  uint8_t *copy = NULL;
+  if (n > 0) {
+    copy = malloc(n);
+    if (!copy) {
+      errno = ENOMEM;
+      return -1;
+    }
+    memcpy(copy, c->rbuf + c->rpos, n);
+  }
+  *fd = c->fd;
+  *has_stream = c->has_stream;
+  if (c->has_stream) *st = c->st;
+  else memset(st, 0, sizeof *st);
+  *buf = copy;
+  *buflen = n;
+  c->fd = -1;
+  c->has_stream = false;
+  derp_client_close(c);
+  return 0;
+}
+
 int derp_client_fd(const struct derp_client *c) { return c->fd; }
 int derp_client_http_status(const struct derp_client *c) { return c->http_status; }
 const derp_key *derp_client_server_key(const struct derp_client *c) { return &c->server_key; }

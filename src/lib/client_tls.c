@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/sha.h>
@@ -237,6 +238,33 @@ ssl_fail:
 fail:
   st_close(s);
   return -1;
+}
+
+int derp_client_tls_detach(struct derp_client *c, struct derp_tls_conn *out) {
+  memset(out, 0, sizeof *out);
+  out->fd = -1;
+  struct derp_client_stream st;
+  bool has_stream;
+  int fd;
+  if (derp_client_detach(c, &fd, &st, &has_stream, &out->buffered, &out->buffered_len) < 0) {
+    derp_client_close(c);
+    return -1;
+  }
+  if (!has_stream || st.close != st_close) {
+    if (has_stream && st.close) st.close(st.ctx);
+    if (fd >= 0) close(fd);
+    free(out->buffered);
+    out->buffered = NULL;
+    out->buffered_len = 0;
+    errno = EINVAL;
+    return -1;
+  }
+  struct tls_stream *s = st.ctx;
+  out->ssl = s->ssl;
+  out->fd = fd;
+  SSL_CTX_free(s->ctx); /* the SSL keeps its own reference */
+  free(s);
+  return 0;
 }
 
 int derp_client_connect_tls(struct derp_client **out, const struct derp_client_opts *o,

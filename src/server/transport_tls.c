@@ -57,9 +57,13 @@
 #include "server/upgrade.h"
 
 #define TLS_RECORD_MAX 16384
+/* The largest send batch: conn_flush adds frames while the batch is under
+ * SEND_BYTES_MAX, so it can pass it by one frame, at most a RecvPacket of the
+ * largest packet. */
+#define BATCH_MAX (SEND_BYTES_MAX + DERP_FRAME_HDR_LEN + DERP_KEY_LEN + DERP_MAX_PACKET)
 /* Output of one wrap: the largest send batch plus record overhead (up to 64
  * bytes per record covers every suite BoringSSL offers). */
-#define OUT_MAX (SEND_BYTES_MAX + (SEND_BYTES_MAX / TLS_RECORD_MAX + SEND_IOV_MAX + 1) * 64)
+#define OUT_MAX (BATCH_MAX + (BATCH_MAX / TLS_RECORD_MAX + SEND_IOV_MAX + 1) * 64)
 #define WIRE_PKT_MAX 65536
 
 struct tls_conn {
