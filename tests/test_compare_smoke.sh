@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Smoke test for bench/compare: one short derpd-only run of every experiment,
-# results and plots in a temporary directory. Checks that the Markdown report
-# has a number in each table and that the plots and JSON lines were written; no
-# timing thresholds. Needs python3, iperf3 and gnuplot (scripts/setup installs them).
+# Smoke test for bench/compare: one short run of every experiment, derpd against
+# derpd over TLS as the "other" server (--other, --other-bench-args), results and
+# plots in a temporary directory. Checks that the Markdown report has a number
+# for both servers and their ratio in each table, and that the plots and JSON
+# lines were written; no timing thresholds. Needs python3, iperf3 and gnuplot (scripts/setup installs them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,8 @@ rc=0
 env -u DERP_OTHER_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
   --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards}" --bench "$bench" \
   --sizes 1200 --shards 1 --loads 20000 \
+  --other "$derpd -c $tmp/key.json -a 127.0.0.1:{port} --shards {shards} -certmode selfsigned -hostname localhost -certdir $tmp/certs -http-port -1" \
+  --other-name derpd-tls --other-bench-args '--tls --sni localhost --insecure' \
   --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
 if ((rc != 0)); then
   cat "$tmp/stderr.txt" >&2
@@ -36,6 +39,10 @@ grep -Eq "^\| 20000 \| derpd \| $num \| $num \| $num \| $num \| $num \|" "$tmp/r
   fail "no numeric latency row for 20000 pps"
 grep -Eq "^\| 1 \| derpd \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
   fail "no numeric scaling row for 1 shard"
+grep -Eq "^\| 1200 \| derpd-tls \| $num \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
+  fail "no numeric throughput row for derpd-tls (the other server, over TLS)"
+grep -Eq "^\| 1200 \| \*\*derpd/derpd-tls\*\* \| $num× \|" "$tmp/report.md" ||
+  fail "no derpd/derpd-tls ratio row"
 grep -Eq "median \*\*$num Gbit/s\*\*" "$tmp/report.md" || fail "no loopback ceiling"
 grep -Eq "derpd, 1200 B, 4 clients .*= $num% of half the ceiling" "$tmp/report.md" ||
   fail "no ceiling share"
@@ -48,8 +55,10 @@ python3 - "$tmp/results/r.jsonl" <<'PY' || fail "bad JSON lines"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 runs = [l for l in lines if l["kind"] == "run"]
-assert len(runs) == 3 and all(r["rc"] == 0 and r["result"] for r in runs), runs
+assert len(runs) == 6 and all(r["rc"] == 0 and r["result"] for r in runs), runs
 assert sum(l["kind"] == "ceiling" for l in lines) == 1
-assert sum(l["kind"] == "median" for l in lines) == 3
+assert sum(l["kind"] == "median" for l in lines) == 6
+assert all("--tls" in r["bench_cmd"] for r in runs if r["server"] == "derpd-tls")
+assert not any("--tls" in r["bench_cmd"] for r in runs if r["server"] == "derpd")
 PY
 echo "compare_smoke: ok"
