@@ -54,7 +54,7 @@
   X(conns_ktls, "derpd_conns_mode{mode=\"ktls\"}", "counter", "")                         \
   X(ktls_installs, "derpd_ktls_installs", "counter", "TLS connections switched to kTLS, both directions") \
   X(ktls_fallbacks, "derpd_ktls_fallbacks", "counter", "TLS connections kept in userspace TLS: kTLS could not take them") \
-  X(ktls_failures, "derpd_ktls_failures", "counter", "kTLS key installs the kernel refused (connection closed)") \
+  X(ktls_failures, "derpd_ktls_failures", "counter", "kTLS key installs the kernel refused (RX: kept in userspace TLS, or closed under --ktls=require; TX: closed)") \
   X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS") \
   X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \

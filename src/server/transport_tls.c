@@ -40,9 +40,9 @@
  *     wrap ran, and with RX in the kernel the SSL makes no records of its own.
  *     Then the SSL and this state are freed and the conn runs on
  *     transport_ktls (transport_ktls.c).
- * A refused TCP_ULP leaves the socket as it was: fallback to userspace TLS
- * (--ktls=require: close). A refused key after the ULP is in: close
- * (ktls_error), as the socket cannot go back. */
+ * A refused TCP_ULP or RX key leaves the socket as it was: fallback to
+ * userspace TLS (--ktls=require: close). A refused TX key, with RX already in
+ * the kernel: close (ktls_error), as the conn cannot go back. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -374,8 +374,9 @@ static int ktls_fallback(struct conn *c, const char *why) {
   return 0;
 }
 
-/* The kernel refused a key after the ULP went in: the socket cannot carry
- * userspace TLS any more. Always -1. */
+/* The kernel refused the TX key with RX already in the kernel: the records
+ * it reads are gone from userspace's view, so the conn cannot go back.
+ * Always -1. */
 static int ktls_fail(struct conn *c, const char *what, int err) {
   char d[160];
   snprintf(d, sizeof d, "%s: %s", what, strerror(err));
@@ -452,7 +453,16 @@ static int ktls_switch_rx(struct conn *c, struct tls_conn *t) {
   t->ktls_version = rx.info.version;
   r = ktls_set_key(c->fd, KTLS_RX, &rx);
   ktls_info_wipe(&rx);
-  if (r < 0) return ktls_fail(c, "TLS_RX", -r);
+  if (r < 0) {
+    /* A refused key leaves the socket as it was: the kernel frees what it
+     * set up and keeps the ULP's pass-through (net/tls/tls_main.c,
+     * do_tls_setsockopt_conf), so userspace TLS goes on. ENOENT here means
+     * the kernel could not load the suite's crypto (e.g. no chacha20poly1305
+     * module); seen on Debian's 6.1 kernel without modprobe. */
+    STAT_INC(&c->sh->stats, ktls_failures);
+    snprintf(why, sizeof why, "TLS_RX refused: %s", strerror(-r));
+    return ktls_fallback(c, why);
+  }
   c->xp = &transport_tls_krx;
   return ktls_switch_tx(c, t, NULL) < 0 ? -1 : 0;
 }
