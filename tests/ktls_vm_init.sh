@@ -112,6 +112,28 @@ else grep -i ktls /tmp/derpd-8443.log | tail -5
   fail "matrix counters" "installs ${k:-none}, failures ${f:-none}, fallbacks ${b:-none}"; fi
 stop_derpd
 
+# Records the kernel hands back: a DERP upgrade keeps the conn open (the
+# server waits for ClientInfo), then s_client sends a TLS 1.3 KeyUpdate ('K')
+# or a close_notify ('Q'). derpd reads them under kTLS: KeyUpdate closes as
+# ktls_key_update (no re-key), close_notify is counted and closes as eof.
+start_derpd 8447 --shards 2 --ktls=require -v
+up='GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n'
+for cmd in K Q; do
+  (printf "$up"; sleep 1; echo $cmd; sleep 2) |
+    timeout 8 openssl s_client -connect 127.0.0.1:8447 -servername localhost -brief -tls1_3 \
+      >/tmp/sc-$cmd.txt 2>&1
+done
+sleep 0.5
+kc="$(varz 8447 'derpd_conn_closed{reason="ktls_key_update"}')"
+cn="$(varz 8447 derpd_ktls_close_notify)"
+if [ "${kc:-0}" -ge 1 ] && grep -q 'peer sent KeyUpdate' /tmp/derpd-8447.log; then
+  pass "KeyUpdate under kTLS: closed as ktls_key_update"
+else cat /tmp/sc-K.txt; tail -5 /tmp/derpd-8447.log; fail "KeyUpdate under kTLS" "count ${kc:-none}"; fi
+if [ "${cn:-0}" -ge 1 ]; then pass "close_notify under kTLS: counted ($cn)"
+else cat /tmp/sc-Q.txt; tail -5 /tmp/derpd-8447.log; fail "close_notify under kTLS" "count ${cn:-none}"; fi
+if kill -0 $DPID; then pass "derpd alive after KeyUpdate and close_notify"; else fail "derpd alive" "exited"; fi
+stop_derpd
+
 # DERP relay through kTLS, across 2 shards, both TLS versions: nothing lost.
 start_derpd 8444 --shards 2 --ktls=require
 for v in 1.2 1.3; do
