@@ -44,7 +44,7 @@ Test(config, defaults) {
   cr_assert_eq(c.max_conns, 0);
   cr_assert_eq(c.recv_bufs, 256);
   cr_assert_eq(c.recv_buf_size, 16384);
-  cr_assert_eq(c.queue_depth, 4096);
+  cr_assert_eq(c.queue_depth, 0); /* auto */
   cr_assert_eq(c.verbose, 0);
   cr_assert_eq(c.ktls_mode, KTLS_AUTO);
 }
@@ -194,7 +194,10 @@ Test(config, int_ranges) {
   ERR("invalid value \"65536\" for flag -recv-bufs", "--recv-bufs=65536");
   ERR("invalid value \"1023\" for flag -recv-buf-size", "--recv-buf-size=1023");
   ERR("invalid value \"1048577\" for flag -recv-buf-size", "--recv-buf-size=1048577");
+  cr_assert_eq(PARSE(&c, "--queue-depth=0"), 0, "%s", err); /* 0 = auto */
+  cr_assert_eq(c.queue_depth, 0);
   ERR("invalid value \"32\" for flag -queue-depth", "--queue-depth=32");
+  ERR("invalid value \"-1\" for flag -queue-depth", "--queue-depth=-1");
   ERR("invalid value \"100\" for flag -queue-depth", "--queue-depth=100");
   ERR("invalid value \"99999999999999999999\" for flag -max-conns", "--max-conns=99999999999999999999");
 }
@@ -244,7 +247,7 @@ Test(config, usage_mentions_every_flag) {
   static const char *needles[] = {
       "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
-      "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096",
+      "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096", "65536/(shards-1)",
       "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "mesh",
       "-ktls string", "auto", "require",
   };
@@ -293,4 +296,28 @@ Test(config, ktls) {
   ERR("invalid value \"on\" for flag -ktls: want auto, off or require", "--ktls=on");
   ERR("invalid value \"\" for flag -ktls", "--ktls=");
   ERR("flag needs an argument: -ktls", "--ktls");
+}
+
+/* Ring depths: full up to 16 shards; beyond, a shard's inbound slots are
+ * capped, with floors; an explicit --queue-depth sets the data depth. */
+Test(config, ring_depths) {
+  uint32_t d, c;
+  config_ring_depths(1, 0, &d, &c);
+  cr_assert(d == 4096 && c == 1024);
+  config_ring_depths(16, 0, &d, &c);
+  cr_assert(d == 4096 && c == 1024);
+  config_ring_depths(17, 0, &d, &c); /* 65536/16 = 4096, 16384/16 = 1024 */
+  cr_assert(d == 4096 && c == 1024, "%u %u", d, c);
+  config_ring_depths(32, 0, &d, &c); /* 65536/31 -> 2048, 16384/31 -> 512 */
+  cr_assert(d == 2048 && c == 512, "%u %u", d, c);
+  config_ring_depths(64, 0, &d, &c); /* 1040 -> 1024, 260 -> 256 */
+  cr_assert(d == 1024 && c == 256, "%u %u", d, c);
+  config_ring_depths(1024, 0, &d, &c); /* floors */
+  cr_assert(d == 1024 && c == 256, "%u %u", d, c);
+  config_ring_depths(64, 65536, &d, &c);
+  cr_assert(d == 65536 && c == 256, "%u %u", d, c);
+  for (int n = 1; n <= 1024; n++) {
+    config_ring_depths(n, 0, &d, &c);
+    cr_assert(d && !(d & (d - 1)) && c && !(c & (c - 1)), "n %d: %u %u", n, d, c);
+  }
 }

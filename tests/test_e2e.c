@@ -153,8 +153,10 @@ Test(e2e, handshake_normal_and_fast, E2E) {
 
 /* ---- relay ---- */
 
+/* 32 shards: more than this machine has cores, and past the 16 where the
+ * inter-shard rings start to shrink (config_ring_depths). */
 ParameterizedTestParameters(e2e, relay_8_pairs) {
-  static int shards[] = {1, 2, 4};
+  static int shards[] = {1, 2, 4, 32};
   return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
 }
 
@@ -202,6 +204,9 @@ ParameterizedTest(int *shards, e2e, relay_8_pairs, E2E) {
    * client whose key another shard owns was handed over after its handshake. */
   cr_assert_eq(derpd_varz(&g_srv, "derp_packets_dropped"), 0);
   cr_assert_geq(derpd_varz(&g_srv, "derp_packets_sent"), PAIRS * COUNT);
+  if (*shards == 32)
+    cr_assert(derpd_log_contains(&g_srv, "rings per shard pair: data 2048, control 512, handoff 512"),
+              "ring depths for 32 shards not in the log");
   if (*shards > 1) {
     cr_assert_gt(derpd_varz(&g_srv, "derpd_cross_shard_packets"), 0, "no pair crossed shards");
     cr_assert_gt(derpd_varz(&g_srv, "derpd_handoffs"), 0, "no connection moved shards");

@@ -25,7 +25,7 @@ void config_defaults(struct config *c) {
   c->keepalive_ms = 60000;
   c->recv_bufs = 256;
   c->recv_buf_size = 16384;
-  c->queue_depth = 4096;
+  c->queue_depth = 0; /* auto: ring_depths() in main.c */
   c->http_port = 80;
   c->ktls_mode = KTLS_AUTO;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
@@ -181,7 +181,7 @@ static int parse_addr(struct perr *e, const char *name, const char *val, struct 
 /* ---- The flag table -------------------------------------------------------- */
 
 enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_KTLS, K_HELP };
-enum { INT_POW2 = 1, DUR_ZERO_OK = 1 };
+enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2 };
 
 struct flag {
   const char *name;
@@ -189,7 +189,7 @@ struct flag {
   size_t off;           /* field in struct config */
   size_t cap;           /* K_STRING: buffer size */
   long long lo, hi;     /* K_INT: range */
-  int opts;             /* INT_POW2 / DUR_ZERO_OK */
+  int opts;             /* INT_POW2, INT_ZERO_AUTO (0 = auto, beside lo..hi) / DUR_ZERO_OK */
 };
 
 #define F(field) offsetof(struct config, field)
@@ -209,7 +209,7 @@ static const struct flag flags[] = {
     {"max-conns", K_INT, F(max_conns), 0, 0, 1 << 24, 0},
     {"recv-bufs", K_INT, F(recv_bufs), 0, 1, 32768, INT_POW2},
     {"recv-buf-size", K_INT, F(recv_buf_size), 0, 1024, 1048576, 0},
-    {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2},
+    {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2 | INT_ZERO_AUTO},
     {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"h", K_HELP, 0, 0, 0, 0, 0},
@@ -227,6 +227,10 @@ static int set_int(struct perr *e, const struct flag *f, const char *val, struct
   long long v;
   char why[96];
   if (parse_int(val, &v) < 0) return bad_value(e, f->name, val, "parse error");
+  if (v == 0 && (f->opts & INT_ZERO_AUTO)) {
+    *(int *)((char *)c + f->off) = 0;
+    return 0;
+  }
   bool pow2_bad = (f->opts & INT_POW2) && !is_pow2(v);
   if (v < f->lo || v > f->hi || pow2_bad) {
     snprintf(why, sizeof why, "must be %s%lld..%lld", (f->opts & INT_POW2) ? "a power of two in " : "in ",
@@ -274,6 +278,43 @@ static int set_value(struct perr *e, const struct flag *f, const char *val, stru
   }
   default: return set_bool(e, f, val, c);
   }
+}
+
+/* ---- Derived settings --------------------------------------------------------- */
+
+/* Ring depths per ordered shard pair. Up to RING_FULL_SHARDS shards every
+ * pair gets the full depths; beyond, a shard's inbound slots are capped (a
+ * pair carries 1/(n-1) of a shard's cross traffic), with floors that still
+ * hold several loop turns of one pair's burst. Rings: n*(n-1) per kind, so at
+ * 64 shards the full depths would be 4032 * 48 KiB = 189 MiB. */
+#define RING_FULL_SHARDS 16
+#define DATA_DEPTH_FULL 4096
+#define DATA_DEPTH_MIN 1024
+#define DATA_SLOTS_PER_SHARD 65536 /* inbound data slots of one shard, n > 16 */
+#define CTRL_DEPTH_FULL 1024       /* control and handoff rings alike */
+#define CTRL_DEPTH_MIN 256
+#define CTRL_SLOTS_PER_SHARD 16384
+
+static uint32_t pow2_floor(uint32_t x) {
+  uint32_t p = 1;
+  while (p <= x / 2) p *= 2;
+  return p;
+}
+
+void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl) {
+  uint32_t peers = n > 1 ? (uint32_t)n - 1 : 1;
+  if (n <= RING_FULL_SHARDS) {
+    *data = DATA_DEPTH_FULL;
+    *ctrl = CTRL_DEPTH_FULL;
+  } else {
+    *data = pow2_floor(DATA_SLOTS_PER_SHARD / peers);
+    if (*data < DATA_DEPTH_MIN) *data = DATA_DEPTH_MIN;
+    if (*data > DATA_DEPTH_FULL) *data = DATA_DEPTH_FULL;
+    *ctrl = pow2_floor(CTRL_SLOTS_PER_SHARD / peers);
+    if (*ctrl < CTRL_DEPTH_MIN) *ctrl = CTRL_DEPTH_MIN;
+    if (*ctrl > CTRL_DEPTH_FULL) *ctrl = CTRL_DEPTH_FULL;
+  }
+  if (queue_depth > 0) *data = (uint32_t)queue_depth;
 }
 
 /* ---- Parsing ----------------------------------------------------------------- */
@@ -396,8 +437,9 @@ void config_usage(FILE *out, const char *prog) {
 "  -recv-buf-size int\n"
 "        bytes per receive buffer, 1024..1048576 (default 16384)\n"
 "  -queue-depth int\n"
-"        packets per inter-shard queue, a power of two in 64..1048576\n"
-"        (default 4096)\n"
+"        packets per inter-shard queue, a power of two in 64..1048576;\n"
+"        0 = auto: 4096 up to 16 shards, then 65536/(shards-1), at least\n"
+"        1024 (default 0)\n"
 "\n"
 "Other:\n"
 "  -v, -verbose\n"

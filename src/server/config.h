@@ -23,7 +23,7 @@ struct config {
   int max_conns;             /* --max-conns, per process, default derived from RLIMIT_NOFILE */
   int recv_bufs;             /* --recv-bufs per shard, default 256 (power of two) */
   int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
-  int queue_depth;           /* --queue-depth: packets per inter-shard ring, default 4096 (power of 2) */
+  int queue_depth;           /* --queue-depth: packets per inter-shard data ring (power of 2); 0 = auto */
   int verbose;               /* -v / --verbose, may repeat */
   /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
   char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
@@ -41,5 +41,9 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
 void config_usage(FILE *out, const char *prog);
 /* Parse a Go duration ("300ms", "1.5h", "2m3s") into milliseconds; -1 on error. */
 int64_t config_parse_duration_ms(const char *s);
+/* Depths of the rings between each ordered pair of n shards: *data for the
+ * data ring (queue_depth if > 0, else auto), *ctrl for the control and the
+ * handoff ring. Powers of two. */
+void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,9 +23,6 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "server/tls.h"
-
-#define CTRL_QUEUE_DEPTH 1024
-#define HAND_QUEUE_DEPTH 1024
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -108,20 +106,41 @@ static int load_key(struct server *s) {
   return 0;
 }
 
+/* Every ring's slots live in one anonymous mapping, so a page is backed only
+ * once a ring's index reaches it: an idle server, or a pair that carries
+ * little, costs next to nothing (with calloc, 64 shards held 240 MB of RSS
+ * before the first packet). */
 static int make_rings(struct server *s) {
   int n = s->nshards;
+  uint32_t dd, cd;
+  config_ring_depths(n, s->cfg.queue_depth, &dd, &cd);
   s->data_q = calloc((size_t)n * n, sizeof *s->data_q);
   s->ctrl_q = calloc((size_t)n * n, sizeof *s->ctrl_q);
   s->hand_q = calloc((size_t)n * n, sizeof *s->hand_q);
   if (!s->data_q || !s->ctrl_q || !s->hand_q) return -1;
+  size_t per_pair = ((size_t)dd + 2 * (size_t)cd) * sizeof(void *);
+  s->ring_mem_len = per_pair * (size_t)n * (size_t)(n - 1);
+  if (s->ring_mem_len) {
+    void *m = mmap(NULL, s->ring_mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      s->ring_mem_len = 0;
+      return -1;
+    }
+    s->ring_mem = m;
+  }
+  void **slot = s->ring_mem;
   for (int i = 0; i < n; i++)
     for (int j = 0; j < n; j++) {
       if (i == j) continue;
-      s->data_q[i * n + j] = spsc_new((uint32_t)s->cfg.queue_depth);
-      s->ctrl_q[i * n + j] = spsc_new(CTRL_QUEUE_DEPTH);
-      s->hand_q[i * n + j] = spsc_new(HAND_QUEUE_DEPTH);
+      s->data_q[i * n + j] = spsc_new_at(dd, slot);
+      s->ctrl_q[i * n + j] = spsc_new_at(cd, slot + dd);
+      s->hand_q[i * n + j] = spsc_new_at(cd, slot + dd + cd);
+      slot += dd + 2 * cd;
       if (!s->data_q[i * n + j] || !s->ctrl_q[i * n + j] || !s->hand_q[i * n + j]) return -1;
     }
+  if (n > 1)
+    log_info("derpd: inter-shard rings per shard pair: data %u, control %u, handoff %u "
+             "(%zu MiB of address space, backed as used)", dd, cd, cd, s->ring_mem_len >> 20);
   return 0;
 }
 
@@ -153,6 +172,7 @@ static void drain_rings(struct server *s) {
   free(s->data_q);
   free(s->ctrl_q);
   free(s->hand_q);
+  if (s->ring_mem) munmap(s->ring_mem, s->ring_mem_len);
 }
 
 static int start_shards(struct server *s, pthread_barrier_t *bar) {

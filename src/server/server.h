@@ -266,6 +266,8 @@ struct server {
   /* Rings, [from * n + to]: packets; control messages (PeerGone, MSG_SAW);
    * handoffs. Separate so a flood of one cannot starve another. */
   struct spsc **data_q, **ctrl_q, **hand_q;
+  void *ring_mem;      /* every ring's slots (one mapping, main.c) */
+  size_t ring_mem_len;
   _Atomic bool stopping;
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;

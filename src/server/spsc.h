@@ -29,6 +29,7 @@ struct spsc {
   uint32_t staged;                                /* producer's unpublished end */
   /* Read-only after init. */
   alignas(SPSC_CACHELINE) uint32_t mask;
+  bool own_slots;   /* slots came from spsc_new, not from the caller */
   void **slots;
 };
 
@@ -43,11 +44,30 @@ static inline struct spsc *spsc_new(uint32_t cap) {
   atomic_init(&q->tail, 0);
   q->tail_cache = q->head_cache = q->staged = 0;
   q->mask = cap - 1;
+  q->own_slots = true;
+  return q;
+}
+
+/* As spsc_new, on cap zeroed slots that the caller owns (spsc_free leaves
+ * them): derpd carves every ring's slots out of one mapping. */
+static inline struct spsc *spsc_new_at(uint32_t cap, void **slots) {
+  assert(cap >= 2 && (cap & (cap - 1)) == 0 && slots);
+  struct spsc *q = aligned_alloc(SPSC_CACHELINE, sizeof(*q));
+  if (!q) return NULL;
+  q->slots = slots;
+  atomic_init(&q->head, 0);
+  atomic_init(&q->tail, 0);
+  q->tail_cache = q->head_cache = q->staged = 0;
+  q->mask = cap - 1;
+  q->own_slots = false;
   return q;
 }
 
 static inline void spsc_free(struct spsc *q) {
-  if (q) { free(q->slots); free(q); }
+  if (q) {
+    if (q->own_slots) free(q->slots);
+    free(q);
+  }
 }
 
 /* Producer: stage one item. False if the ring is full (nothing staged). */
