@@ -133,6 +133,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
     shard_recycle_buf(sh, bid);
   } else if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
+    shard_note_nobufs(sh);
   } else if (c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
     close_on_read(c, res);
   }

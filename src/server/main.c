@@ -213,6 +213,7 @@ static void free_server(struct server *s) {
     struct shard *sh = &s->shards[i];
     if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
     free(sh->bufs);
+    free(sh->buf_free);
     free(sh->br);
     free(sh->pending_pub);
     if (sh->listen_fd >= 0) close(sh->listen_fd);

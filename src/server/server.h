@@ -221,10 +221,18 @@ struct shard {
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
   _Atomic int sleeping;        /* set before waiting; producers wake if set */
-  /* Provided buffer ring for multishot recv. */
+  /* Provided buffer ring for multishot recv. The kernel takes buffers in
+   * ring order, so whatever the ring holds is touched in turn: it holds only
+   * buf_target of the nbufs buffers, topped up each turn from buf_free, a
+   * stack (most recently returned on top, so refills reuse warm buffers). A
+   * shard touches about buf_target buffers of its pool, not all of it; an
+   * ENOBUFS doubles buf_target (up to nbufs), for good. */
   struct io_uring_buf_ring *br;
   uint8_t *bufs;
   uint32_t nbufs, buf_size, br_pending;
+  uint16_t *buf_free;          /* bids not in the ring */
+  uint32_t nfree, in_ring, buf_target;
+  bool nobufs;                 /* an ENOBUFS this turn */
   int64_t now_ms;
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
@@ -292,6 +300,7 @@ bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m);
 bool shard_push_hand(struct shard *sh, int to, struct conn *c);
 bool shard_push_data(struct shard *sh, int to, struct pkt *p);
 void shard_recycle_buf(struct shard *sh, unsigned bid);
+void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
 

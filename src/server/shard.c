@@ -6,6 +6,7 @@
  * conn with new output (one sendmsg each), publish staged ring items and wake
  * sleepers, then one io_uring_enter that submits everything and waits. Conn
  * protocol logic lives in conn.c and relay.c; this file only dispatches. */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,33 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
   conn_start(c);
 }
 
+/* Buffers in the ring at start; the first ENOBUFS under load doubles it. */
+#define BUF_TARGET_START 32
+
+/* Tops the ring up to buf_target from the top of the free stack; published
+ * with the turn's other additions. */
+static void refill_buf_ring(struct shard *sh) {
+  if (sh->nobufs) {
+    sh->nobufs = false;
+    if (sh->buf_target < sh->nbufs) {
+      sh->buf_target = sh->buf_target * 2 < sh->nbufs ? sh->buf_target * 2 : sh->nbufs;
+      log_debug("shard %d: receive buffers in the ring: %u (ENOBUFS)", sh->id, sh->buf_target);
+    }
+  }
+  int mask = io_uring_buf_ring_mask(sh->nbufs);
+  while (sh->in_ring < sh->buf_target && sh->nfree > 0) {
+    unsigned bid = sh->buf_free[--sh->nfree];
+    io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
+                          (unsigned short)bid, mask, (int)sh->br_pending);
+    sh->br_pending++;
+    sh->in_ring++;
+  }
+  if (sh->br_pending) {
+    io_uring_buf_ring_advance(sh->br, (int)sh->br_pending);
+    sh->br_pending = 0;
+  }
+}
+
 static int setup_buf_ring(struct shard *sh) {
   sh->nbufs = (uint32_t)sh->srv->cfg.recv_bufs;
   sh->buf_size = (uint32_t)sh->srv->cfg.recv_buf_size;
@@ -130,26 +158,31 @@ static int setup_buf_ring(struct shard *sh) {
   memset(mem, 0, ring_bytes);
   sh->br = mem;
   sh->bufs = malloc((size_t)sh->nbufs * sh->buf_size);
-  if (!sh->bufs) return -ENOMEM;
+  sh->buf_free = malloc(sh->nbufs * sizeof *sh->buf_free);
+  if (!sh->bufs || !sh->buf_free) return -ENOMEM;
   struct io_uring_buf_reg reg = {
       .ring_addr = (uint64_t)(uintptr_t)sh->br, .ring_entries = sh->nbufs, .bgid = BGID};
   int r = io_uring_register_buf_ring(&sh->ring, &reg, 0);
   if (r < 0) return r;
   io_uring_buf_ring_init(sh->br);
-  int mask = io_uring_buf_ring_mask(sh->nbufs);
-  for (uint32_t i = 0; i < sh->nbufs; i++)
-    io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)i * sh->buf_size, sh->buf_size,
-                          (unsigned short)i, mask, (int)i);
-  io_uring_buf_ring_advance(sh->br, (int)sh->nbufs);
+  sh->nfree = 0;
+  for (uint32_t i = sh->nbufs; i-- > 0;) sh->buf_free[sh->nfree++] = (uint16_t)i; /* bid 0 on top */
+  sh->in_ring = sh->br_pending = 0;
+  sh->buf_target = sh->nbufs < BUF_TARGET_START ? sh->nbufs : BUF_TARGET_START;
+  sh->nobufs = false;
+  refill_buf_ring(sh);
   return 0;
 }
 
-/* Give a provided buffer back to the kernel; published in a batch per turn. */
+/* A buffer the kernel filled and derpd has used: onto the free stack; the
+ * turn's refill puts it back into the ring. */
 void shard_recycle_buf(struct shard *sh, unsigned bid) {
-  io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
-                        (unsigned short)bid, io_uring_buf_ring_mask(sh->nbufs), (int)sh->br_pending);
-  sh->br_pending++;
+  assert(sh->nfree < sh->nbufs && sh->in_ring > 0);
+  sh->buf_free[sh->nfree++] = (uint16_t)bid;
+  sh->in_ring--;
 }
+
+void shard_note_nobufs(struct shard *sh) { sh->nobufs = true; }
 
 static int setup_ring(struct shard *sh) {
   struct io_uring_params p;
@@ -303,10 +336,7 @@ static void process_cqes(struct shard *sh) {
     n++;
   }
   io_uring_cq_advance(&sh->ring, n);
-  if (sh->br_pending) {
-    io_uring_buf_ring_advance(sh->br, (int)sh->br_pending);
-    sh->br_pending = 0;
-  }
+  refill_buf_ring(sh);
 }
 
 static void loop(struct shard *sh) {
