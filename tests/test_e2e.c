@@ -168,9 +168,24 @@ static size_t seq_packet(uint8_t *buf, int pair, uint32_t seq) {
   return len;
 }
 
-ParameterizedTest(int *shards, e2e, relay_pairs, E2E) {
+static void relay_pairs_run(int nshards, const char *args);
+
+ParameterizedTest(int *shards, e2e, relay_pairs, E2E) { relay_pairs_run(*shards, NULL); }
+
+/* Two receive buffers per shard: receives keep running out (ENOBUFS) and
+ * re-arm, the ring target cannot grow past 2, and still nothing is lost or
+ * reordered. */
+Test(e2e, relay_two_recv_buffers, E2E) {
+  relay_pairs_run(2, "--recv-bufs 2");
+  long long nobufs = derpd_varz(&g_srv, "derpd_recv_no_buffers");
+  cr_log_info("ENOBUFS: %lld", nobufs);
+  cr_assert_gt(nobufs, 0, "24 pairs sending windows of 32 through 2 buffers never ran out");
+}
+
+static void relay_pairs_run(int nshards, const char *args) {
   enum { PAIRS = 24, COUNT = 200, WINDOW = 32 };
-  start(*shards, NULL);
+  const int *shards = &nshards;
+  start(*shards, args);
   struct derp_client *tx[PAIRS], *rx[PAIRS];
   for (int p = 0; p < PAIRS; p++) {
     tx[p] = e2e_client(&g_srv, NULL, p % 2);
