@@ -164,33 +164,49 @@ md.append("")
 main_sh = meta["main_shards"]
 main_sh_txt = "0 (one per CPU)" if main_sh == 0 else str(main_sh)
 
+def section(exp, datname, key_hdr, metrics, spread_m, datrow, speedup=False):
+    """One table: a row per (key, server) and a derpd/other ratio row per key.
+    metrics: (header, metric, unit, has_ratio) columns; speedup adds a column
+    "x vs the first key" (the shards table); datrow(k, x) is the plot row."""
+    cols = [key_hdr, "Server"] + [m[0] for m in metrics]
+    if speedup:
+        cols.append(f"× vs {keys(exp)[0]} shard(s)")
+    cols.append(f"spread ({'kpps' if spread_m == 'pps' else spread_m})")
+    rows = []
+    data = {s: [] for s in servers}
+    base = {s: med(stats(s, exp, keys(exp)[0]), "pps") for s in servers}
+    for k in keys(exp):
+        st = {}
+        for s in servers:
+            st[s] = x = stats(s, exp, k)
+            remember(s, exp, k, x)
+            row = [str(k), s] + [fmt(med(x, m), unit) for _, m, unit, _ in metrics]
+            if speedup:
+                row.append(fmt(med(x, "pps") / base[s] if med(x, "pps") and base[s] else None, "x"))
+            rows.append(row + [spread(x, spread_m)])
+            if x:
+                data[s].append(datrow(k, x))
+        if other:
+            a, b = st["derpd"], st[other]
+            rows.append([str(k), f"**derpd/{other}**"] +
+                        [fmt(ratio(a, b, m), "x") if r else "" for _, m, _, r in metrics] +
+                        [""] * (2 if speedup else 1))
+    for s in servers:
+        dat(datname, s, data[s])
+    md.append(table(cols, rows))
+    md.append("")
+
+
 # 1. Throughput vs packet size.
 if keys("size"):
     md.append("#### Throughput vs packet size")
     md.append("")
     md.append(f"Closed loop: `{meta['size_args']}`; derpd `--shards {main_sh_txt}`.")
     md.append("")
-    cols = ["Size (B)", "Server", "kpps", "Gbit/s", "p50 µs", "p99 µs", "CPU s/Mpkt", "spread (kpps)"]
-    rows = []
-    data = {s: [] for s in servers}
-    for k in keys("size"):
-        st = {}
-        for s in servers:
-            st[s] = x = stats(s, "size", k)
-            remember(s, "size", k, x)
-            rows.append([str(k), s, fmt(med(x, "pps"), "kpps"), fmt(med(x, "gbps"), "gbps"),
-                         fmt(med(x, "p50"), "us"), fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"),
-                         spread(x, "pps")])
-            if x:
-                data[s].append([k, *x["gbps"], *(v / 1000 for v in x["pps"])])
-        if other:
-            a, b = st["derpd"], st[other]
-            rows.append([str(k), f"**derpd/{other}**"] +
-                        [fmt(ratio(a, b, m), "x") for m in ("pps", "gbps", "p50", "p99", "cpu")] + [""])
-    for s in servers:
-        dat("size", s, data[s])
-    md.append(table(cols, rows))
-    md.append("")
+    section("size", "size", "Size (B)",
+            [("kpps", "pps", "kpps", True), ("Gbit/s", "gbps", "gbps", True), ("p50 µs", "p50", "us", True),
+             ("p99 µs", "p99", "us", True), ("CPU s/Mpkt", "cpu", "cpu", True)],
+            "pps", lambda k, x: [k, *x["gbps"], *(v / 1000 for v in x["pps"])])
 
 # 2. Latency vs offered load.
 if keys("latency"):
@@ -199,28 +215,10 @@ if keys("latency"):
     md.append(f"Open loop (no acks): `{meta['latency_args']}`; derpd `--shards {main_sh_txt}`. "
               "Loss = sent − received, counted after the drain.")
     md.append("")
-    cols = ["Offered pps", "Server", "delivered pps", "loss %", "p50 µs", "p99 µs", "CPU s/Mpkt", "spread (p99)"]
-    rows = []
-    data = {s: [] for s in servers}
-    for k in keys("latency"):
-        st = {}
-        for s in servers:
-            st[s] = x = stats(s, "latency", k)
-            remember(s, "latency", k, x)
-            rows.append([str(k), s, fmt(med(x, "pps"), "pps"), fmt(med(x, "loss"), "loss"),
-                         fmt(med(x, "p50"), "us"), fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"),
-                         spread(x, "p99")])
-            if x:
-                data[s].append([k, *x["p50"], *x["p99"]])
-        if other:
-            a, b = st["derpd"], st[other]
-            rows.append([str(k), f"**derpd/{other}**", fmt(ratio(a, b, "pps"), "x"), "",
-                         fmt(ratio(a, b, "p50"), "x"), fmt(ratio(a, b, "p99"), "x"),
-                         fmt(ratio(a, b, "cpu"), "x"), ""])
-    for s in servers:
-        dat("latency", s, data[s])
-    md.append(table(cols, rows))
-    md.append("")
+    section("latency", "latency", "Offered pps",
+            [("delivered pps", "pps", "pps", True), ("loss %", "loss", "loss", False), ("p50 µs", "p50", "us", True),
+             ("p99 µs", "p99", "us", True), ("CPU s/Mpkt", "cpu", "cpu", True)],
+            "p99", lambda k, x: [k, *x["p50"], *x["p99"]])
 
 # 3. Scaling vs shards.
 if keys("shards"):
@@ -229,29 +227,10 @@ if keys("shards"):
     md.append(f"Closed loop: `{meta['shards_args']}`; derpd `--shards N`"
               + (f"; {other} gets `{{shards}}` only if its command has it" if other else "") + ".")
     md.append("")
-    cols = ["Shards", "Server", "kpps", "Gbit/s", "p99 µs", "CPU s/Mpkt", f"× vs {keys('shards')[0]} shard(s)",
-            "spread (kpps)"]
-    rows = []
-    data = {s: [] for s in servers}
-    base = {s: med(stats(s, "shards", keys("shards")[0]), "pps") for s in servers}
-    for k in keys("shards"):
-        st = {}
-        for s in servers:
-            st[s] = x = stats(s, "shards", k)
-            remember(s, "shards", k, x)
-            sp = med(x, "pps") / base[s] if med(x, "pps") and base[s] else None
-            rows.append([str(k), s, fmt(med(x, "pps"), "kpps"), fmt(med(x, "gbps"), "gbps"),
-                         fmt(med(x, "p99"), "us"), fmt(med(x, "cpu"), "cpu"), fmt(sp, "x"), spread(x, "pps")])
-            if x:
-                data[s].append([k, *(v / 1000 for v in x["pps"]), *x["gbps"]])
-        if other:
-            a, b = st["derpd"], st[other]
-            rows.append([str(k), f"**derpd/{other}**", fmt(ratio(a, b, "pps"), "x"), fmt(ratio(a, b, "gbps"), "x"),
-                         fmt(ratio(a, b, "p99"), "x"), fmt(ratio(a, b, "cpu"), "x"), "", ""])
-    for s in servers:
-        dat("scaling", s, data[s])
-    md.append(table(cols, rows))
-    md.append("")
+    section("shards", "scaling", "Shards",
+            [("kpps", "pps", "kpps", True), ("Gbit/s", "gbps", "gbps", True), ("p99 µs", "p99", "us", True),
+             ("CPU s/Mpkt", "cpu", "cpu", True)],
+            "pps", lambda k, x: [k, *(v / 1000 for v in x["pps"]), *x["gbps"]], speedup=True)
 
 # 4. Loopback ceiling.
 md.append("#### Loopback ceiling")

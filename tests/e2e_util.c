@@ -375,6 +375,33 @@ void e2e_close_all(void) {
   }
 }
 
+void e2e_test_init(void) {
+  signal(SIGPIPE, SIG_IGN);
+  cr_assert_eq(derp_init(), 0);
+  srandom((unsigned)(getpid() ^ e2e_now_ms()));
+}
+
+void e2e_test_fini(struct derpd_proc *p) {
+  if (getenv("E2E_LOG") && p->dir[0]) derpd_dump_log(p, 8192);
+  e2e_close_all();
+  derpd_kill(p);
+}
+
+void e2e_rm_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    char path[400];
+    while ((e = readdir(d)))
+      if (e->d_name[0] != '.') {
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+      }
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
 struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_privkey *priv,
                                         bool fast_start) {
   char err[256] = "";

@@ -65,6 +65,13 @@ struct derp_client *e2e_client_with_key(const struct derpd_proc *p, const derp_p
 #define E2E_MAX_CLIENTS 64
 void e2e_close(struct derp_client *c);
 void e2e_close_all(void);
+/* A test's set-up: SIGPIPE ignored, libderp initialised, random seeded. */
+void e2e_test_init(void);
+/* A test's tear-down: the log with $E2E_LOG set, every tracked client
+ * closed, derpd killed. */
+void e2e_test_fini(struct derpd_proc *p);
+/* Removes a directory and the files in it (a test's certificate dir). */
+void e2e_rm_dir(const char *dir);
 /* Non-asserting connect (not tracked; the caller closes): NULL with err filled on failure. */
 struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
                                  bool fast_start, char *err, size_t errlen);

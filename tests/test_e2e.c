@@ -23,17 +23,8 @@
 
 static struct derpd_proc g_srv;
 
-static void setup(void) {
-  signal(SIGPIPE, SIG_IGN);
-  cr_assert_eq(derp_init(), 0);
-  srandom((unsigned)(getpid() ^ e2e_now_ms()));
-}
-
-static void teardown(void) {
-  if (getenv("E2E_LOG") && g_srv.dir[0]) derpd_dump_log(&g_srv, 8192);
-  e2e_close_all();
-  derpd_kill(&g_srv);
-}
+static void setup(void) { e2e_test_init(); }
+static void teardown(void) { e2e_test_fini(&g_srv); }
 
 #define E2E .init = setup, .fini = teardown, .timeout = 60
 

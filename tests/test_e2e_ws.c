@@ -22,17 +22,8 @@
 
 static struct derpd_proc g_srv;
 
-static void setup(void) {
-  signal(SIGPIPE, SIG_IGN);
-  cr_assert_eq(derp_init(), 0);
-  srandom((unsigned)(getpid() ^ e2e_now_ms()));
-}
-
-static void teardown(void) {
-  if (getenv("E2E_LOG") && g_srv.dir[0]) derpd_dump_log(&g_srv, 8192);
-  e2e_close_all();
-  derpd_kill(&g_srv);
-}
+static void setup(void) { e2e_test_init(); }
+static void teardown(void) { e2e_test_fini(&g_srv); }
 
 #define E2E .init = setup, .fini = teardown, .timeout = 60
 
@@ -50,7 +41,7 @@ static size_t raw_frame(uint8_t *out, uint8_t b0, const void *p, size_t n, bool 
   return h + n;
 }
 
-/* Write a raw frame on c, then expect the server's close frame with `code`
+/* Expect the server's close frame with `code` on c
  * and the end of the connection. */
 static void expect_ws_close(struct derp_client *c, uint16_t code, const char *what) {
   uint8_t buf[256];
@@ -75,6 +66,18 @@ static void wait_closes(const char *reason, long long want) {
   long long got = -1;
   for (int i = 0; i < 100 && (got = closes(reason)) != want; i++) e2e_sleep_ms(20);
   cr_assert_eq(got, want, "closes{%s} = %lld, want %lld", reason, got, want);
+}
+
+/* Writes one raw frame on c, expects the server's close with code, and the
+ * close counted under reason. */
+static void frame_closes(struct derp_client *c, uint8_t b0, const void *p, size_t n, bool masked,
+                         uint16_t code, const char *reason) {
+  uint8_t f[64];
+  cr_assert(n <= sizeof f - 14);
+  size_t len = raw_frame(f, b0, p, n, masked);
+  cr_assert_eq(derp_client_write_bytes(c, f, len), 0);
+  expect_ws_close(c, code, reason);
+  wait_closes(reason, 1);
 }
 
 /* ---- the upgrade ---- */
@@ -214,11 +217,7 @@ Test(e2e_ws, close_frame_closes_cleanly, E2E) {
   struct derp_client *a = e2e_client_ws(&g_srv, NULL, 0);
   struct derp_client *b = e2e_client(&g_srv, NULL, false);
   e2e_sync_route(a, b); /* a is registered; b will hear it is gone */
-  uint8_t f[16];
-  size_t n = raw_frame(f, 0x80 | WS_OP_CLOSE, "\x03\xe9", 2, true); /* 1001 going away */
-  cr_assert_eq(derp_client_write_bytes(a, f, n), 0);
-  expect_ws_close(a, 1001, "close 1001");
-  wait_closes("websocket_close", 1);
+  frame_closes(a, 0x80 | WS_OP_CLOSE, "\x03\xe9", 2, true, 1001, "websocket_close"); /* going away */
   cr_assert_eq(closes("websocket_protocol"), 0);
   struct derp_client_msg m;
   int r = derp_client_recv_packet(b, &m, 3000);
@@ -230,11 +229,7 @@ Test(e2e_ws, close_frame_closes_cleanly, E2E) {
 Test(e2e_ws, close_frame_without_code, E2E) {
   start(1);
   struct derp_client *a = e2e_client_ws(&g_srv, NULL, 0);
-  uint8_t f[16];
-  size_t n = raw_frame(f, 0x80 | WS_OP_CLOSE, "", 0, true);
-  cr_assert_eq(derp_client_write_bytes(a, f, n), 0);
-  expect_ws_close(a, 1000, "empty close");
-  wait_closes("websocket_close", 1);
+  frame_closes(a, 0x80 | WS_OP_CLOSE, "", 0, true, 1000, "websocket_close");
 }
 
 /* ---- protocol errors: only the offender goes ---- */
@@ -250,11 +245,8 @@ ParameterizedTest(int *shards, e2e_ws, unmasked_frame_closes_only_that_conn, E2E
   struct derp_client *ws = e2e_client_ws(&g_srv, NULL, 0);
   struct derp_client *plain = e2e_client(&g_srv, NULL, false);
   e2e_sync_route(ws, plain);
-  uint8_t f[64];
-  size_t n = raw_frame(f, 0x80 | WS_OP_BINARY, "\x06\0\0\0\0", 5, false); /* a KeepAlive, unmasked */
-  cr_assert_eq(derp_client_write_bytes(bad, f, n), 0);
-  expect_ws_close(bad, 1002, "unmasked");
-  wait_closes("websocket_protocol", 1);
+  /* a KeepAlive, unmasked */
+  frame_closes(bad, 0x80 | WS_OP_BINARY, "\x06\0\0\0\0", 5, false, 1002, "websocket_protocol");
   e2e_relay_check(ws, plain, 20);
   e2e_relay_check(plain, ws, 20);
   cr_assert(derpd_alive(&g_srv));
@@ -263,11 +255,7 @@ ParameterizedTest(int *shards, e2e_ws, unmasked_frame_closes_only_that_conn, E2E
 Test(e2e_ws, text_frame_1003, E2E) {
   start(1);
   struct derp_client *c = e2e_client_ws(&g_srv, NULL, 0);
-  uint8_t f[64];
-  size_t n = raw_frame(f, 0x80 | WS_OP_TEXT, "hi", 2, true);
-  cr_assert_eq(derp_client_write_bytes(c, f, n), 0);
-  expect_ws_close(c, 1003, "text");
-  wait_closes("websocket_protocol", 1);
+  frame_closes(c, 0x80 | WS_OP_TEXT, "hi", 2, true, 1003, "websocket_protocol");
 }
 
 Test(e2e_ws, oversize_frame_1009, E2E) {

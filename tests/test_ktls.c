@@ -297,6 +297,24 @@ static void pump(BIO *from, BIO *to) {
   while ((n = BIO_read(from, buf, sizeof buf)) > 0) BIO_write(to, buf, n);
 }
 
+/* Wires s (server) and c (client) to each other through memory BIOs. */
+static void mem_link(SSL *s, SSL *c) {
+  SSL_set_bio(s, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+  SSL_set_bio(c, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+  SSL_set_accept_state(s);
+  SSL_set_connect_state(c);
+}
+
+/* Drives a mem_link'ed pair's handshake, pumping both ways. */
+static void mem_handshake(SSL *s, SSL *c) {
+  for (int i = 0; i < 8; i++) {
+    SSL_do_handshake(c);
+    pump(SSL_get_wbio(c), SSL_get_rbio(s));
+    SSL_do_handshake(s);
+    pump(SSL_get_wbio(s), SSL_get_rbio(c));
+  }
+}
+
 static size_t drain(BIO *from, uint8_t *buf, size_t cap) {
   size_t got = 0;
   int n;
@@ -336,12 +354,9 @@ static int run_pair(int version, const struct cipher *ci, struct variant v) {
   CHECK(sctx && cctx, "SSL_CTX set-up");
   SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
   CHECK(s && c, "SSL_new");
-  BIO *s_in = BIO_new(BIO_s_mem()), *s_out = BIO_new(BIO_s_mem());
-  BIO *c_in = BIO_new(BIO_s_mem()), *c_out = BIO_new(BIO_s_mem());
-  SSL_set_bio(s, s_in, s_out);
-  SSL_set_bio(c, c_in, c_out);
-  SSL_set_accept_state(s);
-  SSL_set_connect_state(c);
+  mem_link(s, c);
+  BIO *s_in = SSL_get_rbio(s), *s_out = SSL_get_wbio(s);
+  BIO *c_in = SSL_get_rbio(c), *c_out = SSL_get_wbio(c);
   g_tickets = 0;
 
   /* Handshake. The client writes application data the moment its handshake
@@ -848,18 +863,8 @@ static int info_errors(void) {
   SSL_CTX_use_PrivateKey(sctx, g_key);
   s = SSL_new(sctx);
   SSL *c = SSL_new(cctx);
-  BIO *s_in = BIO_new(BIO_s_mem()), *s_out = BIO_new(BIO_s_mem());
-  BIO *c_in = BIO_new(BIO_s_mem()), *c_out = BIO_new(BIO_s_mem());
-  SSL_set_bio(s, s_in, s_out);
-  SSL_set_bio(c, c_in, c_out);
-  SSL_set_accept_state(s);
-  SSL_set_connect_state(c);
-  for (int i = 0; i < 8; i++) {
-    SSL_do_handshake(c);
-    pump(c_out, s_in);
-    SSL_do_handshake(s);
-    pump(s_out, c_in);
-  }
+  mem_link(s, c);
+  mem_handshake(s, c);
   CHECK(!SSL_in_init(s), "handshake");
   err[0] = 0;
   CHECK(ktls_crypto_info(s, KTLS_RX, &ki, err, sizeof err) == -1 && strstr(err, "secret"),
@@ -881,18 +886,9 @@ static int partial_record_pending(void) {
     SSL_CTX *sctx = make_ctx(true, version, &ciphers[0], false);
     SSL_CTX *cctx = make_ctx(false, version, &ciphers[0], true);
     SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
-    BIO *s_in = BIO_new(BIO_s_mem()), *s_out = BIO_new(BIO_s_mem());
-    BIO *c_in = BIO_new(BIO_s_mem()), *c_out = BIO_new(BIO_s_mem());
-    SSL_set_bio(s, s_in, s_out);
-    SSL_set_bio(c, c_in, c_out);
-    SSL_set_accept_state(s);
-    SSL_set_connect_state(c);
-    for (int i = 0; i < 8; i++) {
-      SSL_do_handshake(c);
-      pump(c_out, s_in);
-      SSL_do_handshake(s);
-      pump(s_out, c_in);
-    }
+    mem_link(s, c);
+    mem_handshake(s, c);
+    BIO *s_in = SSL_get_rbio(s), *c_out = SSL_get_wbio(c);
     CHECK(!SSL_in_init(s) && !SSL_in_init(c), "handshake");
     CHECK(!SSL_has_pending(s), "nothing pending after the handshake");
     static const char msg[] = "GET /derp HTTP/1.1";

@@ -37,18 +37,7 @@ static struct derp_client *clients[MAX_TLS_CLIENTS];
 
 static void rm_certdir(void) {
   if (!certdir[0]) return;
-  DIR *d = opendir(certdir);
-  if (d) {
-    struct dirent *e;
-    char path[400];
-    while ((e = readdir(d)))
-      if (e->d_name[0] != '.') {
-        snprintf(path, sizeof path, "%s/%s", certdir, e->d_name);
-        unlink(path);
-      }
-    closedir(d);
-  }
-  rmdir(certdir);
+  e2e_rm_dir(certdir);
   certdir[0] = 0;
 }
 
