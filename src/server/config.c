@@ -25,7 +25,7 @@ void config_defaults(struct config *c) {
   c->keepalive_ms = 60000;
   c->recv_bufs = 256;
   c->recv_buf_size = 16384;
-  c->queue_depth = 0; /* auto: ring_depths() in main.c */
+  c->queue_depth = 0; /* auto: config_ring_depths() */
   c->http_port = 80;
   c->ktls_mode = KTLS_AUTO;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */

@@ -106,7 +106,6 @@ static void arm_recv(struct conn *c) {
   sqe->buf_group = BGID;
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_RECV));
   c->ops++;
-  c->recv_armed = 1;
 }
 
 void conn_start(struct conn *c) { arm_hs_recv(c); }
@@ -122,14 +121,14 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   struct shard *sh = c->sh;
   bool more = !hs && (cqe->flags & IORING_CQE_F_MORE);
   int res = cqe->res;
-  if (!more) {
-    c->ops--;
-    c->recv_armed = 0;
-  }
+  if (!more) c->ops--;
   if (res > 0) {
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     const uint8_t *p = sh->bufs + (size_t)bid * sh->buf_size;
-    if (c->state != CS_CLOSING) c->xp->recv(c, p, (size_t)res);
+    if (c->state != CS_CLOSING) {
+      if (c->xp->recv) c->xp->recv(c, p, (size_t)res);
+      else conn_input(c, p, (size_t)res);
+    }
     shard_recycle_buf(sh, bid);
   } else if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
@@ -210,6 +209,15 @@ void conn_queue_ctrl(struct conn *c, struct pkt *p) {
   q_append(&c->ctrl_h, &c->ctrl_t, p);
   c->nctrl++;
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+}
+
+bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
+  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
+  if (!m) return false;
+  memcpy(m->data, p, n);
+  m->ws_raw = ws_raw;
+  conn_queue_ctrl(c, m);
+  return true;
 }
 
 /* Wire bytes made by the transport outside wrap (TLS handshake flights,
@@ -377,7 +385,7 @@ void conn_flush(struct conn *c) {
   if (x->nhdr)
     x->iov[0] = (struct iovec){.iov_base = x->ws_hdr, .iov_len = ws_batch_header(x->ws_hdr, bytes)};
   c->send = x;
-  int w = wire ? 0 : c->xp->wrap(c, x);
+  int w = wire || !c->xp->wrap ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
     release_send(c, true);
     conn_close(c, CLOSE_write_error, "transport");

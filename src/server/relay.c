@@ -227,9 +227,21 @@ static void report_seen(struct shard *sh, struct conn *r, const uint8_t *src) {
   send_key_msg(sh, m);
 }
 
-/* derper's limit (1/s, burst 3 per sender), applied where the PeerGone is
- * made, before it takes room in a ring; the sender's shard applies it again
- * per connection. */
+/* derper's PeerGone(not here) limit: 1 token a second, at most 3 held.
+ * *ms: when tokens were last added; false if none is left. */
+static bool take_not_here_token(int64_t now, int64_t *ms, uint8_t *tokens) {
+  int64_t refill = (now - *ms) / 1000;
+  if (refill > 0) {
+    *tokens = (uint8_t)(*tokens + refill > 3 ? 3 : *tokens + refill);
+    *ms += refill * 1000;
+  }
+  if (*tokens == 0) return false;
+  (*tokens)--;
+  return true;
+}
+
+/* The limit per sender, applied where the PeerGone is made, before it takes
+ * room in a ring; the sender's shard applies it again per connection. */
 static bool not_here_allowed(struct shard *sh, const uint8_t *src) {
   uint64_t tag;
   memcpy(&tag, src, sizeof tag);
@@ -239,14 +251,7 @@ static bool not_here_allowed(struct shard *sh, const uint8_t *src) {
     e->ms = sh->now_ms;
     e->tokens = 3;
   }
-  int64_t refill = (sh->now_ms - e->ms) / 1000;
-  if (refill > 0) {
-    e->tokens = e->tokens + refill > 3 ? 3 : e->tokens + (uint32_t)refill;
-    e->ms += refill * 1000;
-  }
-  if (e->tokens == 0) return false;
-  e->tokens--;
-  return true;
+  return take_not_here_token(sh->now_ms, &e->ms, &e->tokens);
 }
 
 /* A packet for a key this shard owns (from this shard or a ring). */
@@ -271,18 +276,6 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
   pkt_free(sh, p);
 }
 
-static bool take_not_here_token(struct conn *c) {
-  int64_t now = c->sh->now_ms;
-  int64_t refill = (now - c->nothere_ms) / 1000;
-  if (refill > 0) {
-    c->nothere_tokens = (uint8_t)(c->nothere_tokens + refill > 3 ? 3 : c->nothere_tokens + refill);
-    c->nothere_ms += refill * 1000;
-  }
-  if (c->nothere_tokens == 0) return false;
-  c->nothere_tokens--;
-  return true;
-}
-
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
   if (m->kind == MSG_SAW) {
@@ -295,7 +288,7 @@ void relay_send_to_key(struct shard *sh, struct pkt *m) {
     return;
   }
   struct conn *c = peer ? peer->active : NULL;
-  if (!c || (m->not_here && !take_not_here_token(c))) {
+  if (!c || (m->not_here && !take_not_here_token(sh->now_ms, &c->nothere_ms, &c->nothere_tokens))) {
     pkt_free(sh, m);
     return;
   }
@@ -314,9 +307,8 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
   struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + plen);
   if (!p) { conn_close(c, CLOSE_nomem, "packet"); return -1; }
   memcpy(p->dst.b, f->payload, DERP_KEY_LEN);
-  derp_frame_put_header(p->data, DERP_FRAME_RECV_PACKET, DERP_KEY_LEN + plen);
-  memcpy(p->data + DERP_FRAME_HDR_LEN, c->key.b, DERP_KEY_LEN);
-  memcpy(p->data + DERP_FRAME_HDR_LEN + DERP_KEY_LEN, payload, plen);
+  /* The frame the receiver gets, built once: header, our key, the payload. */
+  derp_enc_recv_packet(p->data, p->cap, &c->key, payload, plen);
   p->kind = MSG_PKT;
   p->disco = derp_is_disco(payload, plen);
   p->hash = key_hash(sh->srv, &p->dst);

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdalign.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -121,8 +122,7 @@ struct conn {
   int fd;
   uint8_t state;           /* enum conn_state */
   uint8_t close_reason;    /* enum close_reason, once closing */
-  uint8_t recv_armed : 1, close_after_send : 1, preferred : 1, can_ack_pings : 1,
-      is_prober : 1, is_mesh : 1, dirty : 1, pong_pending : 1;
+  uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
@@ -170,7 +170,8 @@ struct transport {
   const char *name;
   uint8_t mode;            /* enum xp_mode */
   /* Wire bytes arrived: turn them into plaintext and hand that to
-   * conn_input(). Returns 0, or -1 after closing the conn. */
+   * conn_input(). Returns 0, or -1 after closing the conn. NULL: the wire
+   * bytes are plaintext (plain TCP, kTLS RX) and go to conn_input as they are. */
   int (*recv)(struct conn *c, const uint8_t *p, size_t n);
   /* A send batch is ready: ctx->iov[0..niov) are plaintext: a WebSocket
    * header in iov[0..nhdr) if the conn speaks WebSocket, then frames, one per
@@ -179,12 +180,12 @@ struct transport {
    * records): the frames then count as written and are
    * freed at once, and the wire buffer must stay valid and untouched until
    * c->send is NULL again. -1 closes the connection. Batches of wire pkts
-   * (conn_queue_wire) are never passed to wrap. */
+   * (conn_queue_wire) are never passed to wrap. NULL: always 0. */
   int (*wrap)(struct conn *c, struct send_ctx *ctx);
   /* Optional: the send batch is done (written, failed or dropped); a wire
    * buffer that wrap handed out may be freed now. */
   void (*sent)(struct conn *c);
-  /* Frees xp_state; called when the conn is freed. */
+  /* Optional: frees xp_state; called when the conn is freed. */
   void (*destroy)(struct conn *c);
   /* Optional: a receive failed with res (< 0, not -ENOBUFS). Return 1 if the
    * transport dealt with it (the conn then reads on, unless it closed it),
@@ -220,14 +221,16 @@ struct shard {
   bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
-  _Atomic int sleeping;        /* set before waiting; producers wake if set */
+  /* Set before waiting; producers wake if set. Other shards read it every
+   * turn they publish to this one, so it has a cache line to itself. */
+  alignas(64) _Atomic int sleeping;
   /* Provided buffer ring for multishot recv. The kernel takes buffers in
    * ring order, so whatever the ring holds is touched in turn: it holds only
    * buf_target of the nbufs buffers, topped up each turn from buf_free, a
    * stack (most recently returned on top, so refills reuse warm buffers). A
    * shard touches about buf_target buffers of its pool, not all of it; an
    * ENOBUFS doubles buf_target (up to nbufs), for good. */
-  struct io_uring_buf_ring *br;
+  alignas(64) struct io_uring_buf_ring *br;
   uint8_t *bufs;
   uint32_t nbufs, buf_size, br_pending;
   uint16_t *buf_free;          /* bids not in the ring */
@@ -241,7 +244,7 @@ struct shard {
   uint64_t saw_cache[4096];
   /* PeerGone(not here) made on this shard, limited per sender before it
    * crosses a ring (direct-mapped on the sender key; collisions share). */
-  struct { uint64_t tag; int64_t ms; uint32_t tokens; } nothere_rl[256];
+  struct { uint64_t tag; int64_t ms; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
   /* Pools. */
   struct pkt *free_pkts[3];
@@ -333,6 +336,9 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 void conn_queue_ctrl(struct conn *c, struct pkt *p);
+/* A copy of n bytes as a control pkt; ws_raw: already WebSocket framing (or
+ * the 101), no batch header. False if out of memory. */
+bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);
 bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */
 void conn_queue_packet(struct conn *c, struct pkt *p);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */

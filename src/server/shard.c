@@ -64,23 +64,16 @@ void shard_mark_dirty(struct shard *sh, struct conn *c) {
 
 static void mark_pending(struct shard *sh, int to) { sh->pending_pub[to / 64] |= 1ull << (to % 64); }
 
-bool shard_push_data(struct shard *sh, int to, struct pkt *p) {
-  if (!spsc_push(data_q(sh->srv, sh->id, to), p)) return false;
+/* Stage item on ring q to shard `to`; published at the end of the turn. */
+static bool push(struct shard *sh, struct spsc *q, int to, void *item) {
+  if (!spsc_push(q, item)) return false;
   mark_pending(sh, to);
   return true;
 }
 
-bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) {
-  if (!spsc_push(ctrl_q(sh->srv, sh->id, to), m)) return false;
-  mark_pending(sh, to);
-  return true;
-}
-
-bool shard_push_hand(struct shard *sh, int to, struct conn *c) {
-  if (!spsc_push(hand_q(sh->srv, sh->id, to), c)) return false;
-  mark_pending(sh, to);
-  return true;
-}
+bool shard_push_data(struct shard *sh, int to, struct pkt *p) { return push(sh, data_q(sh->srv, sh->id, to), to, p); }
+bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) { return push(sh, ctrl_q(sh->srv, sh->id, to), to, m); }
+bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh, hand_q(sh->srv, sh->id, to), to, c); }
 
 static void arm_accept(struct shard *sh, bool port80) {
   struct io_uring_sqe *sqe = shard_sqe(sh);
@@ -240,7 +233,11 @@ static void publish_and_wake(struct shard *sh) {
     if (!any) continue;
     atomic_thread_fence(memory_order_seq_cst);
     struct shard *ts = &s->shards[t];
-    if (atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
+    /* A plain load first: the line stays shared while the target is awake.
+     * The fences on both sides (here, wait_events) make the target see this
+     * turn's items or this load see its 1. */
+    if (atomic_load_explicit(&ts->sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
       struct io_uring_sqe *sqe = shard_sqe(sh);
       io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
       io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_MSGRING));

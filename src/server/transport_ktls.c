@@ -114,17 +114,13 @@ struct ktls_transport {
   uint16_t version;    /* TLS_1_2_VERSION / TLS_1_3_VERSION, for ktls_classify */
 };
 
-static int k_recv(struct conn *c, const uint8_t *p, size_t n) { return conn_input(c, p, n); }
-static int k_wrap(struct conn *c, struct send_ctx *x) { (void)c, (void)x; return 0; }
-static void k_destroy(struct conn *c) { (void)c; }
 static int k_recv_error(struct conn *c, int res) {
   const struct ktls_transport *k = (const struct ktls_transport *)c->xp;
   return ktls_recv_error(c, res, k->version, true);
 }
 
 #define KTLS_TRANSPORT(v)                                                              \
-  {{.name = "ktls", .mode = XP_KTLS, .recv = k_recv, .wrap = k_wrap, .destroy = k_destroy, \
-    .recv_error = k_recv_error},                                                       \
+  {{.name = "ktls", .mode = XP_KTLS, .recv_error = k_recv_error}, /* recv, wrap: as they are */ \
    (v)}
 static const struct ktls_transport ktls12 = KTLS_TRANSPORT(TLS_1_2_VERSION);
 static const struct ktls_transport ktls13 = KTLS_TRANSPORT(TLS_1_3_VERSION);

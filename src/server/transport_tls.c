@@ -469,8 +469,6 @@ static int ktls_switch_rx(struct conn *c, struct tls_conn *t) {
 
 /* transport_tls_krx: TLS_RX in the kernel, TX still sealed here until the
  * first wrap (step 2). Reads are plaintext. */
-static int krx_recv(struct conn *c, const uint8_t *p, size_t n) { return conn_input(c, p, n); }
-
 static int krx_wrap(struct conn *c, struct send_ctx *x) {
   struct tls_conn *t = c->xp_state;
   int r = ktls_switch_tx(c, t, x);
@@ -487,7 +485,7 @@ static int krx_recv_error(struct conn *c, int res) {
 static const struct transport transport_tls_krx = {
     .name = "ktls",
     .mode = XP_KTLS,
-    .recv = krx_recv,
+    /* .recv: plaintext from the kernel, as it is */
     .wrap = krx_wrap,
     .sent = tls_sent,
     .destroy = tls_destroy,

@@ -54,13 +54,7 @@ void upgrade_set_detail(struct conn *c, const char *static_text) {
   if (c->hs) c->hs->req.error_reason = static_text;
 }
 
-static bool queue_bytes(struct conn *c, const void *p, size_t n) {
-  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
-  if (!m) return false;
-  memcpy(m->data, p, n);
-  conn_queue_ctrl(c, m);
-  return true;
-}
+static bool queue_bytes(struct conn *c, const void *p, size_t n) { return conn_queue_copy(c, p, n, false); }
 
 static bool is_loopback(const struct conn *c) {
   const struct in6_addr *a = &c->addr.sin6_addr;
@@ -176,8 +170,6 @@ static int client_info_step(struct conn *c) {
     return -1;
   }
   c->key_hash = key_hash(s, &c->key);
-  c->can_ack_pings = ci.can_ack_pings;
-  c->is_prober = ci.is_prober;
   c->is_mesh = 0; /* no mesh key configured in this version */
   if (!admit(c, &ci)) {
     sodium_memzero(&k, sizeof k);

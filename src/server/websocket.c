@@ -19,14 +19,7 @@ struct ws_conn {
 };
 
 /* Queue bytes that are already WebSocket framing (or the 101): no batch header. */
-static bool queue_raw(struct conn *c, const void *p, size_t n) {
-  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
-  if (!m) return false;
-  memcpy(m->data, p, n);
-  m->ws_raw = 1;
-  conn_queue_ctrl(c, m);
-  return true;
-}
+static bool queue_raw(struct conn *c, const void *p, size_t n) { return conn_queue_copy(c, p, n, true); }
 
 int ws_conn_start(struct conn *c, const void *reply, size_t reply_len) {
   struct ws_conn *w = malloc(sizeof *w);
