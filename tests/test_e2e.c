@@ -484,6 +484,40 @@ Test(e2e, slow_receiver, E2E) {
   cr_assert(derpd_alive(&g_srv));
 }
 
+/* A receiver that reads a trickle (2 KiB every 200 ms) is cut by the write
+ * timeout, instead of holding its batch and queue for as long as it likes.
+ * On loopback the kernel wakes a blocked send only once a third of the send
+ * buffer is free, so here the deadline runs out between completions; the
+ * 16 KiB-per-re-arm rule (SEND_PROGRESS_MIN) covers small send buffers,
+ * where a trickle could otherwise complete a short write every second. */
+Test(e2e, trickle_receiver_is_cut, E2E) {
+  start(1, "-tcp-write-timeout 1s");
+  struct derp_client *r = e2e_client(&g_srv, NULL, false);
+  struct derp_client *s = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(s, r);
+  int fd = derp_client_fd(r);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  pthread_t th;
+  struct flood f = {.s = s, .dst = derp_client_public_key(r), .burst = 2000, .paced = 20000};
+  cr_assert_eq(pthread_create(&th, NULL, flood_run, &f), 0);
+  /* The cut shows in the counter: the bytes the server had already written
+   * still reach r in order before its EOF, so r's socket says nothing yet. */
+  const char *cut = "derpd_conn_closed{reason=\"write_timeout\"}";
+  long long cuts = 0;
+  char buf[2048];
+  for (int64_t end = e2e_now_ms() + 10000; !cuts && e2e_now_ms() < end;) {
+    e2e_sleep_ms(200);
+    (void)!recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    cuts = derpd_varz(&g_srv, cut);
+  }
+  pthread_join(th, NULL);
+  cr_assert_eq(cuts, 1, "a receiver reading 10 KiB/s was not cut within 10 s");
+  cr_assert(e2e_wait_closed(r, 10000), "the cut receiver saw no EOF");
+  assert_ping_pong(s);
+  cr_assert(derpd_alive(&g_srv));
+}
+
 /* ---- malformed input ---- */
 
 static void raw_expect_closed(int fd, const char *what, bool expect_silence) {

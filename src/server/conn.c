@@ -304,7 +304,14 @@ static struct pkt *next_out(struct conn *c) {
   return NULL;
 }
 
-static void submit_send(struct conn *c) {
+/* A short write re-arms the write deadline only if it moved at least this
+ * much: a receiver that reads a trickle (less than 8 KiB/s at the default 2 s)
+ * cannot keep a batch, and the packets it pins, pending for ever. */
+#define SEND_PROGRESS_MIN 16384
+
+/* fresh: a new batch (the write deadline starts); else the rest of a batch
+ * after a short write of `wrote` bytes. */
+static void submit_send(struct conn *c, bool fresh, size_t wrote) {
   struct send_ctx *x = c->send;
   x->msg.msg_iov = &x->iov[x->first];
   x->msg.msg_iovlen = (size_t)(x->niov - x->first);
@@ -313,7 +320,7 @@ static void submit_send(struct conn *c) {
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
   c->ops++;
   int64_t wt = c->sh->srv->cfg.tcp_write_timeout_ms;
-  if (c->state == CS_ESTABLISHED && wt > 0) {
+  if (c->state == CS_ESTABLISHED && wt > 0 && (fresh || wrote >= SEND_PROGRESS_MIN)) {
     c->deadline_ms = c->sh->now_ms + wt;
     list_move_tail(&c->sh->wr_fifo, &c->dl_node);
   }
@@ -392,7 +399,7 @@ void conn_flush(struct conn *c) {
     return;
   }
   if (w > 0) consume_wrapped(c, x);
-  submit_send(c);
+  submit_send(c, true, 0);
 }
 
 static void release_send(struct conn *c, bool count_drops) {
@@ -446,7 +453,7 @@ void conn_on_send(struct conn *c, int res) {
   }
   advance_send(c, (size_t)res);
   if (c->send->first < c->send->niov) { /* short write: finish it first */
-    submit_send(c);
+    submit_send(c, false, (size_t)res);
     return;
   }
   release_send(c, false);

@@ -27,6 +27,17 @@ static inline void list_add_tail(struct list *head, struct list *n) {
   head->prev = n;
 }
 
+/* Moves every node of src to the empty list dst; src is left empty. */
+static inline void list_take(struct list *dst, struct list *src) {
+  list_init(dst);
+  if (list_empty(src)) return;
+  dst->next = src->next;
+  dst->prev = src->prev;
+  dst->next->prev = dst;
+  dst->prev->next = dst;
+  list_init(src);
+}
+
 /* Move n to the tail (unlinking it first if it is on a list). */
 static inline void list_move_tail(struct list *head, struct list *n) {
   if (list_linked(n)) list_del(n);

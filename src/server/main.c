@@ -74,8 +74,9 @@ static int conn_budget(int nshards, int configured) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd and a listener; keep some for logs and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 2L * nshards;
+  /* Each shard holds a ring fd and up to two listeners (the port-80 helper);
+   * keep some for logs, key and certificate files, and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 3L * nshards;
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)

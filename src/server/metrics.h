@@ -40,6 +40,7 @@
   X(xshard_pkts, "derpd_cross_shard_packets", "counter", "packets passed between shards") \
   X(wakeups, "derpd_shard_wakeups_sent", "counter", "MSG_RING wake-ups sent")             \
   X(sends, "derpd_send_calls", "counter", "sendmsg operations completed")                 \
+  X(accept_errors, "derpd_accept_errors", "counter", "accepts that failed (out of file descriptors or memory: retried at the next tick)") \
   X(recv_nobufs, "derpd_recv_no_buffers", "counter", "multishot recv out of buffers")     \
   X(http_requests, "derpd_http_requests", "counter", "HTTP requests served")              \
   X(sent_to_full, "derpd_sent_to_full", "counter", "PeerGone peers not tracked (bound)")  \

@@ -258,6 +258,7 @@ struct shard {
   uint32_t log_suppressed;
   int64_t log_window_ms;
   bool stopping, stopped;
+  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: 1 main, 2 port 80 */
   int64_t stop_deadline_ms;
 };
 

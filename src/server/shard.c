@@ -84,10 +84,20 @@ static void arm_accept(struct shard *sh, bool port80) {
 
 /* port80: the connection came in on the port-80 helper's listener. */
 static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
-  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) arm_accept(sh, port80);
-  if (cqe->res < 0) {
-    if (cqe->res != -ECANCELED && cqe->res != -EINVAL)
-      log_warn("shard %d: accept: %s", sh->id, strerror(-cqe->res));
+  int res = cqe->res;
+  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
+    /* Out of file descriptors or memory: re-armed at once, the accept would
+     * fail again at once while a connection waits; retry at the next tick. */
+    if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
+      sh->accept_rearm |= port80 ? 2 : 1;
+    else
+      arm_accept(sh, port80);
+  }
+  if (res < 0) {
+    if (res != -ECANCELED && res != -EINVAL) {
+      STAT_INC(&sh->stats, accept_errors);
+      if (shard_log_allowed(sh)) log_warn("shard %d: accept: %s", sh->id, strerror(-res));
+    }
     return;
   }
   int fd = cqe->res;
@@ -346,6 +356,11 @@ static void loop(struct shard *sh) {
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);
       conn_tick(sh);
+      if (sh->accept_rearm && !sh->stopping) {
+        if (sh->accept_rearm & 1) arm_accept(sh, false);
+        if (sh->accept_rearm & 2) arm_accept(sh, true);
+        sh->accept_rearm = 0;
+      }
       if (sh->stopping) continue_stop(sh);
     }
     flush_dirty(sh);

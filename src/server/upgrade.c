@@ -275,28 +275,23 @@ void upgrade_move(struct conn *c) {
     return;
   }
   if (list_linked(&c->ka_node)) list_del(&c->ka_node); /* was waiting */
-  int64_t deadline = c->deadline_ms;
+  if (!shard_push_hand(sh, owner, c)) {
+    /* The ring to the owner is full: wait here and try again next turn, in
+     * place in the deadline FIFO, so the handshake deadline still closes a
+     * conn that waits too long. */
+    list_add_tail(&sh->handoff_pending, &c->ka_node);
+    STAT_INC(&sh->stats, handoff_waits);
+    return;
+  }
+  /* Staged, not yet visible: the owner sees it when this turn publishes, so
+   * detaching after the push is safe. */
   conn_detach(c);
-  if (shard_push_hand(sh, owner, c)) return; /* the owner has it now: hands off */
-  /* The ring to the owner is full: wait here (still under the handshake
-   * deadline) and try again next turn. Never closed for want of room. */
-  conn_attach(sh, c);
-  c->deadline_ms = deadline;
-  list_add_tail(&sh->hs_fifo, &c->dl_node);
-  list_add_tail(&sh->handoff_pending, &c->ka_node);
-  STAT_INC(&sh->stats, handoff_waits);
 }
 
 void upgrade_retry_handoffs(struct shard *sh) {
   if (list_empty(&sh->handoff_pending)) return;
   struct list todo;
-  list_init(&todo);
-  /* Take the list, so a conn that fails again is not retried this turn. */
-  todo.next = sh->handoff_pending.next;
-  todo.prev = sh->handoff_pending.prev;
-  todo.next->prev = &todo;
-  todo.prev->next = &todo;
-  list_init(&sh->handoff_pending);
+  list_take(&todo, &sh->handoff_pending); /* a conn that fails again waits for the next turn */
   while (!list_empty(&todo)) {
     struct conn *c = list_entry(todo.next, struct conn, ka_node);
     list_del(&c->ka_node);
