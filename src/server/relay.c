@@ -241,16 +241,11 @@ static bool take_not_here_token(int64_t now, int64_t *ms, uint8_t *tokens) {
 }
 
 /* The limit per sender, applied where the PeerGone is made, before it takes
- * room in a ring; the sender's shard applies it again per connection. */
-static bool not_here_allowed(struct shard *sh, const uint8_t *src) {
-  uint64_t tag;
-  memcpy(&tag, src, sizeof tag);
-  __typeof__(sh->nothere_rl[0]) *e = &sh->nothere_rl[(tag ^ (tag >> 32)) & 255];
-  if (e->tag != tag) {
-    e->tag = tag;
-    e->ms = sh->now_ms;
-    e->tokens = 3;
-  }
+ * room in a ring; the sender's shard applies it again per connection. Slots
+ * are picked by the keyed hash of the sender's key, and senders that share
+ * one share its tokens: alternating keys cannot refill a slot. */
+static bool not_here_allowed(struct shard *sh, uint64_t src_hash) {
+  __typeof__(sh->nothere_rl[0]) *e = &sh->nothere_rl[src_hash & 255];
   return take_not_here_token(sh->now_ms, &e->ms, &e->tokens);
 }
 
@@ -267,10 +262,11 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     STAT_DROP(&sh->stats, dup_client, 1);
   } else {
     STAT_DROP(&sh->stats, unknown_dest, 1);
-    if (p->disco && not_here_allowed(sh, src)) { /* so the sender's disco stops waiting */
+    if (p->disco) { /* so the sender's disco stops waiting */
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
-      send_peer_gone(sh, &k, key_hash(sh->srv, &k), &p->dst, DERP_PEER_GONE_NOT_HERE);
+      uint64_t h = key_hash(sh->srv, &k);
+      if (not_here_allowed(sh, h)) send_peer_gone(sh, &k, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
     }
   }
   pkt_free(sh, p);

@@ -243,8 +243,9 @@ struct shard {
    * costs a redundant message; the sender's set dedupes. */
   uint64_t saw_cache[4096];
   /* PeerGone(not here) made on this shard, limited per sender before it
-   * crosses a ring (direct-mapped on the sender key; collisions share). */
-  struct { uint64_t tag; int64_t ms; uint8_t tokens; } nothere_rl[256];
+   * crosses a ring (direct-mapped on the sender key's hash; collisions
+   * share): 1 token/s, 3 at most, full at first. */
+  struct { int64_t ms; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
   /* Pools. */
   struct pkt *free_pkts[3];
