@@ -688,6 +688,29 @@ Test(e2e, keepalive_frames, E2E) {
   cr_assert_geq(derpd_varz(&g_srv, "derpd_keepalives_sent"), 2);
 }
 
+/* A client that starts a 64 KiB frame and then sends nothing more of it is
+ * cut after two keepalive intervals without progress (frame_stall); one that
+ * keeps sending it in small pieces is not. */
+Test(e2e, stalled_frame_is_cut, E2E) {
+  start(1, "--keepalive-interval 300ms");
+  struct derp_client *stall = e2e_client(&g_srv, NULL, false);
+  struct derp_client *slow = e2e_client(&g_srv, NULL, false);
+  uint8_t hdr[DERP_FRAME_HDR_LEN + 8];
+  derp_frame_put_header(hdr, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + DERP_MAX_PACKET);
+  memset(hdr + DERP_FRAME_HDR_LEN, 0x11, 8);
+  cr_assert_eq(derp_client_write_bytes(stall, hdr, sizeof hdr), 0);
+  cr_assert_eq(derp_client_write_bytes(slow, hdr, sizeof hdr), 0);
+  /* slow: 8 more bytes every 100 ms, for 1.5 s (about five intervals). */
+  for (int i = 0; i < 15; i++) {
+    e2e_sleep_ms(100);
+    cr_assert_eq(derp_client_write_bytes(slow, hdr + DERP_FRAME_HDR_LEN, 8), 0);
+  }
+  cr_assert(e2e_wait_closed(stall, 3000), "the stalled client was not cut");
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_conn_closed{reason=\"frame_stall\"}"), 1,
+               "only the stalled client is cut");
+  cr_assert(derpd_alive(&g_srv));
+}
+
 Test(e2e, handshake_deadline, E2E) {
   start(2, "--handshake-timeout 700ms");
   int silent = raw_connect(&g_srv);   /* says nothing */

@@ -147,5 +147,9 @@ enum derp_read_status derp_frame_read(struct derp_frame_reader *r, const uint8_t
                                       size_t *inlen, struct derp_frame *out);
 /* True while a partial frame is held (for memory accounting and tests). */
 bool derp_frame_reader_busy(const struct derp_frame_reader *r);
+/* Payload bytes of a partial frame held in the assembly buffer (0: none). A
+ * caller that sees the same nonzero value twice, a while apart, has a peer
+ * that stopped mid-frame while the buffer (up to 64 KiB) stays allocated. */
+uint32_t derp_frame_reader_held(const struct derp_frame_reader *r);
 
 #endif

@@ -187,6 +187,8 @@ bool derp_frame_reader_busy(const struct derp_frame_reader *r) {
   return r->hdr_have > 0;
 }
 
+uint32_t derp_frame_reader_held(const struct derp_frame_reader *r) { return r->buf ? r->have : 0; }
+
 static void consume(const uint8_t **in, size_t *inlen, size_t n) {
   *in += n;
   *inlen -= n;

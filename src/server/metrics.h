@@ -91,6 +91,7 @@
   X(shutdown, "shutdown")                                 \
   X(tls, "tls_error")                                     \
   X(tls_alert, "tls_alert")                               \
+  X(frame_stall, "frame_stall")                           \
   X(ktls_key_update, "ktls_key_update")                   \
   X(ktls, "ktls_error")                                   \
   X(websocket_protocol, "websocket_protocol")             \
