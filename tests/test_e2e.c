@@ -513,7 +513,6 @@ Test(e2e, trickle_receiver_is_cut, E2E) {
   }
   pthread_join(th, NULL);
   cr_assert_eq(cuts, 1, "a receiver reading 10 KiB/s was not cut within 10 s");
-  cr_assert(e2e_wait_closed(r, 10000), "the cut receiver saw no EOF");
   assert_ping_pong(s);
   cr_assert(derpd_alive(&g_srv));
 }
