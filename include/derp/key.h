@@ -45,5 +45,9 @@ int derp_keyfile_load_or_create(const char *path, derp_privkey *out, int *create
                                 char *msg, size_t msglen);
 /* Write a key file atomically with mode 0600. */
 int derp_keyfile_write(const char *path, const derp_privkey *k);
+/* Write len bytes to path atomically: a fresh temp file beside it (O_EXCL,
+ * created 0600, then given `mode`), fsync, rename over path, fsync of the
+ * directory. 0, or -1 with errno (the temp file removed). */
+int derp_file_write_atomic(const char *path, unsigned mode, const void *buf, size_t len);
 
 #endif

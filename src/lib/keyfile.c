@@ -56,24 +56,16 @@ static void sync_parent_dir(const char *path) {
   close(dfd);
 }
 
-int derp_keyfile_write(const char *path, const derp_privkey *k) {
-  char text[DERP_KEY_STRLEN];
-  char body[DERP_KEY_STRLEN + 32];
-  derp_privkey_format(k, text);
-  /* Same layout as derper's json.MarshalIndent(cfg, "", "\t"). */
-  int blen = snprintf(body, sizeof body, "{\n\t\"PrivateKey\": \"%s\"\n}", text);
-  sodium_memzero(text, sizeof text);
-
+int derp_file_write_atomic(const char *path, unsigned mode, const void *buf, size_t len) {
   size_t plen = strlen(path);
   char *tmp = malloc(plen + sizeof ".tmpXXXXXX");
   if (tmp == NULL) return -1;
   memcpy(tmp, path, plen);
   memcpy(tmp + plen, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
-
   int fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
   int rc = -1, saved = 0;
   if (fd < 0) goto out;
-  if (fchmod(fd, 0600) < 0 || write_all(fd, body, (size_t)blen) < 0 || fsync(fd) < 0) {
+  if (fchmod(fd, (mode_t)mode) < 0 || write_all(fd, buf, len) < 0 || fsync(fd) < 0) {
     saved = errno;
     close(fd);
     unlink(tmp);
@@ -89,8 +81,19 @@ int derp_keyfile_write(const char *path, const derp_privkey *k) {
   sync_parent_dir(path);
   rc = 0;
 out:
-  sodium_memzero(body, sizeof body);
   free(tmp);
+  return rc;
+}
+
+int derp_keyfile_write(const char *path, const derp_privkey *k) {
+  char text[DERP_KEY_STRLEN];
+  char body[DERP_KEY_STRLEN + 32];
+  derp_privkey_format(k, text);
+  /* Same layout as derper's json.MarshalIndent(cfg, "", "\t"). */
+  int blen = snprintf(body, sizeof body, "{\n\t\"PrivateKey\": \"%s\"\n}", text);
+  sodium_memzero(text, sizeof text);
+  int rc = derp_file_write_atomic(path, 0600, body, (size_t)blen);
+  sodium_memzero(body, sizeof body);
   return rc;
 }
 

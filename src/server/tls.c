@@ -20,6 +20,7 @@
  * traffic secrets; derpd sets no other key-log callback, so nothing to
  * chain). With --ktls=require, TLS 1.2 is limited to the AEAD suites the
  * kernel takes, so that no handshake succeeds only to be closed. */
+#include "derp/key.h"
 #include "server/tls.h"
 
 #include <arpa/inet.h>
@@ -198,31 +199,23 @@ static X509 *make_meta_cert(void) {
   return x;
 }
 
+/* PEM in memory, then derp_file_write_atomic (libderp's key file writer). */
 static int write_pem_file(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert, char *err,
                           size_t errlen) {
-  char tmp[1400];
-  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    snprintf(err, errlen, "create %s: %s", tmp, strerror(errno));
-    return -1;
+  BIO *b = BIO_new(BIO_s_mem());
+  const uint8_t *pem = NULL;
+  size_t len = 0;
+  int ok = b && (key ? PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)
+                     : PEM_write_bio_X509(b, cert)) &&
+           BIO_mem_contents(b, &pem, &len);
+  if (ok && derp_file_write_atomic(path, (unsigned)mode, pem, len) != 0) {
+    snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+    ok = 0;
+  } else if (!ok) {
+    snprintf(err, errlen, "write %s: PEM encoding failed", path);
   }
-  FILE *f = fdopen(fd, "w");
-  if (!f) {
-    close(fd);
-    unlink(tmp);
-    snprintf(err, errlen, "fdopen %s: %s", tmp, strerror(errno));
-    return -1;
-  }
-  int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, cert);
-  ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-  if (fclose(f) != 0) ok = 0;
-  if (!ok || rename(tmp, path) != 0) {
-    unlink(tmp);
-    snprintf(err, errlen, "write %s failed", path);
-    return -1;
-  }
-  return 0;
+  BIO_free(b);
+  return ok ? 0 : -1;
 }
 
 static int mkdir_p(const char *dir) {
