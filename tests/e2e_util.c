@@ -658,3 +658,36 @@ long long derpd_varz(const struct derpd_proc *p, const char *name) {
     if (strncmp(l, name, nl) == 0 && l[nl] == ' ') return strtoll(l + nl + 1, NULL, 10);
   return -1;
 }
+
+long long derpd_varz_eventually(const struct derpd_proc *p, const char *name, long long want, int ms) {
+  int64_t deadline = e2e_now_ms() + ms;
+  long long v;
+  while ((v = derpd_varz(p, name)) != want && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  return v;
+}
+
+void e2e_start(struct derpd_proc *p, int shards, const char *extra_args) {
+  const char *bin = getenv("DERPD_BIN");
+  cr_assert_eq(derpd_start(p, shards, extra_args), 0, "derpd did not start (DERPD_BIN=%s)",
+               bin ? bin : "(unset)");
+}
+
+void e2e_random_key(derp_key *k) {
+  derp_privkey priv;
+  derp_key_generate(&priv, k);
+}
+
+void e2e_assert_ping_pong(struct derp_client *c) {
+  uint8_t data[8];
+  for (int i = 0; i < 8; i++) data[i] = (uint8_t)random();
+  cr_assert_eq(derp_client_ping(c, data), 0, "ping: %s", strerror(errno));
+  int64_t deadline = e2e_now_ms() + 2000;
+  for (;;) {
+    struct derp_client_msg m;
+    int r = derp_client_recv(c, &m, (int)(deadline - e2e_now_ms()));
+    cr_assert_eq(r, 1, "no pong: %s", r == 0 ? "timeout" : strerror(errno));
+    if (m.type != DERP_FRAME_PONG) continue;
+    cr_assert(memcmp(m.ping_data, data, 8) == 0, "pong carries other bytes than the ping");
+    return;
+  }
+}

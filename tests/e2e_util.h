@@ -51,6 +51,13 @@ bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
 /* Print the last `max` bytes of the log to stderr (diagnostics on failure). */
 void derpd_dump_log(const struct derpd_proc *p, size_t max);
 
+/* derpd_start, asserting success (names $DERPD_BIN in the failure). */
+void e2e_start(struct derpd_proc *p, int shards, const char *extra_args);
+/* A fresh random public key (its private half is thrown away). */
+void e2e_random_key(derp_key *k);
+/* Ping with random data and assert the matching Pong within 2 s. */
+void e2e_assert_ping_pong(struct derp_client *c);
+
 /* Monotonic milliseconds and a sleep, for bounded loops. */
 int64_t e2e_now_ms(void);
 void e2e_sleep_ms(int ms);
@@ -120,6 +127,8 @@ bool http_header(const char *resp, const char *name, char *out, size_t cap);
 
 /* Value of a /debug/varz line "name value" (name includes any {labels}), or -1. */
 long long derpd_varz(const struct derpd_proc *p, const char *name);
+/* Polls derpd_varz every 20 ms until it reads `want` or ms pass; the last value. */
+long long derpd_varz_eventually(const struct derpd_proc *p, const char *name, long long want, int ms);
 
 /* Raw DERP upgrade on fd: send GET /derp upgrade, read 101 + the ServerKey
  * frame. 0 on success (server key checked against p), -1 otherwise. */

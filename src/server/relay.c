@@ -98,6 +98,8 @@ void relay_register(struct conn *c) {
     t->count++;
   }
   c->pnext = p->conns;
+  if (c->pnext) c->pnext->pprev = &c->pnext;
+  c->pprev = &p->conns;
   p->conns = c;
   p->nconns++;
   p->active = c; /* the newest connection wins until another one writes */
@@ -143,9 +145,10 @@ void relay_unregister(struct conn *c) {
   struct shard *sh = c->sh;
   struct peer *p = c->peer;
   if (!p) return;
-  struct conn **pp = &p->conns;
-  while (*pp && *pp != c) pp = &(*pp)->pnext;
-  if (*pp) *pp = c->pnext;
+  *c->pprev = c->pnext;
+  if (c->pnext) c->pnext->pprev = c->pprev;
+  c->pnext = NULL;
+  c->pprev = NULL;
   c->peer = NULL;
   if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);

@@ -137,6 +137,8 @@ struct conn {
   struct peer *peer;       /* established only */
   uint64_t last_src_tag;   /* last sender reported with MSG_SAW (fast path) */
   struct conn *pnext;      /* next conn of the same peer */
+  struct conn **pprev;     /* what points at this conn in that list: O(1)
+                              unlink however many conns share the key */
   derp_key key;            /* client's key, once known */
   uint64_t key_hash;
   struct sockaddr_in6 addr; /* peer address (v4 as v4-mapped) */
