@@ -138,8 +138,14 @@ md = []
 title = "derpd" + (f" vs {other}" if other else "")
 md.append(f"### Relay benchmark: {title} ({meta['date']})")
 md.append("")
+pin_s, pin_b = meta.get("server_cpus") or "", meta.get("bench_cpus") or ""
+if pin_s or pin_b:
+    where = (f"servers pinned to CPUs {pin_s or 'any'}, derp-bench to CPUs {pin_b or 'any'} (taskset); "
+             "iperf3 unpinned.")
+else:
+    where = "on the same CPUs: the server, derp-bench and iperf3."
 md.append(f"- Host: {meta['host']}, {meta['cpus']} CPUs ({meta['cpu_model']}). Everything runs on "
-          "loopback (127.0.0.1) on the same CPUs: the server, derp-bench (2 threads) and iperf3.")
+          f"loopback (127.0.0.1), {where}")
 rep_txt = f"Median of {meta['repeat']} repeats" if meta["repeat"] > 1 else "One run per configuration (no repeats)"
 if other:
     md.append(f"- {rep_txt}; each run measures {meta['duration']} after {meta['warmup']} of warm-up, on a "
@@ -257,7 +263,7 @@ if ceil:
             if y and y["gbps"] and (best is None or y["gbps"][0] > best[1]):
                 best = (k, y["gbps"][0])
         if best:
-            shares.append(f"- {s}, 1200 B, 8 clients, {best[0]} shard(s) (best of the shards table): "
+            shares.append(f"- {s}, 1200 B, {meta.get('shard_clients', 8)} clients, {best[0]} shard(s) (best of the shards table): "
                           f"{best[1]:.3f} Gbit/s = {100 * best[1] / half:.0f}% of half the ceiling")
     md += shares or ["- no 1200 B relay result to compare (add 1200 to --sizes)"]
     md.append("")

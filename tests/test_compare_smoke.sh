@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test for bench/compare: one short run of every experiment, derpd against
 # derpd over TLS as the "other" server (--other, --other-bench-args), results and
-# plots in a temporary directory. Checks that the Markdown report has a number
+# plots in a temporary directory, servers and derp-bench pinned with taskset. Checks that the Markdown report has a number
 # for both servers and their ratio in each table, and that the plots and JSON
 # lines were written; no timing thresholds. Needs python3, iperf3 and gnuplot (scripts/setup installs them).
 set -euo pipefail
@@ -22,7 +22,8 @@ bench="${DERP_BENCH_BIN:-$ROOT/build/bench/derp-bench}"
 rc=0
 env -u DERP_OTHER_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
   --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards}" --bench "$bench" \
-  --sizes 1200 --shards 1 --loads 20000 \
+  --sizes 1200 --shards 1 --loads 20000 --shard-clients 6 \
+  --server-cpus 0 --bench-cpus "$(($(nproc) - 1))" \
   --other "$derpd -c $tmp/key.json -a 127.0.0.1:{port} --shards {shards} -certmode selfsigned -hostname localhost -certdir $tmp/certs -http-port -1" \
   --other-name derpd-tls --other-bench-args '--tls --sni localhost --insecure' \
   --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
@@ -47,6 +48,7 @@ grep -Eq "median \*\*$num Gbit/s\*\*" "$tmp/report.md" || fail "no loopback ceil
 grep -Eq "derpd, 1200 B, 4 clients .*= $num% of half the ceiling" "$tmp/report.md" ||
   fail "no ceiling share"
 grep -q 'bench/compare --quick' "$tmp/report.md" || fail "the command is not in the report"
+grep -q 'servers pinned to CPUs 0, derp-bench to CPUs' "$tmp/report.md" || fail "the pinning is not in the report"
 for p in throughput-vs-size latency-vs-load scaling-vs-shards; do
   [[ -s "$tmp/img/$p.png" ]] || fail "no $p.png"
   [[ "$(head -c 4 "$tmp/img/$p.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "$p.png is not a PNG"
@@ -59,6 +61,9 @@ assert len(runs) == 6 and all(r["rc"] == 0 and r["result"] for r in runs), runs
 assert sum(l["kind"] == "ceiling" for l in lines) == 1
 assert sum(l["kind"] == "median" for l in lines) == 6
 assert all("--tls" in r["bench_cmd"] for r in runs if r["server"] == "derpd-tls")
+assert all(r["bench_cmd"].startswith("taskset -c ") for r in runs), "derp-bench not pinned"
+assert all(r["server_cmd"].startswith("taskset -c 0 ") for r in runs), "server not pinned"
+assert all("--clients 6 " in r["bench_cmd"] for r in runs if r["exp"] == "shards")
 assert not any("--tls" in r["bench_cmd"] for r in runs if r["server"] == "derpd")
 PY
 echo "compare_smoke: ok"

@@ -11,6 +11,7 @@
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,30 @@ Test(e2e, http_upgrade_headers, E2E) {
   derp_key_hex(&g_srv.server_key, hex);
   cr_assert(http_header(resp, "Derp-Public-Key", v, sizeof v), "no Derp-Public-Key");
   cr_assert_str_eq(v, hex, "Derp-Public-Key differs from the key file");
+}
+
+/* --shards 0 means one shard per CPU derpd may run on: under a one-CPU
+ * affinity mask (as taskset or a cpuset gives) that is one, not nproc. */
+Test(e2e, default_shards_follow_affinity, E2E) {
+  cpu_set_t all, one;
+  cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+  int cpu = 0;
+  while (!CPU_ISSET(cpu, &all)) cpu++;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+  int r = derpd_start(&g_srv, 0, NULL); /* the child inherits the mask */
+  cr_assert_eq(sched_setaffinity(0, sizeof all, &all), 0);
+  cr_assert_eq(r, 0, "derpd did not start");
+  /* The line follows readiness by a moment: the shards accept before main logs. */
+  const char *line = "(plain HTTP, 1 shard, ";
+  for (int64_t end = e2e_now_ms() + 2000; !derpd_log_contains(&g_srv, line) && e2e_now_ms() < end;)
+    e2e_sleep_ms(20);
+  cr_assert(derpd_log_contains(&g_srv, line), "not one shard under a one-CPU mask");
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(a, b);
+  e2e_relay_check(a, b, 100);
 }
 
 /* ---- handshake ---- */

@@ -5,6 +5,7 @@
  * which the signal loop sets and every shard polls on its tick. */
 #include <errno.h>
 #include <netdb.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,15 @@ static uint16_t bound_port(int fd) {
 }
 
 /* Raise the open-file limit to its hard cap; derive the connection bound. */
+/* CPUs this process may run on (taskset, cpusets), as Go's GOMAXPROCS counts
+ * them; the online count if the mask cannot be read. */
+static int usable_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
 static int conn_budget(int nshards, int configured) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -327,8 +337,8 @@ int main(int argc, char **argv) {
     }
   }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  s->nshards = s->cfg.shards > 0 ? s->cfg.shards : (cpus > 0 ? (int)cpus : 1);
+  int cpus = usable_cpus();
+  s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
@@ -368,10 +378,10 @@ int main(int argc, char **argv) {
     shutdown_shards(s);
     return 1;
   }
-  log_info("derpd: listening on %s%s%s:%u (%s, %d shards, max %d conns)",
+  log_info("derpd: listening on %s%s%s:%u (%s, %d shard%s, max %d conns)",
            strchr(s->cfg.listen_host, ':') ? "[" : "", s->cfg.listen_host[0] ? s->cfg.listen_host : "*",
            strchr(s->cfg.listen_host, ':') ? "]" : "", port,
-           s->tls ? "TLS" : "plain HTTP", s->nshards, s->max_conns);
+           s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
 
