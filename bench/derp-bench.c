@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "derp/hex.h"
 
 atomic_bool bench_interrupted;
 
@@ -128,23 +129,11 @@ struct flag_ctx {
   bool have_server, have_clients, tls_opt; /* tls_opt: a TLS-only flag was given */
 };
 
-static int hex_nibble(char ch) {
-  if (ch >= '0' && ch <= '9') return ch - '0';
-  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-  return -1;
-}
-
 /* 64 hex digits, optionally after "sha256-raw:". */
 static int parse_pin(const char *v, uint8_t out[32]) {
   if (!strncmp(v, "sha256-raw:", 11)) v += 11;
   if (strlen(v) != 64) return -1;
-  for (int i = 0; i < 32; i++) {
-    int hi = hex_nibble(v[2 * i]), lo = hex_nibble(v[2 * i + 1]);
-    if (hi < 0 || lo < 0) return -1;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
+  return derp_hex_decode(v, 32, out);
 }
 
 /* Apply one valued flag (see is_valued_flag). 0 ok, -1 bad value. */

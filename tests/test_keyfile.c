@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 
+#include "derp/hex.h"
 #include "derp/key.h"
 
 static char dir[64];
@@ -173,4 +174,17 @@ Test(key, bad_input_rejected) {
   cr_assert_eq(k.b[0], 0x55, "failed parse leaves the key alone");
   cr_assert(derp_key_is_zero(&(derp_key){{0}}));
   cr_assert_not(derp_key_is_zero(&k));
+}
+
+Test(key, hex_codec) {
+  uint8_t b[5] = {0x00, 0x9f, 0xa0, 0xff, 0x5c}, back[5];
+  char s[11];
+  derp_hex_encode(b, sizeof b, s);
+  cr_assert_str_eq(s, "009fa0ff5c");
+  cr_assert_eq(derp_hex_decode("009FA0fF5c", sizeof back, back), 0);
+  cr_assert(memcmp(b, back, sizeof b) == 0, "upper and lower case decode alike");
+  cr_assert_eq(derp_hex_decode("009fa0ff5", sizeof back, back), -1, "short string read past NUL");
+  cr_assert_eq(derp_hex_decode("009fa0ff5g", sizeof back, back), -1, "non-hex digit accepted");
+  cr_assert_eq(derp_hex_decode(" 09fa0ff5c", sizeof back, back), -1, "space accepted");
+  cr_assert_eq(derp_hex_decode("", 0, back), 0, "zero bytes is fine");
 }

@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 
+#include "derp/hex.h"
 #include "derp/key.h"
 
 #define PUB_PREFIX "nodekey:"
@@ -33,23 +34,15 @@ int derp_key_is_zero(const derp_key *k) {
   return sodium_is_zero(k->b, DERP_KEY_LEN);
 }
 
-static int hex_nibble(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /* Strip an optional prefix, then require exactly 64 hex digits. */
 static int parse_hex_key(const char *s, const char *prefix, uint8_t out[DERP_KEY_LEN]) {
   if (s == NULL) return -1;
   if (strncmp(s, prefix, PREFIX_LEN) == 0) s += PREFIX_LEN;
   if (strlen(s) != DERP_KEY_HEXLEN) return -1;
   uint8_t tmp[DERP_KEY_LEN];
-  for (size_t i = 0; i < DERP_KEY_LEN; i++) {
-    int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return -1;
-    tmp[i] = (uint8_t)(hi << 4 | lo);
+  if (derp_hex_decode(s, DERP_KEY_LEN, tmp) != 0) {
+    sodium_memzero(tmp, sizeof tmp);
+    return -1;
   }
   /* Only touch *out once the whole string is known good. */
   memcpy(out, tmp, DERP_KEY_LEN);
@@ -65,29 +58,20 @@ int derp_privkey_parse(const char *s, derp_privkey *out) {
   return parse_hex_key(s, PRIV_PREFIX, out->b);
 }
 
-static void put_hex(const uint8_t *b, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[b[i] >> 4];
-    out[2 * i + 1] = digits[b[i] & 0xf];
-  }
-  out[2 * n] = '\0';
-}
-
 void derp_key_hex(const derp_key *k, char out[DERP_KEY_HEXLEN + 1]) {
-  put_hex(k->b, DERP_KEY_LEN, out);
+  derp_hex_encode(k->b, DERP_KEY_LEN, out);
 }
 
 void derp_key_format(const derp_key *k, char out[DERP_KEY_STRLEN]) {
   memcpy(out, PUB_PREFIX, PREFIX_LEN);
-  put_hex(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
+  derp_hex_encode(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
 }
 
 void derp_privkey_format(const derp_privkey *k, char out[DERP_KEY_STRLEN]) {
   memcpy(out, PRIV_PREFIX, PREFIX_LEN);
-  put_hex(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
+  derp_hex_encode(k->b, DERP_KEY_LEN, out + PREFIX_LEN);
 }
 
 void derp_key_short(const derp_key *k, char out[9]) {
-  put_hex(k->b, 4, out);
+  derp_hex_encode(k->b, 4, out);
 }

@@ -62,6 +62,8 @@
 #include <openssl/mem.h>
 #include <openssl/ssl.h>
 
+#include "derp/hex.h"
+
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif
@@ -124,13 +126,6 @@ static void secrets_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
 
 static void secrets_init(void) { secrets_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, secrets_free); }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 void ktls_keylog(const SSL *ssl, const char *line) {
   static const char kc[] = "CLIENT_TRAFFIC_SECRET_0 ", ks[] = "SERVER_TRAFFIC_SECRET_0 ";
   bool client;
@@ -154,12 +149,7 @@ void ktls_keylog(const SSL *ssl, const char *line) {
       return; /* no secrets stored: ktls_crypto_info will say so */
     }
   }
-  uint8_t *dst = client ? s->client : s->server;
-  for (size_t i = 0; i < hl / 2; i++) {
-    int hi = hexval(p[2 * i]), lo = hexval(p[2 * i + 1]);
-    if (hi < 0 || lo < 0) return;
-    dst[i] = (uint8_t)(hi << 4 | lo);
-  }
+  if (derp_hex_decode(p, hl / 2, client ? s->client : s->server) != 0) return;
   if (client) s->client_len = (uint8_t)(hl / 2);
   else s->server_len = (uint8_t)(hl / 2);
 }

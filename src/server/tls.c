@@ -20,6 +20,7 @@
  * traffic secrets; derpd sets no other key-log callback, so nothing to
  * chain). With --ktls=require, TLS 1.2 is limited to the AEAD suites the
  * kernel takes, so that no handshake succeeds only to be closed. */
+#include "derp/hex.h"
 #include "derp/key.h"
 #include "server/tls.h"
 
@@ -81,7 +82,7 @@ void tls_cert_sha256_hex(X509 *cert, char out[65]) {
   if (n <= 0) return;
   SHA256(der, (size_t)n, md);
   OPENSSL_free(der);
-  for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+  derp_hex_encode(md, SHA256_DIGEST_LENGTH, out);
 }
 
 /* ---- callbacks (shard threads, during handshakes) ---------------------- */
