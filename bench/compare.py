@@ -146,6 +146,10 @@ else:
     where = "on the same CPUs: the server, derp-bench and iperf3."
 md.append(f"- Host: {meta['host']}, {meta['cpus']} CPUs ({meta['cpu_model']}). Everything runs on "
           f"loopback (127.0.0.1), {where}")
+if meta.get("cpu_budget"):
+    md.append(f"- CPU budget: every server ran in a cgroup capped at {meta['cpu_budget']} CPU per shard "
+              "(CFS quota, 10 ms period), the rest of the machine left to derp-bench: the server is the "
+              "bottleneck, as on a machine where the generator has cores of its own (an emulation).")
 rep_txt = f"Median of {meta['repeat']} repeats" if meta["repeat"] > 1 else "One run per configuration (no repeats)"
 if other:
     md.append(f"- {rep_txt}; each run measures {meta['duration']} after {meta['warmup']} of warm-up, on a "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test for bench/compare: one short run of every experiment, derpd against
 # derpd over TLS as the "other" server (--other, --other-bench-args), results and
-# plots in a temporary directory, servers and derp-bench pinned with taskset. Checks that the Markdown report has a number
+# plots in a temporary directory, servers and derp-bench pinned with taskset,
+# servers in a CPU-budget cgroup (needs root, as scripts/test has). Checks that the Markdown report has a number
 # for both servers and their ratio in each table, and that the plots and JSON
 # lines were written; no timing thresholds. Needs python3, iperf3 and gnuplot (scripts/setup installs them).
 set -euo pipefail
@@ -23,7 +24,7 @@ rc=0
 env -u DERP_OTHER_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
   --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards}" --bench "$bench" \
   --sizes 1200 --shards 1 --loads 20000 --shard-clients 6 \
-  --server-cpus 0 --bench-cpus "$(($(nproc) - 1))" \
+  --server-cpus 0 --bench-cpus "$(($(nproc) - 1))" --server-cpu-budget 1 \
   --other "$derpd -c $tmp/key.json -a 127.0.0.1:{port} --shards {shards} -certmode selfsigned -hostname localhost -certdir $tmp/certs -http-port -1" \
   --other-name derpd-tls --other-bench-args '--tls --sni localhost --insecure' \
   --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
@@ -49,6 +50,12 @@ grep -Eq "derpd, 1200 B, 4 clients .*= $num% of half the ceiling" "$tmp/report.m
   fail "no ceiling share"
 grep -q 'bench/compare --quick' "$tmp/report.md" || fail "the command is not in the report"
 grep -q 'servers pinned to CPUs 0, derp-bench to CPUs' "$tmp/report.md" || fail "the pinning is not in the report"
+grep -q 'CPU budget: every server ran in a cgroup capped at 1 CPU per shard' "$tmp/report.md" ||
+  fail "the CPU budget is not in the report"
+grep -q 'servers run in cgroup v[12] ' "$tmp/stderr.txt" || fail "no budget cgroup made"
+! grep -q 'is not in .*derp-compare' "$tmp/stderr.txt" || fail "a server escaped the budget cgroup"
+! ls -d /sys/fs/cgroup/*/derp-compare-* /sys/fs/cgroup/derp-compare-* 2>/dev/null | grep -q . ||
+  fail "the budget cgroup was left behind"
 for p in throughput-vs-size latency-vs-load scaling-vs-shards; do
   [[ -s "$tmp/img/$p.png" ]] || fail "no $p.png"
   [[ "$(head -c 4 "$tmp/img/$p.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "$p.png is not a PNG"
