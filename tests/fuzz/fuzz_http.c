@@ -1,0 +1,52 @@
+/* fuzz_http.c: libFuzzer target for the HTTP request head parser and router
+ * (server/http.c): every byte a client sends before the DERP upgrade.
+ *
+ * Input: byte 0 is the chunk size (1..256), byte 1 whether the peer is on
+ * loopback (debug pages allowed). A finished head is routed both ways (main
+ * port and port-80 helper); a parse error gets its error reply. Replies must
+ * fit their buffer and carry a status line; the kept header copies stay NUL
+ * terminated within their arrays. */
+#include <string.h>
+
+#include "fuzz.h"
+#include "server/http.h"
+
+static void check_reply(const struct http_reply *rep) {
+  FUZZ_CHECK(rep->len <= sizeof rep->buf);
+  if (rep->action != HTTP_ACT_DEBUG && !(rep->action == HTTP_ACT_DERP && rep->len == 0))
+    FUZZ_CHECK(rep->len >= 12 && memcmp(rep->buf, "HTTP/1.1 ", 9) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 2) return 0;
+  size_t chunk = (size_t)data[0] + 1;
+  bool loopback = data[1] & 1;
+  static struct http_req r; /* large: keep it off the stack */
+  static struct http_reply rep;
+  http_req_init(&r);
+  const uint8_t *p = data + 2;
+  size_t left = size - 2;
+  enum http_feed_status st = HTTP_FEED_MORE;
+  while (left > 0 && st == HTTP_FEED_MORE) {
+    size_t n = left < chunk ? left : chunk, used = 0;
+    st = http_req_feed(&r, p, n, &used);
+    FUZZ_CHECK(st != HTTP_FEED_DONE || used <= n);
+    p += n;
+    left -= n;
+  }
+  FUZZ_CHECK(r.path_len <= HTTP_MAX_PATH && r.path[r.path_len] == '\0');
+  FUZZ_CHECK(memchr(r.challenge, '\0', sizeof r.challenge) != NULL);
+  FUZZ_CHECK(memchr(r.ws_key, '\0', sizeof r.ws_key) != NULL);
+  if (st == HTTP_FEED_DONE) {
+    static const char key_hex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    http_route(&r, key_hex, loopback, &rep);
+    check_reply(&rep);
+    http_route_port80(&r, "derp.example.com", 8443, loopback, &rep);
+    check_reply(&rep);
+  } else if (st == HTTP_FEED_ERROR && r.error_status != 0) {
+    FUZZ_CHECK(r.error_status >= 400 && r.error_status < 600);
+    http_error_reply(r.error_status, &rep);
+    check_reply(&rep);
+  }
+  return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs one libFuzzer target for a bounded count and time, growing a corpus in
+# the build directory (nothing is written into the source tree):
+#   run.sh TARGET_BINARY RUNS SECONDS [--seeds=DIR] [libFuzzer flags...]
+# --seeds: a directory of starting inputs, read but never written.
+# Exit 0 = no crash, no leak, no broken invariant. Anything else exits 1 and
+# fails the test (never libFuzzer's default 77, which meson reads as
+# "skipped"); libFuzzer's crash-* file, in the build directory, reproduces it:
+#   TARGET_BINARY crash-...
+set -euo pipefail
+bin="$1" runs="$2" secs="$3"; shift 3
+seeds=() flags=()
+for a in "$@"; do
+  case "$a" in
+    --seeds=*) seeds+=("${a#--seeds=}") ;;
+    *) flags+=("$a") ;;
+  esac
+done
+corpus="$(dirname "$bin")/corpus-$(basename "$bin")"
+mkdir -p "$corpus"
+cd "$(dirname "$bin")"
+exec "$bin" -runs="$runs" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -verbosity=0 \
+  -error_exitcode=1 -timeout_exitcode=1 \
+  -print_final_stats=1 ${flags[@]+"${flags[@]}"} "$corpus" ${seeds[@]+"${seeds[@]}"}
