@@ -87,3 +87,10 @@ Test(ktls_policy, mode_names) {
   cr_assert_eq(ktls_mode_parse("", &m), -1);
   cr_assert_eq(ktls_mode_parse("AUTO", &m), -1);
 }
+
+Test(ktls_policy, ignorable_records_have_a_budget) {
+  for (unsigned i = 0; i < KTLS_IGNORED_MAX; i++) cr_assert(ktls_may_ignore(i), "record %u", i);
+  cr_assert_not(ktls_may_ignore(KTLS_IGNORED_MAX));
+  /* The count lives in a 2-bit field of struct conn: the budget must fit. */
+  cr_assert_leq(KTLS_IGNORED_MAX, 3);
+}

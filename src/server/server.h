@@ -125,6 +125,7 @@ struct conn {
   uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
   uint8_t ka_held_set : 1; /* ka_held holds the last keepalive's sample */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
+  uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */

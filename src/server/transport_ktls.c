@@ -16,7 +16,8 @@
  *    to be kept per conn, and kernels before 6.14 cannot take a new RX key
  *    at all): close_notify, close as ktls_key_update;
  *  - any other fatal alert: close as tls_alert, the alert in the log;
- *  - NewSessionTicket, HelloRequest, warnings: ignored, read on;
+ *  - NewSessionTicket, HelloRequest, warnings: ignored, read on, but only
+ *    KTLS_IGNORED_MAX per connection (then closed as tls_error);
  *  - anything else: close as tls_error.
  * EBADMSG (a record failed authentication) and EMSGSIZE (record too big)
  * close as tls_error. */
@@ -82,6 +83,13 @@ int ktls_recv_error(struct conn *c, int res, uint16_t version, bool tx_kernel) {
     conn_input(c, rec_buf, (size_t)n); /* closes the conn itself if it must */
     return 1;
   case KTLS_ACT_IGNORE:
+    if (!ktls_may_ignore(c->ktls_ignored)) {
+      snprintf(d, sizeof d, "kTLS: more than %d records with no data (last: %s)", KTLS_IGNORED_MAX,
+               v.why);
+      conn_close(c, CLOSE_tls, d);
+      return 1;
+    }
+    c->ktls_ignored++;
     return 1;
   case KTLS_ACT_CLOSE:
     STAT_INC(&c->sh->stats, ktls_close_notify);
