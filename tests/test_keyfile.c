@@ -174,6 +174,11 @@ Test(key, bad_input_rejected) {
   cr_assert_eq(k.b[0], 0x55, "failed parse leaves the key alone");
   cr_assert(derp_key_is_zero(&(derp_key){{0}}));
   cr_assert_not(derp_key_is_zero(&k));
+  for (int i = 0; i < DERP_KEY_LEN; i++) {
+    derp_key one = {{0}};
+    one.b[i] = 0x80;
+    cr_assert_not(derp_key_is_zero(&one), "byte %d ignored", i);
+  }
 }
 
 Test(key, hex_codec) {
