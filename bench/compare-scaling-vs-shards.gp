@@ -1,6 +1,8 @@
 # Delivered packets/s against derpd's --shards; see compare-common.gp.
 load dir.'/compare-common.gp'
-set title "Scaling vs shards (closed loop, pairs, 8 clients, window 32, 1200 B)\n{/*0.8 ".subtitle."}"
+# scaling_load: the load, as bench/compare ran it (topology, clients, budget).
+if (!exists("scaling_load")) scaling_load = 'pairs, 8 clients, window 32, 1200 B'
+set title "Scaling vs shards (closed loop, ".scaling_load.")\n{/*0.8 ".subtitle."}"
 set xlabel 'derpd --shards (worker threads)'
 set ylabel 'Delivered data packets (thousands/s)'
 set y2label 'Delivered payload (Gbit/s, 1200 B packets)'
