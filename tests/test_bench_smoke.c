@@ -258,3 +258,28 @@ Test(bench_smoke, tls_idle_50, SMOKE_TLS) {
   get_num(j, "server_bytes_per_conn");
   json_decref(j);
 }
+
+/* Bad flags exit 2 with a message that says which kind of mistake it is;
+ * no server is needed (flags are checked before any connection). */
+static void expect_usage_error(const char *args, const char *want) {
+  char cmd[512], out[1024] = "";
+  snprintf(cmd, sizeof cmd, "%s --server 127.0.0.1:9 %s 2>&1", bench_bin(), args);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  size_t n = fread(out, 1, sizeof out - 1, f);
+  out[n] = 0;
+  int st = pclose(f);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: exit %d, want 2: %s", args,
+            WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+  cr_assert(strstr(out, want), "%s: no \"%s\" in: %s", args, want, out);
+}
+
+Test(bench_smoke, usage_errors) {
+  expect_usage_error("--bogus 1", "unknown flag --bogus");
+  expect_usage_error("--size", "flag --size needs a value");
+  expect_usage_error("--pace-quantum", "flag --pace-quantum needs a value");
+  expect_usage_error("--size=7", "bad value for --size: 7");
+  expect_usage_error("--pace-quantum zz", "bad value for --pace-quantum: zz");
+  expect_usage_error("--tls --pin-sha256 abc", "bad value for --pin-sha256: abc");
+  expect_usage_error("--sni x", "need --tls");
+}
