@@ -227,6 +227,7 @@ static void free_server(struct server *s) {
     free(sh->buf_free);
     free(sh->br);
     free(sh->pending_pub);
+    free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
   }

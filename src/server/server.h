@@ -229,6 +229,12 @@ struct shard {
   /* Set before waiting; producers wake if set. Other shards read it every
    * turn they publish to this one, so it has a cache line to itself. */
   alignas(64) _Atomic int sleeping;
+  /* Which shards published to this one since it last looked: a bit per
+   * source, set by the source after publishing (atomic OR), taken by this
+   * shard (exchange) before draining, so a turn reads the rings of the
+   * sources that sent something, not all 3(n-1). Its own cache line(s);
+   * the pointer is fixed before any shard runs. */
+  _Atomic uint64_t *inbound;
   /* Provided buffer ring for multishot recv. The kernel takes buffers in
    * ring order, so whatever the ring holds is touched in turn: it holds only
    * buf_target of the nbufs buffers, topped up each turn from buf_free, a

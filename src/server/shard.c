@@ -204,55 +204,82 @@ static int setup_ring(struct shard *sh) {
   return setup_buf_ring(sh);
 }
 
-static void drain_inbound(struct shard *sh) {
+static int inbound_words(const struct server *s) { return (s->nshards + 63) / 64; }
+
+/* Drains up to DRAIN_BATCH items of each ring from source f; true if a ring
+ * may hold more (then f is looked at again next turn). */
+static bool drain_from(struct shard *sh, int f) {
   struct server *s = sh->srv;
   void *items[DRAIN_BATCH];
-  for (int f = 0; f < s->nshards; f++) {
-    if (f == sh->id) continue;
-    uint32_t n = spsc_pop_batch(hand_q(s, f, sh->id), items, DRAIN_BATCH);
-    for (uint32_t i = 0; i < n; i++) conn_adopt(sh, items[i]);
-    n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
-    for (uint32_t i = 0; i < n; i++) relay_send_to_key(sh, items[i]);
-    n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
-    for (uint32_t i = 0; i < n; i++) relay_deliver(sh, items[i]);
+  uint32_t n = spsc_pop_batch(hand_q(s, f, sh->id), items, DRAIN_BATCH);
+  bool more = n == DRAIN_BATCH;
+  for (uint32_t i = 0; i < n; i++) conn_adopt(sh, items[i]);
+  n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
+  more |= n == DRAIN_BATCH;
+  for (uint32_t i = 0; i < n; i++) relay_send_to_key(sh, items[i]);
+  n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
+  more |= n == DRAIN_BATCH;
+  for (uint32_t i = 0; i < n; i++) relay_deliver(sh, items[i]);
+  return more;
+}
+
+/* The sources whose bit is set, and only those. The acquire exchange pairs
+ * with the source's release OR, made after it published: the rings' new
+ * items are visible here. A bit set again meanwhile is seen next turn. */
+static void drain_inbound(struct shard *sh) {
+  for (int w = 0; w < inbound_words(sh->srv); w++) {
+    uint64_t bits = atomic_exchange_explicit(&sh->inbound[w], 0, memory_order_acquire);
+    uint64_t again = 0;
+    while (bits) {
+      int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      if (drain_from(sh, w * 64 + b)) again |= 1ull << b;
+    }
+    if (again) atomic_fetch_or_explicit(&sh->inbound[w], again, memory_order_relaxed);
   }
 }
 
+/* After wait_events' fence: a source that published before its own fence
+ * either shows here or sees our `sleeping` and wakes us. */
 static bool inbound_empty(struct shard *sh) {
-  struct server *s = sh->srv;
-  for (int f = 0; f < s->nshards; f++) {
-    if (f == sh->id) continue;
-    if (!spsc_empty(ctrl_q(s, f, sh->id)) || !spsc_empty(data_q(s, f, sh->id)) ||
-        !spsc_empty(hand_q(s, f, sh->id)))
-      return false;
-  }
+  for (int w = 0; w < inbound_words(sh->srv); w++)
+    if (atomic_load_explicit(&sh->inbound[w], memory_order_relaxed)) return false;
   return true;
 }
 
-/* Publish what this turn staged, then wake each target that announced sleep.
- * The fence pairs with the one in wait(): either the sleeper sees our items
- * when it re-checks, or we see its flag here. */
-static void publish_and_wake(struct shard *sh) {
+/* Publish what this turn staged to target t, set our bit in its inbound
+ * mask, and wake it if it announced sleep. The fence pairs with the one in
+ * wait_events: either the sleeper sees our bit when it re-checks, or we see
+ * its flag here. */
+static void publish_to(struct shard *sh, int t) {
   struct server *s = sh->srv;
-  for (int t = 0; t < s->nshards; t++) {
-    if (!(sh->pending_pub[t / 64] & (1ull << (t % 64)))) continue;
-    sh->pending_pub[t / 64] &= ~(1ull << (t % 64));
-    bool any = spsc_publish(data_q(s, sh->id, t));
-    any |= spsc_publish(ctrl_q(s, sh->id, t));
-    any |= spsc_publish(hand_q(s, sh->id, t));
-    if (!any) continue;
-    atomic_thread_fence(memory_order_seq_cst);
-    struct shard *ts = &s->shards[t];
-    /* A plain load first: the line stays shared while the target is awake.
-     * The fences on both sides (here, wait_events) make the target see this
-     * turn's items or this load see its 1. */
-    if (atomic_load_explicit(&ts->sleeping, memory_order_relaxed) &&
-        atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
-      struct io_uring_sqe *sqe = shard_sqe(sh);
-      io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
-      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_MSGRING));
-      sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-      STAT_INC(&sh->stats, wakeups);
+  bool any = spsc_publish(data_q(s, sh->id, t));
+  any |= spsc_publish(ctrl_q(s, sh->id, t));
+  any |= spsc_publish(hand_q(s, sh->id, t));
+  if (!any) return;
+  struct shard *ts = &s->shards[t];
+  /* Release: whoever takes the bit sees the items published above. */
+  atomic_fetch_or_explicit(&ts->inbound[sh->id / 64], 1ull << (sh->id % 64), memory_order_release);
+  atomic_thread_fence(memory_order_seq_cst);
+  /* A plain load first: the line stays shared while the target is awake. */
+  if (atomic_load_explicit(&ts->sleeping, memory_order_relaxed) &&
+      atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
+    struct io_uring_sqe *sqe = shard_sqe(sh);
+    io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_MSGRING));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    STAT_INC(&sh->stats, wakeups);
+  }
+}
+
+static void publish_and_wake(struct shard *sh) {
+  for (int w = 0; w < inbound_words(sh->srv); w++) {
+    uint64_t bits = sh->pending_pub[w];
+    sh->pending_pub[w] = 0;
+    while (bits) {
+      int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      publish_to(sh, w * 64 + b);
     }
   }
 }
@@ -416,9 +443,15 @@ int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
   list_init(&sh->dirty);
   list_init(&sh->handoff_pending);
   peer_table_init(&sh->peers);
-  sh->pending_pub = calloc((size_t)(sh->srv->nshards + 63) / 64, sizeof(uint64_t));
+  int words = inbound_words(sh->srv);
+  sh->pending_pub = calloc((size_t)words, sizeof(uint64_t));
+  /* Whole cache lines: the bits are written by other shards. */
+  size_t ib = ((size_t)words * sizeof(uint64_t) + 63) & ~(size_t)63;
+  sh->inbound = aligned_alloc(64, ib);
+  if (sh->inbound)
+    for (int w = 0; w < words; w++) atomic_init(&sh->inbound[w], 0);
   struct shard_boot *b = malloc(sizeof *b);
-  if (!sh->pending_pub || !b) return -ENOMEM;
+  if (!sh->pending_pub || !sh->inbound || !b) { free(b); return -ENOMEM; }
   *b = (struct shard_boot){sh, bar, err};
   int r = pthread_create(&sh->thread, NULL, shard_boot_main, b);
   if (r != 0) { free(b); return -r; }
