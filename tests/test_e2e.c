@@ -69,6 +69,10 @@ Test(e2e, http_endpoints, E2E) {
   st = http_request(&g_srv, "GET /robots.txt HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
   cr_assert_eq(st, 200, "/robots.txt: %d", st);
   cr_assert(strstr(resp, "User-agent: *") && strstr(resp, "Disallow: /"), "robots body: %s", resp);
+  st = http_request(&g_srv, "GET /bootstrap-dns?q=example.com HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 200, "/bootstrap-dns: %d", st);
+  cr_assert(http_header(resp, "Content-Type", v, sizeof v) && strcmp(v, "application/json") == 0,
+            "/bootstrap-dns Content-Type: %s", v);
 
   st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
   cr_assert_eq(st, 426, "/derp without upgrade: %d", st);

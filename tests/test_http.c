@@ -409,6 +409,17 @@ Test(http_route, generate_204) {
   cr_assert(!has(&o, "X-Tailscale-Response"));
 }
 
+Test(http_route, bootstrap_dns_empty) {
+  struct http_reply o;
+  route("GET /bootstrap-dns?q=controlplane.tailscale.com HTTP/1.1\r\n\r\n", false, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert(has(&o, "Content-Type: application/json\r\n"));
+  cr_assert(has(&o, "Content-Length: 0\r\n"));
+  cr_assert(has(&o, "Connection: close\r\n"));
+  cr_assert_str_eq(body_of(&o), "");
+  cr_assert_eq(o.action, HTTP_ACT_CLOSE);
+}
+
 Test(http_route, home_and_robots) {
   struct http_reply o;
   route("GET / HTTP/1.1\r\n\r\n", false, &o);

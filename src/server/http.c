@@ -399,6 +399,11 @@ void http_route(const struct http_req *r, const char *server_key_hex, bool debug
     reply(out, head, 200, "text/html; charset=utf-8", NULL, home_page);
   } else if (strcmp(path, "/robots.txt") == 0) {
     reply(out, head, 200, TEXT_PLAIN, NULL, "User-agent: *\nDisallow: /\n");
+  } else if (strcmp(path, "/bootstrap-dns") == 0) {
+    /* What derper answers without -bootstrap-dns-names (derpd resolves no
+     * names): 200, JSON type, empty body; a client's DNS fallback then asks
+     * another DERP server. */
+    reply(out, head, 200, "application/json", NULL, NULL);
   } else if (!route_debug(r, debug_allowed, out)) {
     reply(out, head, 404, TEXT_PLAIN, NULL, "not found\n");
   }
