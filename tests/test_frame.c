@@ -419,8 +419,16 @@ Test(reader, split_frame_assembled_then_freed) {
   cr_assert_eq(derp_frame_read(&r, &p, &left, &f), DERP_READ_MORE);
   cr_assert_not_null(r.buf);
   cr_assert(derp_frame_reader_busy(&r));
+  /* Held: the payload bytes in the buffer; consumed: every byte taken. */
+  cr_assert_eq(derp_frame_reader_held(&r), 10 - DERP_FRAME_HDR_LEN);
+  cr_assert_eq(r.consumed, 10);
+  left = 0;
+  cr_assert_eq(derp_frame_read(&r, &p, &left, &f), DERP_READ_MORE);
+  cr_assert_eq(r.consumed, 10, "no input, no progress");
   left = n - 10;
   cr_assert_eq(derp_frame_read(&r, &p, &left, &f), DERP_READ_FRAME);
+  cr_assert_eq(r.consumed, n);
+  cr_assert_eq(derp_frame_reader_held(&r), 0, "a delivered frame is not held");
   cr_assert_eq(f.payload, r.buf);
   cr_assert_eq(memcmp(f.payload + 32, "spanning", 8), 0);
   cr_assert_not(derp_frame_reader_busy(&r));

@@ -121,6 +121,7 @@ struct derp_frame_reader {
   uint8_t type;
   uint32_t len;      /* payload length of the current frame */
   uint32_t have;     /* payload bytes assembled or skipped so far */
+  uint32_t consumed; /* input bytes taken, ever (wraps): progress, for stall checks */
   uint8_t *buf;      /* assembly buffer, NULL unless a frame spans inputs */
   uint64_t skipped_frames; /* unknown frames skipped (for counters) */
   /* Per-connection overrides for types below 32, applied after the limits:
@@ -148,8 +149,8 @@ enum derp_read_status derp_frame_read(struct derp_frame_reader *r, const uint8_t
 /* True while a partial frame is held (for memory accounting and tests). */
 bool derp_frame_reader_busy(const struct derp_frame_reader *r);
 /* Payload bytes of a partial frame held in the assembly buffer (0: none). A
- * caller that sees the same nonzero value twice, a while apart, has a peer
- * that stopped mid-frame while the buffer (up to 64 KiB) stays allocated. */
+ * caller that sees it nonzero while `consumed` has not moved since a while
+ * ago has a peer that stopped mid-frame with the buffer (up to 64 KiB) held. */
 uint32_t derp_frame_reader_held(const struct derp_frame_reader *r);
 
 #endif

@@ -259,7 +259,7 @@ static enum derp_read_status take_payload(struct derp_frame_reader *r, const uin
   return deliver(r, r->buf, out);
 }
 
-enum derp_read_status derp_frame_read(struct derp_frame_reader *r, const uint8_t **in,
+static enum derp_read_status read_one(struct derp_frame_reader *r, const uint8_t **in,
                                       size_t *inlen, struct derp_frame *out) {
   /* A buffer still held between frames belongs to the frame delivered last
    * time; the caller is done with it now. */
@@ -287,4 +287,12 @@ enum derp_read_status derp_frame_read(struct derp_frame_reader *r, const uint8_t
     if (!r->skipping) return take_payload(r, in, inlen, out);
     if (!skip_payload(r, in, inlen)) return DERP_READ_MORE;
   }
+}
+
+enum derp_read_status derp_frame_read(struct derp_frame_reader *r, const uint8_t **in,
+                                      size_t *inlen, struct derp_frame *out) {
+  size_t before = *inlen;
+  enum derp_read_status st = read_one(r, in, inlen, out);
+  r->consumed += (uint32_t)(before - *inlen);
+  return st;
 }

@@ -621,13 +621,11 @@ static void tick_keepalives(struct shard *sh) {
     if (c->keepalive_ms > sh->now_ms) break;
     /* A frame started but not one more byte of it for a whole keepalive
      * interval: the peer pins up to 64 KiB of assembly buffer; cut it. */
-    uint32_t held = derp_frame_reader_held(&c->rd);
-    if (held && c->ka_held_set && c->ka_held == (uint16_t)held) {
+    if (derp_frame_reader_held(&c->rd) && c->rd.consumed == c->ka_consumed) {
       conn_close(c, CLOSE_frame_stall, "no byte of a started frame for a keepalive interval");
       continue;
     }
-    c->ka_held = (uint16_t)held;
-    c->ka_held_set = held != 0;
+    c->ka_consumed = c->rd.consumed;
     struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN);
     if (p) {
       p->len = (uint32_t)derp_enc_keep_alive(p->data, p->cap);

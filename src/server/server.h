@@ -123,13 +123,11 @@ struct conn {
   uint8_t state;           /* enum conn_state */
   uint8_t close_reason;    /* enum close_reason, once closing */
   uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
-  uint8_t ka_held_set : 1; /* ka_held holds the last keepalive's sample */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
-  uint16_t ka_held;        /* low bits of derp_frame_reader_held at the last keepalive */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
   void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
@@ -143,6 +141,7 @@ struct conn {
   derp_key key;            /* client's key, once known */
   uint64_t key_hash;
   struct sockaddr_in6 addr; /* peer address (v4 as v4-mapped) */
+  uint32_t ka_consumed;    /* rd.consumed at the last keepalive (frame_stall) */
   struct derp_frame_reader rd;
   struct hs_state *hs;
   struct ws_conn *ws;      /* WebSocket framing (websocket.c); NULL = none */
