@@ -24,12 +24,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <openssl/aead.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "derp/client_tls.h"
 #include "e2e_util.h"
+#include "ktls_emul.h"
 #include "server/ktls.h"
 
 static struct derpd_proc srv;
@@ -713,55 +713,11 @@ static void websocket_over_tls(void) {
   cr_assert_geq(tls_varz("derpd_tls_handshakes"), N);
 }
 
-/* One TLS 1.2 record sealed with the write keys of *ki (what ktls_crypto_info
- * gives for KTLS_TX), as the kernel or BoringSSL would seal it: AES-GCM with
- * the sequence number as explicit nonce, or ChaCha20-Poly1305 (RFC 7905).
- * Returns the record's length. */
-static size_t seal_tls12(const union ktls_info *ki, uint64_t seq, uint8_t type, const uint8_t *pt,
-                         size_t n, uint8_t *out) {
-  const EVP_AEAD *aead;
-  const uint8_t *key, *salt = NULL, *iv12 = NULL;
-  size_t klen;
-  switch (ki->info.cipher_type) {
-  case TLS_CIPHER_AES_GCM_128:
-    aead = EVP_aead_aes_128_gcm(), key = ki->gcm128.key, klen = 16, salt = ki->gcm128.salt;
-    break;
-  case TLS_CIPHER_AES_GCM_256:
-    aead = EVP_aead_aes_256_gcm(), key = ki->gcm256.key, klen = 32, salt = ki->gcm256.salt;
-    break;
-  case TLS_CIPHER_CHACHA20_POLY1305:
-    aead = EVP_aead_chacha20_poly1305(), key = ki->chacha.key, klen = 32, iv12 = ki->chacha.iv;
-    break;
-  default: cr_assert_fail("cipher %u", ki->info.cipher_type);
-  }
-  uint8_t seqb[8], nonce[12], ad[13];
-  for (int i = 0; i < 8; i++) seqb[i] = (uint8_t)(seq >> (56 - 8 * i));
-  size_t explicit = iv12 ? 0 : 8;
-  if (iv12) {
-    memcpy(nonce, iv12, 12);
-    for (int i = 0; i < 8; i++) nonce[4 + i] ^= seqb[i];
-  } else {
-    memcpy(nonce, salt, 4);
-    memcpy(nonce + 4, seqb, 8);
-  }
-  memcpy(ad, seqb, 8);
-  ad[8] = type, ad[9] = 3, ad[10] = 3, ad[11] = (uint8_t)(n >> 8), ad[12] = (uint8_t)n;
-  EVP_AEAD_CTX ctx;
-  cr_assert_eq(EVP_AEAD_CTX_init(&ctx, aead, key, klen, EVP_AEAD_DEFAULT_TAG_LENGTH, NULL), 1);
-  size_t clen = 0;
-  cr_assert_eq(EVP_AEAD_CTX_seal(&ctx, out + 5 + explicit, &clen, n + 16, nonce, 12, pt, n, ad,
-                                 sizeof ad), 1);
-  EVP_AEAD_CTX_cleanup(&ctx);
-  memcpy(out + 5, seqb, explicit);
-  out[0] = type, out[1] = 3, out[2] = 3;
-  out[3] = (uint8_t)((explicit + clen) >> 8), out[4] = (uint8_t)(explicit + clen);
-  return 5 + explicit + clen;
-}
-
 /* A client that keeps sending TLS 1.2 warning alerts (records with no data
  * and no effect) is cut: under kTLS by derpd's own budget (KTLS_IGNORED_MAX
  * per connection), in userspace TLS by BoringSSL's (4 in a row). The alerts
- * are sealed here with the client's write keys, so this runs on any kernel. */
+ * are sealed here with the client's write keys (ktls_emul), so this runs on
+ * any kernel. */
 static void warning_alerts_are_capped(void) {
   start_tls(1, "--ktls=auto");
   bool ktls = kernel_has_ktls();
@@ -778,23 +734,21 @@ static void warning_alerts_are_capped(void) {
   union ktls_info ki;
   char err[128];
   cr_assert_eq(ktls_crypto_info(tc.ssl, KTLS_TX, &ki, err, sizeof err), 0, "%s", err);
-  uint64_t seq = 0;
-  const uint8_t *rs = ki.info.cipher_type == TLS_CIPHER_CHACHA20_POLY1305 ? ki.chacha.rec_seq
-                      : ki.info.cipher_type == TLS_CIPHER_AES_GCM_256   ? ki.gcm256.rec_seq
-                                                                        : ki.gcm128.rec_seq;
-  for (int i = 0; i < 8; i++) seq = seq << 8 | rs[i];
+  struct kdir tx; /* the client's write side, sealed as the kernel would */
+  cr_assert_eq(kdir_init(&tx, &ki), 0);
+  ktls_info_wipe(&ki);
   long long before = tls_varz("derpd_conn_closed{reason=\"tls_error\"}");
   static const uint8_t warning[2] = {1, 100}; /* warning, no_renegotiation */
   uint8_t rec[64];
   /* One alert is taken in stride: proof that the records are sealed right
    * (a bad one would close the connection at once, for the wrong reason). */
-  size_t n = seal_tls12(&ki, seq++, 21, warning, sizeof warning, rec);
+  size_t n = kseal(&tx, KTLS_REC_ALERT, warning, sizeof warning, rec);
   cr_assert_eq(raw_write_all(tc.fd, rec, n), 0);
   e2e_sleep_ms(300);
   cr_assert_eq(tls_varz("derpd_conn_closed{reason=\"tls_error\"}"), before, "one warning alert closed it");
   cr_assert_eq(tls_varz("derp_clients_local"), 1, "one warning alert closed it");
   for (int i = 1; i < 5; i++) {
-    n = seal_tls12(&ki, seq++, 21, warning, sizeof warning, rec);
+    n = kseal(&tx, KTLS_REC_ALERT, warning, sizeof warning, rec);
     if (raw_write_all(tc.fd, rec, n) != 0) break; /* closed already: fine */
   }
   int64_t deadline = e2e_now_ms() + 3000;
@@ -803,7 +757,7 @@ static void warning_alerts_are_capped(void) {
   cr_assert_eq(tls_varz("derpd_conn_closed{reason=\"tls_error\"}"), before + 1,
                "five warning alerts did not close the connection as tls_error");
   if (ktls) wait_log("kTLS: more than 3 records with no data (last: warning alert)");
-  ktls_info_wipe(&ki);
+  kdir_free(&tx);
   SSL_free(tc.ssl);
   close(tc.fd);
   free(tc.buffered);
