@@ -295,10 +295,11 @@ static int set_value(struct perr *e, const struct flag *f, const char *val, stru
 #define CTRL_DEPTH_MIN 256
 #define CTRL_SLOTS_PER_SHARD 16384
 
-static uint32_t pow2_floor(uint32_t x) {
+/* The largest power of two <= x, within lo..hi (powers of two). */
+static uint32_t pow2_floor_in(uint32_t x, uint32_t lo, uint32_t hi) {
   uint32_t p = 1;
   while (p <= x / 2) p *= 2;
-  return p;
+  return p < lo ? lo : p > hi ? hi : p;
 }
 
 void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl) {
@@ -307,12 +308,8 @@ void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl) 
     *data = DATA_DEPTH_FULL;
     *ctrl = CTRL_DEPTH_FULL;
   } else {
-    *data = pow2_floor(DATA_SLOTS_PER_SHARD / peers);
-    if (*data < DATA_DEPTH_MIN) *data = DATA_DEPTH_MIN;
-    if (*data > DATA_DEPTH_FULL) *data = DATA_DEPTH_FULL;
-    *ctrl = pow2_floor(CTRL_SLOTS_PER_SHARD / peers);
-    if (*ctrl < CTRL_DEPTH_MIN) *ctrl = CTRL_DEPTH_MIN;
-    if (*ctrl > CTRL_DEPTH_FULL) *ctrl = CTRL_DEPTH_FULL;
+    *data = pow2_floor_in(DATA_SLOTS_PER_SHARD / peers, DATA_DEPTH_MIN, DATA_DEPTH_FULL);
+    *ctrl = pow2_floor_in(CTRL_SLOTS_PER_SHARD / peers, CTRL_DEPTH_MIN, CTRL_DEPTH_FULL);
   }
   if (queue_depth > 0) *data = (uint32_t)queue_depth;
 }

@@ -68,6 +68,7 @@ enum ktls_step {
   KTLS_STEP_FALLBACK,    /* never for this connection: stay in userspace */
 };
 enum ktls_step ktls_rx_step(const struct ktls_switch_in *s);
+enum ktls_step ktls_tx_step(const struct ktls_switch_in *s);
 /* Records with no data and no effect (a TLS 1.2 warning alert, user_canceled,
  * a ticket or HelloRequest, which a client has no reason to send at all): a
  * client gets KTLS_IGNORED_MAX of them per connection, then is cut. Each
@@ -76,7 +77,6 @@ enum ktls_step ktls_rx_step(const struct ktls_switch_in *s);
  * this one too. */
 #define KTLS_IGNORED_MAX 3
 bool ktls_may_ignore(unsigned so_far);
-enum ktls_step ktls_tx_step(const struct ktls_switch_in *s);
 
 /* 1 if this kernel accepts TCP_ULP "tls" on a connected TCP socket, 0 if not
  * (ENOENT: no tls module; EOPNOTSUPP etc.). Makes and closes a loopback

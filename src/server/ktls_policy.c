@@ -31,10 +31,10 @@ enum ktls_step ktls_rx_step(const struct ktls_switch_in *s) {
   return KTLS_STEP_INSTALL;
 }
 
-bool ktls_may_ignore(unsigned so_far) { return so_far < KTLS_IGNORED_MAX; }
-
 enum ktls_step ktls_tx_step(const struct ktls_switch_in *s) {
   if (!s->handshake_done || !s->rx_installed) return KTLS_STEP_WAIT;
   if (s->wire_queued || s->send_in_flight || s->ssl_out_pending) return KTLS_STEP_WAIT;
   return KTLS_STEP_INSTALL;
 }
+
+bool ktls_may_ignore(unsigned so_far) { return so_far < KTLS_IGNORED_MAX; }

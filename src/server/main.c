@@ -67,7 +67,6 @@ static uint16_t bound_port(int fd) {
   return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-/* Raise the open-file limit to its hard cap; derive the connection bound. */
 /* CPUs this process may run on (taskset, cpusets), as Go's GOMAXPROCS counts
  * them; the online count if the mask cannot be read. */
 static int usable_cpus(void) {
@@ -77,6 +76,7 @@ static int usable_cpus(void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* Raise the open-file limit to its hard cap; derive the connection bound. */
 static int conn_budget(int nshards, int configured) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -33,23 +33,8 @@ struct spsc {
   void **slots;
 };
 
-/* cap must be a power of two >= 2. Returns NULL on allocation failure. */
-static inline struct spsc *spsc_new(uint32_t cap) {
-  assert(cap >= 2 && (cap & (cap - 1)) == 0);
-  struct spsc *q = aligned_alloc(SPSC_CACHELINE, sizeof(*q));
-  if (!q) return NULL;
-  q->slots = calloc(cap, sizeof(void *));
-  if (!q->slots) { free(q); return NULL; }
-  atomic_init(&q->head, 0);
-  atomic_init(&q->tail, 0);
-  q->tail_cache = q->head_cache = q->staged = 0;
-  q->mask = cap - 1;
-  q->own_slots = true;
-  return q;
-}
-
-/* As spsc_new, on cap zeroed slots that the caller owns (spsc_free leaves
- * them): derpd carves every ring's slots out of one mapping. */
+/* A ring on cap zeroed slots that the caller owns (spsc_free leaves them):
+ * derpd carves every ring's slots out of one mapping. cap: a power of two >= 2. */
 static inline struct spsc *spsc_new_at(uint32_t cap, void **slots) {
   assert(cap >= 2 && (cap & (cap - 1)) == 0 && slots);
   struct spsc *q = aligned_alloc(SPSC_CACHELINE, sizeof(*q));
@@ -60,6 +45,15 @@ static inline struct spsc *spsc_new_at(uint32_t cap, void **slots) {
   q->tail_cache = q->head_cache = q->staged = 0;
   q->mask = cap - 1;
   q->own_slots = false;
+  return q;
+}
+
+/* As spsc_new_at, with slots of its own. NULL on allocation failure. */
+static inline struct spsc *spsc_new(uint32_t cap) {
+  void **slots = calloc(cap, sizeof(void *));
+  struct spsc *q = slots ? spsc_new_at(cap, slots) : NULL;
+  if (!q) { free(slots); return NULL; }
+  q->own_slots = true;
   return q;
 }
 
