@@ -13,7 +13,7 @@
 
 #include <openssl/aead.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 /* One direction of a kTLS socket, built from nothing but the crypto info:
  * what net/tls keeps per direction. */

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "server/config.h"
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 static char err[256];
 

@@ -1,4 +1,4 @@
-/* test_http.c: the HTTP front door (src/server/http.c): incremental head
+/* test_http.c: the HTTP front door (src/server/protocol/http.c): incremental head
  * parsing with its bounds and exact hand-over of trailing bytes, every route
  * and status, and the WebSocket accept computation. */
 #include <criterion/criterion.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/http.h"
+#include "server/protocol/http.h"
 
 static const char KEY[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

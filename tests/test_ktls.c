@@ -46,7 +46,7 @@
 #include <openssl/x509.h>
 
 #include "ktls_emul.h"
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 /* ---- runner ------------------------------------------------------------- */
 

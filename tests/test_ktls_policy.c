@@ -1,10 +1,10 @@
-/* test_ktls_policy.c: the kTLS switch-over rules (src/server/ktls_policy.c):
+/* test_ktls_policy.c: the kTLS switch-over rules (src/server/transport/ktls_policy.c):
  * when a TLS connection may hand its RX and TX keys to the kernel, when it
  * must wait, and when it stays in userspace; and the --ktls mode names. */
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 /* Every combination of the seven inputs. */
 static struct ktls_switch_in from_bits(unsigned b) {

@@ -1,4 +1,4 @@
-/* test_spsc.c: tests for the header-only SPSC ring (src/server/spsc.h).
+/* test_spsc.c: tests for the header-only SPSC ring (src/server/core/spsc.h).
  *
  * Normally a Criterion test. Criterion cannot start under ThreadSanitizer
  * (its BoxFort arena maps at fixed addresses TSan reserves for shadow memory:
@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "server/spsc.h"
+#include "server/core/spsc.h"
 
 #if defined(SPSC_STANDALONE) || defined(__SANITIZE_THREAD__)
 #define SPSC_NO_CRITERION 1

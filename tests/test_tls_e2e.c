@@ -30,7 +30,7 @@
 #include "derp/client_tls.h"
 #include "e2e_util.h"
 #include "ktls_emul.h"
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 static struct derpd_proc srv;
 static char certdir[64];

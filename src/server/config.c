@@ -2,7 +2,7 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 #include <errno.h>
 #include <stdarg.h>

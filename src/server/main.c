@@ -20,10 +20,10 @@
 
 #include <sodium.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/server.h"
-#include "server/tls.h"
+#include "server/transport/tls.h"
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,

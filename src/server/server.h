@@ -24,9 +24,9 @@
 #include "derp/handshake.h"
 #include "derp/key.h"
 #include "server/config.h"
-#include "server/list.h"
-#include "server/metrics.h"
-#include "server/spsc.h"
+#include "server/core/list.h"
+#include "server/operations/metrics.h"
+#include "server/core/spsc.h"
 
 struct shard;
 struct conn;

@@ -1,5 +1,5 @@
 /* fuzz_http.c: libFuzzer target for the HTTP request head parser and router
- * (server/http.c): every byte a client sends before the DERP upgrade.
+ * (server/protocol/http.c): every byte a client sends before the DERP upgrade.
  *
  * Input: byte 0 is the chunk size (1..256), byte 1 whether the peer is on
  * loopback (debug pages allowed). A finished head is routed both ways (main
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "server/http.h"
+#include "server/protocol/http.h"
 
 static void check_reply(const struct http_reply *rep) {
   FUZZ_CHECK(rep->len <= sizeof rep->buf);

@@ -22,7 +22,7 @@
  * kernel takes, so that no handshake succeeds only to be closed. */
 #include "derp/hex.h"
 #include "derp/key.h"
-#include "server/tls.h"
+#include "server/transport/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,7 +49,7 @@
 
 #include "derp/frame.h"
 #include "server/config.h"
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 #include "server/log.h"
 
 #define SELFSIGNED_DAYS 3650 /* pinned by hash, so expiry only forces a new pin */

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server/metrics.h"
+#include "server/operations/metrics.h"
 
 #define NAME_STR(name, str, ...) str,
 static const char *const close_names[] = {"none", STATS_CLOSES(NAME_STR)};

@@ -50,11 +50,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/server.h"
-#include "server/tls.h"
-#include "server/upgrade.h"
+#include "server/transport/tls.h"
+#include "server/protocol/upgrade.h"
 
 #define TLS_RECORD_MAX 16384
 /* The largest send batch: conn_flush adds frames while the batch is under

@@ -25,7 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 #include "server/server.h"
 
 /* One record's plaintext (TLS caps it at 16 KiB); used within one call. */

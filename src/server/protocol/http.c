@@ -1,7 +1,7 @@
 /* http.c: owns the HTTP/1.1 front door (see http.h): the bounded incremental
  * request-head parser on top of libhttp-parser, the router that turns a head
  * into a complete reply (Sec-WebSocket-Accept comes from lib/wsaccept.c). */
-#include "server/http.h"
+#include "server/protocol/http.h"
 
 #include "lib/wsaccept.h"
 

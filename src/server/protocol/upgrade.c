@@ -20,11 +20,11 @@
 
 #include <sodium.h>
 
-#include "server/http.h"
+#include "server/protocol/http.h"
 #include "server/log.h"
 #include "server/server.h"
-#include "server/upgrade.h"
-#include "server/websocket.h"
+#include "server/protocol/upgrade.h"
+#include "server/transport/websocket.h"
 
 struct hs_state {
   struct http_req req;

@@ -5,7 +5,7 @@
  * the decoder's (14 header bytes, one 125-byte control payload, data frames
  * of at most 16 MiB declared, never buffered); pongs and the close go through
  * the bounded control queue. */
-#include "server/websocket.h"
+#include "server/transport/websocket.h"
 
 #include <stdlib.h>
 #include <string.h>

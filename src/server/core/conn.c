@@ -16,8 +16,8 @@
 
 #include "server/log.h"
 #include "server/server.h"
-#include "server/upgrade.h"
-#include "server/websocket.h"
+#include "server/protocol/upgrade.h"
+#include "server/transport/websocket.h"
 
 static void set_sockopts(int fd) {
   int one = 1, idle = 600, user_timeout_ms = 15000;

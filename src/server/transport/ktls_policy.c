@@ -3,7 +3,7 @@
  * use them. */
 #include <string.h>
 
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 int ktls_mode_parse(const char *s, enum ktls_mode *out) {
   if (!strcmp(s, "off")) *out = KTLS_OFF;

@@ -44,7 +44,7 @@
  *    an 8-byte explicit nonce; nonce = salt || explicit.
  *  - RFC 7905 §2 (ChaCha20-Poly1305): write_IV is 12 bytes; nonce = IV XOR
  *    padded sequence number, as in TLS 1.3. */
-#include "server/ktls.h"
+#include "server/transport/ktls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
