@@ -22,6 +22,7 @@
 
 #include "server/protocol/http.h"
 #include "server/log.h"
+#include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
 #include "server/transport/websocket.h"
@@ -80,6 +81,7 @@ static void reply_debug(struct conn *c, const struct http_reply *r) {
   const char *ctype = "text/plain; charset=utf-8";
   if (r->debug_page == HTTP_DEBUG_VARZ) {
     n = metrics_render_varz(body, BODY_MAX, all, s->nshards);
+    n += region_render_varz(body + n, BODY_MAX - n, s);
   } else if (r->debug_page == HTTP_DEBUG_VARS) {
     n = metrics_render_vars(body, BODY_MAX, all, s->nshards);
     ctype = "application/json";
@@ -170,7 +172,8 @@ static int client_info_step(struct conn *c) {
     return -1;
   }
   c->key_hash = key_hash(s, &c->key);
-  c->is_mesh = 0; /* no mesh key configured in this version */
+  c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
+  c->is_prober = ci.is_prober;
   if (!admit(c, &ci)) {
     sodium_memzero(&k, sizeof k);
     conn_close(c, CLOSE_admission, NULL);
