@@ -37,7 +37,8 @@ struct derp_client_opts {
   const derp_privkey *priv;    /* the client's key; required */
   bool fast_start;             /* send Derp-Fast-Start: 1 and ClientInfo at once */
   const derp_key *server_key;  /* required for fast start: the server's public key */
-  const char *mesh_key;        /* NULL or 64 hex: sent as meshKey */
+  const char *mesh_key;        /* NULL, or sent as meshKey: at most
+                                  DERP_MESH_KEY_MAX characters (derp/meshkey.h) */
   bool can_ack_pings;
   bool is_prober;
   int timeout_ms;              /* connect + handshake deadline; 0 = 10000 */

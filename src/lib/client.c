@@ -622,10 +622,14 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
     seterr(err, errlen, "client: out of memory");
     return -1;
   }
-  if (o->websocket && o->fast_start) {
+  const char *bad = o->websocket && o->fast_start ? "fast start does not apply to WebSocket"
+                    : o->mesh_key && strlen(o->mesh_key) > DERP_MESH_KEY_MAX
+                        ? "mesh key longer than DERP_MESH_KEY_MAX (512) characters"
+                        : NULL;
+  if (bad) {
     free(c->rbuf);
     free(c);
-    seterr(err, errlen, "client: fast start does not apply to WebSocket");
+    seterr(err, errlen, "client: %s", bad);
     return -1;
   }
   c->fd = -1;
