@@ -13,8 +13,10 @@
 #include "derp/client.h"
 
 struct derp_tls_opts {
-  const char *sni;              /* server name sent; NULL = opts->host unless it is
-                                   an IP address; "" = none */
+  const char *sni;              /* server name sent, and the name verification
+                                   wants in the certificate; NULL = opts->host,
+                                   or for an IP address none sent and the address
+                                   verified (an IP SAN); "" = none sent */
   bool insecure_skip_verify;    /* do not verify the chain (pin_sha256 still applies) */
   const uint8_t *pin_sha256;    /* 32 bytes or NULL: the leaf certificate's SHA-256
                                    must equal it (Tailscale's "sha256-raw:" CertName);
