@@ -217,9 +217,23 @@ static void send_big(struct derp_client *a, struct derp_client *b) {
 
 /* ---- relay across the region --------------------------------------------- */
 
+static int count_in_log(const struct derpd_proc *p, const char *s);
+
+/* TLS nodes serve /debug/ only over TLS: wait for their logs instead (each
+ * says a link is up once it has stayed up 5 s). */
+static void wait_links_logged(int links_each) {
+  for (int i = 0; i < g_r.n; i++) {
+    int64_t deadline = e2e_now_ms() + 20000;
+    while (count_in_log(&g_r.node[i], ": up (watching its clients)") < links_each && e2e_now_ms() < deadline)
+      e2e_sleep_ms(50);
+    cr_assert_eq(count_in_log(&g_r.node[i], ": up (watching its clients)"), links_each, "node %d: links not up", i);
+  }
+}
+
 static void all_pairs(bool tls) {
   region_up(3, tls, false);
-  if (!tls) wait_meshed(2);
+  if (tls) wait_links_logged(2);
+  else wait_meshed(2);
   struct derp_client *c[3];
   for (int i = 0; i < 3; i++) c[i] = client_on(i, NULL);
   for (int i = 0; i < 3; i++) {
@@ -601,6 +615,79 @@ static void test_close_peer(void) {
   cr_assert(derpd_log_contains(&g_r.node[0], "no such client here"), "unknown key not logged");
 }
 
+/* derp-mesh, the operator's tool, against a real node: its watch output is
+ * the node's clients as they come and go, and close-peer closes one. */
+static bool file_has(const char *path, const char *s) {
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  char line[512];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f)) found = strstr(line, s) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void key_hex(const derp_key *k, char out[65]) {
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", k->b[i]);
+}
+
+static void test_tool(void) {
+  region_up(1, false, false);
+  const char *bin = getenv("DERP_MESH_BIN");
+  cr_assert_not_null(bin, "DERP_MESH_BIN is not set");
+  char out[700], errf[700], cmd[2400];
+  snprintf(out, sizeof out, "%.100s/watch.out", g_r.dir);
+  snprintf(errf, sizeof errf, "%.100s/watch.err", g_r.dir);
+  snprintf(cmd, sizeof cmd, "%s watch --server http://127.0.0.1:%u --mesh-psk-file %s --count 7 --timeout 20s >%s 2>%s &",
+           bin, g_r.port[0], g_r.key_file, out, errf);
+  cr_assert_eq(system(cmd), 0);
+  int64_t deadline = e2e_now_ms() + 5000;
+  while (!file_has(errf, "watching") && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  cr_assert(file_has(errf, "watching"), "derp-mesh watch did not subscribe");
+  derp_privkey p1, p2;
+  struct derp_client *k1 = client_on(0, &p1);
+  struct derp_client *k2 = client_on(0, &p2);
+  e2e_assert_ping_pong(k2);
+  close_client(k1);
+  char h1[65], h2[65], line[200];
+  key_hex(derp_client_public_key(k2), h2);
+  derp_key pk1 = pub_of(&p1);
+  key_hex(&pk1, h1);
+  snprintf(cmd, sizeof cmd, "%s close-peer --server http://127.0.0.1:%u --mesh-psk-file %s nodekey:%s",
+           bin, g_r.port[0], g_r.key_file, h2);
+  cr_assert_eq(system(cmd), 0, "derp-mesh close-peer failed");
+  cr_assert(e2e_wait_closed(k2, 3000), "close-peer did not close the client");
+  deadline = e2e_now_ms() + 5000;
+  snprintf(line, sizeof line, "gone nodekey:%s", h2);
+  while (!file_has(out, line) && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  /* Seven events: the tool itself first (the snapshot), k1 and k2 come,
+   * k1 goes, the closing tool comes, k2 goes, the closing tool goes; order
+   * is kept per key (across keys it may vary: they live on different shards). */
+  FILE *f = fopen(out, "r");
+  cr_assert_not_null(f);
+  char got[10][256];
+  int n = 0;
+  while (n < 10 && fgets(got[n], sizeof got[n], f)) n++;
+  fclose(f);
+  cr_assert_eq(n, 7, "watch printed %d lines, want 7", n);
+  cr_assert(strstr(got[0], "present nodekey:") && strstr(got[0], "flags=mesh"), "first line: %s", got[0]);
+  const char *keys[2] = {h1, h2};
+  for (int k = 0; k < 2; k++) {
+    int pres = -1, gone = -1;
+    for (int i = 0; i < n; i++) {
+      char w[120];
+      snprintf(w, sizeof w, "present nodekey:%s 127.0.0.1:", keys[k]);
+      if (strstr(got[i], w)) {
+        pres = i;
+        cr_assert(strstr(got[i], "flags=regular") != NULL, "a client's flags: %s", got[i]);
+      }
+      snprintf(w, sizeof w, "gone nodekey:%s reason=disconnected", keys[k]);
+      if (strstr(got[i], w)) gone = i;
+    }
+    cr_assert(pres > 0 && gone > pres, "key %d: present at line %d, gone at line %d", k + 1, pres + 1, gone + 1);
+  }
+}
+
 int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
@@ -608,7 +695,7 @@ int main(int argc, char **argv) {
       {"client_moves", test_client_moves},   {"kill_node", test_kill_node},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
-      {"close_peer", test_close_peer},
+      {"close_peer", test_close_peer},       {"tool", test_tool},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, teardown);
 }

@@ -301,11 +301,10 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
   if (m->kind == MSG_SAW) {
-    if (peer) {
-      derp_key rk;
-      memcpy(rk.b, m->data, DERP_KEY_LEN);
-      note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
-    }
+    derp_key rk;
+    memcpy(rk.b, m->data, DERP_KEY_LEN);
+    if (peer) note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
+    else forward_note_contact(sh, &m->dst, m->hash, &rk); /* the sender is elsewhere in the region */
     pkt_free(sh, m);
     return;
   }

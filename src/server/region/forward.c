@@ -8,10 +8,12 @@
  *
  * Packets: forward_out rebuilds the RecvPacket that relay.c made as a
  * ForwardPacket (src, dst, payload) and sends it to the link's shard on the
- * data ring (link.c queues it on the link's conn). The senders are
- * remembered on K's entry, so that when K leaves the region (its last
- * forwarder goes and no local conn has it) they get PeerGone(K), as derper's
- * notePeerGoneFromRegion does.
+ * data ring (link.c queues it on the link's conn). K's entry remembers its
+ * local contacts: the keys that sent to K, and (through relay.c's MSG_SAW)
+ * the keys that got packets from K. When K leaves the region (its last
+ * forwarder goes and no local conn has it) they get PeerGone(K): derper v1.78
+ * tells the receivers (peerGoneWatchers), and clients that only sent to K
+ * need it as much, so both are told.
  *
  * Control messages (MSG_FWD_ADD / MSG_FWD_DEL from a link's shard,
  * MSG_LINK_DOWN to every shard, MSG_CLOSE_PEER) arrive through region_ctrl. */
@@ -27,9 +29,9 @@ struct remote {
   derp_key key;
   uint8_t nfwd;
   uint8_t fwd[FWD_MAX];      /* link indexes, first registered first */
-  derp_key *senders;         /* local keys that sent to K (open addressing) */
-  uint32_t senders_cap, senders_n;
-  derp_key last_sender;
+  derp_key *contacts;        /* local keys that sent to K or got packets from it */
+  uint32_t contacts_cap, contacts_n;
+  derp_key last_contact;
 };
 
 struct fwd_shard {
@@ -83,13 +85,8 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
   while (*pp != r) pp = &(*pp)->hnext;
   *pp = r->hnext;
   t->count--;
-  free(r->senders);
+  free(r->contacts);
   free(r);
-}
-
-bool forward_has(struct shard *sh, const derp_key *k, uint64_t h) {
-  struct remote *r = remote_find(region_fwd(sh), k, h);
-  return r && r->nfwd;
 }
 
 /* K is in no forwarder's list any more: if no local conn holds it either,
@@ -97,8 +94,8 @@ bool forward_has(struct shard *sh, const derp_key *k, uint64_t h) {
 static void gone_from_region(struct shard *sh, struct remote *r) {
   struct peer *p = relay_peer(sh, &r->key, r->hash);
   if (p && p->active) return;
-  for (uint32_t i = 0; i < r->senders_cap; i++) {
-    const derp_key *s = &r->senders[i];
+  for (uint32_t i = 0; i < r->contacts_cap; i++) {
+    const derp_key *s = &r->contacts[i];
     if (derp_key_is_zero(s)) continue;
     relay_peer_gone(sh, s, key_hash(sh->srv, s), &r->key, DERP_PEER_GONE_DISCONNECTED);
   }
@@ -149,6 +146,12 @@ static void link_down(struct shard *sh, uint8_t link) {
   }
 }
 
+void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who) {
+  struct remote *r = remote_find(region_fwd(sh), k, h);
+  if (r && r->nfwd)
+    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, who, key_hash(sh->srv, who));
+}
+
 bool forward_out(struct shard *sh, struct pkt *p) {
   struct remote *r = remote_find(region_fwd(sh), &p->dst, p->hash);
   if (!r || !r->nfwd) return false;
@@ -164,9 +167,9 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   f->disco = p->disco;
   memset(f->dst.b, 0, sizeof f->dst.b);
   rmsg(f)->link = r->fwd[0];
-  if (memcmp(r->last_sender.b, sk.b, DERP_KEY_LEN) != 0) {
-    r->last_sender = sk;
-    relay_keyset_add(sh, &r->senders, &r->senders_cap, &r->senders_n, &sk, key_hash(sh->srv, &sk));
+  if (memcmp(r->last_contact.b, sk.b, DERP_KEY_LEN) != 0) {
+    r->last_contact = sk;
+    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, &sk, key_hash(sh->srv, &sk));
   }
   pkt_free(sh, p);
   int o = region_link_shard(sh->srv, rmsg(f)->link);
@@ -231,7 +234,7 @@ void region_fwd_free(struct fwd_shard *t) {
   for (uint32_t b = 0; t->buckets && b <= t->mask; b++)
     for (struct remote *r = t->buckets[b], *n; r; r = n) {
       n = r->hnext;
-      free(r->senders);
+      free(r->contacts);
       free(r);
     }
   free(t->buckets);

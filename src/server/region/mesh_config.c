@@ -1,6 +1,7 @@
-/* mesh_config.c: the mesh flags' values, parsed without touching anything:
- * the -mesh-with list (derper's forms plus derpd's http:// one) and a mesh
- * key file's contents. Pure, so unit tests cover every form. */
+/* mesh_config.c: the -mesh-with list, parsed without touching anything:
+ * derper's forms plus derpd's http:// one
+ * (the mesh key itself is libderp's: derp/meshkey.h). Pure, so unit tests
+ * cover every form. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,27 +108,5 @@ int mesh_with_parse(const char *list, struct mesh_entry *out, int max, int *n, c
     }
     s = comma ? comma + 1 : NULL;
   }
-  return 0;
-}
-
-int mesh_key_parse(const char *text, size_t n, char *out, char *err, size_t errlen) {
-  while (n && isspace((unsigned char)*text)) text++, n--;
-  while (n && isspace((unsigned char)text[n - 1])) n--;
-  if (n < 64) {
-    snprintf(err, errlen, "mesh key must be at least 64 hex digits, got %zu characters", n);
-    return -1;
-  }
-  if (n > MESH_KEY_MAX) {
-    snprintf(err, errlen, "mesh key longer than %d characters", MESH_KEY_MAX);
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (!isxdigit((unsigned char)text[i])) {
-      snprintf(err, errlen, "mesh key must be hex digits only (character %zu is not)", i + 1);
-      return -1;
-    }
-  }
-  memcpy(out, text, n);
-  out[n] = 0;
   return 0;
 }

@@ -2,8 +2,6 @@
  * the shard loop: per-shard state, control-message dispatch, the end of a
  * loop turn and the tick. What watchers, forwarders and links do is in
  * watch.c, forward.c and link.c. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +18,6 @@ void region_links_free(struct region *rg);
 /* derper's defaults, used when present and -mesh-psk-file is not given. */
 static const char *const default_key_paths[] = {"/home/derp/keys/derp-mesh.key", NULL};
 
-static int read_small_file(const char *path, char *buf, size_t cap, size_t *n) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t r = read(fd, buf, cap);
-  int e = errno;
-  close(fd);
-  if (r < 0) { errno = e; return -1; }
-  *n = (size_t)r;
-  return 0;
-}
-
 static int load_mesh_key(struct server *s) {
   struct region *rg = s->region;
   const char *path = s->cfg.mesh_psk_file[0] ? s->cfg.mesh_psk_file : NULL;
@@ -42,7 +29,6 @@ static int load_mesh_key(struct server *s) {
     for (size_t i = 0; i < 2 && !path; i++)
       if (cands[i] && access(cands[i], F_OK) == 0) path = cands[i];
   }
-  char err[160];
   if (!path) {
     const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
     if (!env || !env[0]) return 0;
@@ -50,31 +36,19 @@ static int load_mesh_key(struct server *s) {
       log_error("TAILSCALE_DERPER_MESH_KEY is only read with -dev (use -mesh-psk-file)");
       return -1;
     }
-    if (mesh_key_parse(env, strlen(env), rg->mesh_key, err, sizeof err) < 0) {
-      log_error("TAILSCALE_DERPER_MESH_KEY: %s", err);
+    const char *why = "";
+    if (derp_mesh_key_parse(env, strlen(env), rg->mesh_key, sizeof rg->mesh_key, &why) < 0) {
+      log_error("TAILSCALE_DERPER_MESH_KEY: %s", why);
       return -1;
     }
-    rg->mesh_key_len = strlen(rg->mesh_key);
     log_info("mesh: key from TAILSCALE_DERPER_MESH_KEY");
     return 0;
   }
-  char buf[MESH_KEY_MAX + 64];
-  size_t n = 0;
-  if (read_small_file(path, buf, sizeof buf, &n) < 0) {
-    log_error("-mesh-psk-file %s: %s", path, strerror(errno));
+  char msg[1200];
+  if (derp_mesh_key_load(path, rg->mesh_key, sizeof rg->mesh_key, msg, sizeof msg) < 0) {
+    log_error("-mesh-psk-file %s", msg);
     return -1;
   }
-  if (n == sizeof buf) {
-    log_error("-mesh-psk-file %s: longer than a mesh key can be", path);
-    return -1;
-  }
-  if (mesh_key_parse(buf, n, rg->mesh_key, err, sizeof err) < 0) {
-    log_error("-mesh-psk-file %s: %s", path, err);
-    sodium_memzero(buf, sizeof buf);
-    return -1;
-  }
-  sodium_memzero(buf, sizeof buf);
-  rg->mesh_key_len = strlen(rg->mesh_key);
   log_info("mesh: key from %s", path);
   return 0;
 }
@@ -93,7 +67,7 @@ int region_setup(struct server *s) {
     free(e);
     return -1;
   }
-  if (n && !rg->mesh_key_len) {
+  if (n && !rg->mesh_key[0]) {
     log_error("-mesh-with needs a mesh key (-mesh-psk-file)");
     free(e);
     return -1;
@@ -113,10 +87,7 @@ void region_free(struct server *s) {
   s->region = NULL;
 }
 
-bool region_is_mesh_key(const struct region *r, const char *key) {
-  size_t n = strlen(key);
-  return r->mesh_key_len && n == r->mesh_key_len && sodium_memcmp(key, r->mesh_key, n) == 0;
-}
+bool region_is_mesh_key(const struct region *r, const char *key) { return derp_mesh_key_equal(key, r->mesh_key); }
 
 int region_shard_init(struct shard *sh) {
   sh->rg = calloc(1, sizeof *sh->rg);

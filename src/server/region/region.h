@@ -28,6 +28,7 @@
 
 #include "derp/frame.h"
 #include "derp/key.h"
+#include "derp/meshkey.h"
 #include "server/server.h"
 
 #define REGION_MAX_LINKS 64   /* -mesh-with entries */
@@ -35,10 +36,7 @@
 #define WATCH_MAX 256         /* watchers per node */
 #define FWD_MAX 8             /* forwarders remembered per key */
 #define MESH_WRITE_TIMEOUT_MS 30000 /* derper's write timeout for mesh peers */
-#define MESH_KEY_MAX 512      /* hex characters */
 
-/* PeerPresent flags (derper v1.70+; NotIdeal v1.78). */
-enum { PRESENT_REGULAR = 1, PRESENT_MESH = 2, PRESENT_PROBER = 4, PRESENT_NOT_IDEAL = 8 };
 
 /* The routing facts of a region control message, in pkt->dst. */
 struct rmsg {
@@ -65,15 +63,11 @@ struct mesh_entry {
  * 0 with *n entries, or -1 with err. */
 int mesh_with_parse(const char *list, struct mesh_entry *out, int max, int *n, char *err,
                     size_t errlen);
-/* A mesh key file's contents: trimmed, 64..MESH_KEY_MAX hex digits. 0, or -1
- * with err. out holds MESH_KEY_MAX + 1. */
-int mesh_key_parse(const char *text, size_t n, char *out, char *err, size_t errlen);
 
 struct link;
 
 struct region {
-  char mesh_key[MESH_KEY_MAX + 1]; /* "" = no mesh key: nobody is a mesh peer */
-  size_t mesh_key_len;
+  char mesh_key[DERP_MESH_KEY_MAX + 1]; /* "" = no mesh key: nobody is a mesh peer */
   int nlinks;
   struct link *links;              /* nlinks of them (link.c) */
   _Atomic int nwatchers;           /* node-wide, for WATCH_MAX */
@@ -107,7 +101,8 @@ uint8_t watch_flags(const struct conn *c);
 
 /* forward.c. On owner(p->dst), no local receiver: true if a link took it. */
 bool forward_out(struct shard *sh, struct pkt *p);
-bool forward_has(struct shard *sh, const derp_key *k, uint64_t h);
+/* who (a local key) got packets from the remote key k: it hears PeerGone(k). */
+void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
 void forward_free(struct shard *sh);
 

@@ -19,6 +19,7 @@
  *    write timeout (30 s for mesh peers) cuts it.
  * The snapshot at WatchConns is the same mechanism: every present key is
  * marked dirty, as "not known to the watcher". */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,20 +224,18 @@ static void on_ack(struct shard *sh, struct pkt *m) {
   pkt_free(sh, m);
 }
 
+/* derper's flags: regular only when no other bit applies. */
 uint8_t watch_flags(const struct conn *c) {
-  uint8_t f = c->is_mesh ? PRESENT_MESH : c->is_prober ? PRESENT_PROBER : PRESENT_REGULAR;
-  if (c->not_ideal) f |= PRESENT_NOT_IDEAL;
-  return f;
+  uint8_t f = 0;
+  if (c->is_mesh) f |= DERP_PEER_PRESENT_MESH;
+  if (c->is_prober) f |= DERP_PEER_PRESENT_PROBER;
+  if (c->not_ideal) f |= DERP_PEER_PRESENT_NOT_IDEAL;
+  return f ? f : DERP_PEER_PRESENT_REGULAR;
 }
 
 static size_t put_present(uint8_t *o, const derp_key *k, const struct conn *c) {
-  derp_frame_put_header(o, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN + 16 + 2 + 1);
-  memcpy(o + DERP_FRAME_HDR_LEN, k->b, DERP_KEY_LEN);
-  uint8_t *a = o + DERP_FRAME_HDR_LEN + DERP_KEY_LEN;
-  memcpy(a, c->addr.sin6_addr.s6_addr, 16);
-  memcpy(a + 16, &c->addr.sin6_port, 2); /* network order already */
-  a[18] = watch_flags(c);
-  return PRESENT_FRAME_LEN;
+  return derp_enc_peer_present(o, PRESENT_FRAME_LEN, k, c->addr.sin6_addr.s6_addr, ntohs(c->addr.sin6_port),
+                               watch_flags(c));
 }
 
 /* One MSG_PRESENCE from s's dirty keys, in the state they are in now. */
