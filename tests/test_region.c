@@ -645,10 +645,18 @@ static void test_tool(void) {
   while (!file_has(errf, "watching") && e2e_now_ms() < deadline) e2e_sleep_ms(20);
   cr_assert(file_has(errf, "watching"), "derp-mesh watch did not subscribe");
   derp_privkey p1, p2;
-  struct derp_client *k1 = client_on(0, &p1);
+  derp_key pub1;
+  derp_key_generate(&p1, &pub1);
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = g_r.port[0], .priv = &p1, .ideal_node = "derp9"};
+  struct derp_client *k1 = NULL;
+  char cerr[200];
+  cr_assert_eq(derp_client_connect(&k1, &o, cerr, sizeof cerr), 0, "%s", cerr);
+  g_clients[g_nclients++] = k1;
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], "derp_current_notideal_connections", 1, 3000), 1);
   struct derp_client *k2 = client_on(0, &p2);
   e2e_assert_ping_pong(k2);
   close_client(k1);
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], "derp_current_notideal_connections", 0, 3000), 0);
   char h1[65], h2[65], line[200];
   key_hex(derp_client_public_key(k2), h2);
   derp_key pk1 = pub_of(&p1);
@@ -657,9 +665,10 @@ static void test_tool(void) {
            bin, g_r.port[0], g_r.key_file, h2);
   cr_assert_eq(system(cmd), 0, "derp-mesh close-peer failed");
   cr_assert(e2e_wait_closed(k2, 3000), "close-peer did not close the client");
+  /* The tool exits after its 7th event (--count). */
   deadline = e2e_now_ms() + 5000;
-  snprintf(line, sizeof line, "gone nodekey:%s", h2);
-  while (!file_has(out, line) && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  snprintf(line, sizeof line, "pgrep -f 'derp-mesh watch --server http://127.0.0.1:%u ' >/dev/null", g_r.port[0]);
+  while (system(line) == 0 && e2e_now_ms() < deadline) e2e_sleep_ms(20);
   /* Seven events: the tool itself first (the snapshot), k1 and k2 come,
    * k1 goes, the closing tool comes, k2 goes, the closing tool goes; order
    * is kept per key (across keys it may vary: they live on different shards). */
@@ -679,7 +688,8 @@ static void test_tool(void) {
       snprintf(w, sizeof w, "present nodekey:%s 127.0.0.1:", keys[k]);
       if (strstr(got[i], w)) {
         pres = i;
-        cr_assert(strstr(got[i], "flags=regular") != NULL, "a client's flags: %s", got[i]);
+        const char *want_flags = k == 0 ? "flags=notideal" : "flags=regular";
+        cr_assert(strstr(got[i], want_flags) != NULL, "a client's flags: %s; want %s", got[i], want_flags);
       }
       snprintf(w, sizeof w, "gone nodekey:%s reason=disconnected", keys[k]);
       if (strstr(got[i], w)) gone = i;

@@ -49,6 +49,8 @@ struct derp_client_opts {
   int (*wrap_stream)(void *arg, int fd, int64_t deadline_ms, struct derp_client_stream *out,
                      derp_key *learned, bool *have_learned, char *err, size_t errlen);
   void *wrap_arg;
+  const char *ideal_node;      /* NULL, or sent as Ideal-Node: the client's ideal node
+                                  when it is not this one (Tailscale's hint for rebalancing) */
   bool websocket;              /* Upgrade: websocket, subprotocol derp (no fast start) */
   uint32_t ws_frame_max;       /* WebSocket: split each write into a fragmented
                                   message of frames of at most this many bytes

@@ -356,11 +356,12 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
 
 /* ---- HTTP ---- */
 
-static size_t build_request(char *out, size_t cap, const char *host, bool fast_start) {
+static size_t build_request(char *out, size_t cap, const char *host, bool fast_start, const char *ideal) {
   int n = snprintf(out, cap,
                    "GET /derp HTTP/1.1\r\nHost: %s\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
-                   "User-Agent: derpd-client\r\n%s\r\n",
-                   host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
+                   "User-Agent: derpd-client\r\n%s%s%s%s\r\n",
+                   host, fast_start ? "Derp-Fast-Start: 1\r\n" : "", ideal ? "Ideal-Node: " : "",
+                   ideal ? ideal : "", ideal ? "\r\n" : "");
   return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
 }
 
@@ -551,7 +552,7 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
     derp_base64(nonce, sizeof nonce, ws_key);
     rl = build_ws_request(req, sizeof req, o->host, ws_key);
   } else {
-    rl = build_request(req, sizeof req, o->host, false);
+    rl = build_request(req, sizeof req, o->host, false, o->ideal_node);
   }
   if (rl == 0 || write_all(c, req, rl) < 0) {
     seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
@@ -584,7 +585,7 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
   }
   c->server_key = *server_key;
   uint8_t buf[1024 + DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
-  size_t rl = build_request((char *)buf, 1024, o->host, true);
+  size_t rl = build_request((char *)buf, 1024, o->host, true, o->ideal_node);
   size_t cl = rl ? build_client_info(c, o, buf + rl, sizeof buf - rl) : 0;
   if (cl == 0) {
     seterr(err, errlen, "handshake: building fast-start request failed");

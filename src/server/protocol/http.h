@@ -38,6 +38,7 @@ struct http_req {
   bool ws_proto_derp;             /* Sec-WebSocket-Protocol lists "derp" */
   char ws_key[HTTP_WS_KEY_MAX + 1];
   bool conn_close;                /* Connection: close */
+  bool ideal_node;                /* Ideal-Node: names the client's ideal node (not us) */
   /* Header being parsed: which one (if any) we keep, and a bounded copy. */
   uint8_t cur_field;              /* internal: index of the header we are collecting */
   bool in_value;

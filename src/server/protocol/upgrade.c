@@ -174,6 +174,7 @@ static int client_info_step(struct conn *c) {
   c->key_hash = key_hash(s, &c->key);
   c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
   c->is_prober = ci.is_prober;
+  c->not_ideal = hs->req.ideal_node;
   if (!admit(c, &ci)) {
     sodium_memzero(&k, sizeof k);
     conn_close(c, CLOSE_admission, NULL);
