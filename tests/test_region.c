@@ -43,6 +43,7 @@ struct region {
 };
 
 static struct region g_r;
+static bool g_cert_dir; /* TLS links trust SSL_CERT_DIR rather than SSL_CERT_FILE */
 static struct derp_client *g_clients[MAXC];
 static int g_nclients;
 
@@ -118,7 +119,17 @@ static void make_certs(struct region *r) {
     cr_assert_eq(system(cmd), 0, "%s", cmd);
   }
   snprintf(r->ca_file, sizeof r->ca_file, "%.100s/c0/localhost.crt", r->dir);
-  setenv("SSL_CERT_FILE", r->ca_file, 1); /* the nodes inherit it */
+  if (!g_cert_dir) {
+    setenv("SSL_CERT_FILE", r->ca_file, 1); /* the nodes inherit it */
+    return;
+  }
+  /* Go's other variable: a directory of hashed roots, beside the system bundle. */
+  snprintf(cmd, sizeof cmd, "mkdir -p '%.100s/roots' && cp '%.100s' '%.100s/roots/' && openssl rehash '%.100s/roots'",
+           r->dir, r->ca_file, r->dir, r->dir);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  char dir[700];
+  snprintf(dir, sizeof dir, "%.100s/roots", r->dir);
+  setenv("SSL_CERT_DIR", dir, 1);
 }
 
 static void region_up(int n, bool tls, bool chain) {
@@ -201,6 +212,8 @@ static int teardown(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_r.dir);
   }
   unsetenv("SSL_CERT_FILE");
+  unsetenv("SSL_CERT_DIR");
+  g_cert_dir = false;
   memset(&g_r, 0, sizeof g_r);
   return 0;
 }
@@ -256,6 +269,10 @@ static void all_pairs(bool tls) {
 
 static void test_relay_plain(void) { all_pairs(false); }
 static void test_relay_tls(void) { all_pairs(true); }
+static void test_relay_tls_certdir(void) {
+  g_cert_dir = true;
+  all_pairs(true);
+}
 
 /* K moves from node 0 to node 2 while S on node 1 keeps sending. */
 static void test_client_moves(void) {
@@ -702,6 +719,7 @@ int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
       {"relay_plain", test_relay_plain},     {"relay_tls", test_relay_tls},
+      {"relay_tls_certdir", test_relay_tls_certdir},
       {"client_moves", test_client_moves},   {"kill_node", test_kill_node},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},

@@ -182,6 +182,17 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
                              : SSL_CTX_load_verify_locations(s->ctx, "/etc/ssl/certs/ca-certificates.crt",
                                                              NULL)))
     goto ssl_fail;
+  for (const char *d = verify ? t->ca_dirs : NULL; d && *d;) {
+    const char *colon = strchr(d, ':');
+    size_t n = colon ? (size_t)(colon - d) : strlen(d);
+    char dir[4096];
+    if (n > 0 && n < sizeof dir) {
+      memcpy(dir, d, n);
+      dir[n] = 0;
+      if (!SSL_CTX_load_verify_locations(s->ctx, NULL, dir)) goto ssl_fail;
+    }
+    d = colon ? colon + 1 : NULL;
+  }
   s->ssl = SSL_new(s->ctx);
   if (!s->ssl || !SSL_set_fd(s->ssl, fd)) goto ssl_fail;
   SSL_set_connect_state(s->ssl);

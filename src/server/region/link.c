@@ -85,8 +85,10 @@ static int dial(struct link *l, struct link_ready *out, bool *self, char *err, s
   memset(out, 0, sizeof *out);
   out->fd = -1;
   if (l->e.tls) {
-    /* Go's rule: SSL_CERT_FILE replaces the system bundle. */
-    struct derp_tls_opts t = {.sni = l->e.name, .ca_file = getenv("SSL_CERT_FILE")};
+    /* Go's rules: SSL_CERT_FILE replaces the system bundle, SSL_CERT_DIR
+     * adds directories of hashed roots. */
+    struct derp_tls_opts t = {.sni = l->e.name, .ca_file = getenv("SSL_CERT_FILE"),
+                              .ca_dirs = getenv("SSL_CERT_DIR")};
     r = derp_client_connect_tls(&c, &o, &t, NULL, err, errlen);
   } else {
     r = derp_client_connect(&c, &o, err, errlen);
