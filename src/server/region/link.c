@@ -190,10 +190,11 @@ static void *link_main(void *arg) {
 
 /* ---- on the link's shard -------------------------------------------------- */
 
+/* Only the links of c's shard: another shard's `c` is not ours to read. */
 static struct link *link_of(struct conn *c) {
   struct region *rg = c->sh->srv->region;
   for (int i = 0; i < rg->nlinks; i++)
-    if (rg->links[i].c == c) return &rg->links[i];
+    if (rg->links[i].shard == c->sh->id && rg->links[i].c == c) return &rg->links[i];
   return NULL;
 }
 
