@@ -2,6 +2,7 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/operations/debug_access.h"
 #include "server/transport/ktls.h"
 
 #include <errno.h>
@@ -180,7 +181,7 @@ static int parse_addr(struct perr *e, const char *name, const char *val, struct 
 
 /* ---- The flag table -------------------------------------------------------- */
 
-enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_KTLS, K_HELP };
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_KTLS, K_CIDRS, K_HELP };
 enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2 };
 
 struct flag {
@@ -210,6 +211,7 @@ static const struct flag flags[] = {
     {"recv-bufs", K_INT, F(recv_bufs), 0, 1, 32768, INT_POW2},
     {"recv-buf-size", K_INT, F(recv_buf_size), 0, 1024, 1048576, 0},
     {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2 | INT_ZERO_AUTO},
+    {"debug-allow", K_CIDRS, F(debug_allow), sizeof ((struct config *)0)->debug_allow, 0, 0, 0},
     {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"h", K_HELP, 0, 0, 0, 0, 0},
@@ -250,6 +252,19 @@ static int set_duration(struct perr *e, const struct flag *f, const char *val, s
   return 0;
 }
 
+/* --debug-allow: a list, and a repeated flag adds to it. */
+static int add_cidrs(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  char why[160];
+  char *list = (char *)c + f->off;
+  size_t have = strlen(list), n = strlen(val);
+  if (debug_allow_add(NULL, val, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  if (have + 1 + n >= f->cap) return bad_value(e, f->name, val, "too long in all");
+  if (have) list[have++] = ',';
+  memcpy(list + have, val, n + 1);
+  if (debug_allow_add(NULL, list, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  return 0;
+}
+
 /* Boolean-like flags: val is NULL when given bare ("-dev"). */
 static int set_bool(struct perr *e, const struct flag *f, const char *val, struct config *c) {
   bool b = true;
@@ -270,6 +285,7 @@ static int set_value(struct perr *e, const struct flag *f, const char *val, stru
   case K_ADDR: return parse_addr(e, f->name, val, c);
   case K_DURATION: return set_duration(e, f, val, c);
   case K_INT: return set_int(e, f, val, c);
+  case K_CIDRS: return add_cidrs(e, f, val, c);
   case K_KTLS: {
     enum ktls_mode m;
     if (ktls_mode_parse(val, &m) < 0) return bad_value(e, f->name, val, "want auto, off or require");
@@ -438,6 +454,13 @@ void config_usage(FILE *out, const char *prog) {
 "        packets per inter-shard queue, a power of two in 64..1048576;\n"
 "        0 = auto: 4096 up to 16 shards, then 65536/(shards-1), at least\n"
 "        1024 (default 0)\n"
+"\n"
+"Operations (/debug/: metrics at /debug/varz and /debug/vars):\n"
+"  -debug-allow string\n"
+"        CIDRs (or addresses) that may read /debug/, comma-separated; repeat\n"
+"        to add more. Beside these: loopback, Tailscale addresses,\n"
+"        $TS_ALLOW_DEBUG_IP, and ?debugkey= matching the file at\n"
+"        $TS_DEBUG_KEY_PATH, as derper; any X-Forwarded-For is refused\n"
 "\n"
 "Other:\n"
 "  -v, -verbose\n"

@@ -22,6 +22,7 @@
 
 #include "server/transport/ktls.h"
 #include "server/log.h"
+#include "server/operations/debug_http.h"
 #include "server/server.h"
 #include "server/transport/tls.h"
 
@@ -232,6 +233,7 @@ static void free_server(struct server *s) {
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
   }
   free(s->shards);
+  debug_state_free(s);
   free(s);
 }
 
@@ -326,6 +328,7 @@ int main(int argc, char **argv) {
   log_set_level(LOG_INFO + s->cfg.verbose);
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
+  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   s->tls = s->cfg.tls;
   if (s->tls) {
     if (setup_ktls(s) != 0) {

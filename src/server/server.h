@@ -295,6 +295,8 @@ struct server {
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;
   int max_conns;
+  struct debug_state *debug;   /* operations/debug_http.c: /debug/ access rules;
+                                  read-only after start */
 };
 
 static inline struct spsc *data_q(struct server *s, int from, int to) { return s->data_q[from * s->nshards + to]; }
