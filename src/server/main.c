@@ -85,9 +85,9 @@ static int conn_budget(int nshards, int configured) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd and up to two listeners (the port-80 helper);
-   * keep some for logs, key and certificate files, and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 3L * nshards;
+  /* Each shard holds a ring fd and up to three listeners (the port-80 helper,
+   * --metrics-listen); keep some for logs, key and certificate files, and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 4L * nshards;
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)
@@ -231,6 +231,7 @@ static void free_server(struct server *s) {
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
+    if (sh->metrics_fd >= 0) close(sh->metrics_fd);
   }
   free(s->shards);
   debug_state_free(s);
@@ -367,6 +368,15 @@ int main(int argc, char **argv) {
     if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
   }
   if (p80 >= 0) s->port80 = (uint16_t)p80;
+  /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
+  int pm = s->cfg.metrics_port;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].metrics_fd = -1;
+    if (pm < 0) continue;
+    s->shards[i].metrics_fd = open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
+    if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
+    if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
+  }
 
   sigset_t set;
   sigemptyset(&set);
@@ -388,6 +398,11 @@ int main(int argc, char **argv) {
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
+  if (pm >= 0)
+    log_info("derpd: metrics listener on %s%s%s:%d (--metrics-listen: /debug/ only, plain HTTP)",
+             strchr(s->cfg.metrics_host, ':') ? "[" : "",
+             s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
+             strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
 
   int sig = wait_for_signal(&set, s->tls);
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));

@@ -125,6 +125,7 @@ struct conn {
   uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
+  uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
@@ -225,6 +226,7 @@ struct shard {
   bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
+  int metrics_fd;              /* --metrics-listen listener, -1 if none */
   /* Set before waiting; producers wake if set. Other shards read it every
    * turn they publish to this one, so it has a cache line to itself. */
   alignas(64) _Atomic int sleeping;
@@ -269,7 +271,7 @@ struct shard {
   uint32_t log_suppressed;
   int64_t log_window_ms;
   bool stopping, stopped;
-  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: 1 main, 2 port 80 */
+  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
   int64_t stop_deadline_ms;
 };
 

@@ -75,23 +75,31 @@ bool shard_push_data(struct shard *sh, int to, struct pkt *p) { return push(sh, 
 bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) { return push(sh, ctrl_q(sh->srv, sh->id, to), to, m); }
 bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh, hand_q(sh->srv, sh->id, to), to, c); }
 
-static void arm_accept(struct shard *sh, bool port80) {
-  struct io_uring_sqe *sqe = shard_sqe(sh);
-  io_uring_prep_multishot_accept(sqe, port80 ? sh->listen80_fd : sh->listen_fd, NULL, NULL,
-                                 SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(sqe, ud_make(NULL, port80 ? UD_ACCEPT80 : UD_ACCEPT));
+/* A shard's listeners. The helpers' accepts carry UD_ACCEPT80 with the
+ * listener in the pointer bits (user_data has no tag left). */
+enum listener { LS_MAIN, LS_PORT80, LS_METRICS, LS_COUNT };
+
+static int listener_fd(const struct shard *sh, enum listener ls) {
+  return ls == LS_MAIN ? sh->listen_fd : ls == LS_PORT80 ? sh->listen80_fd : sh->metrics_fd;
 }
 
-/* port80: the connection came in on the port-80 helper's listener. */
-static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
+static void arm_accept(struct shard *sh, enum listener ls) {
+  struct io_uring_sqe *sqe = shard_sqe(sh);
+  io_uring_prep_multishot_accept(sqe, listener_fd(sh, ls), NULL, NULL, SOCK_CLOEXEC);
+  uint64_t ud = ls == LS_MAIN ? ud_make(NULL, UD_ACCEPT)
+                              : ud_make((void *)(uintptr_t)((unsigned)ls << 3), UD_ACCEPT80);
+  io_uring_sqe_set_data64(sqe, ud);
+}
+
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener ls) {
   int res = cqe->res;
   if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
     /* Out of file descriptors or memory: re-armed at once, the accept would
      * fail again at once while a connection waits; retry at the next tick. */
     if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
-      sh->accept_rearm |= port80 ? 2 : 1;
+      sh->accept_rearm |= (uint8_t)(1u << ls);
     else
-      arm_accept(sh, port80);
+      arm_accept(sh, ls);
   }
   if (res < 0) {
     if (res != -ECANCELED && res != -EINVAL) {
@@ -115,7 +123,11 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
     close(fd);
     return;
   }
-  struct conn *c = conn_new(sh, fd, port80);
+  struct conn *c = conn_new(sh, fd, ls != LS_MAIN); /* the helpers speak plain HTTP */
+  if (c && ls == LS_METRICS) {
+    c->port80 = 0;
+    c->metrics_only = 1;
+  }
   if (!c) {
     atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_nomem);
@@ -296,8 +308,8 @@ static void flush_dirty(struct shard *sh) {
 static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
-  case UD_ACCEPT: on_accept(sh, cqe, false); break;
-  case UD_ACCEPT80: on_accept(sh, cqe, true); break;
+  case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
+  case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> 3)); break;
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
@@ -319,6 +331,7 @@ static void begin_stop(struct shard *sh) {
   sh->stop_deadline_ms = sh->now_ms + 1000;
   shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
   if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
+  if (sh->metrics_fd >= 0) shutdown(sh->metrics_fd, SHUT_RDWR);
   struct list *n, *next;
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
@@ -384,8 +397,8 @@ static void loop(struct shard *sh) {
         begin_stop(sh);
       conn_tick(sh);
       if (sh->accept_rearm && !sh->stopping) {
-        if (sh->accept_rearm & 1) arm_accept(sh, false);
-        if (sh->accept_rearm & 2) arm_accept(sh, true);
+        for (int ls = 0; ls < LS_COUNT; ls++)
+          if (sh->accept_rearm & (1u << ls)) arm_accept(sh, (enum listener)ls);
         sh->accept_rearm = 0;
       }
       if (sh->stopping) continue_stop(sh);
@@ -402,8 +415,8 @@ static void loop(struct shard *sh) {
 static void *shard_main(void *arg) {
   struct shard *sh = arg;
   sh->now_ms = now_ms();
-  arm_accept(sh, false);
-  if (sh->listen80_fd >= 0) arm_accept(sh, true);
+  for (int ls = 0; ls < LS_COUNT; ls++)
+    if (listener_fd(sh, (enum listener)ls) >= 0) arm_accept(sh, (enum listener)ls);
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);

@@ -59,8 +59,15 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
    * /debug/ for those who may see it); elsewhere the key file is not read. */
   bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0);
   bool allowed = wants && debug_http_allowed(c, req);
-  if (c->port80) http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
-  else http_route(req, s->pub_hex, allowed, out);
+  if (c->metrics_only) {
+    /* --metrics-listen serves /debug/ and nothing else: no DERP, no probes. */
+    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, "", allowed, out);
+    else http_error_reply(404, out);
+  } else if (c->port80) {
+    http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
+  } else {
+    http_route(req, s->pub_hex, allowed, out);
+  }
 }
 
 static size_t render_index(char *body, size_t cap, const struct server *s) {
