@@ -247,7 +247,7 @@ bool conn_queue_wire(struct conn *c, struct pkt *p) {
 void conn_queue_packet(struct conn *c, struct pkt *p) {
   struct shard *sh = c->sh;
   if (c->state != CS_ESTABLISHED || c->close_after_send) {
-    STAT_DROP(&sh->stats, gone_disconnected, 1);
+    STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
     pkt_free(sh, p);
     return;
   }
@@ -260,7 +260,7 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
      * receiver whose previous write is still pending loses packets. */
     conn_flush(c);
     if (c->state != CS_ESTABLISHED) {
-      STAT_DROP(&sh->stats, gone_disconnected, 1);
+      STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
       pkt_free(sh, p);
       return;
     }
@@ -268,7 +268,7 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
   if (*n >= CONN_QUEUE_MAX) {
     pkt_free(sh, q_pop(h, t));
     (*n)--;
-    STAT_DROP(&sh->stats, queue_head, 1);
+    STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
   }
   q_append(h, t, p);
   (*n)++;
@@ -407,7 +407,7 @@ static void release_send(struct conn *c, bool count_drops) {
   struct shard *sh = c->sh;
   for (struct pkt *p = x->pkts; p;) {
     struct pkt *n = p->next;
-    if (count_drops && p->kind == MSG_PKT) STAT_DROP(&sh->stats, write_error, 1);
+    if (count_drops && p->kind == MSG_PKT) STAT_DROP_T(&sh->stats, write_error, p->disco, 1);
     pkt_free(sh, p);
     p = n;
   }
@@ -517,7 +517,8 @@ void conn_establish(struct conn *c) {
 
 static void drop_queues(struct conn *c) {
   struct shard *sh = c->sh;
-  STAT_DROP(&sh->stats, gone_disconnected, c->ndisco + c->ndata);
+  STAT_DROP_T(&sh->stats, gone_disconnected, true, c->ndisco);
+  STAT_DROP_T(&sh->stats, gone_disconnected, false, c->ndata);
   pkt_free_list(sh, c->ctrl_h);
   pkt_free_list(sh, c->disco_h);
   pkt_free_list(sh, c->data_h);

@@ -9,6 +9,7 @@
 
 #include "server/log.h"
 #include "server/operations/debug_http.h"
+#include "server/operations/stats_page.h"
 #include "server/protocol/http.h"
 #include "server/server.h"
 
@@ -32,6 +33,7 @@ int debug_state_init(struct server *s, char *err, size_t errlen) {
   if (debug_access_env(&d->access, getenv("TS_ALLOW_DEBUG_IP"), getenv("TS_DEBUG_KEY_PATH"), why,
                        sizeof why) < 0)
     log_warn("debug: %s", why);
+  proc_start_init(&d->start);
   s->debug = d;
   return 0;
 }
@@ -59,6 +61,8 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
    * /debug/ for those who may see it); elsewhere the key file is not read. */
   bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0);
   bool allowed = wants && debug_http_allowed(c, req);
+  if (!c->port80 && !c->metrics_only && strcmp(req->path, "/bootstrap-dns") == 0)
+    STAT_INC(&c->sh->stats, bootstrap_dns); /* derper's bootstrap_dns_requests */
   if (c->metrics_only) {
     /* --metrics-listen serves /debug/ and nothing else: no DERP, no probes. */
     if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, "", allowed, out);
@@ -91,7 +95,8 @@ static bool queue_page(struct conn *c, const char *head, size_t hl, const char *
 
 void debug_reply(struct conn *c, const struct http_req *req, const struct http_reply *r) {
   struct server *s = c->sh->srv;
-  size_t cap = DEBUG_PAGE_MAX;
+  size_t cap = stats_page_cap(s->nshards);
+  if (cap > DEBUG_PAGE_MAX) cap = DEBUG_PAGE_MAX;
   char *body = malloc(cap);
   if (!body) {
     conn_close(c, CLOSE_nomem, "debug page");
@@ -99,12 +104,17 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   }
   struct stats *all[s->nshards];
   for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
+  struct proc_facts pf;
+  if (r->debug_page != HTTP_DEBUG_INDEX)
+    proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed));
+  struct stats_view v = {all, s->nshards, &s->debug->start, &pf, now_ms()};
   size_t n;
-  const char *ctype = "text/plain; charset=utf-8";
+  /* derper's varz type: Prometheus text format 0.0.4. */
+  const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
   if (r->debug_page == HTTP_DEBUG_VARZ) {
-    n = metrics_render_varz(body, cap, all, s->nshards);
+    n = stats_page_varz(body, cap, &v);
   } else if (r->debug_page == HTTP_DEBUG_VARS) {
-    n = metrics_render_vars(body, cap, all, s->nshards);
+    n = stats_page_vars(body, cap, &v);
     ctype = "application/json";
   } else {
     n = render_index(body, cap, s);

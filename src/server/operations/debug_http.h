@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "server/operations/debug_access.h"
+#include "server/operations/procstats.h"
 
 struct conn;
 struct http_req;
@@ -19,10 +20,11 @@ struct server;
  * shards run. */
 struct debug_state {
   struct debug_access access;
+  struct proc_start start;     /* process start facts (uptime, start time, RSS at start) */
 };
 
-/* At start, before the shards: the access rules from --debug-allow and the
- * environment (a bad TS_ALLOW_DEBUG_IP is logged and ignored, as derper never
+/* At start, before the shards: the process start facts, the access rules
+ * from --debug-allow and the environment (a bad TS_ALLOW_DEBUG_IP is logged and ignored, as derper never
  * matches it). Sets s->debug. 0, or -1 with err (out of memory, bad flag). */
 int debug_state_init(struct server *s, char *err, size_t errlen);
 void debug_state_free(struct server *s);

@@ -106,6 +106,7 @@ void relay_register(struct conn *c) {
   c->peer = p;
   if (p->nconns == 2) { STAT_INC(&sh->stats, dup_keys); STAT_ADD(&sh->stats, dup_conns, 2); }
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
+  if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_total);
   STAT_INC(&sh->stats, cur_clients);
 }
@@ -262,9 +263,9 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     return;
   }
   if (peer) {
-    STAT_DROP(&sh->stats, dup_client, 1);
+    STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
   } else {
-    STAT_DROP(&sh->stats, unknown_dest, 1);
+    STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
     if (p->disco) { /* so the sender's disco stops waiting */
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
@@ -321,7 +322,7 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
   } else if (shard_push_data(sh, o, p)) {
     STAT_INC(&sh->stats, xshard_pkts);
   } else {
-    STAT_DROP(&sh->stats, shard_queue, 1);
+    STAT_DROP_T(&sh->stats, shard_queue, p->disco, 1);
     pkt_free(sh, p);
   }
   return 0;
