@@ -51,6 +51,8 @@ struct pkt {
   uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
   uint8_t wire;         /* bytes already in wire form (TLS records made outside
                            wrap): sent as they are, never wrapped (conn_queue_wire) */
+  uint32_t t_us;        /* shard clock (now_us, low 32 bits) at pkt_alloc: a packet's
+                           queue wait is measured from here (derpd_queue_wait_seconds) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
   uint8_t ws_raw;       /* WebSocket conn: bytes already framed (101, pong, close):
@@ -249,6 +251,7 @@ struct shard {
   uint32_t nfree, in_ring, buf_target;
   bool nobufs;                 /* an ENOBUFS this turn */
   int64_t now_ms;
+  int64_t now_us;              /* the same instant in µs (packet queue-wait stamps) */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
   /* (sender, receiver conn) pairs already reported with MSG_SAW. A miss only

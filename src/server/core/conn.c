@@ -331,6 +331,7 @@ static void release_send(struct conn *c, bool count_drops);
 
 static void count_sent(struct shard *sh, const struct pkt *p) {
   if (p->kind != MSG_PKT) return;
+  ops_queue_wait(&sh->stats.ops, (uint32_t)((uint32_t)sh->now_us - p->t_us)); /* mod 2^32 µs */
   STAT_INC(&sh->stats, pkts_sent);
   STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
 }
@@ -391,6 +392,8 @@ void conn_flush(struct conn *c) {
   }
   if (x->nhdr)
     x->iov[0] = (struct iovec){.iov_base = x->ws_hdr, .iov_len = ws_batch_header(x->ws_hdr, bytes)};
+  if (c->state == CS_ESTABLISHED && !wire) /* derp_buffered_write_frames */
+    hist_observe(&c->sh->stats.ops, HIST_write_frames, x->niov - x->nhdr);
   c->send = x;
   int w = wire || !c->xp->wrap ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
@@ -507,6 +510,9 @@ void conn_establish(struct conn *c) {
                          (1u << DERP_FRAME_FORWARD_PACKET);
   relay_register(c);
   if (c->state != CS_ESTABLISHED) return; /* closed: out of memory */
+  /* deadline_ms is still the handshake deadline set at accept. */
+  hist_observe(&sh->stats.ops, HIST_handshake,
+               sh->now_ms - (c->deadline_ms - sh->srv->cfg.handshake_timeout_ms));
   stat_add_slot(&sh->stats.v[STAT_conns_plain + c->xp->mode], 1); /* derpd_conns_mode{mode} */
   c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
   list_add_tail(&sh->ka_fifo, &c->ka_node);

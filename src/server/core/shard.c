@@ -26,6 +26,15 @@ int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The loop turn's clock: now_ms for timers, now_us for packet stamps, from
+ * one clock read (none per packet). */
+static void shard_clock(struct shard *sh) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  sh->now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  sh->now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct io_uring_sqe *shard_sqe(struct shard *sh) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
   if (!sqe) {
@@ -389,7 +398,7 @@ static void process_cqes(struct shard *sh) {
 static void loop(struct shard *sh) {
   int64_t next_tick = now_ms() + TICK_MS;
   while (!sh->stopped) {
-    sh->now_ms = now_ms();
+    shard_clock(sh);
     drain_inbound(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
@@ -407,14 +416,14 @@ static void loop(struct shard *sh) {
     upgrade_retry_handoffs(sh);
     publish_and_wake(sh);
     wait_events(sh, next_tick);
-    sh->now_ms = now_ms();
+    shard_clock(sh);
     process_cqes(sh);
   }
 }
 
 static void *shard_main(void *arg) {
   struct shard *sh = arg;
-  sh->now_ms = now_ms();
+  shard_clock(sh);
   for (int ls = 0; ls < LS_COUNT; ls++)
     if (listener_fd(sh, (enum listener)ls) >= 0) arm_accept(sh, (enum listener)ls);
   loop(sh);

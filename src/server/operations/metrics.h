@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/operations/stats_hist.h"
+
 /* X(name, prometheus name, type, help); an empty name is internal, not
  * rendered as it is (operations/stats_page.c derives metrics from it). */
 #define STATS_SCALARS(X)                                                                  \
@@ -112,6 +114,7 @@ struct stats {
   _Atomic int64_t v[STAT_NSCALARS];
   _Atomic int64_t drops[DROP_NREASONS];
   _Atomic int64_t closes[CLOSE_NREASONS];
+  struct stats_ops ops;   /* histograms and averages (stats_hist.h) */
 };
 
 /* Single-writer updates: only the owning shard thread calls these. */

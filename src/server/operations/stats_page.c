@@ -9,24 +9,73 @@
 #include <stdio.h>
 #include <string.h>
 
+const struct hist_def hist_defs[HIST_N] = {
+    [HIST_write_frames] = {"derp_buffered_write_frames", "frames per send batch (one sendmsg)", 16,
+                           {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 50, 100}, 1},
+    [HIST_queue_wait] = {"derpd_queue_wait_seconds",
+                         "a packet's time in derpd: received from its sender to written to its receiver",
+                         17, {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                              250000, 500000, 1000000, 2500000}, 1e-6},
+    [HIST_handshake] = {"derpd_handshake_seconds",
+                        "accept to established client: TLS, HTTP, DERP handshake, move to the owner shard",
+                        13, {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}, 1e-3},
+};
+
+/* The per-shard series, {shard="i"}: what shows one shard busier than the
+ * rest. X(name, type, help, scalar) */
+#define SHARD_SERIES(X)                                                                           \
+  X("derpd_shard_connections", "gauge", "open connections on the shard, any state", cur_conns)    \
+  X("derpd_shard_clients", "gauge", "clients whose key the shard owns", cur_clients)              \
+  X("derpd_shard_accepts", "counter", "connections the shard accepted (SO_REUSEPORT's spread)",   \
+    accepts)                                                                                      \
+  X("derpd_shard_handoffs", "counter", "connections moved to the shard, their key's owner",       \
+    handoffs)                                                                                     \
+  X("derpd_shard_packets_received", "counter", "packets received from clients on the shard",     \
+    pkts_recv)                                                                                    \
+  X("derpd_shard_packets_sent", "counter", "packets written to clients on the shard", pkts_sent) \
+  X("derpd_shard_cross_shard_packets", "counter", "packets the shard passed to other shards",    \
+    xshard_pkts)                                                                                  \
+  X("derpd_shard_send_calls", "counter", "sendmsg operations the shard completed", sends)
+
+static int64_t load(_Atomic int64_t *x) { return atomic_load_explicit(x, memory_order_relaxed); }
+
 static int64_t sum_v(const struct stats_view *v, enum stat_scalar j) {
   int64_t t = 0;
-  for (int i = 0; i < v->n; i++) t += atomic_load_explicit(&v->all[i]->v[j], memory_order_relaxed);
+  for (int i = 0; i < v->n; i++) t += load(&v->all[i]->v[j]);
   return t;
 }
 
 static int64_t sum_close(const struct stats_view *v, enum close_reason r) {
   int64_t t = 0;
-  for (int i = 0; i < v->n; i++) t += atomic_load_explicit(&v->all[i]->closes[r], memory_order_relaxed);
+  for (int i = 0; i < v->n; i++) t += load(&v->all[i]->closes[r]);
+  return t;
+}
+
+static int64_t shard_drops(struct stats *st) {
+  int64_t t = 0;
+  for (int j = 0; j < DROP_NREASONS; j++) t += load(&st->drops[j]);
   return t;
 }
 
 static int64_t sum_drops(const struct stats_view *v) {
   int64_t t = 0;
-  for (int i = 0; i < v->n; i++)
-    for (int j = 0; j < DROP_NREASONS; j++)
-      t += atomic_load_explicit(&v->all[i]->drops[j], memory_order_relaxed);
+  for (int i = 0; i < v->n; i++) t += shard_drops(v->all[i]);
   return t;
+}
+
+/* derper keeps one moving average; derpd one per shard: their mean, over the
+ * shards that have written packets. */
+static double queue_ema_ms(const struct stats_view *v) {
+  double t = 0;
+  int k = 0;
+  for (int i = 0; i < v->n; i++) {
+    const struct stats_ops *o = &v->all[i]->ops;
+    if (!atomic_load_explicit(&o->queue_ema_n, memory_order_relaxed)) continue;
+    union { uint64_t u; double d; } e = {atomic_load_explicit(&o->queue_ms_ema, memory_order_relaxed)};
+    t += e.d;
+    k++;
+  }
+  return k ? t / k : 0;
 }
 
 /* Values derived from the counters and the process facts, shared by both
@@ -58,6 +107,7 @@ static int derive(const struct stats_view *v, struct derived *d) {
   I("derp_current_file_descriptors", "gauge", "open file descriptors", p->open_fds);
   I("derp_memstats_sys0", "gauge", "resident bytes at start (derper: Go runtime Sys at start)",
     v->start->rss0);
+  F("derp_average_queue_duration_ms", "", "", queue_ema_ms(v));
   /* derper's bootstrap DNS: derpd resolves no names, so only requests move. */
   I("bootstrap_dns_published_hits", "counter", "", 0);
   I("bootstrap_dns_published_misses", "counter", "", 0);
@@ -95,6 +145,40 @@ static void put_value(struct out *o, const struct derived *d) {
   else put(o, "%.6f", d->f);
 }
 
+/* Prometheus' histogram: cumulative buckets, le in base units, _sum, _count. */
+static void put_hist(struct out *o, const struct stats_view *v, enum hist_id id) {
+  const struct hist_def *d = &hist_defs[id];
+  int64_t b[HIST_BOUNDS_MAX + 1] = {0}, sum = 0, cum = 0;
+  for (int i = 0; i < v->n; i++) {
+    struct hist *h = &v->all[i]->ops.hist[id];
+    for (int k = 0; k <= d->n; k++) b[k] += load(&h->bucket[k]);
+    sum += load(&h->sum);
+  }
+  put(o, "# HELP %s %s\n# TYPE %s histogram\n", d->name, d->help, d->name);
+  for (int k = 0; k < d->n; k++) {
+    cum += b[k];
+    put(o, "%s_bucket{le=\"%g\"} %lld\n", d->name, (double)d->bound[k] * d->scale, (long long)cum);
+  }
+  cum += b[d->n];
+  put(o, "%s_bucket{le=\"+Inf\"} %lld\n", d->name, (long long)cum);
+  if (d->scale == 1) put(o, "%s_sum %lld\n", d->name, (long long)sum);
+  else put(o, "%s_sum %.9g\n", d->name, (double)sum * d->scale);
+  put(o, "%s_count %lld\n", d->name, (long long)cum);
+}
+
+static void put_shard_series(struct out *o, const struct stats_view *v) {
+#define SERIES(name, type, help, scalar)                                             \
+  put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);                   \
+  for (int i = 0; i < v->n; i++)                                                     \
+    put(o, "%s{shard=\"%d\"} %lld\n", name, i, (long long)load(&v->all[i]->v[STAT_##scalar]));
+  SHARD_SERIES(SERIES)
+#undef SERIES
+  put(o, "# HELP derpd_shard_packets_dropped packets dropped on the shard, any reason\n"
+         "# TYPE derpd_shard_packets_dropped counter\n");
+  for (int i = 0; i < v->n; i++)
+    put(o, "derpd_shard_packets_dropped{shard=\"%d\"} %lld\n", i, (long long)shard_drops(v->all[i]));
+}
+
 size_t stats_page_cap(int nshards) {
   return 96 * 1024 + (size_t)(nshards > 0 ? nshards : 1) * 1024;
 }
@@ -112,6 +196,8 @@ size_t stats_page_varz(char *buf, size_t cap, const struct stats_view *v) {
     put_value(&o, &d[k]);
     put(&o, "\n");
   }
+  for (int h = 0; h < HIST_N; h++) put_hist(&o, v, (enum hist_id)h);
+  put_shard_series(&o, v);
   return o.len;
 }
 
