@@ -329,7 +329,6 @@ int main(int argc, char **argv) {
   log_set_level(LOG_INFO + s->cfg.verbose);
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
-  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   s->tls = s->cfg.tls;
   if (s->tls) {
     if (setup_ktls(s) != 0) {
@@ -341,6 +340,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
