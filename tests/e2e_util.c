@@ -196,6 +196,36 @@ int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
   return -1;
 }
 
+int e2e_pick_port(uint16_t *port) { return pick_port(port); }
+
+int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args) {
+  memset(p, 0, sizeof *p);
+  signal(SIGPIPE, SIG_IGN);
+  if (derp_init() < 0) return -1;
+  snprintf(p->dir, sizeof p->dir, "/tmp/derpd-e2e-XXXXXX");
+  if (!mkdtemp(p->dir)) {
+    p->dir[0] = 0;
+    return -1;
+  }
+  snprintf(p->log_path, sizeof p->log_path, "%s/derpd.log", p->dir);
+  p->port = port;
+  p->pid = spawn(p, shards, extra_args);
+  if (p->pid < 0) {
+    p->pid = 0;
+    return -1;
+  }
+  int r = wait_ready(p);
+  if (r == 0) return 0;
+  fprintf(stderr, "e2e: derpd (port %u) %s; log:\n", p->port, r == 1 ? "exited early" : "not ready in 10 s");
+  derpd_dump_log(p, 4096);
+  if (p->pid > 0) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+  }
+  return -1;
+}
+
 static int decode_status(int st) {
   if (WIFEXITED(st)) return WEXITSTATUS(st);
   if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);

@@ -33,6 +33,11 @@ struct derpd_proc {
  * another port (3 tries) if it exits early. 0 on success, -1 (log dumped to
  * stderr) on failure. The child gets SIGKILL if the test process dies. */
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args);
+/* derpd_start on a given port (one try): for nodes that must know each
+ * other's ports before they start (regions). */
+int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args);
+/* A port that was free on 127.0.0.1 a moment ago. 0 or -1. */
+int e2e_pick_port(uint16_t *port);
 /* Wait (no signal sent) up to timeout_ms for the process to exit. 0 = exited
  * (*exit_status as below), -1 = still running (left running). */
 int derpd_wait(struct derpd_proc *p, int timeout_ms, int *exit_status);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server/config.h"
+#include "server/region/region.h"
 #include "server/transport/ktls.h"
 
 static char err[256];
@@ -287,7 +288,8 @@ Test(config, usage_mentions_every_flag) {
       "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
       "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096", "65536/(shards-1)",
-      "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "mesh",
+      "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "-mesh-psk-file",
+      "-mesh-with", "derp-mesh.key", "name/dialaddr", "http://host:port",
       "-ktls string", "auto", "require", "-debug-allow string", "TS_ALLOW_DEBUG_IP",
       "TS_DEBUG_KEY_PATH", "X-Forwarded-For", "-metrics-listen string",
   };
@@ -359,5 +361,50 @@ Test(config, ring_depths) {
   for (int n = 1; n <= 1024; n++) {
     config_ring_depths(n, 0, &d, &c);
     cr_assert(d && !(d & (d - 1)) && c && !(c & (c - 1)), "n %d: %u %u", n, d, c);
+  }
+}
+
+/* ---- region flags ---------------------------------------------------------- */
+
+Test(config, mesh_flags) {
+  struct config c;
+  config_defaults(&c);
+  char why[256];
+  char *argv[] = {"derpd", "-mesh-psk-file", "/k/mesh.key", "--mesh-with=a.example:8443,b.example", NULL};
+  cr_assert_eq(config_parse(&c, 4, argv, NULL, why, sizeof why), 0, "%s", why);
+  cr_assert_str_eq(c.mesh_psk_file, "/k/mesh.key");
+  cr_assert_str_eq(c.mesh_with, "a.example:8443,b.example");
+}
+
+Test(config, mesh_with_forms) {
+  struct mesh_entry e[8];
+  int n = -1;
+  char why[256] = "";
+  cr_assert_eq(mesh_with_parse(" derp1.example.com, derp2.example.com:8443 ,derp3/10.0.0.3,"
+                               "derp4.example/10.0.0.4:444,http://127.0.0.1:3340,https://[::1]:9443/derp,[fd00::5]",
+                               e, 8, &n, why, sizeof why), 0, "%s", why);
+  cr_assert_eq(n, 7);
+  cr_assert(e[0].tls && e[0].port == 443 && !strcmp(e[0].name, "derp1.example.com") && !strcmp(e[0].dial, "derp1.example.com"));
+  cr_assert(e[1].tls && e[1].port == 8443 && !strcmp(e[1].name, "derp2.example.com"));
+  cr_assert(e[2].tls && e[2].port == 443 && !strcmp(e[2].name, "derp3") && !strcmp(e[2].dial, "10.0.0.3"));
+  cr_assert(e[3].port == 444 && !strcmp(e[3].name, "derp4.example") && !strcmp(e[3].dial, "10.0.0.4"));
+  cr_assert(!e[4].tls && e[4].port == 3340 && !strcmp(e[4].dial, "127.0.0.1"));
+  cr_assert(e[5].tls && e[5].port == 9443 && !strcmp(e[5].dial, "::1"));
+  cr_assert(e[6].tls && e[6].port == 443 && !strcmp(e[6].dial, "fd00::5"));
+  cr_assert_str_eq(e[1].label, "derp2.example.com:8443");
+  cr_assert_eq(mesh_with_parse("", e, 8, &n, why, sizeof why), 0);
+  cr_assert_eq(n, 0);
+}
+
+Test(config, mesh_with_rejects) {
+  struct mesh_entry e[2];
+  int n;
+  char why[256];
+  static const char *bad[] = {"host:0", "host:99999", "host:x", "::1", "/10.0.0.1", "a b",
+                              "http://", "h\"q", "[::1", "a,b,c"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    why[0] = 0;
+    cr_assert_eq(mesh_with_parse(bad[i], e, 2, &n, why, sizeof why), -1, "accepted %s", bad[i]);
+    cr_assert(strlen(why) > 0, "no reason for %s", bad[i]);
   }
 }

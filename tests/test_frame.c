@@ -217,6 +217,67 @@ Test(encode, client_frames_round_trip) {
   cr_assert_eq(f.len, 8);
 }
 
+Test(encode, peer_present_round_trip) {
+  uint8_t buf[128], ip[16] = {[10] = 0xff, [11] = 0xff, [12] = 1, [13] = 2, [14] = 3, [15] = 4};
+  derp_key k = key_of(0x33);
+  size_t n = derp_enc_peer_present(buf, sizeof buf, &k, ip, 5678,
+                                   DERP_PEER_PRESENT_REGULAR | DERP_PEER_PRESENT_NOT_IDEAL);
+  cr_assert_eq(n, 5 + 51);
+  struct derp_frame f = read_one(DERP_FROM_SERVER, buf, n);
+  cr_assert_eq(f.type, DERP_FRAME_PEER_PRESENT);
+  cr_assert_eq(f.len, 51);
+  cr_assert_eq(f.payload[48], 5678 >> 8, "port big-endian");
+  cr_assert_eq(f.payload[49], 5678 & 0xff);
+  struct derp_peer_present pp;
+  cr_assert_eq(derp_peer_present_parse(f.payload, f.len, &pp), 0);
+  cr_assert(derp_key_equal(&pp.key, &k));
+  cr_assert(pp.has_addr && pp.has_flags);
+  cr_assert_eq(memcmp(pp.ip, ip, 16), 0);
+  cr_assert_eq(pp.port, 5678);
+  cr_assert_eq(pp.flags, 0x09);
+
+  /* The key alone, as servers before the address sent it. */
+  n = derp_enc_peer_present(buf, sizeof buf, &k, NULL, 99, 0xff);
+  cr_assert_eq(n, 5 + 32);
+  f = read_one(DERP_FROM_SERVER, buf, n);
+  cr_assert_eq(derp_peer_present_parse(f.payload, f.len, &pp), 0);
+  cr_assert(derp_key_equal(&pp.key, &k));
+  cr_assert_not(pp.has_addr);
+  cr_assert_not(pp.has_flags);
+  cr_assert_eq(pp.port, 0);
+
+  cr_assert_eq(derp_enc_peer_present(buf, 5 + 50, &k, ip, 1, 1), 0, "cap too small");
+  cr_assert_eq(derp_enc_peer_present(buf, 5 + 51, &k, ip, 1, 1), 56);
+}
+
+/* What a Go client makes of each length: key, then the address if all of it
+ * is there, then the flags; bytes after them are for newer readers. */
+Test(frame, peer_present_parse_by_length) {
+  uint8_t p[512];
+  for (size_t i = 0; i < sizeof p; i++) p[i] = (uint8_t)(i + 1);
+  struct derp_peer_present pp;
+  cr_assert_eq(derp_peer_present_parse(p, 31, &pp), -1);
+  cr_assert_not(pp.has_addr);
+  cr_assert_eq(derp_peer_present_parse(NULL, 51, &pp), -1);
+  for (size_t n = 32; n <= sizeof p; n++) {
+    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, DERP_FRAME_PEER_PRESENT, (uint32_t)n),
+                 DERP_FRAME_DELIVER, "%zu", n);
+    cr_assert_eq(derp_peer_present_parse(p, n, &pp), 0, "%zu", n);
+    cr_assert_eq(pp.key.b[0], 1);
+    cr_assert_eq(pp.key.b[31], 32);
+    cr_assert_eq(pp.has_addr, n >= 50, "%zu", n);
+    cr_assert_eq(pp.has_flags, n >= 51, "%zu", n);
+    if (pp.has_addr) {
+      cr_assert_eq(pp.ip[0], 33);
+      cr_assert_eq(pp.ip[15], 48);
+      cr_assert_eq(pp.port, 49 << 8 | 50);
+    } else {
+      cr_assert_eq(pp.port, 0);
+    }
+    cr_assert_eq(pp.flags, pp.has_flags ? 51 : 0);
+  }
+}
+
 Test(encode, refuses_bad_arguments) {
   uint8_t buf[70000], pkt[DERP_MAX_PACKET + 1] = {0}, ping[8] = {0};
   derp_key k = key_of(3);

@@ -114,9 +114,58 @@ Test(handshake, client_info_lenient_fields) {
   derp_key who;
   const char *why = NULL;
   cr_assert_eq(derp_client_info_open(p, n, &spriv, &who, &ci, &why), 0);
-  cr_assert_not(ci.has_mesh_key, "a 65-char mesh key can never match");
+  cr_assert(ci.has_mesh_key, "derper takes mesh keys of 64 hex digits or more");
+  cr_assert_str_eq(ci.mesh_key, longkey);
   cr_assert_eq(strlen(ci.app_name), DERP_APP_NAME_MAX);
   cr_assert_eq(ci.version, 0);
+}
+
+/* Open JSON {"meshKey":"<key>"} (through both opens); returns the rc. */
+static int open_mesh_key(const char *key, struct derp_client_info *ci, const char **why) {
+  static uint8_t p[DERP_MESH_KEY_MAX + 256];
+  char json[DERP_MESH_KEY_MAX + 64];
+  snprintf(json, sizeof json, "{\"version\":2,\"meshKey\":\"%s\"}", key);
+  size_t n = raw_client_info(p, json);
+  derp_key who;
+  derp_box_key k;
+  struct derp_client_info ci2;
+  const char *why2 = NULL;
+  int rc = derp_client_info_open(p, n, &spriv, &who, ci, why);
+  cr_assert_eq(derp_client_info_open_k(p, n, &spriv, &who, &ci2, &k, &why2), rc);
+  cr_assert(*why == why2 || strcmp(*why, why2) == 0);
+  return rc;
+}
+
+Test(handshake, client_info_mesh_key_bound) {
+  char key[DERP_MESH_KEY_MAX + 2];
+  struct derp_client_info ci;
+  const char *why = NULL;
+  memset(key, 'A', DERP_MESH_KEY_MAX);
+  key[DERP_MESH_KEY_MAX] = '\0';
+  cr_assert_eq(open_mesh_key(key, &ci, &why), 0, "%s", why);
+  cr_assert(ci.has_mesh_key);
+  cr_assert_str_eq(ci.mesh_key, key, "kept whole, as sent");
+  strcat(key, "A");
+  cr_assert_eq(open_mesh_key(key, &ci, &why), -1);
+  cr_assert_str_eq(why, "mesh_key_too_long");
+  cr_assert_eq(open_mesh_key("", &ci, &why), 0);
+  cr_assert_not(ci.has_mesh_key, "an empty key is no key");
+}
+
+Test(handshake, client_info_seals_the_longest_fields) {
+  struct derp_client_info ci = {.version = 2, .has_mesh_key = true, .can_ack_pings = true,
+                                .is_prober = true};
+  memset(ci.mesh_key, 'f', DERP_MESH_KEY_MAX);
+  memset(ci.app_name, '\x01', DERP_APP_NAME_MAX); /* each one escaped as \u0001 */
+  uint8_t out[DERP_CLIENT_INFO_SEAL_MAX];
+  size_t n = derp_client_info_seal(out, sizeof out, &cpriv, &spub, &ci);
+  cr_assert_neq(n, 0);
+  struct derp_client_info got;
+  derp_key who;
+  const char *why = NULL;
+  cr_assert_eq(derp_client_info_open(out, n, &spriv, &who, &got, &why), 0, "%s", why);
+  cr_assert_str_eq(got.mesh_key, ci.mesh_key);
+  cr_assert_str_eq(got.app_name, ci.app_name);
 }
 
 Test(handshake, client_info_bad_json) {

@@ -126,6 +126,16 @@ Test(http_parse, fast_start_only_one) {
   cr_assert(!r.fast_start);
 }
 
+Test(http_parse, ideal_node) {
+  struct http_req r;
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nIdeal-Node: derp2\r\n\r\n");
+  cr_assert(r.ideal_node);
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nIdeal-Node:   \r\n\r\n");
+  cr_assert(!r.ideal_node, "an empty value is no hint (derper)");
+  parse_ok(&r, "GET /derp HTTP/1.1\r\n\r\n");
+  cr_assert(!r.ideal_node);
+}
+
 Test(http_parse, challenge_validity) {
   static const struct { const char *v; bool ok; } t[] = {
       {"abc", true}, {"A-Z_a.z:0", true},

@@ -1,4 +1,5 @@
-/* test_keyfile.c: key text forms and derper's JSON key file. */
+/* test_keyfile.c: key text forms, derper's JSON key file, and the mesh
+ * pre-shared key file (derp/meshkey.h). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "derp/hex.h"
 #include "derp/key.h"
+#include "derp/meshkey.h"
 
 static char dir[64];
 
@@ -28,6 +30,7 @@ static void teardown(void) {
 
 TestSuite(keyfile, .init = setup, .fini = teardown);
 TestSuite(key, .init = setup, .fini = teardown);
+TestSuite(meshkey, .init = setup, .fini = teardown);
 
 static void path_in(char *out, size_t cap, const char *name) {
   snprintf(out, cap, "%s/%s", dir, name);
@@ -192,4 +195,105 @@ Test(key, hex_codec) {
   cr_assert_eq(derp_hex_decode("009fa0ff5g", sizeof back, back), -1, "non-hex digit accepted");
   cr_assert_eq(derp_hex_decode(" 09fa0ff5c", sizeof back, back), -1, "space accepted");
   cr_assert_eq(derp_hex_decode("", 0, back), 0, "zero bytes is fine");
+}
+
+/* ---- mesh key ---- */
+
+static const char hex64[] =
+    "0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef";
+
+static int mk_parse(const char *text, char *out, size_t cap, const char **why) {
+  return derp_mesh_key_parse(text, strlen(text), out, cap, why);
+}
+
+Test(meshkey, trims_and_keeps_the_text) {
+  char out[DERP_MESH_KEY_MAX + 1], in[256];
+  const char *why = "unset";
+  snprintf(in, sizeof in, " \t\r\n%s\n\n", hex64);
+  cr_assert_eq(mk_parse(in, out, sizeof out, &why), 0);
+  cr_assert_null(why);
+  cr_assert_str_eq(out, hex64, "kept as written, upper case included");
+  cr_assert_eq(mk_parse(hex64, out, 65, NULL), 0, "cap of exactly len + 1");
+  cr_assert_eq(mk_parse(hex64, out, 64, &why), -1);
+  cr_assert_str_eq(why, "output buffer too small");
+  /* Longer keys, up to the bound, as derper takes them. */
+  char big[DERP_MESH_KEY_MAX + 2];
+  memset(big, 'f', DERP_MESH_KEY_MAX);
+  big[DERP_MESH_KEY_MAX] = '\0';
+  cr_assert_eq(mk_parse(big, out, sizeof out, &why), 0);
+  cr_assert_eq(strlen(out), DERP_MESH_KEY_MAX);
+  big[DERP_MESH_KEY_MAX] = 'f';
+  big[DERP_MESH_KEY_MAX + 1] = '\0';
+  cr_assert_eq(mk_parse(big, out, sizeof out, &why), -1);
+  cr_assert_str_eq(why, "more than 512 hex digits");
+}
+
+Test(meshkey, rejects_what_derper_rejects) {
+  char out[DERP_MESH_KEY_MAX + 1];
+  const char *why = NULL;
+  struct { const char *text, *why; } bad[] = {
+      {"", "empty"},
+      {" \n\t ", "empty"},
+      {"abc", "fewer than 64 hex digits"},
+      {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde", "fewer than 64 hex digits"},
+      {"0123456789abcdef0123456789abcdef 0123456789abcdef0123456789abcdef", "not hex"},
+      {"0x0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "not hex"},
+      {"g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "not hex"},
+      {"\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"", "not hex"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    why = NULL;
+    cr_assert_eq(mk_parse(bad[i].text, out, sizeof out, &why), -1, "%s", bad[i].text);
+    cr_assert_not_null(why);
+    cr_assert(strncmp(why, bad[i].why, strlen(bad[i].why)) == 0, "%s: %s", bad[i].text, why);
+  }
+  /* A NUL inside the text is not hex; n, not the NUL, ends the input. */
+  char withnul[80];
+  memcpy(withnul, hex64, 64);
+  withnul[10] = '\0';
+  cr_assert_eq(derp_mesh_key_parse(withnul, 64, out, sizeof out, &why), -1);
+  cr_assert(strncmp(why, "not hex", 7) == 0);
+  cr_assert_eq(derp_mesh_key_parse(NULL, 0, out, sizeof out, &why), -1);
+  cr_assert_str_eq(why, "empty");
+}
+
+Test(meshkey, load_from_file) {
+  char path[128], out[DERP_MESH_KEY_MAX + 1], msg[256], text[128];
+  path_in(path, sizeof path, "mesh.key");
+  snprintf(text, sizeof text, "%s\n", hex64);
+  write_text(path, text);
+  cr_assert_eq(derp_mesh_key_load(path, out, sizeof out, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_str_eq(out, hex64);
+  write_text(path, "not a key\n");
+  cr_assert_eq(derp_mesh_key_load(path, out, sizeof out, msg, sizeof msg), -1);
+  cr_assert_not_null(strstr(msg, "mesh.key: not hex"), "%s", msg);
+  path_in(path, sizeof path, "missing.key");
+  cr_assert_eq(derp_mesh_key_load(path, out, sizeof out, msg, sizeof msg), -1);
+  cr_assert_not_null(strstr(msg, "missing.key: No such file"), "%s", msg);
+  /* A large file is refused before it is parsed. */
+  path_in(path, sizeof path, "big.key");
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  for (int i = 0; i < 64 * 1024 + 1; i++) fputc('a', f);
+  fclose(f);
+  cr_assert_eq(derp_mesh_key_load(path, out, sizeof out, msg, sizeof msg), -1);
+  cr_assert_not_null(strstr(msg, "larger than 64 KiB"), "%s", msg);
+  cr_assert_eq(derp_mesh_key_load(path, out, sizeof out, NULL, 0), -1, "msg may be NULL");
+}
+
+Test(meshkey, equal_is_exact) {
+  char other[80];
+  strcpy(other, hex64);
+  cr_assert(derp_mesh_key_equal(hex64, other));
+  other[63] ^= 1;
+  cr_assert_not(derp_mesh_key_equal(hex64, other));
+  other[63] ^= 1;
+  other[10] = 'a'; /* hex64[10] is 'a' already: still equal */
+  cr_assert(derp_mesh_key_equal(hex64, other));
+  other[32] = 'a'; /* 'A' in hex64: case counts, as in derper */
+  cr_assert_not(derp_mesh_key_equal(hex64, other));
+  cr_assert_not(derp_mesh_key_equal(hex64, "0123456789abcdef"), "lengths differ");
+  cr_assert_not(derp_mesh_key_equal("", ""), "no key, no mesh");
+  cr_assert_not(derp_mesh_key_equal(NULL, hex64));
+  cr_assert_not(derp_mesh_key_equal(hex64, NULL));
 }

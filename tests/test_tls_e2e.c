@@ -293,6 +293,12 @@ static void pin_and_verify(void) {
   t.ca_file = ca;
   cr_assert_eq(derp_client_connect_tls(&c, &o, &t, NULL, err, sizeof err), 0, "%s", err);
   derp_client_close(c);
+  /* Dialled by address with no name to check, the address is checked: the
+   * certificate names localhost, not 127.0.0.1. */
+  t.sni = NULL;
+  cr_assert_eq(derp_client_connect_tls(&c, &o, &t, NULL, err, sizeof err), -1,
+               "a certificate for localhost passed for 127.0.0.1");
+  cr_assert(strstr(err, "CERTIFICATE_VERIFY_FAILED"), "error: %s", err);
 }
 
 /* SIGHUP: new connections get the new certificate; old ones keep relaying. */

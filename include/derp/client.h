@@ -37,7 +37,8 @@ struct derp_client_opts {
   const derp_privkey *priv;    /* the client's key; required */
   bool fast_start;             /* send Derp-Fast-Start: 1 and ClientInfo at once */
   const derp_key *server_key;  /* required for fast start: the server's public key */
-  const char *mesh_key;        /* NULL or 64 hex: sent as meshKey */
+  const char *mesh_key;        /* NULL, or sent as meshKey: at most
+                                  DERP_MESH_KEY_MAX characters (derp/meshkey.h) */
   bool can_ack_pings;
   bool is_prober;
   int timeout_ms;              /* connect + handshake deadline; 0 = 10000 */
@@ -48,6 +49,8 @@ struct derp_client_opts {
   int (*wrap_stream)(void *arg, int fd, int64_t deadline_ms, struct derp_client_stream *out,
                      derp_key *learned, bool *have_learned, char *err, size_t errlen);
   void *wrap_arg;
+  const char *ideal_node;      /* NULL, or sent as Ideal-Node: the client's ideal node
+                                  when it is not this one (Tailscale's hint for rebalancing) */
   bool websocket;              /* Upgrade: websocket, subprotocol derp (no fast start) */
   uint32_t ws_frame_max;       /* WebSocket: split each write into a fragmented
                                   message of frames of at most this many bytes
@@ -55,8 +58,11 @@ struct derp_client_opts {
 };
 
 /* A received frame. For RECV_PACKET, src and packet/len are set; for PEER_GONE,
- * src and reason; for PING/PONG, ping_data; payload/len hold the raw payload of
- * every type. Pointers are valid until the next derp_client_recv. */
+ * src and reason; for PEER_PRESENT (to watchers), src and, as far as the
+ * server sent them, the address and the flags (derp_peer_present_parse); for
+ * PING/PONG, ping_data; for RESTARTING, the two times. payload/len hold the
+ * raw payload of every type. Pointers are valid until the next
+ * derp_client_recv. */
 struct derp_client_msg {
   uint8_t type;
   const uint8_t *payload;
@@ -67,6 +73,12 @@ struct derp_client_msg {
   uint8_t reason;
   uint8_t ping_data[8];
   uint32_t reconnect_in_ms, try_for_ms;
+  /* PEER_PRESENT */
+  bool has_addr;           /* ip and port were sent */
+  uint8_t ip[16];          /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+  uint16_t port;
+  bool has_flags;          /* the flags byte was sent (derper v1.70+) */
+  uint8_t flags;           /* enum derp_peer_present_flag bits (derp/frame.h) */
 };
 
 /* 0 on success, -1 on failure with a reason in err. */
@@ -98,6 +110,16 @@ int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt
 int derp_client_ping(struct derp_client *c, const uint8_t data[8]);
 int derp_client_pong(struct derp_client *c, const uint8_t data[8]);
 int derp_client_note_preferred(struct derp_client *c, bool preferred);
+/* Mesh frames: the server acts on them only for a client whose meshKey
+ * matches its own (derpd and derper close the connection of any other).
+ * WatchConns: the server sends PeerPresent for every client connected now,
+ * then PeerPresent / PeerGone as clients come and go. ClosePeer: the server
+ * closes peer's connections to it. ForwardPacket: deliver pkt (at most
+ * DERP_MAX_PACKET bytes, else EMSGSIZE) to dst as if src had sent it there. */
+int derp_client_watch_conns(struct derp_client *c);
+int derp_client_close_peer(struct derp_client *c, const derp_key *peer);
+int derp_client_forward_packet(struct derp_client *c, const derp_key *src, const derp_key *dst,
+                               const void *pkt, size_t len);
 /* Any frame, for tests of malformed input: writes header(type, len) + payload. */
 int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payload, uint32_t len);
 /* Raw bytes with no framing at all (not even WebSocket framing: tests use it

@@ -13,13 +13,18 @@
 #include "derp/client.h"
 
 struct derp_tls_opts {
-  const char *sni;              /* server name sent; NULL = opts->host unless it is
-                                   an IP address; "" = none */
+  const char *sni;              /* server name sent, and the name verification
+                                   wants in the certificate; NULL = opts->host,
+                                   or for an IP address none sent and the address
+                                   verified (an IP SAN); "" = none sent */
   bool insecure_skip_verify;    /* do not verify the chain (pin_sha256 still applies) */
   const uint8_t *pin_sha256;    /* 32 bytes or NULL: the leaf certificate's SHA-256
                                    must equal it (Tailscale's "sha256-raw:" CertName);
                                    a pin replaces chain verification */
   const char *ca_file;          /* PEM roots for verification; NULL = system paths */
+  const char *ca_dirs;          /* NULL, or ':'-separated directories of hashed
+                                   roots, loaded beside ca_file or the system
+                                   bundle (Go's SSL_CERT_DIR) */
   uint16_t min_version;         /* 0 = TLS 1.2; else 0x0303 (1.2) or 0x0304 (1.3) */
   uint16_t max_version;         /* 0 = TLS 1.3 */
   bool use_meta_cert;           /* TLS 1.3: take the server key from the DERP meta

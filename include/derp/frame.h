@@ -58,6 +58,14 @@ enum derp_peer_gone_reason {
   DERP_PEER_GONE_NOT_HERE = 1,
 };
 
+/* PeerPresent flags (derper v1.70+; bit 3 from v1.78). */
+enum derp_peer_present_flag {
+  DERP_PEER_PRESENT_REGULAR = 1 << 0,   /* a regular client */
+  DERP_PEER_PRESENT_MESH = 1 << 1,      /* a mesh peer (another region node's link) */
+  DERP_PEER_PRESENT_PROBER = 1 << 2,    /* a prober (derpprobe, IsProber) */
+  DERP_PEER_PRESENT_NOT_IDEAL = 1 << 3, /* the client says this is not its ideal node */
+};
+
 /* Which side sent the frames a reader parses: limits differ by direction. */
 enum derp_frame_dir {
   DERP_FROM_CLIENT = 0, /* the server reads these */
@@ -104,6 +112,26 @@ size_t derp_enc_health(uint8_t *out, size_t cap, const char *problem);
 size_t derp_enc_restarting(uint8_t *out, size_t cap, uint32_t reconnect_in_ms, uint32_t try_for_ms);
 size_t derp_enc_watch_conns(uint8_t *out, size_t cap);
 size_t derp_enc_close_peer(uint8_t *out, size_t cap, const derp_key *peer);
+/* PeerPresent as derper v1.70+ writes it: key + ip (16 bytes, IPv4 as
+ * v4-mapped IPv6) + port (big-endian) + flags, 51 bytes of payload. ip16 NULL
+ * writes the key alone (as servers before the address did; port and flags
+ * unused). */
+size_t derp_enc_peer_present(uint8_t *out, size_t cap, const derp_key *peer,
+                             const uint8_t ip16[16], uint16_t port, uint8_t flags);
+
+/* A PeerPresent payload, parsed as Go clients do: the key (32 bytes), then
+ * the address if the 18 bytes of ip + port follow, then the flags byte if it
+ * follows; anything after it is for newer readers and ignored. */
+struct derp_peer_present {
+  derp_key key;
+  bool has_addr;  /* ip and port were sent (payload >= 50 bytes) */
+  uint8_t ip[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+  uint16_t port;
+  bool has_flags; /* the flags byte was sent (payload >= 51 bytes) */
+  uint8_t flags;  /* enum derp_peer_present_flag bits */
+};
+/* 0, or -1 if n < 32 (out then zeroed). */
+int derp_peer_present_parse(const uint8_t *p, size_t n, struct derp_peer_present *out);
 
 /* A parsed frame. payload points into the caller's input or the reader's
  * assembly buffer; valid until the next call on the reader. */

@@ -13,15 +13,17 @@
 #include <stdint.h>
 
 #include "derp/key.h"
+#include "derp/meshkey.h"
 
 #define DERP_SERVER_KEY_PAYLOAD_LEN (8 + DERP_KEY_LEN)
-#define DERP_MESH_KEY_HEXLEN 64
 #define DERP_APP_NAME_MAX 64
 
 struct derp_client_info {
   int version;                 /* protocol version the client speaks */
-  bool has_mesh_key;
-  char mesh_key[DERP_MESH_KEY_HEXLEN + 1]; /* "meshKey", 64 hex when present */
+  bool has_mesh_key;           /* a non-empty "meshKey" was sent */
+  /* "meshKey" as sent: 1..DERP_MESH_KEY_MAX characters of any text (not
+   * checked for hex); compare it with derp_mesh_key_equal (derp/meshkey.h). */
+  char mesh_key[DERP_MESH_KEY_MAX + 1];
   bool can_ack_pings;          /* "CanAckPings" */
   bool is_prober;              /* "IsProber" */
   char app_name[DERP_APP_NAME_MAX + 1]; /* "AppName", truncated */
@@ -42,7 +44,9 @@ int derp_server_key_parse(const uint8_t *p, size_t n, derp_key *server_pub);
 size_t derp_client_info_seal(uint8_t *out, size_t cap, const derp_privkey *client_priv,
                              const derp_key *server_pub, const struct derp_client_info *ci);
 /* Open a ClientInfo payload with the server's private key. 0 on success; -1 with
- * a static reason in *why: "short", "too_long", "box" (will not open), "json". */
+ * a static reason in *why: "short", "too_long", "box" (will not open), "json"
+ * (not an object, or a known field of the wrong type), "mesh_key_too_long"
+ * (a meshKey over DERP_MESH_KEY_MAX characters). */
 int derp_client_info_open(const uint8_t *p, size_t n, const derp_privkey *server_priv,
                           derp_key *client_pub, struct derp_client_info *ci, const char **why);
 
@@ -63,8 +67,9 @@ size_t derp_server_info_seal_k(uint8_t *out, size_t cap, const derp_box_key *k,
 
 /* Bytes needed for a sealed ClientInfo/ServerInfo payload around json_len bytes of JSON. */
 #define DERP_SEAL_OVERHEAD (24 + 16)
-/* Upper bound on what derp_client_info_seal / derp_server_info_seal write. */
-#define DERP_CLIENT_INFO_SEAL_MAX 1024
+/* Upper bound on what derp_client_info_seal / derp_server_info_seal write
+ * (ClientInfo: room for the longest meshKey and an AppName of escapes). */
+#define DERP_CLIENT_INFO_SEAL_MAX 2048
 #define DERP_SERVER_INFO_SEAL_MAX 512
 
 #endif

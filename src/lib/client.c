@@ -356,11 +356,12 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
 
 /* ---- HTTP ---- */
 
-static size_t build_request(char *out, size_t cap, const char *host, bool fast_start) {
+static size_t build_request(char *out, size_t cap, const char *host, bool fast_start, const char *ideal) {
   int n = snprintf(out, cap,
                    "GET /derp HTTP/1.1\r\nHost: %s\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
-                   "User-Agent: derpd-client\r\n%s\r\n",
-                   host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
+                   "User-Agent: derpd-client\r\n%s%s%s%s\r\n",
+                   host, fast_start ? "Derp-Fast-Start: 1\r\n" : "", ideal ? "Ideal-Node: " : "",
+                   ideal ? ideal : "", ideal ? "\r\n" : "");
   return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
 }
 
@@ -551,7 +552,7 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
     derp_base64(nonce, sizeof nonce, ws_key);
     rl = build_ws_request(req, sizeof req, o->host, ws_key);
   } else {
-    rl = build_request(req, sizeof req, o->host, false);
+    rl = build_request(req, sizeof req, o->host, false, o->ideal_node);
   }
   if (rl == 0 || write_all(c, req, rl) < 0) {
     seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
@@ -584,7 +585,7 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
   }
   c->server_key = *server_key;
   uint8_t buf[1024 + DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
-  size_t rl = build_request((char *)buf, 1024, o->host, true);
+  size_t rl = build_request((char *)buf, 1024, o->host, true, o->ideal_node);
   size_t cl = rl ? build_client_info(c, o, buf + rl, sizeof buf - rl) : 0;
   if (cl == 0) {
     seterr(err, errlen, "handshake: building fast-start request failed");
@@ -622,10 +623,14 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
     seterr(err, errlen, "client: out of memory");
     return -1;
   }
-  if (o->websocket && o->fast_start) {
+  const char *bad = o->websocket && o->fast_start ? "fast start does not apply to WebSocket"
+                    : o->mesh_key && strlen(o->mesh_key) > DERP_MESH_KEY_MAX
+                        ? "mesh key longer than DERP_MESH_KEY_MAX (512) characters"
+                        : NULL;
+  if (bad) {
     free(c->rbuf);
     free(c);
-    seterr(err, errlen, "client: fast start does not apply to WebSocket");
+    seterr(err, errlen, "client: %s", bad);
     return -1;
   }
   c->fd = -1;
@@ -736,6 +741,26 @@ int derp_client_note_preferred(struct derp_client *c, bool preferred) {
   return send_frame(c, DERP_FRAME_NOTE_PREFERRED, &b, 1, NULL, 0);
 }
 
+int derp_client_watch_conns(struct derp_client *c) {
+  return send_frame(c, DERP_FRAME_WATCH_CONNS, NULL, 0, NULL, 0);
+}
+
+int derp_client_close_peer(struct derp_client *c, const derp_key *peer) {
+  return send_frame(c, DERP_FRAME_CLOSE_PEER, peer->b, DERP_KEY_LEN, NULL, 0);
+}
+
+int derp_client_forward_packet(struct derp_client *c, const derp_key *src, const derp_key *dst,
+                               const void *pkt, size_t len) {
+  if (len > DERP_MAX_PACKET) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  uint8_t keys[2 * DERP_KEY_LEN];
+  memcpy(keys, src->b, DERP_KEY_LEN);
+  memcpy(keys + DERP_KEY_LEN, dst->b, DERP_KEY_LEN);
+  return send_frame(c, DERP_FRAME_FORWARD_PACKET, keys, sizeof keys, pkt, len);
+}
+
 int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payload, uint32_t len) {
   return send_frame(c, type, payload, len, NULL, 0);
 }
@@ -763,6 +788,17 @@ static int decode(struct derp_client_msg *m, const struct derp_frame *f) {
     /* Old servers send the key only: that meant "disconnected". */
     m->reason = f->len > DERP_KEY_LEN ? f->payload[DERP_KEY_LEN] : DERP_PEER_GONE_DISCONNECTED;
     return 0;
+  case DERP_FRAME_PEER_PRESENT: {
+    struct derp_peer_present pp;
+    if (derp_peer_present_parse(f->payload, f->len, &pp) < 0) break;
+    m->src = pp.key;
+    m->has_addr = pp.has_addr;
+    memcpy(m->ip, pp.ip, sizeof m->ip);
+    m->port = pp.port;
+    m->has_flags = pp.has_flags;
+    m->flags = pp.flags;
+    return 0;
+  }
   case DERP_FRAME_PING:
   case DERP_FRAME_PONG:
     if (f->len < 8) break;

@@ -182,13 +182,27 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
                              : SSL_CTX_load_verify_locations(s->ctx, "/etc/ssl/certs/ca-certificates.crt",
                                                              NULL)))
     goto ssl_fail;
+  for (const char *d = verify ? t->ca_dirs : NULL; d && *d;) {
+    const char *colon = strchr(d, ':');
+    size_t n = colon ? (size_t)(colon - d) : strlen(d);
+    char dir[4096];
+    if (n > 0 && n < sizeof dir) {
+      memcpy(dir, d, n);
+      dir[n] = 0;
+      if (!SSL_CTX_load_verify_locations(s->ctx, NULL, dir)) goto ssl_fail;
+    }
+    d = colon ? colon + 1 : NULL;
+  }
   s->ssl = SSL_new(s->ctx);
   if (!s->ssl || !SSL_set_fd(s->ssl, fd)) goto ssl_fail;
   SSL_set_connect_state(s->ssl);
   const char *name = t->sni ? t->sni : is_ip(a->o->host) ? NULL : a->o->host;
   if (name && *name && !SSL_set_tlsext_host_name(s->ssl, name)) goto ssl_fail;
-  if (verify && name && *name && !X509_VERIFY_PARAM_set1_host(SSL_get0_param(s->ssl), name, strlen(name)))
-    goto ssl_fail;
+  /* The certificate must name the host: the SNI name, or else the address
+   * dialled when that is an IP (an IP SAN, as -certmode selfsigned makes). */
+  X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+  if (verify && name && *name && !X509_VERIFY_PARAM_set1_host(vp, name, strlen(name))) goto ssl_fail;
+  if (verify && !name && !X509_VERIFY_PARAM_set1_ip_asc(vp, a->o->host)) goto ssl_fail;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
     snprintf(err, errlen, "tls: fcntl: %s", strerror(errno));

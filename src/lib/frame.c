@@ -46,7 +46,8 @@ static bool server_limit(uint8_t type, struct limit *l) {
   case DERP_FRAME_KEEP_ALIVE: *l = (struct limit){0, 64}; return true;
   /* key + optional reason byte; slack for future fields. */
   case DERP_FRAME_PEER_GONE: *l = (struct limit){KEY, 64}; return true;
-  /* key [+ ip16 + port2 + flags1 + applen1 + app name (≤ 255, newer derper)]. */
+  /* key (32) [+ ip16 + port2 (50)] [+ flags1 (51, v1.70+)]; fields a newer
+   * server may append are left to newer readers (derp_peer_present_parse). */
   case DERP_FRAME_PEER_PRESENT: *l = (struct limit){KEY, 512}; return true;
   case DERP_FRAME_PING:
   case DERP_FRAME_PONG: *l = (struct limit){DERP_PING_MIN, DERP_PING_MAX}; return true;
@@ -166,6 +167,32 @@ size_t derp_enc_watch_conns(uint8_t *out, size_t cap) {
 
 size_t derp_enc_close_peer(uint8_t *out, size_t cap, const derp_key *peer) {
   return enc3(out, cap, DERP_FRAME_CLOSE_PEER, peer->b, KEY, NULL, 0, NULL, 0);
+}
+
+#define PP_IP 16
+#define PP_ADDR (KEY + PP_IP + 2)  /* 50: key + ip + port */
+
+size_t derp_enc_peer_present(uint8_t *out, size_t cap, const derp_key *peer,
+                             const uint8_t ip16[16], uint16_t port, uint8_t flags) {
+  if (ip16 == NULL) return enc3(out, cap, DERP_FRAME_PEER_PRESENT, peer->b, KEY, NULL, 0, NULL, 0);
+  uint8_t tail[3] = {(uint8_t)(port >> 8), (uint8_t)port, flags};
+  return enc3(out, cap, DERP_FRAME_PEER_PRESENT, peer->b, KEY, ip16, PP_IP, tail, sizeof tail);
+}
+
+int derp_peer_present_parse(const uint8_t *p, size_t n, struct derp_peer_present *out) {
+  memset(out, 0, sizeof *out);
+  if (p == NULL || n < KEY) return -1;
+  memcpy(out->key.b, p, KEY);
+  if (n >= PP_ADDR) {
+    out->has_addr = true;
+    memcpy(out->ip, p + KEY, PP_IP);
+    out->port = (uint16_t)(p[KEY + PP_IP] << 8 | p[KEY + PP_IP + 1]);
+  }
+  if (n > PP_ADDR) {
+    out->has_flags = true;
+    out->flags = p[PP_ADDR];
+  }
+  return 0;
 }
 
 /* ---- incremental reader ---- */

@@ -4,7 +4,8 @@
  * crypto_box_easy, random 24-byte nonce first on the wire) and the JSON inside
  * it (jansson). JSON is read the way Go's encoding/json reads into a struct:
  * key names match case-insensitively, unknown keys are ignored, null leaves a
- * field alone, and a known key of the wrong type is an error. */
+ * field alone, and a known key of the wrong type is an error. One bound of
+ * derpd's own: a meshKey longer than DERP_MESH_KEY_MAX fails the open. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,11 +19,13 @@
 #define BOX_OVERHEAD crypto_box_MACBYTES                 /* 16 */
 #define CI_HEAD (DERP_KEY_LEN + DERP_NONCE_LEN)          /* key + nonce */
 #define SI_MAX_PAYLOAD (64 * 1024)                       /* frame limit for ServerInfo */
-#define JSON_MAX 1024
+/* The ClientInfo JSON that fits DERP_CLIENT_INFO_SEAL_MAX once sealed. */
+#define JSON_MAX (DERP_CLIENT_INFO_SEAL_MAX - CI_HEAD - BOX_OVERHEAD)
 
 _Static_assert(crypto_box_NONCEBYTES == DERP_NONCE_LEN, "nonce size");
 _Static_assert(crypto_box_PUBLICKEYBYTES == DERP_KEY_LEN, "key size");
 _Static_assert(DERP_SEAL_OVERHEAD == DERP_NONCE_LEN + BOX_OVERHEAD, "seal overhead");
+_Static_assert(JSON_MAX >= DERP_MESH_KEY_MAX + 6 * DERP_APP_NAME_MAX + 128, "ClientInfo JSON room");
 
 /* ---- ServerKey ---- */
 
@@ -65,7 +68,7 @@ static json_t *client_info_json(const struct derp_client_info *ci) {
   if (o == NULL) return NULL;
   int err = json_object_set_new(o, "version", json_integer(ci->version));
   if (ci->has_mesh_key) {
-    size_t len = strnlen(ci->mesh_key, DERP_MESH_KEY_HEXLEN);
+    size_t len = strnlen(ci->mesh_key, DERP_MESH_KEY_MAX);
     err |= json_object_set_new(o, "meshKey", json_stringn(ci->mesh_key, len));
   }
   if (ci->can_ack_pings) err |= json_object_set_new(o, "CanAckPings", json_true());
@@ -147,44 +150,48 @@ static void copy_truncated(char *dst, size_t cap, const json_t *s) {
   dst[n] = '\0';
 }
 
-static int get_bool(const json_t *v, bool *out) {
-  if (json_is_null(v)) return 0;
-  if (!json_is_boolean(v)) return -1;
+/* Field readers return NULL when the value was taken (or was null), else
+ * the reason the whole JSON fails. */
+static const char *get_bool(const json_t *v, bool *out) {
+  if (json_is_null(v)) return NULL;
+  if (!json_is_boolean(v)) return "json";
   *out = json_is_true(v);
-  return 0;
+  return NULL;
 }
 
-static int get_int(const json_t *v, json_int_t *out) {
-  if (json_is_null(v)) return 0;
-  if (!json_is_integer(v)) return -1;
+static const char *get_int(const json_t *v, json_int_t *out) {
+  if (json_is_null(v)) return NULL;
+  if (!json_is_integer(v)) return "json";
   *out = json_integer_value(v);
-  return 0;
+  return NULL;
 }
 
-static int ci_field(struct derp_client_info *ci, const char *k, const json_t *v) {
-  if (strcasecmp(k, "version") == 0) {
-    json_int_t ver = ci->version;
-    if (get_int(v, &ver) < 0 || ver < INT32_MIN || ver > INT32_MAX) return -1;
-    ci->version = (int)ver;
-  } else if (strcasecmp(k, "meshKey") == 0) {
-    if (json_is_null(v)) return 0;
-    if (!json_is_string(v)) return -1;
-    /* derper only ever compares it to its own 64-hex key: a longer one can
-     * never match, so it is dropped rather than failing the handshake. */
+static const char *get_int32(const json_t *v, int *out) {
+  json_int_t x = *out;
+  if (get_int(v, &x) || x < INT32_MIN || x > INT32_MAX) return "json";
+  *out = (int)x;
+  return NULL;
+}
+
+static const char *ci_field(struct derp_client_info *ci, const char *k, const json_t *v) {
+  if (strcasecmp(k, "version") == 0) return get_int32(v, &ci->version);
+  if (strcasecmp(k, "CanAckPings") == 0) return get_bool(v, &ci->can_ack_pings);
+  if (strcasecmp(k, "IsProber") == 0) return get_bool(v, &ci->is_prober);
+  if (json_is_null(v)) return NULL;
+  if (strcasecmp(k, "meshKey") == 0) {
+    if (!json_is_string(v)) return "json";
+    /* Kept whole, as sent (derper compares the text exactly), up to derpd's
+     * bound: a key cut short could never match, so a longer one fails.
+     * (jansson refuses "\u0000": no NUL can hide inside.) */
     size_t len = json_string_length(v);
-    ci->has_mesh_key = len > 0 && len <= DERP_MESH_KEY_HEXLEN;
-    ci->mesh_key[0] = '\0';
-    if (ci->has_mesh_key) copy_truncated(ci->mesh_key, sizeof ci->mesh_key, v);
-  } else if (strcasecmp(k, "CanAckPings") == 0) {
-    return get_bool(v, &ci->can_ack_pings);
-  } else if (strcasecmp(k, "IsProber") == 0) {
-    return get_bool(v, &ci->is_prober);
+    if (len > DERP_MESH_KEY_MAX) return "mesh_key_too_long";
+    ci->has_mesh_key = len > 0;
+    copy_truncated(ci->mesh_key, sizeof ci->mesh_key, v);
   } else if (strcasecmp(k, "AppName") == 0) {
-    if (json_is_null(v)) return 0;
-    if (!json_is_string(v)) return -1;
+    if (!json_is_string(v)) return "json";
     copy_truncated(ci->app_name, sizeof ci->app_name, v);
   }
-  return 0; /* unknown keys are ignored */
+  return NULL; /* unknown keys are ignored */
 }
 
 static uint32_t clamp_u32(json_int_t v) {
@@ -193,45 +200,43 @@ static uint32_t clamp_u32(json_int_t v) {
   return (uint32_t)v;
 }
 
-static int si_field(struct derp_server_info *si, const char *k, const json_t *v) {
+static const char *si_field(struct derp_server_info *si, const char *k, const json_t *v) {
   json_int_t x = 0;
-  if (strcasecmp(k, "version") == 0) {
-    x = si->version;
-    if (get_int(v, &x) < 0 || x < INT32_MIN || x > INT32_MAX) return -1;
-    si->version = (int)x;
-  } else if (strcasecmp(k, "TokenBucketBytesPerSecond") == 0) {
-    if (get_int(v, &x) < 0) return -1;
+  if (strcasecmp(k, "version") == 0) return get_int32(v, &si->version);
+  if (strcasecmp(k, "TokenBucketBytesPerSecond") == 0) {
+    if (get_int(v, &x)) return "json";
     si->token_bucket_bytes_per_second = clamp_u32(x);
   } else if (strcasecmp(k, "TokenBucketBytesBurst") == 0) {
-    if (get_int(v, &x) < 0) return -1;
+    if (get_int(v, &x)) return "json";
     si->token_bucket_bytes_burst = clamp_u32(x);
   }
-  return 0;
+  return NULL;
 }
 
-typedef int (*field_fn)(void *dst, const char *k, const json_t *v);
+typedef const char *(*field_fn)(void *dst, const char *k, const json_t *v);
 
-/* Parse a JSON object and feed each member to fn; -1 if not an object or a
- * known member has the wrong type. */
-static int parse_object(const char *m, size_t mlen, field_fn fn, void *dst) {
+/* Parse a JSON object and feed each member to fn. NULL, or why it fails:
+ * "json" if it is not an object, else the first member's reason. */
+static const char *parse_object(const char *m, size_t mlen, field_fn fn, void *dst) {
   json_t *root = json_loadb(m, mlen, 0, NULL);
-  int rc = root != NULL && json_is_object(root) ? 0 : -1;
+  const char *why = root != NULL && json_is_object(root) ? NULL : "json";
   const char *k;
   json_t *v;
-  if (rc == 0) {
+  if (why == NULL) {
     json_object_foreach(root, k, v) {
-      if (fn(dst, k, v) < 0) {
-        rc = -1;
-        break;
-      }
+      if ((why = fn(dst, k, v)) != NULL) break;
     }
   }
   json_decref(root);
-  return rc;
+  return why;
 }
 
-static int ci_field_cb(void *dst, const char *k, const json_t *v) { return ci_field(dst, k, v); }
-static int si_field_cb(void *dst, const char *k, const json_t *v) { return si_field(dst, k, v); }
+static const char *ci_field_cb(void *dst, const char *k, const json_t *v) {
+  return ci_field(dst, k, v);
+}
+static const char *si_field_cb(void *dst, const char *k, const json_t *v) {
+  return si_field(dst, k, v);
+}
 
 /* Shared tail of both opens: size check, box, JSON. */
 static int open_and_parse(const uint8_t *p, size_t n, size_t max, const derp_key *from,
@@ -243,12 +248,10 @@ static int open_and_parse(const uint8_t *p, size_t n, size_t max, const derp_key
   size_t mlen;
   char *m = open_box(p, n, from, to, &mlen);
   if (m == NULL) return *why = "box", -1;
-  int rc = parse_object(m, mlen, fn, dst);
+  *why = parse_object(m, mlen, fn, dst);
   sodium_memzero(m, mlen);
   free(m);
-  if (rc < 0) return *why = "json", -1;
-  *why = NULL;
-  return 0;
+  return *why ? -1 : 0;
 }
 
 /* Size checks shared by both ClientInfo opens; takes the client's key. */
@@ -294,10 +297,8 @@ int derp_client_info_open_k(const uint8_t *p, size_t n, const derp_privkey *serv
   int rc = -1;
   if (crypto_box_open_easy_afternm((unsigned char *)m, nonce + DERP_NONCE_LEN, clen, nonce, k->b) != 0)
     *why = "box";
-  else if (parse_object(m, mlen, ci_field_cb, ci) < 0)
-    *why = "json";
-  else
-    rc = 0, *why = NULL;
+  else if ((*why = parse_object(m, mlen, ci_field_cb, ci)) == NULL)
+    rc = 0;
   sodium_memzero(m, mlen);
   free(m);
   return rc;

@@ -206,6 +206,8 @@ static const struct flag flags[] = {
     {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
     {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
     {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
+    {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
+    {"mesh-with", K_STRING, F(mesh_with), sizeof ((struct config *)0)->mesh_with, 0, 0, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
@@ -435,6 +437,19 @@ void config_usage(FILE *out, const char *prog) {
 "        require: exit at start without it, and close connections that\n"
 "        cannot switch (default \"auto\")\n"
 "\n"
+"Region (nodes that share a mesh key and forward to each other):\n"
+"  -mesh-psk-file string\n"
+"        file with the region's mesh key (64+ hex digits); default\n"
+"        /home/derp/keys/derp-mesh.key, else $HOME/keys/derp-mesh.key, when\n"
+"        present. With -dev, TAILSCALE_DERPER_MESH_KEY may hold the key.\n"
+"        Clients with the key may watch, close and forward (mesh peers)\n"
+"  -mesh-with string\n"
+"        comma-separated nodes of this region to dial: host[:port]\n"
+"        (https://host:port/derp), name/dialaddr[:port] (TLS name, then\n"
+"        where to connect), or http://host:port (plain TCP, for tests and\n"
+"        private networks). This node's own entry is found and skipped, so\n"
+"        every node can use the same list\n"
+"\n"
 "Identity:\n"
 "  -c string\n"
 "        key file: JSON {\"PrivateKey\": \"privkey:<hex>\"}, created (mode 0600)\n"
@@ -485,7 +500,6 @@ void config_usage(FILE *out, const char *prog) {
 "        show this help\n"
 "\n"
 "Not yet supported in this version: -certmode letsencrypt, STUN (-stun,\n"
-"-stun-port), meshing (-mesh-psk-file, -mesh-with) and client verification\n"
-"(-verify-client-url).\n",
+"-stun-port) and client verification (-verify-client-url).\n",
           prog);
 }

@@ -35,6 +35,9 @@ struct config {
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
   int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
+  /* Region (derper's flags). */
+  char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
+  char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
   bool tls;                  /* derived by config_parse */
 };
 

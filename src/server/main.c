@@ -23,6 +23,7 @@
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
+#include "server/region/region.h"
 #include "server/server.h"
 #include "server/transport/tls.h"
 
@@ -228,12 +229,17 @@ static void free_server(struct server *s) {
     free(sh->buf_free);
     free(sh->br);
     free(sh->pending_pub);
+    free(sh->outbox_pend);
+    free(sh->outbox_h);
+    free(sh->outbox_t);
+    region_shard_free(sh); /* a shard that never ran */
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
     if (sh->metrics_fd >= 0) close(sh->metrics_fd);
   }
   free(s->shards);
+  region_free(s);
   debug_state_free(s);
   free(s);
 }
@@ -345,6 +351,7 @@ int main(int argc, char **argv) {
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  if (region_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
@@ -403,9 +410,12 @@ int main(int argc, char **argv) {
              strchr(s->cfg.metrics_host, ':') ? "[" : "",
              s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
+  region_start(s);
 
   int sig = wait_for_signal(&set, s->tls);
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  atomic_store(&s->stopping, true);
+  region_stop(s);
   shutdown_shards(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);

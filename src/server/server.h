@@ -38,6 +38,18 @@ enum msg_kind {
   MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for key `dst` */
   MSG_SAW,           /* data = a receiver's key: it got packets from `dst` */
   MSG_RAW,           /* bytes to write as-is (HTTP replies, local frames) */
+  /* Region (region/): control messages between shards. The routing facts sit
+   * in the pkt's `dst` bytes (struct rmsg, region.h); payloads in data. */
+  MSG_REGION_FIRST,
+  MSG_WATCH_SUB = MSG_REGION_FIRST, /* a watcher appeared: snapshot this shard's keys to it */
+  MSG_WATCH_UNSUB,   /* the watcher is gone: forget it */
+  MSG_PRESENCE,      /* PeerPresent/PeerGone frames for a watcher (data) */
+  MSG_WATCH_ACK,     /* the watcher wrote a MSG_PRESENCE: one more credit */
+  MSG_FWD_ADD,       /* link L forwards for key dst */
+  MSG_FWD_DEL,       /* link L no longer forwards for key dst */
+  MSG_LINK_DOWN,     /* link L dropped: forget all it forwarded */
+  MSG_CLOSE_PEER,    /* a mesh peer asked to close key dst's connections */
+  MSG_FWD_PKT,       /* data ring: a ForwardPacket frame for link L's conn */
 };
 
 /* One frame on its way to a socket, or a message between shards. `data` holds
@@ -57,6 +69,7 @@ struct pkt {
   uint32_t cap;         /* bytes available in data */
   uint8_t ws_raw;       /* WebSocket conn: bytes already framed (101, pong, close):
                            never under a batch's WebSocket header */
+  uint8_t from_fwd;     /* MSG_PKT that came in as a ForwardPacket: local delivery only */
   uint64_t hash;        /* key_hash(dst) */
   derp_key dst;         /* routing key */
   uint8_t data[];
@@ -125,12 +138,17 @@ struct conn {
   uint8_t state;           /* enum conn_state */
   uint8_t close_reason;    /* enum close_reason, once closing */
   uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
+  uint8_t is_watcher : 1;  /* a mesh peer that sent WatchConns (region/watch.c) */
+  uint8_t is_link : 1;     /* our outbound mesh link to another node (region/link.c) */
+  uint8_t not_ideal : 1;   /* Ideal-Node header named another node */
+  uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
-  uint8_t ndisco, ndata, nctrl;
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
+  uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
+                                    presence frames pass 255 */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
   void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
@@ -162,6 +180,7 @@ struct conn {
 };
 
 #define CONN_QUEUE_MAX 32   /* per conn, for disco and for data (derper's depth) */
+#define LINK_QUEUE_MAX 2048 /* an outbound mesh link's data queue (ForwardPacket) */
 #define CONN_CTRL_MAX 64    /* control frames (PeerGone, pong, keepalive) */
 
 /* ---- the transport seam (transport.h) ----------------------------------- */
@@ -204,6 +223,10 @@ extern const struct transport transport_plain;
 extern const struct transport transport_tls;
 /* transport_tls.c: make c a TLS conn (at accept). 0, or -1 (out of memory). */
 int transport_tls_attach(struct conn *c);
+/* Take over a client SSL whose handshake is done (an outbound mesh link):
+ * our BIO replaces its socket BIO. No kTLS. 0, or -1 (the SSL is then freed). */
+struct ssl_st;
+int transport_tls_adopt(struct conn *c, struct ssl_st *ssl);
 /* Once at start, before any TLS conn: the BIO glue. 0 or -1. */
 int transport_tls_init(void);
 /* transport_ktls.c: the transport of a conn whose keys are both in the
@@ -254,6 +277,8 @@ struct shard {
   int64_t now_us;              /* the same instant in µs (packet queue-wait stamps) */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
+  struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */
+  struct region_shard *rg;     /* this shard's part of the region (region/) */
   /* (sender, receiver conn) pairs already reported with MSG_SAW. A miss only
    * costs a redundant message; the sender's set dedupes. */
   uint64_t saw_cache[4096];
@@ -268,6 +293,11 @@ struct shard {
   struct send_ctx *free_send;
   /* Outbound rings that have staged items this turn (bitmap by target). */
   uint64_t *pending_pub;
+  /* Control messages that must not be lost, waiting for room in the ring to
+   * each target (shard_send_ctrl), in order; a bit per target that has some. */
+  struct pkt **outbox_h, **outbox_t;
+  uint64_t *outbox_pend;
+  uint32_t outbox_n;
   struct stats stats;
   uint64_t rng;                /* xorshift state for keepalive jitter */
   uint32_t log_budget;         /* close-log lines left this second */
@@ -296,6 +326,8 @@ struct server {
   struct spsc **data_q, **ctrl_q, **hand_q;
   void *ring_mem;      /* every ring's slots (one mapping, main.c) */
   size_t ring_mem_len;
+  struct region *region;        /* mesh key, links (region/); read-only after start
+                                  but for the links' atomics */
   _Atomic bool stopping;
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;
@@ -321,6 +353,10 @@ struct io_uring_sqe *shard_sqe(struct shard *sh);
 bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m);
 bool shard_push_hand(struct shard *sh, int to, struct conn *c);
 bool shard_push_data(struct shard *sh, int to, struct pkt *p);
+/* A control message that must not be lost (region): pushed now, or held in a
+ * FIFO per target until the ring has room; order per target is kept. To this
+ * shard itself it is handled at once. */
+void shard_send_ctrl(struct shard *sh, int to, struct pkt *m);
 void shard_recycle_buf(struct shard *sh, unsigned bid);
 void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
@@ -329,6 +365,8 @@ bool shard_log_allowed(struct shard *sh);
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
               UD_MSGRING = 6, UD_ACCEPT80 = 7 };
+struct region;
+struct region_shard;
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
 static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
 static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
@@ -336,6 +374,7 @@ static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint
 
 /* conn.c */
 struct conn *conn_new(struct shard *sh, int fd, bool port80);
+struct conn *conn_new_link(struct shard *sh, int fd);
 void conn_start(struct conn *c);                 /* arm the first recv */
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
@@ -360,6 +399,12 @@ void conn_queue_ctrl(struct conn *c, struct pkt *p);
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);
 bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */
 void conn_queue_packet(struct conn *c, struct pkt *p);
+/* A frame that must not be dropped to the control bound (a watcher's
+ * presence frames: bounded by credits instead). */
+void conn_queue_ctrl_nodrop(struct conn *c, struct pkt *p);
+/* Arm the multishot receive of a conn made established outside the
+ * handshake (an outbound mesh link). */
+void conn_start_established(struct conn *c);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */
 void conn_destroy_all(struct shard *sh);
 void conn_free_orphan(struct conn *c); /* a conn left in a ring at exit */

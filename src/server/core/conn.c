@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "server/log.h"
+#include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
 #include "server/transport/websocket.h"
@@ -88,6 +89,35 @@ struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   return c;
 }
 
+/* An outbound mesh link, already through its handshake (region/link.c):
+ * it reads frames a server sends, and answers to the mesh write timeout. */
+struct conn *conn_new_link(struct shard *sh, int fd) {
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->fd = fd;
+  c->sh = sh;
+  c->state = CS_ESTABLISHED;
+  c->xp = &transport_plain;
+  c->is_link = 1;
+  c->is_mesh = 1;
+  c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
+  set_sockopts(fd);
+  /* The kernel's 15 s user timeout would cut a stalled link before the mesh
+   * write timeout (30 s) does; let ours decide. */
+  int ut = MESH_WRITE_TIMEOUT_MS + 5000;
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
+  read_peer_addr(c);
+  derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
+  list_init(&c->dl_node);
+  list_init(&c->ka_node);
+  list_init(&c->dirty_node);
+  list_add_tail(&sh->conns, &c->all_node);
+  sh->nconns++;
+  atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+  STAT_INC(&sh->stats, cur_conns);
+  return c;
+}
+
 /* Handshake reads are single-shot, so that when ClientInfo is complete no
  * recv is in flight and the conn can move shards at once. */
 static void arm_hs_recv(struct conn *c) {
@@ -109,6 +139,16 @@ static void arm_recv(struct conn *c) {
 }
 
 void conn_start(struct conn *c) { arm_hs_recv(c); }
+
+static uint32_t jitter_ms(struct shard *sh);
+
+void conn_start_established(struct conn *c) {
+  struct shard *sh = c->sh;
+  c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
+  list_add_tail(&sh->ka_fifo, &c->ka_node);
+  shard_mark_dirty(sh, c);
+  arm_recv(c);
+}
 
 /* A failed read: EOF is a normal goodbye, anything else is logged. */
 static void close_on_read(struct conn *c, int res) {
@@ -211,6 +251,16 @@ void conn_queue_ctrl(struct conn *c, struct pkt *p) {
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
 }
 
+void conn_queue_ctrl_nodrop(struct conn *c, struct pkt *p) {
+  if (c->state == CS_CLOSING || c->close_after_send) {
+    pkt_free(c->sh, p);
+    return;
+  }
+  q_append(&c->ctrl_h, &c->ctrl_t, p);
+  c->nctrl++;
+  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+}
+
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
   struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
   if (!m) return false;
@@ -253,8 +303,9 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
   }
   struct pkt **h = p->disco ? &c->disco_h : &c->data_h;
   struct pkt **t = p->disco ? &c->disco_t : &c->data_t;
-  uint8_t *n = p->disco ? &c->ndisco : &c->ndata;
-  if (*n >= CONN_QUEUE_MAX && !c->send) {
+  uint16_t *n = p->disco ? &c->ndisco : &c->ndata;
+  uint16_t max = c->is_link ? LINK_QUEUE_MAX : CONN_QUEUE_MAX;
+  if (*n >= max && !c->send) {
     /* A burst arrived within one loop turn (a ring drain) and nothing is
      * being written yet: start the write now rather than drop. Only a
      * receiver whose previous write is still pending loses packets. */
@@ -265,10 +316,15 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
       return;
     }
   }
-  if (*n >= CONN_QUEUE_MAX) {
+  if (*n >= max) {
     pkt_free(sh, q_pop(h, t));
     (*n)--;
-    STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
+    if (c->is_link) {
+      STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
+      region_link_note_drop(c);
+    } else {
+      STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
+    }
   }
   q_append(h, t, p);
   (*n)++;
@@ -319,17 +375,20 @@ static void submit_send(struct conn *c, bool fresh, size_t wrote) {
   io_uring_prep_sendmsg(sqe, c->fd, &x->msg, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
   c->ops++;
-  int64_t wt = c->sh->srv->cfg.tcp_write_timeout_ms;
+  /* Mesh peers and links get derper's 30 s, in a FIFO of their own so that
+   * each FIFO stays ordered by deadline. */
+  int64_t wt = c->is_mesh ? MESH_WRITE_TIMEOUT_MS : c->sh->srv->cfg.tcp_write_timeout_ms;
   if (c->state == CS_ESTABLISHED && wt > 0 && (fresh || wrote >= SEND_PROGRESS_MIN)) {
     c->deadline_ms = c->sh->now_ms + wt;
-    list_move_tail(&c->sh->wr_fifo, &c->dl_node);
+    list_move_tail(c->is_mesh ? &c->sh->mesh_wr_fifo : &c->sh->wr_fifo, &c->dl_node);
   }
 }
 
 static void destroy(struct conn *c);
 static void release_send(struct conn *c, bool count_drops);
 
-static void count_sent(struct shard *sh, const struct pkt *p) {
+static void count_sent(struct shard *sh, struct pkt *p) {
+  if (p->kind == MSG_PRESENCE) watch_presence_written(sh, p); /* the credit goes back */
   if (p->kind != MSG_PKT) return;
   ops_queue_wait(&sh->stats.ops, (uint32_t)((uint32_t)sh->now_us - p->t_us)); /* mod 2^32 µs */
   STAT_INC(&sh->stats, pkts_sent);
@@ -553,6 +612,8 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
             addr, key, close_reason_name(why), detail ? ": " : "", detail ? detail : "");
   }
   if (prev == CS_ESTABLISHED) relay_unregister(c);
+  if (c->is_watcher) watch_conn_closed(c);
+  if (c->is_link) link_conn_closed(c);
   if (list_linked(&c->dl_node)) list_del(&c->dl_node);
   if (list_linked(&c->ka_node)) list_del(&c->ka_node);
   drop_queues(c);
@@ -633,8 +694,13 @@ static void tick_keepalives(struct shard *sh) {
       continue;
     }
     c->ka_consumed = c->rd.consumed;
-    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN);
-    if (p) {
+    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
+    if (p && c->is_link) { /* we are the client here: a Ping keeps the link honest */
+      uint8_t data[8];
+      memcpy(data, &sh->rng, sizeof data);
+      p->len = (uint32_t)derp_enc_ping(p->data, p->cap, DERP_FRAME_PING, data);
+      conn_queue_ctrl(c, p);
+    } else if (p) {
       p->len = (uint32_t)derp_enc_keep_alive(p->data, p->cap);
       conn_queue_ctrl(c, p);
       STAT_INC(&sh->stats, keepalives);
@@ -655,5 +721,6 @@ static void tick_deadlines(struct shard *sh, struct list *fifo, enum close_reaso
 void conn_tick(struct shard *sh) {
   tick_deadlines(sh, &sh->hs_fifo, CLOSE_handshake_timeout);
   tick_deadlines(sh, &sh->wr_fifo, CLOSE_write_timeout);
+  tick_deadlines(sh, &sh->mesh_wr_fifo, CLOSE_write_timeout);
   tick_keepalives(sh);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "server/log.h"
+#include "server/region/region.h"
 #include "server/server.h"
 
 #define TICK_MS 100
@@ -83,6 +84,49 @@ static bool push(struct shard *sh, struct spsc *q, int to, void *item) {
 bool shard_push_data(struct shard *sh, int to, struct pkt *p) { return push(sh, data_q(sh->srv, sh->id, to), to, p); }
 bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) { return push(sh, ctrl_q(sh->srv, sh->id, to), to, m); }
 bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh, hand_q(sh->srv, sh->id, to), to, c); }
+
+/* Ring full: wait in the outbox, behind anything already waiting for that
+ * target, so that messages to one shard keep their order. A shard sends
+ * such messages only as fast as events happen on it (joins, leaves, link
+ * frames), and every target drains its rings every turn, so the outbox
+ * empties; its size is logged if it ever grows large. */
+void shard_send_ctrl(struct shard *sh, int to, struct pkt *m) {
+  if (to == sh->id) {
+    region_ctrl(sh, m);
+    return;
+  }
+  bool queued = sh->outbox_pend[to / 64] & (1ull << (to % 64));
+  if (!queued && push(sh, ctrl_q(sh->srv, sh->id, to), to, m)) return;
+  m->next = NULL;
+  if (queued) sh->outbox_t[to]->next = m;
+  else sh->outbox_h[to] = m;
+  sh->outbox_t[to] = m;
+  sh->outbox_pend[to / 64] |= 1ull << (to % 64);
+  if (++sh->outbox_n % 65536 == 0)
+    log_warn("shard %d: %u region messages waiting for ring space", sh->id, sh->outbox_n);
+}
+
+static void drain_outbox(struct shard *sh) {
+  for (int w = 0; w < (sh->srv->nshards + 63) / 64; w++) {
+    uint64_t bits = sh->outbox_pend[w];
+    while (bits) {
+      int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      int to = w * 64 + b;
+      struct spsc *q = ctrl_q(sh->srv, sh->id, to);
+      while (sh->outbox_h[to]) {
+        struct pkt *m = sh->outbox_h[to];
+        if (!push(sh, q, to, m)) break;
+        sh->outbox_h[to] = m->next;
+        sh->outbox_n--;
+      }
+      if (!sh->outbox_h[to]) {
+        sh->outbox_t[to] = NULL;
+        sh->outbox_pend[w] &= ~(1ull << b);
+      }
+    }
+  }
+}
 
 /* A shard's listeners. The helpers' accepts carry UD_ACCEPT80 with the
  * listener in the pointer bits (user_data has no tag left). */
@@ -237,10 +281,18 @@ static bool drain_from(struct shard *sh, int f) {
   for (uint32_t i = 0; i < n; i++) conn_adopt(sh, items[i]);
   n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
   more |= n == DRAIN_BATCH;
-  for (uint32_t i = 0; i < n; i++) relay_send_to_key(sh, items[i]);
+  for (uint32_t i = 0; i < n; i++) {
+    struct pkt *m = items[i];
+    if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
+    else relay_send_to_key(sh, m);
+  }
   n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
   more |= n == DRAIN_BATCH;
-  for (uint32_t i = 0; i < n; i++) relay_deliver(sh, items[i]);
+  for (uint32_t i = 0; i < n; i++) {
+    struct pkt *p = items[i];
+    if (p->kind == MSG_FWD_PKT) link_deliver(sh, p);
+    else relay_deliver(sh, p);
+  }
   return more;
 }
 
@@ -345,7 +397,7 @@ static void begin_stop(struct shard *sh) {
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
-    if (c->state != CS_ESTABLISHED) { conn_close(c, CLOSE_shutdown, NULL); continue; }
+    if (c->state != CS_ESTABLISHED || c->is_link) { conn_close(c, CLOSE_shutdown, NULL); continue; }
     struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
     if (!p) continue;
     /* Tell clients to come back soon: derpd is restarting, not gone. */
@@ -405,6 +457,7 @@ static void loop(struct shard *sh) {
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);
       conn_tick(sh);
+      region_tick(sh);
       if (sh->accept_rearm && !sh->stopping) {
         for (int ls = 0; ls < LS_COUNT; ls++)
           if (sh->accept_rearm & (1u << ls)) arm_accept(sh, (enum listener)ls);
@@ -412,8 +465,10 @@ static void loop(struct shard *sh) {
       }
       if (sh->stopping) continue_stop(sh);
     }
+    region_end_turn(sh);
     flush_dirty(sh);
     upgrade_retry_handoffs(sh);
+    if (sh->outbox_n) drain_outbox(sh);
     publish_and_wake(sh);
     wait_events(sh, next_tick);
     shard_clock(sh);
@@ -433,6 +488,9 @@ static void *shard_main(void *arg) {
    * this one (a data race, and TSan says so); main.c reads ring_exited. */
   sh->ring_exited = true;
   conn_destroy_all(sh);
+  for (int t = 0; t < sh->srv->nshards; t++)
+    for (struct pkt *m = sh->outbox_h[t], *n; m; m = n) { n = m->next; pkt_free(sh, m); }
+  region_shard_free(sh);
   pool_destroy(sh);
   peer_table_free(&sh->peers);
   return NULL;
@@ -464,9 +522,14 @@ int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
   list_init(&sh->ka_fifo);
   list_init(&sh->dirty);
   list_init(&sh->handoff_pending);
+  list_init(&sh->mesh_wr_fifo);
   peer_table_init(&sh->peers);
   int words = inbound_words(sh->srv);
   sh->pending_pub = calloc((size_t)words, sizeof(uint64_t));
+  sh->outbox_pend = calloc((size_t)words, sizeof(uint64_t));
+  sh->outbox_h = calloc((size_t)sh->srv->nshards, sizeof *sh->outbox_h);
+  sh->outbox_t = calloc((size_t)sh->srv->nshards, sizeof *sh->outbox_t);
+  if (!sh->outbox_pend || !sh->outbox_h || !sh->outbox_t || region_shard_init(sh) < 0) return -ENOMEM;
   /* Whole cache lines: the bits are written by other shards. */
   size_t ib = ((size_t)words * sizeof(uint64_t) + 63) & ~(size_t)63;
   sh->inbound = aligned_alloc(64, ib);

@@ -11,6 +11,7 @@
 #include "server/operations/debug_http.h"
 #include "server/operations/stats_page.h"
 #include "server/protocol/http.h"
+#include "server/region/region.h"
 #include "server/server.h"
 
 #define DEBUG_CHUNK 65536
@@ -113,6 +114,7 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
   if (r->debug_page == HTTP_DEBUG_VARZ) {
     n = stats_page_varz(body, cap, &v);
+    if (n < cap) n += region_render_varz(body + n, cap - n, s); /* the mesh links */
   } else if (r->debug_page == HTTP_DEBUG_VARS) {
     n = stats_page_vars(body, cap, &v);
     ctype = "application/json";

@@ -69,8 +69,6 @@ size_t metrics_render_varz(char *buf, size_t cap, struct stats *const *all, int 
     }
     put(&o, "%s %lld\n", scalar_names[j], (long long)s.v[j]);
   }
-  put(&o, "# TYPE derp_clients_remote gauge\nderp_clients_remote 0\n");
-  put(&o, "# TYPE derp_watchers gauge\nderp_watchers 0\n");
   put(&o, "# TYPE derp_packets_dropped counter\nderp_packets_dropped %lld\n", (long long)s.dropped);
   put(&o, "# TYPE derp_packets_dropped_reason counter\n");
   for (int j = 0; j < DROP_NREASONS; j++)

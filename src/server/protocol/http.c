@@ -14,7 +14,7 @@
 
 /* The headers derpd keeps; everything else is parsed and dropped. */
 enum { H_NONE = 0, H_UPGRADE, H_FAST_START, H_CHALLENGE, H_WS_PROTO, H_WS_KEY, H_CONNECTION,
-       H_FORWARDED };
+       H_IDEAL_NODE, H_FORWARDED };
 
 static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"upgrade", H_UPGRADE},
@@ -23,6 +23,7 @@ static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"sec-websocket-protocol", H_WS_PROTO},
     {"sec-websocket-key", H_WS_KEY},
     {"connection", H_CONNECTION},
+    {"ideal-node", H_IDEAL_NODE},
     {"x-forwarded-for", H_FORWARDED},
 };
 
@@ -90,6 +91,9 @@ static void apply_header(struct http_req *r) {
   case H_WS_KEY:
     if (!lng && n <= HTTP_WS_KEY_MAX) { memcpy(r->ws_key, v, n); r->ws_key[n] = 0; }
     else r->ws_key[0] = 0;
+    break;
+  case H_IDEAL_NODE: /* derper: any non-empty value marks the client "not ideal" */
+    r->ideal_node = lng || n > 0;
     break;
   case H_CONNECTION:
     /* A long Connection value may still say close; a bounded look is enough. */

@@ -39,6 +39,7 @@ struct http_req {
   bool ws_proto_derp;             /* Sec-WebSocket-Protocol lists "derp" */
   char ws_key[HTTP_WS_KEY_MAX + 1];
   bool conn_close;                /* Connection: close */
+  bool ideal_node;                /* Ideal-Node: names the client's ideal node (not us) */
   bool forwarded;                 /* X-Forwarded-For present (/debug/ refuses it) */
   char query[HTTP_MAX_QUERY + 1]; /* the query string: after '?', before '#' */
   uint16_t query_len;

@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "server/log.h"
+#include "server/region/region.h"
 #include "server/server.h"
 
 uint64_t key_hash(const struct server *s, const derp_key *k) {
@@ -56,6 +57,8 @@ static struct peer *peer_find(struct peer_table *t, const derp_key *k, uint64_t 
   return NULL;
 }
 
+struct peer *relay_peer(struct shard *sh, const derp_key *k, uint64_t h) { return peer_find(&sh->peers, k, h); }
+
 static void peer_table_grow(struct peer_table *t) {
   uint32_t nmask = t->mask * 2 + 1;
   struct peer **nb = calloc(nmask + 1, sizeof *nb);
@@ -86,6 +89,7 @@ void relay_register(struct conn *c) {
   struct shard *sh = c->sh;
   struct peer_table *t = &sh->peers;
   struct peer *p = peer_find(t, &c->key, c->key_hash);
+  bool was_present = p && p->active;
   if (!p) {
     p = calloc(1, sizeof *p);
     if (!p) { conn_close(c, CLOSE_nomem, "peer"); return; }
@@ -107,8 +111,11 @@ void relay_register(struct conn *c) {
   if (p->nconns == 2) { STAT_INC(&sh->stats, dup_keys); STAT_ADD(&sh->stats, dup_conns, 2); }
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
   if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
+  STAT_INC(&sh->stats, clients_accepted);
   STAT_INC(&sh->stats, clients_total);
   STAT_INC(&sh->stats, cur_clients);
+  if (c->not_ideal) STAT_INC(&sh->stats, notideal);
+  watch_note(sh, &p->key, p->hash, was_present);
 }
 
 static void send_key_msg(struct shard *sh, struct pkt *m) {
@@ -122,7 +129,7 @@ static void send_key_msg(struct shard *sh, struct pkt *m) {
 }
 
 /* PeerGone(key about, reason) for the holder of key `to`. */
-static void send_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash,
+void relay_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash,
                            const derp_key *about, uint8_t reason) {
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
   if (!m) return;
@@ -138,7 +145,7 @@ static void notify_gone(struct shard *sh, struct peer *p) {
   for (uint32_t i = 0; i < p->sent_to_cap; i++) {
     const derp_key *k = &p->sent_to[i];
     if (derp_key_is_zero(k)) continue;
-    send_peer_gone(sh, k, key_hash(sh->srv, k), &p->key, DERP_PEER_GONE_DISCONNECTED);
+    relay_peer_gone(sh, k, key_hash(sh->srv, k), &p->key, DERP_PEER_GONE_DISCONNECTED);
   }
 }
 
@@ -155,13 +162,18 @@ void relay_unregister(struct conn *c) {
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
   p->nconns--;
   STAT_ADD(&sh->stats, cur_clients, -1);
+  STAT_ADD(&sh->stats, clients_total, -1);
   if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
+  if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
   if (p->nconns > 0) return;
   notify_gone(sh, p);
   STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to_n);
+  derp_key k = p->key;
+  uint64_t h = p->hash;
   peer_unlink(&sh->peers, p);
   peer_free(p);
+  watch_note(sh, &k, h, true);
 }
 
 /* ---- who a peer sent to (for PeerGone) ---------------------------------- */
@@ -180,32 +192,39 @@ static bool sent_to_insert(derp_key *set, uint32_t cap, const derp_key *k, uint6
   return true;
 }
 
+/* Adds k to a set of at most SENT_TO_MAX keys (open addressing, grown by
+ * doubling, never more than 3/4 full). True if it was added. */
+bool relay_keyset_add(struct shard *sh, derp_key **set, uint32_t *cap, uint32_t *n, const derp_key *k,
+                      uint64_t h) {
+  if (derp_key_is_zero(k)) return false;
+  if (*cap) {
+    derp_key *s = sent_to_slot(*set, *cap, k, h);
+    if (s && !derp_key_is_zero(s)) return false; /* known */
+  }
+  if (*n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return false; }
+  if ((*n + 1) * 4 > *cap * 3) {
+    uint32_t ncap = *cap ? *cap * 2 : 8;
+    derp_key *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return false;
+    for (uint32_t i = 0; i < *cap; i++)
+      if (!derp_key_is_zero(&(*set)[i])) sent_to_insert(ns, ncap, &(*set)[i], key_hash(sh->srv, &(*set)[i]));
+    free(*set);
+    *set = ns;
+    *cap = ncap;
+  }
+  if (!sent_to_insert(*set, *cap, k, h)) return false;
+  (*n)++;
+  return true;
+}
+
 /* Remember that `dst` (a connected client that received packets from p)
  * must hear PeerGone when p leaves. Only confirmed receivers get here
  * (MSG_SAW from dst's owner), so garbage destinations cost nothing. */
 static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, uint64_t h) {
-  if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0 || derp_key_is_zero(dst)) return;
+  if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0) return;
   p->last_dst = *dst;
-  if (p->sent_to_cap) {
-    derp_key *s = sent_to_slot(p->sent_to, p->sent_to_cap, dst, h);
-    if (s && !derp_key_is_zero(s)) return; /* known */
-  }
-  if (p->sent_to_n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return; }
-  if ((p->sent_to_n + 1) * 4 > p->sent_to_cap * 3) {
-    uint32_t ncap = p->sent_to_cap ? p->sent_to_cap * 2 : 8;
-    derp_key *ns = calloc(ncap, sizeof *ns);
-    if (!ns) return;
-    for (uint32_t i = 0; i < p->sent_to_cap; i++)
-      if (!derp_key_is_zero(&p->sent_to[i]))
-        sent_to_insert(ns, ncap, &p->sent_to[i], key_hash(sh->srv, &p->sent_to[i]));
-    free(p->sent_to);
-    p->sent_to = ns;
-    p->sent_to_cap = ncap;
-  }
-  if (sent_to_insert(p->sent_to, p->sent_to_cap, dst, h)) {
-    p->sent_to_n++;
+  if (relay_keyset_add(sh, &p->sent_to, &p->sent_to_cap, &p->sent_to_n, dst, h))
     STAT_INC(&sh->stats, sent_to_keys);
-  }
 }
 
 /* ---- delivery ------------------------------------------------------------ */
@@ -264,13 +283,17 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
   }
   if (peer) {
     STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
+  } else if (p->from_fwd) { /* one hop: never forwarded again */
+    STAT_DROP_T(&sh->stats, unknown_dest_on_fwd, p->disco, 1);
+  } else if (forward_out(sh, p)) {
+    return;
   } else {
     STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
     if (p->disco) { /* so the sender's disco stops waiting */
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
       uint64_t h = key_hash(sh->srv, &k);
-      if (not_here_allowed(sh, h)) send_peer_gone(sh, &k, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
+      if (not_here_allowed(sh, h)) relay_peer_gone(sh, &k, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
     }
   }
   pkt_free(sh, p);
@@ -279,11 +302,10 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
   if (m->kind == MSG_SAW) {
-    if (peer) {
-      derp_key rk;
-      memcpy(rk.b, m->data, DERP_KEY_LEN);
-      note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
-    }
+    derp_key rk;
+    memcpy(rk.b, m->data, DERP_KEY_LEN);
+    if (peer) note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
+    else forward_note_contact(sh, &m->dst, m->hash, &rk); /* the sender is elsewhere in the region */
     pkt_free(sh, m);
     return;
   }
@@ -316,6 +338,11 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
   STAT_ADD(&sh->stats, bytes_recv, plen);
   if (p->disco) STAT_INC(&sh->stats, recv_disco);
   else STAT_INC(&sh->stats, recv_other);
+  relay_route(sh, p);
+  return 0;
+}
+
+void relay_route(struct shard *sh, struct pkt *p) {
   int o = owner_of(sh->srv, p->hash);
   if (o == sh->id) {
     relay_deliver(sh, p);
@@ -325,6 +352,25 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
     STAT_DROP_T(&sh->stats, shard_queue, p->disco, 1);
     pkt_free(sh, p);
   }
+}
+
+/* From a mesh peer: src, dst, payload. Delivered here only (from_fwd). */
+static int on_forward_packet(struct conn *c, const struct derp_frame *f) {
+  struct shard *sh = c->sh;
+  uint32_t plen = f->len - 2 * DERP_KEY_LEN;
+  const uint8_t *payload = f->payload + 2 * DERP_KEY_LEN;
+  struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + plen);
+  if (!p) { conn_close(c, CLOSE_nomem, "packet"); return -1; }
+  derp_key src;
+  memcpy(src.b, f->payload, DERP_KEY_LEN);
+  memcpy(p->dst.b, f->payload + DERP_KEY_LEN, DERP_KEY_LEN);
+  derp_enc_recv_packet(p->data, p->cap, &src, payload, plen);
+  p->kind = MSG_PKT;
+  p->from_fwd = 1;
+  p->disco = derp_is_disco(payload, plen);
+  p->hash = key_hash(sh->srv, &p->dst);
+  STAT_INC(&sh->stats, fwd_in);
+  relay_route(sh, p);
   return 0;
 }
 
@@ -350,16 +396,17 @@ static void on_note_preferred(struct conn *c, const struct derp_frame *f) {
 }
 
 int relay_frame(struct conn *c, const struct derp_frame *f) {
+  if (c->is_link) return link_frame(c, f);
   struct peer *p = c->peer;
   if (p && p->nconns > 1) p->active = c; /* last writer is active */
   switch (f->type) {
   case DERP_FRAME_SEND_PACKET: return on_send_packet(c, f);
   case DERP_FRAME_PING: return on_ping(c, f);
   case DERP_FRAME_NOTE_PREFERRED: on_note_preferred(c, f); return 0;
-  case DERP_FRAME_WATCH_CONNS:
-  case DERP_FRAME_CLOSE_PEER:
-  case DERP_FRAME_FORWARD_PACKET:
-    return 0; /* mesh peers only (others fail at the header); meshing comes later */
+  /* Mesh peers only: the frame reader rejects these from anyone else. */
+  case DERP_FRAME_WATCH_CONNS: return watch_start(c);
+  case DERP_FRAME_CLOSE_PEER: return forward_close_peer(c, f);
+  case DERP_FRAME_FORWARD_PACKET: return on_forward_packet(c, f);
   default:
     return 0; /* Pong, a late ClientInfo, ...: nothing to do, as derper */
   }

@@ -23,6 +23,7 @@
 #include "server/protocol/http.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
+#include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
 #include "server/transport/websocket.h"
@@ -126,7 +127,9 @@ static int client_info_step(struct conn *c) {
     return -1;
   }
   c->key_hash = key_hash(s, &c->key);
-  c->is_mesh = 0; /* no mesh key configured in this version */
+  c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
+  c->is_prober = ci.is_prober;
+  c->not_ideal = hs->req.ideal_node;
   if (!admit(c, &ci)) {
     sodium_memzero(&k, sizeof k);
     conn_close(c, CLOSE_admission, NULL);

@@ -174,6 +174,26 @@ int transport_tls_attach(struct conn *c) {
   return 0;
 }
 
+int transport_tls_adopt(struct conn *c, SSL *ssl) {
+  struct tls_conn *t = calloc(1, sizeof *t);
+  BIO *bio = t ? BIO_new(bio_method) : NULL;
+  if (!bio) {
+    SSL_free(ssl);
+    free(t);
+    ERR_clear_error();
+    return -1;
+  }
+  BIO_set_data(bio, t);
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl, bio, bio); /* frees the socket BIO; the fd stays open */
+  t->ssl = ssl;
+  t->done = true;
+  t->ktls_tried = true; /* links stay in userspace TLS */
+  c->xp = &transport_tls;
+  c->xp_state = t;
+  return 0;
+}
+
 /* ---- receive ------------------------------------------------------------- */
 
 /* Queue what SSL wrote as wire pkts. 0, or -1 after closing the conn. */

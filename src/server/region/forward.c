@@ -1,0 +1,242 @@
+/* forward.c: keys held elsewhere in the region, and packets sent to them.
+ *
+ * Owns each shard's remote table: for a key K owned by this shard, the links
+ * whose node said K is present there, in the order they said so. The first
+ * is used until it goes (derper's multiForwarder: a key seen on two nodes
+ * during a move keeps one path, so packets stay in order). A local client
+ * always wins: forward_out runs only when K has no connection here.
+ *
+ * Packets: forward_out rebuilds the RecvPacket that relay.c made as a
+ * ForwardPacket (src, dst, payload) and sends it to the link's shard on the
+ * data ring (link.c queues it on the link's conn). K's entry remembers its
+ * local contacts: the keys that sent to K, and (through relay.c's MSG_SAW)
+ * the keys that got packets from K. When K leaves the region (its last
+ * forwarder goes and no local conn has it) they get PeerGone(K): derper v1.78
+ * tells the receivers (peerGoneWatchers), and clients that only sent to K
+ * need it as much, so both are told.
+ *
+ * Control messages (MSG_FWD_ADD / MSG_FWD_DEL from a link's shard,
+ * MSG_LINK_DOWN to every shard, MSG_CLOSE_PEER) arrive through region_ctrl. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/region/region_internal.h"
+
+struct remote {
+  struct remote *hnext;
+  uint64_t hash;
+  derp_key key;
+  uint8_t nfwd;
+  uint8_t fwd[FWD_MAX];      /* link indexes, first registered first */
+  derp_key *contacts;        /* local keys that sent to K or got packets from it */
+  uint32_t contacts_cap, contacts_n;
+  derp_key last_contact;
+};
+
+struct fwd_shard {
+  struct remote **buckets;
+  uint32_t mask, count;
+};
+
+
+static uint32_t bucket(const struct fwd_shard *t, uint64_t h) { return (uint32_t)(h >> 32) & t->mask; }
+
+static struct remote *remote_find(struct fwd_shard *t, const derp_key *k, uint64_t h) {
+  if (!t->buckets) return NULL;
+  for (struct remote *r = t->buckets[bucket(t, h)]; r; r = r->hnext)
+    if (r->hash == h && memcmp(r->key.b, k->b, DERP_KEY_LEN) == 0) return r;
+  return NULL;
+}
+
+static void grow(struct fwd_shard *t) {
+  uint32_t nmask = t->buckets ? t->mask * 2 + 1 : 255;
+  struct remote **nb = calloc(nmask + 1, sizeof *nb);
+  if (!nb) return; /* longer chains, nothing breaks */
+  for (uint32_t i = 0; t->buckets && i <= t->mask; i++) {
+    for (struct remote *r = t->buckets[i], *n; r; r = n) {
+      n = r->hnext;
+      uint32_t b = (uint32_t)(r->hash >> 32) & nmask;
+      r->hnext = nb[b];
+      nb[b] = r;
+    }
+  }
+  free(t->buckets);
+  t->buckets = nb;
+  t->mask = nmask;
+}
+
+static struct remote *remote_add(struct fwd_shard *t, const derp_key *k, uint64_t h) {
+  if (!t->buckets || t->count >= t->mask + 1) grow(t);
+  if (!t->buckets) return NULL;
+  struct remote *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->key = *k;
+  r->hash = h;
+  uint32_t b = bucket(t, h);
+  r->hnext = t->buckets[b];
+  t->buckets[b] = r;
+  t->count++;
+  return r;
+}
+
+static void remote_unlink(struct fwd_shard *t, struct remote *r) {
+  struct remote **pp = &t->buckets[bucket(t, r->hash)];
+  while (*pp != r) pp = &(*pp)->hnext;
+  *pp = r->hnext;
+  t->count--;
+  free(r->contacts);
+  free(r);
+}
+
+/* K is in no forwarder's list any more: if no local conn holds it either,
+ * it left the region; whoever here sent to it hears PeerGone. */
+static void gone_from_region(struct shard *sh, struct remote *r) {
+  struct peer *p = relay_peer(sh, &r->key, r->hash);
+  if (p && p->active) return;
+  for (uint32_t i = 0; i < r->contacts_cap; i++) {
+    const derp_key *s = &r->contacts[i];
+    if (derp_key_is_zero(s)) continue;
+    relay_peer_gone(sh, s, key_hash(sh->srv, s), &r->key, DERP_PEER_GONE_DISCONNECTED);
+  }
+}
+
+static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8_t link) {
+  struct fwd_shard *t = region_fwd(sh);
+  struct remote *r = remote_find(t, k, h);
+  if (!r && !(r = remote_add(t, k, h))) {
+    log_error("shard %d: out of memory for a remote key", sh->id);
+    return;
+  }
+  for (uint8_t i = 0; i < r->nfwd; i++)
+    if (r->fwd[i] == link) return; /* a repeated PeerPresent (a dup conn there) */
+  if (r->nfwd == FWD_MAX) return;  /* seen on more nodes than we remember */
+  r->fwd[r->nfwd++] = link;
+  if (r->nfwd == 1) {
+    STAT_INC(&sh->stats, clients_remote);
+    STAT_INC(&sh->stats, clients_total);
+  } else if (r->nfwd == 2) {
+    STAT_INC(&sh->stats, multifwd_created);
+  }
+}
+
+/* Removes link from r; frees r when nothing is left. */
+static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
+  uint8_t i = 0;
+  while (i < r->nfwd && r->fwd[i] != link) i++;
+  if (i == r->nfwd) return;
+  if (i > 0) STAT_INC(&sh->stats, fwd_delete_other); /* not the one in use */
+  memmove(&r->fwd[i], &r->fwd[i + 1], (size_t)(r->nfwd - i - 1));
+  r->nfwd--;
+  if (r->nfwd == 1) STAT_INC(&sh->stats, multifwd_deleted);
+  if (r->nfwd) return;
+  STAT_ADD(&sh->stats, clients_remote, -1);
+  STAT_ADD(&sh->stats, clients_total, -1);
+  gone_from_region(sh, r);
+  remote_unlink(region_fwd(sh), r);
+}
+
+static void link_down(struct shard *sh, uint8_t link) {
+  struct fwd_shard *t = region_fwd(sh);
+  for (uint32_t b = 0; t->buckets && b <= t->mask; b++) {
+    for (struct remote *r = t->buckets[b], *n; r; r = n) {
+      n = r->hnext;
+      del_forwarder(sh, r, link);
+    }
+  }
+}
+
+void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who) {
+  struct remote *r = remote_find(region_fwd(sh), k, h);
+  if (r && r->nfwd)
+    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, who, key_hash(sh->srv, who));
+}
+
+bool forward_out(struct shard *sh, struct pkt *p) {
+  struct remote *r = remote_find(region_fwd(sh), &p->dst, p->hash);
+  if (!r || !r->nfwd) return false;
+  const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
+  uint32_t plen = p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN;
+  struct pkt *f = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen);
+  if (!f) return false;
+  derp_key sk;
+  memcpy(sk.b, src, DERP_KEY_LEN);
+  derp_enc_forward_packet(f->data, f->cap, &sk, &p->dst, src + DERP_KEY_LEN, plen);
+  f->len = DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen;
+  f->kind = MSG_FWD_PKT;
+  f->disco = p->disco;
+  memset(f->dst.b, 0, sizeof f->dst.b);
+  rmsg(f)->link = r->fwd[0];
+  if (memcmp(r->last_contact.b, sk.b, DERP_KEY_LEN) != 0) {
+    r->last_contact = sk;
+    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, &sk, key_hash(sh->srv, &sk));
+  }
+  pkt_free(sh, p);
+  int o = region_link_shard(sh->srv, rmsg(f)->link);
+  if (o == sh->id) {
+    link_deliver(sh, f);
+  } else if (!shard_push_data(sh, o, f)) {
+    STAT_DROP(&sh->stats, shard_queue, 1);
+    pkt_free(sh, f);
+  }
+  return true;
+}
+
+/* ClosePeer from a mesh peer: every conn of the key, on its owner. */
+int forward_close_peer(struct conn *c, const struct derp_frame *f) {
+  struct shard *sh = c->sh;
+  struct pkt *m = pkt_alloc(sh, 0);
+  if (!m) return 0;
+  m->kind = MSG_CLOSE_PEER;
+  m->len = 0;
+  memcpy(m->dst.b, f->payload, DERP_KEY_LEN);
+  m->hash = key_hash(sh->srv, &m->dst);
+  shard_send_ctrl(sh, owner_of(sh->srv, m->hash), m);
+  return 0;
+}
+
+static void close_peer(struct shard *sh, struct pkt *m) {
+  char key[DERP_KEY_STRLEN];
+  derp_key_format(&m->dst, key);
+  struct peer *p = relay_peer(sh, &m->dst, m->hash);
+  if (!p) {
+    log_info("shard %d: ClosePeer %s: no such client here; ignored", sh->id, key);
+    pkt_free(sh, m);
+    return;
+  }
+  log_info("shard %d: ClosePeer %s: closing %u connection%s", sh->id, key, p->nconns,
+           p->nconns == 1 ? "" : "s");
+  /* conn_close unlinks the conn from p (and frees p with the last one). */
+  while ((p = relay_peer(sh, &m->dst, m->hash)) && p->conns)
+    conn_close(p->conns, CLOSE_close_peer, "ClosePeer from a mesh peer");
+  pkt_free(sh, m);
+}
+
+void region_fwd_ctrl(struct shard *sh, struct pkt *m) {
+  switch (m->kind) {
+  case MSG_FWD_ADD: add_forwarder(sh, (const derp_key *)m->data, m->hash, rmsg(m)->link); break;
+  case MSG_FWD_DEL: {
+    struct remote *r = remote_find(region_fwd(sh), (const derp_key *)m->data, m->hash);
+    if (r) del_forwarder(sh, r, rmsg(m)->link);
+    break;
+  }
+  case MSG_LINK_DOWN: link_down(sh, rmsg(m)->link); break;
+  case MSG_CLOSE_PEER: close_peer(sh, m); return;
+  default: break;
+  }
+  pkt_free(sh, m);
+}
+
+struct fwd_shard *region_fwd_new(void) { return calloc(1, sizeof(struct fwd_shard)); }
+
+void region_fwd_free(struct fwd_shard *t) {
+  if (!t) return;
+  for (uint32_t b = 0; t->buckets && b <= t->mask; b++)
+    for (struct remote *r = t->buckets[b], *n; r; r = n) {
+      n = r->hnext;
+      free(r->contacts);
+      free(r);
+    }
+  free(t->buckets);
+  free(t);
+}

@@ -1,0 +1,120 @@
+/* region.c: the region's start-up (mesh key, -mesh-with) and its seams with
+ * the shard loop: per-shard state, control-message dispatch, the end of a
+ * loop turn and the tick. What watchers, forwarders and links do is in
+ * watch.c, forward.c and link.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "server/log.h"
+#include "server/region/region_internal.h"
+
+int region_links_setup(struct server *s, const struct mesh_entry *e, int n);
+void region_links_free(struct region *rg);
+
+/* derper's defaults, used when present and -mesh-psk-file is not given. */
+static const char *const default_key_paths[] = {"/home/derp/keys/derp-mesh.key", NULL};
+
+static int load_mesh_key(struct server *s) {
+  struct region *rg = s->region;
+  const char *path = s->cfg.mesh_psk_file[0] ? s->cfg.mesh_psk_file : NULL;
+  char home_path[1100];
+  if (!path) {
+    const char *home = getenv("HOME");
+    snprintf(home_path, sizeof home_path, "%s/keys/derp-mesh.key", home ? home : "");
+    const char *cands[] = {default_key_paths[0], home && home[0] ? home_path : NULL};
+    for (size_t i = 0; i < 2 && !path; i++)
+      if (cands[i] && access(cands[i], F_OK) == 0) path = cands[i];
+  }
+  if (!path) {
+    const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
+    if (!env || !env[0]) return 0;
+    if (!s->cfg.dev) {
+      log_error("TAILSCALE_DERPER_MESH_KEY is only read with -dev (use -mesh-psk-file)");
+      return -1;
+    }
+    const char *why = "";
+    if (derp_mesh_key_parse(env, strlen(env), rg->mesh_key, sizeof rg->mesh_key, &why) < 0) {
+      log_error("TAILSCALE_DERPER_MESH_KEY: %s", why);
+      return -1;
+    }
+    log_info("mesh: key from TAILSCALE_DERPER_MESH_KEY");
+    return 0;
+  }
+  char msg[1200];
+  if (derp_mesh_key_load(path, rg->mesh_key, sizeof rg->mesh_key, msg, sizeof msg) < 0) {
+    log_error("-mesh-psk-file %s", msg);
+    return -1;
+  }
+  log_info("mesh: key from %s", path);
+  return 0;
+}
+
+int region_setup(struct server *s) {
+  struct region *rg = calloc(1, sizeof *rg);
+  if (!rg) return -1;
+  s->region = rg;
+  if (load_mesh_key(s) < 0) return -1;
+  struct mesh_entry *e = calloc(REGION_MAX_LINKS, sizeof *e);
+  int n = 0;
+  char err[256];
+  if (!e) return -1;
+  if (mesh_with_parse(s->cfg.mesh_with, e, REGION_MAX_LINKS, &n, err, sizeof err) < 0) {
+    log_error("%s", err);
+    free(e);
+    return -1;
+  }
+  if (n && !rg->mesh_key[0]) {
+    log_error("-mesh-with needs a mesh key (-mesh-psk-file)");
+    free(e);
+    return -1;
+  }
+  int r = region_links_setup(s, e, n);
+  free(e);
+  if (r < 0) { log_error("mesh: out of resources setting up links"); return -1; }
+  if (n) log_info("mesh: %d -mesh-with entr%s (this node's own is found and skipped)", n, n == 1 ? "y" : "ies");
+  return 0;
+}
+
+void region_free(struct server *s) {
+  if (!s->region) return;
+  region_links_free(s->region);
+  sodium_memzero(s->region->mesh_key, sizeof s->region->mesh_key);
+  free(s->region);
+  s->region = NULL;
+}
+
+bool region_is_mesh_key(const struct region *r, const char *key) { return derp_mesh_key_equal(key, r->mesh_key); }
+
+int region_shard_init(struct shard *sh) {
+  sh->rg = calloc(1, sizeof *sh->rg);
+  if (!sh->rg) return -1;
+  sh->rg->watch = region_watch_new();
+  sh->rg->fwd = region_fwd_new();
+  return sh->rg->watch && sh->rg->fwd ? 0 : -1;
+}
+
+void region_shard_free(struct shard *sh) {
+  if (!sh->rg) return;
+  region_watch_free(sh->rg->watch);
+  region_fwd_free(sh->rg->fwd);
+  free(sh->rg);
+  sh->rg = NULL;
+}
+
+void region_ctrl(struct shard *sh, struct pkt *m) {
+  switch (m->kind) {
+  case MSG_WATCH_SUB:
+  case MSG_WATCH_UNSUB:
+  case MSG_PRESENCE:
+  case MSG_WATCH_ACK: region_watch_ctrl(sh, m); break;
+  default: region_fwd_ctrl(sh, m); break;
+  }
+}
+
+void region_end_turn(struct shard *sh) { region_watch_end_turn(sh); }
+
+void region_tick(struct shard *sh) { region_links_tick(sh); }

@@ -1,0 +1,392 @@
+/* watch.c: watchers (mesh peers that sent WatchConns) and what they are told.
+ *
+ * A watcher W lives on its conn's shard Sw, in a slot of that shard's table.
+ * Presence about key K is known only on owner(K), so every shard S keeps a
+ * subscription per watcher: a set of keys that changed since W was last told
+ * (coalesced: one entry per key, however often it churned) and a few credits.
+ * S turns dirty keys into PeerPresent / PeerGone frames with the key's state
+ * at that moment, packs up to PRESENCE_BATCH of them into one MSG_PRESENCE
+ * and sends it to Sw, spending a credit; Sw queues it on W's conn, and once
+ * it is written (conn.c, count_sent) returns the credit. So:
+ *  - no update is lost: a key stays dirty until a frame with its latest state
+ *    is sent, and the control messages travel by shard_send_ctrl (never dropped);
+ *  - order per key holds: one entry per key, the frame carries the state at
+ *    the time it is made, and the ring S -> Sw is FIFO;
+ *  - memory is bounded: a set holds at most the keys present now plus those
+ *    the watcher still believes present (a key that came and went unseen is
+ *    forgotten); in flight at most PRESENCE_CREDITS batches per (S, W);
+ *  - a watcher that stops reading stops the credits, not the shards; its
+ *    write timeout (30 s for mesh peers) cuts it.
+ * The snapshot at WatchConns is the same mechanism: every present key is
+ * marked dirty, as "not known to the watcher". */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/region/region_internal.h"
+
+#define PRESENCE_BATCH 256   /* frames per MSG_PRESENCE (14 KiB) */
+#define PRESENCE_CREDITS 2   /* MSG_PRESENCE in flight per (shard, watcher) */
+#define PRESENT_FRAME_LEN (DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 16 + 2 + 1)
+
+enum { SLOT_EMPTY = 0, SLOT_LIVE, SLOT_TOMB };
+
+struct dirty_ent {
+  derp_key key;
+  uint64_t hash;
+  uint8_t state;       /* SLOT_* */
+  uint8_t was_present; /* what the watcher was last told (or would be, unseen) */
+};
+
+/* This shard's side of one watcher. */
+struct wsub {
+  uint16_t wshard, slot;
+  uint32_t gen;
+  uint8_t credits;
+  bool queued;                 /* on the shard's flush list */
+  struct dirty_ent *tab;
+  uint32_t cap, live, used;    /* used = live + tombstones */
+  uint32_t cursor;
+};
+
+/* A watcher on this shard. */
+struct watcher {
+  struct conn *c;              /* NULL = slot free */
+  uint32_t gen;
+};
+
+struct watch_shard {
+  struct wsub **subs;
+  uint32_t nsubs, subs_cap;
+  struct wsub **flush;         /* subs with dirty keys and credits to spend */
+  uint32_t nflush;
+  struct watcher w[WATCH_SLOTS];
+  uint32_t next_gen;
+};
+
+/* ---- the dirty set: open addressing, tombstones ---------------------------- */
+
+static struct dirty_ent *ds_find(struct wsub *s, const derp_key *k, uint64_t h, struct dirty_ent **free_slot) {
+  *free_slot = NULL;
+  if (!s->cap) return NULL;
+  for (uint32_t i = 0, j = (uint32_t)h & (s->cap - 1); i < s->cap; i++, j = (j + 1) & (s->cap - 1)) {
+    struct dirty_ent *e = &s->tab[j];
+    if (e->state == SLOT_EMPTY) {
+      if (!*free_slot) *free_slot = e;
+      return NULL;
+    }
+    if (e->state == SLOT_TOMB) {
+      if (!*free_slot) *free_slot = e;
+    } else if (e->hash == h && memcmp(e->key.b, k->b, DERP_KEY_LEN) == 0) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+static bool ds_rehash(struct wsub *s, uint32_t ncap) {
+  struct dirty_ent *nt = calloc(ncap, sizeof *nt);
+  if (!nt) return false;
+  for (uint32_t i = 0; i < s->cap; i++) {
+    struct dirty_ent *e = &s->tab[i];
+    if (e->state != SLOT_LIVE) continue;
+    uint32_t j = (uint32_t)e->hash & (ncap - 1);
+    while (nt[j].state != SLOT_EMPTY) j = (j + 1) & (ncap - 1);
+    nt[j] = *e;
+  }
+  free(s->tab);
+  s->tab = nt;
+  s->cap = ncap;
+  s->used = s->live;
+  s->cursor = 0;
+  return true;
+}
+
+/* Marks k dirty. false: out of memory (the watcher is then cut: it would
+ * miss an update otherwise). */
+static bool ds_mark(struct wsub *s, const derp_key *k, uint64_t h, bool was_present, bool now_present) {
+  struct dirty_ent *slot;
+  struct dirty_ent *e = ds_find(s, k, h, &slot);
+  if (e) {
+    /* Came and went before the watcher heard of it: nothing to tell. */
+    if (!e->was_present && !now_present) {
+      e->state = SLOT_TOMB;
+      s->live--;
+    }
+    return true;
+  }
+  if (!was_present && !now_present) return true;
+  if ((s->used + 1) * 4 > s->cap * 3) {
+    uint32_t ncap = s->cap ? s->cap : 64;
+    while ((s->live + 1) * 2 > ncap) ncap *= 2;
+    if (!ds_rehash(s, ncap)) return false;
+    ds_find(s, k, h, &slot);
+  }
+  if (slot->state == SLOT_EMPTY) s->used++;
+  slot->key = *k;
+  slot->hash = h;
+  slot->state = SLOT_LIVE;
+  slot->was_present = was_present;
+  s->live++;
+  return true;
+}
+
+/* ---- subscriptions (every shard) ------------------------------------------ */
+
+static void want_flush(struct watch_shard *ws, struct wsub *s) {
+  if (s->queued || !s->live || !s->credits) return;
+  s->queued = true;
+  ws->flush[ws->nflush++] = s; /* flush has room for every sub */
+}
+
+static struct wsub *sub_find(struct watch_shard *ws, uint16_t wshard, uint16_t slot, uint32_t gen, uint32_t *idx) {
+  for (uint32_t i = 0; i < ws->nsubs; i++) {
+    struct wsub *s = ws->subs[i];
+    if (s->wshard == wshard && s->slot == slot && s->gen == gen) {
+      if (idx) *idx = i;
+      return s;
+    }
+  }
+  return NULL;
+}
+
+static void sub_free(struct wsub *s) {
+  free(s->tab);
+  free(s);
+}
+
+static struct pkt *region_msg(struct shard *sh, enum msg_kind kind, uint32_t len) {
+  struct pkt *m = pkt_alloc(sh, len);
+  if (!m) return NULL;
+  m->kind = (uint8_t)kind;
+  m->len = 0;
+  memset(m->dst.b, 0, sizeof m->dst.b);
+  rmsg(m)->from = (uint16_t)sh->id;
+  return m;
+}
+
+/* A watcher appeared: everything present here is news to it. */
+static void on_sub(struct shard *sh, struct pkt *m) {
+  struct watch_shard *ws = region_watch(sh);
+  struct rmsg *r = rmsg(m);
+  struct wsub *s = calloc(1, sizeof *s);
+  if (s && ws->nsubs == ws->subs_cap) {
+    uint32_t ncap = ws->subs_cap ? ws->subs_cap * 2 : 8;
+    struct wsub **a = realloc(ws->subs, ncap * sizeof *a);
+    struct wsub **f = a ? realloc(ws->flush, ncap * sizeof *f) : NULL;
+    if (a) ws->subs = a;
+    if (f) { ws->flush = f; ws->subs_cap = ncap; }
+  }
+  if (!s || ws->nsubs == ws->subs_cap) {
+    /* Out of memory: this watcher would miss keys, which is worse than
+     * losing it; its shard cuts it when it sees the refusal. */
+    free(s);
+    log_error("shard %d: out of memory for a watcher's subscription", sh->id);
+    pkt_free(sh, m);
+    return;
+  }
+  s->wshard = r->from;
+  s->slot = r->slot;
+  s->gen = r->gen;
+  s->credits = PRESENCE_CREDITS;
+  ws->subs[ws->nsubs++] = s;
+  struct peer_table *t = &sh->peers;
+  for (uint32_t b = 0; b <= t->mask; b++)
+    for (struct peer *p = t->buckets[b]; p; p = p->hnext)
+      if (p->active) ds_mark(s, &p->key, p->hash, false, true);
+  want_flush(ws, s);
+  pkt_free(sh, m);
+}
+
+static void on_unsub(struct shard *sh, struct pkt *m) {
+  struct watch_shard *ws = region_watch(sh);
+  struct rmsg *r = rmsg(m);
+  uint32_t i;
+  struct wsub *s = sub_find(ws, r->from, r->slot, r->gen, &i);
+  if (s) {
+    ws->subs[i] = ws->subs[--ws->nsubs];
+    for (uint32_t j = 0; j < ws->nflush; j++)
+      if (ws->flush[j] == s) { ws->flush[j] = ws->flush[--ws->nflush]; break; }
+    sub_free(s);
+  }
+  pkt_free(sh, m);
+}
+
+static void on_ack(struct shard *sh, struct pkt *m) {
+  struct watch_shard *ws = region_watch(sh);
+  struct rmsg *r = rmsg(m);
+  struct wsub *s = sub_find(ws, r->from, r->slot, r->gen, NULL);
+  if (s) {
+    s->credits++;
+    want_flush(ws, s);
+  }
+  pkt_free(sh, m);
+}
+
+/* derper's flags: regular only when no other bit applies. */
+uint8_t watch_flags(const struct conn *c) {
+  uint8_t f = 0;
+  if (c->is_mesh) f |= DERP_PEER_PRESENT_MESH;
+  if (c->is_prober) f |= DERP_PEER_PRESENT_PROBER;
+  if (c->not_ideal) f |= DERP_PEER_PRESENT_NOT_IDEAL;
+  return f ? f : DERP_PEER_PRESENT_REGULAR;
+}
+
+static size_t put_present(uint8_t *o, const derp_key *k, const struct conn *c) {
+  return derp_enc_peer_present(o, PRESENT_FRAME_LEN, k, c->addr.sin6_addr.s6_addr, ntohs(c->addr.sin6_port),
+                               watch_flags(c));
+}
+
+/* One MSG_PRESENCE from s's dirty keys, in the state they are in now. */
+static void flush_sub(struct shard *sh, struct wsub *s) {
+  struct pkt *m = region_msg(sh, MSG_PRESENCE, PRESENCE_BATCH * PRESENT_FRAME_LEN);
+  if (!m) return; /* keys stay dirty; tried again at the next change or ack */
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++) {
+    uint32_t j = (s->cursor + i) & (s->cap - 1);
+    struct dirty_ent *e = &s->tab[j];
+    if (e->state != SLOT_LIVE) continue;
+    struct peer *p = relay_peer(sh, &e->key, e->hash);
+    uint8_t *o = m->data + m->len;
+    if (p && p->active) {
+      m->len += (uint32_t)put_present(o, &e->key, p->active);
+      n++;
+    } else if (e->was_present) {
+      m->len += (uint32_t)derp_enc_peer_gone(o, PRESENT_FRAME_LEN, &e->key, DERP_PEER_GONE_DISCONNECTED);
+      n++;
+    }
+    e->state = SLOT_TOMB;
+    s->live--;
+    s->cursor = (j + 1) & (s->cap - 1);
+  }
+  if (s->live == 0 && s->cap) { /* all told: start clean */
+    memset(s->tab, 0, s->cap * sizeof *s->tab);
+    s->used = 0;
+    s->cursor = 0;
+  }
+  if (n == 0) { pkt_free(sh, m); return; }
+  STAT_ADD(&sh->stats, presence_frames, n);
+  struct rmsg *r = rmsg(m);
+  r->slot = s->slot;
+  r->gen = s->gen;
+  s->credits--;
+  shard_send_ctrl(sh, s->wshard, m);
+}
+
+void region_watch_end_turn(struct shard *sh) {
+  struct watch_shard *ws = region_watch(sh);
+  while (ws->nflush) {
+    struct wsub *s = ws->flush[--ws->nflush];
+    s->queued = false;
+    while (s->live && s->credits) flush_sub(sh, s);
+  }
+}
+
+void watch_note(struct shard *sh, const derp_key *k, uint64_t h, bool was_present) {
+  struct watch_shard *ws = region_watch(sh);
+  if (!ws->nsubs) return;
+  struct peer *p = relay_peer(sh, k, h);
+  bool now = p && p->active;
+  for (uint32_t i = 0; i < ws->nsubs; i++) {
+    struct wsub *s = ws->subs[i];
+    if (!ds_mark(s, k, h, was_present, now)) {
+      log_error("shard %d: out of memory tracking a watcher's changes", sh->id);
+      continue;
+    }
+    want_flush(ws, s);
+  }
+}
+
+/* ---- watchers (the watcher's own shard) ----------------------------------- */
+
+static void broadcast(struct shard *sh, enum msg_kind kind, uint16_t slot, uint32_t gen) {
+  for (int t = 0; t < sh->srv->nshards; t++) {
+    struct pkt *m = region_msg(sh, kind, 0);
+    if (!m) {
+      log_error("shard %d: out of memory telling shard %d about a watcher", sh->id, t);
+      continue;
+    }
+    rmsg(m)->slot = slot;
+    rmsg(m)->gen = gen;
+    shard_send_ctrl(sh, t, m);
+  }
+}
+
+int watch_start(struct conn *c) {
+  struct shard *sh = c->sh;
+  struct watch_shard *ws = region_watch(sh);
+  if (c->is_watcher) return 0; /* a second WatchConns: nothing new to send */
+  struct region *rg = sh->srv->region;
+  int slot = -1;
+  for (int i = 0; i < WATCH_SLOTS && slot < 0; i++)
+    if (!ws->w[i].c) slot = i;
+  if (slot < 0 || atomic_fetch_add(&rg->nwatchers, 1) >= WATCH_MAX) {
+    if (slot >= 0) atomic_fetch_sub(&rg->nwatchers, 1);
+    conn_close(c, CLOSE_watchers_full, "too many watchers");
+    return -1;
+  }
+  ws->w[slot].c = c;
+  ws->w[slot].gen = ++ws->next_gen;
+  c->is_watcher = 1;
+  STAT_INC(&sh->stats, watchers);
+  broadcast(sh, MSG_WATCH_SUB, (uint16_t)slot, ws->w[slot].gen);
+  return 0;
+}
+
+void watch_conn_closed(struct conn *c) {
+  struct shard *sh = c->sh;
+  struct watch_shard *ws = region_watch(sh);
+  for (int i = 0; i < WATCH_SLOTS; i++) {
+    if (ws->w[i].c != c) continue;
+    ws->w[i].c = NULL;
+    atomic_fetch_sub(&sh->srv->region->nwatchers, 1);
+    STAT_ADD(&sh->stats, watchers, -1);
+    broadcast(sh, MSG_WATCH_UNSUB, (uint16_t)i, ws->w[i].gen);
+    return;
+  }
+}
+
+static void on_presence(struct shard *sh, struct pkt *m) {
+  struct watch_shard *ws = region_watch(sh);
+  struct rmsg *r = rmsg(m);
+  struct watcher *w = r->slot < WATCH_SLOTS ? &ws->w[r->slot] : NULL;
+  if (!w || !w->c || w->gen != r->gen || w->c->state != CS_ESTABLISHED) {
+    pkt_free(sh, m); /* the watcher left; its subscriptions are being dropped */
+    return;
+  }
+  conn_queue_ctrl_nodrop(w->c, m); /* kind stays MSG_PRESENCE: written -> ack */
+}
+
+void watch_presence_written(struct shard *sh, struct pkt *p) {
+  struct rmsg *r = rmsg(p);
+  struct pkt *a = region_msg(sh, MSG_WATCH_ACK, 0);
+  if (!a) {
+    log_error("shard %d: out of memory returning a watcher credit", sh->id);
+    return;
+  }
+  /* The subscription is found by (watcher shard, slot, gen): this shard. */
+  rmsg(a)->slot = r->slot;
+  rmsg(a)->gen = r->gen;
+  shard_send_ctrl(sh, r->from, a);
+}
+
+void region_watch_ctrl(struct shard *sh, struct pkt *m) {
+  switch (m->kind) {
+  case MSG_WATCH_SUB: on_sub(sh, m); break;
+  case MSG_WATCH_UNSUB: on_unsub(sh, m); break;
+  case MSG_PRESENCE: on_presence(sh, m); break;
+  case MSG_WATCH_ACK: on_ack(sh, m); break;
+  default: pkt_free(sh, m); break;
+  }
+}
+
+struct watch_shard *region_watch_new(void) { return calloc(1, sizeof(struct watch_shard)); }
+
+void region_watch_free(struct watch_shard *ws) {
+  if (!ws) return;
+  for (uint32_t i = 0; i < ws->nsubs; i++) sub_free(ws->subs[i]);
+  free(ws->subs);
+  free(ws->flush);
+  free(ws);
+}

@@ -1,0 +1,729 @@
+/* test_region.c: regions of derpd nodes on loopback, end to end.
+ *
+ * Owns the region contract as clients and operators see it: every ordered
+ * pair of nodes relays both ways in order (64 KiB packets too), over plain
+ * links and TLS links (self-signed, trusted through SSL_CERT_FILE); a client
+ * that moves between nodes keeps receiving; a node killed with SIGKILL costs
+ * its clients a reconnect, and its keys leave the others (PeerGone to their
+ * senders); a ForwardPacket is never forwarded twice; after churn every
+ * node's remote view and every watcher's view equal the truth; a wrong mesh
+ * key is refused, logged once and retried; a mesh link that stops reading is
+ * cut after 30 s without slowing local pairs; ClosePeer closes exactly its key.
+ *
+ * Not Criterion: the TLS region links BoringSSL (libderp_tls), which clashes
+ * with the OpenSSL that Criterion loads. Each test starts its own nodes;
+ * meson runs the tests as separate processes (argv[1] picks one), so slow ones
+ * overlap. */
+#define MINI_TEST_MAIN
+#include "mini_test.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "derp/client_tls.h"
+#include "e2e_util.h"
+
+#define MAXN 3
+#define MAXC 160
+
+struct region {
+  int n;
+  bool tls;
+  struct derpd_proc node[MAXN];
+  uint16_t port[MAXN];
+  char dir[128], key_file[600], ca_file[600];
+};
+
+static struct region g_r;
+static bool g_cert_dir; /* TLS links trust SSL_CERT_DIR rather than SSL_CERT_FILE */
+static struct derp_client *g_clients[MAXC];
+static int g_nclients;
+
+static derp_key pub_of(const derp_privkey *priv) {
+  derp_key k;
+  derp_key_public(priv, &k);
+  return k;
+}
+
+static bool sanitized(void) {
+  const char *s = getenv("DERPD_SANITIZE");
+  return s && s[0] && strcmp(s, "none") != 0;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f, "open %s: %s", path, strerror(errno));
+  fputs(text, f);
+  fclose(f);
+}
+
+static void make_key_file(const char *path) {
+  uint8_t b[32];
+  derp_key k;
+  e2e_random_key(&k);
+  memcpy(b, k.b, sizeof b);
+  char hex[65];
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", b[i]);
+  char text[80];
+  snprintf(text, sizeof text, "  %s\n", hex); /* derper trims whitespace */
+  write_file(path, text);
+}
+
+/* The links of node i: "all" = every node (itself included, as one shared
+ * command line would), "chain" = only its neighbours. */
+static void mesh_list(struct region *r, int i, bool chain, char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = 0;
+  for (int j = 0; j < r->n; j++) {
+    if (chain && (j == i || (j != i - 1 && j != i + 1))) continue;
+    n += (size_t)snprintf(out + n, cap - n, "%s%s%s:%u", n ? "," : "", r->tls ? "" : "http://",
+                          r->tls ? "localhost" : "127.0.0.1", r->port[j]);
+  }
+}
+
+static void node_args(struct region *r, int i, bool chain, const char *key_file, char *out, size_t cap) {
+  char list[512];
+  mesh_list(r, i, chain, list, sizeof list);
+  size_t n = (size_t)snprintf(out, cap, "-mesh-psk-file %s -mesh-with %s", key_file, list);
+  if (r->tls)
+    snprintf(out + n, cap - n, " -certmode selfsigned -hostname localhost -certdir %s/c%d -http-port -1",
+             r->dir, i);
+}
+
+static void start_node(struct region *r, int i, bool chain, const char *key_file) {
+  char args[900];
+  node_args(r, i, chain, key_file, args, sizeof args);
+  cr_assert_eq(derpd_start_port(&r->node[i], 2, r->port[i], args), 0, "node %d did not start", i);
+}
+
+/* TLS: one node makes a self-signed certificate for localhost once; every
+ * node serves it, and it is what the links (and the test's clients) trust,
+ * through SSL_CERT_FILE as an operator's private CA would be. */
+static void make_certs(struct region *r) {
+  char args[300], cmd[1200];
+  snprintf(args, sizeof args, "-certmode selfsigned -hostname localhost -certdir %.100s/c0 -http-port -1", r->dir);
+  struct derpd_proc p;
+  cr_assert_eq(derpd_start_port(&p, 1, r->port[0], args), 0, "certificate maker did not start");
+  derpd_kill(&p);
+  for (int i = 1; i < r->n; i++) {
+    snprintf(cmd, sizeof cmd, "mkdir -p '%.100s/c%d' && cp '%.100s/c0/localhost.crt' '%.100s/c0/localhost.key' '%.100s/c%d/'",
+             r->dir, i, r->dir, r->dir, r->dir, i);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+  }
+  snprintf(r->ca_file, sizeof r->ca_file, "%.100s/c0/localhost.crt", r->dir);
+  if (!g_cert_dir) {
+    setenv("SSL_CERT_FILE", r->ca_file, 1); /* the nodes inherit it */
+    return;
+  }
+  /* Go's other variable: a directory of hashed roots, beside the system bundle. */
+  snprintf(cmd, sizeof cmd, "mkdir -p '%.100s/roots' && cp '%.100s' '%.100s/roots/' && openssl rehash '%.100s/roots'",
+           r->dir, r->ca_file, r->dir, r->dir);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  char dir[700];
+  snprintf(dir, sizeof dir, "%.100s/roots", r->dir);
+  setenv("SSL_CERT_DIR", dir, 1);
+}
+
+static void region_up(int n, bool tls, bool chain) {
+  struct region *r = &g_r;
+  memset(r, 0, sizeof *r);
+  r->n = n;
+  r->tls = tls;
+  snprintf(r->dir, sizeof r->dir, "/tmp/derpd-region-XXXXXX");
+  cr_assert_not_null(mkdtemp(r->dir));
+  snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
+  make_key_file(r->key_file);
+  for (int i = 0; i < n; i++) cr_assert_eq(e2e_pick_port(&r->port[i]), 0);
+  if (tls) make_certs(r);
+  for (int i = 0; i < n; i++) start_node(r, i, chain, r->key_file);
+}
+
+/* Every node watched by every other (plain only: /debug/varz is plain HTTP). */
+static void wait_meshed(int watchers_each) {
+  for (int i = 0; i < g_r.n; i++) {
+    long long w = derpd_varz_eventually(&g_r.node[i], "derp_watchers", watchers_each, 10000);
+    cr_assert_eq(w, watchers_each, "node %d: %lld watchers, want %d", i, w, watchers_each);
+  }
+}
+
+static struct derp_client *connect_as(int i, const derp_privkey *priv, const char *mesh_key) {
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = g_r.port[i], .priv = priv,
+                               .mesh_key = mesh_key, .timeout_ms = 5000};
+  struct derp_client *c = NULL;
+  char err[256] = "";
+  int rc;
+  if (g_r.tls) {
+    struct derp_tls_opts t = {.sni = "localhost", .ca_file = g_r.ca_file};
+    rc = derp_client_connect_tls(&c, &o, &t, NULL, err, sizeof err);
+  } else {
+    rc = derp_client_connect(&c, &o, err, sizeof err);
+  }
+  cr_assert_eq(rc, 0, "connect to node %d: %s", i, err);
+  cr_assert(g_nclients < MAXC);
+  g_clients[g_nclients++] = c;
+  return c;
+}
+
+static struct derp_client *client_on(int i, derp_privkey *priv_out) {
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  if (priv_out) *priv_out = priv;
+  return connect_as(i, &priv, NULL);
+}
+
+static void close_client(struct derp_client *c) {
+  for (int i = 0; i < g_nclients; i++)
+    if (g_clients[i] == c) { g_clients[i] = g_clients[--g_nclients]; break; }
+  derp_client_close(c);
+}
+
+static char g_mesh_key[200];
+static const char *mesh_key(void) {
+  FILE *f = fopen(g_r.key_file, "r");
+  cr_assert_not_null(f);
+  char buf[200] = "";
+  cr_assert_not_null(fgets(buf, sizeof buf, f));
+  fclose(f);
+  char *s = buf;
+  while (*s == ' ') s++;
+  s[strcspn(s, "\r\n ")] = 0;
+  snprintf(g_mesh_key, sizeof g_mesh_key, "%s", s);
+  return g_mesh_key;
+}
+
+static int teardown(void) {
+  while (g_nclients) derp_client_close(g_clients[--g_nclients]);
+  for (int i = 0; i < MAXN; i++) {
+    if (getenv("E2E_LOG") && g_r.node[i].pid) derpd_dump_log(&g_r.node[i], 8192);
+    derpd_kill(&g_r.node[i]);
+  }
+  if (g_r.dir[0]) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_r.dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_r.dir);
+  }
+  unsetenv("SSL_CERT_FILE");
+  unsetenv("SSL_CERT_DIR");
+  g_cert_dir = false;
+  memset(&g_r, 0, sizeof g_r);
+  return 0;
+}
+
+static void send_big(struct derp_client *a, struct derp_client *b) {
+  static uint8_t big[DERP_MAX_PACKET];
+  for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7 + 3);
+  cr_assert_eq(derp_client_send(a, derp_client_public_key(b), big, sizeof big), 0);
+  struct derp_client_msg m;
+  e2e_recv_data(b, &m, 5000);
+  cr_assert_eq(m.packet_len, sizeof big, "64 KiB packet arrived with %u bytes", m.packet_len);
+  cr_assert(memcmp(m.packet, big, sizeof big) == 0, "64 KiB packet corrupted");
+}
+
+/* ---- relay across the region --------------------------------------------- */
+
+static int count_in_log(const struct derpd_proc *p, const char *s);
+
+/* TLS nodes serve /debug/ only over TLS: wait for their logs instead (each
+ * says a link is up once it has stayed up 5 s). */
+static void wait_links_logged(int links_each) {
+  for (int i = 0; i < g_r.n; i++) {
+    int64_t deadline = e2e_now_ms() + 20000;
+    while (count_in_log(&g_r.node[i], ": up (watching its clients)") < links_each && e2e_now_ms() < deadline)
+      e2e_sleep_ms(50);
+    cr_assert_eq(count_in_log(&g_r.node[i], ": up (watching its clients)"), links_each, "node %d: links not up", i);
+  }
+}
+
+static void all_pairs(bool tls) {
+  region_up(3, tls, false);
+  if (tls) wait_links_logged(2);
+  else wait_meshed(2);
+  struct derp_client *c[3];
+  for (int i = 0; i < 3; i++) c[i] = client_on(i, NULL);
+  for (int i = 0; i < 3; i++) {
+    for (int j = 0; j < 3; j++) {
+      e2e_sync_route(c[i], c[j]); /* waits for the mesh to learn the key */
+      e2e_relay_check(c[i], c[j], 100);
+      send_big(c[i], c[j]);
+    }
+  }
+  if (!tls) {
+    long long in = 0, out = 0;
+    for (int i = 0; i < 3; i++) {
+      in += derpd_varz(&g_r.node[i], "derp_packets_forwarded_in");
+      out += derpd_varz(&g_r.node[i], "derp_packets_forwarded_out");
+    }
+    cr_assert_geq(in, 6 * 101, "forwarded in: %lld", in);
+    cr_assert_eq(in, out, "every packet forwarded out came in: out %lld, in %lld", out, in);
+  }
+}
+
+static void test_relay_plain(void) { all_pairs(false); }
+static void test_relay_tls(void) { all_pairs(true); }
+static void test_relay_tls_certdir(void) {
+  g_cert_dir = true;
+  all_pairs(true);
+}
+
+/* K moves from node 0 to node 2 while S on node 1 keeps sending. */
+static void test_client_moves(void) {
+  region_up(3, false, false);
+  wait_meshed(2);
+  derp_privkey kp;
+  struct derp_client *s = client_on(1, NULL);
+  struct derp_client *k = client_on(0, &kp);
+  e2e_sync_route(s, k);
+  close_client(k);
+  struct derp_client *k2 = connect_as(2, &kp, NULL);
+  int64_t t0 = e2e_now_ms();
+  e2e_sync_route(s, k2);
+  cr_assert(e2e_now_ms() - t0 < 5000, "took %lld ms to reach the moved client", (long long)(e2e_now_ms() - t0));
+  e2e_relay_check(s, k2, 200);
+}
+
+/* kill -9 of node 0: its clients reconnect elsewhere, senders hear PeerGone. */
+static void test_kill_node(void) {
+  region_up(3, false, false);
+  wait_meshed(2);
+  derp_privkey xp;
+  struct derp_client *x = client_on(0, &xp);
+  struct derp_client *y = client_on(1, NULL);
+  struct derp_client *z = client_on(2, NULL);
+  e2e_sync_route(y, x);
+  e2e_sync_route(z, x);
+  e2e_sync_route(y, z);
+  long long remote_before = derpd_varz(&g_r.node[1], "derp_clients_remote");
+  kill(g_r.node[0].pid, SIGKILL);
+  derpd_kill(&g_r.node[0]);
+  close_client(x);
+  /* Senders to x hear it left the region. */
+  struct derp_client *senders[2] = {y, z};
+  for (int i = 0; i < 2; i++) {
+    struct derp_client_msg m;
+    int64_t deadline = e2e_now_ms() + 5000;
+    bool gone = false;
+    while (!gone && e2e_now_ms() < deadline) {
+      int r = derp_client_recv_packet(senders[i], &m, (int)(deadline - e2e_now_ms()));
+      cr_assert_geq(r, 0, "survivor's client lost its connection");
+      if (r == 1 && m.type == DERP_FRAME_PEER_GONE &&
+          memcmp(m.src.b, pub_of(&xp).b, DERP_KEY_LEN) == 0)
+        gone = true;
+    }
+    cr_assert(gone, "sender on node %d got no PeerGone for the dead node's client", i + 1);
+  }
+  long long remote_after = derpd_varz_eventually(&g_r.node[1], "derp_clients_remote", remote_before - 3, 5000);
+  cr_assert_eq(remote_after, remote_before - 3, "node 1 still lists the dead node's keys (%lld -> %lld)",
+               remote_before, remote_after);
+  /* x comes back on node 1; traffic between survivors resumes. */
+  struct derp_client *x2 = connect_as(1, &xp, NULL);
+  e2e_sync_route(y, x2);
+  e2e_sync_route(z, x2);
+  e2e_relay_check(z, x2, 100);
+  e2e_relay_check(y, z, 100);
+}
+
+/* A - B - C: A and C do not know each other; B never forwards a forward. */
+static void test_chain_one_hop(void) {
+  region_up(3, false, true);
+  for (int i = 0; i < 3; i++) {
+    long long want = i == 1 ? 2 : 1;
+    cr_assert_eq(derpd_varz_eventually(&g_r.node[i], "derp_watchers", want, 10000), want);
+  }
+  struct derp_client *a = client_on(0, NULL), *b = client_on(1, NULL), *c = client_on(2, NULL);
+  e2e_sync_route(a, b);
+  e2e_sync_route(b, c);
+  e2e_sync_route(c, b);
+  /* A knows only B's clients: a packet for c dies at A. */
+  long long unk = derpd_varz(&g_r.node[0], "derp_packets_dropped_reason{reason=\"unknown_dest\"}");
+  cr_assert_eq(derp_client_send(a, derp_client_public_key(c), "x", 1), 0);
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], "derp_packets_dropped_reason{reason=\"unknown_dest\"}",
+                                     unk + 1, 3000), unk + 1);
+  /* A mesh peer of B forwards to c (which B reaches only through C): B drops it. */
+  derp_privkey mp;
+  derp_key mpub;
+  derp_key_generate(&mp, &mpub);
+  struct derp_client *m = connect_as(1, &mp, mesh_key());
+  uint8_t frame[2 * DERP_KEY_LEN + 4];
+  memcpy(frame, derp_client_public_key(a)->b, DERP_KEY_LEN);
+  memcpy(frame + DERP_KEY_LEN, derp_client_public_key(c)->b, DERP_KEY_LEN);
+  memcpy(frame + 2 * DERP_KEY_LEN, "fwd!", 4);
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_FORWARD_PACKET, frame, sizeof frame), 0);
+  const char *dn = "derp_packets_dropped_reason{reason=\"unknown_dest_on_fwd\"}";
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[1], dn, 1, 3000), 1, "B did not drop the second hop");
+  struct derp_client_msg msg;
+  int r = derp_client_recv_packet(c, &msg, 500);
+  while (r == 1 && msg.type == DERP_FRAME_RECV_PACKET && msg.packet_len >= E2E_SYNC_MAGIC_LEN &&
+         memcmp(msg.packet, E2E_SYNC_MAGIC, E2E_SYNC_MAGIC_LEN) == 0)
+    r = derp_client_recv_packet(c, &msg, 500);
+  cr_assert(r == 0 || msg.type != DERP_FRAME_RECV_PACKET, "c got a packet forwarded twice");
+  /* A forward to B's own client is delivered. */
+  memcpy(frame + DERP_KEY_LEN, derp_client_public_key(b)->b, DERP_KEY_LEN);
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_FORWARD_PACKET, frame, sizeof frame), 0);
+  e2e_recv_data(b, &msg, 3000);
+  cr_assert(msg.packet_len == 4 && memcmp(msg.packet, "fwd!", 4) == 0);
+  cr_assert(memcmp(msg.src.b, derp_client_public_key(a)->b, DERP_KEY_LEN) == 0, "source key not kept");
+}
+
+/* ---- views after churn ----------------------------------------------------- */
+
+struct view {
+  derp_key keys[512];
+  int n;
+};
+
+static int view_find(const struct view *v, const derp_key *k) {
+  for (int i = 0; i < v->n; i++)
+    if (memcmp(v->keys[i].b, k->b, DERP_KEY_LEN) == 0) return i;
+  return -1;
+}
+
+/* Applies every presence frame that is waiting (timeout_ms for the first). */
+static void view_pump(struct derp_client *w, struct view *v, int timeout_ms) {
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv(w, &m, timeout_ms)) == 1) {
+    timeout_ms = 0;
+    if (m.len < DERP_KEY_LEN) continue;
+    derp_key k;
+    memcpy(k.b, m.payload, DERP_KEY_LEN);
+    int at = view_find(v, &k);
+    if (m.type == DERP_FRAME_PEER_PRESENT && at < 0) {
+      cr_assert(v->n < 512);
+      v->keys[v->n++] = k;
+    } else if (m.type == DERP_FRAME_PEER_GONE && at >= 0) {
+      v->keys[at] = v->keys[--v->n];
+    }
+  }
+  cr_assert_geq(r, 0, "watcher connection closed");
+}
+
+static void test_churn_views(void) {
+  region_up(3, false, false);
+  wait_meshed(2);
+  struct derp_client *w[3];
+  struct view views[3];
+  memset(views, 0, sizeof views);
+  for (int i = 0; i < 3; i++) {
+    derp_privkey p;
+    derp_key pub;
+    derp_key_generate(&p, &pub);
+    w[i] = connect_as(i, &p, mesh_key());
+    cr_assert_eq(derp_client_send_raw(w[i], DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+  }
+  int ops = sanitized() ? 600 : 2000;
+  enum { POOL = 60 };
+  struct { struct derp_client *c; int node; derp_key key; } pool[POOL];
+  int np = 0;
+  uint32_t rnd = 12345;
+  for (int op = 0; op < ops; op++) {
+    rnd = rnd * 1103515245u + 12345u;
+    bool add = np == 0 || (np < POOL && ((rnd >> 16) & 1));
+    if (add) {
+      int node = (int)((rnd >> 8) % 3);
+      pool[np].c = client_on(node, NULL);
+      pool[np].node = node;
+      pool[np].key = *derp_client_public_key(pool[np].c);
+      np++;
+    } else {
+      int at = (int)((rnd >> 4) % (uint32_t)np);
+      close_client(pool[at].c);
+      pool[at] = pool[--np];
+    }
+    if (op % 16 == 0)
+      for (int i = 0; i < 3; i++) view_pump(w[i], &views[i], 0);
+  }
+  /* The truth: pool[] per node. Each node also holds the other nodes' links
+   * (2) and its watcher (1); remote = everything held elsewhere. */
+  for (int i = 0; i < 3; i++) {
+    int local = 0;
+    for (int k = 0; k < np; k++) local += pool[k].node == i;
+    int64_t deadline = e2e_now_ms() + 10000;
+    for (;;) {
+      view_pump(w[i], &views[i], 100);
+      int seen = 0;
+      for (int k = 0; k < np; k++) seen += pool[k].node == i && view_find(&views[i], &pool[k].key) >= 0;
+      if ((seen == local && views[i].n == local + 3) || e2e_now_ms() > deadline) {
+        cr_assert_eq(seen, local, "watcher of node %d sees %d of its %d clients", i, seen, local);
+        cr_assert_eq(views[i].n, local + 3, "watcher of node %d sees %d keys, want %d", i, views[i].n, local + 3);
+        break;
+      }
+    }
+    long long want_remote = (np - local) + 2 /* other watchers */ + 3 /* node keys */;
+    long long rem = derpd_varz_eventually(&g_r.node[i], "derp_clients_remote", want_remote, 10000);
+    cr_assert_eq(rem, want_remote, "node %d: derp_clients_remote %lld, want %lld", i, rem, want_remote);
+  }
+}
+
+/* ---- bad mesh peers --------------------------------------------------------- */
+
+static int count_in_log(const struct derpd_proc *p, const char *s) {
+  FILE *f = fopen(p->log_path, "r");
+  if (!f) return -1;
+  char line[2048];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) n += strstr(line, s) != NULL;
+  fclose(f);
+  return n;
+}
+
+static void test_wrong_mesh_key(void) {
+  struct region *r = &g_r;
+  memset(r, 0, sizeof *r);
+  r->n = 2;
+  snprintf(r->dir, sizeof r->dir, "/tmp/derpd-region-XXXXXX");
+  cr_assert_not_null(mkdtemp(r->dir));
+  char other[600];
+  snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
+  snprintf(other, sizeof other, "%.100s/other.key", r->dir);
+  make_key_file(r->key_file);
+  make_key_file(other);
+  for (int i = 0; i < 2; i++) cr_assert_eq(e2e_pick_port(&r->port[i]), 0);
+  start_node(r, 0, false, r->key_file);
+  start_node(r, 1, false, other);
+  e2e_sleep_ms(11500); /* three tries at 5 s */
+  const char *refused = "closed right after connecting";
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(count_in_log(&r->node[i], refused), 1, "node %d: the refusal should be logged once", i);
+  long long nm = derpd_varz(&r->node[1], "derpd_conn_closed{reason=\"not_mesh\"}");
+  cr_assert_geq(nm, 2, "node 1 refused the link %lld times; want retries", nm);
+  cr_assert_eq(derpd_varz(&r->node[0], "derp_watchers"), 0);
+  /* WatchConns without the key still closes. */
+  struct derp_client *c = client_on(0, NULL);
+  cr_assert_eq(derp_client_send_raw(c, DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+  cr_assert(e2e_wait_closed(c, 3000), "WatchConns without the mesh key was not closed");
+}
+
+/* A fake node that derpd dials: it says key K is present, then never reads. */
+struct fake_node {
+  int lfd, fd;
+  uint16_t port;
+  derp_privkey priv;
+  derp_key pub, k;
+  int accepts;
+};
+
+static int read_frame(int fd, uint8_t *buf, size_t cap, uint8_t *type, uint32_t *len) {
+  uint8_t h[5];
+  if (raw_read_at_least(fd, h, 5, 5, 5000) < 5) return -1;
+  *type = h[0];
+  *len = derp_get_be32(h + 1);
+  if (*len > cap) return -1;
+  return raw_read_at_least(fd, buf, cap, *len, 5000) >= *len ? 0 : -1;
+}
+
+static void fake_accept(struct fake_node *f) {
+  f->fd = accept(f->lfd, NULL, NULL);
+  cr_assert_geq(f->fd, 0);
+  f->accepts++;
+  char req[4096];
+  size_t got = 0;
+  while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+    ssize_t r = read(f->fd, req + got, sizeof req - 1 - got);
+    cr_assert(r > 0, "fake node: no HTTP request");
+    got += (size_t)r;
+    req[got] = 0;
+  }
+  uint8_t out[512];
+  const char *resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n";
+  cr_assert_eq(raw_write_all(f->fd, resp, strlen(resp)), 0);
+  size_t n = derp_enc_server_key(out, sizeof out, &f->pub);
+  cr_assert_eq(raw_write_all(f->fd, out, n), 0);
+  static uint8_t ci[8192];
+  uint8_t type;
+  uint32_t len;
+  cr_assert_eq(read_frame(f->fd, ci, sizeof ci, &type, &len), 0);
+  cr_assert_eq(type, DERP_FRAME_CLIENT_INFO);
+  derp_key client;
+  memcpy(client.b, ci, DERP_KEY_LEN);
+  struct derp_server_info si = {.version = 2};
+  size_t sl = derp_server_info_seal(out + 5, sizeof out - 5, &f->priv, &client, &si);
+  cr_assert(sl > 0);
+  derp_frame_put_header(out, DERP_FRAME_SERVER_INFO, (uint32_t)sl);
+  cr_assert_eq(raw_write_all(f->fd, out, 5 + sl), 0);
+  cr_assert_eq(read_frame(f->fd, ci, sizeof ci, &type, &len), 0);
+  cr_assert_eq(type, DERP_FRAME_WATCH_CONNS, "the link did not send WatchConns first");
+  uint8_t pp[5 + DERP_KEY_LEN];
+  derp_frame_put_header(pp, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN);
+  memcpy(pp + 5, f->k.b, DERP_KEY_LEN);
+  cr_assert_eq(raw_write_all(f->fd, pp, sizeof pp), 0);
+  int small = 4096; /* a small window, so the stall shows quickly */
+  setsockopt(f->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+}
+
+static void test_stalled_link(void) {
+  struct fake_node f = {0};
+  derp_key_generate(&f.priv, &f.pub);
+  e2e_random_key(&f.k);
+  f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(f.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(f.lfd, (struct sockaddr *)&sa, &sl);
+  f.port = ntohs(sa.sin_port);
+  cr_assert_eq(listen(f.lfd, 8), 0);
+  struct region *r = &g_r;
+  memset(r, 0, sizeof *r);
+  r->n = 1;
+  snprintf(r->dir, sizeof r->dir, "/tmp/derpd-region-XXXXXX");
+  cr_assert_not_null(mkdtemp(r->dir));
+  snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
+  make_key_file(r->key_file);
+  cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
+  char args[600];
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
+  cr_assert_eq(derpd_start_port(&r->node[0], 2, r->port[0], args), 0);
+  fake_accept(&f);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
+  /* Flood the stalled link while a local pair relays. */
+  struct derp_client *s = client_on(0, NULL), *a = client_on(0, NULL), *b = client_on(0, NULL);
+  e2e_sync_route(a, b);
+  static uint8_t pkt[1200];
+  int64_t t0 = e2e_now_ms();
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 2000; i++) cr_assert_eq(derp_client_send(s, &f.k, pkt, sizeof pkt), 0);
+    int64_t t = e2e_relay_check(a, b, 20);
+    cr_assert(t < 2000, "local relay slowed to %lld ms for 20 packets", (long long)t);
+  }
+  cr_assert(e2e_now_ms() - t0 < 20000);
+  long long drops = derpd_varz(&r->node[0], "derp_packets_dropped_reason{reason=\"mesh_queue\"}");
+  cr_assert(drops > 0, "the link's queue never filled (drops %lld)", drops);
+  /* Cut after 30 s without progress, then dialled again. */
+  long long wt = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"write_timeout\"}", 1, 45000);
+  cr_assert_eq(wt, 1, "the stalled link was not cut (write timeouts: %lld)", wt);
+  e2e_relay_check(a, b, 50);
+  close(f.fd);
+  f.fd = accept(f.lfd, NULL, NULL); /* the redial */
+  cr_assert_geq(f.fd, 0, "derpd did not dial again");
+  close(f.fd);
+  close(f.lfd);
+}
+
+/* ClosePeer closes every conn of its key and nothing else. */
+static void test_close_peer(void) {
+  region_up(1, false, false);
+  derp_privkey kp;
+  struct derp_client *k1 = client_on(0, &kp);
+  struct derp_client *k2 = connect_as(0, &kp, NULL);
+  struct derp_client *other = client_on(0, NULL);
+  e2e_assert_ping_pong(k1);
+  e2e_assert_ping_pong(k2);
+  derp_privkey mp;
+  derp_key mpub;
+  derp_key_generate(&mp, &mpub);
+  struct derp_client *m = connect_as(0, &mp, mesh_key());
+  derp_key unknown;
+  e2e_random_key(&unknown);
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_CLOSE_PEER, unknown.b, DERP_KEY_LEN), 0);
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_CLOSE_PEER, pub_of(&kp).b, DERP_KEY_LEN), 0);
+  cr_assert(e2e_wait_closed(k1, 3000), "first conn of the key not closed");
+  cr_assert(e2e_wait_closed(k2, 3000), "second conn of the key not closed");
+  e2e_assert_ping_pong(other);
+  e2e_assert_ping_pong(m);
+  cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_closed{reason=\"close_peer\"}"), 2);
+  cr_assert(derpd_log_contains(&g_r.node[0], "no such client here"), "unknown key not logged");
+}
+
+/* derp-mesh, the operator's tool, against a real node: its watch output is
+ * the node's clients as they come and go, and close-peer closes one. */
+static bool file_has(const char *path, const char *s) {
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  char line[512];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f)) found = strstr(line, s) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void key_hex(const derp_key *k, char out[65]) {
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", k->b[i]);
+}
+
+static void test_tool(void) {
+  region_up(1, false, false);
+  const char *bin = getenv("DERP_MESH_BIN");
+  cr_assert_not_null(bin, "DERP_MESH_BIN is not set");
+  char out[700], errf[700], cmd[2400];
+  snprintf(out, sizeof out, "%.100s/watch.out", g_r.dir);
+  snprintf(errf, sizeof errf, "%.100s/watch.err", g_r.dir);
+  snprintf(cmd, sizeof cmd, "%s watch --server http://127.0.0.1:%u --mesh-psk-file %s --count 7 --timeout 20s >%s 2>%s &",
+           bin, g_r.port[0], g_r.key_file, out, errf);
+  cr_assert_eq(system(cmd), 0);
+  int64_t deadline = e2e_now_ms() + 5000;
+  while (!file_has(errf, "watching") && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  cr_assert(file_has(errf, "watching"), "derp-mesh watch did not subscribe");
+  derp_privkey p1, p2;
+  derp_key pub1;
+  derp_key_generate(&p1, &pub1);
+  struct derp_client_opts o = {.host = "127.0.0.1", .port = g_r.port[0], .priv = &p1, .ideal_node = "derp9"};
+  struct derp_client *k1 = NULL;
+  char cerr[200];
+  cr_assert_eq(derp_client_connect(&k1, &o, cerr, sizeof cerr), 0, "%s", cerr);
+  g_clients[g_nclients++] = k1;
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], "derp_current_notideal_connections", 1, 3000), 1);
+  struct derp_client *k2 = client_on(0, &p2);
+  e2e_assert_ping_pong(k2);
+  close_client(k1);
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], "derp_current_notideal_connections", 0, 3000), 0);
+  char h1[65], h2[65], line[200];
+  key_hex(derp_client_public_key(k2), h2);
+  derp_key pk1 = pub_of(&p1);
+  key_hex(&pk1, h1);
+  snprintf(cmd, sizeof cmd, "%s close-peer --server http://127.0.0.1:%u --mesh-psk-file %s nodekey:%s",
+           bin, g_r.port[0], g_r.key_file, h2);
+  cr_assert_eq(system(cmd), 0, "derp-mesh close-peer failed");
+  cr_assert(e2e_wait_closed(k2, 3000), "close-peer did not close the client");
+  /* The tool exits after its 7th event (--count). */
+  deadline = e2e_now_ms() + 5000;
+  snprintf(line, sizeof line, "pgrep -f 'derp-mesh watch --server http://127.0.0.1:%u ' >/dev/null", g_r.port[0]);
+  while (system(line) == 0 && e2e_now_ms() < deadline) e2e_sleep_ms(20);
+  /* Seven events: the tool itself first (the snapshot), k1 and k2 come,
+   * k1 goes, the closing tool comes, k2 goes, the closing tool goes; order
+   * is kept per key (across keys it may vary: they live on different shards). */
+  FILE *f = fopen(out, "r");
+  cr_assert_not_null(f);
+  char got[10][256];
+  int n = 0;
+  while (n < 10 && fgets(got[n], sizeof got[n], f)) n++;
+  fclose(f);
+  cr_assert_eq(n, 7, "watch printed %d lines, want 7", n);
+  cr_assert(strstr(got[0], "present nodekey:") && strstr(got[0], "flags=mesh"), "first line: %s", got[0]);
+  const char *keys[2] = {h1, h2};
+  for (int k = 0; k < 2; k++) {
+    int pres = -1, gone = -1;
+    for (int i = 0; i < n; i++) {
+      char w[120];
+      snprintf(w, sizeof w, "present nodekey:%s 127.0.0.1:", keys[k]);
+      if (strstr(got[i], w)) {
+        pres = i;
+        const char *want_flags = k == 0 ? "flags=notideal" : "flags=regular";
+        cr_assert(strstr(got[i], want_flags) != NULL, "a client's flags: %s; want %s", got[i], want_flags);
+      }
+      snprintf(w, sizeof w, "gone nodekey:%s reason=disconnected", keys[k]);
+      if (strstr(got[i], w)) gone = i;
+    }
+    cr_assert(pres > 0 && gone > pres, "key %d: present at line %d, gone at line %d", k + 1, pres + 1, gone + 1);
+  }
+}
+
+int main(int argc, char **argv) {
+  e2e_test_init();
+  static const struct mini_test tests[] = {
+      {"relay_plain", test_relay_plain},     {"relay_tls", test_relay_tls},
+      {"relay_tls_certdir", test_relay_tls_certdir},
+      {"client_moves", test_client_moves},   {"kill_node", test_kill_node},
+      {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
+      {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
+      {"close_peer", test_close_peer},       {"tool", test_tool},
+  };
+  return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, teardown);
+}
