@@ -23,6 +23,7 @@
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
+#include "server/operations/handover.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/transport/tls.h"
@@ -320,6 +321,28 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
   }
 }
 
+/* SIGUSR2: a live upgrade (handover.h). 0 once the new process listens
+ * (the shards then stop accepting without closing the sockets), -1 if it
+ * failed and this process serves on. */
+static int upgrade(struct server *s, char **argv) {
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
+  int n80 = 0, nm = 0;
+  for (int i = 0; i < s->nshards; i++) {
+    main_fds[i] = s->shards[i].listen_fd;
+    if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
+    if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
+  }
+  struct handover_set set = {.nkinds = 3,
+                             .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
+                                   {"metrics", nm, fdsm}}};
+  pid_t child;
+  log_info("derpd: SIGUSR2: live upgrade");
+  if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;
+  log_info("upgrade: pid %d listens on the same sockets", (int)child);
+  atomic_store(&s->handover, true); /* before `stopping`: the shards read it then */
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct server *s = calloc(1, sizeof *s);
   if (!s) return 1;
@@ -359,7 +382,10 @@ int main(int argc, char **argv) {
 
   uint16_t port = s->cfg.listen_port;
   for (int i = 0; i < s->nshards; i++) {
-    s->shards[i].listen_fd = open_listener(s->cfg.listen_host, port, err, sizeof err);
+    /* After a live upgrade the old process's sockets, else new ones. */
+    int fd = handover_inherited("main", i);
+    if (fd >= 0 && i == 0) port = bound_port(fd);
+    s->shards[i].listen_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, port, err, sizeof err);
     if (s->shards[i].listen_fd < 0) { log_error("%s", err); return 1; }
     if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
   }
@@ -370,7 +396,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].listen80_fd = -1;
     if (p80 < 0) continue;
-    s->shards[i].listen80_fd = open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
+    int fd = handover_inherited("http80", i);
+    if (fd >= 0 && i == 0) p80 = bound_port(fd);
+    s->shards[i].listen80_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
     if (s->shards[i].listen80_fd < 0) { log_error("-http-port: %s", err); return 1; }
     if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
   }
@@ -380,7 +408,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].metrics_fd = -1;
     if (pm < 0) continue;
-    s->shards[i].metrics_fd = open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
+    int fd = handover_inherited("metrics", i);
+    if (fd >= 0 && i == 0) pm = bound_port(fd);
+    s->shards[i].metrics_fd = fd >= 0 ? fd : open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
     if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
     if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
   }
@@ -390,6 +420,7 @@ int main(int argc, char **argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, NULL); /* shards inherit the mask */
 
@@ -410,13 +441,18 @@ int main(int argc, char **argv) {
              strchr(s->cfg.metrics_host, ':') ? "[" : "",
              s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
+  log_info("derpd: pid %d", (int)getpid());
+  handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
 
-  int sig = wait_for_signal(&set, s->tls);
-  log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
-  atomic_store(&s->stopping, true);
-  region_stop(s);
+  int sig;
+  while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
+  if (sig == SIGUSR2)
+    log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
+  else
+    log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   shutdown_shards(s);
+  region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
   free_server(s);

@@ -329,6 +329,8 @@ struct server {
   struct region *region;        /* mesh key, links (region/); read-only after start
                                   but for the links' atomics */
   _Atomic bool stopping;
+  _Atomic bool handover;       /* stopping for a live upgrade: the listening
+                                  sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;
   int max_conns;
@@ -361,6 +363,7 @@ void shard_recycle_buf(struct shard *sh, unsigned bid);
 void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
+void shard_send_restarting(struct shard *sh, struct conn *c);
 
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,

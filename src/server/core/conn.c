@@ -535,7 +535,7 @@ void conn_attach(struct shard *sh, struct conn *c) {
 void conn_adopt(struct shard *sh, struct conn *c) {
   conn_attach(sh, c);
   STAT_INC(&sh->stats, handoffs);
-  if (sh->stopping) {
+  if (sh->stopping && !atomic_load(&sh->srv->handover)) {
     conn_close(c, CLOSE_shutdown, NULL);
     return;
   }
@@ -577,7 +577,9 @@ void conn_establish(struct conn *c) {
   list_add_tail(&sh->ka_fifo, &c->ka_node);
   shard_mark_dirty(sh, c);
   upgrade_finish(c); /* feeds carried bytes through conn_input, frees hs */
-  if (c->state == CS_ESTABLISHED) arm_recv(c);
+  if (c->state != CS_ESTABLISHED) return;
+  arm_recv(c);
+  if (sh->stopping) shard_send_restarting(sh, c); /* came in during a live upgrade */
 }
 
 static void drop_queues(struct conn *c) {

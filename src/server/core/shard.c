@@ -387,23 +387,49 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   }
 }
 
+/* Tell an established client to come back soon: derpd is restarting, not gone. */
+void shard_send_restarting(struct shard *sh, struct conn *c) {
+  struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
+  if (!p) return;
+  p->len = (uint32_t)derp_enc_restarting(p->data, p->cap, 1000, 30000);
+  conn_queue_ctrl(c, p);
+  STAT_INC(&sh->stats, restarting_sent);
+}
+
+/* In a live upgrade, connections the old process accepted in the last
+ * moments finish their handshake (then hear Restarting) rather than being
+ * cut: every shard keeps running this long, so handoffs between shards land. */
+#define HANDOVER_DRAIN_MS 2000
+
 static void begin_stop(struct shard *sh) {
   sh->stopping = true;
-  sh->stop_deadline_ms = sh->now_ms + 1000;
-  shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
-  if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
-  if (sh->metrics_fd >= 0) shutdown(sh->metrics_fd, SHUT_RDWR);
+  bool handover = atomic_load(&sh->srv->handover);
+  sh->stop_deadline_ms = sh->now_ms + (handover ? HANDOVER_DRAIN_MS : 1000);
+  if (handover) {
+    /* Live upgrade: the new process accepts on these very sockets; stop
+     * accepting here without touching them (a shutdown would reset what
+     * waits in their queues). */
+    int lfds[3] = {sh->listen_fd, sh->listen80_fd, sh->metrics_fd};
+    for (int i = 0; i < 3; i++) {
+      if (lfds[i] < 0) continue;
+      struct io_uring_sqe *sqe = shard_sqe(sh);
+      io_uring_prep_cancel_fd(sqe, lfds[i], IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+    }
+  } else {
+    shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
+    if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
+    if (sh->metrics_fd >= 0) shutdown(sh->metrics_fd, SHUT_RDWR);
+  }
   struct list *n, *next;
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
-    if (c->state != CS_ESTABLISHED || c->is_link) { conn_close(c, CLOSE_shutdown, NULL); continue; }
-    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
-    if (!p) continue;
-    /* Tell clients to come back soon: derpd is restarting, not gone. */
-    p->len = (uint32_t)derp_enc_restarting(p->data, p->cap, 1000, 30000);
-    conn_queue_ctrl(c, p);
-    STAT_INC(&sh->stats, restarting_sent);
+    if (c->is_link || (c->state != CS_ESTABLISHED && !handover)) {
+      conn_close(c, CLOSE_shutdown, NULL);
+      continue;
+    }
+    if (c->state == CS_ESTABLISHED) shard_send_restarting(sh, c);
   }
 }
 
@@ -415,10 +441,15 @@ static void continue_stop(struct shard *sh) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
     if (c->state == CS_CLOSING) { pending = true; continue; }
-    if (c->send || c->ctrl_h) { pending = true; if (sh->now_ms < sh->stop_deadline_ms) continue; }
+    bool handshaking = c->state != CS_ESTABLISHED; /* only in a handover */
+    if (c->send || c->ctrl_h || handshaking) {
+      pending = true;
+      if (sh->now_ms < sh->stop_deadline_ms) continue;
+    }
     conn_close(c, CLOSE_shutdown, NULL);
     pending = true;
   }
+  if (atomic_load(&sh->srv->handover) && sh->now_ms < sh->stop_deadline_ms) return;
   if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;
 }
 
