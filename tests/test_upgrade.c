@@ -5,7 +5,7 @@
  * threads connect, handshake and ping in a tight loop across the switch),
  * established clients are told to reconnect (Restarting), the old process
  * exits 0, and the new one serves with the same key; a new process that
- * cannot start leaves the old one serving. */
+ * cannot start leaves the old one serving; the metrics listener moves too. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -150,4 +150,39 @@ Test(upgrade, failed_new_process_keeps_serving, E2E) {
   e2e_assert_ping_pong(a);
   struct derp_client *b = e2e_client(&g_srv, NULL, false);
   e2e_assert_ping_pong(b);
+}
+
+/* --metrics-listen's sockets go to the new process too ("metrics" in
+ * DERPD_HANDOVER): /debug/varz answers there before and after, and the new
+ * process counts its own traffic. */
+Test(upgrade, metrics_listener_handed_over, E2E) {
+  uint16_t mport;
+  cr_assert_eq(e2e_pick_port(&mport), 0);
+  char args[64];
+  snprintf(args, sizeof args, "--metrics-listen 127.0.0.1:%u", mport);
+  e2e_start(&g_srv, 2, args);
+  pid_t old = g_srv.pid;
+  struct derpd_proc metrics = g_srv; /* the helpers' port: the metrics listener */
+  metrics.port = mport;
+  char resp[64 * 1024];
+  cr_assert_eq(http_request(&metrics, "GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_eq(http_request(&metrics, "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 404);
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  int status = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 15000, &status), 0, "the old process did not exit");
+  cr_assert_eq(status, 0, "the old process exited with %d", status);
+  g_new_pid = new_pid_from_log(&g_srv, old);
+  cr_assert(g_new_pid > 0, "no new process in the log");
+  cr_assert(derpd_log_contains(&g_srv, "metrics listener on 127.0.0.1"), "no metrics listener line");
+  g_srv.pid = g_new_pid;
+  metrics.pid = g_new_pid;
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(b, c);
+  e2e_relay_check(b, c, 20);
+  long long got = derpd_varz_eventually(&metrics, "derp_packets_received", 0, 0);
+  cr_assert_geq(got, 20, "the metrics listener after the upgrade: derp_packets_received %lld", got);
+  cr_assert_eq(http_request(&metrics, "GET /generate_204 HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 404,
+               "the new process's metrics listener serves /debug/ only");
+  g_srv.pid = 0;
 }

@@ -22,6 +22,7 @@
 
 #include "server/transport/ktls.h"
 #include "server/log.h"
+#include "server/operations/debug_http.h"
 #include "server/operations/handover.h"
 #include "server/region/region.h"
 #include "server/server.h"
@@ -86,9 +87,9 @@ static int conn_budget(int nshards, int configured) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd and up to two listeners (the port-80 helper);
-   * keep some for logs, key and certificate files, and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 3L * nshards;
+  /* Each shard holds a ring fd and up to three listeners (the port-80 helper,
+   * --metrics-listen); keep some for logs, key and certificate files, and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 4L * nshards;
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)
@@ -236,9 +237,11 @@ static void free_server(struct server *s) {
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
+    if (sh->metrics_fd >= 0) close(sh->metrics_fd);
   }
   free(s->shards);
   region_free(s);
+  debug_state_free(s);
   free(s);
 }
 
@@ -322,14 +325,16 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
  * (the shards then stop accepting without closing the sockets), -1 if it
  * failed and this process serves on. */
 static int upgrade(struct server *s, char **argv) {
-  int main_fds[s->nshards], fds80[s->nshards];
-  int n80 = 0;
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
+  int n80 = 0, nm = 0;
   for (int i = 0; i < s->nshards; i++) {
     main_fds[i] = s->shards[i].listen_fd;
     if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
+    if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
   }
-  struct handover_set set = {.nkinds = 2,
-                             .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80}}};
+  struct handover_set set = {.nkinds = 3,
+                             .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
+                                   {"metrics", nm, fdsm}}};
   pid_t child;
   log_info("derpd: SIGUSR2: live upgrade");
   if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;
@@ -364,6 +369,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
@@ -397,6 +403,17 @@ int main(int argc, char **argv) {
     if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
   }
   if (p80 >= 0) s->port80 = (uint16_t)p80;
+  /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
+  int pm = s->cfg.metrics_port;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].metrics_fd = -1;
+    if (pm < 0) continue;
+    int fd = handover_inherited("metrics", i);
+    if (fd >= 0 && i == 0) pm = bound_port(fd);
+    s->shards[i].metrics_fd = fd >= 0 ? fd : open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
+    if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
+    if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
+  }
 
   sigset_t set;
   sigemptyset(&set);
@@ -419,6 +436,11 @@ int main(int argc, char **argv) {
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
+  if (pm >= 0)
+    log_info("derpd: metrics listener on %s%s%s:%d (--metrics-listen: /debug/ only, plain HTTP)",
+             strchr(s->cfg.metrics_host, ':') ? "[" : "",
+             s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
+             strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
   log_info("derpd: pid %d", (int)getpid());
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
