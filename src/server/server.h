@@ -143,6 +143,7 @@ struct conn {
   uint8_t not_ideal : 1;   /* Ideal-Node header named another node */
   uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
+  uint8_t link_ping_out : 1; /* a link's keepalive Ping not answered yet */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */

@@ -695,9 +695,17 @@ static void tick_keepalives(struct shard *sh) {
       conn_close(c, CLOSE_frame_stall, "no byte of a started frame for a keepalive interval");
       continue;
     }
+    /* A mesh link whose node answered nothing, not even our last Ping, for
+     * a whole interval is hung (a stopped process, a black hole): its
+     * kernel may still ACK, so neither TCP nor the write timeout notices. */
+    if (c->is_link && c->link_ping_out && c->rd.consumed == c->ka_consumed) {
+      conn_close(c, CLOSE_link_silent, "no frame from the node for a keepalive interval");
+      continue;
+    }
     c->ka_consumed = c->rd.consumed;
     struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
     if (p && c->is_link) { /* we are the client here: a Ping keeps the link honest */
+      c->link_ping_out = 1;
       uint8_t data[8];
       memcpy(data, &sh->rng, sizeof data);
       p->len = (uint32_t)derp_enc_ping(p->data, p->cap, DERP_FRAME_PING, data);

@@ -21,9 +21,9 @@
   X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
   X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
   X(cur_home, "derp_current_home_connections", "gauge", "clients that said this is home") \
-  X(clients_total, "derp_clients_total", "gauge", "clients in the region this node knows: local and remote") \
+  X(clients_total, "derp_clients_total", "gauge", "keys this node knows in the region: local or remote") \
   X(clients_accepted, "derpd_clients_accepted", "counter", "clients that completed the handshake") \
-  X(clients_remote, "derp_clients_remote", "gauge", "keys connected to other nodes of the region (forwarders known)") \
+  X(clients_remote, "derp_clients_remote", "gauge", "keys connected only to other nodes of the region") \
   X(watchers, "derp_watchers", "gauge", "mesh peers watching this node's clients")   \
   X(fwd_in, "derp_packets_forwarded_in", "counter", "packets that came in as ForwardPacket") \
   X(fwd_out, "derp_packets_forwarded_out", "counter", "packets sent to another node as ForwardPacket") \
@@ -32,7 +32,7 @@
   X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "a forwarder removed that was not the one in use") \
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
-  X(cur_clients, "derp_clients_local", "gauge", "handshaken clients connected here")     \
+  X(cur_clients, "derp_clients_local", "gauge", "keys with a connection here")     \
   X(bytes_recv, "derp_bytes_received", "counter", "packet payload bytes received")        \
   X(bytes_sent, "derp_bytes_sent", "counter", "packet payload bytes sent")                \
   X(pkts_recv, "derp_packets_received", "counter", "packets received from clients")       \
@@ -115,7 +115,8 @@
   X(websocket_protocol, "websocket_protocol")             \
   X(websocket_close, "websocket_close")                   \
   X(close_peer, "close_peer")                             \
-  X(watchers_full, "watchers_full")
+  X(watchers_full, "watchers_full")                       \
+  X(link_silent, "link_silent")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };

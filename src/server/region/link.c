@@ -49,6 +49,7 @@ struct link {
   int evfd;                          /* wakes the dialler: down or stop */
   _Atomic(struct link_ready *) ready; /* dialler -> shard */
   _Atomic int down_reason;           /* enum close_reason of the last drop */
+  _Atomic bool heard;                /* a frame came on the link since it was adopted */
   /* Shard-owned. */
   struct conn *c;
   /* Metrics: single writer each (shard: up, drops, pkts, bytes; dialler: dials). */
@@ -163,7 +164,7 @@ static void *link_main(void *arg) {
       ready_free(atomic_exchange(&l->ready, NULL)); /* never adopted */
       if (stopping(l)) break;
       int why = atomic_load(&l->down_reason);
-      if (ev) {
+      if (ev && !atomic_load(&l->heard)) {
         snprintf(msg, sizeof msg,
                  "mesh: link to %s: closed right after connecting (%s): a wrong mesh key does "
                  "that; retrying every 5s", l->e.label, close_reason_name((enum close_reason)why));
@@ -173,6 +174,7 @@ static void *link_main(void *arg) {
         snprintf(msg, sizeof msg, "mesh: link to %s: down (%s); redialling", l->e.label,
                  close_reason_name((enum close_reason)why));
         log_state(last, sizeof last, true, msg);
+        if (ev) wait_event(l, RETRY_MS); /* up only briefly: no tight loop */
       }
       continue;
     }
@@ -217,6 +219,7 @@ static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
   r->ssl = NULL;
   c->key = r->server_key; /* for logs: the node at the other end */
   l->c = c;
+  atomic_store(&l->heard, false);
   stat_set(&l->up, 1);
   if (r->len) conn_stream_input(c, r->buf, r->len);
   ready_free(r);
@@ -293,6 +296,9 @@ static void presence(struct conn *c, const struct derp_frame *f, bool present) {
 }
 
 int link_frame(struct conn *c, const struct derp_frame *f) {
+  c->link_ping_out = 0; /* any frame shows the node is alive */
+  struct link *hl = link_of(c);
+  if (hl && !atomic_load_explicit(&hl->heard, memory_order_relaxed)) atomic_store(&hl->heard, true);
   switch (f->type) {
   case DERP_FRAME_PEER_PRESENT: presence(c, f, true); return 0;
   case DERP_FRAME_PEER_GONE: presence(c, f, false); return 0;
