@@ -589,7 +589,10 @@ static void test_stalled_link(void) {
   cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
   char args[600];
   snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
-  cr_assert_eq(derpd_start_port(&r->node[0], 2, r->port[0], args), 0);
+  /* One shard: the flood and the local pair share no inter-shard ring, whose
+   * drops (shard_queue) under a saturating local sender are policy, not the
+   * point here. */
+  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
   fake_accept(&f);
   cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
   /* Flood the stalled link while a local pair relays. */
