@@ -1,5 +1,5 @@
-/* test_admission_wire.c: admission's pure parts (src/server/admission/wire.c):
- * the verifier URL, the request bytes derper sends, and the
+/* test_admission_wire.c: admission's pure parts (src/server/admission/wire.c)
+ * and its flags: the verifier URL, the request bytes derper sends, and the
  * controller's answer read as Go's encoding/json reads it (each expectation
  * below is what json.NewDecoder(io.LimitReader(body, 4096)).Decode of
  * tailcfg.DERPAdmitClientResponse does with that body). */
@@ -9,6 +9,7 @@
 
 #include "derp/hex.h"
 #include "server/admission/wire.h"
+#include "server/config.h"
 
 /* ---- URL ---- */
 
@@ -197,4 +198,39 @@ Test(admission_answer, incremental_and_limit) {
   for (int i = 0; i < 1500; i++) deep[d++] = ']';
   d += (size_t)snprintf(deep + d, sizeof deep - d, ",\"Allow\":true}");
   cr_assert_eq(adm_answer_read((const uint8_t *)deep, d, true, NULL), ADM_ANSWER_ALLOW);
+}
+
+/* ---- flags ---- */
+
+static int parse(struct config *c, const char *const *args, int n, char *err) {
+  char *argv[16] = {"derpd"};
+  for (int i = 0; i < n; i++) argv[i + 1] = (char *)args[i];
+  config_defaults(c);
+  return config_parse(c, n + 1, argv, stdout, err, 256);
+}
+
+Test(admission_flags, derper_names) {
+  struct config c;
+  char err[256];
+  config_defaults(&c);
+  cr_assert_str_eq(c.verify_client_url, "");
+  cr_assert(c.verify_client_url_fail_open, "derper's default is fail-open");
+  cr_assert(!c.verify_clients);
+  cr_assert_str_eq(c.tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
+  const char *a[] = {"-dev", "-verify-client-url", "https://v.example/x", "-verify-client-url-fail-open=false",
+                     "--verify-clients", "-socket=/run/ts.sock", "-admission-workers", "4", "--admission-queue=8"};
+  cr_assert_eq(parse(&c, a, 9, err), 0, "%s", err);
+  cr_assert_str_eq(c.verify_client_url, "https://v.example/x");
+  cr_assert(!c.verify_client_url_fail_open);
+  cr_assert(c.verify_clients);
+  cr_assert_str_eq(c.tailscaled_socket, "/run/ts.sock");
+  cr_assert_eq(c.admission_workers, 4);
+  cr_assert_eq(c.admission_queue, 8);
+  const char *b[] = {"-dev", "-verify-client-url=ftp://v/"};
+  cr_assert_eq(parse(&c, b, 2, err), -1);
+  cr_assert(strstr(err, "-verify-client-url") && strstr(err, "http or https"), "%s", err);
+  const char *d[] = {"-dev", "-admission-workers", "0"};
+  cr_assert_eq(parse(&c, d, 3, err), -1);
+  const char *e[] = {"-dev", "-verify-clients", "-socket", ""};
+  cr_assert_eq(parse(&c, e, 4, err), -1);
 }

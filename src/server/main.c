@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "server/admission/admission.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/region/region.h"
@@ -348,6 +349,7 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   if (region_setup(s) != 0) return 1;
+  if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
@@ -393,14 +395,20 @@ int main(int argc, char **argv) {
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
   region_start(s);
+  if (admission_start(s) != 0) {
+    shutdown_shards(s);
+    return 1;
+  }
 
   int sig = wait_for_signal(&set, s->tls);
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   atomic_store(&s->stopping, true);
   region_stop(s);
+  admission_stop(s);
   shutdown_shards(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
+  admission_free(s);
   free_server(s);
   tls_shutdown();
   log_info("derpd: stopped");
