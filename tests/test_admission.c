@@ -486,28 +486,25 @@ Test(admission, mesh_peer_skips_admission, ADM) {
 Test(admission, local_tailscaled, ADM) {
   verifier_start(&g_v, "--default unknown", true);
   start_derpd(&g_srv, 2, "-verify-clients -socket %s", g_v.sock);
-  derp_privkey pk, pu, pg, p5;
-  derp_key known, unknown, garbage, err500;
-  new_key(&pk, &known);
-  new_key(&pu, &unknown);
-  new_key(&pg, &garbage);
-  new_key(&p5, &err500);
-  verifier_mode(&g_v, &known, "known");
-  verifier_mode(&g_v, &garbage, "garbage");
-  verifier_mode(&g_v, &err500, "500");
+  /* What tailscaled says about each key, and whether derpd admits it. */
+  static const struct { const char *mode; bool admit; } k[] = {
+      {"known", true}, {"unknown", false}, {"garbage", false}, {"500", false}};
+  derp_privkey priv[4];
+  derp_key pub[4];
   char err[256];
-  struct derp_client *c = try_connect(&g_srv, &pk, NULL, 5000, err, sizeof err);
-  cr_assert_not_null(c, "a node of the tailnet was refused: %s", err);
-  e2e_assert_ping_pong(c);
-  derp_client_close(c);
-  cr_assert_null(try_connect(&g_srv, &pu, NULL, 5000, err, sizeof err), "a stranger was admitted");
-  cr_assert_null(try_connect(&g_srv, &pg, NULL, 5000, err, sizeof err), "admitted on a garbage answer");
-  cr_assert_null(try_connect(&g_srv, &p5, NULL, 5000, err, sizeof err), "admitted on a 500");
+  for (int i = 0; i < 4; i++) {
+    new_key(&priv[i], &pub[i]);
+    verifier_mode(&g_v, &pub[i], k[i].mode);
+    struct derp_client *c = try_connect(&g_srv, &priv[i], NULL, 5000, err, sizeof err);
+    cr_assert_eq(c != NULL, k[i].admit, "tailscaled says %s: %s", k[i].mode, c ? "admitted" : err);
+    if (c) e2e_assert_ping_pong(c);
+    if (c) derp_client_close(c);
+  }
   /* The request, as derper's LocalClient.WhoIsNodeKey makes it. */
   json_t *r[2];
-  cr_assert_eq(verifier_requests(&g_v, &known, r, 2), 1);
+  cr_assert_eq(verifier_requests(&g_v, &pub[0], r, 2), 1);
   char hex[DERP_KEY_HEXLEN + 1], path[128];
-  derp_key_hex(&known, hex);
+  derp_key_hex(&pub[0], hex);
   snprintf(path, sizeof path, "/localapi/v0/whois?addr=nodekey%%3A%s", hex);
   cr_assert_str_eq(json_string_value(json_object_get(r[0], "method")), "GET");
   cr_assert_str_eq(json_string_value(json_object_get(r[0], "path")), path);
@@ -540,23 +537,24 @@ Test(admission, both_checks, ADM) {
   verifier_start(&g_v2, "--default unknown", true);
   start_derpd(&g_srv, 2, "-verify-clients -socket %s -verify-client-url http://127.0.0.1:%u/", g_v2.sock,
               g_v.port);
-  derp_privkey p1, p2, p3;
-  derp_key both, local_only, url_only;
-  new_key(&p1, &both);
-  new_key(&p2, &local_only);
-  new_key(&p3, &url_only);
-  verifier_mode(&g_v2, &both, "known");
-  verifier_mode(&g_v2, &local_only, "known");
-  verifier_mode(&g_v, &local_only, "deny");
+  /* tailscaled's word, the controller's, and derpd's. */
+  static const struct { const char *local, *url; bool admit; } k[] = {
+      {"known", "allow", true}, {"known", "deny", false}, {"unknown", "allow", false}};
+  derp_privkey priv[3];
+  derp_key pub[3];
   char err[256];
-  struct derp_client *c = try_connect(&g_srv, &p1, NULL, 5000, err, sizeof err);
-  cr_assert_not_null(c, "%s", err);
-  derp_client_close(c);
-  cr_assert_null(try_connect(&g_srv, &p2, NULL, 5000, err, sizeof err), "the controller's no was ignored");
-  cr_assert_null(try_connect(&g_srv, &p3, NULL, 5000, err, sizeof err), "tailscaled's no was ignored");
-  cr_assert_eq(verifier_requests(&g_v, &url_only, NULL, 0), 0, "the controller was asked after tailscaled said no");
-  cr_assert_eq(verifier_requests(&g_v, &both, NULL, 0), 1);
-  cr_assert_eq(verifier_requests(&g_v2, &url_only, NULL, 0), 1);
+  for (int i = 0; i < 3; i++) {
+    new_key(&priv[i], &pub[i]);
+    verifier_mode(&g_v2, &pub[i], k[i].local);
+    verifier_mode(&g_v, &pub[i], k[i].url);
+    struct derp_client *c = try_connect(&g_srv, &priv[i], NULL, 5000, err, sizeof err);
+    cr_assert_eq(c != NULL, k[i].admit, "tailscaled %s, controller %s: %s", k[i].local, k[i].url,
+                 c ? "admitted" : err);
+    if (c) derp_client_close(c);
+    cr_assert_eq(verifier_requests(&g_v2, &pub[i], NULL, 0), 1);
+    /* The controller is not asked about a key tailscaled refused. */
+    cr_assert_eq(verifier_requests(&g_v, &pub[i], NULL, 0), strcmp(k[i].local, "known") == 0 ? 1 : 0);
+  }
 }
 
 /* ---- HTTPS ------------------------------------------------------------------------ */
