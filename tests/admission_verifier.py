@@ -170,6 +170,11 @@ class TCPServer(Quiet, ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # many checks at once: no SYN retried after 1 s
 
+    def server_bind(self):
+        # HTTPServer's own looks its name up (getfqdn): seconds without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+
 
 def main():
     global ARGS
