@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "server/admission/admission.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
@@ -404,6 +405,7 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   if (region_setup(s) != 0) return 1;
+  if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
@@ -480,6 +482,10 @@ int main(int argc, char **argv) {
              s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
   log_info("derpd: pid %d", (int)getpid());
+  if (admission_start(s) != 0) {
+    shutdown_shards(s);
+    return 1;
+  }
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
 
@@ -489,10 +495,12 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  admission_stop(s);
   shutdown_shards(s);
   region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
+  admission_free(s);
   free_server(s);
   tls_shutdown();
   log_info("derpd: stopped");

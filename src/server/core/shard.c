@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/admission/admission.h"
 #include "server/log.h"
 #include "server/region/region.h"
 #include "server/server.h"
@@ -483,6 +484,7 @@ static void loop(struct shard *sh) {
   while (!sh->stopped) {
     shard_clock(sh);
     drain_inbound(sh);
+    admission_drain(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))

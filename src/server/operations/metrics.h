@@ -75,7 +75,20 @@
   X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS") \
   X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
-  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered")
+  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
+  STATS_ADMISSION(X)
+
+/* Admission (admission/): -verify-client-url, -verify-clients. */
+#define STATS_ADMISSION(X) \
+  X(adm_allow, "derpd_admission_checks{result=\"allow\"}", "counter", "admission checks, by result (overload: no room to run one)") \
+  X(adm_deny, "derpd_admission_checks{result=\"deny\"}", "counter", "") \
+  X(adm_error, "derpd_admission_checks{result=\"error\"}", "counter", "") \
+  X(adm_timeout, "derpd_admission_checks{result=\"timeout\"}", "counter", "") \
+  X(adm_overload, "derpd_admission_checks{result=\"overload\"}", "counter", "") \
+  X(adm_abandoned, "derpd_admission_checks{result=\"abandoned\"}", "counter", "") \
+  X(adm_fail_open, "derpd_admission_fail_open", "counter", "clients admitted because the admission controller was unreachable (-verify-client-url-fail-open)") \
+  X(adm_pending, "derpd_admission_pending", "gauge", "admission checks outstanding") \
+  X(adm_mesh_skips, "derpd_admission_mesh_skips", "counter", "mesh peers admitted without a check")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
