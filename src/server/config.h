@@ -33,6 +33,11 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* Accepted connections (derper's flags). */
+  double accept_limit;       /* -accept-connection-limit, per second; INFINITY = none (default) */
+  int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
+  int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
+  int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
   bool tls;                  /* derived by config_parse */
 };
 

@@ -347,6 +347,7 @@ int main(int argc, char **argv) {
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
   if (region_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);

@@ -25,6 +25,7 @@
 #include "derp/key.h"
 #include "server/config.h"
 #include "server/core/list.h"
+#include "server/core/ratelimit.h"
 #include "server/operations/metrics.h"
 #include "server/core/spsc.h"
 
@@ -325,6 +326,7 @@ struct server {
                                   but for the links' atomics */
   _Atomic bool stopping;
   _Atomic int64_t open_conns;  /* for --max-conns */
+  struct rate_limiter accept_lim; /* -accept-connection-limit, all shards' main listeners */
   _Atomic uint64_t next_conn_id;
   int max_conns;
 };

@@ -150,6 +150,18 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
     close(fd);
     return;
   }
+  /* -accept-connection-limit (derper's, main listener only): accepted, then
+   * closed at once, which tells the client at once; the server goes on. */
+  if (!port80) {
+    if (!rate_limiter_allow(&sh->srv->accept_lim, rate_now_ns())) {
+      STAT_INC(&sh->stats, accepts_limited);
+      STAT_CLOSE(&sh->stats, CLOSE_accept_limit);
+      log_debug("shard %d: connection closed: -accept-connection-limit", sh->id);
+      close(fd);
+      return;
+    }
+    STAT_INC(&sh->stats, accepts_admitted);
+  }
   int64_t open = atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
   if (open >= sh->srv->max_conns) {
     atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);

@@ -69,7 +69,9 @@
   X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS") \
   X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
-  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered")
+  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
+  X(accepts_admitted, "tls_listener_accepted_connections", "counter", "connections -accept-connection-limit let in (derper's name; TLS or not)") \
+  X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -109,7 +111,8 @@
   X(websocket_protocol, "websocket_protocol")             \
   X(websocket_close, "websocket_close")                   \
   X(close_peer, "close_peer")                             \
-  X(watchers_full, "watchers_full")
+  X(watchers_full, "watchers_full")                       \
+  X(accept_limit, "accept_limit")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };
