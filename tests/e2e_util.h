@@ -26,13 +26,18 @@ struct derpd_proc {
   derp_key server_key;  /* read from <dir>/derper.key once the server made it */
   char dir[256];
   char log_path[300];
+  char host[48];        /* where derpd listens (-a) and clients dial: "127.0.0.1" or "::1" */
 };
 
 /* Start derpd with --shards N and extra space-separated args (may be NULL).
  * Waits (<= 10 s) until it accepts TCP and its key file exists. Retries with
  * another port (3 tries) if it exits early. 0 on success, -1 (log dumped to
- * stderr) on failure. The child gets SIGKILL if the test process dies. */
+ * stderr) on failure. The child gets SIGKILL if the test process dies.
+ * It listens on 127.0.0.1, with STUN on a free port (-stun-port=0) unless
+ * extra_args say otherwise (a later flag wins). */
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args);
+/* derpd_start on another loopback address: host "127.0.0.1" or "::1". */
+int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args);
 /* derpd_start on a given port (one try): for nodes that must know each
  * other's ports before they start (regions). */
 int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args);

@@ -50,6 +50,9 @@ Test(config, defaults) {
   cr_assert_eq(c.queue_depth, 0); /* auto */
   cr_assert_eq(c.verbose, 0);
   cr_assert_eq(c.ktls_mode, KTLS_AUTO);
+  cr_assert(c.stun);
+  cr_assert_eq(c.stun_port, 3478);
+  cr_assert(!c.stun_generic);
   cr_assert(isinf(c.accept_limit) && c.accept_limit > 0);
   cr_assert_eq(c.accept_burst, INT64_MAX);
   cr_assert_eq(c.tcp_keepalive_ms, 600000);
@@ -211,7 +214,7 @@ Test(config, int_ranges) {
 
 Test(config, syntax_errors) {
   ERR("flag provided but not defined: -x", "-x");
-  ERR("flag provided but not defined: -stun", "--stun");
+  ERR("flag provided but not defined: -stun-portx", "--stun-portx");
   ERR("flag needs an argument: -c", "-c");
   ERR("flag needs an argument: -shards", "-v", "--shards");
   ERR("bad flag syntax: ---dev", "---dev");
@@ -245,12 +248,18 @@ Test(config, help) {
   }
 }
 
-Test(config, usage_mentions_every_flag) {
-  char *buf = NULL;
+/* config_usage's text into *buf (malloc'd). */
+static void usage_text(char **buf) {
   size_t len = 0;
-  FILE *out = open_memstream(&buf, &len);
+  *buf = NULL;
+  FILE *out = open_memstream(buf, &len);
   config_usage(out, "derpd");
   fclose(out);
+}
+
+Test(config, usage_mentions_every_flag) {
+  char *buf;
+  usage_text(&buf);
   static const char *needles[] = {
       "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
@@ -258,13 +267,38 @@ Test(config, usage_mentions_every_flag) {
       "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "-mesh-psk-file",
       "-mesh-with", "derp-mesh.key", "name/dialaddr", "http://host:port",
       "-ktls string", "auto", "require",
-      "-accept-connection-limit float", "+Inf",
+      "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
       "-accept-connection-burst int", "9223372036854775807", "-tcp-keepalive-time duration", "10m0s",
       "-tcp-user-timeout duration", "15s",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
   free(buf);
+}
+
+Test(config, usage_lists_stun_as_supported) {
+  char *buf;
+  usage_text(&buf);
+  const char *nys = strstr(buf, "Not yet supported");
+  cr_assert(nys);
+  cr_assert_null(strstr(nys, "STUN"), "usage still lists STUN as not supported");
+  cr_assert_null(strstr(nys, "-stun"));
+  free(buf);
+}
+
+Test(config, stun_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-stun=false", "-stun-port", "3479", "--stun-generic"), 0, "%s", err);
+  cr_assert(!c.stun);
+  cr_assert_eq(c.stun_port, 3479);
+  cr_assert(c.stun_generic);
+  cr_assert_eq(PARSE(&c, "-stun", "-stun-port=0", "-stun-generic=false"), 0, "%s", err);
+  cr_assert(c.stun);
+  cr_assert_eq(c.stun_port, 0);
+  cr_assert(!c.stun_generic);
+  ERR("invalid value \"65536\" for flag -stun-port", "-stun-port=65536");
+  ERR("invalid value \"-1\" for flag -stun-port", "-stun-port", "-1");
+  ERR("invalid boolean value \"maybe\" for -stun", "-stun=maybe");
 }
 
 Test(config, accept_limit_flags) {

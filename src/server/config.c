@@ -29,6 +29,8 @@ void config_defaults(struct config *c) {
   c->queue_depth = 0; /* auto: config_ring_depths() */
   c->http_port = 80;
   c->ktls_mode = KTLS_AUTO;
+  c->stun = true;
+  c->stun_port = 3478;
   c->accept_limit = INFINITY;
   c->accept_burst = INT64_MAX;
   c->tcp_keepalive_ms = 10 * 60 * 1000;
@@ -224,6 +226,9 @@ static const struct flag flags[] = {
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"tcp-keepalive-time", K_DURATION, F(tcp_keepalive_ms), 0, 0, 0, DUR_ZERO_OK | DUR_NEG_OFF},
     {"tcp-user-timeout", K_DURATION, F(tcp_user_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
+    {"stun", K_BOOL, F(stun), 0, 0, 0, 0},
+    {"stun-port", K_INT, F(stun_port), 0, 0, 65535, 0},
+    {"stun-generic", K_BOOL, F(stun_generic), 0, 0, 0, 0},
     {"accept-connection-limit", K_RATE, F(accept_limit), 0, 0, 0, 0},
     {"accept-connection-burst", K_INT64, F(accept_burst), 0, 0, INT64_MAX, 0},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
@@ -436,6 +441,15 @@ void config_usage(FILE *out, const char *prog) {
 "        the default means no limit: set it with the limit (default\n"
 "        9223372036854775807)\n"
 "\n"
+"STUN (UDP, on -a's host: all addresses, IPv4 and IPv6, if it has none):\n"
+"  -stun\n"
+"        answer Tailscale clients' STUN Binding Requests (default true)\n"
+"  -stun-port int\n"
+"        the UDP port for STUN; 0 = any free port (default 3478)\n"
+"  -stun-generic\n"
+"        also answer plain RFC 5389 Binding Requests, not only those of\n"
+"        Tailscale clients (SOFTWARE \"tailnode\")\n"
+"\n"
 "TLS (served when the port is 443 or -certmode is given; TLS 1.2 minimum):\n"
 "  -certmode string\n"
 "        manual: load <certdir>/<hostname>.crt (chain, PEM) and .key;\n"
@@ -512,7 +526,7 @@ void config_usage(FILE *out, const char *prog) {
 "  -h, -help\n"
 "        show this help\n"
 "\n"
-"Not yet supported in this version: -certmode letsencrypt, STUN (-stun,\n"
-"-stun-port) and client verification (-verify-client-url).\n",
+"Not yet supported in this version: -certmode letsencrypt and client\n"
+"verification (-verify-client-url).\n",
           prog);
 }

@@ -33,6 +33,10 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* STUN (derper's flags; stun/stun_server.c), bound to -a's host. */
+  bool stun;                 /* -stun, default true */
+  int stun_port;             /* -stun-port, default 3478; 0 = any free port */
+  bool stun_generic;         /* --stun-generic: plain RFC 5389 requests too (default false) */
   /* Accepted connections (derper's flags). */
   double accept_limit;       /* -accept-connection-limit, per second; INFINITY = none (default) */
   int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */

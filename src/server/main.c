@@ -24,6 +24,7 @@
 #include "server/log.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/stun/stun_server.h"
 #include "server/transport/tls.h"
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
@@ -224,6 +225,7 @@ static void free_server(struct server *s) {
   for (int i = 0; i < s->nshards; i++) {
     struct shard *sh = &s->shards[i];
     if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
+    stun_shard_free(sh); /* a shard that never ran */
     free(sh->bufs);
     free(sh->buf_free);
     free(sh->br);
@@ -354,6 +356,8 @@ int main(int argc, char **argv) {
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
 
+  /* STUN first: a port in use stops derpd before anyone can connect. */
+  if (stun_open(s, err, sizeof err) != 0) { log_error("%s", err); return 1; }
   uint16_t port = s->cfg.listen_port;
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].listen_fd = open_listener(s->cfg.listen_host, port, err, sizeof err);

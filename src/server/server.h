@@ -10,12 +10,14 @@
 #ifndef DERPD_SERVER_H
 #define DERPD_SERVER_H
 
+#include <assert.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdalign.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -301,6 +303,7 @@ struct shard {
   int64_t log_window_ms;
   bool stopping, stopped;
   uint8_t accept_rearm;        /* listeners to re-arm at the next tick: 1 main, 2 port 80 */
+  struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };
 
@@ -357,15 +360,21 @@ void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
 
-/* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
+/* user_data tags in the low 4 bits of a pointer (conns come from calloc,
+ * aligned for max_align_t; STUN's ops are declared 16-aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
-              UD_MSGRING = 6, UD_ACCEPT80 = 7 };
+              UD_MSGRING = 6, UD_ACCEPT80 = 7, UD_STUN = 8 };
+_Static_assert(_Alignof(max_align_t) >= 16, "user_data tags need 16-byte aligned allocations");
 struct region;
 struct region_shard;
+struct stun_shard;
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
-static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
-static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
-static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)7); }
+static inline uint64_t ud_make(void *p, enum ud_tag t) {
+  assert(((uintptr_t)p & 15) == 0);
+  return (uint64_t)(uintptr_t)p | (uint64_t)t;
+}
+static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 15); }
+static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)15); }
 
 /* conn.c */
 struct conn *conn_new(struct shard *sh, int fd, bool port80);

@@ -17,6 +17,7 @@
 #include "server/log.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/stun/stun_server.h"
 
 #define TICK_MS 100
 #define DRAIN_BATCH 256
@@ -257,7 +258,8 @@ static int setup_ring(struct shard *sh) {
   }
   if (r < 0) return r;
   sh->ring_fd = sh->ring.ring_fd;
-  return setup_buf_ring(sh);
+  r = setup_buf_ring(sh);
+  return r < 0 ? r : stun_shard_ring_init(sh);
 }
 
 static int inbound_words(const struct server *s) { return (s->nshards + 63) / 64; }
@@ -365,6 +367,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
+  case UD_STUN: stun_on_cqe(sh, cqe); break;
   case UD_WAKE: break; /* the wake itself is the point; drain runs next turn */
   case UD_MSGRING: /* only failures post (CQE_SKIP_SUCCESS): the target may
                       sleep until its next tick with work queued */
@@ -448,6 +451,7 @@ static void loop(struct shard *sh) {
         begin_stop(sh);
       conn_tick(sh);
       region_tick(sh);
+      stun_shard_poll(sh);
       if (sh->accept_rearm && !sh->stopping) {
         if (sh->accept_rearm & 1) arm_accept(sh, false);
         if (sh->accept_rearm & 2) arm_accept(sh, true);
@@ -471,9 +475,11 @@ static void *shard_main(void *arg) {
   sh->now_ms = now_ms();
   arm_accept(sh, false);
   if (sh->listen80_fd >= 0) arm_accept(sh, true);
+  stun_shard_poll(sh);
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);
+  stun_shard_free(sh);
   /* Not ring_fd = -1: other shards still running may read ring_fd to wake
    * this one (a data race, and TSan says so); main.c reads ring_exited. */
   sh->ring_exited = true;

@@ -71,7 +71,23 @@
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
   X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
   X(accepts_admitted, "tls_listener_accepted_connections", "counter", "connections -accept-connection-limit let in (derper's name; TLS or not)") \
-  X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit")
+  X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit") \
+  X(stun_ipv4, "stun_addrfamily{family=\"ipv4\"}", "counter", "STUN Binding Requests answered (or tried), by the client's address family") \
+  X(stun_ipv6, "stun_addrfamily{family=\"ipv6\"}", "counter", "")                   \
+  X(stun_not_stun, "stun_requests{disposition=\"not_stun\"}", "counter", "STUN datagrams by what became of them (derper's dispositions)") \
+  X(stun_read_error, "stun_requests{disposition=\"read_error\"}", "counter", "")     \
+  X(stun_success, "stun_requests{disposition=\"success\"}", "counter", "")           \
+  X(stun_write_error, "stun_requests{disposition=\"write_error\"}", "counter", "")   \
+  X(stun_drop_short, "derpd_stun_dropped{reason=\"short\"}", "counter", "STUN datagrams not answered, by reason (derper: not_stun; replies_in_flight: write_error)") \
+  X(stun_drop_not_stun, "derpd_stun_dropped{reason=\"not_stun\"}", "counter", "")    \
+  X(stun_drop_not_binding, "derpd_stun_dropped{reason=\"not_binding\"}", "counter", "") \
+  X(stun_drop_bad_attrs, "derpd_stun_dropped{reason=\"bad_attrs\"}", "counter", "")  \
+  X(stun_drop_software, "derpd_stun_dropped{reason=\"software\"}", "counter", "")    \
+  X(stun_drop_no_fingerprint, "derpd_stun_dropped{reason=\"no_fingerprint\"}", "counter", "") \
+  X(stun_drop_bad_fingerprint, "derpd_stun_dropped{reason=\"bad_fingerprint\"}", "counter", "") \
+  X(stun_drop_unknown_attr, "derpd_stun_dropped{reason=\"unknown_attr\"}", "counter", "") \
+  X(stun_drop_oversized, "derpd_stun_dropped{reason=\"oversized\"}", "counter", "")  \
+  X(stun_drop_busy, "derpd_stun_dropped{reason=\"replies_in_flight\"}", "counter", "")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
