@@ -2,6 +2,8 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/operations/debug_access.h"
+#include "server/admission/wire.h"
 #include "server/transport/ktls.h"
 
 #include <errno.h>
@@ -28,7 +30,12 @@ void config_defaults(struct config *c) {
   c->recv_buf_size = 16384;
   c->queue_depth = 0; /* auto: config_ring_depths() */
   c->http_port = 80;
+  c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
+  c->verify_client_url_fail_open = true;
+  strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
+  c->admission_workers = 32;
+  c->admission_queue = 4096;
   c->stun = true;
   c->stun_port = 3478;
   c->accept_limit = INFINITY;
@@ -164,8 +171,10 @@ static int copy_str(struct perr *e, const char *name, const char *val, char *dst
   return 0;
 }
 
-/* "host:port", ":port" or "[v6]:port"; the host is stored without brackets. */
-static int parse_addr(struct perr *e, const char *name, const char *val, struct config *c) {
+/* "host:port", ":port" or "[v6]:port" into host (hcap bytes; stored without
+ * brackets) and *port. */
+static int parse_addr(struct perr *e, const char *name, const char *val, char *host_out,
+                      size_t hcap, int *port_out) {
   const char *colon, *host = val;
   size_t hl;
   if (val[0] == '[') {
@@ -189,16 +198,17 @@ static int parse_addr(struct perr *e, const char *name, const char *val, struct 
     port = port * 10 + (p[i] - '0');
   }
   if (port > 65535) return bad_value(e, name, val, "port must be a number 0..65535");
-  if (hl >= sizeof c->listen_host) return bad_value(e, name, val, "host too long");
-  memcpy(c->listen_host, host, hl);
-  c->listen_host[hl] = 0;
-  c->listen_port = (uint16_t)port;
+  if (hl >= hcap) return bad_value(e, name, val, "host too long");
+  memcpy(host_out, host, hl);
+  host_out[hl] = 0;
+  *port_out = (int)port;
   return 0;
 }
 
 /* ---- The flag table -------------------------------------------------------- */
 
-enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_INT64, K_RATE, K_KTLS, K_HELP };
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_METRICS_ADDR, K_DURATION, K_INT, K_INT64, K_RATE, K_KTLS,
+            K_CIDRS, K_HELP };
 /* DUR_NEG_OFF: a negative duration ("-1s") turns the thing off (stored as -1). */
 enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2, DUR_NEG_OFF = 2 };
 
@@ -223,6 +233,12 @@ static const struct flag flags[] = {
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
     {"mesh-with", K_STRING, F(mesh_with), sizeof ((struct config *)0)->mesh_with, 0, 0, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
+    {"verify-client-url", K_STRING, F(verify_client_url), sizeof ((struct config *)0)->verify_client_url, 0, 0, 0},
+    {"verify-client-url-fail-open", K_BOOL, F(verify_client_url_fail_open), 0, 0, 0, 0},
+    {"verify-clients", K_BOOL, F(verify_clients), 0, 0, 0, 0},
+    {"socket", K_STRING, F(tailscaled_socket), sizeof ((struct config *)0)->tailscaled_socket, 0, 0, 0},
+    {"admission-workers", K_INT, F(admission_workers), 0, 1, 1024, 0},
+    {"admission-queue", K_INT, F(admission_queue), 0, 1, 1 << 20, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"tcp-keepalive-time", K_DURATION, F(tcp_keepalive_ms), 0, 0, 0, DUR_ZERO_OK | DUR_NEG_OFF},
     {"tcp-user-timeout", K_DURATION, F(tcp_user_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
@@ -238,6 +254,8 @@ static const struct flag flags[] = {
     {"recv-bufs", K_INT, F(recv_bufs), 0, 1, 32768, INT_POW2},
     {"recv-buf-size", K_INT, F(recv_buf_size), 0, 1024, 1048576, 0},
     {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2 | INT_ZERO_AUTO},
+    {"debug-allow", K_CIDRS, F(debug_allow), sizeof ((struct config *)0)->debug_allow, 0, 0, 0},
+    {"metrics-listen", K_METRICS_ADDR, 0, 0, 0, 0, 0},
     {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"h", K_HELP, 0, 0, 0, 0, 0},
@@ -291,6 +309,19 @@ static int set_duration(struct perr *e, const struct flag *f, const char *val, s
   return 0;
 }
 
+/* --debug-allow: a list, and a repeated flag adds to it. */
+static int add_cidrs(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  char why[160];
+  char *list = (char *)c + f->off;
+  size_t have = strlen(list), n = strlen(val);
+  if (debug_allow_add(NULL, val, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  if (have + 1 + n >= f->cap) return bad_value(e, f->name, val, "too long in all");
+  if (have) list[have++] = ',';
+  memcpy(list + have, val, n + 1);
+  if (debug_allow_add(NULL, list, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  return 0;
+}
+
 /* Boolean-like flags: val is NULL when given bare ("-dev"). */
 static int set_bool(struct perr *e, const struct flag *f, const char *val, struct config *c) {
   bool b = true;
@@ -308,11 +339,19 @@ static int set_bool(struct perr *e, const struct flag *f, const char *val, struc
 static int set_value(struct perr *e, const struct flag *f, const char *val, struct config *c) {
   switch (f->kind) {
   case K_STRING: return copy_str(e, f->name, val, (char *)c + f->off, f->cap);
-  case K_ADDR: return parse_addr(e, f->name, val, c);
+  case K_ADDR: {
+    int port;
+    if (parse_addr(e, f->name, val, c->listen_host, sizeof c->listen_host, &port) < 0) return -1;
+    c->listen_port = (uint16_t)port;
+    return 0;
+  }
+  case K_METRICS_ADDR:
+    return parse_addr(e, f->name, val, c->metrics_host, sizeof c->metrics_host, &c->metrics_port);
   case K_DURATION: return set_duration(e, f, val, c);
   case K_INT:
   case K_INT64: return set_int(e, f, val, c);
   case K_RATE: return set_rate(e, f, val, c);
+  case K_CIDRS: return add_cidrs(e, f, val, c);
   case K_KTLS: {
     enum ktls_mode m;
     if (ktls_mode_parse(val, &m) < 0) return bad_value(e, f->name, val, "want auto, off or require");
@@ -411,6 +450,14 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
   if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
     return errf(&e, "--ktls=require needs TLS (port 443 or -certmode)");
+  if (c->verify_client_url[0]) {
+    struct adm_url u;
+    char why[128];
+    if (adm_url_parse(c->verify_client_url, &u, why, sizeof why) < 0)
+      return bad_value(&e, "verify-client-url", c->verify_client_url, why);
+  }
+  if (c->verify_clients && !c->tailscaled_socket[0])
+    return errf(&e, "-verify-clients needs -socket (tailscaled's LocalAPI socket)");
   /* The kernel's TCP_KEEPIDLE bound (Go would fail silently and keep 2h). */
   if (c->tcp_keepalive_ms > 32767 * 1000LL)
     return errf(&e, "invalid value for flag -tcp-keepalive-time: must be at most 32767s (9h6m7s)");
@@ -482,6 +529,29 @@ void config_usage(FILE *out, const char *prog) {
 "        private networks). This node's own entry is found and skipped, so\n"
 "        every node can use the same list\n"
 "\n"
+"Admission (who may connect; mesh peers always may):\n"
+"  -verify-client-url string\n"
+"        admission controller: for each client, POST\n"
+"        {\"NodePublic\":\"nodekey:<hex>\",\"Source\":\"<ip>\"} to this http(s)\n"
+"        URL (5s timeout); the client is admitted only on 200 with\n"
+"        {\"Allow\":true}. HTTPS verifies against the system roots\n"
+"        (SSL_CERT_FILE, SSL_CERT_DIR as in Go)\n"
+"  -verify-client-url-fail-open\n"
+"        admit clients when the controller cannot be reached (connect\n"
+"        error, TLS error, timeout); -verify-client-url-fail-open=false\n"
+"        refuses them (default true)\n"
+"  -verify-clients\n"
+"        admit only nodes of the local tailscaled's tailnet (LocalAPI\n"
+"        whois by node key); with -verify-client-url, both must agree\n"
+"  -socket string\n"
+"        tailscaled's LocalAPI socket for -verify-clients (default\n"
+"        \"/var/run/tailscale/tailscaled.sock\")\n"
+"  -admission-workers int\n"
+"        checks run at once, each on its own thread; 1..1024 (default 32)\n"
+"  -admission-queue int\n"
+"        checks waiting for a worker; when full a client is refused, or\n"
+"        admitted under -verify-client-url-fail-open (default 4096)\n"
+"\n"
 "Identity:\n"
 "  -c string\n"
 "        key file: JSON {\"PrivateKey\": \"privkey:<hex>\"}, created (mode 0600)\n"
@@ -520,13 +590,23 @@ void config_usage(FILE *out, const char *prog) {
 "        0 = auto: 4096 up to 16 shards, then 65536/(shards-1), at least\n"
 "        1024 (default 0)\n"
 "\n"
+"Operations (/debug/: metrics at /debug/varz and /debug/vars):\n"
+"  -debug-allow string\n"
+"        CIDRs (or addresses) that may read /debug/, comma-separated; repeat\n"
+"        to add more. Beside these: loopback, Tailscale addresses,\n"
+"        $TS_ALLOW_DEBUG_IP, and ?debugkey= matching the file at\n"
+"        $TS_DEBUG_KEY_PATH, as derper; any X-Forwarded-For is refused\n"
+"  -metrics-listen string\n"
+"        also serve /debug/ (and nothing else) as plain HTTP on this\n"
+"        \"host:port\", e.g. a private interface for Prometheus; the same\n"
+"        access rules apply there (default: none)\n"
+"\n"
 "Other:\n"
 "  -v, -verbose\n"
 "        more logging; repeat for more\n"
 "  -h, -help\n"
 "        show this help\n"
 "\n"
-"Not yet supported in this version: -certmode letsencrypt and client\n"
-"verification (-verify-client-url).\n",
+"Not yet supported in this version: -certmode letsencrypt.\n",
           prog);
 }

@@ -25,6 +25,11 @@ struct config {
   int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
   int queue_depth;           /* --queue-depth: packets per inter-shard data ring (power of 2); 0 = auto */
   int verbose;               /* -v / --verbose, may repeat */
+  char debug_allow[1024];    /* --debug-allow: CIDRs that may read /debug/, comma-separated
+                                (repeats append); checked by operations/debug_access.c */
+  char metrics_host[256];    /* --metrics-listen host part ("" = all addresses) */
+  int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
+                                only; -1 = none (default) */
   /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
   char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
@@ -33,6 +38,13 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* Admission (derper's flags; admission/). */
+  char verify_client_url[2048];     /* -verify-client-url: admission controller; "" = none */
+  bool verify_client_url_fail_open; /* -verify-client-url-fail-open (default true) */
+  bool verify_clients;              /* -verify-clients: ask the local tailscaled */
+  char tailscaled_socket[1024];     /* -socket: tailscaled's LocalAPI socket */
+  int admission_workers;            /* --admission-workers: checks at once (default 32) */
+  int admission_queue;              /* --admission-queue: checks waiting for a worker (default 4096) */
   /* STUN (derper's flags; stun/stun_server.c), bound to -a's host. */
   bool stun;                 /* -stun, default true */
   int stun_port;             /* -stun-port, default 3478; 0 = any free port */

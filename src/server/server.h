@@ -66,6 +66,8 @@ struct pkt {
   uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
   uint8_t wire;         /* bytes already in wire form (TLS records made outside
                            wrap): sent as they are, never wrapped (conn_queue_wire) */
+  uint32_t t_us;        /* shard clock (now_us, low 32 bits) at pkt_alloc: a packet's
+                           queue wait is measured from here (derpd_queue_wait_seconds) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
   uint8_t ws_raw;       /* WebSocket conn: bytes already framed (101, pong, close):
@@ -144,7 +146,9 @@ struct conn {
   uint8_t not_ideal : 1;   /* Ideal-Node header named another node */
   uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
+  uint8_t link_ping_out : 1; /* a link's keepalive Ping not answered yet */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
+  uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
@@ -251,6 +255,7 @@ struct shard {
   bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
+  int metrics_fd;              /* --metrics-listen listener, -1 if none */
   /* Set before waiting; producers wake if set. Other shards read it every
    * turn they publish to this one, so it has a cache line to itself. */
   alignas(64) _Atomic int sleeping;
@@ -273,6 +278,7 @@ struct shard {
   uint32_t nfree, in_ring, buf_target;
   bool nobufs;                 /* an ENOBUFS this turn */
   int64_t now_ms;
+  int64_t now_us;              /* the same instant in µs (packet queue-wait stamps) */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
   struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */
@@ -302,7 +308,7 @@ struct shard {
   uint32_t log_suppressed;
   int64_t log_window_ms;
   bool stopping, stopped;
-  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: 1 main, 2 port 80 */
+  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
   struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };
@@ -327,11 +333,17 @@ struct server {
   size_t ring_mem_len;
   struct region *region;        /* mesh key, links (region/); read-only after start
                                   but for the links' atomics */
+  struct admission *admission;  /* -verify-client-url, -verify-clients (admission/);
+                                  NULL when off */
   _Atomic bool stopping;
+  _Atomic bool handover;       /* stopping for a live upgrade: the listening
+                                  sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
   struct rate_limiter accept_lim; /* -accept-connection-limit, all shards' main listeners */
   _Atomic uint64_t next_conn_id;
   int max_conns;
+  struct debug_state *debug;   /* operations/debug_http.c: /debug/ access rules;
+                                  read-only after start */
 };
 
 static inline struct spsc *data_q(struct server *s, int from, int to) { return s->data_q[from * s->nshards + to]; }
@@ -359,9 +371,11 @@ void shard_recycle_buf(struct shard *sh, unsigned bid);
 void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
+void shard_send_restarting(struct shard *sh, struct conn *c);
 
-/* user_data tags in the low 4 bits of a pointer (conns come from calloc,
- * aligned for max_align_t; STUN's ops are declared 16-aligned). */
+/* user_data tags in the low UD_TAG_BITS bits of a pointer (conns come from
+ * calloc, aligned for max_align_t; STUN's ops are declared 16-aligned). */
+#define UD_TAG_BITS 4
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
               UD_MSGRING = 6, UD_ACCEPT80 = 7, UD_STUN = 8 };
 _Static_assert(_Alignof(max_align_t) >= 16, "user_data tags need 16-byte aligned allocations");
@@ -369,17 +383,22 @@ struct region;
 struct region_shard;
 struct stun_shard;
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
+#define UD_TAG_MASK ((uint64_t)(1u << UD_TAG_BITS) - 1)
 static inline uint64_t ud_make(void *p, enum ud_tag t) {
-  assert(((uintptr_t)p & 15) == 0);
+  assert(((uintptr_t)p & UD_TAG_MASK) == 0);
   return (uint64_t)(uintptr_t)p | (uint64_t)t;
 }
-static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 15); }
-static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)15); }
+static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & UD_TAG_MASK); }
+static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~UD_TAG_MASK); }
+_Static_assert(UD_STUN < (1 << UD_TAG_BITS), "user_data tags overflow their bits");
 
 /* conn.c */
 struct conn *conn_new(struct shard *sh, int fd, bool port80);
 struct conn *conn_new_link(struct shard *sh, int fd);
 void conn_start(struct conn *c);                 /* arm the first recv */
+/* Cancel the handshake read in flight, if any (the conn is about to move:
+ * an admission verdict came while it read on); it completes with -ECANCELED. */
+void conn_cancel_hs_recv(struct conn *c);
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);

@@ -13,14 +13,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* X(name, prometheus name, type, help) */
+#include "server/operations/stats_hist.h"
+
+/* X(name, prometheus name, type, help); an empty name is internal, not
+ * rendered as it is (operations/stats_page.c derives metrics from it). */
 #define STATS_SCALARS(X)                                                                  \
   X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
   X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
   X(cur_home, "derp_current_home_connections", "gauge", "clients that said this is home") \
-  X(clients_total, "derp_clients_total", "gauge", "clients in the region this node knows: local and remote") \
+  X(clients_total, "derp_clients_total", "gauge", "keys this node knows in the region: local or remote") \
   X(clients_accepted, "derpd_clients_accepted", "counter", "clients that completed the handshake") \
-  X(clients_remote, "derp_clients_remote", "gauge", "keys connected to other nodes of the region (forwarders known)") \
+  X(clients_remote, "derp_clients_remote", "gauge", "keys connected only to other nodes of the region") \
   X(watchers, "derp_watchers", "gauge", "mesh peers watching this node's clients")   \
   X(fwd_in, "derp_packets_forwarded_in", "counter", "packets that came in as ForwardPacket") \
   X(fwd_out, "derp_packets_forwarded_out", "counter", "packets sent to another node as ForwardPacket") \
@@ -29,7 +32,7 @@
   X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "a forwarder removed that was not the one in use") \
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
-  X(cur_clients, "derp_clients_local", "gauge", "handshaken clients connected here")     \
+  X(cur_clients, "derp_clients_local", "gauge", "keys with a connection here")     \
   X(bytes_recv, "derp_bytes_received", "counter", "packet payload bytes received")        \
   X(bytes_sent, "derp_bytes_sent", "counter", "packet payload bytes sent")                \
   X(pkts_recv, "derp_packets_received", "counter", "packets received from clients")       \
@@ -44,6 +47,9 @@
   X(home_moves_out, "derp_home_moves_out", "counter", "clients that moved home away")     \
   X(dup_keys, "derp_current_dup_client_keys", "gauge", "keys with more than one connection") \
   X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
+  X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
+  X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
+  X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \
   X(keepalives, "derpd_keepalives_sent", "counter", "KeepAlive frames sent")              \
   X(unknown_frames, "derpd_unknown_frames", "counter", "unknown frame types skipped")     \
   X(handoffs, "derpd_handoffs", "counter", "connections moved to their owner shard")      \
@@ -72,6 +78,24 @@
   X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
   X(accepts_admitted, "tls_listener_accepted_connections", "counter", "connections -accept-connection-limit let in (derper's name; TLS or not)") \
   X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit") \
+  STATS_ADMISSION(X) \
+  STATS_STUN(X)
+
+/* Admission (admission/): -verify-client-url, -verify-clients. */
+#define STATS_ADMISSION(X) \
+  X(adm_allow, "derpd_admission_checks{result=\"allow\"}", "counter", "admission checks, by result (overload: no room to run one)") \
+  X(adm_deny, "derpd_admission_checks{result=\"deny\"}", "counter", "") \
+  X(adm_error, "derpd_admission_checks{result=\"error\"}", "counter", "") \
+  X(adm_timeout, "derpd_admission_checks{result=\"timeout\"}", "counter", "") \
+  X(adm_overload, "derpd_admission_checks{result=\"overload\"}", "counter", "") \
+  X(adm_abandoned, "derpd_admission_checks{result=\"abandoned\"}", "counter", "") \
+  X(adm_fail_open, "derpd_admission_fail_open", "counter", "clients admitted because the admission controller was unreachable (-verify-client-url-fail-open)") \
+  X(adm_pending, "derpd_admission_pending", "gauge", "admission checks outstanding") \
+  X(adm_mesh_skips, "derpd_admission_mesh_skips", "counter", "mesh peers admitted without a check")
+
+/* STUN (stun/): derper's stun_requests{disposition} and stun_addrfamily{family},
+ * and derpd's reasons for what it drops. */
+#define STATS_STUN(X) \
   X(stun_ipv4, "stun_addrfamily{family=\"ipv4\"}", "counter", "STUN Binding Requests answered (or tried), by the client's address family") \
   X(stun_ipv6, "stun_addrfamily{family=\"ipv6\"}", "counter", "")                   \
   X(stun_not_stun, "stun_requests{disposition=\"not_stun\"}", "counter", "STUN datagrams by what became of them (derper's dispositions)") \
@@ -128,6 +152,7 @@
   X(websocket_close, "websocket_close")                   \
   X(close_peer, "close_peer")                             \
   X(watchers_full, "watchers_full")                       \
+  X(link_silent, "link_silent")                         \
   X(accept_limit, "accept_limit")
 
 #define STAT_ENUM(name, ...) STAT_##name,
@@ -141,6 +166,7 @@ struct stats {
   _Atomic int64_t v[STAT_NSCALARS];
   _Atomic int64_t drops[DROP_NREASONS];
   _Atomic int64_t closes[CLOSE_NREASONS];
+  struct stats_ops ops;   /* histograms and averages (stats_hist.h) */
 };
 
 /* Single-writer updates: only the owning shard thread calls these. */
@@ -150,9 +176,17 @@ static inline void stat_add_slot(_Atomic int64_t *x, int64_t d) {
 #define STAT_ADD(st, name, d) stat_add_slot(&(st)->v[STAT_##name], (d))
 #define STAT_INC(st, name) STAT_ADD(st, name, 1)
 #define STAT_DROP(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
+/* The same, telling whether the n packets are disco (derp_packets_dropped_type;
+ * drops counted with plain STAT_DROP count as "other"). */
+#define STAT_DROP_T(st, reason, disco, n) \
+  (STAT_DROP(st, reason, n), (disco) ? STAT_ADD(st, drops_disco, (n)) : (void)0)
 #define STAT_CLOSE(st, reason) stat_add_slot(&(st)->closes[(reason)], 1)
 
 const char *close_reason_name(enum close_reason r);
+
+/* A bounded text appender: once len reaches cap, output is dropped. */
+struct out { char *p; size_t cap, len; };
+void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Render the sum of nstats shards' counters (plus process facts) into out.
  * Returns bytes written (truncated at cap). */

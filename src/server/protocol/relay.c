@@ -91,6 +91,7 @@ void relay_register(struct conn *c) {
   struct peer *p = peer_find(t, &c->key, c->key_hash);
   bool was_present = p && p->active;
   if (!p) {
+    region_count_key(sh, &c->key, c->key_hash, +1);
     p = calloc(1, sizeof *p);
     if (!p) { conn_close(c, CLOSE_nomem, "peer"); return; }
     p->key = c->key;
@@ -110,9 +111,8 @@ void relay_register(struct conn *c) {
   c->peer = p;
   if (p->nconns == 2) { STAT_INC(&sh->stats, dup_keys); STAT_ADD(&sh->stats, dup_conns, 2); }
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
+  if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_accepted);
-  STAT_INC(&sh->stats, clients_total);
-  STAT_INC(&sh->stats, cur_clients);
   if (c->not_ideal) STAT_INC(&sh->stats, notideal);
   watch_note(sh, &p->key, p->hash, was_present);
 }
@@ -160,8 +160,6 @@ void relay_unregister(struct conn *c) {
   if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
   p->nconns--;
-  STAT_ADD(&sh->stats, cur_clients, -1);
-  STAT_ADD(&sh->stats, clients_total, -1);
   if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
   if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
@@ -172,6 +170,7 @@ void relay_unregister(struct conn *c) {
   uint64_t h = p->hash;
   peer_unlink(&sh->peers, p);
   peer_free(p);
+  region_count_key(sh, &k, h, -1);
   watch_note(sh, &k, h, true);
 }
 
@@ -281,13 +280,13 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     return;
   }
   if (peer) {
-    STAT_DROP(&sh->stats, dup_client, 1);
+    STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
   } else if (p->from_fwd) { /* one hop: never forwarded again */
-    STAT_DROP(&sh->stats, unknown_dest_on_fwd, 1);
+    STAT_DROP_T(&sh->stats, unknown_dest_on_fwd, p->disco, 1);
   } else if (forward_out(sh, p)) {
     return;
   } else {
-    STAT_DROP(&sh->stats, unknown_dest, 1);
+    STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
     if (p->disco) { /* so the sender's disco stops waiting */
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
@@ -348,7 +347,7 @@ void relay_route(struct shard *sh, struct pkt *p) {
   } else if (shard_push_data(sh, o, p)) {
     STAT_INC(&sh->stats, xshard_pkts);
   } else {
-    STAT_DROP(&sh->stats, shard_queue, 1);
+    STAT_DROP_T(&sh->stats, shard_queue, p->disco, 1);
     pkt_free(sh, p);
   }
 }

@@ -10,6 +10,11 @@
  * request head (HTTP_MAX_HEAD), ClientInfo (DERP_MAX_CLIENT_INFO) plus one
  * receive buffer of trailing bytes, and the handshake deadline (conn.c).
  *
+ * Admission (admission/) may answer later: the conn then waits in
+ * CS_CLIENT_INFO, still reading (bytes behind ClientInfo are kept, an EOF
+ * closes it), with the box key kept to seal ServerInfo once admitted; nothing
+ * is queued after ServerKey until the verdict.
+ *
  * WebSocket (`Upgrade: websocket`, subprotocol derp) is the same handshake
  * one layer down: the 101 goes out as is, then the conn is in WebSocket mode
  * (websocket.c) and everything from ServerKey on, both ways, is inside
@@ -20,8 +25,10 @@
 
 #include <sodium.h>
 
+#include "server/admission/admission.h"
 #include "server/protocol/http.h"
 #include "server/log.h"
+#include "server/operations/debug_http.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
@@ -31,6 +38,8 @@ struct hs_state {
   struct http_req req;
   uint8_t *buf;        /* ClientInfo and whatever follows it */
   uint32_t len, cap;
+  struct adm_job *adm; /* an admission check outstanding */
+  derp_box_key k;      /* meanwhile: seals ServerInfo once admitted */
 };
 
 struct hs_state *upgrade_new(void) {
@@ -41,6 +50,8 @@ struct hs_state *upgrade_new(void) {
 
 void upgrade_free(struct conn *c) {
   if (!c->hs) return;
+  if (c->hs->adm) admission_abandon(c->sh, c->hs->adm);
+  sodium_memzero(&c->hs->k, sizeof c->hs->k);
   free(c->hs->buf);
   free(c->hs);
   c->hs = NULL;
@@ -56,52 +67,6 @@ void upgrade_set_detail(struct conn *c, const char *static_text) {
 }
 
 static bool queue_bytes(struct conn *c, const void *p, size_t n) { return conn_queue_copy(c, p, n, false); }
-
-static bool is_loopback(const struct conn *c) {
-  const struct in6_addr *a = &c->addr.sin6_addr;
-  if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
-  return IN6_IS_ADDR_LOOPBACK(a);
-}
-
-static void reply_debug(struct conn *c, const struct http_reply *r) {
-  struct shard *sh = c->sh;
-  struct server *s = sh->srv;
-  enum { BODY_MAX = 60000 };
-  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + DERP_MAX_PACKET);
-  char *body = malloc(BODY_MAX);
-  if (!m || !body) {
-    free(body);
-    if (m) pkt_free(sh, m);
-    conn_close(c, CLOSE_nomem, "debug page");
-    return;
-  }
-  struct stats *all[s->nshards];
-  for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
-  size_t n;
-  const char *ctype = "text/plain; charset=utf-8";
-  if (r->debug_page == HTTP_DEBUG_VARZ) {
-    n = metrics_render_varz(body, BODY_MAX, all, s->nshards);
-    n += region_render_varz(body + n, BODY_MAX - n, s);
-  } else if (r->debug_page == HTTP_DEBUG_VARS) {
-    n = metrics_render_vars(body, BODY_MAX, all, s->nshards);
-    ctype = "application/json";
-  } else {
-    n = (size_t)snprintf(body, BODY_MAX,
-                         "<html><body><h1>derpd debug</h1><p>server key nodekey:%s, %d shards</p>"
-                         "<ul><li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)</li>"
-                         "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li></ul></body></html>\n",
-                         s->pub_hex, s->nshards);
-    ctype = "text/html; charset=utf-8";
-  }
-  size_t h = http_reply_head((char *)m->data, m->cap, 200, ctype, n);
-  if (h == 0 || h + n > m->cap) n = 0;
-  if (c->hs->req.method != HTTP_HEAD) memcpy(m->data + h, body, n);
-  else n = 0;
-  m->len = (uint32_t)(h + n);
-  free(body);
-  conn_queue_ctrl(c, m);
-  c->close_after_send = 1;
-}
 
 static bool hs_append(struct conn *c, const uint8_t *p, size_t n) {
   struct hs_state *hs = c->hs;
@@ -122,14 +87,6 @@ static bool hs_append(struct conn *c, const uint8_t *p, size_t n) {
   return true;
 }
 
-/* Admission hook: --verify-client-url plugs in here (it will answer later,
- * asynchronously; the conn waits in CS_CLIENT_INFO under its deadline). */
-static bool admit(const struct conn *c, const struct derp_client_info *ci) {
-  (void)c;
-  (void)ci;
-  return true;
-}
-
 static int queue_server_info(struct conn *c, const derp_box_key *k) {
   struct shard *sh = c->sh;
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_SERVER_INFO_SEAL_MAX);
@@ -143,10 +100,25 @@ static int queue_server_info(struct conn *c, const derp_box_key *k) {
   return 0;
 }
 
-/* Wait for the whole ClientInfo frame, open it, and get ready to move. */
+/* Admitted: seal ServerInfo with k (then wiped), queue it, and move. */
+static int admitted(struct conn *c, derp_box_key *k) {
+  c->state = CS_MOVING;
+  int qr = queue_server_info(c, k);
+  sodium_memzero(k, sizeof *k);
+  if (qr < 0) {
+    conn_close(c, CLOSE_nomem, "ServerInfo");
+    return -1;
+  }
+  shard_mark_dirty(c->sh, c); /* the move runs from the flush pass */
+  return 0;
+}
+
+/* Wait for the whole ClientInfo frame, open it, ask admission, and get ready
+ * to move (now, or when the verdict comes). */
 static int client_info_step(struct conn *c) {
   struct hs_state *hs = c->hs;
   struct server *s = c->sh->srv;
+  if (hs->adm) return 0; /* ClientInfo done, verdict outstanding: bytes wait in buf */
   if (hs->len < DERP_FRAME_HDR_LEN) return 0;
   uint8_t type = hs->buf[0];
   uint32_t flen = derp_get_be32(hs->buf + 1);
@@ -175,23 +147,34 @@ static int client_info_step(struct conn *c) {
   c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
   c->is_prober = ci.is_prober;
   c->not_ideal = hs->req.ideal_node;
-  if (!admit(c, &ci)) {
-    sodium_memzero(&k, sizeof k);
-    conn_close(c, CLOSE_admission, NULL);
-    return -1;
-  }
-  c->state = CS_MOVING;
-  int qr = queue_server_info(c, &k);
-  sodium_memzero(&k, sizeof k);
-  if (qr < 0) {
-    conn_close(c, CLOSE_nomem, "ServerInfo");
-    return -1;
-  }
   uint32_t used = DERP_FRAME_HDR_LEN + flen;
   memmove(hs->buf, hs->buf + used, hs->len - used);
   hs->len -= used;
-  shard_mark_dirty(c->sh, c); /* the move runs from the flush pass */
-  return 0;
+  char detail[160];
+  switch (admission_begin(c, &hs->adm, detail, sizeof detail)) {
+  case ADM_PASS: break;
+  case ADM_WAIT:
+    hs->k = k; /* the verdict comes back through upgrade_admission_done */
+    sodium_memzero(&k, sizeof k);
+    return 0;
+  case ADM_REFUSE:
+    sodium_memzero(&k, sizeof k);
+    conn_close(c, CLOSE_admission, detail);
+    return -1;
+  }
+  return admitted(c, &k);
+}
+
+void upgrade_admission_done(struct conn *c, bool admit, const char *detail) {
+  struct hs_state *hs = c->hs;
+  hs->adm = NULL;
+  if (c->state != CS_CLIENT_INFO) return; /* closing already: nothing to decide */
+  if (!admit) {
+    conn_close(c, CLOSE_admission, detail);
+    return;
+  }
+  conn_cancel_hs_recv(c); /* the move waits for no read (single-shot, cancelled) */
+  admitted(c, &hs->k);
 }
 
 static int start_derp(struct conn *c, const struct http_reply *r) {
@@ -209,10 +192,7 @@ static int start_derp(struct conn *c, const struct http_reply *r) {
 static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   struct shard *sh = c->sh;
   struct http_reply r;
-  if (c->port80)
-    http_route_port80(&c->hs->req, sh->srv->cfg.hostname, sh->srv->port, is_loopback(c), &r);
-  else
-    http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
+  debug_route(c, &c->hs->req, &r); /* operations/: /debug/ access, the listener's routes */
   STAT_INC(&sh->stats, http_requests);
   switch (r.action) {
   case HTTP_ACT_DERP:
@@ -222,7 +202,7 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
     }
     return start_derp(c, &r);
   case HTTP_ACT_DEBUG:
-    reply_debug(c, &r);
+    debug_reply(c, &c->hs->req, &r);
     return 0;
   case HTTP_ACT_WEBSOCKET:
     if (ws_conn_start(c, r.buf, r.len) < 0) {
@@ -262,7 +242,9 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
     return http_done(c, p + used, n - used);
   }
   /* CS_MOVING: no reads are armed, but one WebSocket read can hold more
-   * frames behind the one that finished ClientInfo: they are carried too. */
+   * frames behind the one that finished ClientInfo, and a read can complete
+   * before the cancel that an admission verdict sent: they are carried too.
+   * CS_CLIENT_INFO with a verdict outstanding: kept the same way. */
   if (!hs_append(c, p, n)) {
     conn_close(c, CLOSE_bad_client_info, "too many bytes before ClientInfo completed");
     return -1;

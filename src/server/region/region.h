@@ -71,14 +71,15 @@ struct region {
   int nlinks;
   struct link *links;              /* nlinks of them (link.c) */
   _Atomic int nwatchers;           /* node-wide, for WATCH_MAX */
+  bool leaked;                     /* a dialler did not stop (main thread only) */
 };
 
 /* Start-up (main thread): the mesh key from -mesh-psk-file / derper's
  * default paths / TAILSCALE_DERPER_MESH_KEY (-dev), and the links. 0, or -1
  * after logging why. */
 int region_setup(struct server *s);
-/* After the shards run: start the diallers. Before the shards stop: stop
- * and join them. */
+/* After the shards run: start the diallers. After the shards are joined:
+ * stop and join them. */
 void region_start(struct server *s);
 void region_stop(struct server *s);
 void region_free(struct server *s);
@@ -101,6 +102,9 @@ uint8_t watch_flags(const struct conn *c);
 
 /* forward.c. On owner(p->dst), no local receiver: true if a link took it. */
 bool forward_out(struct shard *sh, struct pkt *p);
+/* Key k (owned here) got (+1) or lost (-1) its local peer entry: derper's
+ * client gauges follow (local, remote-only, total, all by key). */
+void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta);
 /* who (a local key) got packets from the remote key k: it hears PeerGone(k). */
 void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
