@@ -368,6 +368,26 @@ bool derpd_log_contains(const struct derpd_proc *p, const char *substr) {
   return found;
 }
 
+pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old) {
+  FILE *f = fopen(p->log_path, "r");
+  if (!f) return 0;
+  char line[512];
+  pid_t found = 0;
+  while (fgets(line, sizeof line, f)) {
+    const char *m = strstr(line, "derpd: pid ");
+    if (m && atoi(m + 11) != old) found = atoi(m + 11);
+  }
+  fclose(f);
+  return found;
+}
+
+void e2e_reap(pid_t *pid) {
+  if (*pid <= 0) return;
+  kill(*pid, SIGKILL);
+  waitpid(*pid, NULL, 0);
+  *pid = 0;
+}
+
 void derpd_dump_log(const struct derpd_proc *p, size_t max) {
   size_t n = 0;
   char *buf = read_log(p, &n);

@@ -58,6 +58,11 @@ bool derpd_alive(struct derpd_proc *p);
 /* VmRSS in KiB, -1 if unreadable. */
 long derpd_rss_kb(const struct derpd_proc *p);
 bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
+/* After a live upgrade (SIGUSR2): the pid of the last "derpd: pid N" line in
+ * the log other than old's, or 0. */
+pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old);
+/* SIGKILL and reap *pid if it is > 0 (a process a live upgrade started); *pid = 0. */
+void e2e_reap(pid_t *pid);
 /* Print the last `max` bytes of the log to stderr (diagnostics on failure). */
 void derpd_dump_log(const struct derpd_proc *p, size_t max);
 

@@ -2,8 +2,9 @@
  * Tailscale requests answered with the right address, port and transaction
  * id on IPv4, IPv6 and an IPv4-mapped socket; everything else dropped and
  * counted by reason; --stun-generic; a port in use stops derpd at start;
- * and a flood of garbage while two DERP clients relay. Each test starts its
- * own derpd, with STUN on a port picked here. */
+ * a flood of garbage while two DERP clients relay; and a live upgrade
+ * (SIGUSR2) that hands the sockets over without a request lost. Each test
+ * starts its own derpd, with STUN on a port picked here. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netdb.h>
@@ -12,7 +13,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,9 +24,13 @@
 #include "e2e_util.h"
 
 static struct derpd_proc g_srv;
+static pid_t g_new_pid; /* the process a live upgrade started */
 
 static void setup(void) { e2e_test_init(); }
-static void teardown(void) { e2e_test_fini(&g_srv); }
+static void teardown(void) {
+  e2e_reap(&g_new_pid);
+  e2e_test_fini(&g_srv);
+}
 
 #define E2E .init = setup, .fini = teardown, .timeout = 90
 
@@ -365,4 +373,58 @@ Test(e2e_stun, flood_while_relaying, E2E) {
   cr_log_info("flood: %lld read and dropped by derpd (the rest the kernel dropped)", dropped);
   cr_assert(dropped > 0 && dropped <= f.sent, "%lld counted of %d sent", dropped, f.sent);
   cr_assert(derpd_alive(&g_srv));
+}
+
+/* ---- a live upgrade ---- */
+
+struct asker {
+  uint16_t port;
+  _Atomic bool stop;
+  _Atomic int ok, failed;
+};
+
+/* A Tailscale request every 2 ms, each waiting up to 2 s for its answer. */
+static void *ask_main(void *arg) {
+  struct asker *k = arg;
+  int fd = udp_bound("127.0.0.1", 0, false);
+  while (fd >= 0 && !atomic_load(&k->stop)) {
+    uint8_t txid[DERP_STUN_TXID_LEN], req[DERP_STUN_REQUEST_LEN], r[256];
+    random_txid(txid);
+    derp_stun_request(req, txid);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    udp_addr("127.0.0.1", k->port, &ss, &len);
+    sendto(fd, req, sizeof req, 0, (struct sockaddr *)&ss, len);
+    ssize_t n = recv_within(fd, r, sizeof r, 2000);
+    if (n == 32 && memcmp(r + 8, txid, DERP_STUN_TXID_LEN) == 0) atomic_fetch_add(&k->ok, 1);
+    else atomic_fetch_add(&k->failed, 1);
+    e2e_sleep_ms(2);
+  }
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+Test(e2e_stun, live_upgrade_keeps_answering, E2E) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1); /* the new derpd is orphaned to us */
+  uint16_t port = start_stun("127.0.0.1", 2, NULL);
+  pid_t old = g_srv.pid;
+  struct asker k = {.port = port};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, ask_main, &k), 0);
+  e2e_sleep_ms(300);
+  cr_assert_gt(atomic_load(&k.ok), 0, "no answer before the upgrade");
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  int status = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 15000, &status), 0, "the old process did not exit");
+  cr_assert_eq(status, 0, "the old process exited with %d", status);
+  int at_exit = atomic_load(&k.ok);
+  e2e_sleep_ms(300);
+  atomic_store(&k.stop, true);
+  pthread_join(th, NULL);
+  g_new_pid = derpd_new_pid(&g_srv, old);
+  cr_assert(g_new_pid > 0 && kill(g_new_pid, 0) == 0, "no new process");
+  cr_assert_gt(atomic_load(&k.ok), at_exit, "no answer from the new process");
+  cr_assert_eq(atomic_load(&k.failed), 0, "%d of %d requests unanswered across the upgrade",
+               atomic_load(&k.failed), atomic_load(&k.ok) + atomic_load(&k.failed));
+  cr_assert(derpd_log_contains(&g_srv, "STUN on UDP 127.0.0.1:"), "no STUN line");
 }

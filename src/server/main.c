@@ -357,16 +357,17 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
  * (the shards then stop accepting without closing the sockets), -1 if it
  * failed and this process serves on. */
 static int upgrade(struct server *s, char **argv) {
-  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
-  int n80 = 0, nm = 0;
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards], fdss[s->nshards];
+  int n80 = 0, nm = 0, ns = 0;
   for (int i = 0; i < s->nshards; i++) {
     main_fds[i] = s->shards[i].listen_fd;
     if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
     if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
+    if (stun_shard_fd(&s->shards[i]) >= 0) fdss[ns++] = stun_shard_fd(&s->shards[i]);
   }
-  struct handover_set set = {.nkinds = 3,
+  struct handover_set set = {.nkinds = 4,
                              .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
-                                   {"metrics", nm, fdsm}}};
+                                   {"metrics", nm, fdsm}, {"stun", ns, fdss}}};
   pid_t child;
   log_info("derpd: SIGUSR2: live upgrade");
   if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;

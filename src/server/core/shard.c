@@ -421,6 +421,7 @@ static void begin_stop(struct shard *sh) {
   sh->stopping = true;
   bool handover = atomic_load(&sh->srv->handover);
   sh->stop_deadline_ms = sh->now_ms + (handover ? HANDOVER_DRAIN_MS : 1000);
+  stun_shard_stop(sh);
   if (handover) {
     /* Live upgrade: the new process accepts on these very sockets; stop
      * accepting here without touching them (a shutdown would reset what

@@ -23,6 +23,7 @@
 
 #include "derp/stun.h"
 #include "server/log.h"
+#include "server/operations/handover.h"
 #include "server/server.h"
 
 enum { OP_RECV = 1, OP_SEND };
@@ -178,8 +179,9 @@ int stun_open(struct server *s, char *err, size_t errlen) {
   addr_str(&ss, where, sizeof where);
   /* Alone first: a port another process holds (derper, a second derpd, with
    * SO_REUSEPORT or not) refuses this bind, where the shards' group would
-   * quietly share it. */
-  if (c->stun_port) {
+   * quietly share it. Not after a live upgrade: the old process holds the
+   * port on purpose, and its sockets come with it. */
+  if (c->stun_port && !handover_active()) {
     int fd = bind_udp(&ss, len, dual, false);
     if (fd < 0) {
       snprintf(err, errlen, "-stun-port: cannot bind UDP %s: %s%s", where, strerror(-fd),
@@ -190,7 +192,8 @@ int stun_open(struct server *s, char *err, size_t errlen) {
     close(fd);
   }
   for (int i = 0; i < s->nshards; i++) {
-    int fd = bind_udp(&ss, len, dual, true);
+    int fd = handover_inherited("stun", i);
+    if (fd < 0) fd = bind_udp(&ss, len, dual, true);
     if (fd < 0) {
       snprintf(err, errlen, "-stun-port: cannot bind UDP %s: %s", where, strerror(-fd));
       return -1;
@@ -201,7 +204,7 @@ int stun_open(struct server *s, char *err, size_t errlen) {
       snprintf(err, errlen, "STUN: out of memory");
       return -1;
     }
-    if (i == 0 && !c->stun_port) { /* port 0: the one the kernel picked, for all */
+    if (i == 0) { /* port 0, or an inherited socket: its address, for all */
       socklen_t l = len;
       getsockname(fd, (struct sockaddr *)&ss, &l);
       addr_str(&ss, where, sizeof where);
@@ -236,6 +239,16 @@ int stun_shard_ring_init(struct shard *sh) {
   io_uring_buf_ring_advance(st->br, STUN_NBUFS);
   st->ring_ok = true;
   return 0;
+}
+
+int stun_shard_fd(const struct shard *sh) { return sh->stun ? sh->stun->fd : -1; }
+
+void stun_shard_stop(struct shard *sh) {
+  struct stun_shard *st = sh->stun;
+  if (!st || !st->armed) return;
+  struct io_uring_sqe *sqe = shard_sqe(sh);
+  io_uring_prep_cancel64(sqe, ud_make(&st->op, UD_STUN), 0);
+  io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
 }
 
 void stun_shard_poll(struct shard *sh) {

@@ -24,13 +24,19 @@ struct io_uring_cqe;
 #define STUN_REPLIES_MAX 64   /* replies in flight per shard; beyond, requests are dropped */
 
 /* Main thread, before the shards start: one socket per shard on -a's host
- * and -stun-port. 0 (also with -stun=false), or -1 with a message in err. */
+ * and -stun-port (after a live upgrade, the old process's sockets, kind
+ * "stun"). 0 (also with -stun=false), or -1 with a message in err. */
 int stun_open(struct server *s, char *err, size_t errlen);
+/* The shard's STUN socket, or -1: what a live upgrade hands over. */
+int stun_shard_fd(const struct shard *sh);
 /* Shard thread, while its ring is set up: register the buffer group.
  * 0 or -errno. */
 int stun_shard_ring_init(struct shard *sh);
 /* Shard thread, at start and every tick: arm the receive if it is not. */
 void stun_shard_poll(struct shard *sh);
+/* Shard thread, when it starts to stop: cancel the receive (the socket
+ * stays open: after a live upgrade the new process reads it). */
+void stun_shard_stop(struct shard *sh);
 /* Shard thread: a completion tagged UD_STUN. */
 void stun_on_cqe(struct shard *sh, struct io_uring_cqe *cqe);
 /* After the shard's ring is torn down (or if it never ran): close and free.
