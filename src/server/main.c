@@ -415,10 +415,10 @@ int main(int argc, char **argv) {
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
 
-  /* STUN first: a port in use stops derpd before anyone can connect. */
-  if (stun_open(s, err, sizeof err) != 0) { log_error("%s", err); return 1; }
   uint16_t port = s->cfg.listen_port;
   if (port_in_use(s->cfg.listen_host, port, err, sizeof err)) { log_error("%s", err); return 1; }
+  /* STUN before the listeners: a port in use stops derpd before anyone connects. */
+  if (stun_open(s, err, sizeof err) != 0) { log_error("%s", err); return 1; }
   for (int i = 0; i < s->nshards; i++) {
     /* After a live upgrade the old process's sockets, else new ones. */
     int fd = handover_inherited("main", i);
