@@ -179,7 +179,9 @@ static int wait_ready(struct derpd_proc *p) {
       p->pid = 0;
       return 1;
     }
-    if (tcp_probe(p)) {
+    /* The log line as well: a derpd that fails at start (a busy port) has
+     * written its key file, and a probe may reach whoever holds the port. */
+    if (tcp_probe(p) && derpd_log_contains(p, "derpd: listening on")) {
       int k = load_server_key(p);
       if (k == 0) return 0;
       if (k < 0) return -1;
