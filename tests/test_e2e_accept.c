@@ -67,7 +67,7 @@ Test(e2e_accept, limit_closes_the_rest_at_once, E2E) {
   /* At least the storm's refusals (a refused varz read adds one). */
   long long rejected = varz_limited("tls_listener_rejected_connections");
   cr_assert_geq(rejected, refused);
-  cr_assert_eq(varz_limited("derpd_conn_closed{reason=\"accept_limit\"}"), rejected);
+  cr_assert_geq(varz_limited("derpd_conn_closed{reason=\"accept_limit\"}"), rejected);
   long long admitted = varz_limited("tls_listener_accepted_connections");
   cr_assert_geq(admitted, served + 3, "admitted %lld: the probe, %d served, the client, this request",
                 admitted, served);
