@@ -22,6 +22,7 @@
 
 #include "server/transport/ktls.h"
 #include "server/log.h"
+#include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/transport/tls.h"
@@ -305,12 +306,14 @@ static void log_mode_totals(struct server *s) {
 static int wait_for_signal(const sigset_t *set, bool tls) {
   for (;;) {
     int sig = 0;
-    if (sigwait(set, &sig) != 0) continue;
+    if (service_sigwait(set, &sig) != 0) continue;
     if (sig == SIGHUP) {
       char err[512] = "";
+      service_reloading();
       if (!tls) log_info("SIGHUP: nothing to reload (not serving TLS)");
       else if (tls_reload(err, sizeof err) == 0) log_info("SIGHUP: TLS certificates reloaded");
       else log_error("SIGHUP: TLS reload failed, keeping the old certificates: %s", err);
+      service_reloaded();
       continue;
     }
     return sig;
@@ -347,6 +350,7 @@ int main(int argc, char **argv) {
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
@@ -393,8 +397,10 @@ int main(int argc, char **argv) {
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
   region_start(s);
+  service_ready(s);
 
   int sig = wait_for_signal(&set, s->tls);
+  service_stopping();
   log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   atomic_store(&s->stopping, true);
   region_stop(s);
@@ -403,6 +409,7 @@ int main(int argc, char **argv) {
   log_mode_totals(s);
   free_server(s);
   tls_shutdown();
+  service_free();
   log_info("derpd: stopped");
   return 0;
 }
