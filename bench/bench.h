@@ -26,10 +26,18 @@ enum bench_topo { TOPO_PAIRS, TOPO_FANIN, TOPO_RANDOM };
 #define BENCH_MIN_SIZE 24
 #define BENCH_MAX_WINDOW 65535
 #define BENCH_MAX_THREADS 256
+#define BENCH_MAX_SERVERS 64 /* --servers entries (a bit each in route sync's masks) */
 
-struct bench_cfg {
+struct bench_server {
   char host[256];
   uint16_t port;
+};
+
+struct bench_cfg {
+  /* --server (one) or --servers (several, e.g. the nodes of a region): where
+   * each client connects is bench_server_of. */
+  struct bench_server servers[BENCH_MAX_SERVERS];
+  int nservers;
   enum bench_mode mode;
   enum bench_topo topo;
   int threads;          /* event-loop (relay) or worker (churn) threads */
@@ -40,7 +48,8 @@ struct bench_cfg {
   int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns, pace_quantum_ns;
   uint32_t window;      /* closed loop: unacked packets per sender */
   double pps;           /* open loop when > 0: total offered packets/s */
-  pid_t server_pid;     /* 0 = unknown */
+  pid_t server_pids[BENCH_MAX_SERVERS]; /* --server-pid: one per server, summed */
+  int npids;            /* 0 = unknown */
   bool json;
   bool quiet;           /* no progress line */
   bool fast_start;
@@ -88,6 +97,9 @@ struct proc_sample {
   long rss_kb, hwm_kb;
 };
 void proc_sample(pid_t pid, struct proc_sample *s);
+/* The sum over every --server-pid (ok only if each was read); not ok
+ * without --server-pid. */
+void servers_sample(const struct bench_cfg *cfg, struct proc_sample *s);
 
 /* ---- relay results (gathered by bench_relay.c, printed by bench_report.c) ----
  * Counts cover packets sent during the measurement window only (a flag in
@@ -105,6 +117,7 @@ struct relay_totals {
   struct hist lat;      /* one-way latency, ns */
   struct proc_sample s0, s1;
   double bench_cpu_s;   /* this process's CPU over the measurement */
+  double sync_s;        /* --servers: time until every cross-server route worked */
   char error[300];      /* empty = no fatal error */
 };
 void relay_report(const struct bench_cfg *cfg, const struct relay_totals *t);
@@ -125,14 +138,21 @@ struct bench_peer {
   uint8_t *pending;    /* --tls: plaintext read past ServerInfo, not yet parsed */
   size_t npending;
 };
+/* The server (index into cfg->servers) client i connects to. Relay with
+ * pairs: pair k's sender (client 2k) on server k % n, its receiver on
+ * (k + 1) % n, so with several servers every packet crosses servers; else
+ * round robin, i % n. One server: always 0. */
+int bench_server_of(const struct bench_cfg *cfg, int i);
 /* Connect and handshake n clients with cfg->connect_parallel threads, each
  * with a fresh key; fds come back nonblocking, detached from libderp's
  * client. 0 on success; -1 (message printed, all fds closed) on failure. */
 int bench_connect_all(const struct bench_cfg *cfg, struct bench_peer *peers, int n);
 void bench_close_all(struct bench_peer *peers, int n);
-/* One blocking connect + handshake into p (fd, pub, and with --tls ssl and
- * pending; the fd is still blocking when plain). 0, or -1 with err. */
-int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *err, size_t errlen);
+/* One blocking connect + handshake to cfg->servers[server] into p (fd, pub,
+ * and with --tls ssl and pending; the fd is still blocking when plain). 0,
+ * or -1 with err. */
+int bench_connect_one(const struct bench_cfg *cfg, int server, struct bench_peer *p, char *err,
+                      size_t errlen);
 /* Free p's SSL object and pending bytes and close its fd. */
 void bench_close_peer(struct bench_peer *p);
 

@@ -4,14 +4,25 @@
  * closed-loop window), the worker threads (one epoll loop each, every client
  * owned by exactly one thread), packet generation for both loops, the
  * receiver side (latency, acks), and the phase clock run by the main thread:
- * warm-up, measurement, drain, stop.
+ * route sync (--servers only), warm-up, measurement, drain, stop.
  *
  * Packet payload (little-endian, >= 24 bytes, zero padding after):
  *   [0] 'D' data / 'A' ack   [1] flags (bit 0: sent while measuring)
  *   [2..3] window slot       [4..7] sender index
  *   [8..15] sequence         [16..23] CLOCK_MONOTONIC send time, ns
  * An ack echoes the data packet's first 24 bytes with the type changed, so
- * the sender finds its slot without any lookup.
+ * the sender finds its slot without any lookup. A route-sync probe is the
+ * 24-byte header alone, type 'P'.
+ *
+ * Route sync (several --servers, e.g. a region): a node learns a client
+ * connected elsewhere only when the mesh tells it (PeerPresent, some time
+ * after the connect), and until then drops packets for it. So before
+ * warm-up the first client on each server (its hub) sends a probe to every
+ * client on the other servers, again every SYNC_EVERY_NS while it has not
+ * arrived, and the main thread starts warm-up only once every client has
+ * heard from every other server that has clients (or fails after
+ * SYNC_TIMEOUT_NS). A packet from any client of a server then reaches any
+ * client of another: the route depends on the sending node, not the sender.
  *
  * Cost per packet is kept low on purpose (the server is what is measured):
  * frames are appended to a per-client buffer and each client gets at most
@@ -43,6 +54,7 @@
 
 #define PKT_DATA 'D'
 #define PKT_ACK 'A'
+#define PKT_PROBE 'P'
 #define PKT_HDR 24
 #define FLAG_MEASURED 1u
 #define RBUF_CAP (256 * 1024)
@@ -55,8 +67,10 @@
 #define OPEN_MAX_BURST 4096       /* packets one thread may catch up in a turn */
 #define TICK_NS 100000000         /* slot timeout scan and phase checks */
 #define IDLE_WAIT_NS 10000000     /* epoll wait when nothing is due */
+#define SYNC_EVERY_NS 20000000    /* route sync: probes not yet arrived go again */
+#define SYNC_TIMEOUT_NS 10000000000LL
 
-enum phase { PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
+enum phase { PH_SYNC, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 
 struct slot {
   uint64_t seq;
@@ -118,6 +132,11 @@ struct relay {
   struct client *clients;
   struct worker *w;
   int nw;
+  /* route sync */
+  int *server;               /* client -> its server (bench_server_of) */
+  int hub[BENCH_MAX_SERVERS]; /* each server's first client, -1 = none */
+  uint64_t hubs;             /* servers that have a hub */
+  _Atomic uint64_t *heard;   /* per client: servers whose probe reached it */
   _Atomic int phase;
   atomic_bool failed;
   pthread_mutex_t err_mu;
@@ -355,6 +374,48 @@ static void on_data(struct client *c, const uint8_t *p, uint32_t len, int64_t no
     fail(w->r, "client %d: %s", c->idx, "ack backlog over its cap");
 }
 
+/* ---- route sync ---- */
+
+static void on_probe(struct client *c, const uint8_t *p) {
+  struct relay *r = c->w->r;
+  uint64_t from = get_le(p + 4, 4);
+  if (from >= (uint64_t)r->cfg->clients || !r->heard) {
+    CTR_ADD(c->w->bad, 1);
+    return;
+  }
+  atomic_fetch_or_explicit(&r->heard[c->idx], 1ull << r->server[from], memory_order_relaxed);
+}
+
+/* Every hub this thread owns probes the clients of other servers that have
+ * not heard from its server yet (as far as its backlog allows). */
+static void send_probes(struct worker *w, int64_t now) {
+  struct relay *r = w->r;
+  for (int i = 0; i < w->ncl; i++) {
+    struct client *c = w->cl[i];
+    int s = r->server[c->idx];
+    if (r->hub[s] != c->idx) continue;
+    uint8_t h[PKT_HDR] = {PKT_PROBE};
+    put_le(h + 4, (uint32_t)c->idx, 4);
+    put_le(h + 16, (uint64_t)now, 8);
+    for (int t = 0; t < r->cfg->clients && c->olen - c->opos < OUT_HIGH; t++) {
+      if (r->server[t] == s ||
+          (atomic_load_explicit(&r->heard[t], memory_order_relaxed) & (1ull << s)))
+        continue;
+      if (out_packet(c, t, h, PKT_HDR) < 0) return;
+    }
+  }
+}
+
+/* Clients that have not yet heard from every other server with clients. */
+static int unsynced(struct relay *r) {
+  int n = 0;
+  for (int t = 0; t < r->cfg->clients; t++) {
+    uint64_t want = r->hubs & ~(1ull << r->server[t]);
+    n += (atomic_load_explicit(&r->heard[t], memory_order_relaxed) & want) != want;
+  }
+  return n;
+}
+
 static void on_frame(struct client *c, const struct derp_frame *f, int64_t now) {
   switch (f->type) {
   case DERP_FRAME_RECV_PACKET: {
@@ -365,6 +426,7 @@ static void on_frame(struct client *c, const struct derp_frame *f, int64_t now) 
     const uint8_t *p = f->payload + DERP_KEY_LEN;
     if (p[0] == PKT_DATA) on_data(c, p, f->len - DERP_KEY_LEN, now);
     else if (p[0] == PKT_ACK) on_ack(c, p);
+    else if (p[0] == PKT_PROBE) on_probe(c, p);
     else CTR_ADD(c->w->bad, 1);
     return;
   }
@@ -533,19 +595,24 @@ static void *worker_main(void *arg) {
   struct relay *r = w->r;
   bool open_loop = r->cfg->pps > 0;
   struct epoll_event ev[MAX_EVENTS];
-  int64_t next_tick = 0;
+  int64_t next_tick = 0, next_probe = 0;
   for (uint64_t turn = 0; turn < UINT64_MAX; turn++) {
     int ph = atomic_load_explicit(&r->phase, memory_order_acquire);
     if (ph == PH_STOP) break;
     int64_t now = bench_now_ns();
-    if (ph <= PH_MEASURE && open_loop) gen_open(w, ph == PH_MEASURE, now);
-    else if (ph <= PH_MEASURE) gen_closed(w, ph == PH_MEASURE, now);
+    bool gen = ph == PH_WARMUP || ph == PH_MEASURE;
+    if (ph == PH_SYNC && now >= next_probe) {
+      send_probes(w, now);
+      next_probe = now + SYNC_EVERY_NS;
+    }
+    if (gen && open_loop) gen_open(w, ph == PH_MEASURE, now);
+    else if (gen) gen_closed(w, ph == PH_MEASURE, now);
     flush_dirty(w);
     if (now >= next_tick) {
       if (!open_loop) scan_timeouts(w, now);
       next_tick = now + TICK_NS;
     }
-    int n = wait_events(w, ev, wait_ns(w, open_loop && ph <= PH_MEASURE, now));
+    int n = wait_events(w, ev, wait_ns(w, open_loop && gen, now));
     if (n < 0 && errno != EINTR) {
       fail(r, "worker %d: epoll_wait: %s", w->id, strerror(errno));
       break;
@@ -599,9 +666,25 @@ static int init_client(struct relay *r, int i) {
   return epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
+/* Who is on which server, and each server's hub (route sync). */
+static int init_servers(struct relay *r) {
+  const struct bench_cfg *cfg = r->cfg;
+  r->server = calloc((size_t)cfg->clients, sizeof *r->server);
+  r->heard = calloc((size_t)cfg->clients, sizeof *r->heard);
+  if (!r->server || !r->heard) return -1;
+  for (int s = 0; s < BENCH_MAX_SERVERS; s++) r->hub[s] = -1;
+  for (int i = 0; i < cfg->clients; i++) {
+    int s = r->server[i] = bench_server_of(cfg, i);
+    if (r->hub[s] < 0) r->hub[s] = i;
+    r->hubs |= 1ull << s;
+  }
+  return 0;
+}
+
 static int init_workers(struct relay *r) {
   const struct bench_cfg *cfg = r->cfg;
   int n = cfg->clients;
+  if (init_servers(r) < 0) return -1;
   for (int t = 0; t < r->nw; t++) {
     struct worker *w = &r->w[t];
     w->id = t;
@@ -643,6 +726,8 @@ static void free_relay(struct relay *r) {
   }
   free(r->w);
   free(r->clients);
+  free(r->server);
+  free(r->heard);
 }
 
 /* ---- the main thread: phases, progress, totals ---- */
@@ -699,20 +784,47 @@ static void drain(struct relay *r) {
   }
 }
 
+/* Route sync: until every client has heard from every other server with
+ * clients; then warm-up. false = failed (timed out) or interrupted. */
+static bool sync_routes(struct relay *r, struct relay_totals *t) {
+  int64_t t0 = bench_now_ns(), next_print = t0 + 1000000000;
+  t->sync_s = -1; /* not synced */
+  for (int left; (left = unsynced(r)) > 0;) {
+    if (atomic_load(&r->failed) || atomic_load(&bench_interrupted)) return false;
+    int64_t now = bench_now_ns();
+    if (now - t0 >= SYNC_TIMEOUT_NS) {
+      fail(r, "route sync: %d clients %s", left,
+           "still not reached from every other server after 10 s (are the servers meshed?)");
+      return false;
+    }
+    if (now >= next_print) {
+      next_print += 1000000000;
+      if (!r->cfg->quiet)
+        fprintf(stderr, "route sync: %d of %d clients reached from every other server\n",
+                r->cfg->clients - left, r->cfg->clients);
+    }
+    bench_sleep_ns(2000000);
+  }
+  t->sync_s = (double)(bench_now_ns() - t0) / 1e9;
+  atomic_store_explicit(&r->phase, PH_WARMUP, memory_order_release);
+  return true;
+}
+
 static void clock_phases(struct relay *r, struct relay_totals *t) {
   const struct bench_cfg *cfg = r->cfg;
+  if (atomic_load(&r->phase) == PH_SYNC && !sync_routes(r, t)) return;
   int64_t start = bench_now_ns(), next_print = start + 1000000000;
   uint64_t last_rx = 0, last_bytes = 0;
   if (!run_phase(r, "warmup", start, start + cfg->warmup_ns, &next_print, &last_rx, &last_bytes))
     return;
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &t->s0);
+  servers_sample(cfg, &t->s0);
   double cpu0 = self_cpu_s();
   int64_t m0 = bench_now_ns();
   atomic_store_explicit(&r->phase, PH_MEASURE, memory_order_release);
   bool ok = run_phase(r, "measure", start, m0 + cfg->duration_ns, &next_print, &last_rx,
                       &last_bytes);
   int64_t m1 = bench_now_ns();
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &t->s1);
+  servers_sample(cfg, &t->s1);
   t->bench_cpu_s = self_cpu_s() - cpu0;
   t->measure_s = (double)(m1 - m0) / 1e9;
   if (!ok) return;
@@ -750,7 +862,8 @@ static int run_workers(struct relay *r, struct relay_totals *t) {
 }
 
 int bench_run_relay(const struct bench_cfg *cfg) {
-  struct relay r = {.cfg = cfg, .nw = cfg->threads};
+  struct relay r = {.cfg = cfg, .nw = cfg->threads,
+                    .phase = cfg->nservers > 1 ? PH_SYNC : PH_WARMUP};
   pthread_mutex_init(&r.err_mu, NULL);
   r.peers = calloc((size_t)cfg->clients, sizeof *r.peers);
   if (!r.peers || bench_connect_all(cfg, r.peers, cfg->clients) < 0) {

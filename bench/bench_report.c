@@ -57,6 +57,19 @@ void proc_sample(pid_t pid, struct proc_sample *s) {
   s->ok = read_cpu(pid, &s->cpu_s) && read_mem(pid, &s->rss_kb, &s->hwm_kb);
 }
 
+void servers_sample(const struct bench_cfg *cfg, struct proc_sample *s) {
+  memset(s, 0, sizeof *s);
+  s->ok = cfg->npids > 0;
+  for (int i = 0; i < cfg->npids; i++) {
+    struct proc_sample one;
+    proc_sample(cfg->server_pids[i], &one);
+    s->ok = s->ok && one.ok;
+    s->cpu_s += one.cpu_s;
+    s->rss_kb += one.rss_kb;
+    s->hwm_kb += one.hwm_kb;
+  }
+}
+
 void relay_progress(const struct bench_cfg *cfg, const char *phase, double secs, uint64_t pps,
                     uint64_t bytes, uint64_t gap, uint64_t timeouts) {
   fprintf(stderr, "[%5.1fs %-7s] %9llu pps  %7.3f Gbit/s  not yet delivered %llu",
@@ -81,6 +94,12 @@ static void report_text(FILE *out, const struct bench_cfg *cfg, const struct rel
   fprintf(out, "relay %s over %s: %d clients, %u B payload, %s %g, %d threads, %.2f s measured\n",
           topo_name(cfg->topo), bench_transport(cfg), cfg->clients, cfg->size, cfg->pps > 0 ? "open loop pps" : "window",
           cfg->pps > 0 ? cfg->pps : (double)cfg->window, cfg->threads, t->measure_s);
+  if (cfg->nservers > 1) {
+    fprintf(out, "%d servers (%s), ", cfg->nservers,
+            cfg->topo == TOPO_PAIRS ? "every packet crosses servers" : "clients round robin");
+    if (t->sync_s < 0) fprintf(out, "route sync failed\n");
+    else fprintf(out, "routes synced in %.3f s\n", t->sync_s);
+  }
   fprintf(out, "delivered: %llu packets, %.0f pps, %.3f Gbit/s payload\n",
           (unsigned long long)t->delivered, pps, gbps);
   fprintf(out, "sent %llu, lost %llu (%.4f%%)", (unsigned long long)t->sent,
@@ -148,6 +167,9 @@ static void report_json(const struct bench_cfg *cfg, const struct relay_totals *
     json_object_set_new(o, "server_rss_peak_kb", json_integer(t->s1.hwm_kb));
   }
   json_object_set_new(o, "transport", json_string(bench_transport(cfg)));
+  json_object_set_new(o, "servers", json_integer(cfg->nservers));
+  if (cfg->nservers > 1)
+    json_object_set_new(o, "route_sync_s", t->sync_s < 0 ? json_null() : json_real(t->sync_s));
   json_object_set_new(o, "error", t->error[0] ? json_string(t->error) : json_null());
   json_dumpf(o, stdout, JSON_COMPACT);
   fputc('\n', stdout);

@@ -87,7 +87,13 @@ static int connect_tls(const struct bench_cfg *cfg, const struct derp_client_opt
   return 0;
 }
 
-int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *err,
+int bench_server_of(const struct bench_cfg *cfg, int i) {
+  int n = cfg->nservers > 0 ? cfg->nservers : 1;
+  if (cfg->mode == MODE_RELAY && cfg->topo == TOPO_PAIRS) return (i / 2 + i % 2) % n;
+  return i % n;
+}
+
+int bench_connect_one(const struct bench_cfg *cfg, int server, struct bench_peer *p, char *err,
                       size_t errlen) {
   derp_privkey priv;
   derp_key_generate(&priv, &p->pub);
@@ -95,7 +101,8 @@ int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *e
   p->ssl = NULL;
   p->pending = NULL;
   p->npending = 0;
-  struct derp_client_opts o = {.host = cfg->host, .port = cfg->port, .priv = &priv,
+  const struct bench_server *sv = &cfg->servers[server];
+  struct derp_client_opts o = {.host = sv->host, .port = sv->port, .priv = &priv,
                                .timeout_ms = CONNECT_TIMEOUT_MS};
   if (cfg->tls) return connect_tls(cfg, &o, p, err, errlen);
   struct derp_client *c = NULL;
@@ -142,7 +149,7 @@ static void *setup_thread(void *arg) {
               (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
     char err[256] = "";
     struct bench_peer *p = &j->peers[i];
-    int rc = bench_connect_one(j->cfg, p, err, sizeof err);
+    int rc = bench_connect_one(j->cfg, bench_server_of(j->cfg, i), p, err, sizeof err);
     if (rc == 0 && make_nonblocking(p->fd) < 0) {
       snprintf(err, sizeof err, "fcntl: %s", strerror(errno));
       bench_close_peer(p);
@@ -242,8 +249,8 @@ static void hold(const struct bench_cfg *cfg, int64_t ns, struct proc_sample *mi
     bench_sleep_ns(50000000);
     if (bench_now_ns() < next_print) continue;
     next_print += 1000000000;
-    if (cfg->server_pid) proc_sample(cfg->server_pid, mid);
-    if (!cfg->quiet && cfg->server_pid)
+    servers_sample(cfg, mid);
+    if (!cfg->quiet && cfg->npids)
       fprintf(stderr, "holding %d clients: server RSS %ld KiB\n", cfg->clients, mid->rss_kb);
   }
 }
@@ -282,7 +289,7 @@ int bench_run_idle(const struct bench_cfg *cfg) {
   struct bench_peer *peers = calloc((size_t)n, sizeof *peers);
   if (!peers) return 2;
   struct proc_sample before = {0}, after = {0};
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &before);
+  servers_sample(cfg, &before);
   int64_t t0 = bench_now_ns();
   if (bench_connect_all(cfg, peers, n) < 0) {
     free(peers);
@@ -290,7 +297,7 @@ int bench_run_idle(const struct bench_cfg *cfg) {
   }
   double setup_s = (double)(bench_now_ns() - t0) / 1e9;
   hold(cfg, cfg->hold_ns, &after);
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &after);
+  servers_sample(cfg, &after);
   int closed = count_closed(peers, n);
   idle_report(cfg, &before, &after, setup_s, closed);
   bench_close_all(peers, n);
@@ -311,6 +318,7 @@ struct churn_job {
 
 struct churn_thread {
   struct churn_job *j;
+  int server;      /* --servers: the next handshake's server (round robin) */
   struct hist lat; /* handshake latency, ns */
 };
 
@@ -323,7 +331,9 @@ static void *churn_thread_main(void *arg) {
     struct bench_peer p;
     char err[256] = "";
     int64_t t0 = bench_now_ns();
-    if (bench_connect_one(j->cfg, &p, err, sizeof err) == 0) {
+    int server = t->server;
+    t->server = (t->server + 1) % j->cfg->nservers;
+    if (bench_connect_one(j->cfg, server, &p, err, sizeof err) == 0) {
       hist_add(&t->lat, (uint64_t)(bench_now_ns() - t0));
       bench_close_peer(&p);
       atomic_fetch_add_explicit(&j->ok, 1, memory_order_relaxed);
@@ -390,19 +400,20 @@ int bench_run_churn(const struct bench_cfg *cfg) {
   pthread_t th[BENCH_MAX_THREADS];
   if (!ts) return 2;
   struct proc_sample s0 = {0}, s1 = {0};
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &s0);
+  servers_sample(cfg, &s0);
   int64_t t0 = bench_now_ns();
   j.end_ns = t0 + cfg->duration_ns;
   int started = 0;
   for (; started < cfg->threads; started++) {
     ts[started].j = &j;
+    ts[started].server = started % cfg->nservers;
     hist_init(&ts[started].lat);
     if (pthread_create(&th[started], NULL, churn_thread_main, &ts[started]) != 0) break;
   }
   churn_progress(cfg, &j);
   for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
   double secs = (double)(bench_now_ns() - t0) / 1e9;
-  if (cfg->server_pid) proc_sample(cfg->server_pid, &s1);
+  servers_sample(cfg, &s1);
   struct hist lat;
   hist_init(&lat);
   for (int t = 0; t < started; t++) hist_merge(&lat, &ts[t].lat);

@@ -23,17 +23,28 @@ atomic_bool bench_interrupted;
 
 static const char usage[] =
     "usage: derp-bench --server HOST:PORT [flags]\n"
+    "       derp-bench --servers HOST:PORT,HOST:PORT,... [flags]\n"
     "\n"
     "Load generator for DERP servers (HTTP upgrade, plain or TLS; derpd or derper).\n"
     "Flags take --flag value, --flag=value or Go's -flag value. Durations: 10s, 500ms,\n"
     "2m, 100us; a bare number is seconds.\n"
     "\n"
-    "  --server HOST:PORT    server to load (required); [v6addr]:port for IPv6\n"
+    "  --server HOST:PORT    server to load (this or --servers is required); [v6addr]:port\n"
+    "                        for IPv6\n"
+    "  --servers LIST        several servers, comma-separated (e.g. the nodes of a region;\n"
+    "                        up to 64): relay with pairs puts pair k's sender on server\n"
+    "                        k % n and its receiver on server (k+1) % n, so every packet\n"
+    "                        crosses servers; other topologies and modes spread clients\n"
+    "                        round robin (client i on server i % n). Before warm-up, relay\n"
+    "                        mode waits (<= 10s) until a probe from every server reaches\n"
+    "                        every client on the others (route sync). One entry is --server\n"
     "  --mode M              relay (default) | idle | churn\n"
     "  --threads T           worker threads (default 2): relay event loops, churn loops\n"
     "  --clients N           clients (default 2 in relay, 100 in idle)\n"
     "  --connect-parallel P  threads running handshakes at set-up (default 8)\n"
-    "  --server-pid PID      sample the server's CPU (utime+stime) and RSS from /proc\n"
+    "  --server-pid PID      sample the server's CPU (utime+stime) and RSS from /proc;\n"
+    "                        with --servers a comma list, one pid per server, in the same\n"
+    "                        order: CPU and RSS are the sums over them\n"
     "  --json                print the final report as one JSON object on stdout\n"
     "                        (the text report then goes to stderr)\n"
     "  --quiet               no progress lines\n"
@@ -104,9 +115,9 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   return 0;
 }
 
-/* HOST:PORT or [HOST]:PORT. */
-static int parse_server(const char *s, struct bench_cfg *c) {
-  const char *colon = strrchr(s, ':');
+/* HOST:PORT or [HOST]:PORT, of len bytes at s. */
+static int parse_server(const char *s, size_t len, struct bench_server *out) {
+  const char *colon = memrchr(s, ':', len);
   if (!colon || colon == s) return -1;
   const char *h = s;
   size_t hl = (size_t)(colon - s);
@@ -114,19 +125,59 @@ static int parse_server(const char *s, struct bench_cfg *c) {
     h++;
     hl -= 2;
   }
-  long port;
-  if (hl == 0 || hl >= sizeof c->host || parse_long(colon + 1, 1, 65535, &port) < 0) return -1;
-  memcpy(c->host, h, hl);
-  c->host[hl] = 0;
-  c->port = (uint16_t)port;
+  char port[8];
+  size_t pl = (size_t)(s + len - (colon + 1));
+  long l;
+  if (hl == 0 || hl >= sizeof out->host || pl == 0 || pl >= sizeof port) return -1;
+  memcpy(port, colon + 1, pl);
+  port[pl] = 0;
+  if (parse_long(port, 1, 65535, &l) < 0) return -1;
+  memcpy(out->host, h, hl);
+  out->host[hl] = 0;
+  out->port = (uint16_t)l;
   return 0;
+}
+
+/* Calls one(item, len, i) for each item of a comma-separated list; the item
+ * count, or -1 for an empty item, more than max items, or one() failing. */
+static int each_item(const char *v, int max, void *ctx,
+                     int (*one)(void *ctx, const char *item, size_t len, int i)) {
+  int n = 0;
+  for (const char *p = v;; n++) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (len == 0 || n >= max || one(ctx, p, len, n) < 0) return -1;
+    if (!comma) return n + 1;
+    p = comma + 1;
+  }
+}
+
+static int one_server(void *ctx, const char *item, size_t len, int i) {
+  return parse_server(item, len, &((struct bench_cfg *)ctx)->servers[i]);
+}
+
+static int one_pid(void *ctx, const char *item, size_t len, int i) {
+  char buf[16];
+  long l;
+  if (len >= sizeof buf) return -1;
+  memcpy(buf, item, len);
+  buf[len] = 0;
+  if (parse_long(buf, 1, 1 << 30, &l) < 0) return -1;
+  ((struct bench_cfg *)ctx)->server_pids[i] = (pid_t)l;
+  return 0;
+}
+
+static int parse_servers(const char *v, struct bench_cfg *c) {
+  int n = each_item(v, BENCH_MAX_SERVERS, c, one_server);
+  return n < 0 ? -1 : (c->nservers = n, 0);
 }
 
 /* ---- flags ---- */
 
 struct flag_ctx {
   struct bench_cfg *c;
-  bool have_server, have_clients, tls_opt; /* tls_opt: a TLS-only flag was given */
+  int have_server; /* how many of --server and --servers were given */
+  bool have_clients, tls_opt; /* tls_opt: a TLS-only flag was given */
 };
 
 /* 64 hex digits, optionally after "sha256-raw:". */
@@ -143,7 +194,11 @@ static int parse_pin(const char *v, uint8_t out[32]) {
 static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
   struct bench_cfg *c = x->c;
   long l;
-  if (!strcmp(name, "server")) return x->have_server = true, parse_server(v, c);
+  if (!strcmp(name, "server")) {
+    x->have_server++;
+    return parse_server(v, strlen(v), &c->servers[0]) ? -1 : (c->nservers = 1, 0);
+  }
+  if (!strcmp(name, "servers")) return x->have_server++, parse_servers(v, c);
   if (!strcmp(name, "mode")) {
     if (!strcmp(v, "relay")) c->mode = MODE_RELAY;
     else if (!strcmp(v, "idle")) c->mode = MODE_IDLE;
@@ -172,8 +227,10 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
     return parse_long(v, BENCH_MIN_SIZE, 65536, &l) ? -1 : (c->ack_size = (uint32_t)l, 0);
   if (!strcmp(name, "window"))
     return parse_long(v, 1, BENCH_MAX_WINDOW, &l) ? -1 : (c->window = (uint32_t)l, 0);
-  if (!strcmp(name, "server-pid"))
-    return parse_long(v, 1, 1 << 30, &l) ? -1 : (c->server_pid = (pid_t)l, 0);
+  if (!strcmp(name, "server-pid")) {
+    int n = each_item(v, BENCH_MAX_SERVERS, c, one_pid);
+    return n < 0 ? -1 : (c->npids = n, 0);
+  }
   if (!strcmp(name, "seed"))
     return parse_long(v, 0, 0x7fffffffL, &l) ? -1 : (c->seed = (uint64_t)l, 0);
   if (!strcmp(name, "pps")) {
@@ -263,7 +320,16 @@ static int parse_args(int argc, char **argv, struct flag_ctx *x) {
 static int validate(const struct flag_ctx *x) {
   const struct bench_cfg *c = x->c;
   if (!x->have_server) {
-    fprintf(stderr, "derp-bench: --server HOST:PORT is required (see --help)\n");
+    fprintf(stderr, "derp-bench: --server HOST:PORT (or --servers LIST) is required (see --help)\n");
+    return -1;
+  }
+  if (x->have_server > 1) {
+    fprintf(stderr, "derp-bench: give --server or --servers once, not both\n");
+    return -1;
+  }
+  if (c->npids && c->npids != c->nservers) {
+    fprintf(stderr, "derp-bench: --server-pid has %d pids for %d servers (one per server)\n",
+            c->npids, c->nservers);
     return -1;
   }
   if (x->tls_opt && !c->tls) {
@@ -282,7 +348,7 @@ static int validate(const struct flag_ctx *x) {
     fprintf(stderr, "derp-bench: --duration must be positive\n");
     return -1;
   }
-  if (c->mode == MODE_IDLE && !c->server_pid)
+  if (c->mode == MODE_IDLE && !c->npids)
     fprintf(stderr, "derp-bench: warning: idle mode without --server-pid reports no memory\n");
   return 0;
 }

@@ -6,8 +6,9 @@
  * any machine: packets were delivered, a closed loop on pairs loses nothing,
  * churn completes handshakes, idle reports the server's RSS; the same over
  * TLS (derpd with a self-signed certificate; one run pins it, one skips
- * verification). No timing thresholds: speed depends on the machine,
- * correctness does not. */
+ * verification); --servers across two meshed derpd nodes (a region), where
+ * every packet is forwarded. No timing thresholds: speed depends on the
+ * machine, correctness does not. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -88,10 +89,10 @@ static const char *bench_bin(void) {
 }
 
 /* Split "extra" on spaces into argv after the common flags. */
-static void build_argv(char **argv, char *server, char *pid, char *extra) {
+static void build_argv(char **argv, char *server_flag, char *server, char *pid, char *extra) {
   int n = 0;
   argv[n++] = (char *)bench_bin();
-  argv[n++] = "--server";
+  argv[n++] = server_flag;
   argv[n++] = server;
   argv[n++] = "--server-pid";
   argv[n++] = pid;
@@ -128,14 +129,18 @@ static int wait_child(pid_t child, int64_t deadline, int *st) {
   }
 }
 
-/* Run derp-bench with the given extra flags; returns its parsed JSON report
- * (caller decrefs) and asserts it exited 0 within the deadline. */
-static json_t *run_bench(const char *extra_flags) {
-  char server[64], pid[16], extra[512], *argv[MAX_ARGV];
-  snprintf(server, sizeof server, "127.0.0.1:%u", g_srv.port);
-  snprintf(pid, sizeof pid, "%d", (int)g_srv.pid);
+/* Run derp-bench on the given servers (n of them: --server, or --servers
+ * with every one's pid) with the given extra flags; returns its parsed JSON
+ * report (caller decrefs) and asserts it exited 0 within the deadline. */
+static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const char *extra_flags) {
+  char server[256] = "", pid[128] = "", extra[512], *argv[MAX_ARGV];
+  for (int i = 0; i < n; i++) {
+    size_t sl = strlen(server), pl = strlen(pid);
+    snprintf(server + sl, sizeof server - sl, "%s127.0.0.1:%u", i ? "," : "", srv[i]->port);
+    snprintf(pid + pl, sizeof pid - pl, "%s%d", i ? "," : "", (int)srv[i]->pid);
+  }
   snprintf(extra, sizeof extra, "%s", extra_flags);
-  build_argv(argv, server, pid, extra);
+  build_argv(argv, n > 1 ? "--servers" : "--server", server, pid, extra);
   int fds[2];
   cr_assert_eq(pipe(fds), 0);
   pid_t child = fork();
@@ -166,6 +171,11 @@ static json_t *run_bench(const char *extra_flags) {
   cr_assert_not_null(j, "derp-bench %s: JSON does not parse (%s): %s", extra_flags, jerr.text, out);
   cr_assert(json_is_object(j), "report is not an object: %s", out);
   return j;
+}
+
+static json_t *run_bench(const char *extra_flags) {
+  const struct derpd_proc *srv = &g_srv;
+  return run_bench_on(&srv, 1, extra_flags);
 }
 
 static json_int_t get_int(json_t *j, const char *key) {
@@ -259,6 +269,67 @@ Test(bench_smoke, tls_idle_50, SMOKE_TLS) {
   json_decref(j);
 }
 
+/* ---- a region: two meshed nodes on loopback ---- */
+
+static struct derpd_proc g_node2;
+static char g_meshdir[64];
+
+/* Both nodes with one -mesh-with list (each skips its own entry) and a
+ * mesh key file of 64 hex digits; then until each is watched by the other
+ * (a link dialled before its peer listened retries after 5 s). */
+static void setup_region(void) {
+  e2e_test_init();
+  snprintf(g_meshdir, sizeof g_meshdir, "/tmp/derpd-bench-mesh-XXXXXX");
+  cr_assert(mkdtemp(g_meshdir), "mkdtemp: %s", strerror(errno));
+  uint8_t key[32];
+  char hex[65], path[128], args[400];
+  randombytes_buf(key, sizeof key);
+  sodium_bin2hex(hex, sizeof hex, key, sizeof key);
+  snprintf(path, sizeof path, "%s/mesh.key", g_meshdir);
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+  fprintf(f, "%s\n", hex);
+  fclose(f);
+  uint16_t p1, p2;
+  cr_assert_eq(e2e_pick_port(&p1), 0);
+  do cr_assert_eq(e2e_pick_port(&p2), 0);
+  while (p2 == p1);
+  snprintf(args, sizeof args, "-mesh-psk-file %s -mesh-with http://127.0.0.1:%u,http://127.0.0.1:%u",
+           path, p1, p2);
+  cr_assert_eq(derpd_start_port(&g_srv, 1, p1, args), 0, "node 1 did not start");
+  cr_assert_eq(derpd_start_port(&g_node2, 1, p2, args), 0, "node 2 did not start");
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_watchers", 1, 15000), 1, "node 1 not watched");
+  cr_assert_eq(derpd_varz_eventually(&g_node2, "derp_watchers", 1, 15000), 1, "node 2 not watched");
+}
+
+static void teardown_region(void) {
+  derpd_kill(&g_node2);
+  derpd_kill(&g_srv);
+  e2e_rm_dir(g_meshdir);
+}
+
+/* Pairs across the two nodes: every data packet and ack is forwarded, none
+ * is lost (route sync waited for the mesh), and the CPU is both nodes'. */
+Test(bench_smoke, region_pairs_across_servers, .init = setup_region, .fini = teardown_region,
+     .timeout = 90) {
+  const struct derpd_proc *nodes[2] = {&g_srv, &g_node2};
+  long long fwd0[2];
+  for (int i = 0; i < 2; i++) fwd0[i] = derpd_varz(nodes[i], "derp_packets_forwarded_out");
+  json_t *j = run_bench_on(nodes, 2, "--mode relay --topology pairs --clients 4 --size 1200 "
+                                     "--window 16 --duration 2s --warmup 500ms");
+  expect_closed_loop_ok(j);
+  cr_expect_eq(get_int(j, "servers"), 2);
+  cr_expect_geq(get_num(j, "route_sync_s"), 0);
+  cr_expect_eq(get_int(j, "peer_gone"), 0);
+  /* Each node forwarded its senders' data and its receivers' acks. */
+  for (int i = 0; i < 2; i++) {
+    long long fwd = derpd_varz(nodes[i], "derp_packets_forwarded_out");
+    cr_expect_geq(fwd - fwd0[i], get_int(j, "delivered"), "node %d forwarded %lld", i + 1,
+                  fwd - fwd0[i]);
+  }
+  json_decref(j);
+}
+
 /* Bad flags exit 2 with a message that says which kind of mistake it is;
  * no server is needed (flags are checked before any connection). */
 static void expect_usage_error(const char *args, const char *want) {
@@ -282,4 +353,7 @@ Test(bench_smoke, usage_errors) {
   expect_usage_error("--pace-quantum zz", "bad value for --pace-quantum: zz");
   expect_usage_error("--tls --pin-sha256 abc", "bad value for --pin-sha256: abc");
   expect_usage_error("--sni x", "need --tls");
+  expect_usage_error("--servers 127.0.0.1:8", "not both");
+  expect_usage_error("--server-pid 1,2", "2 pids for 1 servers");
+  expect_usage_error("--server-pid 1,,2", "bad value for --server-pid");
 }

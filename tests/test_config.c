@@ -82,6 +82,45 @@ Test(config, every_flag) {
   cr_assert_eq(c.verbose, 2);
 }
 
+Test(config, debug_allow) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "--debug-allow", "10.0.0.0/8, 192.0.2.7", "-debug-allow=fd00::/8"), 0, "%s", err);
+  cr_assert_str_eq(c.debug_allow, "10.0.0.0/8, 192.0.2.7,fd00::/8");
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert_str_eq(c.debug_allow, "");
+  ERR("invalid value \"10.0.0.0/33\" for flag -debug-allow", "--debug-allow", "10.0.0.0/33");
+  ERR("is not a CIDR", "--debug-allow", "");
+  ERR("is not a CIDR", "--debug-allow", "10.0.0.0/8,,fd00::/8");
+  ERR("is not a CIDR", "--debug-allow", "example.com");
+  ERR("flag needs an argument: -debug-allow", "--debug-allow");
+  /* At most DEBUG_ALLOW_MAX entries, however they are split over flags. */
+  char twenty[400] = "10.0.0.1";
+  for (int i = 1; i < 20; i++) strcat(twenty, ",10.0.0.1");
+  cr_assert_eq(PARSE(&c, "--debug-allow", twenty, "--debug-allow", "10.0.0.0/8,10.0.0.0/8"), 0, "%s", err);
+  ERR("more than 32 CIDRs", "--debug-allow", twenty, "--debug-allow", twenty);
+}
+
+Test(config, metrics_listen) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert_eq(c.metrics_port, -1, "no metrics listener by default");
+  cr_assert_eq(PARSE(&c, "--metrics-listen", "10.0.0.5:9100"), 0, "%s", err);
+  cr_assert_str_eq(c.metrics_host, "10.0.0.5");
+  cr_assert_eq(c.metrics_port, 9100);
+  cr_assert_eq(c.listen_port, 443, "-a is untouched");
+  cr_assert_eq(PARSE(&c, "-metrics-listen=[fd00::5]:0", "-a", ":8080"), 0, "%s", err);
+  cr_assert_str_eq(c.metrics_host, "fd00::5");
+  cr_assert_eq(c.metrics_port, 0);
+  cr_assert_eq(c.listen_port, 8080);
+  cr_assert_eq(PARSE(&c, "-dev", "--metrics-listen", ":9100"), 0, "%s", err);
+  cr_assert_str_eq(c.metrics_host, "");
+  cr_assert_eq(c.listen_port, 3340, "--metrics-listen is not -a: -dev keeps its port");
+  ERR("missing port in address", "--metrics-listen", "10.0.0.5");
+  ERR("port must be a number", "--metrics-listen", "10.0.0.5:99999");
+  ERR("too many colons", "--metrics-listen", "fd00::5:9100");
+  ERR("flag needs an argument: -metrics-listen", "--metrics-listen");
+}
+
 Test(config, value_may_look_like_flag) {
   struct config c;
   /* Go takes the next argument as the value whatever it looks like. */
@@ -251,7 +290,8 @@ Test(config, usage_mentions_every_flag) {
       "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096", "65536/(shards-1)",
       "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "-mesh-psk-file",
       "-mesh-with", "derp-mesh.key", "name/dialaddr", "http://host:port",
-      "-ktls string", "auto", "require",
+      "-ktls string", "auto", "require", "-debug-allow string", "TS_ALLOW_DEBUG_IP",
+      "TS_DEBUG_KEY_PATH", "X-Forwarded-For", "-metrics-listen string",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);

@@ -306,7 +306,6 @@ static const struct bound bounds[] = {
     {DERP_FROM_CLIENT, DERP_FRAME_FORWARD_PACKET, 64, 64 + 65536},
     {DERP_FROM_CLIENT, DERP_FRAME_NOTE_PREFERRED, 1, 1},
     {DERP_FROM_CLIENT, DERP_FRAME_PING, 8, 1000},
-    {DERP_FROM_CLIENT, DERP_FRAME_PONG, 8, 1000},
     {DERP_FROM_CLIENT, DERP_FRAME_WATCH_CONNS, 0, 0},
     {DERP_FROM_CLIENT, DERP_FRAME_CLOSE_PEER, 32, 32},
     {DERP_FROM_SERVER, DERP_FRAME_SERVER_KEY, 40, 1024},
@@ -343,12 +342,19 @@ Test(limits, wrong_direction_types_are_unknown) {
   cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_RECV_PACKET, 100), DERP_FRAME_SKIP);
   cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_SERVER_KEY, DERP_MAX_UNKNOWN_FRAME),
                DERP_FRAME_SKIP);
+  /* A client's unknown frames skip at any length, as derper discards them. */
   cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_HEALTH, DERP_MAX_UNKNOWN_FRAME + 1),
-               DERP_FRAME_REJECT);
+               DERP_FRAME_SKIP);
+  cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_HEALTH, UINT32_MAX), DERP_FRAME_SKIP);
+  /* A client's Pong is not read by derper's server at all: skipped, any length. */
+  for (uint32_t len = 0; len < 2000; len += 7)
+    cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_PONG, len), DERP_FRAME_SKIP);
+  cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, DERP_FRAME_PONG, UINT32_MAX), DERP_FRAME_SKIP);
   cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, DERP_FRAME_SEND_PACKET, 40), DERP_FRAME_SKIP);
   cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, DERP_FRAME_CLIENT_INFO, 4), DERP_FRAME_SKIP);
   for (int t = 0x16; t < 0x100; t++) {
     cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, (uint8_t)t, 0), DERP_FRAME_SKIP);
+    cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, (uint8_t)t, UINT32_MAX), DERP_FRAME_SKIP);
     cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, DERP_MAX_UNKNOWN_FRAME), DERP_FRAME_SKIP);
     cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, DERP_MAX_UNKNOWN_FRAME + 1),
                  DERP_FRAME_REJECT);
@@ -372,7 +378,7 @@ Test(reader, bad_length_rejected_with_header) {
 
 Test(reader, huge_length_rejected_immediately) {
   uint8_t hdr[5];
-  const uint8_t types[] = {DERP_FRAME_SEND_PACKET, DERP_FRAME_CLIENT_INFO, 0x77};
+  const uint8_t types[] = {DERP_FRAME_SEND_PACKET, DERP_FRAME_CLIENT_INFO}; /* known types; unknown ones skip (huge_unknown_from_client_streams_past) */
   for (size_t i = 0; i < sizeof types; i++) {
     derp_frame_put_header(hdr, types[i], 0xFFFFFFFFu);
     struct derp_frame_reader r;
@@ -389,12 +395,45 @@ Test(reader, huge_length_rejected_immediately) {
   }
 }
 
-Test(reader, oversized_unknown_rejected_before_buffering) {
+/* The server side skips a client's unknown frame of any length as it streams,
+ * never buffering it, and reads the next frame right behind it. */
+Test(reader, huge_unknown_from_client_streams_past) {
+  enum { CHUNK = 4096, LEN = 3 * 1024 * 1024 + 17 };
+  static uint8_t chunk[CHUNK];
+  struct derp_frame_reader r;
+  struct derp_frame f;
+  derp_frame_reader_init(&r, DERP_FROM_CLIENT);
+  uint8_t hdr[5];
+  derp_frame_put_header(hdr, 0x99, LEN);
+  const uint8_t *p = hdr;
+  size_t n = sizeof hdr;
+  cr_assert_eq(derp_frame_read(&r, &p, &n, &f), DERP_READ_MORE);
+  memset(chunk, 0x55, sizeof chunk);
+  for (size_t left = LEN; left > 0;) {
+    size_t k = left < CHUNK ? left : CHUNK;
+    p = chunk;
+    n = k;
+    cr_assert_eq(derp_frame_read(&r, &p, &n, &f), DERP_READ_MORE);
+    cr_assert_null(r.buf, "a skipped frame is never buffered");
+    left -= k;
+  }
+  uint8_t ping[5 + 8];
+  uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  derp_enc_ping(ping, sizeof ping, DERP_FRAME_PING, data);
+  p = ping;
+  n = sizeof ping;
+  cr_assert_eq(derp_frame_read(&r, &p, &n, &f), DERP_READ_FRAME);
+  cr_assert_eq(f.type, DERP_FRAME_PING);
+  cr_assert_eq(r.skipped_frames, 1);
+  derp_frame_reader_reset(&r);
+}
+
+Test(reader, oversized_unknown_from_server_rejected_before_buffering) {
   uint8_t buf[64] = {0};
   derp_frame_put_header(buf, 0x99, DERP_MAX_UNKNOWN_FRAME + 1);
   struct derp_frame_reader r;
   struct derp_frame f;
-  derp_frame_reader_init(&r, DERP_FROM_CLIENT);
+  derp_frame_reader_init(&r, DERP_FROM_SERVER);
   const uint8_t *p = buf;
   size_t n = sizeof buf;
   cr_assert_eq(derp_frame_read(&r, &p, &n, &f), DERP_READ_ERROR);

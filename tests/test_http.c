@@ -62,6 +62,36 @@ Test(http_parse, basic_fields) {
   cr_assert(r.conn_close);
 }
 
+/* What /debug/'s access rules read: the raw query string (bounded) and
+ * whether X-Forwarded-For came at all. */
+Test(http_parse, query_and_forwarded) {
+  struct http_req r;
+  parse_ok(&r, "GET /debug/varz HTTP/1.1\r\nHost: a\r\n\r\n");
+  cr_assert(!r.in_query && r.query_len == 0 && !r.forwarded && !r.query_cut);
+  parse_ok(&r, "GET /debug/varz? HTTP/1.1\r\nx-forwarded-for: ,\r\n\r\n");
+  cr_assert(r.in_query && r.query_len == 0 && r.forwarded);
+  cr_assert_str_eq(r.path, "/debug/varz");
+  parse_ok(&r, "GET /a?b=c?d#e?f=g HTTP/1.1\r\n\r\n");
+  cr_assert_str_eq(r.path, "/a");
+  cr_assert_str_eq(r.query, "b=c?d");
+  parse_ok(&r, "GET /a#b?c HTTP/1.1\r\n\r\n");
+  cr_assert_str_eq(r.path, "/a");
+  cr_assert(!r.in_query && r.query_len == 0);
+  /* A query longer than kept: its start, and the cut flag. */
+  char req[HTTP_MAX_QUERY + 128];
+  int n = snprintf(req, sizeof req, "GET /debug/?debugkey=%0*d HTTP/1.1\r\n\r\n", HTTP_MAX_QUERY, 7);
+  cr_assert(n > 0 && (size_t)n < sizeof req);
+  parse_ok(&r, req);
+  cr_assert(r.query_cut);
+  cr_assert_eq(r.query_len, HTTP_MAX_QUERY);
+  cr_assert_eq(strncmp(r.query, "debugkey=000", 12), 0);
+  /* A huge X-Forwarded-For still counts. */
+  char big[2048];
+  snprintf(big, sizeof big, "GET /debug/ HTTP/1.1\r\nX-Forwarded-For: %01500d\r\n\r\n", 1);
+  parse_ok(&r, big);
+  cr_assert(r.forwarded);
+}
+
 Test(http_parse, upgrade_values) {
   static const struct { const char *v; enum http_upgrade up; } t[] = {
       {"DERP", HTTP_UP_DERP}, {"derp", HTTP_UP_DERP}, {"dErP", HTTP_UP_DERP},
@@ -139,9 +169,9 @@ Test(http_parse, ws_protocol_list) {
 }
 
 static const char FULL_REQ[] =
-    "GET /derp?q=1 HTTP/1.1\r\nHost: derp.example.com\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n"
-    "Derp-Fast-Start: 1\r\nX-Tailscale-Challenge: abc123\r\nSec-WebSocket-Key: k\r\n"
-    "User-Agent: test\r\n\r\n";
+    "GET /derp?q=1&debugkey=s%20k#frag HTTP/1.1\r\nHost: derp.example.com\r\nConnection: Upgrade\r\n"
+    "Upgrade: DERP\r\nDerp-Fast-Start: 1\r\nX-Tailscale-Challenge: abc123\r\nSec-WebSocket-Key: k\r\n"
+    "User-Agent: test\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n";
 
 Test(http_parse, every_split_point) {
   size_t n = strlen(FULL_REQ);
@@ -165,6 +195,8 @@ Test(http_parse, every_split_point) {
     cr_assert_eq(r.fast_start, ref.fast_start);
     cr_assert_str_eq(r.challenge, ref.challenge);
     cr_assert_str_eq(r.ws_key, ref.ws_key);
+    cr_assert_str_eq(r.query, "q=1&debugkey=s%20k");
+    cr_assert(r.forwarded);
   }
 }
 

@@ -26,8 +26,9 @@ static bool client_limit(uint8_t type, struct limit *l) {
   case DERP_FRAME_SEND_PACKET: *l = (struct limit){KEY, KEY + DERP_MAX_PACKET}; return true;
   case DERP_FRAME_FORWARD_PACKET: *l = (struct limit){2 * KEY, 2 * KEY + DERP_MAX_PACKET}; return true;
   case DERP_FRAME_NOTE_PREFERRED: *l = (struct limit){1, 1}; return true;
-  case DERP_FRAME_PING:
-  case DERP_FRAME_PONG: *l = (struct limit){DERP_PING_MIN, DERP_PING_MAX}; return true;
+  case DERP_FRAME_PING: *l = (struct limit){DERP_PING_MIN, DERP_PING_MAX}; return true;
+  /* Pong from a client: derper's read loop has no case for it, so any
+   * length is skipped as an unknown frame. */
   case DERP_FRAME_WATCH_CONNS: *l = (struct limit){0, 0}; return true;
   case DERP_FRAME_CLOSE_PEER: *l = (struct limit){KEY, KEY}; return true;
   default: return false;
@@ -60,7 +61,11 @@ static bool server_limit(uint8_t type, struct limit *l) {
 enum derp_frame_verdict derp_frame_check(enum derp_frame_dir dir, uint8_t type, uint32_t len) {
   struct limit l;
   bool known = dir == DERP_FROM_CLIENT ? client_limit(type, &l) : server_limit(type, &l);
-  if (!known) return len <= DERP_MAX_UNKNOWN_FRAME ? DERP_FRAME_SKIP : DERP_FRAME_REJECT;
+  /* derper discards a client's unknown frame of any length as it streams
+   * (io.CopyN to io.Discard), so the server side does too; skipping never
+   * buffers. A client reading a server keeps a bound. */
+  if (!known)
+    return dir == DERP_FROM_CLIENT || len <= DERP_MAX_UNKNOWN_FRAME ? DERP_FRAME_SKIP : DERP_FRAME_REJECT;
   return len >= l.min && len <= l.max ? DERP_FRAME_DELIVER : DERP_FRAME_REJECT;
 }
 

@@ -2,6 +2,7 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/operations/debug_access.h"
 #include "server/transport/ktls.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@ void config_defaults(struct config *c) {
   c->recv_buf_size = 16384;
   c->queue_depth = 0; /* auto: config_ring_depths() */
   c->http_port = 80;
+  c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -146,8 +148,10 @@ static int copy_str(struct perr *e, const char *name, const char *val, char *dst
   return 0;
 }
 
-/* "host:port", ":port" or "[v6]:port"; the host is stored without brackets. */
-static int parse_addr(struct perr *e, const char *name, const char *val, struct config *c) {
+/* "host:port", ":port" or "[v6]:port" into host (hcap bytes; stored without
+ * brackets) and *port. */
+static int parse_addr(struct perr *e, const char *name, const char *val, char *host_out,
+                      size_t hcap, int *port_out) {
   const char *colon, *host = val;
   size_t hl;
   if (val[0] == '[') {
@@ -171,16 +175,17 @@ static int parse_addr(struct perr *e, const char *name, const char *val, struct 
     port = port * 10 + (p[i] - '0');
   }
   if (port > 65535) return bad_value(e, name, val, "port must be a number 0..65535");
-  if (hl >= sizeof c->listen_host) return bad_value(e, name, val, "host too long");
-  memcpy(c->listen_host, host, hl);
-  c->listen_host[hl] = 0;
-  c->listen_port = (uint16_t)port;
+  if (hl >= hcap) return bad_value(e, name, val, "host too long");
+  memcpy(host_out, host, hl);
+  host_out[hl] = 0;
+  *port_out = (int)port;
   return 0;
 }
 
 /* ---- The flag table -------------------------------------------------------- */
 
-enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_DURATION, K_INT, K_KTLS, K_HELP };
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_METRICS_ADDR, K_DURATION, K_INT, K_KTLS, K_CIDRS,
+            K_HELP };
 enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2 };
 
 struct flag {
@@ -212,6 +217,8 @@ static const struct flag flags[] = {
     {"recv-bufs", K_INT, F(recv_bufs), 0, 1, 32768, INT_POW2},
     {"recv-buf-size", K_INT, F(recv_buf_size), 0, 1024, 1048576, 0},
     {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2 | INT_ZERO_AUTO},
+    {"debug-allow", K_CIDRS, F(debug_allow), sizeof ((struct config *)0)->debug_allow, 0, 0, 0},
+    {"metrics-listen", K_METRICS_ADDR, 0, 0, 0, 0, 0},
     {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"h", K_HELP, 0, 0, 0, 0, 0},
@@ -252,6 +259,19 @@ static int set_duration(struct perr *e, const struct flag *f, const char *val, s
   return 0;
 }
 
+/* --debug-allow: a list, and a repeated flag adds to it. */
+static int add_cidrs(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  char why[160];
+  char *list = (char *)c + f->off;
+  size_t have = strlen(list), n = strlen(val);
+  if (debug_allow_add(NULL, val, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  if (have + 1 + n >= f->cap) return bad_value(e, f->name, val, "too long in all");
+  if (have) list[have++] = ',';
+  memcpy(list + have, val, n + 1);
+  if (debug_allow_add(NULL, list, why, sizeof why) < 0) return bad_value(e, f->name, val, why);
+  return 0;
+}
+
 /* Boolean-like flags: val is NULL when given bare ("-dev"). */
 static int set_bool(struct perr *e, const struct flag *f, const char *val, struct config *c) {
   bool b = true;
@@ -269,9 +289,17 @@ static int set_bool(struct perr *e, const struct flag *f, const char *val, struc
 static int set_value(struct perr *e, const struct flag *f, const char *val, struct config *c) {
   switch (f->kind) {
   case K_STRING: return copy_str(e, f->name, val, (char *)c + f->off, f->cap);
-  case K_ADDR: return parse_addr(e, f->name, val, c);
+  case K_ADDR: {
+    int port;
+    if (parse_addr(e, f->name, val, c->listen_host, sizeof c->listen_host, &port) < 0) return -1;
+    c->listen_port = (uint16_t)port;
+    return 0;
+  }
+  case K_METRICS_ADDR:
+    return parse_addr(e, f->name, val, c->metrics_host, sizeof c->metrics_host, &c->metrics_port);
   case K_DURATION: return set_duration(e, f, val, c);
   case K_INT: return set_int(e, f, val, c);
+  case K_CIDRS: return add_cidrs(e, f, val, c);
   case K_KTLS: {
     enum ktls_mode m;
     if (ktls_mode_parse(val, &m) < 0) return bad_value(e, f->name, val, "want auto, off or require");
@@ -453,6 +481,17 @@ void config_usage(FILE *out, const char *prog) {
 "        packets per inter-shard queue, a power of two in 64..1048576;\n"
 "        0 = auto: 4096 up to 16 shards, then 65536/(shards-1), at least\n"
 "        1024 (default 0)\n"
+"\n"
+"Operations (/debug/: metrics at /debug/varz and /debug/vars):\n"
+"  -debug-allow string\n"
+"        CIDRs (or addresses) that may read /debug/, comma-separated; repeat\n"
+"        to add more. Beside these: loopback, Tailscale addresses,\n"
+"        $TS_ALLOW_DEBUG_IP, and ?debugkey= matching the file at\n"
+"        $TS_DEBUG_KEY_PATH, as derper; any X-Forwarded-For is refused\n"
+"  -metrics-listen string\n"
+"        also serve /debug/ (and nothing else) as plain HTTP on this\n"
+"        \"host:port\", e.g. a private interface for Prometheus; the same\n"
+"        access rules apply there (default: none)\n"
 "\n"
 "Other:\n"
 "  -v, -verbose\n"

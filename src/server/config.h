@@ -25,6 +25,11 @@ struct config {
   int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
   int queue_depth;           /* --queue-depth: packets per inter-shard data ring (power of 2); 0 = auto */
   int verbose;               /* -v / --verbose, may repeat */
+  char debug_allow[1024];    /* --debug-allow: CIDRs that may read /debug/, comma-separated
+                                (repeats append); checked by operations/debug_access.c */
+  char metrics_host[256];    /* --metrics-listen host part ("" = all addresses) */
+  int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
+                                only; -1 = none (default) */
   /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
   char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */

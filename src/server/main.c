@@ -22,6 +22,8 @@
 
 #include "server/transport/ktls.h"
 #include "server/log.h"
+#include "server/operations/debug_http.h"
+#include "server/operations/handover.h"
 #include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
@@ -86,9 +88,9 @@ static int conn_budget(int nshards, int configured) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd and up to two listeners (the port-80 helper);
-   * keep some for logs, key and certificate files, and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 3L * nshards;
+  /* Each shard holds a ring fd and up to three listeners (the port-80 helper,
+   * --metrics-listen); keep some for logs, key and certificate files, and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 4L * nshards;
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)
@@ -236,9 +238,11 @@ static void free_server(struct server *s) {
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
+    if (sh->metrics_fd >= 0) close(sh->metrics_fd);
   }
   free(s->shards);
   region_free(s);
+  debug_state_free(s);
   free(s);
 }
 
@@ -320,6 +324,28 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
   }
 }
 
+/* SIGUSR2: a live upgrade (handover.h). 0 once the new process listens
+ * (the shards then stop accepting without closing the sockets), -1 if it
+ * failed and this process serves on. */
+static int upgrade(struct server *s, char **argv) {
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
+  int n80 = 0, nm = 0;
+  for (int i = 0; i < s->nshards; i++) {
+    main_fds[i] = s->shards[i].listen_fd;
+    if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
+    if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
+  }
+  struct handover_set set = {.nkinds = 3,
+                             .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
+                                   {"metrics", nm, fdsm}}};
+  pid_t child;
+  log_info("derpd: SIGUSR2: live upgrade");
+  if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;
+  log_info("upgrade: pid %d listens on the same sockets", (int)child);
+  atomic_store(&s->handover, true); /* before `stopping`: the shards read it then */
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct server *s = calloc(1, sizeof *s);
   if (!s) return 1;
@@ -346,6 +372,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
@@ -359,7 +386,10 @@ int main(int argc, char **argv) {
 
   uint16_t port = s->cfg.listen_port;
   for (int i = 0; i < s->nshards; i++) {
-    s->shards[i].listen_fd = open_listener(s->cfg.listen_host, port, err, sizeof err);
+    /* After a live upgrade the old process's sockets, else new ones. */
+    int fd = handover_inherited("main", i);
+    if (fd >= 0 && i == 0) port = bound_port(fd);
+    s->shards[i].listen_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, port, err, sizeof err);
     if (s->shards[i].listen_fd < 0) { log_error("%s", err); return 1; }
     if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
   }
@@ -370,17 +400,31 @@ int main(int argc, char **argv) {
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].listen80_fd = -1;
     if (p80 < 0) continue;
-    s->shards[i].listen80_fd = open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
+    int fd = handover_inherited("http80", i);
+    if (fd >= 0 && i == 0) p80 = bound_port(fd);
+    s->shards[i].listen80_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
     if (s->shards[i].listen80_fd < 0) { log_error("-http-port: %s", err); return 1; }
     if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
   }
   if (p80 >= 0) s->port80 = (uint16_t)p80;
+  /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
+  int pm = s->cfg.metrics_port;
+  for (int i = 0; i < s->nshards; i++) {
+    s->shards[i].metrics_fd = -1;
+    if (pm < 0) continue;
+    int fd = handover_inherited("metrics", i);
+    if (fd >= 0 && i == 0) pm = bound_port(fd);
+    s->shards[i].metrics_fd = fd >= 0 ? fd : open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
+    if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
+    if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
+  }
 
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, NULL); /* shards inherit the mask */
 
@@ -396,15 +440,25 @@ int main(int argc, char **argv) {
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
+  if (pm >= 0)
+    log_info("derpd: metrics listener on %s%s%s:%d (--metrics-listen: /debug/ only, plain HTTP)",
+             strchr(s->cfg.metrics_host, ':') ? "[" : "",
+             s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
+             strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
+  log_info("derpd: pid %d", (int)getpid());
+  service_ready(s); /* READY=1 (after a live upgrade, MAINPID= too) before the old process stops */
+  handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
-  service_ready(s);
 
-  int sig = wait_for_signal(&set, s->tls);
+  int sig;
+  while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
   service_stopping();
-  log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
-  atomic_store(&s->stopping, true);
-  region_stop(s);
+  if (sig == SIGUSR2)
+    log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
+  else
+    log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   shutdown_shards(s);
+  region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
   free_server(s);

@@ -63,6 +63,8 @@ struct pkt {
   uint8_t not_here;     /* MSG_FRAME_TO_KEY: a PeerGone(not here), rate-limited */
   uint8_t wire;         /* bytes already in wire form (TLS records made outside
                            wrap): sent as they are, never wrapped (conn_queue_wire) */
+  uint32_t t_us;        /* shard clock (now_us, low 32 bits) at pkt_alloc: a packet's
+                           queue wait is measured from here (derpd_queue_wait_seconds) */
   uint32_t len;         /* bytes used in data */
   uint32_t cap;         /* bytes available in data */
   uint8_t ws_raw;       /* WebSocket conn: bytes already framed (101, pong, close):
@@ -142,6 +144,7 @@ struct conn {
   uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
+  uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
@@ -248,6 +251,7 @@ struct shard {
   bool ring_exited;            /* the shard tore its ring down (read by main after join) */
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
+  int metrics_fd;              /* --metrics-listen listener, -1 if none */
   /* Set before waiting; producers wake if set. Other shards read it every
    * turn they publish to this one, so it has a cache line to itself. */
   alignas(64) _Atomic int sleeping;
@@ -270,6 +274,7 @@ struct shard {
   uint32_t nfree, in_ring, buf_target;
   bool nobufs;                 /* an ENOBUFS this turn */
   int64_t now_ms;
+  int64_t now_us;              /* the same instant in µs (packet queue-wait stamps) */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
   struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */
@@ -299,7 +304,7 @@ struct shard {
   uint32_t log_suppressed;
   int64_t log_window_ms;
   bool stopping, stopped;
-  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: 1 main, 2 port 80 */
+  uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
   int64_t stop_deadline_ms;
 };
 
@@ -324,9 +329,13 @@ struct server {
   struct region *region;        /* mesh key, links (region/); read-only after start
                                   but for the links' atomics */
   _Atomic bool stopping;
+  _Atomic bool handover;       /* stopping for a live upgrade: the listening
+                                  sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
   _Atomic uint64_t next_conn_id;
   int max_conns;
+  struct debug_state *debug;   /* operations/debug_http.c: /debug/ access rules;
+                                  read-only after start */
 };
 
 static inline struct spsc *data_q(struct server *s, int from, int to) { return s->data_q[from * s->nshards + to]; }
@@ -354,6 +363,7 @@ void shard_recycle_buf(struct shard *sh, unsigned bid);
 void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
+void shard_send_restarting(struct shard *sh, struct conn *c);
 
 /* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,

@@ -1,5 +1,7 @@
 /* fuzz_http.c: libFuzzer target for the HTTP request head parser and router
- * (server/protocol/http.c): every byte a client sends before the DERP upgrade.
+ * (server/protocol/http.c): every byte a client sends before the DERP upgrade,
+ * and the /debug/ access rules' reading of it (the query's debugkey,
+ * operations/debug_access.c).
  *
  * Input: byte 0 is the chunk size (1..256), byte 1 whether the peer is on
  * loopback (debug pages allowed). A finished head is routed both ways (main
@@ -9,6 +11,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "server/operations/debug_access.h"
 #include "server/protocol/http.h"
 
 static void check_reply(const struct http_reply *rep) {
@@ -37,6 +40,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(r.path_len <= HTTP_MAX_PATH && r.path[r.path_len] == '\0');
   FUZZ_CHECK(memchr(r.challenge, '\0', sizeof r.challenge) != NULL);
   FUZZ_CHECK(memchr(r.ws_key, '\0', sizeof r.ws_key) != NULL);
+  FUZZ_CHECK(r.query_len <= HTTP_MAX_QUERY && r.query[r.query_len] == '\0');
+  if (r.in_query) {
+    char key[DEBUG_KEY_MAX + 1];
+    int kl = debug_query_value(r.query, r.query_len, "debugkey", key, sizeof key);
+    FUZZ_CHECK(kl < (int)sizeof key && (kl < 0 || key[kl] == '\0'));
+    /* No key file, an outside address: only X-Forwarded-For and the
+     * address decide, and they refuse. */
+    static const struct debug_access none;
+    static const uint8_t outside[16] = {[10] = 0xff, [11] = 0xff, 192, 0, 2, 1};
+    struct debug_request dr = {outside, r.method == HTTP_GET, r.forwarded, r.query, r.query_len,
+                               r.query_cut};
+    FUZZ_CHECK(!debug_access_allowed(&none, &dr));
+  }
   if (st == HTTP_FEED_DONE) {
     static const char key_hex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     http_route(&r, key_hex, loopback, &rep);

@@ -297,7 +297,7 @@ bool conn_queue_wire(struct conn *c, struct pkt *p) {
 void conn_queue_packet(struct conn *c, struct pkt *p) {
   struct shard *sh = c->sh;
   if (c->state != CS_ESTABLISHED || c->close_after_send) {
-    STAT_DROP(&sh->stats, gone_disconnected, 1);
+    STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
     pkt_free(sh, p);
     return;
   }
@@ -311,7 +311,7 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
      * receiver whose previous write is still pending loses packets. */
     conn_flush(c);
     if (c->state != CS_ESTABLISHED) {
-      STAT_DROP(&sh->stats, gone_disconnected, 1);
+      STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
       pkt_free(sh, p);
       return;
     }
@@ -320,10 +320,10 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
     pkt_free(sh, q_pop(h, t));
     (*n)--;
     if (c->is_link) {
-      STAT_DROP(&sh->stats, mesh_queue, 1);
+      STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
       region_link_note_drop(c);
     } else {
-      STAT_DROP(&sh->stats, queue_head, 1);
+      STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
     }
   }
   q_append(h, t, p);
@@ -390,6 +390,7 @@ static void release_send(struct conn *c, bool count_drops);
 static void count_sent(struct shard *sh, struct pkt *p) {
   if (p->kind == MSG_PRESENCE) watch_presence_written(sh, p); /* the credit goes back */
   if (p->kind != MSG_PKT) return;
+  ops_queue_wait(&sh->stats.ops, (uint32_t)((uint32_t)sh->now_us - p->t_us)); /* mod 2^32 µs */
   STAT_INC(&sh->stats, pkts_sent);
   STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
 }
@@ -450,6 +451,8 @@ void conn_flush(struct conn *c) {
   }
   if (x->nhdr)
     x->iov[0] = (struct iovec){.iov_base = x->ws_hdr, .iov_len = ws_batch_header(x->ws_hdr, bytes)};
+  if (c->state == CS_ESTABLISHED && !wire) /* derp_buffered_write_frames */
+    hist_observe(&c->sh->stats.ops, HIST_write_frames, x->niov - x->nhdr);
   c->send = x;
   int w = wire || !c->xp->wrap ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
@@ -466,7 +469,7 @@ static void release_send(struct conn *c, bool count_drops) {
   struct shard *sh = c->sh;
   for (struct pkt *p = x->pkts; p;) {
     struct pkt *n = p->next;
-    if (count_drops && p->kind == MSG_PKT) STAT_DROP(&sh->stats, write_error, 1);
+    if (count_drops && p->kind == MSG_PKT) STAT_DROP_T(&sh->stats, write_error, p->disco, 1);
     pkt_free(sh, p);
     p = n;
   }
@@ -532,7 +535,7 @@ void conn_attach(struct shard *sh, struct conn *c) {
 void conn_adopt(struct shard *sh, struct conn *c) {
   conn_attach(sh, c);
   STAT_INC(&sh->stats, handoffs);
-  if (sh->stopping) {
+  if (sh->stopping && !atomic_load(&sh->srv->handover)) {
     conn_close(c, CLOSE_shutdown, NULL);
     return;
   }
@@ -566,17 +569,23 @@ void conn_establish(struct conn *c) {
                          (1u << DERP_FRAME_FORWARD_PACKET);
   relay_register(c);
   if (c->state != CS_ESTABLISHED) return; /* closed: out of memory */
+  /* deadline_ms is still the handshake deadline set at accept. */
+  hist_observe(&sh->stats.ops, HIST_handshake,
+               sh->now_ms - (c->deadline_ms - sh->srv->cfg.handshake_timeout_ms));
   stat_add_slot(&sh->stats.v[STAT_conns_plain + c->xp->mode], 1); /* derpd_conns_mode{mode} */
   c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
   list_add_tail(&sh->ka_fifo, &c->ka_node);
   shard_mark_dirty(sh, c);
   upgrade_finish(c); /* feeds carried bytes through conn_input, frees hs */
-  if (c->state == CS_ESTABLISHED) arm_recv(c);
+  if (c->state != CS_ESTABLISHED) return;
+  arm_recv(c);
+  if (sh->stopping) shard_send_restarting(sh, c); /* came in during a live upgrade */
 }
 
 static void drop_queues(struct conn *c) {
   struct shard *sh = c->sh;
-  STAT_DROP(&sh->stats, gone_disconnected, c->ndisco + c->ndata);
+  STAT_DROP_T(&sh->stats, gone_disconnected, true, c->ndisco);
+  STAT_DROP_T(&sh->stats, gone_disconnected, false, c->ndata);
   pkt_free_list(sh, c->ctrl_h);
   pkt_free_list(sh, c->disco_h);
   pkt_free_list(sh, c->data_h);

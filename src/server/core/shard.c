@@ -28,6 +28,15 @@ int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The loop turn's clock: now_ms for timers, now_us for packet stamps, from
+ * one clock read (none per packet). */
+static void shard_clock(struct shard *sh) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  sh->now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  sh->now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct io_uring_sqe *shard_sqe(struct shard *sh) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
   if (!sqe) {
@@ -120,23 +129,31 @@ static void drain_outbox(struct shard *sh) {
   }
 }
 
-static void arm_accept(struct shard *sh, bool port80) {
-  struct io_uring_sqe *sqe = shard_sqe(sh);
-  io_uring_prep_multishot_accept(sqe, port80 ? sh->listen80_fd : sh->listen_fd, NULL, NULL,
-                                 SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(sqe, ud_make(NULL, port80 ? UD_ACCEPT80 : UD_ACCEPT));
+/* A shard's listeners. The helpers' accepts carry UD_ACCEPT80 with the
+ * listener in the pointer bits (user_data has no tag left). */
+enum listener { LS_MAIN, LS_PORT80, LS_METRICS, LS_COUNT };
+
+static int listener_fd(const struct shard *sh, enum listener ls) {
+  return ls == LS_MAIN ? sh->listen_fd : ls == LS_PORT80 ? sh->listen80_fd : sh->metrics_fd;
 }
 
-/* port80: the connection came in on the port-80 helper's listener. */
-static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
+static void arm_accept(struct shard *sh, enum listener ls) {
+  struct io_uring_sqe *sqe = shard_sqe(sh);
+  io_uring_prep_multishot_accept(sqe, listener_fd(sh, ls), NULL, NULL, SOCK_CLOEXEC);
+  uint64_t ud = ls == LS_MAIN ? ud_make(NULL, UD_ACCEPT)
+                              : ud_make((void *)(uintptr_t)((unsigned)ls << 3), UD_ACCEPT80);
+  io_uring_sqe_set_data64(sqe, ud);
+}
+
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener ls) {
   int res = cqe->res;
   if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
     /* Out of file descriptors or memory: re-armed at once, the accept would
      * fail again at once while a connection waits; retry at the next tick. */
     if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
-      sh->accept_rearm |= port80 ? 2 : 1;
+      sh->accept_rearm |= (uint8_t)(1u << ls);
     else
-      arm_accept(sh, port80);
+      arm_accept(sh, ls);
   }
   if (res < 0) {
     if (res != -ECANCELED && res != -EINVAL) {
@@ -160,7 +177,11 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, bool port80) {
     close(fd);
     return;
   }
-  struct conn *c = conn_new(sh, fd, port80);
+  struct conn *c = conn_new(sh, fd, ls != LS_MAIN); /* the helpers speak plain HTTP */
+  if (c && ls == LS_METRICS) {
+    c->port80 = 0;
+    c->metrics_only = 1;
+  }
   if (!c) {
     atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_nomem);
@@ -349,8 +370,8 @@ static void flush_dirty(struct shard *sh) {
 static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
-  case UD_ACCEPT: on_accept(sh, cqe, false); break;
-  case UD_ACCEPT80: on_accept(sh, cqe, true); break;
+  case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
+  case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> 3)); break;
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
@@ -367,22 +388,49 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   }
 }
 
+/* Tell an established client to come back soon: derpd is restarting, not gone. */
+void shard_send_restarting(struct shard *sh, struct conn *c) {
+  struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
+  if (!p) return;
+  p->len = (uint32_t)derp_enc_restarting(p->data, p->cap, 1000, 30000);
+  conn_queue_ctrl(c, p);
+  STAT_INC(&sh->stats, restarting_sent);
+}
+
+/* In a live upgrade, connections the old process accepted in the last
+ * moments finish their handshake (then hear Restarting) rather than being
+ * cut: every shard keeps running this long, so handoffs between shards land. */
+#define HANDOVER_DRAIN_MS 2000
+
 static void begin_stop(struct shard *sh) {
   sh->stopping = true;
-  sh->stop_deadline_ms = sh->now_ms + 1000;
-  shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
-  if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
+  bool handover = atomic_load(&sh->srv->handover);
+  sh->stop_deadline_ms = sh->now_ms + (handover ? HANDOVER_DRAIN_MS : 1000);
+  if (handover) {
+    /* Live upgrade: the new process accepts on these very sockets; stop
+     * accepting here without touching them (a shutdown would reset what
+     * waits in their queues). */
+    int lfds[3] = {sh->listen_fd, sh->listen80_fd, sh->metrics_fd};
+    for (int i = 0; i < 3; i++) {
+      if (lfds[i] < 0) continue;
+      struct io_uring_sqe *sqe = shard_sqe(sh);
+      io_uring_prep_cancel_fd(sqe, lfds[i], IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+    }
+  } else {
+    shutdown(sh->listen_fd, SHUT_RDWR); /* ends the multishot accept */
+    if (sh->listen80_fd >= 0) shutdown(sh->listen80_fd, SHUT_RDWR);
+    if (sh->metrics_fd >= 0) shutdown(sh->metrics_fd, SHUT_RDWR);
+  }
   struct list *n, *next;
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
-    if (c->state != CS_ESTABLISHED || c->is_link) { conn_close(c, CLOSE_shutdown, NULL); continue; }
-    struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
-    if (!p) continue;
-    /* Tell clients to come back soon: derpd is restarting, not gone. */
-    p->len = (uint32_t)derp_enc_restarting(p->data, p->cap, 1000, 30000);
-    conn_queue_ctrl(c, p);
-    STAT_INC(&sh->stats, restarting_sent);
+    if (c->is_link || (c->state != CS_ESTABLISHED && !handover)) {
+      conn_close(c, CLOSE_shutdown, NULL);
+      continue;
+    }
+    if (c->state == CS_ESTABLISHED) shard_send_restarting(sh, c);
   }
 }
 
@@ -394,10 +442,15 @@ static void continue_stop(struct shard *sh) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
     if (c->state == CS_CLOSING) { pending = true; continue; }
-    if (c->send || c->ctrl_h) { pending = true; if (sh->now_ms < sh->stop_deadline_ms) continue; }
+    bool handshaking = c->state != CS_ESTABLISHED; /* only in a handover */
+    if (c->send || c->ctrl_h || handshaking) {
+      pending = true;
+      if (sh->now_ms < sh->stop_deadline_ms) continue;
+    }
     conn_close(c, CLOSE_shutdown, NULL);
     pending = true;
   }
+  if (atomic_load(&sh->srv->handover) && sh->now_ms < sh->stop_deadline_ms) return;
   if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;
 }
 
@@ -429,7 +482,7 @@ static void process_cqes(struct shard *sh) {
 static void loop(struct shard *sh) {
   int64_t next_tick = now_ms() + TICK_MS;
   while (!sh->stopped) {
-    sh->now_ms = now_ms();
+    shard_clock(sh);
     drain_inbound(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
@@ -439,8 +492,8 @@ static void loop(struct shard *sh) {
       conn_tick(sh);
       region_tick(sh);
       if (sh->accept_rearm && !sh->stopping) {
-        if (sh->accept_rearm & 1) arm_accept(sh, false);
-        if (sh->accept_rearm & 2) arm_accept(sh, true);
+        for (int ls = 0; ls < LS_COUNT; ls++)
+          if (sh->accept_rearm & (1u << ls)) arm_accept(sh, (enum listener)ls);
         sh->accept_rearm = 0;
       }
       if (sh->stopping) continue_stop(sh);
@@ -451,16 +504,16 @@ static void loop(struct shard *sh) {
     if (sh->outbox_n) drain_outbox(sh);
     publish_and_wake(sh);
     wait_events(sh, next_tick);
-    sh->now_ms = now_ms();
+    shard_clock(sh);
     process_cqes(sh);
   }
 }
 
 static void *shard_main(void *arg) {
   struct shard *sh = arg;
-  sh->now_ms = now_ms();
-  arm_accept(sh, false);
-  if (sh->listen80_fd >= 0) arm_accept(sh, true);
+  shard_clock(sh);
+  for (int ls = 0; ls < LS_COUNT; ls++)
+    if (listener_fd(sh, (enum listener)ls) >= 0) arm_accept(sh, (enum listener)ls);
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);

@@ -37,10 +37,7 @@ static void sum_all(struct sum *s, struct stats *const *all, int n) {
   for (int j = 0; j < DROP_NREASONS; j++) s->dropped += s->drops[j];
 }
 
-struct out { char *p; size_t cap, len; };
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...) {
+void put(struct out *o, const char *fmt, ...) {
   if (o->len >= o->cap) return;
   va_list ap;
   va_start(ap, fmt);
@@ -63,6 +60,7 @@ size_t metrics_render_varz(char *buf, size_t cap, struct stats *const *all, int 
   char prev[96] = "";
   for (int j = 0; j < STAT_NSCALARS; j++) {
     char base[96];
+    if (!scalar_names[j][0]) continue; /* internal */
     base_name(scalar_names[j], base, sizeof base);
     if (strcmp(base, prev) != 0) {
       if (scalar_help[j][0]) put(&o, "# HELP %s %s\n", base, scalar_help[j]);
@@ -89,6 +87,7 @@ size_t metrics_render_vars(char *buf, size_t cap, struct stats *const *all, int 
   put(&o, "{\n");
   for (int j = 0; j < STAT_NSCALARS; j++) {
     char base[96];
+    if (!scalar_names[j][0]) continue; /* internal */
     base_name(scalar_names[j], base, sizeof base);
     if (strchr(scalar_names[j], '{')) { /* derp_packets_received_kind{kind="x"} */
       const char *k = strchr(scalar_names[j], '"') + 1;

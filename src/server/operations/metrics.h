@@ -13,7 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* X(name, prometheus name, type, help) */
+#include "server/operations/stats_hist.h"
+
+/* X(name, prometheus name, type, help); an empty name is internal, not
+ * rendered as it is (operations/stats_page.c derives metrics from it). */
 #define STATS_SCALARS(X)                                                                  \
   X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
   X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
@@ -44,6 +47,9 @@
   X(home_moves_out, "derp_home_moves_out", "counter", "clients that moved home away")     \
   X(dup_keys, "derp_current_dup_client_keys", "gauge", "keys with more than one connection") \
   X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
+  X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
+  X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
+  X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \
   X(keepalives, "derpd_keepalives_sent", "counter", "KeepAlive frames sent")              \
   X(unknown_frames, "derpd_unknown_frames", "counter", "unknown frame types skipped")     \
   X(handoffs, "derpd_handoffs", "counter", "connections moved to their owner shard")      \
@@ -122,6 +128,7 @@ struct stats {
   _Atomic int64_t v[STAT_NSCALARS];
   _Atomic int64_t drops[DROP_NREASONS];
   _Atomic int64_t closes[CLOSE_NREASONS];
+  struct stats_ops ops;   /* histograms and averages (stats_hist.h) */
 };
 
 /* Single-writer updates: only the owning shard thread calls these. */
@@ -131,9 +138,17 @@ static inline void stat_add_slot(_Atomic int64_t *x, int64_t d) {
 #define STAT_ADD(st, name, d) stat_add_slot(&(st)->v[STAT_##name], (d))
 #define STAT_INC(st, name) STAT_ADD(st, name, 1)
 #define STAT_DROP(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
+/* The same, telling whether the n packets are disco (derp_packets_dropped_type;
+ * drops counted with plain STAT_DROP count as "other"). */
+#define STAT_DROP_T(st, reason, disco, n) \
+  (STAT_DROP(st, reason, n), (disco) ? STAT_ADD(st, drops_disco, (n)) : (void)0)
 #define STAT_CLOSE(st, reason) stat_add_slot(&(st)->closes[(reason)], 1)
 
 const char *close_reason_name(enum close_reason r);
+
+/* A bounded text appender: once len reaches cap, output is dropped. */
+struct out { char *p; size_t cap, len; };
+void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Render the sum of nstats shards' counters (plus process facts) into out.
  * Returns bytes written (truncated at cap). */

@@ -13,7 +13,8 @@
 /* ---- Request head parsing ------------------------------------------------ */
 
 /* The headers derpd keeps; everything else is parsed and dropped. */
-enum { H_NONE = 0, H_UPGRADE, H_FAST_START, H_CHALLENGE, H_WS_PROTO, H_WS_KEY, H_CONNECTION, H_IDEAL_NODE };
+enum { H_NONE = 0, H_UPGRADE, H_FAST_START, H_CHALLENGE, H_WS_PROTO, H_WS_KEY, H_CONNECTION,
+       H_IDEAL_NODE, H_FORWARDED };
 
 static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"upgrade", H_UPGRADE},
@@ -23,6 +24,7 @@ static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"sec-websocket-key", H_WS_KEY},
     {"connection", H_CONNECTION},
     {"ideal-node", H_IDEAL_NODE},
+    {"x-forwarded-for", H_FORWARDED},
 };
 
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -97,6 +99,9 @@ static void apply_header(struct http_req *r) {
     /* A long Connection value may still say close; a bounded look is enough. */
     if (list_has_token(v, n, "close")) r->conn_close = true;
     break;
+  case H_FORWARDED:
+    r->forwarded = true; /* whatever it says */
+    break;
   default:
     break;
   }
@@ -123,8 +128,14 @@ static void end_value(struct http_req *r) {
 
 static int on_url(http_parser *p, const char *at, size_t len) {
   struct http_req *r = p->data;
-  for (size_t i = 0; i < len && !r->in_query; i++) {
-    if (at[i] == '?' || at[i] == '#') { r->in_query = true; break; }
+  for (size_t i = 0; i < len && !r->in_fragment; i++) {
+    if (at[i] == '#') { r->in_fragment = true; break; }
+    if (r->in_query) {
+      if (r->query_len < HTTP_MAX_QUERY) r->query[r->query_len++] = at[i];
+      else r->query_cut = true;
+      continue;
+    }
+    if (at[i] == '?') { r->in_query = true; continue; }
     if (r->path_len >= HTTP_MAX_PATH) {
       r->error_status = 414;
       r->error_reason = "http_uri_too_long";
@@ -133,6 +144,7 @@ static int on_url(http_parser *p, const char *at, size_t len) {
     r->path[r->path_len++] = at[i];
   }
   r->path[r->path_len] = 0;
+  r->query[r->query_len] = 0;
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #define HTTP_MAX_PATH 256    /* longer gets 414 */
 #define HTTP_MAX_CHALLENGE 64
 #define HTTP_WS_KEY_MAX 64
+#define HTTP_MAX_QUERY 256   /* query string kept (for /debug/'s debugkey); longer is cut */
 
 enum http_upgrade { HTTP_UP_NONE = 0, HTTP_UP_DERP, HTTP_UP_WEBSOCKET, HTTP_UP_OTHER };
 
@@ -39,12 +40,17 @@ struct http_req {
   char ws_key[HTTP_WS_KEY_MAX + 1];
   bool conn_close;                /* Connection: close */
   bool ideal_node;                /* Ideal-Node: names the client's ideal node (not us) */
+  bool forwarded;                 /* X-Forwarded-For present (/debug/ refuses it) */
+  char query[HTTP_MAX_QUERY + 1]; /* the query string: after '?', before '#' */
+  uint16_t query_len;
+  bool query_cut;                 /* longer than HTTP_MAX_QUERY: query holds the start */
   /* Header being parsed: which one (if any) we keep, and a bounded copy. */
   uint8_t cur_field;              /* internal: index of the header we are collecting */
   bool in_value;
   char field[40]; uint8_t field_len; bool field_long;
   char value[HTTP_MAX_CHALLENGE * 2]; uint16_t value_len; bool value_long;
-  bool in_query;                  /* internal: the URL reached '?' or '#'; rest is ignored */
+  bool in_query;                  /* internal: the URL reached '?' */
+  bool in_fragment;               /* internal: the URL reached '#'; rest is ignored */
 };
 
 enum http_feed_status {

@@ -110,6 +110,7 @@ void relay_register(struct conn *c) {
   c->peer = p;
   if (p->nconns == 2) { STAT_INC(&sh->stats, dup_keys); STAT_ADD(&sh->stats, dup_conns, 2); }
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
+  if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_accepted);
   STAT_INC(&sh->stats, clients_total);
   STAT_INC(&sh->stats, cur_clients);
@@ -281,13 +282,13 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     return;
   }
   if (peer) {
-    STAT_DROP(&sh->stats, dup_client, 1);
+    STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
   } else if (p->from_fwd) { /* one hop: never forwarded again */
-    STAT_DROP(&sh->stats, unknown_dest_on_fwd, 1);
+    STAT_DROP_T(&sh->stats, unknown_dest_on_fwd, p->disco, 1);
   } else if (forward_out(sh, p)) {
     return;
   } else {
-    STAT_DROP(&sh->stats, unknown_dest, 1);
+    STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
     if (p->disco) { /* so the sender's disco stops waiting */
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
@@ -348,7 +349,7 @@ void relay_route(struct shard *sh, struct pkt *p) {
   } else if (shard_push_data(sh, o, p)) {
     STAT_INC(&sh->stats, xshard_pkts);
   } else {
-    STAT_DROP(&sh->stats, shard_queue, 1);
+    STAT_DROP_T(&sh->stats, shard_queue, p->disco, 1);
     pkt_free(sh, p);
   }
 }

@@ -22,6 +22,7 @@
 
 #include "server/protocol/http.h"
 #include "server/log.h"
+#include "server/operations/debug_http.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
@@ -56,52 +57,6 @@ void upgrade_set_detail(struct conn *c, const char *static_text) {
 }
 
 static bool queue_bytes(struct conn *c, const void *p, size_t n) { return conn_queue_copy(c, p, n, false); }
-
-static bool is_loopback(const struct conn *c) {
-  const struct in6_addr *a = &c->addr.sin6_addr;
-  if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
-  return IN6_IS_ADDR_LOOPBACK(a);
-}
-
-static void reply_debug(struct conn *c, const struct http_reply *r) {
-  struct shard *sh = c->sh;
-  struct server *s = sh->srv;
-  enum { BODY_MAX = 60000 };
-  struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + DERP_MAX_PACKET);
-  char *body = malloc(BODY_MAX);
-  if (!m || !body) {
-    free(body);
-    if (m) pkt_free(sh, m);
-    conn_close(c, CLOSE_nomem, "debug page");
-    return;
-  }
-  struct stats *all[s->nshards];
-  for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
-  size_t n;
-  const char *ctype = "text/plain; charset=utf-8";
-  if (r->debug_page == HTTP_DEBUG_VARZ) {
-    n = metrics_render_varz(body, BODY_MAX, all, s->nshards);
-    n += region_render_varz(body + n, BODY_MAX - n, s);
-  } else if (r->debug_page == HTTP_DEBUG_VARS) {
-    n = metrics_render_vars(body, BODY_MAX, all, s->nshards);
-    ctype = "application/json";
-  } else {
-    n = (size_t)snprintf(body, BODY_MAX,
-                         "<html><body><h1>derpd debug</h1><p>server key nodekey:%s, %d shards</p>"
-                         "<ul><li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)</li>"
-                         "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li></ul></body></html>\n",
-                         s->pub_hex, s->nshards);
-    ctype = "text/html; charset=utf-8";
-  }
-  size_t h = http_reply_head((char *)m->data, m->cap, 200, ctype, n);
-  if (h == 0 || h + n > m->cap) n = 0;
-  if (c->hs->req.method != HTTP_HEAD) memcpy(m->data + h, body, n);
-  else n = 0;
-  m->len = (uint32_t)(h + n);
-  free(body);
-  conn_queue_ctrl(c, m);
-  c->close_after_send = 1;
-}
 
 static bool hs_append(struct conn *c, const uint8_t *p, size_t n) {
   struct hs_state *hs = c->hs;
@@ -209,10 +164,7 @@ static int start_derp(struct conn *c, const struct http_reply *r) {
 static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   struct shard *sh = c->sh;
   struct http_reply r;
-  if (c->port80)
-    http_route_port80(&c->hs->req, sh->srv->cfg.hostname, sh->srv->port, is_loopback(c), &r);
-  else
-    http_route(&c->hs->req, sh->srv->pub_hex, is_loopback(c), &r);
+  debug_route(c, &c->hs->req, &r); /* operations/: /debug/ access, the listener's routes */
   STAT_INC(&sh->stats, http_requests);
   switch (r.action) {
   case HTTP_ACT_DERP:
@@ -222,7 +174,7 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
     }
     return start_derp(c, &r);
   case HTTP_ACT_DEBUG:
-    reply_debug(c, &r);
+    debug_reply(c, &c->hs->req, &r);
     return 0;
   case HTTP_ACT_WEBSOCKET:
     if (ws_conn_start(c, r.buf, r.len) < 0) {

@@ -190,10 +190,11 @@ static void *link_main(void *arg) {
 
 /* ---- on the link's shard -------------------------------------------------- */
 
+/* Only the links of c's shard: another shard's `c` is not ours to read. */
 static struct link *link_of(struct conn *c) {
   struct region *rg = c->sh->srv->region;
   for (int i = 0; i < rg->nlinks; i++)
-    if (rg->links[i].c == c) return &rg->links[i];
+    if (rg->links[i].shard == c->sh->id && rg->links[i].c == c) return &rg->links[i];
   return NULL;
 }
 
@@ -344,8 +345,9 @@ void region_start(struct server *s) {
   }
 }
 
-/* After `stopping` is set: wake every dialler; one in a dial finishes it
- * (DIAL_TIMEOUT_MS at most) and sees the flag. */
+/* After the shards are joined: wake every dialler; one in a dial finishes it
+ * (DIAL_TIMEOUT_MS at most) and sees `stopping`. A `ready` handed over too
+ * late is freed by region_free. */
 void region_stop(struct server *s) {
   struct region *rg = s->region;
   for (int i = 0; i < rg->nlinks; i++) {
@@ -362,8 +364,8 @@ void region_stop(struct server *s) {
     if (pthread_timedjoin_np(l->thread, NULL, &ts) != 0) {
       log_warn("mesh: link to %s: dialler did not stop; leaving it", l->e.label);
       pthread_detach(l->thread);
-      l->started = false; /* its memory stays: region_free leaves links alone */
-      rg->nlinks = -1;
+      l->started = false;
+      rg->leaked = true; /* its memory stays: region_free leaves links alone */
       return;
     }
     l->started = false;
@@ -372,7 +374,7 @@ void region_stop(struct server *s) {
 
 void region_links_free(struct region *rg);
 void region_links_free(struct region *rg) {
-  if (rg->nlinks < 0) return; /* a dialler may still run: keep what it uses */
+  if (rg->leaked) return; /* a dialler may still run: keep what it uses */
   for (int i = 0; i < rg->nlinks; i++) {
     ready_free(atomic_exchange(&rg->links[i].ready, NULL));
     if (rg->links[i].evfd >= 0) close(rg->links[i].evfd);
@@ -383,7 +385,7 @@ void region_links_free(struct region *rg) {
 size_t region_render_varz(char *out, size_t cap, struct server *s) {
   struct region *rg = s->region;
   size_t n = 0;
-  if (!rg || rg->nlinks <= 0) return 0;
+  if (!rg || rg->nlinks == 0) return 0;
   static const struct { const char *name, *type, *help; size_t off; } m[] = {
       {"derpd_mesh_link_up", "gauge", "1 while the outbound mesh link is connected", offsetof(struct link, up)},
       {"derpd_mesh_link_dials", "counter", "connection attempts of the outbound mesh link", offsetof(struct link, dials)},

@@ -71,14 +71,15 @@ struct region {
   int nlinks;
   struct link *links;              /* nlinks of them (link.c) */
   _Atomic int nwatchers;           /* node-wide, for WATCH_MAX */
+  bool leaked;                     /* a dialler did not stop (main thread only) */
 };
 
 /* Start-up (main thread): the mesh key from -mesh-psk-file / derper's
  * default paths / TAILSCALE_DERPER_MESH_KEY (-dev), and the links. 0, or -1
  * after logging why. */
 int region_setup(struct server *s);
-/* After the shards run: start the diallers. Before the shards stop: stop
- * and join them. */
+/* After the shards run: start the diallers. After the shards are joined:
+ * stop and join them. */
 void region_start(struct server *s);
 void region_stop(struct server *s);
 void region_free(struct server *s);

@@ -179,10 +179,9 @@ static void on_sub(struct shard *sh, struct pkt *m) {
     if (f) { ws->flush = f; ws->subs_cap = ncap; }
   }
   if (!s || ws->nsubs == ws->subs_cap) {
-    /* Out of memory: this watcher would miss keys, which is worse than
-     * losing it; its shard cuts it when it sees the refusal. */
+    /* Out of memory: this watcher will not hear of this shard's keys. */
     free(s);
-    log_error("shard %d: out of memory for a watcher's subscription", sh->id);
+    log_error("shard %d: out of memory for a watcher's subscription; it misses this shard's keys", sh->id);
     pkt_free(sh, m);
     return;
   }

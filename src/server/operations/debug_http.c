@@ -1,0 +1,134 @@
+/* debug_http.c: /debug/ routes and pages (see debug_http.h). A page is
+ * rendered into a buffer on the shard that took the request (the counters of
+ * every shard are read with relaxed loads, see metrics.h) and queued as
+ * control pkts of at most DEBUG_CHUNK bytes each, so a large page (many
+ * shards) needs no larger buffer class. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/operations/debug_http.h"
+#include "server/operations/stats_page.h"
+#include "server/protocol/http.h"
+#include "server/region/region.h"
+#include "server/server.h"
+
+#define DEBUG_CHUNK 65536
+/* A page goes out as at most this many control pkts: well under
+ * CONN_CTRL_MAX, with room for TLS records queued ahead of it. */
+#define DEBUG_CHUNKS_MAX 32
+#define DEBUG_PAGE_MAX (DEBUG_CHUNKS_MAX * DEBUG_CHUNK - 512)
+
+int debug_state_init(struct server *s, char *err, size_t errlen) {
+  struct debug_state *d = calloc(1, sizeof *d);
+  if (!d) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (s->cfg.debug_allow[0] && debug_allow_add(&d->access, s->cfg.debug_allow, err, errlen) < 0) {
+    free(d);
+    return -1;
+  }
+  char why[256];
+  if (debug_access_env(&d->access, getenv("TS_ALLOW_DEBUG_IP"), getenv("TS_DEBUG_KEY_PATH"), why,
+                       sizeof why) < 0)
+    log_warn("debug: %s", why);
+  proc_start_init(&d->start);
+  s->debug = d;
+  return 0;
+}
+
+void debug_state_free(struct server *s) {
+  free(s->debug);
+  s->debug = NULL;
+}
+
+bool debug_http_allowed(const struct conn *c, const struct http_req *req) {
+  struct debug_request r = {
+      .peer = c->addr.sin6_addr.s6_addr,
+      .get = req->method == HTTP_GET,
+      .forwarded = req->forwarded,
+      .query = req->in_query ? req->query : NULL,
+      .query_len = req->query_len,
+      .query_cut = req->query_cut,
+  };
+  return debug_access_allowed(&c->sh->srv->debug->access, &r);
+}
+
+void debug_route(struct conn *c, const struct http_req *req, struct http_reply *out) {
+  struct server *s = c->sh->srv;
+  /* The rules matter for /debug/ and the port-80 helper's "/" (a redirect to
+   * /debug/ for those who may see it); elsewhere the key file is not read. */
+  bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0);
+  bool allowed = wants && debug_http_allowed(c, req);
+  if (!c->port80 && !c->metrics_only && strcmp(req->path, "/bootstrap-dns") == 0)
+    STAT_INC(&c->sh->stats, bootstrap_dns); /* derper's bootstrap_dns_requests */
+  if (c->metrics_only) {
+    /* --metrics-listen serves /debug/ and nothing else: no DERP, no probes. */
+    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, "", allowed, out);
+    else http_error_reply(404, out);
+  } else if (c->port80) {
+    http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
+  } else {
+    http_route(req, s->pub_hex, allowed, out);
+  }
+}
+
+static size_t render_index(char *body, size_t cap, const struct server *s) {
+  int n = snprintf(body, cap,
+                   "<html><body><h1>derpd debug</h1><p>server key nodekey:%s, %d shards</p>"
+                   "<ul><li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)</li>"
+                   "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li></ul></body></html>\n",
+                   s->pub_hex, s->nshards);
+  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* The page's head and body as control pkts; false if out of memory. */
+static bool queue_page(struct conn *c, const char *head, size_t hl, const char *body, size_t n) {
+  if (!conn_queue_copy(c, head, hl, false)) return false;
+  for (size_t off = 0; off < n; off += DEBUG_CHUNK) {
+    size_t k = n - off < DEBUG_CHUNK ? n - off : DEBUG_CHUNK;
+    if (!conn_queue_copy(c, body + off, k, false)) return false;
+  }
+  return true;
+}
+
+void debug_reply(struct conn *c, const struct http_req *req, const struct http_reply *r) {
+  struct server *s = c->sh->srv;
+  size_t cap = stats_page_cap(s->nshards);
+  if (cap > DEBUG_PAGE_MAX) cap = DEBUG_PAGE_MAX;
+  char *body = malloc(cap);
+  if (!body) {
+    conn_close(c, CLOSE_nomem, "debug page");
+    return;
+  }
+  struct stats *all[s->nshards];
+  for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
+  struct proc_facts pf;
+  if (r->debug_page != HTTP_DEBUG_INDEX)
+    proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed));
+  struct stats_view v = {all, s->nshards, &s->debug->start, &pf, now_ms()};
+  size_t n;
+  /* derper's varz type: Prometheus text format 0.0.4. */
+  const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
+  if (r->debug_page == HTTP_DEBUG_VARZ) {
+    n = stats_page_varz(body, cap, &v);
+    if (n < cap) n += region_render_varz(body + n, cap - n, s); /* the mesh links */
+  } else if (r->debug_page == HTTP_DEBUG_VARS) {
+    n = stats_page_vars(body, cap, &v);
+    ctype = "application/json";
+  } else {
+    n = render_index(body, cap, s);
+    ctype = "text/html; charset=utf-8";
+  }
+  char head[256];
+  size_t hl = http_reply_head(head, sizeof head, 200, ctype, n);
+  bool ok = queue_page(c, head, hl, body, req->method == HTTP_HEAD ? 0 : n);
+  free(body);
+  if (!ok) {
+    conn_close(c, CLOSE_nomem, "debug page");
+    return;
+  }
+  c->close_after_send = 1;
+}

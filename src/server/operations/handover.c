@@ -1,0 +1,212 @@
+/* handover.c: live upgrade (see handover.h). Owns the environment protocol
+ * between an old and a new derpd and the fork+exec; the shards' part (stop
+ * accepting without closing) is in shard.c's begin_stop. */
+#include "server/operations/handover.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/log.h"
+
+#define ENV_FDS "DERPD_HANDOVER"
+#define ENV_READY "DERPD_HANDOVER_READY"
+
+struct inherited {
+  char kind[16];
+  int fd;
+  int idx;
+  bool claimed;
+};
+
+static struct inherited g_in[HANDOVER_FDS_MAX];
+static int g_nin = -1; /* -1: environment not read yet */
+static int g_ready_fd = -1;
+
+static bool valid_listener(int fd) {
+  int type = 0, acc = 0;
+  socklen_t l = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0) return false;
+  if (type == SOCK_DGRAM) return true;
+  l = sizeof acc;
+  return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) == 0 && acc;
+}
+
+/* "main=5,6;http80=7" -> g_in. Anything malformed is ignored with a warning:
+ * the process then opens its own sockets, as at a cold start. */
+static void read_env(void) {
+  g_nin = 0;
+  const char *env = getenv(ENV_FDS);
+  const char *rd = getenv(ENV_READY);
+  if (rd) g_ready_fd = atoi(rd);
+  if (!env) return;
+  char buf[8192];
+  snprintf(buf, sizeof buf, "%s", env);
+  char *save1 = NULL;
+  for (char *part = strtok_r(buf, ";", &save1); part; part = strtok_r(NULL, ";", &save1)) {
+    char *eq = strchr(part, '=');
+    if (!eq || eq - part >= 16) continue;
+    *eq = 0;
+    char *save2 = NULL;
+    int idx = 0;
+    for (char *f = strtok_r(eq + 1, ",", &save2); f && g_nin < HANDOVER_FDS_MAX; f = strtok_r(NULL, ",", &save2)) {
+      int fd = atoi(f);
+      if (fd < 3 || !valid_listener(fd)) {
+        log_warn("handover: %s fd %s is not a listening socket; ignored", part, f);
+        idx++;
+        continue;
+      }
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      snprintf(g_in[g_nin].kind, sizeof g_in[g_nin].kind, "%s", part);
+      g_in[g_nin].fd = fd;
+      g_in[g_nin].idx = idx++;
+      g_in[g_nin].claimed = false;
+      g_nin++;
+    }
+  }
+  unsetenv(ENV_FDS);
+  unsetenv(ENV_READY);
+  if (g_nin) log_info("handover: %d listening socket%s from the previous process", g_nin, g_nin == 1 ? "" : "s");
+}
+
+bool handover_active(void) {
+  if (g_nin < 0) read_env();
+  return g_nin > 0;
+}
+
+int handover_inherited(const char *kind, int i) {
+  if (g_nin < 0) read_env();
+  for (int j = 0; j < g_nin; j++) {
+    if (g_in[j].claimed || g_in[j].idx != i || strcmp(g_in[j].kind, kind) != 0) continue;
+    g_in[j].claimed = true;
+    return g_in[j].fd;
+  }
+  return -1;
+}
+
+void handover_ready(void) {
+  if (g_nin < 0) read_env();
+  int extra = 0;
+  for (int j = 0; j < g_nin; j++) {
+    if (g_in[j].claimed) continue;
+    close(g_in[j].fd);
+    extra++;
+  }
+  if (extra)
+    log_warn("handover: %d inherited socket%s not used (fewer shards than before); connections "
+             "queued on them at the switch may be reset: keep --shards the same across upgrades",
+             extra, extra == 1 ? "" : "s");
+  if (g_ready_fd >= 0) {
+    char one = '1';
+    if (write(g_ready_fd, &one, 1) != 1) log_warn("handover: telling the old process: %s", strerror(errno));
+    close(g_ready_fd);
+    g_ready_fd = -1;
+  }
+}
+
+/* ---- the old process ------------------------------------------------------- */
+
+static int build_env(const struct handover_set *set, char *out, size_t cap) {
+  size_t n = 0;
+  for (int k = 0; k < set->nkinds; k++) {
+    if (!set->k[k].n) continue;
+    int w = snprintf(out + n, cap - n, "%s%s=", n ? ";" : "", set->k[k].kind);
+    if (w < 0 || (size_t)w >= cap - n) return -1;
+    n += (size_t)w;
+    for (int i = 0; i < set->k[k].n; i++) {
+      w = snprintf(out + n, cap - n, "%s%d", i ? "," : "", set->k[k].fds[i]);
+      if (w < 0 || (size_t)w >= cap - n) return -1;
+      n += (size_t)w;
+    }
+  }
+  return 0;
+}
+
+static void set_cloexec_all(const struct handover_set *set, bool on) {
+  for (int k = 0; k < set->nkinds; k++)
+    for (int i = 0; i < set->k[k].n; i++) {
+      int fd = set->k[k].fds[i];
+      int fl = fcntl(fd, F_GETFD);
+      if (fl >= 0) fcntl(fd, F_SETFD, on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC));
+    }
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child) {
+  char env[8192];
+  if (build_env(set, env, sizeof env) < 0) {
+    log_error("upgrade: too many sockets to pass");
+    return -1;
+  }
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    log_error("upgrade: pipe: %s", strerror(errno));
+    return -1;
+  }
+  char rd[16];
+  snprintf(rd, sizeof rd, "%d", p[1]);
+  /* Only the child may inherit: the flags come back right after fork. */
+  set_cloexec_all(set, false);
+  pid_t pid = fork();
+  if (pid == 0) {
+    fcntl(p[1], F_SETFD, 0);
+    setenv(ENV_FDS, env, 1);
+    setenv(ENV_READY, rd, 1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* the shards' blocked mask is not the new main's */
+    execvp(argv[0], argv);
+    fprintf(stderr, "derpd: upgrade: exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  set_cloexec_all(set, true);
+  close(p[1]);
+  if (pid < 0) {
+    log_error("upgrade: fork: %s", strerror(errno));
+    close(p[0]);
+    return -1;
+  }
+  log_info("upgrade: started %s as pid %d; waiting for it to listen", argv[0], (int)pid);
+  int64_t deadline = mono_ms() + timeout_ms;
+  int rc = -1;
+  for (;;) {
+    int64_t left = deadline - mono_ms();
+    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+    int r = left > 0 ? poll(&pfd, 1, (int)(left > 200 ? 200 : left)) : 0;
+    if (r > 0) {
+      char c;
+      rc = read(p[0], &c, 1) == 1 ? 0 : -1; /* EOF: it died before listening */
+      break;
+    }
+    if (r < 0 && errno != EINTR) break;
+    if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
+    if (left <= 0) break;
+  }
+  close(p[0]);
+  if (rc == 0) {
+    *child = pid;
+    return 0;
+  }
+  if (pid > 0) {
+    log_error("upgrade: pid %d did not start listening within %d ms; stopping it, this process serves on",
+              (int)pid, timeout_ms);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  } else {
+    log_error("upgrade: the new process exited before listening; this process serves on");
+  }
+  return -1;
+}

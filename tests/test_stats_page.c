@@ -1,0 +1,236 @@
+/* test_stats_page.c: the /debug/varz and /debug/vars pages
+ * (src/server/operations/stats_page.c, metrics.c, procstats.c) over made-up
+ * shards: sums, derper's derived names, histograms (cumulative buckets, _sum,
+ * _count), the per-shard series, the text format's grouping (one TYPE per
+ * family, its samples together), valid JSON, the page bound at 1024 shards,
+ * and the process facts. A live page goes through promtool in
+ * test_metrics_prometheus.sh. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/operations/stats_page.h"
+
+#define NS 3
+static struct stats shards[NS];
+static struct stats *all[NS] = {&shards[0], &shards[1], &shards[2]};
+static struct proc_start start = {.start_time = 1700000000.25, .start_mono_ms = 1000, .rss0 = 4096};
+static struct proc_facts proc = {.cpu_seconds = 1.5, .rss = 8192, .vsize = 65536, .open_fds = 12,
+                                 .max_fds = 1024, .vsize_max = 18446744073709551615.0};
+static struct stats_view view = {all, NS, &start, &proc, 62400};
+static char page[256 * 1024];
+
+static void fill(void) {
+  memset(shards, 0, sizeof shards);
+  for (int i = 0; i < NS; i++) {
+    STAT_ADD(&shards[i], pkts_recv, 100 * (i + 1));
+    STAT_ADD(&shards[i], cur_conns, i);
+  }
+  STAT_DROP_T(&shards[0], queue_head, true, 2);
+  STAT_DROP_T(&shards[1], unknown_dest, false, 5);
+  STAT_DROP(&shards[2], shard_queue, 1); /* untyped: counts as other */
+  STAT_CLOSE(&shards[1], CLOSE_write_timeout);
+  STAT_CLOSE(&shards[2], CLOSE_write_timeout);
+  STAT_ADD(&shards[0], unknown_frames, 3);
+  STAT_ADD(&shards[2], ws_upgrades, 4);
+  /* write_frames: 0 | 1 | 7 | 64 | 1000 */
+  hist_observe(&shards[0].ops, HIST_write_frames, 0);
+  hist_observe(&shards[1].ops, HIST_write_frames, 1);
+  hist_observe(&shards[1].ops, HIST_write_frames, 7);
+  hist_observe(&shards[2].ops, HIST_write_frames, 64);
+  hist_observe(&shards[2].ops, HIST_write_frames, 1000);
+  /* queue waits: shard 0 10 µs then 20 µs; shard 2 one of 3 s (over every bound) */
+  ops_queue_wait(&shards[0].ops, 10);
+  ops_queue_wait(&shards[0].ops, 20);
+  ops_queue_wait(&shards[2].ops, 3000000);
+  hist_observe(&shards[1].ops, HIST_handshake, 3); /* ms */
+}
+
+/* The value of the sample line that starts with `series` and a space. */
+static double sample(const char *pg, const char *series) {
+  size_t n = strlen(series);
+  for (const char *l = pg; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+    if (strncmp(l, series, n) == 0 && l[n] == ' ') return strtod(l + n + 1, NULL);
+  cr_assert_fail("no sample %s", series);
+  return -1;
+}
+
+static size_t render(void) {
+  size_t n = stats_page_varz(page, sizeof page, &view);
+  cr_assert(n > 0 && n < sizeof page - 1);
+  page[n] = 0;
+  return n;
+}
+
+Test(stats_page, sums_and_derived) {
+  fill();
+  render();
+  cr_assert_eq(sample(page, "derp_packets_received"), 600);
+  cr_assert_eq(sample(page, "derp_current_connections"), 3);
+  cr_assert_eq(sample(page, "derp_packets_dropped"), 8);
+  cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"disco\"}"), 2);
+  cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"other\"}"), 6);
+  cr_assert_eq(sample(page, "derp_sclient_write_timeouts"), 2);
+  cr_assert_eq(sample(page, "derp_unknown_frames"), 3);
+  cr_assert_eq(sample(page, "derpd_unknown_frames"), 3, "the old name still works");
+  cr_assert_eq(sample(page, "derp_websocket_accepts"), 4);
+  cr_assert_eq(sample(page, "derp_current_file_descriptors"), 12);
+  cr_assert_eq(sample(page, "derp_memstats_sys0"), 4096);
+  cr_assert_eq(sample(page, "uptime_sec"), 61, "(62400 - 1000) ms, rounded");
+  cr_assert_eq(sample(page, "process_start_unix_time"), 1700000000);
+  cr_assert_eq(sample(page, "process_start_time_seconds"), 1700000000.25);
+  cr_assert_eq(sample(page, "process_cpu_seconds_total"), 1.5);
+  cr_assert_eq(sample(page, "process_open_fds"), 12);
+  cr_assert_eq(sample(page, "process_max_fds"), 1024);
+  cr_assert_eq(sample(page, "process_resident_memory_bytes"), 8192);
+  cr_assert_eq(sample(page, "process_virtual_memory_bytes"), 65536);
+  cr_assert_eq(sample(page, "process_virtual_memory_max_bytes"), 18446744073709551615.0);
+  cr_assert_eq(sample(page, "bootstrap_dns_requests"), 0);
+  /* Shard 0's average: 10 then 0.1*20 + 0.9*10 = 11 µs; shard 2's: 3 s. */
+  cr_assert_float_eq(sample(page, "derp_average_queue_duration_ms"), (0.011 + 3000.0) / 2, 1e-6);
+  cr_assert(strstr(page, "\nderp_average_queue_duration_ms ") && !strstr(page, "TYPE derp_average_queue"),
+            "untyped, as derper");
+  cr_assert(!strstr(page, "\n "), "no internal (unnamed) counter is rendered");
+}
+
+Test(stats_page, histograms) {
+  fill();
+  render();
+  cr_assert(strstr(page, "# TYPE derp_buffered_write_frames histogram\n"));
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"0\"}"), 1);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"1\"}"), 2);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"6\"}"), 2);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"7\"}"), 3);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"50\"}"), 3);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"100\"}"), 4);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_bucket{le=\"+Inf\"}"), 5);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_sum"), 1072);
+  cr_assert_eq(sample(page, "derp_buffered_write_frames_count"), 5);
+  cr_assert_eq(sample(page, "derpd_queue_wait_seconds_bucket{le=\"1e-05\"}"), 1);
+  cr_assert_eq(sample(page, "derpd_queue_wait_seconds_bucket{le=\"2.5e-05\"}"), 2);
+  cr_assert_eq(sample(page, "derpd_queue_wait_seconds_bucket{le=\"2.5\"}"), 2);
+  cr_assert_eq(sample(page, "derpd_queue_wait_seconds_bucket{le=\"+Inf\"}"), 3);
+  cr_assert_float_eq(sample(page, "derpd_queue_wait_seconds_sum"), 3.00003, 1e-9);
+  cr_assert_eq(sample(page, "derpd_queue_wait_seconds_count"), 3);
+  cr_assert_eq(sample(page, "derpd_handshake_seconds_bucket{le=\"0.002\"}"), 0);
+  cr_assert_eq(sample(page, "derpd_handshake_seconds_bucket{le=\"0.005\"}"), 1);
+  cr_assert_float_eq(sample(page, "derpd_handshake_seconds_sum"), 0.003, 1e-12);
+  /* Every def is ascending and within bounds. */
+  for (int h = 0; h < HIST_N; h++) {
+    cr_assert(hist_defs[h].n > 0 && hist_defs[h].n <= HIST_BOUNDS_MAX);
+    for (int k = 1; k < hist_defs[h].n; k++) cr_assert_lt(hist_defs[h].bound[k - 1], hist_defs[h].bound[k]);
+  }
+}
+
+Test(stats_page, per_shard_series) {
+  fill();
+  render();
+  for (int i = 0; i < NS; i++) {
+    char s[96];
+    snprintf(s, sizeof s, "derpd_shard_packets_received{shard=\"%d\"}", i);
+    cr_assert_eq(sample(page, s), 100 * (i + 1));
+    snprintf(s, sizeof s, "derpd_shard_connections{shard=\"%d\"}", i);
+    cr_assert_eq(sample(page, s), i);
+  }
+  cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"0\"}"), 2);
+  cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"1\"}"), 5);
+  cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"2\"}"), 1);
+}
+
+/* The text format's grouping: a family's TYPE comes once, before its
+ * samples, and its samples stand together. */
+Test(stats_page, families_grouped) {
+  fill();
+  render();
+  char seen[256][96];
+  int nseen = 0;
+  char cur[96] = "";
+  for (char *l = page; *l; l = strchr(l, '\n') + 1) {
+    char fam[96];
+    if (strncmp(l, "# TYPE ", 7) == 0) {
+      sscanf(l + 7, "%95s", fam);
+      for (int k = 0; k < nseen; k++) cr_assert(strcmp(seen[k], fam) != 0, "second TYPE for %s", fam);
+      cr_assert_lt(nseen, 256);
+      strcpy(seen[nseen++], fam);
+      strcpy(cur, fam);
+      continue;
+    }
+    if (l[0] == '#') continue;
+    size_t n = strcspn(l, "{ ");
+    cr_assert(n > 0 && n < sizeof fam);
+    memcpy(fam, l, n);
+    fam[n] = 0;
+    bool in_cur = strncmp(fam, cur, strlen(cur)) == 0 && cur[0];
+    if (!in_cur) { /* an untyped family: starts a group of its own */
+      for (int k = 0; k < nseen; k++) cr_assert(strcmp(seen[k], fam) != 0, "%s apart from its TYPE", fam);
+      strcpy(cur, fam);
+    }
+  }
+}
+
+Test(stats_page, vars_json) {
+  fill();
+  size_t n = stats_page_vars(page, sizeof page, &view);
+  cr_assert(n > 0 && n < sizeof page - 1);
+  json_error_t e;
+  json_t *j = json_loadb(page, n, 0, &e);
+  cr_assert(j, "bad JSON at line %d: %s", e.line, e.text);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_received")), 600);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_disco")), 2);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_other")), 6);
+  cr_assert_eq(json_integer_value(json_object_get(j, "process_open_fds")), 12);
+  cr_assert_eq(json_integer_value(json_object_get(j, "uptime_sec")), 61);
+  cr_assert_float_eq(json_number_value(json_object_get(j, "process_cpu_seconds_total")), 1.5, 1e-9);
+  cr_assert(json_object_get(j, "derpd_shards"));
+  cr_assert(!json_object_get(j, ""), "no internal counter");
+  json_decref(j);
+}
+
+/* stats_page_cap is a bound: 1024 shards with every counter at its widest. */
+Test(stats_page, cap_holds_1024_shards) {
+  enum { N = 1024 };
+  struct stats *big = calloc(N, sizeof *big);
+  struct stats **ptrs = calloc(N, sizeof *ptrs);
+  cr_assert(big && ptrs);
+  for (int i = 0; i < N; i++) {
+    ptrs[i] = &big[i];
+    for (int j = 0; j < STAT_NSCALARS; j++) big[i].v[j] = INT64_MIN / N;
+    for (int j = 0; j < DROP_NREASONS; j++) big[i].drops[j] = INT64_MIN / N / DROP_NREASONS;
+  }
+  struct stats_view v = {ptrs, N, &start, &proc, 62400};
+  size_t cap = stats_page_cap(N);
+  char *buf = malloc(cap);
+  size_t n = stats_page_varz(buf, cap, &v);
+  cr_assert_lt(n, cap - 1, "page of %zu bytes filled its %zu-byte buffer", n, cap);
+  cr_assert(memmem(buf, n, "derpd_shard_packets_dropped{shard=\"1023\"}", 41));
+  free(buf);
+  free(ptrs);
+  free(big);
+}
+
+Test(procstats, facts) {
+  struct proc_start ps;
+  proc_start_init(&ps);
+  cr_assert_gt(ps.start_time, 1.5e9);
+  cr_assert_gt(ps.rss0, 0);
+  struct proc_facts f;
+  proc_facts_read(&f, 0);
+  cr_assert_gt(f.rss, 0);
+  cr_assert_geq(f.vsize, f.rss);
+  cr_assert_gt(f.max_fds, 0);
+  cr_assert_gt(f.vsize_max, 0);
+  cr_assert_geq(f.cpu_seconds, 0);
+  int64_t before = proc_count_fds("/proc/self/fd");
+  cr_assert_gt(before, 2);
+  int fds[3];
+  for (int i = 0; i < 3; i++) fds[i] = open("/dev/null", O_RDONLY);
+  cr_assert_eq(proc_count_fds("/proc/self/fd"), before + 3);
+  proc_facts_read(&f, 0);
+  cr_assert_eq(f.open_fds, before + 3, "stat's size (Linux 6.2+) or the walk: the same count");
+  for (int i = 0; i < 3; i++) close(fds[i]);
+  cr_assert_eq(proc_count_fds("/nonexistent"), -1);
+}

@@ -1,0 +1,188 @@
+/* test_upgrade.c: live upgrade end to end (SIGUSR2, operations/handover.c).
+ *
+ * Owns the promise an operator relies on: while derpd hands its listening
+ * sockets to a new process, no connection attempt is refused or reset (two
+ * threads connect, handshake and ping in a tight loop across the switch),
+ * established clients are told to reconnect (Restarting), the old process
+ * exits 0, and the new one serves with the same key; a new process that
+ * cannot start leaves the old one serving; the metrics listener moves too. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e_util.h"
+
+static struct derpd_proc g_srv;
+static pid_t g_new_pid;
+
+static void setup(void) {
+  e2e_test_init();
+  prctl(PR_SET_CHILD_SUBREAPER, 1); /* the new derpd is orphaned to us when the old one exits */
+}
+
+static void teardown(void) {
+  if (g_new_pid > 0) {
+    kill(g_new_pid, SIGKILL);
+    waitpid(g_new_pid, NULL, 0);
+    g_new_pid = 0;
+  }
+  e2e_test_fini(&g_srv);
+}
+
+#define E2E .init = setup, .fini = teardown, .timeout = 90
+
+/* The last "derpd: pid N" in the log other than the old process's. */
+static pid_t new_pid_from_log(const struct derpd_proc *p, pid_t old) {
+  FILE *f = fopen(p->log_path, "r");
+  if (!f) return 0;
+  char line[512];
+  pid_t found = 0;
+  while (fgets(line, sizeof line, f)) {
+    const char *m = strstr(line, "derpd: pid ");
+    if (m && atoi(m + 11) != old) found = atoi(m + 11);
+  }
+  fclose(f);
+  return found;
+}
+
+struct hammer {
+  const struct derpd_proc *srv;
+  _Atomic bool stop;
+  _Atomic int ok, failed;
+  char last_err[256];
+};
+
+/* Connect, handshake, ping, close; as fast as it goes. */
+static void *hammer_main(void *arg) {
+  struct hammer *h = arg;
+  while (!atomic_load(&h->stop)) {
+    derp_privkey priv;
+    derp_key pub;
+    derp_key_generate(&priv, &pub);
+    char err[256] = "";
+    struct derp_client *c = derpd_client(h->srv, &priv, false, err, sizeof err);
+    bool good = c != NULL;
+    if (c) {
+      uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+      struct derp_client_msg m;
+      good = derp_client_ping(c, data) == 0;
+      int r = 0;
+      /* Served by the old process in its last moments: Restarting is its
+       * answer (come back at once), which is no refusal. */
+      while (good && (r = derp_client_recv(c, &m, 3000)) == 1 && m.type != DERP_FRAME_PONG &&
+             m.type != DERP_FRAME_RESTARTING) {}
+      good = good && r == 1;
+      if (!good) snprintf(err, sizeof err, "no pong: %s", strerror(errno));
+      derp_client_close(c);
+    }
+    if (good) atomic_fetch_add(&h->ok, 1);
+    else {
+      atomic_fetch_add(&h->failed, 1);
+      snprintf(h->last_err, sizeof h->last_err, "%s", err);
+    }
+  }
+  return NULL;
+}
+
+Test(upgrade, no_connection_refused, E2E) {
+  e2e_start(&g_srv, 2, NULL);
+  pid_t old = g_srv.pid;
+  derp_privkey ap;
+  struct derp_client *a = e2e_client(&g_srv, &ap, false);
+  e2e_assert_ping_pong(a);
+  struct hammer h = {.srv = &g_srv};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, hammer_main, &h);
+  e2e_sleep_ms(500);
+  int before = atomic_load(&h.ok);
+  cr_assert(before > 0, "no connection got through before the upgrade");
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  /* The old process exits 0 once its clients are told. */
+  int status = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 15000, &status), 0, "the old process did not exit");
+  cr_assert_eq(status, 0, "the old process exited with %d", status);
+  e2e_sleep_ms(500);
+  atomic_store(&h.stop, true);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  g_new_pid = new_pid_from_log(&g_srv, old);
+  cr_assert(g_new_pid > 0, "no new process in the log");
+  cr_assert_eq(kill(g_new_pid, 0), 0, "the new process is not running");
+  cr_assert_eq(atomic_load(&h.failed), 0, "%d of %d connection attempts failed across the upgrade (last: %s)",
+               atomic_load(&h.failed), atomic_load(&h.ok) + atomic_load(&h.failed), h.last_err);
+  cr_assert(atomic_load(&h.ok) > before, "no connection got through after the upgrade");
+  /* The established client was told to come back. */
+  struct derp_client_msg m;
+  bool restarting = false;
+  int r;
+  while (!restarting && (r = derp_client_recv(a, &m, 3000)) == 1) restarting = m.type == DERP_FRAME_RESTARTING;
+  cr_assert(restarting, "the established client got no Restarting frame");
+  /* The new process serves with the same key (e2e_client checks it). */
+  g_srv.pid = g_new_pid; /* for the helpers below; teardown kills it */
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(b, c);
+  e2e_relay_check(b, c, 50);
+  g_srv.pid = 0;
+}
+
+Test(upgrade, failed_new_process_keeps_serving, E2E) {
+  /* A binary path that cannot be executed: copy derpd, start it, remove it. */
+  char bin[300], cmd[700];
+  snprintf(bin, sizeof bin, "/tmp/derpd-upgrade-%d", (int)getpid());
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd", bin);
+  cr_assert_eq(system(cmd), 0);
+  setenv("DERPD_BIN", bin, 1);
+  e2e_start(&g_srv, 1, NULL);
+  unlink(bin);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  cr_assert_eq(kill(g_srv.pid, SIGUSR2), 0);
+  e2e_sleep_ms(1000);
+  cr_assert(derpd_alive(&g_srv), "the old process stopped though the new one never started");
+  cr_assert(derpd_log_contains(&g_srv, "this process serves on"), "the failure was not logged");
+  e2e_assert_ping_pong(a);
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  e2e_assert_ping_pong(b);
+}
+
+/* --metrics-listen's sockets go to the new process too ("metrics" in
+ * DERPD_HANDOVER): /debug/varz answers there before and after, and the new
+ * process counts its own traffic. */
+Test(upgrade, metrics_listener_handed_over, E2E) {
+  uint16_t mport;
+  cr_assert_eq(e2e_pick_port(&mport), 0);
+  char args[64];
+  snprintf(args, sizeof args, "--metrics-listen 127.0.0.1:%u", mport);
+  e2e_start(&g_srv, 2, args);
+  pid_t old = g_srv.pid;
+  struct derpd_proc metrics = g_srv; /* the helpers' port: the metrics listener */
+  metrics.port = mport;
+  char resp[64 * 1024];
+  cr_assert_eq(http_request(&metrics, "GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_eq(http_request(&metrics, "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 404);
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  int status = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 15000, &status), 0, "the old process did not exit");
+  cr_assert_eq(status, 0, "the old process exited with %d", status);
+  g_new_pid = new_pid_from_log(&g_srv, old);
+  cr_assert(g_new_pid > 0, "no new process in the log");
+  cr_assert(derpd_log_contains(&g_srv, "metrics listener on 127.0.0.1"), "no metrics listener line");
+  g_srv.pid = g_new_pid;
+  metrics.pid = g_new_pid;
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(b, c);
+  e2e_relay_check(b, c, 20);
+  long long got = derpd_varz_eventually(&metrics, "derp_packets_received", 0, 0);
+  cr_assert_geq(got, 20, "the metrics listener after the upgrade: derp_packets_received %lld", got);
+  cr_assert_eq(http_request(&metrics, "GET /generate_204 HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 404,
+               "the new process's metrics listener serves /debug/ only");
+  g_srv.pid = 0;
+}
