@@ -15,12 +15,19 @@ arrives and when:
   pings stop (none from one period after it), the log names the shard,
   STOPPING=1 still comes on SIGTERM, and derpd exits 1 when the shard does
   not join.
+- upgrade: a live upgrade (SIGUSR2) under the watchdog, with WATCHDOG_PID
+  set as systemd sets it: the new process sends MAINPID=<its pid> and READY=1
+  and takes over the pings, the old one sends no STOPPING=1 and exits 0, the
+  port keeps answering, and SIGTERM to the new one gives STOPPING=1, exit 0.
+Each message's sender is read from SO_PASSCRED credentials, as systemd does.
 Exit 0 on success, 1 on failure, 77 (skip) for a derpd built without
 libsystemd.
 """
+import ctypes
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -51,8 +58,9 @@ def free_port():
 class Derpd:
     """derpd with NOTIFY_SOCKET pointing at a socket of ours."""
 
-    def __init__(self, tmp, name, abstract=False, env=None, args=()):
+    def __init__(self, tmp, name, abstract=False, env=None, args=(), wrap=()):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         if abstract:
             addr = "@derpd-notify-test-%d-%s" % (os.getpid(), name)
             self.sock.bind("\0" + addr[1:])
@@ -69,9 +77,9 @@ class Derpd:
         self.log = open(self.log_path, "w")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port] + list(args),
+            list(wrap) + [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port] + list(args),
             env=e, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        self.msgs = []  # (seconds since start, message)
+        self.msgs = []  # (seconds since start, message, sender pid)
 
     def recv(self, until, stop=None):
         """Collect messages until `until` seconds after start, or until one
@@ -82,13 +90,18 @@ class Derpd:
                 return None
             self.sock.settimeout(left)
             try:
-                m = self.sock.recv(4096).decode()
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
             except socket.timeout:
                 return None
+            m = data.decode()
+            pid = 0
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", cdata[:12])[0]
             t = time.monotonic() - self.t0
-            self.msgs.append((t, m))
+            self.msgs.append((t, m, pid))
             if stop and stop(m):
-                return (t, m)
+                return (t, m, pid)
 
     def now(self):
         return time.monotonic() - self.t0
@@ -119,8 +132,9 @@ def probe(port):
     return data.split("\r\n", 1)[0]
 
 
-def watchdogs(d, t_from=0.0, t_to=1e9):
-    return [t for t, m in d.msgs if "WATCHDOG=1" in m.split("\n") and t_from <= t <= t_to]
+def watchdogs(d, t_from=0.0, t_to=1e9, pid=None):
+    return [t for t, m, p in d.msgs
+            if "WATCHDOG=1" in m.split("\n") and t_from <= t <= t_to and pid in (None, p)]
 
 
 def case_ready_watchdog_stop(tmp):
@@ -166,7 +180,7 @@ def case_abstract_reload(tmp):
         n = len(d.msgs)
         d.proc.send_signal(signal.SIGHUP)
         d.recv(d.now() + 3 * SLOW, lambda m: m == "READY=1")
-        after = [m for _, m in d.msgs[n:]]
+        after = [m for _, m, _ in d.msgs[n:]]
         check(len(after) == 2 and after[0].startswith("RELOADING=1\nMONOTONIC_USEC=") and after[1] == "READY=1",
               "SIGHUP: want RELOADING=1 (with MONOTONIC_USEC) then READY=1, got %r" % after)
         d.proc.send_signal(signal.SIGTERM)
@@ -203,10 +217,64 @@ def case_wedge(tmp):
         d.close()
 
 
+def case_upgrade(tmp):
+    # We adopt the new derpd once the old one exits (as systemd, PID 1, would).
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # WATCHDOG_PID names the main process, as systemd sets it.
+    d = Derpd(tmp, "upgrade", env={"WATCHDOG_USEC": "1000000"}, args=["--shards", "2"],
+              wrap=["sh", "-c", 'export WATCHDOG_PID=$$; exec "$0" "$@"'])
+    new = None
+    try:
+        old = d.proc.pid
+        r = d.recv(10 * SLOW, lambda m: "READY=1" in m.split("\n"))
+        check(r and r[2] == old, "no READY=1 from the first process")
+        d.recv(r[0] + 1.2)
+        check(watchdogs(d, pid=old), "no WATCHDOG=1 from the first process")
+        d.proc.send_signal(signal.SIGUSR2)
+        t_usr2 = d.now()
+        r = d.recv(t_usr2 + 20 * SLOW, lambda m: m.startswith("MAINPID="))
+        check(r, "no MAINPID= after SIGUSR2")
+        f = fields(r[1])
+        new = int(f["MAINPID"])
+        check(new != old and r[2] == new, "MAINPID=%d sent by pid %d, old pid %d" % (new, r[2], old))
+        check(r[1].split("\n")[1] == "READY=1" and "listening on" in f.get("STATUS", ""),
+              "MAINPID= without READY=1 and STATUS: %r" % r[1])
+        t_new = r[0]
+        status = probe(d.port)
+        check(status.startswith("HTTP/1.1 200"), "/derp/probe after the upgrade: %r" % status)
+        rc = d.proc.wait(timeout=15 * SLOW)
+        check(rc == 0, "the old process exited %d, want 0" % rc)
+        d.recv(max(d.now(), t_new + 2.0) + 0.3)  # what queued while we waited, and more
+        check(len(watchdogs(d, t_new, pid=new)) >= 3, "the new process does not ping: %s" % d.msgs[-6:])
+        stale = [(t, m) for t, m, p in d.msgs if p == old and t > t_new]
+        check(not stale, "the old process still notified after MAINPID=: %s" % stale)
+        check(not [m for _, m, p in d.msgs if p == old and "STOPPING=1" in m], "STOPPING=1 from the old process")
+        os.kill(new, signal.SIGTERM)
+        check(d.recv(d.now() + 5 * SLOW, lambda m: m == "STOPPING=1"), "no STOPPING=1 from the new process")
+        for _ in range(int(100 * SLOW)):
+            wpid, st = os.waitpid(new, os.WNOHANG)
+            if wpid:
+                break
+            time.sleep(0.1)
+        check(wpid == new and os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0,
+              "the new process did not exit 0 after SIGTERM")
+        new = None
+    finally:
+        if new:
+            try:
+                os.kill(new, signal.SIGKILL)
+                os.waitpid(new, 0)
+            except OSError:
+                pass
+        d.close()
+
+
 CASES = {
     "ready_watchdog_stop": case_ready_watchdog_stop,
     "abstract_reload": case_abstract_reload,
     "wedge": case_wedge,
+    "upgrade": case_upgrade,
 }
 
 

@@ -50,7 +50,7 @@ else
   echo "systemd_unit: $(grep -o 'Overall exposure level.*' <<<"$out")"
 fi
 
-for want in Type=notify NotifyAccess=main WatchdogSec=20s 'ExecStart=/usr/bin/derpd $DERPD_ARGS' \
+for want in Type=notify NotifyAccess=all WatchdogSec=20s 'ExecStart=/usr/bin/derpd $DERPD_ARGS' \
             'ExecReload=/bin/kill -HUP $MAINPID' EnvironmentFile=-/etc/default/derpd User=derp \
             AmbientCapabilities=CAP_NET_BIND_SERVICE CapabilityBoundingSet=CAP_NET_BIND_SERVICE \
             LimitNOFILE=1048576 StateDirectory=derpd StateDirectoryMode=0700 ConfigurationDirectory=derpd \

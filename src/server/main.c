@@ -452,7 +452,7 @@ int main(int argc, char **argv) {
 
   int sig;
   while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
-  service_stopping();
+  service_stopping(sig == SIGUSR2);
   if (sig == SIGUSR2)
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else

@@ -29,6 +29,7 @@
 #endif
 
 #include "server/log.h"
+#include "server/operations/handover.h"
 #include "server/server.h"
 
 struct beat {
@@ -69,6 +70,14 @@ int service_init(int nshards) {
   if (!svc.beats || !svc.seen) return -1;
   for (int i = 0; i < nshards; i++) atomic_init(&svc.beats[i].n, 0);
 #ifdef DERPD_HAVE_LIBSYSTEMD
+  /* After a live upgrade (handover.h) systemd's WATCHDOG_PID still names
+   * the old process, our parent: the watchdog is ours now. */
+  const char *wpid = getenv("WATCHDOG_PID");
+  if (handover_active() && wpid && strtol(wpid, NULL, 10) == (long)getppid()) {
+    char me[24];
+    snprintf(me, sizeof me, "%ld", (long)getpid());
+    setenv("WATCHDOG_PID", me, 1);
+  }
   uint64_t usec = 0;
   /* > 0 only if WATCHDOG_USEC is set and WATCHDOG_PID, if set, is us. */
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
@@ -109,8 +118,12 @@ void service_shard_tick(int shard, int64_t now) {
 void service_ready(const struct server *s) {
   const char *h = s->cfg.listen_host;
   bool v6 = strchr(h, ':') != NULL;
-  char msg[512];
-  snprintf(msg, sizeof msg, "READY=1\nSTATUS=listening on %s%s%s:%u (%s, %d shard%s)",
+  char msg[512], mainpid[32] = "";
+  /* After a live upgrade this process is the service's main process now:
+   * it says so before the old one exits (the unit's NotifyAccess=all lets
+   * systemd take it from a process it did not start). */
+  if (handover_active()) snprintf(mainpid, sizeof mainpid, "MAINPID=%ld\n", (long)getpid());
+  snprintf(msg, sizeof msg, "%sREADY=1\nSTATUS=listening on %s%s%s:%u (%s, %d shard%s)", mainpid,
            v6 ? "[" : "", h[0] ? h : "*", v6 ? "]" : "", s->port, s->tls ? "TLS" : "plain HTTP",
            s->nshards, s->nshards == 1 ? "" : "s");
   notify(msg);
@@ -132,9 +145,11 @@ void service_reloading(void) {
 
 void service_reloaded(void) { notify("READY=1"); }
 
-void service_stopping(void) {
+void service_stopping(bool handed_over) {
   svc.next_check_ms = 0; /* no more pings: the shards are stopping */
-  notify("STOPPING=1");
+  /* Handed over: the new process is the service now (it sent MAINPID=);
+   * a STOPPING=1 from us would stop the unit. */
+  if (!handed_over) notify("STOPPING=1");
 }
 
 /* WATCHDOG=1 if every shard ticked since the last check. */

@@ -1,7 +1,8 @@
 /* service.h: derpd under a service manager (systemd's notify protocol).
  *
  * READY=1 once every shard listens, RELOADING=1 / READY=1 around a SIGHUP
- * reload, STOPPING=1 at shutdown, and WATCHDOG=1 keep-alives while
+ * reload, STOPPING=1 at shutdown, MAINPID= from the new process of a live
+ * upgrade (SIGUSR2, handover.h), and WATCHDOG=1 keep-alives while
  * WatchdogSec= is set (WATCHDOG_USEC, WATCHDOG_PID), sent by the main
  * thread only if every shard's loop has ticked since the last check: a dead
  * or wedged shard stops them and systemd restarts derpd. Without
@@ -13,6 +14,7 @@
 #define DERPD_SERVICE_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Once, before the shards start: reads the environment (WATCHDOG_USEC,
@@ -28,7 +30,9 @@ void service_ready(const struct server *s);
 /* Around a SIGHUP reload: RELOADING=1, then READY=1 when done (failed or not). */
 void service_reloading(void);
 void service_reloaded(void);
-void service_stopping(void);
+/* Shutdown: STOPPING=1; after a live upgrade (handed_over), nothing, and no
+ * more WATCHDOG=1: the new process is the service. */
+void service_stopping(bool handed_over);
 /* sigwait(2), feeding the watchdog while it waits: returns 0 with *sig set
  * once a signal in set is pending. */
 int service_sigwait(const sigset_t *set, int *sig);
