@@ -4,6 +4,8 @@
  * out test never leaves a server behind), readiness polling, key file
  * reading, client helpers with route sync, and raw TCP/HTTP helpers. See
  * e2e_util.h for the contract of each function. */
+#include <sodium.h>
+
 #include "e2e_util.h"
 
 #ifdef E2E_NO_CRITERION
@@ -54,21 +56,26 @@ static const char *derpd_bin(void) {
   return b && *b ? b : "./build/src/derpd";
 }
 
-/* A port the kernel just handed out; free again by the time derpd binds it,
- * barring a race with another process (derpd_start retries for that). */
+/* A free port below the kernel's ephemeral range (ip_local_port_range starts
+ * at 32768 by default): a port taken from that range can be handed to some
+ * client's connect() (tests make thousands) before derpd binds it. Random in
+ * 20000..32767, checked free by a bind; regions, whose nodes must know each
+ * other's ports before they start, cannot retry elsewhere. */
 static int pick_port(uint16_t *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t l = sizeof sa;
-  int rc = -1;
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &l) == 0) {
-    *port = ntohs(sa.sin_port);
-    rc = 0;
+  for (int tries = 0; tries < 200; tries++) {
+    uint16_t p = (uint16_t)(20000 + randombytes_uniform(12768));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (ok) {
+      *port = p;
+      return 0;
+    }
   }
-  close(fd);
-  return rc;
+  return -1;
 }
 
 static int key_path(const struct derpd_proc *p, char *out, size_t cap) {

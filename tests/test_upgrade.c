@@ -186,3 +186,15 @@ Test(upgrade, metrics_listener_handed_over, E2E) {
                "the new process's metrics listener serves /debug/ only");
   g_srv.pid = 0;
 }
+
+/* SO_REUSEPORT would let a second derpd share the port; like derper's second
+ * instance, it must fail instead (a live upgrade is the one way to share). */
+Test(upgrade, second_instance_refused, E2E) {
+  e2e_start(&g_srv, 2, NULL);
+  struct derpd_proc second;
+  cr_assert_eq(derpd_start_port(&second, 1, g_srv.port, NULL), -1, "a second derpd started on a busy port");
+  cr_assert(derpd_log_contains(&second, "address already in use"), "no clear reason logged");
+  derpd_kill(&second);
+  struct derp_client *c = e2e_client(&g_srv, NULL, false);
+  e2e_assert_ping_pong(c);
+}

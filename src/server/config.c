@@ -3,6 +3,7 @@
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
 #include "server/operations/debug_access.h"
+#include "server/admission/wire.h"
 #include "server/transport/ktls.h"
 
 #include <errno.h>
@@ -30,6 +31,10 @@ void config_defaults(struct config *c) {
   c->http_port = 80;
   c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
+  c->verify_client_url_fail_open = true;
+  strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
+  c->admission_workers = 32;
+  c->admission_queue = 4096;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   if (xdg && xdg[0] == '/')
@@ -209,6 +214,12 @@ static const struct flag flags[] = {
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
     {"mesh-with", K_STRING, F(mesh_with), sizeof ((struct config *)0)->mesh_with, 0, 0, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
+    {"verify-client-url", K_STRING, F(verify_client_url), sizeof ((struct config *)0)->verify_client_url, 0, 0, 0},
+    {"verify-client-url-fail-open", K_BOOL, F(verify_client_url_fail_open), 0, 0, 0, 0},
+    {"verify-clients", K_BOOL, F(verify_clients), 0, 0, 0, 0},
+    {"socket", K_STRING, F(tailscaled_socket), sizeof ((struct config *)0)->tailscaled_socket, 0, 0, 0},
+    {"admission-workers", K_INT, F(admission_workers), 0, 1, 1024, 0},
+    {"admission-queue", K_INT, F(admission_queue), 0, 1, 1 << 20, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
     {"keepalive-interval", K_DURATION, F(keepalive_ms), 0, 0, 0, 0},
@@ -398,6 +409,14 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
   if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
     return errf(&e, "--ktls=require needs TLS (port 443 or -certmode)");
+  if (c->verify_client_url[0]) {
+    struct adm_url u;
+    char why[128];
+    if (adm_url_parse(c->verify_client_url, &u, why, sizeof why) < 0)
+      return bad_value(&e, "verify-client-url", c->verify_client_url, why);
+  }
+  if (c->verify_clients && !c->tailscaled_socket[0])
+    return errf(&e, "-verify-clients needs -socket (tailscaled's LocalAPI socket)");
   return 0;
 }
 
@@ -450,6 +469,29 @@ void config_usage(FILE *out, const char *prog) {
 "        private networks). This node's own entry is found and skipped, so\n"
 "        every node can use the same list\n"
 "\n"
+"Admission (who may connect; mesh peers always may):\n"
+"  -verify-client-url string\n"
+"        admission controller: for each client, POST\n"
+"        {\"NodePublic\":\"nodekey:<hex>\",\"Source\":\"<ip>\"} to this http(s)\n"
+"        URL (5s timeout); the client is admitted only on 200 with\n"
+"        {\"Allow\":true}. HTTPS verifies against the system roots\n"
+"        (SSL_CERT_FILE, SSL_CERT_DIR as in Go)\n"
+"  -verify-client-url-fail-open\n"
+"        admit clients when the controller cannot be reached (connect\n"
+"        error, TLS error, timeout); -verify-client-url-fail-open=false\n"
+"        refuses them (default true)\n"
+"  -verify-clients\n"
+"        admit only nodes of the local tailscaled's tailnet (LocalAPI\n"
+"        whois by node key); with -verify-client-url, both must agree\n"
+"  -socket string\n"
+"        tailscaled's LocalAPI socket for -verify-clients (default\n"
+"        \"/var/run/tailscale/tailscaled.sock\")\n"
+"  -admission-workers int\n"
+"        checks run at once, each on its own thread; 1..1024 (default 32)\n"
+"  -admission-queue int\n"
+"        checks waiting for a worker; when full a client is refused, or\n"
+"        admitted under -verify-client-url-fail-open (default 4096)\n"
+"\n"
 "Identity:\n"
 "  -c string\n"
 "        key file: JSON {\"PrivateKey\": \"privkey:<hex>\"}, created (mode 0600)\n"
@@ -500,6 +542,6 @@ void config_usage(FILE *out, const char *prog) {
 "        show this help\n"
 "\n"
 "Not yet supported in this version: -certmode letsencrypt, STUN (-stun,\n"
-"-stun-port) and client verification (-verify-client-url).\n",
+"-stun-port).\n",
           prog);
 }

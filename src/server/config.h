@@ -38,6 +38,13 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* Admission (derper's flags; admission/). */
+  char verify_client_url[2048];     /* -verify-client-url: admission controller; "" = none */
+  bool verify_client_url_fail_open; /* -verify-client-url-fail-open (default true) */
+  bool verify_clients;              /* -verify-clients: ask the local tailscaled */
+  char tailscaled_socket[1024];     /* -socket: tailscaled's LocalAPI socket */
+  int admission_workers;            /* --admission-workers: checks at once (default 32) */
+  int admission_queue;              /* --admission-queue: checks waiting for a worker (default 4096) */
   bool tls;                  /* derived by config_parse */
 };
 

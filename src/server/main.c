@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "server/admission/admission.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
@@ -61,6 +62,35 @@ static int open_listener(const char *host, uint16_t port, char *err, size_t errl
   }
   freeaddrinfo(res);
   return fd;
+}
+
+/* Every shard's listener sets SO_REUSEPORT, which would let a second derpd
+ * (same user) quietly share a port with the first; derper's second instance
+ * fails to bind. A bind without it first finds a listener already there.
+ * Not after a live upgrade: the old process holds the port on purpose. */
+static int port_in_use(const char *host, uint16_t port, char *err, size_t errlen) {
+  if (port == 0 || handover_active()) return 0;
+  struct addrinfo hints = {.ai_family = host[0] ? AF_UNSPEC : AF_INET6, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", port);
+  struct addrinfo *res = NULL;
+  if (getaddrinfo(host[0] ? host : NULL, ps, &hints, &res) != 0) return 0; /* open_listener says why */
+  int busy = 0;
+  for (struct addrinfo *ai = res; ai && !busy; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
+    if (ai->ai_family == AF_INET6 && !host[0]) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE) busy = 1;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (busy)
+    snprintf(err, errlen, "listen on %s:%u: address already in use (another derpd or derper?)",
+             host[0] ? host : "*", port);
+  return busy;
 }
 
 static uint16_t bound_port(int fd) {
@@ -379,12 +409,14 @@ int main(int argc, char **argv) {
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
+  if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
 
   uint16_t port = s->cfg.listen_port;
+  if (port_in_use(s->cfg.listen_host, port, err, sizeof err)) { log_error("%s", err); return 1; }
   for (int i = 0; i < s->nshards; i++) {
     /* After a live upgrade the old process's sockets, else new ones. */
     int fd = handover_inherited("main", i);
@@ -397,6 +429,10 @@ int main(int argc, char **argv) {
   /* derper: with TLS, a plain-HTTP helper on -http-port (80) answers
    * /generate_204 and redirects the rest to https; failing to bind is fatal. */
   int p80 = s->tls ? s->cfg.http_port : -1;
+  if (p80 > 0 && port_in_use(s->cfg.listen_host, (uint16_t)p80, err, sizeof err)) {
+    log_error("-http-port: %s", err);
+    return 1;
+  }
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].listen80_fd = -1;
     if (p80 < 0) continue;
@@ -409,6 +445,10 @@ int main(int argc, char **argv) {
   if (p80 >= 0) s->port80 = (uint16_t)p80;
   /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
   int pm = s->cfg.metrics_port;
+  if (pm > 0 && port_in_use(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err)) {
+    log_error("--metrics-listen: %s", err);
+    return 1;
+  }
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].metrics_fd = -1;
     if (pm < 0) continue;
@@ -446,6 +486,10 @@ int main(int argc, char **argv) {
              s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
   log_info("derpd: pid %d", (int)getpid());
+  if (admission_start(s) != 0) {
+    shutdown_shards(s);
+    return 1;
+  }
   service_ready(s); /* READY=1 (after a live upgrade, MAINPID= too) before the old process stops */
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
@@ -457,10 +501,12 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  admission_stop(s);
   shutdown_shards(s);
   region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
+  admission_free(s);
   free_server(s);
   tls_shutdown();
   service_free();

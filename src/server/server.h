@@ -143,6 +143,7 @@ struct conn {
   uint8_t not_ideal : 1;   /* Ideal-Node header named another node */
   uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
+  uint8_t link_ping_out : 1; /* a link's keepalive Ping not answered yet */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
@@ -328,6 +329,8 @@ struct server {
   size_t ring_mem_len;
   struct region *region;        /* mesh key, links (region/); read-only after start
                                   but for the links' atomics */
+  struct admission *admission;  /* -verify-client-url, -verify-clients (admission/);
+                                  NULL when off */
   _Atomic bool stopping;
   _Atomic bool handover;       /* stopping for a live upgrade: the listening
                                   sockets live on in the new process */
@@ -379,6 +382,9 @@ static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint
 struct conn *conn_new(struct shard *sh, int fd, bool port80);
 struct conn *conn_new_link(struct shard *sh, int fd);
 void conn_start(struct conn *c);                 /* arm the first recv */
+/* Cancel the handshake read in flight, if any (the conn is about to move:
+ * an admission verdict came while it read on); it completes with -ECANCELED. */
+void conn_cancel_hs_recv(struct conn *c);
 void conn_on_hs_recv(struct conn *c, struct io_uring_cqe *cqe); /* single-shot handshake recv */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);

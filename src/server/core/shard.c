@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/admission/admission.h"
 #include "server/log.h"
 #include "server/operations/service.h"
 #include "server/region/region.h"
@@ -484,6 +485,7 @@ static void loop(struct shard *sh) {
   while (!sh->stopped) {
     shard_clock(sh);
     drain_inbound(sh);
+    admission_drain(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
       service_shard_tick(sh->id, sh->now_ms); /* the watchdog's heartbeat */
