@@ -25,6 +25,7 @@
 #include "server/log.h"
 #include "server/operations/debug_http.h"
 #include "server/operations/handover.h"
+#include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/stun/stun_server.h"
@@ -341,12 +342,14 @@ static void log_mode_totals(struct server *s) {
 static int wait_for_signal(const sigset_t *set, bool tls) {
   for (;;) {
     int sig = 0;
-    if (sigwait(set, &sig) != 0) continue;
+    if (service_sigwait(set, &sig) != 0) continue;
     if (sig == SIGHUP) {
       char err[512] = "";
+      service_reloading();
       if (!tls) log_info("SIGHUP: nothing to reload (not serving TLS)");
       else if (tls_reload(err, sizeof err) == 0) log_info("SIGHUP: TLS certificates reloaded");
       else log_error("SIGHUP: TLS reload failed, keeping the old certificates: %s", err);
+      service_reloaded();
       continue;
     }
     return sig;
@@ -408,6 +411,7 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
+  if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
   if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
@@ -492,11 +496,13 @@ int main(int argc, char **argv) {
     shutdown_shards(s);
     return 1;
   }
+  service_ready(s); /* READY=1 (after a live upgrade, MAINPID= too) before the old process stops */
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
 
   int sig;
   while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
+  service_stopping(sig == SIGUSR2);
   if (sig == SIGUSR2)
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
@@ -509,6 +515,7 @@ int main(int argc, char **argv) {
   admission_free(s);
   free_server(s);
   tls_shutdown();
+  service_free();
   log_info("derpd: stopped");
   return 0;
 }

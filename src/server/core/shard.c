@@ -16,6 +16,7 @@
 
 #include "server/admission/admission.h"
 #include "server/log.h"
+#include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/stun/stun_server.h"
@@ -503,6 +504,7 @@ static void loop(struct shard *sh) {
     admission_drain(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
+      service_shard_tick(sh->id, sh->now_ms); /* the watchdog's heartbeat */
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);
       conn_tick(sh);
