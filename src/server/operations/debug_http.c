@@ -60,18 +60,21 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
   struct server *s = c->sh->srv;
   /* The rules matter for /debug/ and the port-80 helper's "/" (a redirect to
    * /debug/ for those who may see it); elsewhere the key file is not read. */
-  bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0);
+  bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0) ||
+               (!c->port80 && !c->metrics_only && http_path_is_home(req->path)); /* it links /debug/ */
   bool allowed = wants && debug_http_allowed(c, req);
   if (!c->port80 && !c->metrics_only && strcmp(req->path, "/bootstrap-dns") == 0)
     STAT_INC(&c->sh->stats, bootstrap_dns); /* derper's bootstrap_dns_requests */
   if (c->metrics_only) {
     /* --metrics-listen serves /debug/ and nothing else: no DERP, no probes. */
-    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, "", allowed, out);
+    static const struct http_site none = {.key_hex = ""};
+    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, &none, allowed, out);
     else http_error_reply(404, out);
   } else if (c->port80) {
     http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
   } else {
-    http_route(req, s->pub_hex, allowed, out);
+    struct http_site site = {.key_hex = s->pub_hex};
+    http_route(req, &site, allowed, out);
   }
 }
 

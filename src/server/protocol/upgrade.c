@@ -205,7 +205,7 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
         return -1;
       }
       struct http_reply r;
-      http_error_reply(hs->req.error_status, &r);
+      http_req_error_reply(&hs->req, &r);
       if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
       c->close_reason = CLOSE_http_bad; /* applied when the reply is out */
       c->close_after_send = 1;
