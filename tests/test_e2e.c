@@ -153,6 +153,48 @@ Test(e2e, http_home_catch_all, E2E) {
   cr_assert(http_header(resp, "Location", v, sizeof v) && strcmp(v, "/debug/") == 0);
 }
 
+/* -derp=false (derper: decommissioning): /derp answers 404 and no client
+ * gets in; the probes and the home page ("disabled") are still served. */
+Test(e2e, derp_disabled, E2E) {
+  start(2, "-derp=false");
+  char resp[4096];
+  int st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n",
+                        resp, sizeof resp);
+  cr_assert_eq(st, 404, "/derp: %d", st);
+  cr_assert(strstr(resp, "\r\n\r\nderp server disabled\n"), "%s", resp);
+  char err[256];
+  struct derp_client *c = derpd_client(&g_srv, NULL, false, err, sizeof err);
+  cr_assert_null(c, "a client connected to a server with -derp=false");
+  cr_assert_eq(http_request(&g_srv, "GET /derp/probe HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_eq(http_request(&g_srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert(strstr(resp, "disabled"), "%s", resp);
+  cr_assert(derpd_log_contains(&g_srv, "-derp=false"));
+}
+
+/* -home: a redirect on / and every path without a route of its own. */
+Test(e2e, home_redirect, E2E) {
+  start(1, "-home https://example.com/derp-info");
+  char resp[4096], v[256];
+  int st = http_request(&g_srv, "GET /no/such HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 302, "%d", st);
+  cr_assert(http_header(resp, "Location", v, sizeof v) && strcmp(v, "https://example.com/derp-info") == 0, "%s", v);
+  struct derp_client *a = e2e_client(&g_srv, NULL, true); /* DERP is untouched */
+  e2e_assert_ping_pong(a);
+}
+
+Test(e2e, version_flag, E2E) {
+  const char *bin = getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd";
+  char cmd[1024], out[256] = "";
+  snprintf(cmd, sizeof cmd, "'%s' -version", bin);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  size_t n = fread(out, 1, sizeof out - 1, f);
+  out[n] = 0;
+  int rc = pclose(f);
+  cr_assert_eq(rc, 0, "derpd -version: status %d", rc);
+  cr_assert_str_eq(out, DERPD_VERSION "\n");
+}
+
 Test(e2e, http_upgrade_headers, E2E) {
   start(1, NULL);
   char resp[8192], v[256], hex[DERP_KEY_HEXLEN + 1];

@@ -777,6 +777,66 @@ Test(http_route, head_has_no_body) {
   cr_assert_str_eq(body_of(&o), "");
 }
 
+/* -derp=false: /derp is derper's 404 whatever it asks; the rest is served,
+ * and the home page says the server is disabled. */
+Test(http_route, derp_disabled) {
+  static const struct http_site off = {.key_hex = KEY, .derp_disabled = true};
+  static const char *reqs[] = {
+      "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n",
+      "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nDerp-Fast-Start: 1\r\n\r\n",
+      "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derp\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+    struct http_reply o;
+    route_site(reqs[i], &off, false, &o);
+    cr_assert_eq(o.action, HTTP_ACT_CLOSE, "%zu", i);
+    cr_assert_eq(o.status, 404);
+    cr_assert(has(&o, "X-Content-Type-Options: nosniff\r\n"));
+    cr_assert_str_eq(body_of(&o), "derp server disabled\n");
+  }
+  struct http_reply o;
+  route_site("GET /derp/probe HTTP/1.1\r\nHost: x\r\n\r\n", &off, false, &o);
+  cr_assert_eq(o.status, 200);
+  route_site("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &off, false, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert(has(&o, "Status: <b>disabled</b>"));
+}
+
+/* -home (derper v1.82): blank, or a redirect as Go's http.Redirect writes it;
+ * on "/" and on every other path without a route. */
+Test(http_route, home_settings) {
+  static const struct http_site blank = {.key_hex = KEY, .home = HTTP_HOME_BLANK};
+  static const struct http_site redir = {.key_hex = KEY, .home = HTTP_HOME_REDIRECT,
+                                         .home_url = "https://example.com/a?b=<\"&'>\xc3\xa9"};
+  struct http_reply o;
+  route_site("GET /anything HTTP/1.1\r\nHost: x\r\n\r\n", &blank, true, &o);
+  cr_assert_eq(o.status, 200);
+  cr_assert(has(&o, "Content-Type: text/html; charset=utf-8\r\nContent-Length: 0\r\n"));
+  assert_browser_headers(&o);
+  cr_assert_str_eq(body_of(&o), "");
+  static const char loc[] = "Location: https://example.com/a?b=<\"&'>%c3%a9\r\n";
+  static const char body[] = "<a href=\"https://example.com/a?b=&lt;&#34;&amp;&#39;&gt;\xc3\xa9\">Found</a>.\n\n";
+  route_site("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &redir, false, &o);
+  cr_assert_eq(o.status, 302);
+  cr_assert(has(&o, "HTTP/1.1 302 Found\r\nContent-Type: text/html; charset=utf-8\r\n"));
+  cr_assert(has(&o, loc), "%s", o.buf);
+  assert_browser_headers(&o);
+  cr_assert_str_eq(body_of(&o), body);
+  route_site("HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n", &redir, false, &o);
+  cr_assert_eq(o.status, 302);
+  cr_assert(has(&o, loc) && has(&o, "Content-Type: text/html"));
+  cr_assert_str_eq(body_of(&o), "");
+  route_site("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &redir, false, &o);
+  cr_assert_eq(o.status, 302);
+  cr_assert(has(&o, loc) && !has(&o, "\r\nContent-Type:") && has(&o, "Content-Length: 0\r\n"));
+  cr_assert_str_eq(body_of(&o), "");
+  /* The other routes do not change. */
+  route_site("GET /robots.txt HTTP/1.1\r\nHost: x\r\n\r\n", &redir, false, &o);
+  cr_assert_eq(o.status, 200);
+}
+
 Test(http_route, debug_pages) {
   static const struct { const char *path; enum http_debug_page page; } t[] = {
       {"/debug/", HTTP_DEBUG_INDEX}, {"/debug/varz", HTTP_DEBUG_VARZ}, {"/debug/vars", HTTP_DEBUG_VARS}};

@@ -38,6 +38,15 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* derper's other flags. */
+  bool version;              /* -version: print the version and exit */
+  bool derp;                 /* -derp (default true); false: /derp answers 404 */
+  char home[1024];           /* -home: "", "blank" or an http(s) URL (derper v1.82) */
+  int home_mode;             /* derived: enum http_home (protocol/http.h) */
+  char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
+  char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
+  char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
+  char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */
 };
 

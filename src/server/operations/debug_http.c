@@ -73,7 +73,8 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
   } else if (c->port80) {
     http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
   } else {
-    struct http_site site = {.key_hex = s->pub_hex};
+    struct http_site site = {.key_hex = s->pub_hex, .derp_disabled = !s->cfg.derp,
+                             .home = (enum http_home)s->cfg.home_mode, .home_url = s->cfg.home};
     http_route(req, &site, allowed, out);
   }
 }

@@ -803,7 +803,8 @@ static void route_redirect(const struct http_req *r, const char *url, struct htt
   struct sbuf bb = {body, sizeof body, 0, false};
   sb_printf(&bb, "<a href=\"%s\">Found</a>.\n\n", esc);
   bool get = r->method == HTTP_GET, head = r->method == HTTP_HEAD;
-  reply(out, !get, 302, get || head ? TEXT_HTML : NULL, loc, get ? body : NULL);
+  /* Go writes the body for GET only; HEAD gets GET's length, as everywhere. */
+  reply(out, !get, 302, get || head ? TEXT_HTML : NULL, loc, get || head ? body : NULL);
   if (l.over || e.over || bb.over) out->len = 0; /* config.c bounds the URL well below this */
 }
 
