@@ -71,6 +71,7 @@ Test(e2e, http_endpoints, E2E) {
   cr_assert(strstr(resp, "User-agent: *") && strstr(resp, "Disallow: /"), "robots body: %s", resp);
   st = http_request(&g_srv, "GET /bootstrap-dns?q=example.com HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
   cr_assert_eq(st, 200, "/bootstrap-dns: %d", st);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n"), "\r\n\r\n", "no names: an empty body, as derper");
   cr_assert(http_header(resp, "Content-Type", v, sizeof v) && strcmp(v, "application/json") == 0,
             "/bootstrap-dns Content-Type: %s", v);
 
@@ -193,6 +194,42 @@ Test(e2e, version_flag, E2E) {
   int rc = pclose(f);
   cr_assert_eq(rc, 0, "derpd -version: status %d", rc);
   cr_assert_str_eq(out, DERPD_VERSION "\n");
+}
+
+/* -bootstrap-dns-names / -unpublished-bootstrap-dns-names with names that
+ * resolve offline: derper's body shapes and counters. */
+Test(e2e, bootstrap_dns, E2E) {
+  start(2, "-bootstrap-dns-names localhost,does-not-exist.invalid -unpublished-bootstrap-dns-names 127.0.0.2");
+  char resp[8192], v[256];
+  const char *body = "";
+  for (int64_t end = e2e_now_ms() + 5000; e2e_now_ms() < end; e2e_sleep_ms(20)) { /* resolved at start */
+    cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+    body = strstr(resp, "\r\n\r\n") + 4;
+    if (*body) break;
+  }
+  cr_assert(http_header(resp, "Content-Type", v, sizeof v) && strcmp(v, "application/json") == 0);
+  cr_assert(http_header(resp, "X-Frame-Options", v, sizeof v) && strcmp(v, "DENY") == 0);
+  /* {"localhost": [...]} indented with tabs; 127.0.0.1 among the addresses. */
+  cr_assert(strncmp(body, "{\n\t\"localhost\": [\n\t\t\"", 20) == 0, "body: %s", body);
+  cr_assert(strstr(body, "\"127.0.0.1\""), "body: %s", body);
+  size_t bl = strlen(body);
+  cr_assert(bl > 6 && strcmp(body + bl - 5, "\n\t]\n}") == 0, "body: %s", body);
+  cr_assert(!strstr(body, "127.0.0.2") && !strstr(body, "invalid"), "unpublished or failed names listed");
+  char list[4096];
+  snprintf(list, sizeof list, "%s", body);
+  /* The unpublished name, to a request naming it (loopback, 100%: always). */
+  cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns?q=127.0.0.2 HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp),
+               200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, "{\n\t\"127.0.0.2\": [\n\t\t\"127.0.0.2\"\n\t]\n}");
+  cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns?q=localhost HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp),
+               200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, list);
+  cr_assert_eq(http_request(&g_srv, "HEAD /bootstrap-dns HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, "");
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_unpublished_hits"), 1);
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_published_hits"), 1);
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_queried_domains"), 2);
+  cr_assert(derpd_log_contains(&g_srv, "bootstrap DNS: lookup \"does-not-exist.invalid\""));
 }
 
 Test(e2e, http_upgrade_headers, E2E) {

@@ -225,6 +225,9 @@ static const struct flag flags[] = {
     {"version", K_BOOL, F(version), 0, 0, 0, 0},
     {"derp", K_BOOL, F(derp), 0, 0, 0, 0},
     {"home", K_STRING, F(home), sizeof ((struct config *)0)->home, 0, 0, 0},
+    {"bootstrap-dns-names", K_STRING, F(bootstrap_dns), sizeof ((struct config *)0)->bootstrap_dns, 0, 0, 0},
+    {"unpublished-bootstrap-dns-names", K_STRING, F(unpublished_dns),
+     sizeof ((struct config *)0)->unpublished_dns, 0, 0, 0},
     {"secrets-url", K_STRING, F(secrets_url), sizeof ((struct config *)0)->secrets_url, 0, 0, 0},
     {"secrets-path-prefix", K_STRING, F(secrets_prefix), sizeof ((struct config *)0)->secrets_prefix, 0, 0, 0},
     {"secrets-cache-dir", K_STRING, F(secrets_cache), sizeof ((struct config *)0)->secrets_cache, 0, 0, 0},
@@ -546,6 +549,13 @@ void config_usage(FILE *out, const char *prog) {
 "        what / (and every path without a route of its own) serves: empty\n"
 "        for the default page, \"blank\" for an empty page, or an http:// or\n"
 "        https:// URL to redirect to (derper v1.82)\n"
+"  -bootstrap-dns-names string\n"
+"        comma-separated host names to resolve every 10 minutes and serve\n"
+"        at /bootstrap-dns (clients' DNS fallback)\n"
+"  -unpublished-bootstrap-dns-names string\n"
+"        comma-separated host names served at /bootstrap-dns only to a\n"
+"        request that names one (?q=NAME), never in the list; NAME/TXTNAME\n"
+"        rolls NAME out to the percentage (0..100) in TXTNAME's TXT record\n"
 "  -secrets-url, -secrets-path-prefix, -secrets-cache-dir string\n"
 "        derper v1.82's setec mesh key: not supported (-secrets-url is\n"
 "        refused; the other two are accepted and do nothing)\n"

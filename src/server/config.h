@@ -43,6 +43,8 @@ struct config {
   bool derp;                 /* -derp (default true); false: /derp answers 404 */
   char home[1024];           /* -home: "", "blank" or an http(s) URL (derper v1.82) */
   int home_mode;             /* derived: enum http_home (protocol/http.h) */
+  char bootstrap_dns[4096];  /* -bootstrap-dns-names: comma-separated, served at /bootstrap-dns */
+  char unpublished_dns[4096]; /* -unpublished-bootstrap-dns-names: name[/txt-name], comma-separated */
   char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
   char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
   char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */

@@ -553,9 +553,7 @@ void http_req_error_reply(const struct http_req *r, struct http_reply *out) {
 
 /* ---- Go's %q ------------------------------------------------------------------ */
 
-/* A valid UTF-8 sequence at s (n bytes left), as Go's utf8.DecodeRune takes
- * it: its length, or 0 if invalid (overlong, surrogate, beyond U+10FFFF). */
-static size_t utf8_len(const uint8_t *s, size_t n, uint32_t *rune) {
+size_t http_utf8_decode(const uint8_t *s, size_t n, uint32_t *rune) {
   uint8_t c = s[0];
   size_t len;
   uint8_t lo = 0x80, hi = 0xbf;
@@ -605,7 +603,7 @@ size_t http_go_quote(char *out, size_t cap, const char *str, size_t n) {
                       : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\v' ? "\\v" : NULL;
       if (esc) { memcpy(e, esc, 2); el = 2; }
       else { e[0] = '\\'; e[1] = 'x'; e[2] = hex[c >> 4]; e[3] = hex[c & 15]; el = 4; }
-    } else if ((ul = utf8_len(s + i, n - i, &r)) == 0) {
+    } else if ((ul = http_utf8_decode(s + i, n - i, &r)) == 0) {
       e[0] = '\\'; e[1] = 'x'; e[2] = hex[c >> 4]; e[3] = hex[c & 15]; el = 4;
     } else {
       adv = ul;
@@ -904,9 +902,8 @@ void http_route(const struct http_req *r, const struct http_site *site, bool deb
   } else if (strcmp(path, "/robots.txt") == 0) {
     reply(out, head, 200, TEXT_PLAIN, http_browser_headers, "User-agent: *\nDisallow: /\n");
   } else if (strcmp(path, "/bootstrap-dns") == 0) {
-    /* What derper answers without -bootstrap-dns-names: 200, JSON type,
-     * an empty body (a client's DNS fallback then asks another server). */
-    reply(out, head, 200, "application/json", http_browser_headers, NULL);
+    out->action = HTTP_ACT_BOOTSTRAP_DNS; /* the body is the resolver's (operations/) */
+    out->status = 200;
   } else if (!route_debug(r, debug_allowed, out)) {
     route_home(r, site, debug_allowed, out);
   }

@@ -89,6 +89,7 @@ enum http_action {
   HTTP_ACT_DERP,             /* write reply (101, or nothing for fast start), then DERP */
   HTTP_ACT_WEBSOCKET,        /* write reply (101), then DERP inside WebSocket */
   HTTP_ACT_DEBUG,            /* a /debug/ path: the caller builds the body (http_reply_body) */
+  HTTP_ACT_BOOTSTRAP_DNS,    /* /bootstrap-dns: the caller answers (operations/bootstrap_dns.c) */
 };
 
 enum http_debug_page { HTTP_DEBUG_NONE = 0, HTTP_DEBUG_INDEX, HTTP_DEBUG_VARZ, HTTP_DEBUG_VARS };
@@ -140,6 +141,9 @@ size_t http_reply_head_extra(char *out, size_t cap, int status, const char *cont
 /* tsweb.AddBrowserHeaders: what derper adds to /, /robots.txt and /bootstrap-dns. */
 extern const char http_browser_headers[];
 
+/* A UTF-8 sequence at s (n bytes left) as Go's utf8.DecodeRune takes it:
+ * its length and *rune, or 0 if invalid (overlong, surrogate, > U+10FFFF). */
+size_t http_utf8_decode(const uint8_t *s, size_t n, uint32_t *rune);
 /* Go's strconv.Quote of s[0..n) into out (cap bytes, NUL-terminated; cut short
  * with "..." before the closing quote if it does not fit); returns the length. */
 size_t http_go_quote(char *out, size_t cap, const char *s, size_t n);

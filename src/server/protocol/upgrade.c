@@ -176,6 +176,9 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   case HTTP_ACT_DEBUG:
     debug_reply(c, &c->hs->req, &r);
     return 0;
+  case HTTP_ACT_BOOTSTRAP_DNS:
+    bootstrap_dns_reply(c, &c->hs->req);
+    return 0;
   case HTTP_ACT_WEBSOCKET:
     if (ws_conn_start(c, r.buf, r.len) < 0) {
       conn_close(c, CLOSE_nomem, "websocket");
