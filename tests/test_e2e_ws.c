@@ -102,8 +102,9 @@ Test(e2e_ws, upgrade_routing_as_derper, E2E) {
   cr_assert_eq(derpd_varz(&g_srv, "derpd_websocket_upgrades"), 0);
 }
 
-/* RFC 6455 handshakes that coder/websocket refuses (derper's websocket.Accept):
- * status, headers and text as derper v1.78.3 answered them. */
+/* RFC 6455 handshakes that coder/websocket refuses (derper's websocket.Accept),
+ * and an Origin Go cannot parse: status, headers and text as derper v1.78.3
+ * answered them. */
 Test(e2e_ws, rfc6455_refusals, E2E) {
 #define KEY "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 #define HEAD11 "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -124,6 +125,8 @@ Test(e2e_ws, rfc6455_refusals, E2E) {
       {HEAD11 "Connection: Upgrade\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" PROTO_V13, 400, NULL, NULL,
        "WebSocket protocol violation: invalid Sec-WebSocket-Key \"AAAAAAAAAAAAAAAAAAAA\", must be a 16 byte "
        "base64 encoded string\n"},
+      {HEAD11 "Connection: Upgrade\r\n" KEY "Origin: http://[::1\r\n" PROTO_V13, 403, NULL, NULL,
+       "failed to parse Origin header \"http://[::1\": parse \"http://[::1\": missing ']' in host\n"},
   };
 #undef KEY
 #undef HEAD11

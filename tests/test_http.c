@@ -628,6 +628,79 @@ Test(http_route, websocket_refusals) {
   cr_assert_str_eq(body_of(&o), "");
 }
 
+/* The Origin check between verifyClientRequest and the 101: with derper's
+ * pattern "*" only an Origin Go's url.Parse rejects is refused (403); the
+ * texts are Go 1.23's, each case run through url.Parse. */
+Test(http_route, websocket_origin) {
+  static const struct { const char *origin, *body; } t[] = {
+      {"http://[::1", "failed to parse Origin header \"http://[::1\": parse \"http://[::1\": missing ']' in host\n"},
+      {"%zz", "failed to parse Origin header \"%zz\": parse \"%zz\": invalid URL escape \"%zz\"\n"},
+      {"http://a b", "failed to parse Origin header \"http://a b\": parse \"http://a b\": invalid character \" \" in host name\n"},
+      {"http://a:b", "failed to parse Origin header \"http://a:b\": parse \"http://a:b\": invalid port \":b\" after host\n"},
+      {"http://[::1]x", "failed to parse Origin header \"http://[::1]x\": parse \"http://[::1]x\": invalid port \"x\" after host\n"},
+      {"http://[::1]:80", NULL},
+      {"http://[fe80::1%25en0]:8", NULL},
+      {"http://[fe80::1%25%41]", NULL},
+      {"http://[fe80::1%25%2F]", "failed to parse Origin header \"http://[fe80::1%25%2F]\": parse \"http://[fe80::1%25%2F]\": invalid URL escape \"%2F\"\n"},
+      {"http://[fe80::1%25%20]", NULL},
+      {"http://a%41", "failed to parse Origin header \"http://a%41\": parse \"http://a%41\": invalid URL escape \"%41\"\n"},
+      {"http://a%C3%A9", NULL},
+      {"http://a%2", "failed to parse Origin header \"http://a%2\": parse \"http://a%2\": invalid URL escape \"%2\"\n"},
+      {"http://u@h", NULL},
+      {"http://u:p%zz@h", "failed to parse Origin header \"http://u:p%zz@h\": parse \"http://u:p%zz@h\": invalid URL escape \"%zz\"\n"},
+      {"http://u%3:p@h", "failed to parse Origin header \"http://u%3:p@h\": parse \"http://u%3:p@h\": invalid URL escape \"%3\"\n"},
+      {"http://ué@h", "failed to parse Origin header \"http://ué@h\": parse \"http://ué@h\": net/url: invalid userinfo\n"},
+      {"http://u@h@i", NULL},
+      {"://x", "failed to parse Origin header \"://x\": parse \"://x\": missing protocol scheme\n"},
+      {"a:b/c", NULL},
+      {"a/b:c", NULL},
+      {"x:y", NULL},
+      {"*", NULL},
+      {"http://h/p%zz", "failed to parse Origin header \"http://h/p%zz\": parse \"http://h/p%zz\": invalid URL escape \"%zz\"\n"},
+      {"http://h/p#f%zz", "failed to parse Origin header \"http://h/p#f%zz\": parse \"http://h/p#f%zz\": invalid URL escape \"%zz\"\n"},
+      {"http://h/p#f%41", NULL},
+      {"http://h/%", "failed to parse Origin header \"http://h/%\": parse \"http://h/%\": invalid URL escape \"%\"\n"},
+      {"1http://x", "failed to parse Origin header \"1http://x\": parse \"1http://x\": first path segment in URL cannot contain colon\n"},
+      {"http://x\ty", "failed to parse Origin header \"http://x\\ty\": parse \"http://x\\ty\": net/url: invalid control character in URL\n"},
+      {"http://h?q%zz", NULL},
+      {"http:///a%zz", "failed to parse Origin header \"http:///a%zz\": parse \"http:///a%zz\": invalid URL escape \"%zz\"\n"},
+      {"///a%zz", "failed to parse Origin header \"///a%zz\": parse \"///a%zz\": invalid URL escape \"%zz\"\n"},
+      {"//a b", "failed to parse Origin header \"//a b\": parse \"//a b\": invalid character \" \" in host name\n"},
+      {"http://é", NULL},
+      {"http://a<b>", NULL},
+      {"http://a\"b", NULL},
+      {"null", NULL},
+      {"https://derp.example.com", NULL},
+      {"http://h:80:90", NULL},
+      {"http://[::1]:", NULL},
+      {"http://a/b?c#d#e%zz", "failed to parse Origin header \"http://a/b?c#d#e%zz\": parse \"http://a/b?c#d#e%zz\": invalid URL escape \"%zz\"\n"},
+      {"HTTP://EXAMPLE.COM", NULL},
+      {"http://a%25", NULL},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char req[1024];
+    struct http_reply o;
+    snprintf(req, sizeof req, WS_HEAD WS_KEY "Origin: %s\r\nOrigin: %%zz\r\n" WS_TAIL, t[i].origin);
+    route(req, false, &o);
+    if (!t[i].body) {
+      cr_assert_eq(o.action, HTTP_ACT_WEBSOCKET, "%s: %s", t[i].origin, o.buf);
+      continue;
+    }
+    cr_assert_eq(o.status, 403, "%s", t[i].origin);
+    cr_assert(has(&o, "X-Content-Type-Options: nosniff\r\n"));
+    cr_assert_str_eq(body_of(&o), t[i].body, "%s", t[i].origin);
+  }
+  /* An Origin longer than derpd keeps is not checked. */
+  char req[1024], big[300];
+  memset(big, 'a', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  big[0] = '%';
+  struct http_reply o;
+  snprintf(req, sizeof req, WS_HEAD WS_KEY "Origin: %s\r\n" WS_TAIL, big);
+  route(req, false, &o);
+  cr_assert_eq(o.action, HTTP_ACT_WEBSOCKET);
+}
+
 /* A key is trimmed as strings.TrimSpace trims (Unicode spaces too) to be
  * checked, but the Accept is computed over the header value (Go's
  * Header.Get), here 65 bytes: SHA-1 input over two blocks. */

@@ -14,7 +14,7 @@
 
 /* The headers derpd keeps; everything else is parsed and dropped. */
 enum { H_NONE = 0, H_UPGRADE, H_FAST_START, H_CHALLENGE, H_WS_PROTO, H_WS_KEY, H_WS_VERSION,
-       H_CONNECTION, H_IDEAL_NODE, H_FORWARDED, H_HOST };
+       H_CONNECTION, H_IDEAL_NODE, H_FORWARDED, H_HOST, H_ORIGIN };
 
 static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"upgrade", H_UPGRADE},
@@ -27,6 +27,7 @@ static const struct { const char *name; uint8_t id; } kept_headers[] = {
     {"ideal-node", H_IDEAL_NODE},
     {"x-forwarded-for", H_FORWARDED},
     {"host", H_HOST},
+    {"origin", H_ORIGIN},
 };
 
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -258,6 +259,14 @@ static void apply_header(struct http_req *r) {
     break;
   case H_HOST:
     if (r->host_count < UINT8_MAX) r->host_count++;
+    break;
+  case H_ORIGIN:
+    if (r->origin_seen) break;
+    r->origin_seen = true;
+    r->origin_long = lng || n > HTTP_ECHO_MAX;
+    if (n > HTTP_ECHO_MAX) n = HTTP_ECHO_MAX;
+    memcpy(r->origin, v, n);
+    r->origin[n] = 0;
     break;
   default:
     break;
@@ -523,7 +532,7 @@ static void reply(struct http_reply *out, bool head_only, int status, const char
 /* Go's http.Error: plain text, nosniff, the message and a newline. */
 static void reply_error(struct http_reply *out, bool head_only, int status, const char *extra,
                         const char *msg) {
-  char hdr[256], body[768];
+  char hdr[256], body[1600];
   snprintf(hdr, sizeof hdr, NOSNIFF "%s", extra ? extra : "");
   snprintf(body, sizeof body, "%s\n", msg);
   reply(out, head_only, status, TEXT_PLAIN, hdr, body);
@@ -673,17 +682,182 @@ static bool ws_key_valid(const char *k, size_t n) {
 /* A refusal from coder/websocket's verifyClientRequest: http.Error with msg. */
 static void ws_refuse(struct http_reply *out, const struct http_req *r, int status, const char *extra,
                       const char *fmt, const char *quoted) {
-  char msg[512];
+  char msg[1536];
   snprintf(msg, sizeof msg, fmt, quoted);
   reply_error(out, r->method == HTTP_HEAD, status, extra, msg);
+}
+
+/* ---- Go's url.Parse, for the errors it finds ------------------------------------- */
+
+/* What coder/websocket's authenticateOrigin refuses, with derper's pattern
+ * "*": only an Origin that url.Parse cannot parse. Each check below is
+ * net/url's, in its order; *why gets Go's error text. */
+enum url_mode { URL_OTHER, URL_HOST, URL_ZONE };
+
+static bool is_hex(char c) { return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
+static int hex_val(char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* shouldEscape(c, encodeHost) */
+static bool host_escapes(uint8_t c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return false;
+  return !(c && strchr("!$&'()*+,;=:[]<>\"-_.~", c));
+}
+
+/* A piece of s quoted into why with a format around it; returns false. */
+static bool url_fail(char *why, size_t cap, const char *fmt, const char *s, size_t n) {
+  char q[64];
+  http_go_quote(q, sizeof q, s, n);
+  snprintf(why, cap, fmt, q);
+  return false;
+}
+
+/* net/url's unescape: only its checks. */
+static bool url_unescape_ok(const char *s, size_t n, enum url_mode m, char *why, size_t cap) {
+  for (size_t i = 0; i < n;) {
+    if (s[i] == '%') {
+      if (i + 2 >= n || !is_hex(s[i + 1]) || !is_hex(s[i + 2]))
+        return url_fail(why, cap, "invalid URL escape %s", s + i, n - i > 3 ? 3 : n - i);
+      int v = hex_val(s[i + 1]) << 4 | hex_val(s[i + 2]);
+      bool pct25 = memcmp(s + i, "%25", 3) == 0;
+      if ((m == URL_HOST && hex_val(s[i + 1]) < 8 && !pct25) ||
+          (m == URL_ZONE && !pct25 && v != ' ' && host_escapes((uint8_t)v)))
+        return url_fail(why, cap, "invalid URL escape %s", s + i, 3);
+      i += 3;
+      continue;
+    }
+    if (m != URL_OTHER && (uint8_t)s[i] < 0x80 && host_escapes((uint8_t)s[i]))
+      return url_fail(why, cap, "invalid character %s in host name", s + i, 1);
+    i++;
+  }
+  return true;
+}
+
+static bool valid_optional_port(const char *p, size_t n) {
+  if (n == 0) return true;
+  if (p[0] != ':') return false;
+  for (size_t i = 1; i < n; i++)
+    if (p[i] < '0' || p[i] > '9') return false;
+  return true;
+}
+
+static const char *mem_rchr(const char *s, size_t n, char c) {
+  while (n--)
+    if (s[n] == c) return s + n;
+  return NULL;
+}
+
+static bool url_host_ok(const char *h, size_t n, char *why, size_t cap) {
+  if (n && h[0] == '[') {
+    const char *rb = mem_rchr(h, n, ']');
+    if (!rb) { snprintf(why, cap, "missing ']' in host"); return false; }
+    size_t i = (size_t)(rb - h);
+    if (!valid_optional_port(rb + 1, n - i - 1))
+      return url_fail(why, cap, "invalid port %s after host", rb + 1, n - i - 1);
+    const char *zone = memmem(h, i, "%25", 3);
+    if (zone) {
+      size_t z = (size_t)(zone - h);
+      return url_unescape_ok(h, z, URL_HOST, why, cap) && url_unescape_ok(zone, i - z, URL_ZONE, why, cap) &&
+             url_unescape_ok(rb, n - i, URL_HOST, why, cap);
+    }
+  } else {
+    const char *colon = mem_rchr(h, n, ':');
+    if (colon && !valid_optional_port(colon, n - (size_t)(colon - h)))
+      return url_fail(why, cap, "invalid port %s after host", colon, n - (size_t)(colon - h));
+  }
+  return url_unescape_ok(h, n, URL_HOST, why, cap);
+}
+
+static bool url_authority_ok(const char *a, size_t n, char *why, size_t cap) {
+  const char *at = mem_rchr(a, n, '@');
+  size_t hi = at ? (size_t)(at - a) + 1 : 0;
+  if (!url_host_ok(a + hi, n - hi, why, cap)) return false;
+  if (!at) return true;
+  size_t ul = (size_t)(at - a);
+  for (size_t i = 0; i < ul; i++) { /* validUserinfo: ASCII only */
+    uint8_t c = (uint8_t)a[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          (c && strchr("-._:~!$&'()*+,;=%@", c)))) {
+      snprintf(why, cap, "net/url: invalid userinfo");
+      return false;
+    }
+  }
+  const char *colon = memchr(a, ':', ul);
+  if (!colon) return url_unescape_ok(a, ul, URL_OTHER, why, cap);
+  size_t cl = (size_t)(colon - a);
+  return url_unescape_ok(a, cl, URL_OTHER, why, cap) &&
+         url_unescape_ok(colon + 1, ul - cl - 1, URL_OTHER, why, cap);
+}
+
+/* url.parse(u, false): true if it parses. */
+static bool url_parse_ok(const char *u, size_t n, char *why, size_t cap) {
+  for (size_t i = 0; i < n; i++)
+    if ((uint8_t)u[i] < 0x20 || u[i] == 0x7f) {
+      snprintf(why, cap, "net/url: invalid control character in URL");
+      return false;
+    }
+  if (n == 1 && u[0] == '*') return true;
+  size_t rs = 0; /* getScheme */
+  bool scheme = false;
+  for (size_t i = 0; i < n; i++) {
+    char c = u[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) continue;
+    if ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.') {
+      if (i == 0) break;
+      continue;
+    }
+    if (c == ':') {
+      if (i == 0) { snprintf(why, cap, "missing protocol scheme"); return false; }
+      scheme = true;
+      rs = i + 1;
+    }
+    break;
+  }
+  const char *rest = u + rs;
+  size_t rn = n - rs;
+  const char *q = memchr(rest, '?', rn);
+  if (q) rn = (size_t)(q - rest); /* a lone '?' at the end goes the same way */
+  if (!(rn && rest[0] == '/')) {
+    if (scheme) return true; /* opaque */
+    const char *slash = memchr(rest, '/', rn);
+    size_t seg = slash ? (size_t)(slash - rest) : rn;
+    if (memchr(rest, ':', seg)) {
+      snprintf(why, cap, "first path segment in URL cannot contain colon");
+      return false;
+    }
+  }
+  if ((scheme || !(rn >= 3 && memcmp(rest, "///", 3) == 0)) && rn >= 2 && memcmp(rest, "//", 2) == 0) {
+    const char *a = rest + 2;
+    const char *slash = memchr(a, '/', rn - 2);
+    size_t an = slash ? (size_t)(slash - a) : rn - 2;
+    if (!url_authority_ok(a, an, why, cap)) return false;
+    rn -= 2 + an;
+    rest = a + an;
+  }
+  return url_unescape_ok(rest, rn, URL_OTHER, why, cap);
+}
+
+/* url.Parse(s): NULL if it parses, else Go's error ("parse \"...\": ..."). */
+static bool go_url_parse_error(const char *s, size_t n, char *err, size_t cap) {
+  char why[160], q[HTTP_ECHO_MAX * 4 + 8];
+  const char *hash = memchr(s, '#', n);
+  size_t un = hash ? (size_t)(hash - s) : n;
+  if (!url_parse_ok(s, un, why, sizeof why)) {
+    http_go_quote(q, sizeof q, s, un);
+  } else if (hash && hash + 1 < s + n && !url_unescape_ok(hash + 1, n - un - 1, URL_OTHER, why, sizeof why)) {
+    http_go_quote(q, sizeof q, s, n); /* a bad fragment: the message names the whole URL */
+  } else {
+    return false;
+  }
+  snprintf(err, cap, "parse %s: %s", q, why);
+  return true;
 }
 
 /* derper's websocket.Accept: coder/websocket's verifyClientRequest in its
  * order, then the 101. The subprotocol is the client's first token equal to
  * "derp" in any case, echoed as sent; if that is not exactly "derp" (or there
- * is none), derper still answers 101 and then closes with 1008. (Not done:
- * the Origin check, which with derper's pattern "*" refuses only an Origin
- * that Go's url.Parse rejects.) */
+ * is none), derper still answers 101 and then closes with 1008. Between the
+ * two, the Origin check: with derper's pattern "*" it refuses only an Origin
+ * that Go's url.Parse rejects (403). */
 static void route_websocket(const struct http_req *r, struct http_reply *out) {
   char q[HTTP_ECHO_MAX * 4 + 8];
   if (r->http_minor < 1) {
@@ -733,6 +907,14 @@ static void route_websocket(const struct http_req *r, struct http_reply *out) {
     ws_refuse(out, r, 400, NULL,
               "WebSocket protocol violation: invalid Sec-WebSocket-Key %s, must be a 16 byte "
               "base64 encoded string", q);
+    return;
+  }
+  char perr[HTTP_ECHO_MAX * 4 + 256];
+  if (r->origin[0] && !r->origin_long && go_url_parse_error(r->origin, strlen(r->origin), perr, sizeof perr)) {
+    char msg[sizeof perr + sizeof q + 40];
+    http_go_quote(q, sizeof q, r->origin, strlen(r->origin));
+    snprintf(msg, sizeof msg, "failed to parse Origin header %s: %s", q, perr);
+    reply_error(out, r->method == HTTP_HEAD, 403, NULL, msg);
     return;
   }
   struct sbuf b = {out->buf, sizeof out->buf, 0, false};

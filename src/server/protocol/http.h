@@ -48,6 +48,9 @@ struct http_req {
   bool ws_key_long;               /* the first key did not fit ws_key */
   bool ws_version_seen;           /* ws_version holds the first Sec-WebSocket-Version */
   char ws_version[HTTP_ECHO_MAX + 1];
+  bool origin_seen;               /* origin holds the first Origin value */
+  bool origin_long;               /* ... cut: longer than HTTP_ECHO_MAX (then not checked) */
+  char origin[HTTP_ECHO_MAX + 1];
   bool conn_seen;                 /* conn_first holds the first Connection value */
   char conn_first[HTTP_ECHO_MAX + 1];
   bool conn_upgrade;              /* some Connection token is "upgrade" (any case) */
