@@ -98,6 +98,26 @@ CASES = [
 ]
 
 
+# The same servers again with -derp=false and bootstrap DNS names (IP
+# literals, so that both resolve them alike, offline, to one address each).
+FLAGS2 = ["-derp=false", "-bootstrap-dns-names", "127.0.0.3,nonexistent.invalid",
+          "-unpublished-bootstrap-dns-names", "127.0.0.2,127.0.0.4/nonexistent.invalid"]
+CASES2 = [
+    ("-derp=false: DERP upgrade", "GET /derp HTTP/1.1\r\nHost: a\r\nUpgrade: DERP\r\n\r\n", None),
+    ("-derp=false: WebSocket", WS + "Sec-WebSocket-Protocol: derp\r\n\r\n", None),
+    ("-derp=false: probe", "GET /derp/probe HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("-derp=false: home page", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "derpd's own page text (same headers)"),
+    ("bootstrap-dns: the published list", "GET /bootstrap-dns HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("bootstrap-dns: ?q=unpublished", "GET /bootstrap-dns?q=127.0.0.2 HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("bootstrap-dns: ?q=unpublished, escaped", "GET /bootstrap-dns?x&q=127%2E0.0.2 HTTP/1.1\r\nHost: a\r\n\r\n",
+     None),
+    ("bootstrap-dns: ?q=unpublished, 0% (TXT failed)", "GET /bootstrap-dns?q=127.0.0.4 HTTP/1.1\r\nHost: a\r\n\r\n",
+     None),
+    ("bootstrap-dns: ?q=published", "GET /bootstrap-dns?q=127.0.0.3 HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("bootstrap-dns: ?q=unknown", "GET /bootstrap-dns?q=zzz HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("bootstrap-dns: HEAD", "HEAD /bootstrap-dns HTTP/1.1\r\nHost: a\r\n\r\n", None),
+]
+
 def send(port, req):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(req.encode("utf-8", "surrogateescape"))
@@ -150,32 +170,39 @@ def free_port():
     return p
 
 
-def main():
-    derper, derpd = os.environ.get("DERPER_BIN"), os.environ.get("DERPD_BIN", "build/src/derpd")
-    if not derper or not os.access(derper, os.X_OK):
-        print("skip: set DERPER_BIN to a derper binary")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="derper-compare-")
-    key = os.path.join(tmp, "derper.key")
+def start(argv, port):
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_port(port, p):
+        p.kill()
+        raise RuntimeError("%s did not start" % argv[0])
+    return p
+
+
+def stop(procs):
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_cases(derper, derpd, key, flags, cases, rows):
     pa, pb = free_port(), free_port()
-    a = subprocess.Popen([derper, "-a", "127.0.0.1:%d" % pa, "-c", key, "-stun=false", "-http-port=-1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs = [a]
+    procs = []
     try:
-        if not wait_port(pa, a):
-            print("derper did not start")
-            return 1
-        b = subprocess.Popen([derpd, "-a", "127.0.0.1:%d" % pb, "-c", key, "--shards", "2"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(b)
-        if not wait_port(pb, b):
-            print("derpd did not start")
-            return 1
+        procs.append(start([derper, "-a", "127.0.0.1:%d" % pa, "-c", key, "-stun=false", "-http-port=-1"] + flags,
+                           pa))
+        procs.append(start([derpd, "-a", "127.0.0.1:%d" % pb, "-c", key, "--shards", "2"] + flags, pb))
+        if "-bootstrap-dns-names" in flags:  # both resolve at start, off the request path
+            for port in (pa, pb):
+                for _ in range(100):
+                    if send(port, "GET /bootstrap-dns HTTP/1.1\r\nHost: a\r\n\r\n").endswith(b"}"):
+                        break
+                    time.sleep(0.05)
         fails = 0
-        rows = []
-        for name, req, note in CASES:
+        for name, req, note in cases:
             ra, rb = norm(send(pa, req)), norm(send(pb, req))
-            same = ra == rb
             if note is not None:
                 def nolen(h):
                     return [x for x in h if x[0] != b"content-length"]
@@ -183,29 +210,38 @@ def main():
                 verdict = "differs on purpose: " + note
                 if note.startswith("derpd's own page") and not same_hdrs:
                     verdict, fails = "FAIL (headers differ)", fails + 1
-            elif same:
+            elif ra == rb:
                 verdict = "same"
             else:
                 verdict, fails = "FAIL", fails + 1
                 print("--- %s\nderper: %r\nderpd:  %r" % (name, ra, rb), file=sys.stderr)
             rows.append((name, ra[0].decode(errors="replace"), rb[0].decode(errors="replace"), verdict))
-        if "--table" in sys.argv:
-            print("| request | derper v1.78.3 | derpd | |")
-            print("|---|---|---|---|")
-            for r in rows:
-                print("| %s | %s | %s | %s |" % tuple(x.replace("|", "\\|") for x in r))
-        else:
-            for r in rows:
-                print("%-50s %-45s %s" % (r[0], r[2], r[3]))
-        print("%d cases, %d failed" % (len(rows), fails))
-        return 1 if fails else 0
+        return fails
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
+
+
+def main():
+    derper, derpd = os.environ.get("DERPER_BIN"), os.environ.get("DERPD_BIN", "build/src/derpd")
+    if not derper or not os.access(derper, os.X_OK):
+        print("skip: set DERPER_BIN to a derper binary")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="derper-compare-")
+    key = os.path.join(tmp, "derper.key")
+    # derper (started first) writes the key file; derpd reads the same one: same 101s, same ServerKey.
+    rows = []
+    fails = run_cases(derper, derpd, key, [], CASES, rows)
+    fails += run_cases(derper, derpd, key, FLAGS2, CASES2, rows)
+    if "--table" in sys.argv:
+        print("| request | derper v1.78.3 | derpd | |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print("| %s | %s | %s | %s |" % tuple(x.replace("|", "\\|") for x in r))
+    else:
+        for r in rows:
+            print("%-50s %-45s %s" % (r[0], r[2], r[3]))
+    print("%d cases, %d failed" % (len(rows), fails))
+    return 1 if fails else 0
 
 
 if __name__ == "__main__":
