@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "server/config.h"
+#include "server/protocol/http.h"
 #include "server/region/region.h"
 #include "server/transport/ktls.h"
 
@@ -273,6 +274,60 @@ Test(config, double_dash_ends_flags) {
   cr_assert(c.dev);
 }
 
+/* derper's -version: a bool read once every flag is parsed; it prints the
+ * version (meson's project version) and derpd exits 0. */
+Test(config, version) {
+  static const char *const forms[][3] = {{"-version", NULL, NULL}, {"--version", "-dev", NULL},
+                                         {"-version=true", "-certmode", "bogus"}};
+  for (size_t i = 0; i < 3; i++) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    struct config c;
+    cr_assert_eq(parse_v(&c, forms[i], out), 1, "%s: %s", forms[i][0], err);
+    fclose(out);
+    cr_assert_str_eq(buf, DERPD_VERSION "\n");
+    free(buf);
+  }
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-version=false", "-dev"), 0);
+  ERR("flag provided but not defined: -bogus", "-version", "-bogus"); /* Go parses first */
+}
+
+Test(config, derp_and_home) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert(c.derp);
+  cr_assert_eq(c.home_mode, HTTP_HOME_DEFAULT);
+  cr_assert_str_eq(c.home, "");
+  cr_assert_eq(PARSE(&c, "-derp=false", "-home", "blank"), 0, "%s", err);
+  cr_assert(!c.derp);
+  cr_assert_eq(c.home_mode, HTTP_HOME_BLANK);
+  cr_assert_eq(PARSE(&c, "-home=https://example.com/derp?x=1"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  cr_assert_str_eq(c.home, "https://example.com/derp?x=1");
+  cr_assert_eq(PARSE(&c, "-home", "http://x"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  ERR("for flag -home: want \"blank\"", "-home", "Blank");
+  ERR("for flag -home: want \"blank\"", "-home", "ftp://example.com/");
+  ERR("for flag -home: want \"blank\"", "-home", "example.com");
+  ERR("control character", "-home", "https://a/\r\nSet-Cookie: x");
+  ERR("invalid boolean value \"no\" for -derp", "-derp=no");
+}
+
+/* derper v1.82's setec flags: the URL is refused (derpd cannot fetch the
+ * mesh key from setec), the other two are accepted with a note. */
+Test(config, setec_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert_str_eq(c.notes, "");
+  cr_assert_eq(PARSE(&c, "-secrets-path-prefix", "prod/derp"), 0);
+  cr_assert_str_eq(c.notes, "");
+  cr_assert_eq(PARSE(&c, "-secrets-path-prefix", "x", "-secrets-cache-dir=/tmp/s"), 0, "%s", err);
+  cr_assert(strstr(c.notes, "no effect"), "%s", c.notes);
+  ERR("-secrets-url (a setec server for the mesh key) is not supported", "-secrets-url", "https://setec");
+}
+
 Test(config, help) {
   static const char *forms[] = {"-h", "-help", "--help", "--h"};
   for (size_t i = 0; i < 4; i++) {
@@ -310,6 +365,7 @@ Test(config, usage_mentions_every_flag) {
       "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
       "-accept-connection-burst int", "9223372036854775807", "-tcp-keepalive-time duration", "10m0s",
       "-tcp-user-timeout duration", "15s",
+      "-version\n", "-derp\n", "-home string", "blank", "-secrets-url", "-secrets-path-prefix", "-secrets-cache-dir",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);

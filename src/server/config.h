@@ -54,6 +54,17 @@ struct config {
   int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
   int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
   int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
+  /* derper's other flags. */
+  bool version;              /* -version: print the version and exit */
+  bool derp;                 /* -derp (default true); false: /derp answers 404 */
+  char home[1024];           /* -home: "", "blank" or an http(s) URL (derper v1.82) */
+  int home_mode;             /* derived: enum http_home (protocol/http.h) */
+  char bootstrap_dns[4096];  /* -bootstrap-dns-names: comma-separated, served at /bootstrap-dns */
+  char unpublished_dns[4096]; /* -unpublished-bootstrap-dns-names: name[/txt-name], comma-separated */
+  char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
+  char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
+  char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
+  char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */
 };
 

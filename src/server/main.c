@@ -392,6 +392,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   log_set_level(LOG_INFO + s->cfg.verbose);
+  if (s->cfg.notes[0]) log_info("derpd: %s", s->cfg.notes);
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
@@ -486,6 +487,7 @@ int main(int argc, char **argv) {
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
+  if (!s->cfg.derp) log_info("derpd: -derp=false: /derp answers 404; probes and bootstrap DNS are served");
   if (pm >= 0)
     log_info("derpd: metrics listener on %s%s%s:%d (--metrics-listen: /debug/ only, plain HTTP)",
              strchr(s->cfg.metrics_host, ':') ? "[" : "",
