@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "server/acme/acme.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
@@ -364,6 +365,10 @@ int main(int argc, char **argv) {
       free(s);
       return 1;
     }
+    if (acme_init(&s->cfg, err, sizeof err) != 0) {
+      log_error("acme: %s", err);
+      return 1;
+    }
     if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
       log_error("tls: %s", err);
       return 1;
@@ -444,6 +449,7 @@ int main(int argc, char **argv) {
   log_info("derpd: pid %d", (int)getpid());
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
+  acme_start(); /* -certmode letsencrypt: the certificate worker */
 
   int sig;
   while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
@@ -451,6 +457,7 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  acme_stop();
   shutdown_shards(s);
   region_stop(s);
   pthread_barrier_destroy(&bar);
