@@ -91,7 +91,7 @@ static time_t asn1_epoch(const ASN1_TIME *t) {
 struct cert_state {
   bool usable;              /* a chain for -hostname with its key */
   time_t not_before, not_after;
-  char why[1400];           /* when not usable */
+  char why[1700];           /* when not usable */
 };
 
 static X509 *read_leaf(const char *path) {
