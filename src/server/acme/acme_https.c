@@ -368,21 +368,16 @@ int acme_https_do(struct acme_https *h, const char *method, const char *url, con
     }
   }
   size_t cap = 16384, len = 0;
-  buf = malloc(cap);
   for (;;) {
-    if (!buf) {
-      snprintf(err, errlen, "out of memory");
-      goto out;
-    }
-    if (len == cap) {
-      if (cap >= ACME_HTTPS_MAX) {
-        snprintf(err, errlen, "response from %s larger than %d bytes", host, ACME_HTTPS_MAX);
+    if (len == cap || !buf) {
+      char *nb = len < ACME_HTTPS_MAX ? realloc(buf, buf ? cap * 2 : cap) : NULL;
+      if (!nb) {
+        if (len < ACME_HTTPS_MAX) snprintf(err, errlen, "out of memory");
+        else snprintf(err, errlen, "response from %s larger than %d bytes", host, ACME_HTTPS_MAX);
         goto out;
       }
-      char *nb = realloc(buf, cap * 2);
-      if (!nb) continue; /* reported above */
+      if (buf) cap *= 2;
       buf = nb;
-      cap *= 2;
     }
     errno = 0;
     int n = SSL_read(ssl, buf + len, (int)(cap - len));
