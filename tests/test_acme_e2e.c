@@ -356,7 +356,7 @@ static void http01_obtain_and_restart(void) {
  * down again: the renewal fails, and the certificate in use keeps serving. */
 static void ca_down_then_up_then_down(void) {
   prepare();
-  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", "DERPD_TEST_ACME_RENEW_AFTER=3", NULL};
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", "DERPD_TEST_ACME_RENEW_AFTER=5", NULL};
   start_derpd(env);
   wait_log_count("no certificate to serve yet", 1, 10000);
   char err[300] = "";
@@ -367,7 +367,7 @@ static void ca_down_then_up_then_down(void) {
   start_ca();
   wait_log_count(INSTALLED, 1, 20000);
   fetch_root();
-  stop_child(&pebble_pid); /* before the renewal, due 3 s after installation */
+  stop_child(&pebble_pid); /* before the renewal, due 5 s after installation */
   wait_log_count("still serving the current one", 1, 15000);
   cr_assert_eq(log_count(INSTALLED), 1, "a renewal succeeded without a CA");
   /* The certificate from before is still served, and verifies. */
