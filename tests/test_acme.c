@@ -68,6 +68,7 @@ static int teardown(void) {
     tmpdir[0] = 0;
   }
   acme_chal_clear_all();
+  acme_chal_free();
   ERR_clear_error();
   return 0;
 }

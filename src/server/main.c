@@ -457,8 +457,8 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
-  acme_stop();
   shutdown_shards(s);
+  acme_stop();
   region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);

@@ -17,8 +17,9 @@
  * validations per hour per name. Whatever the certificate in use, it stays
  * in use until a new one is installed.
  *
- * Stopping: acme_stop writes an eventfd the thread polls in every wait and
- * in every network read or write, then joins it. */
+ * Stopping: acme_stop (after the shards are joined) writes an eventfd the
+ * thread polls in every wait and in every network read or write, joins it,
+ * and frees the challenge contexts handshakes may have held. */
 #include "server/acme/acme.h"
 
 #include <errno.h>
@@ -326,6 +327,7 @@ void acme_stop(void) {
     pthread_join(W.thread, NULL);
     W.started = false;
   }
+  acme_chal_free(); /* the shards are joined: no handshake holds a challenge context */
   if (W.stop_fd >= 0) close(W.stop_fd);
   W.stop_fd = -1;
   EVP_PKEY_free(W.account_key);

@@ -23,8 +23,9 @@ int acme_init(const struct config *cfg, char *err, size_t errlen);
 /* Main thread, once the shards listen: start the worker (when acme_init
  * enabled it). 0, or -1 (logged). */
 int acme_start(void);
-/* Main thread, before the shards stop: wake the worker, wait for it (any
- * request in flight is abandoned), free everything. Safe without start. */
+/* Main thread, after the shards are joined: wake the worker, wait for it
+ * (any request in flight is abandoned), free everything. Safe without
+ * start. */
 void acme_stop(void);
 
 #endif

@@ -29,7 +29,24 @@ static struct {
   struct { char token[128]; char keyauth[256]; } http[ACME_CHAL_MAX]; /* token "" = free */
   struct { char name[256]; SSL_CTX *ctx; } tls[ACME_CHAL_MAX];        /* ctx NULL = free */
   atomic_bool enabled;
+  /* Challenge contexts taken out of the table, freed only by acme_chal_free
+   * once the shards are joined (or, past RETIRED_MAX, the oldest): a
+   * handshake may still hold one, and BoringSSL's reference count, outside
+   * what TSan sees, must not be all that orders the shard's last read before
+   * the worker's free. The worker's alone; a handful of KiB per challenge. */
+  SSL_CTX *retired[ACME_CHAL_RETIRED_MAX];
+  int nretired;
 } T = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void retire(SSL_CTX *ctx) {
+  if (!ctx) return;
+  if (T.nretired == ACME_CHAL_RETIRED_MAX) {
+    SSL_CTX_free(T.retired[0]); /* retired 16 challenges ago: no handshake is that slow */
+    memmove(T.retired, T.retired + 1, sizeof T.retired - sizeof T.retired[0]);
+    T.nretired--;
+  }
+  T.retired[T.nretired++] = ctx;
+}
 
 void acme_chal_enable(void) { atomic_store(&T.enabled, true); }
 
@@ -219,7 +236,8 @@ int acme_chal_tls_set(const char *name, const char *keyauth) {
     rc = 0;
   }
   pthread_mutex_unlock(&T.mu);
-  SSL_CTX_free(rc == 0 ? old : ctx); /* handshakes on it hold their own references */
+  if (rc == 0) retire(old);
+  else SSL_CTX_free(ctx); /* never published */
   return rc;
 }
 
@@ -236,9 +254,15 @@ static void drop(const char *name) {
     T.tls[i].name[0] = 0;
   }
   pthread_mutex_unlock(&T.mu);
-  for (int i = 0; i < ACME_CHAL_MAX; i++) SSL_CTX_free(old[i]);
+  for (int i = 0; i < ACME_CHAL_MAX; i++) retire(old[i]);
 }
 
 void acme_chal_tls_clear(const char *name) { drop(name); }
 
 void acme_chal_clear_all(void) { drop(NULL); }
+
+void acme_chal_free(void) {
+  drop(NULL);
+  for (int i = 0; i < T.nretired; i++) SSL_CTX_free(T.retired[i]);
+  T.nretired = 0;
+}

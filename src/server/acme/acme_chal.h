@@ -18,6 +18,7 @@
 
 #define ACME_CHAL_MAX 4                /* pending challenges of each kind */
 #define ACME_HTTP01_PREFIX "/.well-known/acme-challenge/"
+#define ACME_CHAL_RETIRED_MAX 16       /* used tls-alpn-01 contexts kept until shutdown */
 
 struct http_req;
 struct http_reply;
@@ -37,6 +38,7 @@ bool acme_chal_http_get(const char *token, char *out, size_t cap);
  * gets a self-signed certificate for name with the critical acmeIdentifier
  * extension holding SHA-256(keyauth), and ALPN "acme-tls/1". 0, or -1. */
 int acme_chal_tls_set(const char *name, const char *keyauth);
+/* Take name's entry out (its context is retired: see acme_chal_free). */
 void acme_chal_tls_clear(const char *name);
 /* The challenge certificate (tests): a new self-signed X509 for name with the
  * acmeIdentifier extension over digest, signed by key; NULL on failure. */
@@ -54,7 +56,10 @@ enum ssl_select_cert_result_t acme_chal_select_cert(const SSL_CLIENT_HELLO *ch);
  * filled. */
 bool acme_chal_http_route(const struct http_req *req, struct http_reply *out);
 
-/* Worker thread, at shutdown: drop every entry. */
+/* Worker thread, when it ends: drop every entry (nothing is served). */
 void acme_chal_clear_all(void);
+/* Main thread, once the shards are joined (and the worker): free every
+ * challenge context, retired ones included. */
+void acme_chal_free(void);
 
 #endif
