@@ -23,6 +23,7 @@
 #include "server/acme/acme.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,7 +189,10 @@ static int renew(struct acme_client *c, char *err, size_t errlen) {
   size_t klen = 0;
   int rc = -1;
   if (acme_client_obtain(c, W.cfg->hostname, &key, &chain, err, errlen) != 0) {
-    c->new_order[0] = 0; /* read the directory again next time: it may have moved */
+    /* Next time, read the directory and look the account up again: either
+     * may have changed (newAccount with a known key just returns it). */
+    c->new_order[0] = 0;
+    c->kid[0] = 0;
     return -1;
   }
   if (acme_key_pem(key, &kpem, &klen) != 0) snprintf(err, errlen, "encode the key: failed");
@@ -203,6 +207,11 @@ static int renew(struct acme_client *c, char *err, size_t errlen) {
   free(chain);
   EVP_PKEY_free(key);
   return rc;
+}
+
+static bool stop_requested(void) {
+  struct pollfd p = {.fd = W.stop_fd, .events = POLLIN};
+  return poll(&p, 1, 0) > 0;
 }
 
 static void *worker(void *arg) {
@@ -246,7 +255,7 @@ static void *worker(void *arg) {
       log_info("acme: %s: new certificate installed (valid until %s); new connections use it", host, t1);
       continue;
     }
-    if (strcmp(err, "stopping") == 0) break;
+    if (stop_requested()) break;
     log_error("acme: %s: could not get a certificate: %s; %s%s; retrying in %ld s", host, err,
               cs.usable ? "still serving the current one, valid until " : "no certificate to serve yet",
               cs.usable ? t1 : "", backoff / 1000);
