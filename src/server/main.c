@@ -235,6 +235,7 @@ static void free_server(struct server *s) {
     free(sh->outbox_h);
     free(sh->outbox_t);
     region_shard_free(sh); /* a shard that never ran */
+    peer_table_free(&sh->peers); /* likewise (SIGTERM before it passed the start barrier) */
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
