@@ -49,6 +49,14 @@ int derp_client_connect_tls(struct derp_client **out, const struct derp_client_o
                             const struct derp_tls_opts *t, struct derp_tls_info *info,
                             char *err, size_t errlen);
 
+/* Verification roots for a client SSL_CTX (struct ssl_ctx_st is BoringSSL's
+ * SSL_CTX), Go's way: ca_file (NULL: the system bundle,
+ * /etc/ssl/certs/ca-certificates.crt), then each directory of hashed roots in
+ * ca_dirs (':'-separated; NULL: none). Callers pass $SSL_CERT_FILE and
+ * $SSL_CERT_DIR. 1, or 0 with BoringSSL's error queue saying why. */
+struct ssl_ctx_st;
+int derp_tls_load_roots(struct ssl_ctx_st *ctx, const char *ca_file, const char *ca_dirs);
+
 /* A TLS connection taken over from the client, for callers that drive the
  * socket themselves (derp-bench's epoll loops): the connection's SSL object
  * (struct ssl_st is BoringSSL's SSL) on its non-blocking socket, and the

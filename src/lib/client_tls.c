@@ -158,6 +158,24 @@ static void find_meta(SSL *ssl, struct derp_tls_info *info) {
   ERR_clear_error();
 }
 
+int derp_tls_load_roots(SSL_CTX *ctx, const char *ca_file, const char *ca_dirs) {
+  /* Debian's BoringSSL has no default verify paths: fall back to Debian's. */
+  if (!SSL_CTX_load_verify_locations(ctx, ca_file ? ca_file : "/etc/ssl/certs/ca-certificates.crt", NULL))
+    return 0;
+  for (const char *d = ca_dirs; d && *d;) {
+    const char *colon = strchr(d, ':');
+    size_t n = colon ? (size_t)(colon - d) : strlen(d);
+    char dir[4096];
+    if (n > 0 && n < sizeof dir) {
+      memcpy(dir, d, n);
+      dir[n] = 0;
+      if (!SSL_CTX_load_verify_locations(ctx, NULL, dir)) return 0;
+    }
+    d = colon ? colon + 1 : NULL;
+  }
+  return 1;
+}
+
 static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_client_stream *out,
                            derp_key *learned, bool *have_learned, char *err, size_t errlen) {
   struct wrap_arg *a = argp;
@@ -177,22 +195,7 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
   SSL_CTX_set_alpn_protos(s->ctx, alpn, sizeof alpn - 1);
   bool verify = !t->insecure_skip_verify && !t->pin_sha256;
   SSL_CTX_set_verify(s->ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-  /* Debian's BoringSSL has no default verify paths: fall back to Debian's. */
-  if (verify && !(t->ca_file ? SSL_CTX_load_verify_locations(s->ctx, t->ca_file, NULL)
-                             : SSL_CTX_load_verify_locations(s->ctx, "/etc/ssl/certs/ca-certificates.crt",
-                                                             NULL)))
-    goto ssl_fail;
-  for (const char *d = verify ? t->ca_dirs : NULL; d && *d;) {
-    const char *colon = strchr(d, ':');
-    size_t n = colon ? (size_t)(colon - d) : strlen(d);
-    char dir[4096];
-    if (n > 0 && n < sizeof dir) {
-      memcpy(dir, d, n);
-      dir[n] = 0;
-      if (!SSL_CTX_load_verify_locations(s->ctx, NULL, dir)) goto ssl_fail;
-    }
-    d = colon ? colon + 1 : NULL;
-  }
+  if (verify && !derp_tls_load_roots(s->ctx, t->ca_file, t->ca_dirs)) goto ssl_fail;
   s->ssl = SSL_new(s->ctx);
   if (!s->ssl || !SSL_set_fd(s->ssl, fd)) goto ssl_fail;
   SSL_set_connect_state(s->ssl);

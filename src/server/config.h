@@ -44,6 +44,22 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  /* Admission (derper's flags; admission/). */
+  char verify_client_url[2048];     /* -verify-client-url: admission controller; "" = none */
+  bool verify_client_url_fail_open; /* -verify-client-url-fail-open (default true) */
+  bool verify_clients;              /* -verify-clients: ask the local tailscaled */
+  char tailscaled_socket[1024];     /* -socket: tailscaled's LocalAPI socket */
+  int admission_workers;            /* --admission-workers: checks at once (default 32) */
+  int admission_queue;              /* --admission-queue: checks waiting for a worker (default 4096) */
+  /* STUN (derper's flags; stun/stun_server.c), bound to -a's host. */
+  bool stun;                 /* -stun, default true */
+  int stun_port;             /* -stun-port, default 3478; 0 = any free port */
+  bool stun_generic;         /* --stun-generic: plain RFC 5389 requests too (default false) */
+  /* Accepted connections (derper's flags). */
+  double accept_limit;       /* -accept-connection-limit, per second; INFINITY = none (default) */
+  int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
+  int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
+  int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
   bool tls;                  /* derived by config_parse */
 };
 

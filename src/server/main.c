@@ -21,12 +21,14 @@
 #include <sodium.h>
 
 #include "server/acme/acme.h"
+#include "server/admission/admission.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
 #include "server/operations/handover.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/stun/stun_server.h"
 #include "server/transport/tls.h"
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
@@ -61,6 +63,35 @@ static int open_listener(const char *host, uint16_t port, char *err, size_t errl
   }
   freeaddrinfo(res);
   return fd;
+}
+
+/* Every shard's listener sets SO_REUSEPORT, which would let a second derpd
+ * (same user) quietly share a port with the first; derper's second instance
+ * fails to bind. A bind without it first finds a listener already there.
+ * Not after a live upgrade: the old process holds the port on purpose. */
+static int port_in_use(const char *host, uint16_t port, char *err, size_t errlen) {
+  if (port == 0 || handover_active()) return 0;
+  struct addrinfo hints = {.ai_family = host[0] ? AF_UNSPEC : AF_INET6, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", port);
+  struct addrinfo *res = NULL;
+  if (getaddrinfo(host[0] ? host : NULL, ps, &hints, &res) != 0) return 0; /* open_listener says why */
+  int busy = 0;
+  for (struct addrinfo *ai = res; ai && !busy; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
+    if (ai->ai_family == AF_INET6 && !host[0]) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE) busy = 1;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (busy)
+    snprintf(err, errlen, "listen on %s:%u: address already in use (another derpd or derper?)",
+             host[0] ? host : "*", port);
+  return busy;
 }
 
 static uint16_t bound_port(int fd) {
@@ -227,6 +258,7 @@ static void free_server(struct server *s) {
   for (int i = 0; i < s->nshards; i++) {
     struct shard *sh = &s->shards[i];
     if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
+    stun_shard_free(sh); /* a shard that never ran */
     free(sh->bufs);
     free(sh->buf_free);
     free(sh->br);
@@ -327,16 +359,17 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
  * (the shards then stop accepting without closing the sockets), -1 if it
  * failed and this process serves on. */
 static int upgrade(struct server *s, char **argv) {
-  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
-  int n80 = 0, nm = 0;
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards], fdss[s->nshards];
+  int n80 = 0, nm = 0, ns = 0;
   for (int i = 0; i < s->nshards; i++) {
     main_fds[i] = s->shards[i].listen_fd;
     if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
     if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
+    if (stun_shard_fd(&s->shards[i]) >= 0) fdss[ns++] = stun_shard_fd(&s->shards[i]);
   }
-  struct handover_set set = {.nkinds = 3,
+  struct handover_set set = {.nkinds = 4,
                              .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
-                                   {"metrics", nm, fdsm}}};
+                                   {"metrics", nm, fdsm}, {"stun", ns, fdss}}};
   pid_t child;
   log_info("derpd: SIGUSR2: live upgrade");
   if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;
@@ -380,13 +413,18 @@ int main(int argc, char **argv) {
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
   if (region_setup(s) != 0) return 1;
+  if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
 
   uint16_t port = s->cfg.listen_port;
+  if (port_in_use(s->cfg.listen_host, port, err, sizeof err)) { log_error("%s", err); return 1; }
+  /* STUN before the listeners: a port in use stops derpd before anyone connects. */
+  if (stun_open(s, err, sizeof err) != 0) { log_error("%s", err); return 1; }
   for (int i = 0; i < s->nshards; i++) {
     /* After a live upgrade the old process's sockets, else new ones. */
     int fd = handover_inherited("main", i);
@@ -399,6 +437,10 @@ int main(int argc, char **argv) {
   /* derper: with TLS, a plain-HTTP helper on -http-port (80) answers
    * /generate_204 and redirects the rest to https; failing to bind is fatal. */
   int p80 = s->tls ? s->cfg.http_port : -1;
+  if (p80 > 0 && port_in_use(s->cfg.listen_host, (uint16_t)p80, err, sizeof err)) {
+    log_error("-http-port: %s", err);
+    return 1;
+  }
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].listen80_fd = -1;
     if (p80 < 0) continue;
@@ -411,6 +453,10 @@ int main(int argc, char **argv) {
   if (p80 >= 0) s->port80 = (uint16_t)p80;
   /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
   int pm = s->cfg.metrics_port;
+  if (pm > 0 && port_in_use(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err)) {
+    log_error("--metrics-listen: %s", err);
+    return 1;
+  }
   for (int i = 0; i < s->nshards; i++) {
     s->shards[i].metrics_fd = -1;
     if (pm < 0) continue;
@@ -448,6 +494,10 @@ int main(int argc, char **argv) {
              s->cfg.metrics_host[0] ? s->cfg.metrics_host : "*",
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
   log_info("derpd: pid %d", (int)getpid());
+  if (admission_start(s) != 0) {
+    shutdown_shards(s);
+    return 1;
+  }
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
   acme_start(); /* -certmode letsencrypt: the certificate worker */
@@ -458,11 +508,13 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
+  admission_stop(s);
   shutdown_shards(s);
   acme_stop();
   region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);
+  admission_free(s);
   free_server(s);
   tls_shutdown();
   log_info("derpd: stopped");

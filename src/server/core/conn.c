@@ -20,12 +20,21 @@
 #include "server/protocol/upgrade.h"
 #include "server/transport/websocket.h"
 
-static void set_sockopts(int fd) {
-  int one = 1, idle = 600, user_timeout_ms = 15000;
-  /* derper's defaults: -tcp-keepalive-time 10m, -tcp-user-timeout 15s. */
+/* As Go 1.23 sets up derper's accepted conns: -tcp-keepalive-time is the
+ * idle time (0: Go's 15 s; negative: no keepalive), probes every 15 s, 9 of
+ * them; -tcp-user-timeout in ms (0: the kernel's default). */
+static void set_sockopts(int fd, const struct config *cfg) {
+  int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  if (cfg->tcp_keepalive_ms >= 0) {
+    int idle = cfg->tcp_keepalive_ms ? (int)((cfg->tcp_keepalive_ms + 999) / 1000) : 15;
+    int intvl = 15, cnt = 9;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+  int user_timeout_ms = (int)cfg->tcp_user_timeout_ms;
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
@@ -75,7 +84,7 @@ struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   }
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
   c->nothere_tokens = 3;
-  set_sockopts(fd);
+  set_sockopts(fd, &sh->srv->cfg);
   read_peer_addr(c);
   derp_frame_reader_init(&c->rd, DERP_FROM_CLIENT);
   list_init(&c->dl_node);
@@ -101,7 +110,7 @@ struct conn *conn_new_link(struct shard *sh, int fd) {
   c->is_link = 1;
   c->is_mesh = 1;
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
-  set_sockopts(fd);
+  set_sockopts(fd, &sh->srv->cfg);
   /* The kernel's 15 s user timeout would cut a stalled link before the mesh
    * write timeout (30 s) does; let ours decide. */
   int ut = MESH_WRITE_TIMEOUT_MS + 5000;
@@ -140,6 +149,13 @@ static void arm_recv(struct conn *c) {
 
 void conn_start(struct conn *c) { arm_hs_recv(c); }
 
+void conn_cancel_hs_recv(struct conn *c) {
+  if (c->ops == 0) return;
+  struct io_uring_sqe *sqe = shard_sqe(c->sh);
+  io_uring_prep_cancel64(sqe, ud_make(c, UD_HSRECV), 0);
+  io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+}
+
 static uint32_t jitter_ms(struct shard *sh);
 
 void conn_start_established(struct conn *c) {
@@ -173,6 +189,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   } else if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
     shard_note_nobufs(sh);
+  } else if (res == -ECANCELED && c->state == CS_MOVING) {
+    /* conn_cancel_hs_recv: the conn moves now */
   } else if (c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
     close_on_read(c, res);
   }
@@ -183,7 +201,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   if (more) return;
   if (c->state == CS_ESTABLISHED) arm_recv(c);
   else if (c->state == CS_HTTP || c->state == CS_CLIENT_INFO) arm_hs_recv(c);
-  /* CS_MOVING: no read until the owner shard adopts it. */
+  /* CS_MOVING: no read until the owner shard adopts it; the flush pass moves it. */
+  else if (c->ops == 0) shard_mark_dirty(sh, c);
 }
 
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe) { on_recv(c, cqe, false); }
@@ -695,9 +714,17 @@ static void tick_keepalives(struct shard *sh) {
       conn_close(c, CLOSE_frame_stall, "no byte of a started frame for a keepalive interval");
       continue;
     }
+    /* A mesh link whose node answered nothing, not even our last Ping, for
+     * a whole interval is hung (a stopped process, a black hole): its
+     * kernel may still ACK, so neither TCP nor the write timeout notices. */
+    if (c->is_link && c->link_ping_out && c->rd.consumed == c->ka_consumed) {
+      conn_close(c, CLOSE_link_silent, "no frame from the node for a keepalive interval");
+      continue;
+    }
     c->ka_consumed = c->rd.consumed;
     struct pkt *p = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
     if (p && c->is_link) { /* we are the client here: a Ping keeps the link honest */
+      c->link_ping_out = 1;
       uint8_t data[8];
       memcpy(data, &sh->rng, sizeof data);
       p->len = (uint32_t)derp_enc_ping(p->data, p->cap, DERP_FRAME_PING, data);

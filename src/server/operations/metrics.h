@@ -21,9 +21,9 @@
   X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
   X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
   X(cur_home, "derp_current_home_connections", "gauge", "clients that said this is home") \
-  X(clients_total, "derp_clients_total", "gauge", "clients in the region this node knows: local and remote") \
+  X(clients_total, "derp_clients_total", "gauge", "keys this node knows in the region: local or remote") \
   X(clients_accepted, "derpd_clients_accepted", "counter", "clients that completed the handshake") \
-  X(clients_remote, "derp_clients_remote", "gauge", "keys connected to other nodes of the region (forwarders known)") \
+  X(clients_remote, "derp_clients_remote", "gauge", "keys connected only to other nodes of the region") \
   X(watchers, "derp_watchers", "gauge", "mesh peers watching this node's clients")   \
   X(fwd_in, "derp_packets_forwarded_in", "counter", "packets that came in as ForwardPacket") \
   X(fwd_out, "derp_packets_forwarded_out", "counter", "packets sent to another node as ForwardPacket") \
@@ -32,7 +32,7 @@
   X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "a forwarder removed that was not the one in use") \
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
-  X(cur_clients, "derp_clients_local", "gauge", "handshaken clients connected here")     \
+  X(cur_clients, "derp_clients_local", "gauge", "keys with a connection here")     \
   X(bytes_recv, "derp_bytes_received", "counter", "packet payload bytes received")        \
   X(bytes_sent, "derp_bytes_sent", "counter", "packet payload bytes sent")                \
   X(pkts_recv, "derp_packets_received", "counter", "packets received from clients")       \
@@ -75,7 +75,43 @@
   X(ktls_close_notify, "derpd_ktls_close_notify", "counter", "close_notify alerts read under kTLS") \
   X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
-  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered")
+  X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
+  X(accepts_admitted, "tls_listener_accepted_connections", "counter", "connections -accept-connection-limit let in (derper's name; TLS or not)") \
+  X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit") \
+  STATS_ADMISSION(X) \
+  STATS_STUN(X)
+
+/* Admission (admission/): -verify-client-url, -verify-clients. */
+#define STATS_ADMISSION(X) \
+  X(adm_allow, "derpd_admission_checks{result=\"allow\"}", "counter", "admission checks, by result (overload: no room to run one)") \
+  X(adm_deny, "derpd_admission_checks{result=\"deny\"}", "counter", "") \
+  X(adm_error, "derpd_admission_checks{result=\"error\"}", "counter", "") \
+  X(adm_timeout, "derpd_admission_checks{result=\"timeout\"}", "counter", "") \
+  X(adm_overload, "derpd_admission_checks{result=\"overload\"}", "counter", "") \
+  X(adm_abandoned, "derpd_admission_checks{result=\"abandoned\"}", "counter", "") \
+  X(adm_fail_open, "derpd_admission_fail_open", "counter", "clients admitted because the admission controller was unreachable (-verify-client-url-fail-open)") \
+  X(adm_pending, "derpd_admission_pending", "gauge", "admission checks outstanding") \
+  X(adm_mesh_skips, "derpd_admission_mesh_skips", "counter", "mesh peers admitted without a check")
+
+/* STUN (stun/): derper's stun_requests{disposition} and stun_addrfamily{family},
+ * and derpd's reasons for what it drops. */
+#define STATS_STUN(X) \
+  X(stun_ipv4, "stun_addrfamily{family=\"ipv4\"}", "counter", "STUN Binding Requests answered (or tried), by the client's address family") \
+  X(stun_ipv6, "stun_addrfamily{family=\"ipv6\"}", "counter", "")                   \
+  X(stun_not_stun, "stun_requests{disposition=\"not_stun\"}", "counter", "STUN datagrams by what became of them (derper's dispositions)") \
+  X(stun_read_error, "stun_requests{disposition=\"read_error\"}", "counter", "")     \
+  X(stun_success, "stun_requests{disposition=\"success\"}", "counter", "")           \
+  X(stun_write_error, "stun_requests{disposition=\"write_error\"}", "counter", "")   \
+  X(stun_drop_short, "derpd_stun_dropped{reason=\"short\"}", "counter", "STUN datagrams not answered, by reason (derper: not_stun; replies_in_flight: write_error)") \
+  X(stun_drop_not_stun, "derpd_stun_dropped{reason=\"not_stun\"}", "counter", "")    \
+  X(stun_drop_not_binding, "derpd_stun_dropped{reason=\"not_binding\"}", "counter", "") \
+  X(stun_drop_bad_attrs, "derpd_stun_dropped{reason=\"bad_attrs\"}", "counter", "")  \
+  X(stun_drop_software, "derpd_stun_dropped{reason=\"software\"}", "counter", "")    \
+  X(stun_drop_no_fingerprint, "derpd_stun_dropped{reason=\"no_fingerprint\"}", "counter", "") \
+  X(stun_drop_bad_fingerprint, "derpd_stun_dropped{reason=\"bad_fingerprint\"}", "counter", "") \
+  X(stun_drop_unknown_attr, "derpd_stun_dropped{reason=\"unknown_attr\"}", "counter", "") \
+  X(stun_drop_oversized, "derpd_stun_dropped{reason=\"oversized\"}", "counter", "")  \
+  X(stun_drop_busy, "derpd_stun_dropped{reason=\"replies_in_flight\"}", "counter", "")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -115,7 +151,9 @@
   X(websocket_protocol, "websocket_protocol")             \
   X(websocket_close, "websocket_close")                   \
   X(close_peer, "close_peer")                             \
-  X(watchers_full, "watchers_full")
+  X(watchers_full, "watchers_full")                       \
+  X(link_silent, "link_silent")                         \
+  X(accept_limit, "accept_limit")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };

@@ -91,6 +91,7 @@ void relay_register(struct conn *c) {
   struct peer *p = peer_find(t, &c->key, c->key_hash);
   bool was_present = p && p->active;
   if (!p) {
+    region_count_key(sh, &c->key, c->key_hash, +1);
     p = calloc(1, sizeof *p);
     if (!p) { conn_close(c, CLOSE_nomem, "peer"); return; }
     p->key = c->key;
@@ -112,8 +113,6 @@ void relay_register(struct conn *c) {
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
   if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_accepted);
-  STAT_INC(&sh->stats, clients_total);
-  STAT_INC(&sh->stats, cur_clients);
   if (c->not_ideal) STAT_INC(&sh->stats, notideal);
   watch_note(sh, &p->key, p->hash, was_present);
 }
@@ -161,8 +160,6 @@ void relay_unregister(struct conn *c) {
   if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
   p->nconns--;
-  STAT_ADD(&sh->stats, cur_clients, -1);
-  STAT_ADD(&sh->stats, clients_total, -1);
   if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
   if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
@@ -173,6 +170,7 @@ void relay_unregister(struct conn *c) {
   uint64_t h = p->hash;
   peer_unlink(&sh->peers, p);
   peer_free(p);
+  region_count_key(sh, &k, h, -1);
   watch_note(sh, &k, h, true);
 }
 

@@ -10,6 +10,11 @@
  * request head (HTTP_MAX_HEAD), ClientInfo (DERP_MAX_CLIENT_INFO) plus one
  * receive buffer of trailing bytes, and the handshake deadline (conn.c).
  *
+ * Admission (admission/) may answer later: the conn then waits in
+ * CS_CLIENT_INFO, still reading (bytes behind ClientInfo are kept, an EOF
+ * closes it), with the box key kept to seal ServerInfo once admitted; nothing
+ * is queued after ServerKey until the verdict.
+ *
  * WebSocket (`Upgrade: websocket`, subprotocol derp) is the same handshake
  * one layer down: the 101 goes out as is, then the conn is in WebSocket mode
  * (websocket.c) and everything from ServerKey on, both ways, is inside
@@ -20,6 +25,7 @@
 
 #include <sodium.h>
 
+#include "server/admission/admission.h"
 #include "server/protocol/http.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
@@ -32,6 +38,8 @@ struct hs_state {
   struct http_req req;
   uint8_t *buf;        /* ClientInfo and whatever follows it */
   uint32_t len, cap;
+  struct adm_job *adm; /* an admission check outstanding */
+  derp_box_key k;      /* meanwhile: seals ServerInfo once admitted */
 };
 
 struct hs_state *upgrade_new(void) {
@@ -42,6 +50,8 @@ struct hs_state *upgrade_new(void) {
 
 void upgrade_free(struct conn *c) {
   if (!c->hs) return;
+  if (c->hs->adm) admission_abandon(c->sh, c->hs->adm);
+  sodium_memzero(&c->hs->k, sizeof c->hs->k);
   free(c->hs->buf);
   free(c->hs);
   c->hs = NULL;
@@ -77,14 +87,6 @@ static bool hs_append(struct conn *c, const uint8_t *p, size_t n) {
   return true;
 }
 
-/* Admission hook: --verify-client-url plugs in here (it will answer later,
- * asynchronously; the conn waits in CS_CLIENT_INFO under its deadline). */
-static bool admit(const struct conn *c, const struct derp_client_info *ci) {
-  (void)c;
-  (void)ci;
-  return true;
-}
-
 static int queue_server_info(struct conn *c, const derp_box_key *k) {
   struct shard *sh = c->sh;
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_SERVER_INFO_SEAL_MAX);
@@ -98,10 +100,25 @@ static int queue_server_info(struct conn *c, const derp_box_key *k) {
   return 0;
 }
 
-/* Wait for the whole ClientInfo frame, open it, and get ready to move. */
+/* Admitted: seal ServerInfo with k (then wiped), queue it, and move. */
+static int admitted(struct conn *c, derp_box_key *k) {
+  c->state = CS_MOVING;
+  int qr = queue_server_info(c, k);
+  sodium_memzero(k, sizeof *k);
+  if (qr < 0) {
+    conn_close(c, CLOSE_nomem, "ServerInfo");
+    return -1;
+  }
+  shard_mark_dirty(c->sh, c); /* the move runs from the flush pass */
+  return 0;
+}
+
+/* Wait for the whole ClientInfo frame, open it, ask admission, and get ready
+ * to move (now, or when the verdict comes). */
 static int client_info_step(struct conn *c) {
   struct hs_state *hs = c->hs;
   struct server *s = c->sh->srv;
+  if (hs->adm) return 0; /* ClientInfo done, verdict outstanding: bytes wait in buf */
   if (hs->len < DERP_FRAME_HDR_LEN) return 0;
   uint8_t type = hs->buf[0];
   uint32_t flen = derp_get_be32(hs->buf + 1);
@@ -130,23 +147,34 @@ static int client_info_step(struct conn *c) {
   c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
   c->is_prober = ci.is_prober;
   c->not_ideal = hs->req.ideal_node;
-  if (!admit(c, &ci)) {
-    sodium_memzero(&k, sizeof k);
-    conn_close(c, CLOSE_admission, NULL);
-    return -1;
-  }
-  c->state = CS_MOVING;
-  int qr = queue_server_info(c, &k);
-  sodium_memzero(&k, sizeof k);
-  if (qr < 0) {
-    conn_close(c, CLOSE_nomem, "ServerInfo");
-    return -1;
-  }
   uint32_t used = DERP_FRAME_HDR_LEN + flen;
   memmove(hs->buf, hs->buf + used, hs->len - used);
   hs->len -= used;
-  shard_mark_dirty(c->sh, c); /* the move runs from the flush pass */
-  return 0;
+  char detail[160];
+  switch (admission_begin(c, &hs->adm, detail, sizeof detail)) {
+  case ADM_PASS: break;
+  case ADM_WAIT:
+    hs->k = k; /* the verdict comes back through upgrade_admission_done */
+    sodium_memzero(&k, sizeof k);
+    return 0;
+  case ADM_REFUSE:
+    sodium_memzero(&k, sizeof k);
+    conn_close(c, CLOSE_admission, detail);
+    return -1;
+  }
+  return admitted(c, &k);
+}
+
+void upgrade_admission_done(struct conn *c, bool admit, const char *detail) {
+  struct hs_state *hs = c->hs;
+  hs->adm = NULL;
+  if (c->state != CS_CLIENT_INFO) return; /* closing already: nothing to decide */
+  if (!admit) {
+    conn_close(c, CLOSE_admission, detail);
+    return;
+  }
+  conn_cancel_hs_recv(c); /* the move waits for no read (single-shot, cancelled) */
+  admitted(c, &hs->k);
 }
 
 static int start_derp(struct conn *c, const struct http_reply *r) {
@@ -214,7 +242,9 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
     return http_done(c, p + used, n - used);
   }
   /* CS_MOVING: no reads are armed, but one WebSocket read can hold more
-   * frames behind the one that finished ClientInfo: they are carried too. */
+   * frames behind the one that finished ClientInfo, and a read can complete
+   * before the cancel that an admission verdict sent: they are carried too.
+   * CS_CLIENT_INFO with a verdict outstanding: kept the same way. */
   if (!hs_append(c, p, n)) {
     conn_close(c, CLOSE_bad_client_info, "too many bytes before ClientInfo completed");
     return -1;

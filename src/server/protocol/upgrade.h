@@ -2,6 +2,7 @@
 #ifndef DERPD_UPGRADE_H
 #define DERPD_UPGRADE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,9 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n);
 void upgrade_move(struct conn *c);
 /* On the owner: feed bytes that came behind ClientInfo, free handshake state. */
 void upgrade_finish(struct conn *c);
+/* The admission verdict for a conn waiting in CS_CLIENT_INFO (admission/):
+ * admit moves it on, else it is closed (admission_denied) with detail. */
+void upgrade_admission_done(struct conn *c, bool admit, const char *detail);
 /* Static detail for the pending close of a failed HTTP request, or NULL. */
 const char *upgrade_detail(const struct conn *c);
 /* Set that detail (static text) for a close that waits for a reply or alert. */

@@ -101,6 +101,25 @@ static void gone_from_region(struct shard *sh, struct remote *r) {
   }
 }
 
+/* derper's client gauges, by key: local (a conn here), remote (forwarders
+ * and no conn here), total (either). Called on owner(K) whenever K gains or
+ * loses its local peer entry (local_delta) or its first / last forwarder
+ * (remote_delta), after the change. */
+static void count_key(struct shard *sh, bool local_before, bool remote_before, bool local_after,
+                      bool remote_after) {
+  STAT_ADD(&sh->stats, cur_clients, (int)local_after - (int)local_before);
+  STAT_ADD(&sh->stats, clients_remote,
+           (int)(remote_after && !local_after) - (int)(remote_before && !local_before));
+  STAT_ADD(&sh->stats, clients_total,
+           (int)(local_after || remote_after) - (int)(local_before || remote_before));
+}
+
+void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta) {
+  struct remote *r = remote_find(region_fwd(sh), k, h);
+  bool remote = r && r->nfwd;
+  count_key(sh, local_delta < 0, remote, local_delta > 0, remote);
+}
+
 static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8_t link) {
   struct fwd_shard *t = region_fwd(sh);
   struct remote *r = remote_find(t, k, h);
@@ -113,8 +132,8 @@ static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8
   if (r->nfwd == FWD_MAX) return;  /* seen on more nodes than we remember */
   r->fwd[r->nfwd++] = link;
   if (r->nfwd == 1) {
-    STAT_INC(&sh->stats, clients_remote);
-    STAT_INC(&sh->stats, clients_total);
+    struct peer *p = relay_peer(sh, k, h);
+    count_key(sh, p != NULL, false, p != NULL, true);
   } else if (r->nfwd == 2) {
     STAT_INC(&sh->stats, multifwd_created);
   }
@@ -130,8 +149,8 @@ static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
   r->nfwd--;
   if (r->nfwd == 1) STAT_INC(&sh->stats, multifwd_deleted);
   if (r->nfwd) return;
-  STAT_ADD(&sh->stats, clients_remote, -1);
-  STAT_ADD(&sh->stats, clients_total, -1);
+  struct peer *p = relay_peer(sh, &r->key, r->hash);
+  count_key(sh, p != NULL, true, p != NULL, false);
   gone_from_region(sh, r);
   remote_unlink(region_fwd(sh), r);
 }

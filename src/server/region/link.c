@@ -10,7 +10,8 @@
  * ForwardPackets for that node are queued on it (LINK_QUEUE_MAX, 30 s write
  * timeout). When the conn closes, the shard tells every shard to forget what
  * the link forwarded (MSG_LINK_DOWN) and wakes the dialler, which dials again:
- * at once after a link that was up for a while, else every 5 s, as derper.
+ * at once after a link that was up for a while, else after 0.5 s, doubling
+ * up to derper's 5 s.
  * A dialler never touches a conn; a shard never blocks on a dialler.
  * Logs say each change of state once, not each retry. */
 #include <errno.h>
@@ -28,7 +29,8 @@
 #include "server/log.h"
 #include "server/region/region_internal.h"
 
-#define RETRY_MS 5000
+#define RETRY_MS 5000       /* derper's retry interval: the backoff's cap */
+#define RETRY_FIRST_MS 500  /* nodes of a region often start together */
 #define DIAL_TIMEOUT_MS 5000
 #define STABLE_MS 5000      /* up this long: a drop redials at once */
 
@@ -49,6 +51,7 @@ struct link {
   int evfd;                          /* wakes the dialler: down or stop */
   _Atomic(struct link_ready *) ready; /* dialler -> shard */
   _Atomic int down_reason;           /* enum close_reason of the last drop */
+  _Atomic bool heard;                /* a frame came on the link since it was adopted */
   /* Shard-owned. */
   struct conn *c;
   /* Metrics: single writer each (shard: up, drops, pkts, bytes; dialler: dials). */
@@ -146,6 +149,7 @@ static void log_state(char *last, size_t cap, bool warn, const char *msg) {
 static void *link_main(void *arg) {
   struct link *l = arg;
   char err[256], msg[1024], last[1024] = "";
+  int backoff = RETRY_FIRST_MS; /* doubles per failure up to RETRY_MS; reset once up */
   while (!stopping(l)) {
     struct link_ready *r = calloc(1, sizeof *r);
     bool self = false;
@@ -158,21 +162,27 @@ static void *link_main(void *arg) {
       if (!ev && !stopping(l)) {
         snprintf(msg, sizeof msg, "mesh: link to %s: up (watching its clients)", l->e.label);
         log_state(last, sizeof last, false, msg);
+        backoff = RETRY_FIRST_MS;
         wait_event(l, -1); /* until the shard says it dropped, or we stop */
       }
       ready_free(atomic_exchange(&l->ready, NULL)); /* never adopted */
       if (stopping(l)) break;
       int why = atomic_load(&l->down_reason);
-      if (ev) {
+      if (ev && !atomic_load(&l->heard)) {
         snprintf(msg, sizeof msg,
                  "mesh: link to %s: closed right after connecting (%s): a wrong mesh key does "
-                 "that; retrying every 5s", l->e.label, close_reason_name((enum close_reason)why));
+                 "that; retrying, at most 5s apart", l->e.label, close_reason_name((enum close_reason)why));
         log_state(last, sizeof last, true, msg);
-        wait_event(l, RETRY_MS);
+        wait_event(l, backoff);
+        backoff = backoff * 2 < RETRY_MS ? backoff * 2 : RETRY_MS;
       } else {
         snprintf(msg, sizeof msg, "mesh: link to %s: down (%s); redialling", l->e.label,
                  close_reason_name((enum close_reason)why));
         log_state(last, sizeof last, true, msg);
+        if (ev) { /* up only briefly: no tight loop */
+          wait_event(l, backoff);
+          backoff = backoff * 2 < RETRY_MS ? backoff * 2 : RETRY_MS;
+        }
       }
       continue;
     }
@@ -181,9 +191,10 @@ static void *link_main(void *arg) {
       log_info("mesh: -mesh-with %s is this node (same server key): not dialled", l->e.label);
       break;
     }
-    snprintf(msg, sizeof msg, "mesh: link to %s: cannot connect: %s; retrying every 5s", l->e.label, err);
+    snprintf(msg, sizeof msg, "mesh: link to %s: cannot connect: %s; retrying, at most 5s apart", l->e.label, err);
     log_state(last, sizeof last, true, msg);
-    wait_event(l, RETRY_MS);
+    wait_event(l, backoff);
+    backoff = backoff * 2 < RETRY_MS ? backoff * 2 : RETRY_MS;
   }
   return NULL;
 }
@@ -217,6 +228,7 @@ static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
   r->ssl = NULL;
   c->key = r->server_key; /* for logs: the node at the other end */
   l->c = c;
+  atomic_store(&l->heard, false);
   stat_set(&l->up, 1);
   if (r->len) conn_stream_input(c, r->buf, r->len);
   ready_free(r);
@@ -293,6 +305,9 @@ static void presence(struct conn *c, const struct derp_frame *f, bool present) {
 }
 
 int link_frame(struct conn *c, const struct derp_frame *f) {
+  c->link_ping_out = 0; /* any frame shows the node is alive */
+  struct link *hl = link_of(c);
+  if (hl && !atomic_load_explicit(&hl->heard, memory_order_relaxed)) atomic_store(&hl->heard, true);
   switch (f->type) {
   case DERP_FRAME_PEER_PRESENT: presence(c, f, true); return 0;
   case DERP_FRAME_PEER_GONE: presence(c, f, false); return 0;

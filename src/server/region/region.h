@@ -102,6 +102,9 @@ uint8_t watch_flags(const struct conn *c);
 
 /* forward.c. On owner(p->dst), no local receiver: true if a link took it. */
 bool forward_out(struct shard *sh, struct pkt *p);
+/* Key k (owned here) got (+1) or lost (-1) its local peer entry: derper's
+ * client gauges follow (local, remote-only, total, all by key). */
+void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta);
 /* who (a local key) got packets from the remote key k: it hears PeerGone(k). */
 void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
