@@ -2,6 +2,7 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/acme/acme_config.h"
 #include "server/operations/debug_access.h"
 #include "server/admission/wire.h"
 #include "server/protocol/http.h"
@@ -33,6 +34,7 @@ void config_defaults(struct config *c) {
   c->http_port = 80;
   c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
+  strcpy(c->acme_directory, CONFIG_ACME_DIRECTORY_DEFAULT);
   c->verify_client_url_fail_open = true;
   strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
   c->admission_workers = 32;
@@ -231,6 +233,8 @@ static const struct flag flags[] = {
     {"dev", K_BOOL, F(dev), 0, 0, 0, 0},
     {"certmode", K_STRING, F(certmode), sizeof ((struct config *)0)->certmode, 0, 0, 0},
     {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
+    {"acme-directory", K_STRING, F(acme_directory), sizeof ((struct config *)0)->acme_directory, 0, 0, 0},
+    {"acme-ca-file", K_STRING, F(acme_ca_file), sizeof ((struct config *)0)->acme_ca_file, 0, 0, 0},
     {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
     {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
@@ -482,13 +486,12 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   if (check_derper_flags(c, &e) < 0) return -1;
   /* As derper: -dev moves the default listen port, but an explicit -a wins. */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
-  /* derper: TLS on port 443 or with -certmode manual. letsencrypt (derper's
-   * default mode) is not implemented: say so rather than serve something else. */
-  if (strcmp(c->certmode, "letsencrypt") == 0)
-    return errf(&e, "-certmode letsencrypt is not supported by derpd: use -certmode manual "
-                    "with certificates from an ACME client, or -certmode selfsigned");
-  if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0)
-    return bad_value(&e, "certmode", c->certmode, "want manual or selfsigned");
+  /* derper: TLS on port 443 or with a -certmode. derper defaults to
+   * letsencrypt; derpd to manual (see docs/operations.md). */
+  if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0 &&
+      strcmp(c->certmode, "letsencrypt") != 0)
+    return bad_value(&e, "certmode", c->certmode, "want manual, selfsigned or letsencrypt");
+  if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, err, errlen) < 0) return -1;
   c->tls = c->listen_port == 443 || c->certmode[0];
   if (c->tls && !c->certmode[0]) strcpy(c->certmode, "manual");
   if (c->tls && !c->certdir[0])
@@ -546,14 +549,25 @@ void config_usage(FILE *out, const char *prog) {
 "  -certmode string\n"
 "        manual: load <certdir>/<hostname>.crt (chain, PEM) and .key;\n"
 "        selfsigned: the same files, generated once if missing (for dev and\n"
-"        IP-only servers; the log shows the sha256 to pin). letsencrypt is\n"
-"        not supported. (default manual when serving TLS)\n"
+"        IP-only servers; the log shows the sha256 to pin); letsencrypt:\n"
+"        the same files, obtained and renewed over ACME for -hostname (a DNS\n"
+"        name that resolves here; challenges tls-alpn-01 on this port and\n"
+"        http-01 on -http-port). (default manual when serving TLS; derper's\n"
+"        default is letsencrypt)\n"
 "  -certdir string\n"
 "        directory of the certificate files (default\n"
-"        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them\n"
+"        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them.\n"
+"        letsencrypt also keeps its ACME account key there (acme_account+key)\n"
+"  -acme-directory string\n"
+"        with -certmode letsencrypt, the ACME server's directory URL (default\n"
+"        \"" CONFIG_ACME_DIRECTORY_DEFAULT "\")\n"
+"  -acme-ca-file string\n"
+"        with -certmode letsencrypt, PEM roots that verify the ACME server\n"
+"        (a private or test CA); default: the system's roots\n"
 "  -http-port int\n"
-"        with TLS, a plain-HTTP helper on this port: /generate_204, and a\n"
-"        redirect to https for everything else; -1 = off (default 80)\n"
+"        with TLS, a plain-HTTP helper on this port: /generate_204, ACME\n"
+"        http-01 answers with letsencrypt, and a redirect to https for\n"
+"        everything else; -1 = off (default 80)\n"
 "  -ktls string\n"
 "        kernel TLS: after each handshake hand the record keys to the kernel\n"
 "        and relay plaintext on the socket. auto: where the kernel has it\n"
@@ -672,8 +686,6 @@ void config_usage(FILE *out, const char *prog) {
 "  -v, -verbose\n"
 "        more logging; repeat for more\n"
 "  -h, -help\n"
-"        show this help\n"
-"\n"
-"Not yet supported in this version: -certmode letsencrypt.\n",
+"        show this help\n",
           prog);
 }

@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Let's Encrypt's production directory (--acme-directory's default). */
+#define CONFIG_ACME_DIRECTORY_DEFAULT "https://acme-v02.api.letsencrypt.org/directory"
+
 struct config {
   char listen_host[256];     /* -a host part; "" = all addresses */
   uint16_t listen_port;      /* -a port part */
@@ -31,8 +34,11 @@ struct config {
   int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
                                 only; -1 = none (default) */
   /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
-  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
+  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned",
+                                "letsencrypt" (ACME, src/server/acme/) */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
+  char acme_directory[1024]; /* --acme-directory: the ACME server's directory URL */
+  char acme_ca_file[1024];   /* --acme-ca-file: roots for the ACME server ("" = system's) */
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
   int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
   /* Region (derper's flags). */

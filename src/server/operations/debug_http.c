@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/acme/acme_chal.h"
 #include "server/log.h"
 #include "server/operations/bootstrap_dns.h"
 #include "server/operations/debug_http.h"
@@ -79,6 +80,8 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
     static const struct http_site none = {.key_hex = ""};
     if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, &none, allowed, out);
     else http_error_reply(404, out);
+  } else if (c->port80 && acme_chal_http_route(req, out)) {
+    /* -certmode letsencrypt: an http-01 challenge (acme/acme_chal.c) */
   } else if (c->port80) {
     http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
   } else {
