@@ -96,7 +96,7 @@ int bench_connect_one(const struct bench_cfg *cfg, struct bench_peer *p, char *e
   p->pending = NULL;
   p->npending = 0;
   struct derp_client_opts o = {.host = cfg->host, .port = cfg->port, .priv = &priv,
-                               .timeout_ms = CONNECT_TIMEOUT_MS};
+                               .timeout_ms = CONNECT_TIMEOUT_MS, .websocket = cfg->websocket};
   if (cfg->tls) return connect_tls(cfg, &o, p, err, errlen);
   struct derp_client *c = NULL;
   if (derp_client_connect(&c, &o, err, errlen) < 0) return -1;

@@ -43,6 +43,11 @@ static const char usage[] =
     "  --pin-sha256 HEX      TLS: accept only a leaf certificate with this SHA-256 (64 hex,\n"
     "                        \"sha256-raw:\" prefix allowed); replaces chain verification\n"
     "  --tls-version V       TLS: 1.2 or 1.3 only (default: either, 1.3 preferred)\n"
+    "  --websocket           DERP inside WebSocket binary messages (GET /derp with Upgrade:\n"
+    "                        websocket, subprotocol derp), as browsers speak it; with --tls\n"
+    "                        that is wss. Every mode. Each frame the client sends is one\n"
+    "                        masked binary message (mask key 0: the server unmasks it all the\n"
+    "                        same, and the generator spends no CPU on masking)\n"
     "  --help                this text\n"
     "\n"
     "relay mode: clients send data packets through the server to each other.\n"
@@ -63,6 +68,11 @@ static const char usage[] =
     "  --pace-quantum D      open loop: shortest sleep between pacing turns (default 50us);\n"
     "                        packets due meanwhile go out together\n"
     "  --drain D             after measuring, wait up to D for packets in flight (default 2s)\n"
+    "  --report-every D      also report every D of warm-up and measurement (soak runs):\n"
+    "                        with --json one JSON line {\"kind\":\"interval\",...} on stdout per\n"
+    "                        interval before the final report (its latency: every data packet\n"
+    "                        received in that interval; counters: cumulative over the measured\n"
+    "                        window), else a text line on stderr\n"
     "  --seed N              random topology's seed (default: from the clock)\n"
     "  Reports delivered pps, payload Gbit/s, loss, one-way latency p50/p90/p99/p99.9\n"
     "  (sender and receiver share CLOCK_MONOTONIC), and with --server-pid the server's\n"
@@ -200,12 +210,14 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
   if (!strcmp(name, "ack-timeout")) return parse_duration(v, &c->ack_timeout_ns);
   if (!strcmp(name, "drain")) return parse_duration(v, &c->drain_ns);
   if (!strcmp(name, "pace-quantum")) return parse_duration(v, &c->pace_quantum_ns);
+  if (!strcmp(name, "report-every")) return parse_duration(v, &c->report_every_ns);
   return FLAG_UNKNOWN;
 }
 
 static bool is_bool_flag(const char *name) {
   return !strcmp(name, "json") || !strcmp(name, "quiet") || !strcmp(name, "help") ||
-         !strcmp(name, "h") || !strcmp(name, "tls") || !strcmp(name, "insecure");
+         !strcmp(name, "h") || !strcmp(name, "tls") || !strcmp(name, "insecure") ||
+         !strcmp(name, "websocket");
 }
 
 /* Whether apply_valued knows the name: asked of a scratch config, so that a
@@ -238,6 +250,7 @@ static int parse_args(int argc, char **argv, struct flag_ctx *x) {
       bool on = !eq || !strcmp(eq + 1, "true") || !strcmp(eq + 1, "1");
       if (!strcmp(name, "json")) x->c->json = on;
       else if (!strcmp(name, "tls")) x->c->tls = on;
+      else if (!strcmp(name, "websocket")) x->c->websocket = on;
       else if (!strcmp(name, "insecure")) x->tls_opt = true, x->c->tls_insecure = on;
       else x->c->quiet = on;
       continue;
