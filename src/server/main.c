@@ -354,12 +354,18 @@ int main(int argc, char **argv) {
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
+  /* Always: a node serving plain HTTP still adopts its https mesh links
+   * onto derpd's BIO (transport_tls_adopt). */
+  if (transport_tls_init() != 0) {
+    log_error("tls: cannot make the connection BIO method");
+    return 1;
+  }
   if (s->tls) {
     if (setup_ktls(s) != 0) {
       free(s);
       return 1;
     }
-    if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
+    if (tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
       log_error("tls: %s", err);
       return 1;
     }
