@@ -39,6 +39,7 @@ struct bench_cfg {
   uint32_t ack_size;    /* payload bytes of an ack packet */
   int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns, pace_quantum_ns;
   int64_t report_every_ns; /* relay: an interval report this often (0 = none) */
+  int64_t max_burst_ns;    /* open loop: catch up at most this much of the schedule at once (0 = 4096 packets) */
   uint32_t window;      /* closed loop: unacked packets per sender */
   double pps;           /* open loop when > 0: total offered packets/s */
   pid_t server_pid;     /* 0 = unknown */
@@ -119,6 +120,7 @@ struct relay_interval {
   double t_s, interval_s;
   uint64_t rx, sent, delivered, skipped, timeouts, bad, peer_gone;
   const struct hist *lat;
+  double stall_s; /* the longest a worker thread did not run when it should have */
 };
 void relay_interval_report(const struct bench_cfg *cfg, const struct relay_interval *iv);
 /* One progress line on stderr. */

@@ -119,6 +119,7 @@ struct worker {
   /* --report-every: every data packet's latency this interval (ilat); at a
    * new epoch the worker moves it to isnap and says so in snap_epoch. */
   struct hist ilat, isnap;
+  int64_t istall, isnap_stall; /* the longest gap between loop turns beyond the wait asked for */
   uint64_t seen_epoch;
   _Atomic uint64_t snap_epoch;
   _Atomic uint64_t sent, delivered, delivered_bytes, acks, timeouts, late_acks, skipped, bad,
@@ -519,9 +520,18 @@ static void gen_open(struct worker *w, bool measured, int64_t now) {
   uint64_t due = (uint64_t)((double)(now - w->pace_t0) * w->rate / 1e9);
   if (due <= w->paced) return;
   uint64_t n = due - w->paced;
-  if (n > OPEN_MAX_BURST) { /* fell behind: do not burst; count what we owe */
-    CTR_ADD(w->skipped, n - OPEN_MAX_BURST);
-    n = OPEN_MAX_BURST;
+  /* Fell behind (this thread did not run): do not burst; count what we owe.
+   * --max-burst bounds the catch-up by time, so that a generator stalled by
+   * its machine does not turn its backlog into one burst the receivers'
+   * queues would drop. */
+  uint64_t max_n = OPEN_MAX_BURST;
+  if (w->r->cfg->max_burst_ns) {
+    uint64_t by_time = (uint64_t)(w->rate * (double)w->r->cfg->max_burst_ns / 1e9);
+    if (by_time < max_n) max_n = by_time ? by_time : 1;
+  }
+  if (n > max_n) {
+    CTR_ADD(w->skipped, n - max_n);
+    n = max_n;
   }
   w->paced = due;
   for (uint64_t k = 0; k < n; k++) {
@@ -589,7 +599,9 @@ static void snap_interval(struct worker *w) {
   uint64_t e = atomic_load_explicit(&w->r->epoch, memory_order_acquire);
   if (e == w->seen_epoch) return;
   w->isnap = w->ilat;
+  w->isnap_stall = w->istall;
   hist_init(&w->ilat);
+  w->istall = 0;
   w->seen_epoch = e;
   atomic_store_explicit(&w->snap_epoch, e, memory_order_release);
 }
@@ -599,12 +611,14 @@ static void *worker_main(void *arg) {
   struct relay *r = w->r;
   bool open_loop = r->cfg->pps > 0;
   struct epoll_event ev[MAX_EVENTS];
-  int64_t next_tick = 0;
+  int64_t next_tick = 0, turn_end = 0; /* turn_end: when the last wait could have ended at the latest */
   for (uint64_t turn = 0; turn < UINT64_MAX; turn++) {
     int ph = atomic_load_explicit(&r->phase, memory_order_acquire);
     if (ph == PH_STOP) break;
     if (r->cfg->report_every_ns) snap_interval(w);
     int64_t now = bench_now_ns();
+    /* A gap past that is time this thread did not run: its machine stalled it. */
+    if (turn_end && now - turn_end > w->istall) w->istall = now - turn_end;
     if (ph <= PH_MEASURE && open_loop) gen_open(w, ph == PH_MEASURE, now);
     else if (ph <= PH_MEASURE) gen_closed(w, ph == PH_MEASURE, now);
     flush_dirty(w);
@@ -612,7 +626,9 @@ static void *worker_main(void *arg) {
       if (!open_loop) scan_timeouts(w, now);
       next_tick = now + TICK_NS;
     }
-    int n = wait_events(w, ev, wait_ns(w, open_loop && ph <= PH_MEASURE, now));
+    int64_t wait = wait_ns(w, open_loop && ph <= PH_MEASURE, now);
+    turn_end = bench_now_ns() + wait;
+    int n = wait_events(w, ev, wait);
     if (n < 0 && errno != EINTR) {
       fail(r, "worker %d: epoll_wait: %s", w->id, strerror(errno));
       break;
@@ -755,13 +771,17 @@ struct interval_clock {
 static void report_interval(struct relay *r, struct interval_clock *ic, const char *phase) {
   uint64_t e = atomic_fetch_add(&r->epoch, 1) + 1;
   hist_init(&ic->lat);
-  int64_t give_up = bench_now_ns() + 1000000000;
+  int64_t give_up = bench_now_ns() + 1000000000, stall = 0;
   for (int t = 0; t < r->nw; t++) {
     while (atomic_load_explicit(&r->w[t].snap_epoch, memory_order_acquire) != e &&
            bench_now_ns() < give_up && !atomic_load(&r->failed))
       bench_sleep_ns(1000000);
-    if (atomic_load_explicit(&r->w[t].snap_epoch, memory_order_acquire) == e)
+    if (atomic_load_explicit(&r->w[t].snap_epoch, memory_order_acquire) == e) {
       hist_merge(&ic->lat, &r->w[t].isnap);
+      if (r->w[t].isnap_stall > stall) stall = r->w[t].isnap_stall;
+    } else {
+      stall = bench_now_ns() - ic->last; /* it did not answer at all */
+    }
   }
   int64_t now = bench_now_ns();
   uint64_t rx = SUM(r, rx_all);
@@ -770,7 +790,8 @@ static void report_interval(struct relay *r, struct interval_clock *ic, const ch
                               .rx = rx - ic->last_rx, .sent = SUM(r, sent),
                               .delivered = SUM(r, delivered), .skipped = SUM(r, skipped),
                               .timeouts = SUM(r, timeouts), .bad = SUM(r, bad),
-                              .peer_gone = SUM(r, peer_gone), .lat = &ic->lat};
+                              .peer_gone = SUM(r, peer_gone), .lat = &ic->lat,
+                              .stall_s = (double)stall / 1e9};
   relay_interval_report(r->cfg, &iv);
   ic->last = now;
   ic->last_rx = rx;

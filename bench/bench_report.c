@@ -164,16 +164,17 @@ void relay_interval_report(const struct bench_cfg *cfg, const struct relay_inter
   if (!cfg->json) {
     fprintf(stderr,
             "[%6.1fs %-7s] interval %.1f s: %.0f pps, p50 %.1f us, p99 %.1f us, max %.1f us; "
-            "measured sent %llu, delivered %llu\n",
+            "measured sent %llu, delivered %llu; generator stalled %.1f ms at most\n",
             iv->t_s, iv->phase, iv->interval_s, (double)iv->rx / secs,
             hist_quantile(h, 0.5) / 1e3, hist_quantile(h, 0.99) / 1e3,
             h->count ? h->max / 1e3 : 0.0, (unsigned long long)iv->sent,
-            (unsigned long long)iv->delivered);
+            (unsigned long long)iv->delivered, iv->stall_s * 1e3);
     return;
   }
-  json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+  json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
                         "kind", "interval", "phase", iv->phase, "t_s", iv->t_s, "interval_s",
-                        iv->interval_s, "rx_pps", (double)iv->rx / secs, "sent",
+                        iv->interval_s, "generator_stall_ms", iv->stall_s * 1e3, "rx_pps",
+                        (double)iv->rx / secs, "sent",
                         (json_int_t)iv->sent, "delivered", (json_int_t)iv->delivered,
                         "not_yet_delivered", (json_int_t)gap, "not_offered",
                         (json_int_t)iv->skipped, "ack_timeouts", (json_int_t)iv->timeouts,

@@ -19,13 +19,11 @@
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +32,7 @@
 #include <netinet/in.h>
 #include <sodium.h>
 
+#include "bench_tool.h"
 #include "derp/client.h"
 #include "derp/client_tls.h"
 #include "derp/frame.h"
@@ -45,6 +44,7 @@
 #define SLOW_RCVBUF 4096
 #define MAX_IDLE 20000
 #define MAX_SLOW 64
+#define MAX_UNKNOWN 256
 
 static const char usage[] =
     "usage: derp-chaos --server HOST:PORT --duration D [flags]\n"
@@ -73,7 +73,8 @@ static const char usage[] =
     "                       from a non-mesh client, half a frame then EOF, a WebSocket text\n"
     "                       frame (each must be closed), an unknown frame type (must not be)\n"
     "                       (default 1)\n"
-    "  --unknown-pps R      packets per second to random keys nobody holds (default 20)\n"
+    "  --unknown-pps R      packets per second to random keys nobody holds (default 20),\n"
+    "                       from --unknown-senders clients (default 1), R/N each\n"
     "  --report-every D     a JSON line of counters every D (default: only the final one)\n"
     "  --help\n"
     "\n"
@@ -90,9 +91,9 @@ static struct {
   uint8_t pin[32];
   int64_t duration_ns, report_ns, dup_every_ns;
   double churn, garbage, unknown_pps, slow_pps, slow_size;
-  int idle, slow;
+  int idle, slow, unknown_senders;
 } cfg = {.churn = 2, .idle = 50, .dup_every_ns = 2000000000, .slow = 1, .slow_pps = 200, .slow_size = 8192,
-         .garbage = 1, .unknown_pps = 20};
+         .garbage = 1, .unknown_pps = 20, .unknown_senders = 1};
 
 /* One writer each (its role's thread), read by the main thread. */
 static struct {
@@ -504,6 +505,7 @@ static void *garbage_main(void *arg) {
 
 static void *unknown_main(void *arg) {
   (void)arg;
+  double pps = cfg.unknown_pps / cfg.unknown_senders;
   char err[256] = "";
   struct derp_client *c = dial_new(CM_UPGRADE, err, sizeof err);
   if (!c) {
@@ -515,7 +517,7 @@ static void *unknown_main(void *arg) {
   int64_t tick = 20000000, t = now_ns();
   double owed = 0;
   while (c && sleep_until(t += tick)) {
-    owed += cfg.unknown_pps * (double)tick / 1e9;
+    owed += pps * (double)tick / 1e9;
     for (; owed >= 1; owed--) {
       derp_key k;
       randombytes_buf(k.b, sizeof k.b);
@@ -577,17 +579,6 @@ static void report(const char *kind, double t_s) {
 
 /* ---- flags ---- */
 
-static int parse_duration(const char *s, int64_t *ns) {
-  char *end;
-  double v = strtod(s, &end);
-  if (end == s || v < 0) return -1;
-  double mul = !strcmp(end, "") || !strcmp(end, "s") ? 1e9 : !strcmp(end, "ms") ? 1e6
-             : !strcmp(end, "m") ? 60e9 : !strcmp(end, "h") ? 3600e9 : -1;
-  if (mul < 0) return -1;
-  *ns = (int64_t)(v * mul);
-  return 0;
-}
-
 static int parse_num(const char *s, double lo, double hi, double *out) {
   char *end;
   double v = strtod(s, &end);
@@ -611,9 +602,9 @@ static int parse_server(const char *s) {
 static int parse_flag(const char *name, const char *v) {
   double d;
   if (!strcmp(name, "server")) return parse_server(v);
-  if (!strcmp(name, "duration")) return parse_duration(v, &cfg.duration_ns);
-  if (!strcmp(name, "report-every")) return parse_duration(v, &cfg.report_ns);
-  if (!strcmp(name, "dup-every")) return parse_duration(v, &cfg.dup_every_ns);
+  if (!strcmp(name, "duration")) return bench_parse_duration(v, &cfg.duration_ns);
+  if (!strcmp(name, "report-every")) return bench_parse_duration(v, &cfg.report_ns);
+  if (!strcmp(name, "dup-every")) return bench_parse_duration(v, &cfg.dup_every_ns);
   if (!strcmp(name, "sni")) return cfg.sni = v, 0;
   if (!strcmp(name, "pin-sha256")) {
     if (!strncmp(v, "sha256-raw:", 11)) v += 11;
@@ -626,6 +617,8 @@ static int parse_flag(const char *name, const char *v) {
   if (!strcmp(name, "slow-size")) return parse_num(v, DERP_DISCO_MIN_LEN, DERP_MAX_PACKET, &cfg.slow_size);
   if (!strcmp(name, "idle")) return parse_num(v, 0, MAX_IDLE, &d) ? -1 : (cfg.idle = (int)d, 0);
   if (!strcmp(name, "slow-readers")) return parse_num(v, 0, MAX_SLOW, &d) ? -1 : (cfg.slow = (int)d, 0);
+  if (!strcmp(name, "unknown-senders"))
+    return parse_num(v, 1, MAX_UNKNOWN, &d) ? -1 : (cfg.unknown_senders = (int)d, 0);
   return 1;
 }
 
@@ -669,23 +662,9 @@ static int parse_args(int argc, char **argv) {
   return 0;
 }
 
-static void on_signal(int sig) {
-  (void)sig;
-  atomic_store(&g_stop, true);
-}
-
 int main(int argc, char **argv) {
   if (parse_args(argc, argv) < 0) return 2;
-  if (derp_init() < 0) return 2;
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  if (bench_tool_init(&g_stop) < 0) return 2;
   srandom((unsigned)now_ns());
   struct {
     void *(*fn)(void *);
@@ -693,11 +672,13 @@ int main(int argc, char **argv) {
   } roles[] = {{churn_main, cfg.churn > 0}, {idle_main, cfg.idle > 0},
                {dup_main, cfg.dup_every_ns > 0}, {slow_main, cfg.slow > 0},
                {garbage_main, cfg.garbage > 0}, {unknown_main, cfg.unknown_pps > 0}};
-  pthread_t th[6];
-  bool started[6] = {0};
+  /* One thread per role; the unknown-key role has one per sender. */
+  pthread_t th[5 + MAX_UNKNOWN];
+  int nth = 0;
   int64_t t0 = now_ns(), end = t0 + cfg.duration_ns;
   for (int i = 0; i < 6; i++)
-    if (roles[i].on) started[i] = pthread_create(&th[i], NULL, roles[i].fn, NULL) == 0;
+    for (int k = 0; roles[i].on && k < (roles[i].fn == unknown_main ? cfg.unknown_senders : 1); k++)
+      if (pthread_create(&th[nth], NULL, roles[i].fn, NULL) == 0) nth++;
   int64_t next = cfg.report_ns ? t0 + cfg.report_ns : INT64_MAX;
   while (!atomic_load(&g_stop) && now_ns() < end) {
     int64_t wake = next < end ? next : end;
@@ -710,8 +691,7 @@ int main(int argc, char **argv) {
     }
   }
   atomic_store(&g_stop, true);
-  for (int i = 0; i < 6; i++)
-    if (started[i]) pthread_join(th[i], NULL);
+  for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
   report("final", (double)(now_ns() - t0) / 1e9);
   return failures() ? 1 : 0;
 }
