@@ -46,6 +46,8 @@ struct bench_cfg {
   uint32_t size;        /* payload bytes of a data packet */
   uint32_t ack_size;    /* payload bytes of an ack packet */
   int64_t duration_ns, warmup_ns, hold_ns, ack_timeout_ns, drain_ns, pace_quantum_ns;
+  int64_t report_every_ns; /* relay: an interval report this often (0 = none) */
+  int64_t max_burst_ns;    /* open loop: catch up at most this much of the schedule at once (0 = 4096 packets) */
   uint32_t window;      /* closed loop: unacked packets per sender */
   double pps;           /* open loop when > 0: total offered packets/s */
   pid_t server_pids[BENCH_MAX_SERVERS]; /* --server-pid: one per server, summed */
@@ -53,6 +55,7 @@ struct bench_cfg {
   bool json;
   bool quiet;           /* no progress line */
   bool fast_start;
+  bool websocket;       /* DERP inside WebSocket binary messages (ws:// or, with --tls, wss://) */
   uint64_t seed;
   /* TLS (--tls): SNI (NULL = none unless the host is a name), no chain
    * verification, or a pin of the leaf's SHA-256; version 0 = 1.2 or 1.3
@@ -66,7 +69,8 @@ struct bench_cfg {
 };
 
 /* The TLS version the first handshake negotiated (0 = plain or none yet),
- * and the name the reports give the transport: "plain", "tls1.2", "tls1.3". */
+ * and the name the reports give the transport: "plain", "tls1.2", "tls1.3",
+ * and over WebSocket "websocket", "websocket+tls1.3", ... */
 extern _Atomic int bench_tls_negotiated;
 const char *bench_transport(const struct bench_cfg *cfg);
 
@@ -121,6 +125,17 @@ struct relay_totals {
   char error[300];      /* empty = no fatal error */
 };
 void relay_report(const struct bench_cfg *cfg, const struct relay_totals *t);
+/* One interval of a long run (--report-every): counters are cumulative over the
+ * measured window (as in the final report), the latency histogram and rx are
+ * this interval's only and count every data packet, warm-up included. */
+struct relay_interval {
+  const char *phase;
+  double t_s, interval_s;
+  uint64_t rx, sent, delivered, skipped, timeouts, bad, peer_gone;
+  const struct hist *lat;
+  double stall_s; /* the longest a worker thread did not run when it should have */
+};
+void relay_interval_report(const struct bench_cfg *cfg, const struct relay_interval *iv);
 /* One progress line on stderr. */
 void relay_progress(const struct bench_cfg *cfg, const char *phase, double secs, uint64_t pps,
                     uint64_t bytes, uint64_t gap, uint64_t timeouts);

@@ -33,7 +33,13 @@
  * a turn's frames for a client go out in one SSL_write (BoringSSL cuts
  * records of up to 16 KiB), and each SSL_read's plaintext (one record) goes
  * to the frame reader. The only cost to the plain path is one well-predicted
- * branch on c->ssl per flush and per readable event. */
+ * branch on c->ssl per flush and per readable event.
+ *
+ * Over WebSocket (--websocket) every frame a client writes is one masked
+ * binary message with the mask key 0 (masking is then the identity, so the
+ * generator pays nothing for it; the server unmasks as always), and what the
+ * server sends goes through a WebSocket decoder (libderp's) before the frame
+ * reader. */
 #include "bench.h"
 
 #include <errno.h>
@@ -51,6 +57,7 @@
 #include <openssl/ssl.h>
 
 #include "derp/frame.h"
+#include "lib/wsframe.h"
 
 #define PKT_DATA 'D'
 #define PKT_ACK 'A'
@@ -86,6 +93,8 @@ struct client {
   size_t opos, olen, ocap;
   bool pollout, dirty, ready;
   bool write_wants_read; /* TLS: SSL_write waits for the socket to be readable */
+  bool ws;               /* --websocket: wsd decodes what the server sends */
+  struct ws_decoder wsd;
   /* sender side */
   bool sender;
   int dst;              /* fixed destination; -1 = random */
@@ -121,6 +130,12 @@ struct worker {
   int64_t pace_t0;
   uint64_t paced;
   struct hist lat;
+  /* --report-every: every data packet's latency this interval (ilat); at a
+   * new epoch the worker moves it to isnap and says so in snap_epoch. */
+  struct hist ilat, isnap;
+  int64_t istall, isnap_stall; /* the longest gap between loop turns beyond the wait asked for */
+  uint64_t seen_epoch;
+  _Atomic uint64_t snap_epoch;
   _Atomic uint64_t sent, delivered, delivered_bytes, acks, timeouts, late_acks, skipped, bad,
       peer_gone, rx_all, rx_bytes_all;
   atomic_bool drained_inflight;
@@ -138,6 +153,7 @@ struct relay {
   uint64_t hubs;             /* servers that have a hub */
   _Atomic uint64_t *heard;   /* per client: servers whose probe reached it */
   _Atomic int phase;
+  _Atomic uint64_t epoch; /* --report-every: bumped by the main thread per interval */
   atomic_bool failed;
   pthread_mutex_t err_mu;
   char error[300];
@@ -187,11 +203,26 @@ static int out_reserve(struct client *c, size_t n) {
   return 0;
 }
 
+static const uint8_t ws_zero_mask[4];
+
+/* Room for one frame of flen bytes (in its own WebSocket message over
+ * WebSocket), appended: where its bytes go, or NULL past the cap. */
+static uint8_t *out_frame(struct client *c, uint8_t ws_op, size_t flen) {
+  uint8_t wh[WS_HDR_MAX];
+  size_t wl = c->ws ? ws_put_header(wh, ws_op, true, flen, ws_zero_mask) : 0;
+  if (out_reserve(c, wl + flen) < 0) return NULL;
+  uint8_t *p = c->out + c->olen;
+  memcpy(p, wh, wl);
+  c->olen += wl + flen;
+  mark_dirty(c);
+  return p + wl;
+}
+
 /* Append a SendPacket frame: header, destination key, 24-byte header, padding. */
 static int out_packet(struct client *c, int dst, const uint8_t hdr[PKT_HDR], uint32_t size) {
   size_t flen = DERP_FRAME_HDR_LEN + DERP_KEY_LEN + size;
-  if (out_reserve(c, flen) < 0) return -1;
-  uint8_t *p = c->out + c->olen;
+  uint8_t *p = out_frame(c, WS_OP_BINARY, flen);
+  if (!p) return -1;
   derp_frame_put_header(p, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + size);
   memcpy(p + DERP_FRAME_HDR_LEN, c->w->r->peers[dst].pub.b, DERP_KEY_LEN);
   p += DERP_FRAME_HDR_LEN + DERP_KEY_LEN;
@@ -201,8 +232,6 @@ static int out_packet(struct client *c, int dst, const uint8_t hdr[PKT_HDR], uin
     memcpy(p + off, c->w->r->pad, n);
     off += n;
   }
-  c->olen += flen;
-  mark_dirty(c);
   return 0;
 }
 
@@ -360,11 +389,13 @@ static void on_data(struct client *c, const uint8_t *p, uint32_t len, int64_t no
   }
   CTR_ADD(w->rx_all, 1);
   CTR_ADD(w->rx_bytes_all, len);
+  int64_t sent = (int64_t)get_le(p + 16, 8);
+  uint64_t lat = now > sent ? (uint64_t)(now - sent) : 0;
+  if (cfg->report_every_ns) hist_add(&w->ilat, lat);
   if (p[1] & FLAG_MEASURED) {
-    int64_t sent = (int64_t)get_le(p + 16, 8);
     CTR_ADD(w->delivered, 1);
     CTR_ADD(w->delivered_bytes, len);
-    hist_add(&w->lat, now > sent ? (uint64_t)(now - sent) : 0);
+    hist_add(&w->lat, lat);
   }
   if (cfg->pps > 0) return; /* open loop: no acks */
   uint8_t h[PKT_HDR];
@@ -431,13 +462,8 @@ static void on_frame(struct client *c, const struct derp_frame *f, int64_t now) 
     return;
   }
   case DERP_FRAME_PING: { /* answer like a real client would */
-    uint8_t pong[DERP_FRAME_HDR_LEN + 8];
-    if (f->len >= 8 && out_reserve(c, sizeof pong) == 0) {
-      derp_enc_ping(pong, sizeof pong, DERP_FRAME_PONG, f->payload);
-      memcpy(c->out + c->olen, pong, sizeof pong);
-      c->olen += sizeof pong;
-      mark_dirty(c);
-    }
+    uint8_t *pong = f->len >= 8 ? out_frame(c, WS_OP_BINARY, DERP_FRAME_HDR_LEN + 8) : NULL;
+    if (pong) derp_enc_ping(pong, DERP_FRAME_HDR_LEN + 8, DERP_FRAME_PONG, f->payload);
     return;
   }
   case DERP_FRAME_PEER_GONE:
@@ -453,7 +479,7 @@ static void on_frame(struct client *c, const struct derp_frame *f, int64_t now) 
 
 /* ---- input ---- */
 
-static void parse(struct client *c, const uint8_t *in, size_t inlen, int64_t now) {
+static void parse_derp(struct client *c, const uint8_t *in, size_t inlen, int64_t now) {
   for (;;) {
     struct derp_frame f;
     enum derp_read_status st = derp_frame_read(&c->rd, &in, &inlen, &f);
@@ -463,6 +489,35 @@ static void parse(struct client *c, const uint8_t *in, size_t inlen, int64_t now
       return;
     }
     on_frame(c, &f, now);
+  }
+}
+
+/* What the server sent: DERP frames, inside WebSocket messages over WebSocket.
+ * in is writable (a read buffer): the decoder works in place. */
+static void parse(struct client *c, uint8_t *in, size_t inlen, int64_t now) {
+  if (!c->ws) {
+    parse_derp(c, in, inlen, now);
+    return;
+  }
+  for (;;) {
+    struct ws_event ev;
+    switch (ws_decode(&c->wsd, &in, &inlen, &ev)) {
+    case WS_EV_MORE: return;
+    case WS_EV_DATA: parse_derp(c, ev.data, ev.len, now); break;
+    case WS_EV_PING: {
+      uint8_t *p = out_frame(c, WS_OP_PONG, ev.len);
+      if (p) memcpy(p, ev.data, ev.len);
+      break;
+    }
+    case WS_EV_PONG: break;
+    case WS_EV_CLOSE:
+      fail(c->w->r, "client %d: %s", c->idx, "server sent a WebSocket close");
+      return;
+    default:
+      fail(c->w->r, "client %d: bad WebSocket frame from server: %s", c->idx, ev.why);
+      return;
+    }
+    if (atomic_load_explicit(&c->w->r->failed, memory_order_relaxed)) return;
   }
 }
 
@@ -527,9 +582,18 @@ static void gen_open(struct worker *w, bool measured, int64_t now) {
   uint64_t due = (uint64_t)((double)(now - w->pace_t0) * w->rate / 1e9);
   if (due <= w->paced) return;
   uint64_t n = due - w->paced;
-  if (n > OPEN_MAX_BURST) { /* fell behind: do not burst; count what we owe */
-    CTR_ADD(w->skipped, n - OPEN_MAX_BURST);
-    n = OPEN_MAX_BURST;
+  /* Fell behind (this thread did not run): do not burst; count what we owe.
+   * --max-burst bounds the catch-up by time, so that a generator stalled by
+   * its machine does not turn its backlog into one burst the receivers'
+   * queues would drop. */
+  uint64_t max_n = OPEN_MAX_BURST;
+  if (w->r->cfg->max_burst_ns) {
+    uint64_t by_time = (uint64_t)(w->rate * (double)w->r->cfg->max_burst_ns / 1e9);
+    if (by_time < max_n) max_n = by_time ? by_time : 1;
+  }
+  if (n > max_n) {
+    CTR_ADD(w->skipped, n - max_n);
+    n = max_n;
   }
   w->paced = due;
   for (uint64_t k = 0; k < n; k++) {
@@ -590,16 +654,33 @@ static int wait_events(struct worker *w, struct epoll_event *ev, int64_t ns) {
   return epoll_wait(w->ep, ev, MAX_EVENTS, (int)((ns + 999999) / 1000000));
 }
 
+/* --report-every: hand this interval's histogram to the main thread once it
+ * starts a new epoch (the main thread reads isnap only after snap_epoch says
+ * so, and the worker touches isnap only at the next epoch). */
+static void snap_interval(struct worker *w) {
+  uint64_t e = atomic_load_explicit(&w->r->epoch, memory_order_acquire);
+  if (e == w->seen_epoch) return;
+  w->isnap = w->ilat;
+  w->isnap_stall = w->istall;
+  hist_init(&w->ilat);
+  w->istall = 0;
+  w->seen_epoch = e;
+  atomic_store_explicit(&w->snap_epoch, e, memory_order_release);
+}
+
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct relay *r = w->r;
   bool open_loop = r->cfg->pps > 0;
   struct epoll_event ev[MAX_EVENTS];
-  int64_t next_tick = 0, next_probe = 0;
+  int64_t next_tick = 0, next_probe = 0, turn_end = 0; /* turn_end: when the last wait could have ended at the latest */
   for (uint64_t turn = 0; turn < UINT64_MAX; turn++) {
     int ph = atomic_load_explicit(&r->phase, memory_order_acquire);
     if (ph == PH_STOP) break;
+    if (r->cfg->report_every_ns) snap_interval(w);
     int64_t now = bench_now_ns();
+    /* A gap past that is time this thread did not run: its machine stalled it. */
+    if (turn_end && now - turn_end > w->istall) w->istall = now - turn_end;
     bool gen = ph == PH_WARMUP || ph == PH_MEASURE;
     if (ph == PH_SYNC && now >= next_probe) {
       send_probes(w, now);
@@ -612,7 +693,9 @@ static void *worker_main(void *arg) {
       if (!open_loop) scan_timeouts(w, now);
       next_tick = now + TICK_NS;
     }
-    int n = wait_events(w, ev, wait_ns(w, open_loop && gen, now));
+    int64_t wait = wait_ns(w, open_loop && gen, now);
+    turn_end = bench_now_ns() + wait;
+    int n = wait_events(w, ev, wait);
     if (n < 0 && errno != EINTR) {
       fail(r, "worker %d: epoll_wait: %s", w->id, strerror(errno));
       break;
@@ -647,6 +730,8 @@ static int init_client(struct relay *r, int i) {
   c->idx = i;
   c->w = w;
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
+  c->ws = cfg->websocket;
+  if (c->ws) ws_decoder_init(&c->wsd, false);
   int d = dest_of(cfg, i);
   c->sender = d != -2;
   c->dst = d;
@@ -661,7 +746,10 @@ static int init_client(struct relay *r, int i) {
     mark_ready(c);
   }
   /* Frames that came with ServerInfo (TLS detach hands them over). */
-  if (r->peers[i].npending) parse(c, r->peers[i].pending, r->peers[i].npending, bench_now_ns());
+  /* Over WebSocket these bytes are DERP already (the client unwrapped them),
+   * and the server's message that carried ServerInfo ended with it. */
+  if (r->peers[i].npending)
+    parse_derp(c, r->peers[i].pending, r->peers[i].npending, bench_now_ns());
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
   return epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
@@ -697,6 +785,8 @@ static int init_workers(struct relay *r) {
     w->rbuf = malloc(RBUF_CAP);
     w->rng = cfg->seed * 0x9E3779B97F4A7C15ull + (uint64_t)t + 1;
     hist_init(&w->lat);
+    hist_init(&w->ilat);
+    hist_init(&w->isnap);
     if (w->ep < 0 || !w->cl || !w->senders || !w->dirty || !w->ready || !w->rbuf) return -1;
   }
   for (int i = 0; i < n; i++)
@@ -753,13 +843,58 @@ static bool all_inflight_drained(struct relay *r) {
   return true;
 }
 
-/* Sleep until `until`, printing a progress line each second. false = stop early. */
+/* --report-every: when the next interval report is due, and what the last one saw. */
+struct interval_clock {
+  int64_t start, last, next;
+  uint64_t last_rx;
+  struct hist lat;
+};
+
+/* One interval report: a new epoch, then each worker's snapshot once it has
+ * taken it (workers look at least every IDLE_WAIT_NS; a worker that does not
+ * answer within 1 s is left out of this interval's histogram). */
+static void report_interval(struct relay *r, struct interval_clock *ic, const char *phase) {
+  uint64_t e = atomic_fetch_add(&r->epoch, 1) + 1;
+  hist_init(&ic->lat);
+  int64_t give_up = bench_now_ns() + 1000000000, stall = 0;
+  for (int t = 0; t < r->nw; t++) {
+    while (atomic_load_explicit(&r->w[t].snap_epoch, memory_order_acquire) != e &&
+           bench_now_ns() < give_up && !atomic_load(&r->failed))
+      bench_sleep_ns(1000000);
+    if (atomic_load_explicit(&r->w[t].snap_epoch, memory_order_acquire) == e) {
+      hist_merge(&ic->lat, &r->w[t].isnap);
+      if (r->w[t].isnap_stall > stall) stall = r->w[t].isnap_stall;
+    } else {
+      stall = bench_now_ns() - ic->last; /* it did not answer at all */
+    }
+  }
+  int64_t now = bench_now_ns();
+  uint64_t rx = SUM(r, rx_all);
+  struct relay_interval iv = {.phase = phase, .t_s = (double)(now - ic->start) / 1e9,
+                              .interval_s = (double)(now - ic->last) / 1e9,
+                              .rx = rx - ic->last_rx, .sent = SUM(r, sent),
+                              .delivered = SUM(r, delivered), .skipped = SUM(r, skipped),
+                              .timeouts = SUM(r, timeouts), .bad = SUM(r, bad),
+                              .peer_gone = SUM(r, peer_gone), .lat = &ic->lat,
+                              .stall_s = (double)stall / 1e9};
+  relay_interval_report(r->cfg, &iv);
+  ic->last = now;
+  ic->last_rx = rx;
+}
+
+/* Sleep until `until`, printing a progress line each second (and an interval
+ * report when one is due). false = stop early. */
 static bool run_phase(struct relay *r, const char *name, int64_t start, int64_t until,
-                      int64_t *next_print, uint64_t *last_rx, uint64_t *last_bytes) {
+                      int64_t *next_print, uint64_t *last_rx, uint64_t *last_bytes,
+                      struct interval_clock *ic) {
   while (bench_now_ns() < until) {
     if (atomic_load(&r->failed) || atomic_load(&bench_interrupted)) return false;
     bench_sleep_ns(until - bench_now_ns() < 20000000 ? until - bench_now_ns() : 20000000);
     int64_t now = bench_now_ns();
+    if (r->cfg->report_every_ns && now >= ic->next) {
+      report_interval(r, ic, name);
+      ic->next += r->cfg->report_every_ns;
+    }
     if (now < *next_print) continue;
     *next_print += 1000000000;
     uint64_t rx = SUM(r, rx_all), bytes = SUM(r, rx_bytes_all);
@@ -815,14 +950,22 @@ static void clock_phases(struct relay *r, struct relay_totals *t) {
   if (atomic_load(&r->phase) == PH_SYNC && !sync_routes(r, t)) return;
   int64_t start = bench_now_ns(), next_print = start + 1000000000;
   uint64_t last_rx = 0, last_bytes = 0;
-  if (!run_phase(r, "warmup", start, start + cfg->warmup_ns, &next_print, &last_rx, &last_bytes))
+  /* Static: the histogram is 30 KiB, and there is one main thread. */
+  static struct interval_clock ic;
+  ic = (struct interval_clock){.start = start, .last = start, .next = start + cfg->report_every_ns};
+  if (!run_phase(r, "warmup", start, start + cfg->warmup_ns, &next_print, &last_rx, &last_bytes,
+                 &ic))
     return;
   servers_sample(cfg, &t->s0);
   double cpu0 = self_cpu_s();
   int64_t m0 = bench_now_ns();
   atomic_store_explicit(&r->phase, PH_MEASURE, memory_order_release);
   bool ok = run_phase(r, "measure", start, m0 + cfg->duration_ns, &next_print, &last_rx,
-                      &last_bytes);
+                      &last_bytes, &ic);
+  /* The last partial interval of the measured window, so that a report
+   * covers every second of it. */
+  if (ok && cfg->report_every_ns && bench_now_ns() > ic.last + cfg->report_every_ns / 10)
+    report_interval(r, &ic, "measure");
   int64_t m1 = bench_now_ns();
   servers_sample(cfg, &t->s1);
   t->bench_cpu_s = self_cpu_s() - cpu0;

@@ -47,8 +47,10 @@ static bool read_mem(pid_t pid, long *rss_kb, long *hwm_kb) {
 }
 
 const char *bench_transport(const struct bench_cfg *cfg) {
-  if (!cfg->tls) return "plain";
   int v = atomic_load(&bench_tls_negotiated);
+  if (cfg->websocket && !cfg->tls) return "websocket";
+  if (cfg->websocket) return v == 0x0304 ? "websocket+tls1.3" : v == 0x0303 ? "websocket+tls1.2" : "websocket+tls";
+  if (!cfg->tls) return "plain";
   return v == 0x0304 ? "tls1.3" : v == 0x0303 ? "tls1.2" : "tls";
 }
 
@@ -171,6 +173,39 @@ static void report_json(const struct bench_cfg *cfg, const struct relay_totals *
   if (cfg->nservers > 1)
     json_object_set_new(o, "route_sync_s", t->sync_s < 0 ? json_null() : json_real(t->sync_s));
   json_object_set_new(o, "error", t->error[0] ? json_string(t->error) : json_null());
+  json_dumpf(o, stdout, JSON_COMPACT);
+  fputc('\n', stdout);
+  fflush(stdout);
+  json_decref(o);
+}
+
+void relay_interval_report(const struct bench_cfg *cfg, const struct relay_interval *iv) {
+  const struct hist *h = iv->lat;
+  double secs = iv->interval_s > 0 ? iv->interval_s : 1;
+  uint64_t gap = iv->sent > iv->delivered ? iv->sent - iv->delivered : 0;
+  if (!cfg->json) {
+    fprintf(stderr,
+            "[%6.1fs %-7s] interval %.1f s: %.0f pps, p50 %.1f us, p99 %.1f us, max %.1f us; "
+            "measured sent %llu, delivered %llu; generator stalled %.1f ms at most\n",
+            iv->t_s, iv->phase, iv->interval_s, (double)iv->rx / secs,
+            hist_quantile(h, 0.5) / 1e3, hist_quantile(h, 0.99) / 1e3,
+            h->count ? h->max / 1e3 : 0.0, (unsigned long long)iv->sent,
+            (unsigned long long)iv->delivered, iv->stall_s * 1e3);
+    return;
+  }
+  json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+                        "kind", "interval", "phase", iv->phase, "t_s", iv->t_s, "interval_s",
+                        iv->interval_s, "generator_stall_ms", iv->stall_s * 1e3, "rx_pps",
+                        (double)iv->rx / secs, "sent",
+                        (json_int_t)iv->sent, "delivered", (json_int_t)iv->delivered,
+                        "not_yet_delivered", (json_int_t)gap, "not_offered",
+                        (json_int_t)iv->skipped, "ack_timeouts", (json_int_t)iv->timeouts,
+                        "malformed", (json_int_t)iv->bad, "peer_gone", (json_int_t)iv->peer_gone,
+                        "latency", latency_json(h));
+  if (!o) {
+    fprintf(stderr, "derp-bench: building the interval JSON failed\n");
+    return;
+  }
   json_dumpf(o, stdout, JSON_COMPACT);
   fputc('\n', stdout);
   fflush(stdout);

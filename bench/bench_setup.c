@@ -103,7 +103,7 @@ int bench_connect_one(const struct bench_cfg *cfg, int server, struct bench_peer
   p->npending = 0;
   const struct bench_server *sv = &cfg->servers[server];
   struct derp_client_opts o = {.host = sv->host, .port = sv->port, .priv = &priv,
-                               .timeout_ms = CONNECT_TIMEOUT_MS};
+                               .timeout_ms = CONNECT_TIMEOUT_MS, .websocket = cfg->websocket};
   if (cfg->tls) return connect_tls(cfg, &o, p, err, errlen);
   struct derp_client *c = NULL;
   if (derp_client_connect(&c, &o, err, errlen) < 0) return -1;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "bench_tool.h"
 #include "derp/hex.h"
 
 atomic_bool bench_interrupted;
@@ -54,6 +55,11 @@ static const char usage[] =
     "  --pin-sha256 HEX      TLS: accept only a leaf certificate with this SHA-256 (64 hex,\n"
     "                        \"sha256-raw:\" prefix allowed); replaces chain verification\n"
     "  --tls-version V       TLS: 1.2 or 1.3 only (default: either, 1.3 preferred)\n"
+    "  --websocket           DERP inside WebSocket binary messages (GET /derp with Upgrade:\n"
+    "                        websocket, subprotocol derp), as browsers speak it; with --tls\n"
+    "                        that is wss. Every mode. Each frame the client sends is one\n"
+    "                        masked binary message (mask key 0: the server unmasks it all the\n"
+    "                        same, and the generator spends no CPU on masking)\n"
     "  --help                this text\n"
     "\n"
     "relay mode: clients send data packets through the server to each other.\n"
@@ -73,7 +79,17 @@ static const char usage[] =
     "                        the senders; no acks; loss = sent - received\n"
     "  --pace-quantum D      open loop: shortest sleep between pacing turns (default 50us);\n"
     "                        packets due meanwhile go out together\n"
+    "  --max-burst D         open loop: a sender thread that fell behind its schedule (did not\n"
+    "                        run) catches up at most D of it at once and counts the rest as not\n"
+    "                        offered (default: up to 4096 packets)\n"
     "  --drain D             after measuring, wait up to D for packets in flight (default 2s)\n"
+    "  --report-every D      also report every D of warm-up and measurement (soak runs):\n"
+    "                        with --json one JSON line {\"kind\":\"interval\",...} on stdout per\n"
+    "                        interval before the final report (its latency: every data packet\n"
+    "                        received in that interval; counters: cumulative over the measured\n"
+    "                        window; generator_stall_ms: the longest a worker thread did not\n"
+    "                        run when it should have, which its latency then includes),\n"
+    "                        else a text line on stderr\n"
     "  --seed N              random topology's seed (default: from the clock)\n"
     "  Reports delivered pps, payload Gbit/s, loss, one-way latency p50/p90/p99/p99.9\n"
     "  (sender and receiver share CLOCK_MONOTONIC), and with --server-pid the server's\n"
@@ -90,21 +106,6 @@ static const char usage[] =
     "failed, or interrupted; 2 = bad usage or local failure.\n";
 
 /* ---- value parsers ---- */
-
-static int parse_duration(const char *s, int64_t *ns) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  static const struct { const char *unit; double mul; } units[] = {
-      {"", 1e9}, {"s", 1e9}, {"ms", 1e6}, {"us", 1e3}, {"ns", 1}, {"m", 60e9}, {"h", 3600e9}};
-  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-    if (strcmp(end, units[i].unit) == 0) {
-      *ns = (int64_t)(v * units[i].mul);
-      return 0;
-    }
-  return -1;
-}
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
@@ -251,18 +252,21 @@ static int apply_valued(struct flag_ctx *x, const char *name, const char *v) {
     else return -1;
     return 0;
   }
-  if (!strcmp(name, "duration")) return parse_duration(v, &c->duration_ns);
-  if (!strcmp(name, "warmup")) return parse_duration(v, &c->warmup_ns);
-  if (!strcmp(name, "hold")) return parse_duration(v, &c->hold_ns);
-  if (!strcmp(name, "ack-timeout")) return parse_duration(v, &c->ack_timeout_ns);
-  if (!strcmp(name, "drain")) return parse_duration(v, &c->drain_ns);
-  if (!strcmp(name, "pace-quantum")) return parse_duration(v, &c->pace_quantum_ns);
+  if (!strcmp(name, "duration")) return bench_parse_duration(v, &c->duration_ns);
+  if (!strcmp(name, "warmup")) return bench_parse_duration(v, &c->warmup_ns);
+  if (!strcmp(name, "hold")) return bench_parse_duration(v, &c->hold_ns);
+  if (!strcmp(name, "ack-timeout")) return bench_parse_duration(v, &c->ack_timeout_ns);
+  if (!strcmp(name, "drain")) return bench_parse_duration(v, &c->drain_ns);
+  if (!strcmp(name, "pace-quantum")) return bench_parse_duration(v, &c->pace_quantum_ns);
+  if (!strcmp(name, "report-every")) return bench_parse_duration(v, &c->report_every_ns);
+  if (!strcmp(name, "max-burst")) return bench_parse_duration(v, &c->max_burst_ns);
   return FLAG_UNKNOWN;
 }
 
 static bool is_bool_flag(const char *name) {
   return !strcmp(name, "json") || !strcmp(name, "quiet") || !strcmp(name, "help") ||
-         !strcmp(name, "h") || !strcmp(name, "tls") || !strcmp(name, "insecure");
+         !strcmp(name, "h") || !strcmp(name, "tls") || !strcmp(name, "insecure") ||
+         !strcmp(name, "websocket");
 }
 
 /* Whether apply_valued knows the name: asked of a scratch config, so that a
@@ -295,6 +299,7 @@ static int parse_args(int argc, char **argv, struct flag_ctx *x) {
       bool on = !eq || !strcmp(eq + 1, "true") || !strcmp(eq + 1, "1");
       if (!strcmp(name, "json")) x->c->json = on;
       else if (!strcmp(name, "tls")) x->c->tls = on;
+      else if (!strcmp(name, "websocket")) x->c->websocket = on;
       else if (!strcmp(name, "insecure")) x->tls_opt = true, x->c->tls_insecure = on;
       else x->c->quiet = on;
       continue;

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -84,10 +85,16 @@ static int key_path(const struct derpd_proc *p, char *out, size_t cap) {
   return (n < 0 || (size_t)n >= cap) ? -1 : 0;
 }
 
+unsigned long e2e_derpd_nofile;
+
 /* Child side of the fork: redirect output, drop inherited fds, exec. */
 static void exec_child(const struct derpd_proc *p, char **argv, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(126); /* parent already gone */
+  if (e2e_derpd_nofile) {
+    struct rlimit rl = {.rlim_cur = e2e_derpd_nofile, .rlim_max = e2e_derpd_nofile};
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+  }
   int log = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   int nul = open("/dev/null", O_RDONLY);
   if (log < 0 || nul < 0) _exit(126);
@@ -191,11 +198,9 @@ static int wait_ready(struct derpd_proc *p) {
   return -1;
 }
 
-int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
-  return derpd_start_on(p, shards, "127.0.0.1", extra_args);
-}
-
-int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args) {
+/* A fresh temp dir for p's key file and log; p->host is where derpd listens
+ * ("127.0.0.1" or "::1"). 0 or -1. */
+static int prepare(struct derpd_proc *p, const char *host) {
   memset(p, 0, sizeof *p);
   snprintf(p->host, sizeof p->host, "%s", host);
   signal(SIGPIPE, SIG_IGN);
@@ -207,56 +212,69 @@ int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const cha
     return -1;
   }
   snprintf(p->log_path, sizeof p->log_path, "%s/derpd.log", p->dir);
-  for (int attempt = 0; attempt < START_TRIES; attempt++) {
-    if (pick_port(&p->port) < 0) return -1;
-    p->pid = spawn(p, shards, extra_args);
-    if (p->pid < 0) {
-      p->pid = 0;
-      return -1;
-    }
-    int r = wait_ready(p);
-    if (r == 0) return 0;
-    fprintf(stderr, "e2e: derpd (port %u) %s; log:\n", p->port,
-            r == 1 ? "exited early" : "not ready in 10 s");
-    derpd_dump_log(p, 4096);
-    if (r < 0) break; /* a hung server will not get better on another port */
+  return 0;
+}
+
+/* Spawn derpd in p->dir on p->port and wait until it is ready: 0; 1 = it
+ * exited early, -1 = not ready in time (the log dumped either way); -2 = it
+ * could not be spawned. */
+static int spawn_ready(struct derpd_proc *p, int shards, const char *extra_args) {
+  p->pid = spawn(p, shards, extra_args);
+  if (p->pid < 0) {
+    p->pid = 0;
+    return -2;
   }
+  int r = wait_ready(p);
+  if (r == 0) return 0;
+  fprintf(stderr, "e2e: derpd (port %u) %s; log:\n", p->port, r == 1 ? "exited early" : "not ready in 10 s");
+  derpd_dump_log(p, 4096);
+  return r;
+}
+
+/* SIGKILL and reap p's process, if any. */
+static void reap(struct derpd_proc *p) {
   if (p->pid > 0) {
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);
     p->pid = 0;
   }
+}
+
+int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
+  return derpd_start_on(p, shards, "127.0.0.1", extra_args);
+}
+
+int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args) {
+  if (prepare(p, host) < 0) return -1;
+  for (int attempt = 0; attempt < START_TRIES; attempt++) {
+    if (pick_port(&p->port) < 0) return -1;
+    int r = spawn_ready(p, shards, extra_args);
+    if (r == 0) return 0;
+    if (r != 1) break; /* a hung server will not get better on another port */
+  }
+  reap(p);
   return -1;
 }
 
 int e2e_pick_port(uint16_t *port) { return pick_port(port); }
 
 int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args) {
-  memset(p, 0, sizeof *p);
-  signal(SIGPIPE, SIG_IGN);
-  if (derp_init() < 0) return -1;
-  snprintf(p->dir, sizeof p->dir, "/tmp/derpd-e2e-XXXXXX");
-  if (!mkdtemp(p->dir)) {
-    p->dir[0] = 0;
-    return -1;
-  }
-  snprintf(p->log_path, sizeof p->log_path, "%s/derpd.log", p->dir);
-  snprintf(p->host, sizeof p->host, "127.0.0.1");
+  if (prepare(p, "127.0.0.1") < 0) return -1;
   p->port = port;
-  p->pid = spawn(p, shards, extra_args);
-  if (p->pid < 0) {
-    p->pid = 0;
-    return -1;
+  if (spawn_ready(p, shards, extra_args) == 0) return 0;
+  reap(p);
+  return -1;
+}
+
+int derpd_restart(struct derpd_proc *p, int shards, const char *extra_args, int *exit_status) {
+  derpd_stop(p, exit_status);
+  for (int attempt = 0; attempt < START_TRIES; attempt++) {
+    int r = spawn_ready(p, shards, extra_args);
+    if (r == 0) return 0;
+    if (r != 1) break;
+    e2e_sleep_ms(200); /* the port may still be held a moment */
   }
-  int r = wait_ready(p);
-  if (r == 0) return 0;
-  fprintf(stderr, "e2e: derpd (port %u) %s; log:\n", p->port, r == 1 ? "exited early" : "not ready in 10 s");
-  derpd_dump_log(p, 4096);
-  if (p->pid > 0) {
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, NULL, 0);
-    p->pid = 0;
-  }
+  reap(p);
   return -1;
 }
 
@@ -313,11 +331,7 @@ static void remove_dir(const char *dir) {
 }
 
 void derpd_kill(struct derpd_proc *p) {
-  if (p->pid > 0) {
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, NULL, 0);
-    p->pid = 0;
-  }
+  reap(p);
   if (p->dir[0] && !getenv("E2E_KEEP")) remove_dir(p->dir);
   p->dir[0] = 0;
 }

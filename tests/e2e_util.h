@@ -38,6 +38,9 @@ struct derpd_proc {
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args);
 /* derpd_start on another loopback address: host "127.0.0.1" or "::1". */
 int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args);
+/* Nonzero: the open-file limit (soft and hard) the next derpd_start* gives
+ * the server, set in its process only (the test's own stays as it is). */
+extern unsigned long e2e_derpd_nofile;
 /* derpd_start on a given port (one try): for nodes that must know each
  * other's ports before they start (regions). */
 int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args);
@@ -51,6 +54,10 @@ int derpd_wait(struct derpd_proc *p, int timeout_ms, int *exit_status);
 int derpd_stop_within(struct derpd_proc *p, int timeout_ms, int *exit_status);
 /* derpd_stop_within with 5 s. */
 int derpd_stop(struct derpd_proc *p, int *exit_status);
+/* Restart: derpd_stop, then the same server again (same port, key file and
+ * log file, which starts over), waiting until it accepts. 0, or -1 (log
+ * dumped). *exit_status: the old process's, as derpd_stop_within says. */
+int derpd_restart(struct derpd_proc *p, int shards, const char *extra_args, int *exit_status);
 /* SIGKILL if still running, reap, remove the temp dir. Safe to call twice. */
 void derpd_kill(struct derpd_proc *p);
 /* True while the process has not exited (reaps it if it has). */

@@ -129,6 +129,9 @@ static int wait_child(pid_t child, int64_t deadline, int *st) {
   }
 }
 
+/* The interval lines (--report-every) of the last run_bench, in order. */
+static json_t *g_intervals;
+
 /* Run derp-bench on the given servers (n of them: --server, or --servers
  * with every one's pid) with the given extra flags; returns its parsed JSON
  * report (caller decrefs) and asserts it exited 0 within the deadline. */
@@ -166,10 +169,19 @@ static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const ch
   }
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "derp-bench %s: exit status %d; stdout: %s",
             extra_flags, WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
-  json_error_t jerr;
-  json_t *j = json_loads(out, 0, &jerr);
-  cr_assert_not_null(j, "derp-bench %s: JSON does not parse (%s): %s", extra_flags, jerr.text, out);
-  cr_assert(json_is_object(j), "report is not an object: %s", out);
+  json_decref(g_intervals);
+  g_intervals = json_array();
+  json_t *j = NULL;
+  for (char *save = NULL, *line = strtok_r(out, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save)) {
+    json_error_t jerr;
+    if (j) json_array_append_new(g_intervals, j);
+    j = json_loads(line, 0, &jerr);
+    cr_assert_not_null(j, "derp-bench %s: JSON does not parse (%s): %s", extra_flags, jerr.text,
+                       line);
+  }
+  cr_assert_not_null(j, "derp-bench %s: no output", extra_flags);
+  cr_assert(json_is_object(j), "report is not an object");
   return j;
 }
 
@@ -215,6 +227,32 @@ Test(bench_smoke, relay_pairs_closed_loop, SMOKE) {
   cr_expect_geq(get_num(lat, "p999_us"), get_num(lat, "p50_us"));
   cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "plain");
   json_decref(j);
+}
+
+/* Open loop over WebSocket with interval reports: every line before the
+ * report is an interval, warm-up first, and the counters only grow. */
+Test(bench_smoke, websocket_open_loop_intervals, SMOKE) {
+  json_t *j = run_bench("--websocket --mode relay --topology pairs --clients 4 --pps 2000 "
+                        "--duration 2s --warmup 500ms --report-every 500ms --threads 1");
+  cr_expect(json_is_null(json_object_get(j, "error")), "error reported");
+  cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "websocket");
+  cr_expect_gt(get_int(j, "delivered"), 0, "nothing delivered");
+  size_t n = json_array_size(g_intervals);
+  cr_expect_geq(n, 4, "%zu interval lines for 2.5 s at 500 ms", n);
+  json_int_t last_sent = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_t *iv = json_array_get(g_intervals, i);
+    cr_expect_str_eq(json_string_value(json_object_get(iv, "kind")), "interval");
+    cr_expect_str_eq(json_string_value(json_object_get(iv, "phase")), i == 0 ? "warmup" : "measure");
+    cr_expect_geq(get_int(iv, "sent"), last_sent);
+    last_sent = get_int(iv, "sent");
+    json_t *lat = json_object_get(iv, "latency");
+    cr_assert(json_is_object(lat), "interval %zu has no latency", i);
+    cr_expect_gt(get_int(lat, "count"), 0, "interval %zu saw no packet", i);
+  }
+  cr_expect_leq(last_sent, get_int(j, "sent"));
+  json_decref(j);
+  cr_expect_gt(derpd_varz(&g_srv, "derpd_websocket_upgrades"), 3);
 }
 
 Test(bench_smoke, churn, SMOKE) {

@@ -8,7 +8,8 @@
  * senders); a ForwardPacket is never forwarded twice; after churn every
  * node's remote view and every watcher's view equal the truth; a wrong mesh
  * key is refused, logged once and retried; a mesh link that stops reading is
- * cut after 30 s without slowing local pairs; ClosePeer closes exactly its key.
+ * cut after 30 s without slowing local pairs; ClosePeer closes exactly its key;
+ * a node serving plain HTTP links to one serving TLS and back.
  *
  * Not Criterion: the TLS region links BoringSSL (libderp_tls), which clashes
  * with the OpenSSL that Criterion loads. Each test starts its own nodes;
@@ -44,6 +45,9 @@ struct region {
 
 static struct region g_r;
 static bool g_cert_dir; /* TLS links trust SSL_CERT_DIR rather than SSL_CERT_FILE */
+static bool g_mixed;    /* odd nodes serve TLS, even nodes plain HTTP */
+
+static bool node_tls(const struct region *r, int i) { return r->tls || (g_mixed && i % 2); }
 static struct derp_client *g_clients[MAXC];
 static int g_nclients;
 
@@ -84,8 +88,8 @@ static void mesh_list(struct region *r, int i, bool chain, char *out, size_t cap
   out[0] = 0;
   for (int j = 0; j < r->n; j++) {
     if (chain && (j == i || (j != i - 1 && j != i + 1))) continue;
-    n += (size_t)snprintf(out + n, cap - n, "%s%s%s:%u", n ? "," : "", r->tls ? "" : "http://",
-                          r->tls ? "localhost" : "127.0.0.1", r->port[j]);
+    n += (size_t)snprintf(out + n, cap - n, "%s%s%s:%u", n ? "," : "", node_tls(r, j) ? "" : "http://",
+                          node_tls(r, j) ? "localhost" : "127.0.0.1", r->port[j]);
   }
 }
 
@@ -93,7 +97,7 @@ static void node_args(struct region *r, int i, bool chain, const char *key_file,
   char list[512];
   mesh_list(r, i, chain, list, sizeof list);
   size_t n = (size_t)snprintf(out, cap, "-mesh-psk-file %s -mesh-with %s", key_file, list);
-  if (r->tls)
+  if (node_tls(r, i))
     snprintf(out + n, cap - n, " -certmode selfsigned -hostname localhost -certdir %s/c%d -http-port -1",
              r->dir, i);
 }
@@ -142,7 +146,7 @@ static void region_up(int n, bool tls, bool chain) {
   snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
   make_key_file(r->key_file);
   for (int i = 0; i < n; i++) cr_assert_eq(e2e_pick_port(&r->port[i]), 0);
-  if (tls) make_certs(r);
+  if (tls || g_mixed) make_certs(r);
   for (int i = 0; i < n; i++) start_node(r, i, chain, r->key_file);
 }
 
@@ -160,7 +164,7 @@ static struct derp_client *connect_as(int i, const derp_privkey *priv, const cha
   struct derp_client *c = NULL;
   char err[256] = "";
   int rc;
-  if (g_r.tls) {
+  if (node_tls(&g_r, i)) {
     struct derp_tls_opts t = {.sni = "localhost", .ca_file = g_r.ca_file};
     rc = derp_client_connect_tls(&c, &o, &t, NULL, err, sizeof err);
   } else {
@@ -214,6 +218,7 @@ static int teardown(void) {
   unsetenv("SSL_CERT_FILE");
   unsetenv("SSL_CERT_DIR");
   g_cert_dir = false;
+  g_mixed = false;
   memset(&g_r, 0, sizeof g_r);
   return 0;
 }
@@ -272,6 +277,22 @@ static void test_relay_tls(void) { all_pairs(true); }
 static void test_relay_tls_certdir(void) {
   g_cert_dir = true;
   all_pairs(true);
+}
+
+/* A plain node links to a TLS node (an https entry) and the TLS node to the
+ * plain one (http): the plain node used to crash adopting its TLS link, as
+ * its BIO method was made only when serving TLS. */
+static void test_relay_mixed(void) {
+  g_mixed = true;
+  region_up(2, false, false);
+  wait_links_logged(1);
+  struct derp_client *c[2] = {client_on(0, NULL), client_on(1, NULL)};
+  for (int i = 0; i < 2; i++) {
+    e2e_sync_route(c[i], c[1 - i]);
+    e2e_relay_check(c[i], c[1 - i], 100);
+    send_big(c[i], c[1 - i]);
+  }
+  cr_assert(derpd_alive(&g_r.node[0]) && derpd_alive(&g_r.node[1]));
 }
 
 /* K moves from node 0 to node 2 while S on node 1 keeps sending. */
@@ -769,7 +790,7 @@ int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
       {"relay_plain", test_relay_plain},     {"relay_tls", test_relay_tls},
-      {"relay_tls_certdir", test_relay_tls_certdir},
+      {"relay_tls_certdir", test_relay_tls_certdir}, {"relay_mixed", test_relay_mixed},
       {"client_moves", test_client_moves},   {"kill_node", test_kill_node},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},

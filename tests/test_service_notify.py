@@ -77,7 +77,7 @@ class Derpd:
         self.log = open(self.log_path, "w")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            list(wrap) + [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port] + list(args),
+            list(wrap) + [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port, "-stun=false"] + list(args),
             env=e, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.msgs = []  # (seconds since start, message, sender pid)
 

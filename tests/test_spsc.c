@@ -202,6 +202,29 @@ Test(spsc, pop_batch_respects_max) {
   spsc_free(q);
 }
 
+/* A short batch means the ring is empty: the consumer drains a source again
+ * only when a batch came back full or the producer set its bit anew, and the
+ * producer's bit for what it published meanwhile may already be taken (the
+ * shards' inbound mask). So a pop that its cached tail would cut short must
+ * look at the published tail. Before: 256, then 44 of 144 while 100 more were
+ * published, and those 100 stayed in the ring until the producer's next
+ * publish. */
+Test(spsc, short_batch_means_empty) {
+  struct spsc *q = spsc_new(1024);
+  cr_assert_not_null(q);
+  for (uint32_t i = 0; i < 300; i++) cr_assert(spsc_push(q, ITEM(i + 1)));
+  spsc_publish(q);
+  void *out[256];
+  cr_assert_eq(spsc_pop_batch(q, out, 256), 256);
+  for (uint32_t i = 300; i < 400; i++) cr_assert(spsc_push(q, ITEM(i + 1)));
+  spsc_publish(q);
+  uint32_t n = spsc_pop_batch(q, out, 256);
+  cr_assert_eq(n, 144, "popped %u of the 144 published", n);
+  for (uint32_t i = 0; i < n; i++) cr_assert_eq(VAL(out[i]), 256 + i + 1);
+  cr_assert(spsc_empty(q));
+  spsc_free(q);
+}
+
 /* Wrap the ring many times with varying batch sizes (and odd phase) so every
  * slot index and the uint32 arithmetic around the mask are exercised. */
 Test(spsc, wrap_around_many_times) {

@@ -120,9 +120,10 @@ static int conn_budget(int nshards, int configured) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd and up to three listeners (the port-80 helper,
-   * --metrics-listen); keep some for logs, key and certificate files, and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 4L * nshards;
+  /* Each shard holds a ring fd, up to three listeners (the main port, the
+   * port-80 helper, --metrics-listen) and a STUN socket; keep some for logs,
+   * key and certificate files, and spares. */
+  long avail = (long)rl.rlim_cur - 32 - 5L * nshards;
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)
@@ -398,6 +399,12 @@ int main(int argc, char **argv) {
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
+  /* Always: a node serving plain HTTP still adopts its https mesh links
+   * onto derpd's BIO (transport_tls_adopt). */
+  if (transport_tls_init() != 0) {
+    log_error("tls: cannot make the connection BIO method");
+    return 1;
+  }
   if (s->tls) {
     if (setup_ktls(s) != 0) {
       free(s);
@@ -407,7 +414,7 @@ int main(int argc, char **argv) {
       log_error("acme: %s", err);
       return 1;
     }
-    if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
+    if (tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
       log_error("tls: %s", err);
       return 1;
     }

@@ -639,9 +639,13 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
   if (list_linked(&c->ka_node)) list_del(&c->ka_node);
   drop_queues(c);
   shutdown(c->fd, SHUT_RDWR); /* completes pending recv/send promptly */
-  if (c->ops > 0) {
+  /* And cancel them by their user_data, which the kernel finds in a hash: a
+   * cancel by fd scans every request in flight on the ring, so closing many
+   * connections at once (a stop, a flood's end) cost O(n) each. */
+  static const enum ud_tag kinds[] = {UD_HSRECV, UD_RECV, UD_SEND};
+  for (size_t k = 0; c->ops > 0 && k < sizeof kinds / sizeof kinds[0]; k++) {
     struct io_uring_sqe *sqe = shard_sqe(sh);
-    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_prep_cancel64(sqe, ud_make(c, kinds[k]), IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
   }
   shard_mark_dirty(sh, c); /* reaped by conn_flush once ops == 0 */

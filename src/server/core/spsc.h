@@ -84,10 +84,13 @@ static inline bool spsc_publish(struct spsc *q) {
   return true;
 }
 
-/* Consumer: pop up to max items into out; returns how many. */
+/* Consumer: pop up to max items into out; returns how many. Fewer than max
+ * means nothing more was published when it looked: the cached tail is
+ * reloaded whenever it holds fewer than max (callers take a short batch for
+ * an empty ring, and may not look again until the producer says so). */
 static inline uint32_t spsc_pop_batch(struct spsc *q, void **out, uint32_t max) {
   uint32_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
-  if (h == q->tail_cache) {
+  if (q->tail_cache - h < max) {
     q->tail_cache = atomic_load_explicit(&q->tail, memory_order_acquire);
     if (h == q->tail_cache) return 0;
   }
