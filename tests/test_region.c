@@ -589,7 +589,9 @@ static void fake_accept(struct fake_node *f) {
   setsockopt(f->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
 }
 
-static void test_stalled_link(void) {
+/* A fake node listening on loopback, and one derpd node (g_r) with a mesh
+ * key that will dial it; returns the fake node. */
+static struct fake_node fake_node_up(void) {
   struct fake_node f = {0};
   derp_key_generate(&f.priv, &f.pub);
   e2e_random_key(&f.k);
@@ -608,6 +610,12 @@ static void test_stalled_link(void) {
   snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
   make_key_file(r->key_file);
   cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
+  return f;
+}
+
+static void test_stalled_link(void) {
+  struct fake_node f = fake_node_up();
+  struct region *r = &g_r;
   char args[600];
   snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
   /* One shard: the flood and the local pair share no inter-shard ring, whose
@@ -643,24 +651,8 @@ static void test_stalled_link(void) {
 /* A node that stops answering (SIGSTOP, a black hole) while its kernel still
  * ACKs: derpd's Pings go unanswered and the link is cut after an interval. */
 static void test_hung_link(void) {
-  struct fake_node f = {0};
-  derp_key_generate(&f.priv, &f.pub);
-  e2e_random_key(&f.k);
-  f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  cr_assert_eq(bind(f.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-  socklen_t sl = sizeof sa;
-  getsockname(f.lfd, (struct sockaddr *)&sa, &sl);
-  f.port = ntohs(sa.sin_port);
-  cr_assert_eq(listen(f.lfd, 8), 0);
+  struct fake_node f = fake_node_up();
   struct region *r = &g_r;
-  memset(r, 0, sizeof *r);
-  r->n = 1;
-  snprintf(r->dir, sizeof r->dir, "/tmp/derpd-region-XXXXXX");
-  cr_assert_not_null(mkdtemp(r->dir));
-  snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
-  make_key_file(r->key_file);
-  cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
   char args[600];
   snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u --keepalive-interval 1s",
            r->key_file, f.port);

@@ -153,44 +153,40 @@ int transport_tls_init(void) {
   return 0;
 }
 
-int transport_tls_attach(struct conn *c) {
-  struct tls_conn *t = calloc(1, sizeof *t);
-  SSL *ssl = t ? tls_new_ssl() : NULL;
-  BIO *bio = ssl ? BIO_new(bio_method) : NULL;
-  if (!bio) {
-    SSL_free(ssl);
-    free(t);
-    ERR_clear_error();
-    return -1;
-  }
-  BIO_set_data(bio, t);
-  BIO_set_init(bio, 1);
-  SSL_set_bio(ssl, bio, bio); /* one BIO both ways: ssl takes the one reference */
-  SSL_set_accept_state(ssl);
-  SSL_set_shed_handshake_config(ssl, 1); /* drop certs/config refs once done */
-  t->ssl = ssl;
-  c->xp = &transport_tls;
-  c->xp_state = t;
-  return 0;
-}
-
-int transport_tls_adopt(struct conn *c, SSL *ssl) {
-  struct tls_conn *t = calloc(1, sizeof *t);
+/* Puts ssl on c behind derpd's BIO (one BIO both ways: ssl takes the one
+ * reference; any BIO ssl had is freed, its fd left open). Takes ssl in any
+ * case: NULL (then nothing is made) or freed on failure. */
+static struct tls_conn *wrap_ssl(struct conn *c, SSL *ssl) {
+  struct tls_conn *t = ssl ? calloc(1, sizeof *t) : NULL;
   BIO *bio = t ? BIO_new(bio_method) : NULL;
   if (!bio) {
     SSL_free(ssl);
     free(t);
     ERR_clear_error();
-    return -1;
+    return NULL;
   }
   BIO_set_data(bio, t);
   BIO_set_init(bio, 1);
-  SSL_set_bio(ssl, bio, bio); /* frees the socket BIO; the fd stays open */
+  SSL_set_bio(ssl, bio, bio);
   t->ssl = ssl;
-  t->done = true;
-  t->ktls_tried = true; /* links stay in userspace TLS */
   c->xp = &transport_tls;
   c->xp_state = t;
+  return t;
+}
+
+int transport_tls_attach(struct conn *c) {
+  SSL *ssl = tls_new_ssl();
+  if (!wrap_ssl(c, ssl)) return -1;
+  SSL_set_accept_state(ssl);
+  SSL_set_shed_handshake_config(ssl, 1); /* drop certs/config refs once done */
+  return 0;
+}
+
+int transport_tls_adopt(struct conn *c, SSL *ssl) {
+  struct tls_conn *t = wrap_ssl(c, ssl);
+  if (!t) return -1;
+  t->done = true;
+  t->ktls_tried = true; /* links stay in userspace TLS */
   return 0;
 }
 
