@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -101,12 +102,15 @@ static void exec_child(const struct derpd_proc *p, char **argv, pid_t parent) {
 }
 
 static pid_t spawn(const struct derpd_proc *p, int shards, const char *extra) {
-  char addr[32], keyp[300], nshards[16], extra_copy[1024] = "";
-  snprintf(addr, sizeof addr, "127.0.0.1:%u", p->port);
+  char addr[64], keyp[300], nshards[16], extra_copy[1024] = "";
+  bool v6 = strchr(p->host, ':') != NULL;
+  snprintf(addr, sizeof addr, "%s%s%s:%u", v6 ? "[" : "", p->host, v6 ? "]" : "", p->port);
   snprintf(nshards, sizeof nshards, "%d", shards);
   if (key_path(p, keyp, sizeof keyp) < 0) return -1;
-  char *argv[MAX_ARGS] = {(char *)derpd_bin(), "-dev", "-a", addr, "-c", keyp, "--shards", nshards};
-  int argc = 8;
+  /* STUN on a free port: tests run side by side, derper's 3478 is one port. */
+  char *argv[MAX_ARGS] = {(char *)derpd_bin(), "-dev", "-a", addr, "-c", keyp, "--shards", nshards,
+                          "-stun-port=0"};
+  int argc = 9;
   if (extra && strlen(extra) >= sizeof extra_copy) return -1;
   if (extra) strcpy(extra_copy, extra);
   char *save = NULL;
@@ -121,14 +125,29 @@ static pid_t spawn(const struct derpd_proc *p, int shards, const char *extra) {
   return pid;
 }
 
-static bool tcp_probe(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
-                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-  close(fd);
-  return ok;
+/* A derpd_proc not made by derpd_start* (a test's own) has no host yet. */
+static const char *host_of(const struct derpd_proc *p) { return p->host[0] ? p->host : "127.0.0.1"; }
+
+/* A TCP connection to derpd's address (blocking), or -1. */
+static int dial(const struct derpd_proc *p) {
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char port[8];
+  snprintf(port, sizeof port, "%u", p->port);
+  if (getaddrinfo(host_of(p), port, &hints, &ai) != 0) return -1;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(ai);
+  return fd;
+}
+
+static bool tcp_probe(const struct derpd_proc *p) {
+  int fd = dial(p);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
 }
 
 /* The server writes the key file itself (atomically); only read it once it
@@ -160,7 +179,9 @@ static int wait_ready(struct derpd_proc *p) {
       p->pid = 0;
       return 1;
     }
-    if (tcp_probe(p->port)) {
+    /* The log line as well: a derpd that fails at start (a busy port) has
+     * written its key file, and a probe may reach whoever holds the port. */
+    if (tcp_probe(p) && derpd_log_contains(p, "derpd: listening on")) {
       int k = load_server_key(p);
       if (k == 0) return 0;
       if (k < 0) return -1;
@@ -171,7 +192,12 @@ static int wait_ready(struct derpd_proc *p) {
 }
 
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
+  return derpd_start_on(p, shards, "127.0.0.1", extra_args);
+}
+
+int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args) {
   memset(p, 0, sizeof *p);
+  snprintf(p->host, sizeof p->host, "%s", host);
   signal(SIGPIPE, SIG_IGN);
   if (derp_init() < 0) return -1;
   snprintf(p->dir, sizeof p->dir, "/tmp/derpd-e2e-XXXXXX");
@@ -215,6 +241,7 @@ int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char
     return -1;
   }
   snprintf(p->log_path, sizeof p->log_path, "%s/derpd.log", p->dir);
+  snprintf(p->host, sizeof p->host, "127.0.0.1");
   p->port = port;
   p->pid = spawn(p, shards, extra_args);
   if (p->pid < 0) {
@@ -343,6 +370,26 @@ bool derpd_log_contains(const struct derpd_proc *p, const char *substr) {
   return found;
 }
 
+pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old) {
+  FILE *f = fopen(p->log_path, "r");
+  if (!f) return 0;
+  char line[512];
+  pid_t found = 0;
+  while (fgets(line, sizeof line, f)) {
+    const char *m = strstr(line, "derpd: pid ");
+    if (m && atoi(m + 11) != old) found = atoi(m + 11);
+  }
+  fclose(f);
+  return found;
+}
+
+void e2e_reap(pid_t *pid) {
+  if (*pid <= 0) return;
+  kill(*pid, SIGKILL);
+  waitpid(*pid, NULL, 0);
+  *pid = 0;
+}
+
 void derpd_dump_log(const struct derpd_proc *p, size_t max) {
   size_t n = 0;
   char *buf = read_log(p, &n);
@@ -356,7 +403,7 @@ void derpd_dump_log(const struct derpd_proc *p, size_t max) {
 
 struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey *priv,
                                  bool fast_start, char *err, size_t errlen) {
-  struct derp_client_opts o = {.host = "127.0.0.1", .port = p->port, .priv = priv,
+  struct derp_client_opts o = {.host = host_of(p), .port = p->port, .priv = priv,
                                .fast_start = fast_start, .server_key = &p->server_key,
                                .timeout_ms = 5000};
   struct derp_client *c = NULL;
@@ -366,7 +413,7 @@ struct derp_client *derpd_client(const struct derpd_proc *p, const derp_privkey 
 
 struct derp_client *derpd_client_ws(const struct derpd_proc *p, const derp_privkey *priv,
                                     uint32_t frame_max, char *err, size_t errlen) {
-  struct derp_client_opts o = {.host = "127.0.0.1", .port = p->port, .priv = priv,
+  struct derp_client_opts o = {.host = host_of(p), .port = p->port, .priv = priv,
                                .server_key = &p->server_key, .timeout_ms = 5000,
                                .websocket = true, .ws_frame_max = frame_max};
   struct derp_client *c = NULL;
@@ -539,14 +586,8 @@ bool e2e_wait_closed(struct derp_client *c, int timeout_ms) {
 /* ---- raw TCP / HTTP ---- */
 
 int raw_connect(const struct derpd_proc *p) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = dial(p);
   if (fd < 0) return -1;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p->port),
-                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    close(fd);
-    return -1;
-  }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;

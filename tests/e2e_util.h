@@ -26,13 +26,18 @@ struct derpd_proc {
   derp_key server_key;  /* read from <dir>/derper.key once the server made it */
   char dir[256];
   char log_path[300];
+  char host[48];        /* where derpd listens (-a) and clients dial: "127.0.0.1" or "::1" */
 };
 
 /* Start derpd with --shards N and extra space-separated args (may be NULL).
  * Waits (<= 10 s) until it accepts TCP and its key file exists. Retries with
  * another port (3 tries) if it exits early. 0 on success, -1 (log dumped to
- * stderr) on failure. The child gets SIGKILL if the test process dies. */
+ * stderr) on failure. The child gets SIGKILL if the test process dies.
+ * It listens on 127.0.0.1, with STUN on a free port (-stun-port=0) unless
+ * extra_args say otherwise (a later flag wins). */
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args);
+/* derpd_start on another loopback address: host "127.0.0.1" or "::1". */
+int derpd_start_on(struct derpd_proc *p, int shards, const char *host, const char *extra_args);
 /* derpd_start on a given port (one try): for nodes that must know each
  * other's ports before they start (regions). */
 int derpd_start_port(struct derpd_proc *p, int shards, uint16_t port, const char *extra_args);
@@ -53,6 +58,11 @@ bool derpd_alive(struct derpd_proc *p);
 /* VmRSS in KiB, -1 if unreadable. */
 long derpd_rss_kb(const struct derpd_proc *p);
 bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
+/* After a live upgrade (SIGUSR2): the pid of the last "derpd: pid N" line in
+ * the log other than old's, or 0. */
+pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old);
+/* SIGKILL and reap *pid if it is > 0 (a process a live upgrade started); *pid = 0. */
+void e2e_reap(pid_t *pid);
 /* Print the last `max` bytes of the log to stderr (diagnostics on failure). */
 void derpd_dump_log(const struct derpd_proc *p, size_t max);
 

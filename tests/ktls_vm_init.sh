@@ -29,7 +29,7 @@ start_derpd() {
   port=$1; shift
   rm -rf /tmp/certs /tmp/key.json
   derpd -c /tmp/key.json -a 127.0.0.1:$port -certmode selfsigned -hostname localhost \
-        -certdir /tmp/certs -http-port -1 "$@" >/tmp/derpd-$port.log 2>&1 &
+        -certdir /tmp/certs -http-port -1 -stun=false "$@" >/tmp/derpd-$port.log 2>&1 &
   DPID=$!
   for i in $(seq 100); do
     if grep -q 'server key nodekey' /tmp/derpd-$port.log 2>/dev/null; then sleep 0.1; return 0; fi

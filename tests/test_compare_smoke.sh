@@ -22,10 +22,10 @@ bench="${DERP_BENCH_BIN:-$ROOT/build/bench/derp-bench}"
 
 rc=0
 env -u DERP_OTHER_CMD "$ROOT/bench/compare" --quick --repeat 1 --duration 1s \
-  --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards}" --bench "$bench" \
+  --derpd "$derpd -dev -a 127.0.0.1:{port} --shards {shards} -stun=false" --bench "$bench" \
   --sizes 1200 --shards 1 --loads 20000 --shard-clients 6 \
   --server-cpus 0 --bench-cpus "$(($(nproc) - 1))" --server-cpu-budget 1 \
-  --other "$derpd -c $tmp/key.json -a 127.0.0.1:{port} --shards {shards} -certmode selfsigned -hostname localhost -certdir $tmp/certs -http-port -1" \
+  --other "$derpd -c $tmp/key.json -a 127.0.0.1:{port} --shards {shards} -certmode selfsigned -hostname localhost -certdir $tmp/certs -http-port -1 -stun=false" \
   --other-name derpd-tls --other-bench-args '--tls --sni localhost --insecure' \
   --plots "$tmp/img" --results "$tmp/results/r.jsonl" >"$tmp/report.md" 2>"$tmp/stderr.txt" || rc=$?
 if ((rc != 0)); then

@@ -1,6 +1,8 @@
 /* test_config.c: command-line parsing (src/server/config.c): Go flag syntax,
  * booleans, durations, validation errors, the -dev default port, and help. */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,13 @@ Test(config, defaults) {
   cr_assert_eq(c.queue_depth, 0); /* auto */
   cr_assert_eq(c.verbose, 0);
   cr_assert_eq(c.ktls_mode, KTLS_AUTO);
+  cr_assert(c.stun);
+  cr_assert_eq(c.stun_port, 3478);
+  cr_assert(!c.stun_generic);
+  cr_assert(isinf(c.accept_limit) && c.accept_limit > 0);
+  cr_assert_eq(c.accept_burst, INT64_MAX);
+  cr_assert_eq(c.tcp_keepalive_ms, 600000);
+  cr_assert_eq(c.tcp_user_timeout_ms, 15000);
 }
 
 Test(config, all_syntaxes) {
@@ -244,7 +253,7 @@ Test(config, int_ranges) {
 
 Test(config, syntax_errors) {
   ERR("flag provided but not defined: -x", "-x");
-  ERR("flag provided but not defined: -stun", "--stun");
+  ERR("flag provided but not defined: -stun-portx", "--stun-portx");
   ERR("flag needs an argument: -c", "-c");
   ERR("flag needs an argument: -shards", "-v", "--shards");
   ERR("bad flag syntax: ---dev", "---dev");
@@ -278,12 +287,18 @@ Test(config, help) {
   }
 }
 
-Test(config, usage_mentions_every_flag) {
-  char *buf = NULL;
+/* config_usage's text into *buf (malloc'd). */
+static void usage_text(char **buf) {
   size_t len = 0;
-  FILE *out = open_memstream(&buf, &len);
+  *buf = NULL;
+  FILE *out = open_memstream(buf, &len);
   config_usage(out, "derpd");
   fclose(out);
+}
+
+Test(config, usage_mentions_every_flag) {
+  char *buf;
+  usage_text(&buf);
   static const char *needles[] = {
       "-a string", "\":443\"", "\":3340\"", "-c string", "-dev", "-hostname", "derp.example.com",
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
@@ -292,10 +307,94 @@ Test(config, usage_mentions_every_flag) {
       "-mesh-with", "derp-mesh.key", "name/dialaddr", "http://host:port",
       "-ktls string", "auto", "require", "-debug-allow string", "TS_ALLOW_DEBUG_IP",
       "TS_DEBUG_KEY_PATH", "X-Forwarded-For", "-metrics-listen string",
+      "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
+      "-accept-connection-burst int", "9223372036854775807", "-tcp-keepalive-time duration", "10m0s",
+      "-tcp-user-timeout duration", "15s",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
   free(buf);
+}
+
+Test(config, usage_lists_stun_as_supported) {
+  char *buf;
+  usage_text(&buf);
+  const char *nys = strstr(buf, "Not yet supported");
+  cr_assert(nys);
+  cr_assert_null(strstr(nys, "STUN"), "usage still lists STUN as not supported");
+  cr_assert_null(strstr(nys, "-stun"));
+  free(buf);
+}
+
+Test(config, stun_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-stun=false", "-stun-port", "3479", "--stun-generic"), 0, "%s", err);
+  cr_assert(!c.stun);
+  cr_assert_eq(c.stun_port, 3479);
+  cr_assert(c.stun_generic);
+  cr_assert_eq(PARSE(&c, "-stun", "-stun-port=0", "-stun-generic=false"), 0, "%s", err);
+  cr_assert(c.stun);
+  cr_assert_eq(c.stun_port, 0);
+  cr_assert(!c.stun_generic);
+  ERR("invalid value \"65536\" for flag -stun-port", "-stun-port=65536");
+  ERR("invalid value \"-1\" for flag -stun-port", "-stun-port", "-1");
+  ERR("invalid boolean value \"maybe\" for -stun", "-stun=maybe");
+}
+
+Test(config, accept_limit_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-accept-connection-limit", "5", "-accept-connection-burst=10"), 0, "%s", err);
+  cr_assert_eq(c.accept_limit, 5.0);
+  cr_assert_eq(c.accept_burst, 10);
+  static const struct { const char *v; double want; } ok[] = {
+      {"2.5", 2.5}, {"1e3", 1000}, {"0", 0}, {"0.001", 0.001}, {".5", 0.5},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    cr_assert_eq(PARSE(&c, "-accept-connection-limit", ok[i].v), 0, "%s: %s", ok[i].v, err);
+    cr_assert_eq(c.accept_limit, ok[i].want, "%s", ok[i].v);
+  }
+  static const char *const inf[] = {"inf", "+Inf", "Infinity", "+INF"};
+  for (size_t i = 0; i < sizeof inf / sizeof inf[0]; i++) {
+    cr_assert_eq(PARSE(&c, "-accept-connection-limit=5", "-accept-connection-limit", inf[i]), 0, "%s", inf[i]);
+    cr_assert(isinf(c.accept_limit) && c.accept_limit > 0, "%s", inf[i]);
+  }
+  ERR("invalid value \"-1\" for flag -accept-connection-limit: must be 0 or more", "-accept-connection-limit=-1");
+  ERR("invalid value \"-Inf\" for flag -accept-connection-limit", "-accept-connection-limit=-Inf");
+  ERR("invalid value \"NaN\" for flag -accept-connection-limit: parse error", "-accept-connection-limit=NaN");
+  ERR("invalid value \"x\" for flag -accept-connection-limit: parse error", "-accept-connection-limit", "x");
+  ERR("invalid value \" 5\" for flag -accept-connection-limit", "-accept-connection-limit= 5");
+  ERR("invalid value \"5/s\" for flag -accept-connection-limit", "-accept-connection-limit=5/s");
+  ERR("invalid value \"1e999\" for flag -accept-connection-limit", "-accept-connection-limit=1e999");
+  ERR("invalid value \"\" for flag -accept-connection-limit", "-accept-connection-limit=");
+  cr_assert_eq(PARSE(&c, "-accept-connection-burst=0"), 0, "%s", err);
+  cr_assert_eq(c.accept_burst, 0);
+  cr_assert_eq(PARSE(&c, "-accept-connection-burst=9223372036854775807"), 0, "%s", err);
+  cr_assert_eq(c.accept_burst, INT64_MAX);
+  ERR("invalid value \"-1\" for flag -accept-connection-burst", "-accept-connection-burst=-1");
+  ERR("invalid value \"9223372036854775808\" for flag -accept-connection-burst",
+      "-accept-connection-burst=9223372036854775808");
+  ERR("invalid value \"1.5\" for flag -accept-connection-burst: parse error", "-accept-connection-burst=1.5");
+}
+
+Test(config, tcp_socket_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-tcp-keepalive-time", "30s", "-tcp-user-timeout=1m"), 0, "%s", err);
+  cr_assert_eq(c.tcp_keepalive_ms, 30000);
+  cr_assert_eq(c.tcp_user_timeout_ms, 60000);
+  /* As in Go: 0 is the default idle time (15 s), negative turns keepalive off. */
+  cr_assert_eq(PARSE(&c, "-tcp-keepalive-time=0", "-tcp-user-timeout=0"), 0, "%s", err);
+  cr_assert_eq(c.tcp_keepalive_ms, 0);
+  cr_assert_eq(c.tcp_user_timeout_ms, 0);
+  cr_assert_eq(PARSE(&c, "-tcp-keepalive-time=-1s"), 0, "%s", err);
+  cr_assert_eq(c.tcp_keepalive_ms, -1);
+  cr_assert_eq(PARSE(&c, "-tcp-keepalive-time", "-0s"), 0, "%s", err);
+  cr_assert_eq(c.tcp_keepalive_ms, 0);
+  cr_assert_eq(PARSE(&c, "-tcp-keepalive-time=9h6m7s"), 0, "%s", err);
+  ERR("-tcp-keepalive-time: must be at most 32767s", "-tcp-keepalive-time=9h6m8s");
+  ERR("invalid value \"-x\" for flag -tcp-keepalive-time", "-tcp-keepalive-time=-x");
+  ERR("invalid value \"10\" for flag -tcp-keepalive-time", "-tcp-keepalive-time=10");
+  ERR("invalid value \"-1s\" for flag -tcp-user-timeout", "-tcp-user-timeout=-1s");
+  ERR("invalid value \"25h\" for flag -tcp-user-timeout", "-tcp-user-timeout=25h");
 }
 
 Test(config, tls_rules) {

@@ -63,7 +63,7 @@ inns ip link set "${veth}n" up
 MPORT=9464
 printf '  k3y-%s\n' "$$" >"$tmp/debugkey"
 TS_ALLOW_DEBUG_IP="$net.4" TS_DEBUG_KEY_PATH="$tmp/debugkey" \
-  "$derpd" -dev -a :0 --shards 2 --metrics-listen "$net.1:$MPORT" --debug-allow "$net.2/32" \
+  "$derpd" -dev -a :0 --shards 2 -stun-port 0 --metrics-listen "$net.1:$MPORT" --debug-allow "$net.2/32" \
   >"$tmp/derpd.log" 2>&1 &
 pids+=($!)
 port=""

@@ -29,29 +29,11 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  if (g_new_pid > 0) {
-    kill(g_new_pid, SIGKILL);
-    waitpid(g_new_pid, NULL, 0);
-    g_new_pid = 0;
-  }
+  e2e_reap(&g_new_pid);
   e2e_test_fini(&g_srv);
 }
 
 #define E2E .init = setup, .fini = teardown, .timeout = 90
-
-/* The last "derpd: pid N" in the log other than the old process's. */
-static pid_t new_pid_from_log(const struct derpd_proc *p, pid_t old) {
-  FILE *f = fopen(p->log_path, "r");
-  if (!f) return 0;
-  char line[512];
-  pid_t found = 0;
-  while (fgets(line, sizeof line, f)) {
-    const char *m = strstr(line, "derpd: pid ");
-    if (m && atoi(m + 11) != old) found = atoi(m + 11);
-  }
-  fclose(f);
-  return found;
-}
 
 struct hammer {
   const struct derpd_proc *srv;
@@ -112,7 +94,7 @@ Test(upgrade, no_connection_refused, E2E) {
   e2e_sleep_ms(500);
   atomic_store(&h.stop, true);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  g_new_pid = new_pid_from_log(&g_srv, old);
+  g_new_pid = derpd_new_pid(&g_srv, old);
   cr_assert(g_new_pid > 0, "no new process in the log");
   cr_assert_eq(kill(g_new_pid, 0), 0, "the new process is not running");
   cr_assert_eq(atomic_load(&h.failed), 0, "%d of %d connection attempts failed across the upgrade (last: %s)",
@@ -171,7 +153,7 @@ Test(upgrade, metrics_listener_handed_over, E2E) {
   int status = -1;
   cr_assert_eq(derpd_wait(&g_srv, 15000, &status), 0, "the old process did not exit");
   cr_assert_eq(status, 0, "the old process exited with %d", status);
-  g_new_pid = new_pid_from_log(&g_srv, old);
+  g_new_pid = derpd_new_pid(&g_srv, old);
   cr_assert(g_new_pid > 0, "no new process in the log");
   cr_assert(derpd_log_contains(&g_srv, "metrics listener on 127.0.0.1"), "no metrics listener line");
   g_srv.pid = g_new_pid;

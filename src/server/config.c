@@ -7,6 +7,7 @@
 #include "server/transport/ktls.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -35,6 +36,12 @@ void config_defaults(struct config *c) {
   strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
   c->admission_workers = 32;
   c->admission_queue = 4096;
+  c->stun = true;
+  c->stun_port = 3478;
+  c->accept_limit = INFINITY;
+  c->accept_burst = INT64_MAX;
+  c->tcp_keepalive_ms = 10 * 60 * 1000;
+  c->tcp_user_timeout_ms = 15000;
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   if (xdg && xdg[0] == '/')
@@ -144,6 +151,17 @@ static int parse_int(const char *s, long long *out) {
   return 0;
 }
 
+/* Go's ParseFloat as the flag package uses it: "1.5", "2e3", "inf", "+Inf"... */
+static int parse_float(const char *s, double *out) {
+  if (!*s || *s == ' ' || *s == '\t') return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || isnan(v) || (errno == ERANGE && isinf(v))) return -1;
+  *out = v;
+  return 0;
+}
+
 static bool is_pow2(long long v) { return v > 0 && (v & (v - 1)) == 0; }
 
 static int copy_str(struct perr *e, const char *name, const char *val, char *dst, size_t cap) {
@@ -189,9 +207,10 @@ static int parse_addr(struct perr *e, const char *name, const char *val, char *h
 
 /* ---- The flag table -------------------------------------------------------- */
 
-enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_METRICS_ADDR, K_DURATION, K_INT, K_KTLS, K_CIDRS,
-            K_HELP };
-enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2 };
+enum kind { K_BOOL, K_COUNT, K_STRING, K_ADDR, K_METRICS_ADDR, K_DURATION, K_INT, K_INT64, K_RATE, K_KTLS,
+            K_CIDRS, K_HELP };
+/* DUR_NEG_OFF: a negative duration ("-1s") turns the thing off (stored as -1). */
+enum { INT_POW2 = 1, DUR_ZERO_OK = 1, INT_ZERO_AUTO = 2, DUR_NEG_OFF = 2 };
 
 struct flag {
   const char *name;
@@ -199,7 +218,7 @@ struct flag {
   size_t off;           /* field in struct config */
   size_t cap;           /* K_STRING: buffer size */
   long long lo, hi;     /* K_INT: range */
-  int opts;             /* INT_POW2, INT_ZERO_AUTO (0 = auto, beside lo..hi) / DUR_ZERO_OK */
+  int opts;             /* INT_POW2, INT_ZERO_AUTO (0 = auto, beside lo..hi) / DUR_ZERO_OK, DUR_NEG_OFF */
 };
 
 #define F(field) offsetof(struct config, field)
@@ -221,6 +240,13 @@ static const struct flag flags[] = {
     {"admission-workers", K_INT, F(admission_workers), 0, 1, 1024, 0},
     {"admission-queue", K_INT, F(admission_queue), 0, 1, 1 << 20, 0},
     {"tcp-write-timeout", K_DURATION, F(tcp_write_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
+    {"tcp-keepalive-time", K_DURATION, F(tcp_keepalive_ms), 0, 0, 0, DUR_ZERO_OK | DUR_NEG_OFF},
+    {"tcp-user-timeout", K_DURATION, F(tcp_user_timeout_ms), 0, 0, 0, DUR_ZERO_OK},
+    {"stun", K_BOOL, F(stun), 0, 0, 0, 0},
+    {"stun-port", K_INT, F(stun_port), 0, 0, 65535, 0},
+    {"stun-generic", K_BOOL, F(stun_generic), 0, 0, 0, 0},
+    {"accept-connection-limit", K_RATE, F(accept_limit), 0, 0, 0, 0},
+    {"accept-connection-burst", K_INT64, F(accept_burst), 0, 0, INT64_MAX, 0},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
     {"keepalive-interval", K_DURATION, F(keepalive_ms), 0, 0, 0, 0},
     {"shards", K_INT, F(shards), 0, 0, 1024, 0},
@@ -257,11 +283,24 @@ static int set_int(struct perr *e, const struct flag *f, const char *val, struct
              f->lo, f->hi);
     return bad_value(e, f->name, val, why);
   }
-  *(int *)((char *)c + f->off) = (int)v;
+  if (f->kind == K_INT64) *(int64_t *)((char *)c + f->off) = v;
+  else *(int *)((char *)c + f->off) = (int)v;
+  return 0;
+}
+
+static int set_rate(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  double v;
+  if (parse_float(val, &v) < 0) return bad_value(e, f->name, val, "parse error");
+  if (v < 0) return bad_value(e, f->name, val, "must be 0 or more (+Inf: no limit)");
+  *(double *)((char *)c + f->off) = v;
   return 0;
 }
 
 static int set_duration(struct perr *e, const struct flag *f, const char *val, struct config *c) {
+  if ((f->opts & DUR_NEG_OFF) && val[0] == '-' && config_parse_duration_ms(val + 1) >= 0) {
+    *(int64_t *)((char *)c + f->off) = config_parse_duration_ms(val + 1) ? -1 : 0;
+    return 0;
+  }
   int64_t ms = config_parse_duration_ms(val);
   if (ms < 0) return bad_value(e, f->name, val, "want a duration like 500ms, 2s or 1m30s");
   if (ms == 0 && !(f->opts & DUR_ZERO_OK)) return bad_value(e, f->name, val, "must be positive");
@@ -309,7 +348,9 @@ static int set_value(struct perr *e, const struct flag *f, const char *val, stru
   case K_METRICS_ADDR:
     return parse_addr(e, f->name, val, c->metrics_host, sizeof c->metrics_host, &c->metrics_port);
   case K_DURATION: return set_duration(e, f, val, c);
-  case K_INT: return set_int(e, f, val, c);
+  case K_INT:
+  case K_INT64: return set_int(e, f, val, c);
+  case K_RATE: return set_rate(e, f, val, c);
   case K_CIDRS: return add_cidrs(e, f, val, c);
   case K_KTLS: {
     enum ktls_mode m;
@@ -417,6 +458,9 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   }
   if (c->verify_clients && !c->tailscaled_socket[0])
     return errf(&e, "-verify-clients needs -socket (tailscaled's LocalAPI socket)");
+  /* The kernel's TCP_KEEPIDLE bound (Go would fail silently and keep 2h). */
+  if (c->tcp_keepalive_ms > 32767 * 1000LL)
+    return errf(&e, "invalid value for flag -tcp-keepalive-time: must be at most 32767s (9h6m7s)");
   return 0;
 }
 
@@ -436,6 +480,22 @@ void config_usage(FILE *out, const char *prog) {
 "  -hostname string\n"
 "        the server's host name (default \"derp.example.com\"); with TLS, the\n"
 "        certificate's name and the only SNI accepted\n"
+"  -accept-connection-limit float\n"
+"        new connections accepted per second, for the whole process; one\n"
+"        over the limit is accepted and closed at once (default +Inf)\n"
+"  -accept-connection-burst int\n"
+"        connections that may come at once within the limit; as in derper\n"
+"        the default means no limit: set it with the limit (default\n"
+"        9223372036854775807)\n"
+"\n"
+"STUN (UDP, on -a's host: all addresses, IPv4 and IPv6, if it has none):\n"
+"  -stun\n"
+"        answer Tailscale clients' STUN Binding Requests (default true)\n"
+"  -stun-port int\n"
+"        the UDP port for STUN; 0 = any free port (default 3478)\n"
+"  -stun-generic\n"
+"        also answer plain RFC 5389 Binding Requests, not only those of\n"
+"        Tailscale clients (SOFTWARE \"tailnode\")\n"
 "\n"
 "TLS (served when the port is 443 or -certmode is given; TLS 1.2 minimum):\n"
 "  -certmode string\n"
@@ -507,6 +567,12 @@ void config_usage(FILE *out, const char *prog) {
 "  -keepalive-interval duration\n"
 "        how often idle clients get a KeepAlive frame, plus up to 5s of\n"
 "        jitter (default 1m0s)\n"
+"  -tcp-keepalive-time duration\n"
+"        TCP keepalive: idle time before the first probe (then one every\n"
+"        15s, 9 at most); 0 = 15s; negative = no TCP keepalive (default 10m0s)\n"
+"  -tcp-user-timeout duration\n"
+"        TCP_USER_TIMEOUT: a client whose data stays unacknowledged this\n"
+"        long is dropped by the kernel; 0 = the kernel's default (default 15s)\n"
 "\n"
 "Performance:\n"
 "  -shards int\n"
@@ -541,7 +607,6 @@ void config_usage(FILE *out, const char *prog) {
 "  -h, -help\n"
 "        show this help\n"
 "\n"
-"Not yet supported in this version: -certmode letsencrypt, STUN (-stun,\n"
-"-stun-port).\n",
+"Not yet supported in this version: -certmode letsencrypt.\n",
           prog);
 }

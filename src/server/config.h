@@ -45,6 +45,15 @@ struct config {
   char tailscaled_socket[1024];     /* -socket: tailscaled's LocalAPI socket */
   int admission_workers;            /* --admission-workers: checks at once (default 32) */
   int admission_queue;              /* --admission-queue: checks waiting for a worker (default 4096) */
+  /* STUN (derper's flags; stun/stun_server.c), bound to -a's host. */
+  bool stun;                 /* -stun, default true */
+  int stun_port;             /* -stun-port, default 3478; 0 = any free port */
+  bool stun_generic;         /* --stun-generic: plain RFC 5389 requests too (default false) */
+  /* Accepted connections (derper's flags). */
+  double accept_limit;       /* -accept-connection-limit, per second; INFINITY = none (default) */
+  int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
+  int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
+  int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
   bool tls;                  /* derived by config_parse */
 };
 

@@ -28,6 +28,7 @@
 #include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/stun/stun_server.h"
 #include "server/transport/tls.h"
 
 static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
@@ -257,6 +258,7 @@ static void free_server(struct server *s) {
   for (int i = 0; i < s->nshards; i++) {
     struct shard *sh = &s->shards[i];
     if (sh->ring_fd > 0 && !sh->ring_exited) io_uring_queue_exit(&sh->ring);
+    stun_shard_free(sh); /* a shard that never ran */
     free(sh->bufs);
     free(sh->buf_free);
     free(sh->br);
@@ -358,16 +360,17 @@ static int wait_for_signal(const sigset_t *set, bool tls) {
  * (the shards then stop accepting without closing the sockets), -1 if it
  * failed and this process serves on. */
 static int upgrade(struct server *s, char **argv) {
-  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards];
-  int n80 = 0, nm = 0;
+  int main_fds[s->nshards], fds80[s->nshards], fdsm[s->nshards], fdss[s->nshards];
+  int n80 = 0, nm = 0, ns = 0;
   for (int i = 0; i < s->nshards; i++) {
     main_fds[i] = s->shards[i].listen_fd;
     if (s->shards[i].listen80_fd >= 0) fds80[n80++] = s->shards[i].listen80_fd;
     if (s->shards[i].metrics_fd >= 0) fdsm[nm++] = s->shards[i].metrics_fd;
+    if (stun_shard_fd(&s->shards[i]) >= 0) fdss[ns++] = stun_shard_fd(&s->shards[i]);
   }
-  struct handover_set set = {.nkinds = 3,
+  struct handover_set set = {.nkinds = 4,
                              .k = {{"main", s->nshards, main_fds}, {"http80", n80, fds80},
-                                   {"metrics", nm, fdsm}}};
+                                   {"metrics", nm, fdsm}, {"stun", ns, fdss}}};
   pid_t child;
   log_info("derpd: SIGUSR2: live upgrade");
   if (handover_spawn(argv, &set, 30000, &child) != 0) return -1;
@@ -407,6 +410,7 @@ int main(int argc, char **argv) {
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
   if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
   if (admission_setup(s) != 0) return 1;
@@ -417,6 +421,8 @@ int main(int argc, char **argv) {
 
   uint16_t port = s->cfg.listen_port;
   if (port_in_use(s->cfg.listen_host, port, err, sizeof err)) { log_error("%s", err); return 1; }
+  /* STUN before the listeners: a port in use stops derpd before anyone connects. */
+  if (stun_open(s, err, sizeof err) != 0) { log_error("%s", err); return 1; }
   for (int i = 0; i < s->nshards; i++) {
     /* After a live upgrade the old process's sockets, else new ones. */
     int fd = handover_inherited("main", i);

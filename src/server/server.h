@@ -10,12 +10,14 @@
 #ifndef DERPD_SERVER_H
 #define DERPD_SERVER_H
 
+#include <assert.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdalign.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -25,6 +27,7 @@
 #include "derp/key.h"
 #include "server/config.h"
 #include "server/core/list.h"
+#include "server/core/ratelimit.h"
 #include "server/operations/metrics.h"
 #include "server/core/spsc.h"
 
@@ -306,6 +309,7 @@ struct shard {
   int64_t log_window_ms;
   bool stopping, stopped;
   uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
+  struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };
 
@@ -335,6 +339,7 @@ struct server {
   _Atomic bool handover;       /* stopping for a live upgrade: the listening
                                   sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
+  struct rate_limiter accept_lim; /* -accept-connection-limit, all shards' main listeners */
   _Atomic uint64_t next_conn_id;
   int max_conns;
   struct debug_state *debug;   /* operations/debug_http.c: /debug/ access rules;
@@ -368,15 +373,24 @@ void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
 void shard_send_restarting(struct shard *sh, struct conn *c);
 
-/* user_data tags in the low 3 bits of a pointer (conns are 8-byte aligned). */
+/* user_data tags in the low UD_TAG_BITS bits of a pointer (conns come from
+ * calloc, aligned for max_align_t; STUN's ops are declared 16-aligned). */
+#define UD_TAG_BITS 4
 enum ud_tag { UD_NONE = 0, UD_ACCEPT = 1, UD_RECV = 2, UD_SEND = 3, UD_WAKE = 4, UD_HSRECV = 5,
-              UD_MSGRING = 6, UD_ACCEPT80 = 7 };
+              UD_MSGRING = 6, UD_ACCEPT80 = 7, UD_STUN = 8 };
+_Static_assert(_Alignof(max_align_t) >= 16, "user_data tags need 16-byte aligned allocations");
 struct region;
 struct region_shard;
+struct stun_shard;
 #define BGID 0 /* provided buffer group of every shard's recv buffers */
-static inline uint64_t ud_make(void *p, enum ud_tag t) { return (uint64_t)(uintptr_t)p | (uint64_t)t; }
-static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & 7); }
-static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)7); }
+#define UD_TAG_MASK ((uint64_t)(1u << UD_TAG_BITS) - 1)
+static inline uint64_t ud_make(void *p, enum ud_tag t) {
+  assert(((uintptr_t)p & UD_TAG_MASK) == 0);
+  return (uint64_t)(uintptr_t)p | (uint64_t)t;
+}
+static inline enum ud_tag ud_tag(uint64_t ud) { return (enum ud_tag)(ud & UD_TAG_MASK); }
+static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~UD_TAG_MASK); }
+_Static_assert(UD_STUN < (1 << UD_TAG_BITS), "user_data tags overflow their bits");
 
 /* conn.c */
 struct conn *conn_new(struct shard *sh, int fd, bool port80);

@@ -20,12 +20,21 @@
 #include "server/protocol/upgrade.h"
 #include "server/transport/websocket.h"
 
-static void set_sockopts(int fd) {
-  int one = 1, idle = 600, user_timeout_ms = 15000;
-  /* derper's defaults: -tcp-keepalive-time 10m, -tcp-user-timeout 15s. */
+/* As Go 1.23 sets up derper's accepted conns: -tcp-keepalive-time is the
+ * idle time (0: Go's 15 s; negative: no keepalive), probes every 15 s, 9 of
+ * them; -tcp-user-timeout in ms (0: the kernel's default). */
+static void set_sockopts(int fd, const struct config *cfg) {
+  int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  if (cfg->tcp_keepalive_ms >= 0) {
+    int idle = cfg->tcp_keepalive_ms ? (int)((cfg->tcp_keepalive_ms + 999) / 1000) : 15;
+    int intvl = 15, cnt = 9;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+  int user_timeout_ms = (int)cfg->tcp_user_timeout_ms;
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
@@ -75,7 +84,7 @@ struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   }
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
   c->nothere_tokens = 3;
-  set_sockopts(fd);
+  set_sockopts(fd, &sh->srv->cfg);
   read_peer_addr(c);
   derp_frame_reader_init(&c->rd, DERP_FROM_CLIENT);
   list_init(&c->dl_node);
@@ -101,7 +110,7 @@ struct conn *conn_new_link(struct shard *sh, int fd) {
   c->is_link = 1;
   c->is_mesh = 1;
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
-  set_sockopts(fd);
+  set_sockopts(fd, &sh->srv->cfg);
   /* The kernel's 15 s user timeout would cut a stalled link before the mesh
    * write timeout (30 s) does; let ours decide. */
   int ut = MESH_WRITE_TIMEOUT_MS + 5000;

@@ -19,6 +19,7 @@
 #include "server/operations/service.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/stun/stun_server.h"
 
 #define TICK_MS 100
 #define DRAIN_BATCH 256
@@ -131,7 +132,7 @@ static void drain_outbox(struct shard *sh) {
 }
 
 /* A shard's listeners. The helpers' accepts carry UD_ACCEPT80 with the
- * listener in the pointer bits (user_data has no tag left). */
+ * listener in the pointer bits, above the tag's. */
 enum listener { LS_MAIN, LS_PORT80, LS_METRICS, LS_COUNT };
 
 static int listener_fd(const struct shard *sh, enum listener ls) {
@@ -142,7 +143,7 @@ static void arm_accept(struct shard *sh, enum listener ls) {
   struct io_uring_sqe *sqe = shard_sqe(sh);
   io_uring_prep_multishot_accept(sqe, listener_fd(sh, ls), NULL, NULL, SOCK_CLOEXEC);
   uint64_t ud = ls == LS_MAIN ? ud_make(NULL, UD_ACCEPT)
-                              : ud_make((void *)(uintptr_t)((unsigned)ls << 3), UD_ACCEPT80);
+                              : ud_make((void *)(uintptr_t)((unsigned)ls << UD_TAG_BITS), UD_ACCEPT80);
   io_uring_sqe_set_data64(sqe, ud);
 }
 
@@ -168,6 +169,18 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener 
   if (sh->stopping) {
     close(fd);
     return;
+  }
+  /* -accept-connection-limit (derper's, main listener only): accepted, then
+   * closed at once, which tells the client at once; the server goes on. */
+  if (ls == LS_MAIN) {
+    if (!rate_limiter_allow(&sh->srv->accept_lim, rate_now_ns())) {
+      STAT_INC(&sh->stats, accepts_limited);
+      STAT_CLOSE(&sh->stats, CLOSE_accept_limit);
+      log_debug("shard %d: connection closed: -accept-connection-limit", sh->id);
+      close(fd);
+      return;
+    }
+    STAT_INC(&sh->stats, accepts_admitted);
   }
   int64_t open = atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
   if (open >= sh->srv->max_conns) {
@@ -268,7 +281,8 @@ static int setup_ring(struct shard *sh) {
   }
   if (r < 0) return r;
   sh->ring_fd = sh->ring.ring_fd;
-  return setup_buf_ring(sh);
+  r = setup_buf_ring(sh);
+  return r < 0 ? r : stun_shard_ring_init(sh);
 }
 
 static int inbound_words(const struct server *s) { return (s->nshards + 63) / 64; }
@@ -372,10 +386,11 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
   case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
-  case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> 3)); break;
+  case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> UD_TAG_BITS)); break;
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
+  case UD_STUN: stun_on_cqe(sh, cqe); break;
   case UD_WAKE: break; /* the wake itself is the point; drain runs next turn */
   case UD_MSGRING: /* only failures post (CQE_SKIP_SUCCESS): the target may
                       sleep until its next tick with work queued */
@@ -407,6 +422,7 @@ static void begin_stop(struct shard *sh) {
   sh->stopping = true;
   bool handover = atomic_load(&sh->srv->handover);
   sh->stop_deadline_ms = sh->now_ms + (handover ? HANDOVER_DRAIN_MS : 1000);
+  stun_shard_stop(sh);
   if (handover) {
     /* Live upgrade: the new process accepts on these very sockets; stop
      * accepting here without touching them (a shutdown would reset what
@@ -493,6 +509,7 @@ static void loop(struct shard *sh) {
         begin_stop(sh);
       conn_tick(sh);
       region_tick(sh);
+      stun_shard_poll(sh);
       if (sh->accept_rearm && !sh->stopping) {
         for (int ls = 0; ls < LS_COUNT; ls++)
           if (sh->accept_rearm & (1u << ls)) arm_accept(sh, (enum listener)ls);
@@ -516,9 +533,11 @@ static void *shard_main(void *arg) {
   shard_clock(sh);
   for (int ls = 0; ls < LS_COUNT; ls++)
     if (listener_fd(sh, (enum listener)ls) >= 0) arm_accept(sh, (enum listener)ls);
+  stun_shard_poll(sh);
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);
+  stun_shard_free(sh);
   /* Not ring_fd = -1: other shards still running may read ring_fd to wake
    * this one (a data race, and TSan says so); main.c reads ring_exited. */
   sh->ring_exited = true;

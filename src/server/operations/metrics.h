@@ -76,7 +76,10 @@
   X(ws_upgrades, "derpd_websocket_upgrades", "counter", "WebSocket upgrades accepted") \
   X(ws_conns, "derpd_websocket_connections", "gauge", "WebSocket connections open")   \
   X(ws_pings, "derpd_websocket_pings", "counter", "WebSocket pings answered") \
-  STATS_ADMISSION(X)
+  X(accepts_admitted, "tls_listener_accepted_connections", "counter", "connections -accept-connection-limit let in (derper's name; TLS or not)") \
+  X(accepts_limited, "tls_listener_rejected_connections", "counter", "connections closed at once by -accept-connection-limit") \
+  STATS_ADMISSION(X) \
+  STATS_STUN(X)
 
 /* Admission (admission/): -verify-client-url, -verify-clients. */
 #define STATS_ADMISSION(X) \
@@ -89,6 +92,26 @@
   X(adm_fail_open, "derpd_admission_fail_open", "counter", "clients admitted because the admission controller was unreachable (-verify-client-url-fail-open)") \
   X(adm_pending, "derpd_admission_pending", "gauge", "admission checks outstanding") \
   X(adm_mesh_skips, "derpd_admission_mesh_skips", "counter", "mesh peers admitted without a check")
+
+/* STUN (stun/): derper's stun_requests{disposition} and stun_addrfamily{family},
+ * and derpd's reasons for what it drops. */
+#define STATS_STUN(X) \
+  X(stun_ipv4, "stun_addrfamily{family=\"ipv4\"}", "counter", "STUN Binding Requests answered (or tried), by the client's address family") \
+  X(stun_ipv6, "stun_addrfamily{family=\"ipv6\"}", "counter", "")                   \
+  X(stun_not_stun, "stun_requests{disposition=\"not_stun\"}", "counter", "STUN datagrams by what became of them (derper's dispositions)") \
+  X(stun_read_error, "stun_requests{disposition=\"read_error\"}", "counter", "")     \
+  X(stun_success, "stun_requests{disposition=\"success\"}", "counter", "")           \
+  X(stun_write_error, "stun_requests{disposition=\"write_error\"}", "counter", "")   \
+  X(stun_drop_short, "derpd_stun_dropped{reason=\"short\"}", "counter", "STUN datagrams not answered, by reason (derper: not_stun; replies_in_flight: write_error)") \
+  X(stun_drop_not_stun, "derpd_stun_dropped{reason=\"not_stun\"}", "counter", "")    \
+  X(stun_drop_not_binding, "derpd_stun_dropped{reason=\"not_binding\"}", "counter", "") \
+  X(stun_drop_bad_attrs, "derpd_stun_dropped{reason=\"bad_attrs\"}", "counter", "")  \
+  X(stun_drop_software, "derpd_stun_dropped{reason=\"software\"}", "counter", "")    \
+  X(stun_drop_no_fingerprint, "derpd_stun_dropped{reason=\"no_fingerprint\"}", "counter", "") \
+  X(stun_drop_bad_fingerprint, "derpd_stun_dropped{reason=\"bad_fingerprint\"}", "counter", "") \
+  X(stun_drop_unknown_attr, "derpd_stun_dropped{reason=\"unknown_attr\"}", "counter", "") \
+  X(stun_drop_oversized, "derpd_stun_dropped{reason=\"oversized\"}", "counter", "")  \
+  X(stun_drop_busy, "derpd_stun_dropped{reason=\"replies_in_flight\"}", "counter", "")
 
 /* derp_packets_dropped_reason{reason=...} */
 #define STATS_DROPS(X)                 \
@@ -129,7 +152,8 @@
   X(websocket_close, "websocket_close")                   \
   X(close_peer, "close_peer")                             \
   X(watchers_full, "watchers_full")                       \
-  X(link_silent, "link_silent")
+  X(link_silent, "link_silent")                         \
+  X(accept_limit, "accept_limit")
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };
