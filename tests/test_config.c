@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/acme/acme_config.h"
 #include "server/config.h"
+#include "server/protocol/http.h"
 #include "server/region/region.h"
 #include "server/transport/ktls.h"
 
@@ -273,6 +275,60 @@ Test(config, double_dash_ends_flags) {
   cr_assert(c.dev);
 }
 
+/* derper's -version: a bool read once every flag is parsed; it prints the
+ * version (meson's project version) and derpd exits 0. */
+Test(config, version) {
+  static const char *const forms[][3] = {{"-version", NULL, NULL}, {"--version", "-dev", NULL},
+                                         {"-version=true", "-certmode", "bogus"}};
+  for (size_t i = 0; i < 3; i++) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    struct config c;
+    cr_assert_eq(parse_v(&c, forms[i], out), 1, "%s: %s", forms[i][0], err);
+    fclose(out);
+    cr_assert_str_eq(buf, DERPD_VERSION "\n");
+    free(buf);
+  }
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-version=false", "-dev"), 0);
+  ERR("flag provided but not defined: -bogus", "-version", "-bogus"); /* Go parses first */
+}
+
+Test(config, derp_and_home) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert(c.derp);
+  cr_assert_eq(c.home_mode, HTTP_HOME_DEFAULT);
+  cr_assert_str_eq(c.home, "");
+  cr_assert_eq(PARSE(&c, "-derp=false", "-home", "blank"), 0, "%s", err);
+  cr_assert(!c.derp);
+  cr_assert_eq(c.home_mode, HTTP_HOME_BLANK);
+  cr_assert_eq(PARSE(&c, "-home=https://example.com/derp?x=1"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  cr_assert_str_eq(c.home, "https://example.com/derp?x=1");
+  cr_assert_eq(PARSE(&c, "-home", "http://x"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  ERR("for flag -home: want \"blank\"", "-home", "Blank");
+  ERR("for flag -home: want \"blank\"", "-home", "ftp://example.com/");
+  ERR("for flag -home: want \"blank\"", "-home", "example.com");
+  ERR("control character", "-home", "https://a/\r\nSet-Cookie: x");
+  ERR("invalid boolean value \"no\" for -derp", "-derp=no");
+}
+
+/* derper v1.82's setec flags: the URL is refused (derpd cannot fetch the
+ * mesh key from setec), the other two are accepted with a note. */
+Test(config, setec_flags) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-dev"), 0);
+  cr_assert_str_eq(c.notes, "");
+  cr_assert_eq(PARSE(&c, "-secrets-path-prefix", "prod/derp"), 0);
+  cr_assert_str_eq(c.notes, "");
+  cr_assert_eq(PARSE(&c, "-secrets-path-prefix", "x", "-secrets-cache-dir=/tmp/s"), 0, "%s", err);
+  cr_assert(strstr(c.notes, "no effect"), "%s", c.notes);
+  ERR("-secrets-url (a setec server for the mesh key) is not supported", "-secrets-url", "https://setec");
+}
+
 Test(config, help) {
   static const char *forms[] = {"-h", "-help", "--help", "--h"};
   for (size_t i = 0; i < 4; i++) {
@@ -310,6 +366,9 @@ Test(config, usage_mentions_every_flag) {
       "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
       "-accept-connection-burst int", "9223372036854775807", "-tcp-keepalive-time duration", "10m0s",
       "-tcp-user-timeout duration", "15s",
+      "-version\n", "-derp\n", "-home string", "blank", "-secrets-url", "-secrets-path-prefix", "-secrets-cache-dir",
+      "letsencrypt", "-acme-directory string", "https://acme-v02.api.letsencrypt.org/directory",
+      "-acme-ca-file string", "acme_account+key",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
@@ -319,10 +378,11 @@ Test(config, usage_mentions_every_flag) {
 Test(config, usage_lists_stun_as_supported) {
   char *buf;
   usage_text(&buf);
+  /* With -certmode letsencrypt in, nothing is left to list as unsupported. */
   const char *nys = strstr(buf, "Not yet supported");
-  cr_assert(nys);
-  cr_assert_null(strstr(nys, "STUN"), "usage still lists STUN as not supported");
-  cr_assert_null(strstr(nys, "-stun"));
+  cr_assert(!nys || !strstr(nys, "STUN"), "usage still lists STUN as not supported");
+  cr_assert(!nys || !strstr(nys, "-stun"));
+  cr_assert(!nys || !strstr(nys, "letsencrypt"), "usage still lists letsencrypt as not supported");
   free(buf);
 }
 
@@ -415,10 +475,42 @@ Test(config, tls_rules) {
   cr_assert_eq(PARSE(&c, "-dev", "-certmode=manual", "-http-port=8080"), 0);
   cr_assert(c.tls);
   cr_assert_eq(c.http_port, 8080);
-  ERR("-certmode letsencrypt is not supported", "-certmode", "letsencrypt");
-  ERR("invalid value \"acme\" for flag -certmode", "-certmode", "acme");
+  ERR("invalid value \"acme\" for flag -certmode: want manual, selfsigned or letsencrypt", "-certmode", "acme");
   ERR("invalid value \"-2\" for flag -http-port", "-http-port", "-2");
   ERR("invalid value \"65536\" for flag -http-port", "-http-port", "65536");
+}
+
+/* -certmode letsencrypt (derper's default, not derpd's): a DNS -hostname and
+ * an https directory; TLS on any port. */
+Test(config, letsencrypt) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-c", "/tmp/k.json"), 0);
+  cr_assert_str_eq(c.certmode, "manual", "derpd's default stays manual");
+  cr_assert_str_eq(c.acme_directory, "https://acme-v02.api.letsencrypt.org/directory");
+  cr_assert_str_eq(c.acme_ca_file, "");
+  cr_assert_eq(PARSE(&c, "-a", ":8443", "-certmode", "letsencrypt", "-hostname", "derp.example.net",
+                     "--acme-directory", "https://127.0.0.1:14000/dir", "--acme-ca-file=/tmp/ca.pem"), 0, "%s", err);
+  cr_assert(c.tls);
+  cr_assert_str_eq(c.certmode, "letsencrypt");
+  cr_assert_str_eq(c.acme_directory, "https://127.0.0.1:14000/dir");
+  cr_assert_str_eq(c.acme_ca_file, "/tmp/ca.pem");
+  ERR("-certmode letsencrypt needs -hostname", "-certmode", "letsencrypt");
+  ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "10.0.0.1");
+  ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "localhost");
+  ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "[::1]");
+  ERR("want an https:// URL", "-certmode", "letsencrypt", "-hostname", "derp.example.net",
+      "--acme-directory", "http://ca.example/dir");
+  /* Names: letters, digits, inner hyphens; a dot; a TLD that is not all digits. */
+  cr_assert(acme_dns_name_ok("derp.example.net"));
+  cr_assert(acme_dns_name_ok("a-1.b2.io"));
+  cr_assert(!acme_dns_name_ok("-a.example.net"));
+  cr_assert(!acme_dns_name_ok("a-.example.net"));
+  cr_assert(!acme_dns_name_ok("a..example.net"));
+  cr_assert(!acme_dns_name_ok(".example.net"));
+  cr_assert(!acme_dns_name_ok("example.net."));
+  cr_assert(!acme_dns_name_ok("ex_ample.net"));
+  cr_assert(!acme_dns_name_ok("1.2.3.4"));
+  cr_assert(!acme_dns_name_ok(""));
 }
 
 Test(config, ktls) {

@@ -71,6 +71,7 @@ Test(e2e, http_endpoints, E2E) {
   cr_assert(strstr(resp, "User-agent: *") && strstr(resp, "Disallow: /"), "robots body: %s", resp);
   st = http_request(&g_srv, "GET /bootstrap-dns?q=example.com HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
   cr_assert_eq(st, 200, "/bootstrap-dns: %d", st);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n"), "\r\n\r\n", "no names: an empty body, as derper");
   cr_assert(http_header(resp, "Content-Type", v, sizeof v) && strcmp(v, "application/json") == 0,
             "/bootstrap-dns Content-Type: %s", v);
 
@@ -78,8 +79,157 @@ Test(e2e, http_endpoints, E2E) {
   cr_assert_eq(st, 426, "/derp without upgrade: %d", st);
   cr_assert(strstr(resp, "DERP requires connection upgrade"), "426 body: %s", resp);
 
-  st = http_request(&g_srv, "GET /no/such/page HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
-  cr_assert_eq(st, 404, "unknown path: %d", st);
+  st = http_request(&g_srv, "GET /debug/no/such/page HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 404, "unknown /debug/ page: %d", st);
+}
+
+/* The exact bytes derpd writes for req and then the close (Go's server
+ * writes its own errors without a length and closes). */
+static void expect_raw_reply(const char *req, const char *want) {
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(raw_write_all(fd, req, strlen(req)), 0);
+  char resp[4096];
+  bool closed = false;
+  size_t n = raw_read_until_close(fd, resp, sizeof resp - 1, 3000, &closed);
+  close(fd);
+  resp[n] = 0;
+  cr_assert(closed, "%s: not closed", req);
+  cr_assert_str_eq(resp, want, "%s", req);
+}
+
+/* Go's net/http rules for Host (derper's server), before any route: the
+ * same bytes derper v1.78.3 answered (docs/operations.md). */
+Test(e2e, http_host_rules, E2E) {
+  start(2, NULL);
+  static const char missing[] = "HTTP/1.1 400 Bad Request: missing required Host header\r\nContent-Type: "
+                                "text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: missing "
+                                "required Host header";
+  static const char malformed[] = "HTTP/1.1 400 Bad Request: malformed Host header\r\nContent-Type: "
+                                  "text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: "
+                                  "malformed Host header";
+  static const char plain[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                              "Connection: close\r\n\r\n400 Bad Request";
+  /* None of these is upgraded, whatever it asks for. */
+  expect_raw_reply("GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n", missing);
+  expect_raw_reply("GET /derp HTTP/1.1\r\nHost: a\r\nHost: b\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n", plain);
+  expect_raw_reply("GET /derp HTTP/1.1\r\nHost: a b\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n", malformed);
+  expect_raw_reply("GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derp\r\n"
+                   "Sec-WebSocket-Version: 13\r\nHost: y\r\n\r\n", plain);
+  expect_raw_reply("GET /robots.txt HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n",
+                   "HTTP/1.1 400 Bad Request: invalid header name\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Connection: close\r\n\r\n400 Bad Request: invalid header name");
+  expect_raw_reply("GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                   "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version\r\nContent-Type: "
+                   "text/plain; charset=utf-8\r\nConnection: close\r\n\r\n505 HTTP Version Not Supported: "
+                   "unsupported protocol version");
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_conn_closed{reason=\"http_bad\"}"), 6);
+  /* HTTP/1.0 needs no Host, and gets its upgrade. */
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  static const char req10[] = "GET /derp HTTP/1.0\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n";
+  cr_assert_eq(raw_write_all(fd, req10, sizeof req10 - 1), 0);
+  char resp[512];
+  size_t n = raw_read_at_least(fd, resp, sizeof resp - 1, 12, 3000);
+  close(fd);
+  resp[n] = 0;
+  cr_assert(strncmp(resp, "HTTP/1.1 101 ", 13) == 0, "HTTP/1.0 upgrade: %s", resp);
+  /* The handshake still works for a real client (it sends Host). */
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  e2e_assert_ping_pong(a);
+}
+
+/* derper serves its home page on every path without a route of its own. */
+Test(e2e, http_home_catch_all, E2E) {
+  start(1, NULL);
+  char home[4096], resp[4096], v[256];
+  cr_assert_eq(http_request(&g_srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", home, sizeof home), 200);
+  cr_assert(strstr(home, "<h1>DERP</h1>"));
+  cr_assert(http_header(home, "X-Frame-Options", v, sizeof v) && strcmp(v, "DENY") == 0);
+  cr_assert(strstr(home, "<a href='/debug/'>"), "loopback may see /debug/: the page links it");
+  cr_assert_eq(http_request(&g_srv, "GET /derp/ HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n"), strstr(home, "\r\n\r\n"));
+  cr_assert_eq(http_request(&g_srv, "GET /debug HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 301);
+  cr_assert(http_header(resp, "Location", v, sizeof v) && strcmp(v, "/debug/") == 0);
+}
+
+/* -derp=false (derper: decommissioning): /derp answers 404 and no client
+ * gets in; the probes and the home page ("disabled") are still served. */
+Test(e2e, derp_disabled, E2E) {
+  start(2, "-derp=false");
+  char resp[4096];
+  int st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n",
+                        resp, sizeof resp);
+  cr_assert_eq(st, 404, "/derp: %d", st);
+  cr_assert(strstr(resp, "\r\n\r\nderp server disabled\n"), "%s", resp);
+  char err[256];
+  struct derp_client *c = derpd_client(&g_srv, NULL, false, err, sizeof err);
+  cr_assert_null(c, "a client connected to a server with -derp=false");
+  cr_assert_eq(http_request(&g_srv, "GET /derp/probe HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_eq(http_request(&g_srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert(strstr(resp, "disabled"), "%s", resp);
+  cr_assert(derpd_log_contains(&g_srv, "-derp=false"));
+}
+
+/* -home: a redirect on / and every path without a route of its own. */
+Test(e2e, home_redirect, E2E) {
+  start(1, "-home https://example.com/derp-info");
+  char resp[4096], v[256];
+  int st = http_request(&g_srv, "GET /no/such HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp);
+  cr_assert_eq(st, 302, "%d", st);
+  cr_assert(http_header(resp, "Location", v, sizeof v) && strcmp(v, "https://example.com/derp-info") == 0, "%s", v);
+  struct derp_client *a = e2e_client(&g_srv, NULL, true); /* DERP is untouched */
+  e2e_assert_ping_pong(a);
+}
+
+Test(e2e, version_flag, E2E) {
+  const char *bin = getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd";
+  char cmd[1024], out[256] = "";
+  snprintf(cmd, sizeof cmd, "'%s' -version", bin);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  size_t n = fread(out, 1, sizeof out - 1, f);
+  out[n] = 0;
+  int rc = pclose(f);
+  cr_assert_eq(rc, 0, "derpd -version: status %d", rc);
+  cr_assert_str_eq(out, DERPD_VERSION "\n");
+}
+
+/* -bootstrap-dns-names / -unpublished-bootstrap-dns-names with names that
+ * resolve offline: derper's body shapes and counters. */
+Test(e2e, bootstrap_dns, E2E) {
+  start(2, "-bootstrap-dns-names localhost,does-not-exist.invalid -unpublished-bootstrap-dns-names 127.0.0.2");
+  char resp[8192], v[256];
+  const char *body = "";
+  for (int64_t end = e2e_now_ms() + 5000; e2e_now_ms() < end; e2e_sleep_ms(20)) { /* resolved at start */
+    cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+    body = strstr(resp, "\r\n\r\n") + 4;
+    if (*body) break;
+  }
+  cr_assert(http_header(resp, "Content-Type", v, sizeof v) && strcmp(v, "application/json") == 0);
+  cr_assert(http_header(resp, "X-Frame-Options", v, sizeof v) && strcmp(v, "DENY") == 0);
+  /* {"localhost": [...]} indented with tabs; 127.0.0.1 among the addresses. */
+  cr_assert(strncmp(body, "{\n\t\"localhost\": [\n\t\t\"", 20) == 0, "body: %s", body);
+  cr_assert(strstr(body, "\"127.0.0.1\""), "body: %s", body);
+  size_t bl = strlen(body);
+  cr_assert(bl > 6 && strcmp(body + bl - 5, "\n\t]\n}") == 0, "body: %s", body);
+  cr_assert(!strstr(body, "127.0.0.2") && !strstr(body, "invalid"), "unpublished or failed names listed");
+  char list[4096];
+  snprintf(list, sizeof list, "%s", body);
+  /* The unpublished name, to a request naming it (loopback, 100%: always). */
+  cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns?q=127.0.0.2 HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp),
+               200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, "{\n\t\"127.0.0.2\": [\n\t\t\"127.0.0.2\"\n\t]\n}");
+  cr_assert_eq(http_request(&g_srv, "GET /bootstrap-dns?q=localhost HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp),
+               200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, list);
+  cr_assert_eq(http_request(&g_srv, "HEAD /bootstrap-dns HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_str_eq(strstr(resp, "\r\n\r\n") + 4, "");
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_unpublished_hits"), 1);
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_published_hits"), 1);
+  cr_assert_eq(derpd_varz(&g_srv, "bootstrap_dns_queried_domains"), 2);
+  cr_assert(derpd_log_contains(&g_srv, "bootstrap DNS: lookup \"does-not-exist.invalid\""));
 }
 
 Test(e2e, http_upgrade_headers, E2E) {

@@ -1,7 +1,7 @@
 /* test_e2e_ws.c: DERP over WebSocket against a real derpd, over loopback.
  *
- * Owns the WebSocket contract as clients see it: the upgrade (and its refusal
- * without the derp subprotocol), relaying across shards between WebSocket and
+ * Owns the WebSocket contract as clients see it: the upgrade (derper's
+ * routing, and the refusals of handshakes RFC 6455 forbids), relaying across shards between WebSocket and
  * plain clients and between two WebSocket clients (with writes split into tiny
  * fragments, so DERP frames and ClientInfo straddle WebSocket frames), ping ->
  * pong, close echoed and counted, and protocol errors (unmasked frame, text
@@ -82,18 +82,89 @@ static void frame_closes(struct derp_client *c, uint8_t b0, const void *p, size_
 
 /* ---- the upgrade ---- */
 
-Test(e2e_ws, upgrade_needs_derp_subprotocol, E2E) {
+/* derper's routing: Upgrade: websocket is WebSocket only with "derp" in the
+ * first Sec-WebSocket-Protocol value; without it the request is taken for a
+ * DERP upgrade (very old clients sent Upgrade: WebSocket and spoke DERP). */
+Test(e2e_ws, upgrade_routing_as_derper, E2E) {
   start(1);
-  char resp[4096];
+  char resp[4096], v[128];
   int st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n", resp, sizeof resp);
-  cr_assert(st >= 400 && st < 500, "websocket without subprotocol: %d", st);
+  cr_assert_eq(st, 101, "websocket without subprotocol: %d", st);
+  cr_assert(http_header(resp, "Upgrade", v, sizeof v) && strcmp(v, "DERP") == 0, "Upgrade: %s", v);
   st = http_request(&g_srv, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                     "Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n",
                     resp, sizeof resp);
-  cr_assert(st >= 400 && st < 500, "websocket with other subprotocols: %d", st);
+  cr_assert_eq(st, 101, "websocket with other subprotocols: %d", st);
+  cr_assert(http_header(resp, "Upgrade", v, sizeof v) && strcmp(v, "DERP") == 0, "Upgrade: %s", v);
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_websocket_upgrades"), 0);
+}
+
+/* RFC 6455 handshakes that coder/websocket refuses (derper's websocket.Accept),
+ * and an Origin Go cannot parse: status, headers and text as derper v1.78.3
+ * answered them. */
+Test(e2e_ws, rfc6455_refusals, E2E) {
+#define KEY "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+#define HEAD11 "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+#define PROTO_V13 "Sec-WebSocket-Protocol: derp\r\nSec-WebSocket-Version: 13\r\n\r\n"
+  static const struct { const char *req; int status; const char *hdr, *val, *body; } t[] = {
+      {"GET /derp HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" KEY PROTO_V13, 426, NULL,
+       NULL, "WebSocket protocol violation: handshake request must be at least HTTP/1.1: \"HTTP/1.0\"\n"},
+      {HEAD11 KEY PROTO_V13, 426, "Upgrade", "websocket",
+       "WebSocket protocol violation: Connection header \"\" does not contain Upgrade\n"},
+      {"POST /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" KEY PROTO_V13, 405,
+       NULL, NULL, "WebSocket protocol violation: handshake request method is not GET but \"POST\"\n"},
+      {HEAD11 "Connection: Upgrade\r\n" KEY "Sec-WebSocket-Protocol: derp\r\nSec-WebSocket-Version: 12\r\n\r\n",
+       400, "Sec-WebSocket-Version", "13", "unsupported WebSocket protocol version (only 13 is supported): \"12\"\n"},
+      {HEAD11 "Connection: Upgrade\r\n" PROTO_V13, 400, NULL, NULL,
+       "WebSocket protocol violation: missing Sec-WebSocket-Key\n"},
+      {HEAD11 "Connection: Upgrade\r\n" KEY KEY PROTO_V13, 400, NULL, NULL,
+       "WebSocket protocol violation: multiple Sec-WebSocket-Key headers\n"},
+      {HEAD11 "Connection: Upgrade\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" PROTO_V13, 400, NULL, NULL,
+       "WebSocket protocol violation: invalid Sec-WebSocket-Key \"AAAAAAAAAAAAAAAAAAAA\", must be a 16 byte "
+       "base64 encoded string\n"},
+      {HEAD11 "Connection: Upgrade\r\n" KEY "Origin: http://[::1\r\n" PROTO_V13, 403, NULL, NULL,
+       "failed to parse Origin header \"http://[::1\": parse \"http://[::1\": missing ']' in host\n"},
+  };
+#undef KEY
+#undef HEAD11
+#undef PROTO_V13
+  start(2);
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char resp[4096], v[128];
+    int st = http_request(&g_srv, t[i].req, resp, sizeof resp);
+    cr_assert_eq(st, t[i].status, "%zu: %d", i, st);
+    cr_assert(http_header(resp, "X-Content-Type-Options", v, sizeof v) && strcmp(v, "nosniff") == 0, "%zu", i);
+    if (t[i].hdr) cr_assert(http_header(resp, t[i].hdr, v, sizeof v) && strcmp(v, t[i].val) == 0, "%zu", i);
+    const char *body = strstr(resp, "\r\n\r\n");
+    cr_assert_not_null(body);
+    cr_assert_str_eq(body + 4, t[i].body, "%zu", i);
+  }
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_websocket_upgrades"), 0);
+}
+
+/* A subprotocol list that has "derp" only inside another token: derper
+ * answers 101 without a subprotocol and closes at once with 1008. */
+Test(e2e_ws, wrong_subprotocol_101_then_close, E2E) {
+  start(1);
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  static const char req[] = "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derpx\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n";
+  cr_assert_eq(raw_write_all(fd, req, sizeof req - 1), 0);
+  char resp[1024];
+  bool closed = false;
+  size_t n = raw_read_until_close(fd, resp, sizeof resp - 1, 3000, &closed);
+  close(fd);
+  cr_assert(closed);
+  static const char want[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                             "\x88\x28\x03\xf0" "client must speak the derp subprotocol";
+  cr_assert_eq(n, sizeof want - 1, "%zu bytes: %.*s", n, (int)n, resp);
+  cr_assert(memcmp(resp, want, n) == 0);
   cr_assert_eq(derpd_varz(&g_srv, "derpd_websocket_upgrades"), 0);
 }
 

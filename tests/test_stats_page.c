@@ -21,7 +21,7 @@ static struct stats *all[NS] = {&shards[0], &shards[1], &shards[2]};
 static struct proc_start start = {.start_time = 1700000000.25, .start_mono_ms = 1000, .rss0 = 4096};
 static struct proc_facts proc = {.cpu_seconds = 1.5, .rss = 8192, .vsize = 65536, .open_fds = 12,
                                  .max_fds = 1024, .vsize_max = 18446744073709551615.0};
-static struct stats_view view = {all, NS, &start, &proc, 62400};
+static struct stats_view view = {all, NS, &start, &proc, 62400, 7};
 static char page[256 * 1024];
 
 static void fill(void) {
@@ -90,6 +90,8 @@ Test(stats_page, sums_and_derived) {
   cr_assert_eq(sample(page, "process_virtual_memory_bytes"), 65536);
   cr_assert_eq(sample(page, "process_virtual_memory_max_bytes"), 18446744073709551615.0);
   cr_assert_eq(sample(page, "bootstrap_dns_requests"), 0);
+  cr_assert_eq(sample(page, "bootstrap_dns_queried_domains"), 7);
+  cr_assert_eq(sample(page, "bootstrap_dns_published_misses"), 0);
   /* Shard 0's average: 10 then 0.1*20 + 0.9*10 = 11 µs; shard 2's: 3 s. */
   cr_assert_float_eq(sample(page, "derp_average_queue_duration_ms"), (0.011 + 3000.0) / 2, 1e-6);
   cr_assert(strstr(page, "\nderp_average_queue_duration_ms ") && !strstr(page, "TYPE derp_average_queue"),
@@ -201,7 +203,7 @@ Test(stats_page, cap_holds_1024_shards) {
     for (int j = 0; j < STAT_NSCALARS; j++) big[i].v[j] = INT64_MIN / N;
     for (int j = 0; j < DROP_NREASONS; j++) big[i].drops[j] = INT64_MIN / N / DROP_NREASONS;
   }
-  struct stats_view v = {ptrs, N, &start, &proc, 62400};
+  struct stats_view v = {ptrs, N, &start, &proc, 62400, 0};
   size_t cap = stats_page_cap(N);
   char *buf = malloc(cap);
   size_t n = stats_page_varz(buf, cap, &v);

@@ -2,8 +2,10 @@
  * syntax with derper's flag names, per-flag validation, Go duration parsing,
  * and the usage text. Parsing only: nothing is opened or started here. */
 #include "server/config.h"
+#include "server/acme/acme_config.h"
 #include "server/operations/debug_access.h"
 #include "server/admission/wire.h"
+#include "server/protocol/http.h"
 #include "server/transport/ktls.h"
 
 #include <errno.h>
@@ -32,6 +34,7 @@ void config_defaults(struct config *c) {
   c->http_port = 80;
   c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
+  strcpy(c->acme_directory, CONFIG_ACME_DIRECTORY_DEFAULT);
   c->verify_client_url_fail_open = true;
   strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
   c->admission_workers = 32;
@@ -42,6 +45,8 @@ void config_defaults(struct config *c) {
   c->accept_burst = INT64_MAX;
   c->tcp_keepalive_ms = 10 * 60 * 1000;
   c->tcp_user_timeout_ms = 15000;
+  c->derp = true;
+  strcpy(c->secrets_prefix, "prod/derp");
   /* derper's default: os.UserCacheDir()/tailscale/derper-certs. */
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   if (xdg && xdg[0] == '/')
@@ -228,6 +233,8 @@ static const struct flag flags[] = {
     {"dev", K_BOOL, F(dev), 0, 0, 0, 0},
     {"certmode", K_STRING, F(certmode), sizeof ((struct config *)0)->certmode, 0, 0, 0},
     {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
+    {"acme-directory", K_STRING, F(acme_directory), sizeof ((struct config *)0)->acme_directory, 0, 0, 0},
+    {"acme-ca-file", K_STRING, F(acme_ca_file), sizeof ((struct config *)0)->acme_ca_file, 0, 0, 0},
     {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
     {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
@@ -256,6 +263,15 @@ static const struct flag flags[] = {
     {"queue-depth", K_INT, F(queue_depth), 0, 64, 1048576, INT_POW2 | INT_ZERO_AUTO},
     {"debug-allow", K_CIDRS, F(debug_allow), sizeof ((struct config *)0)->debug_allow, 0, 0, 0},
     {"metrics-listen", K_METRICS_ADDR, 0, 0, 0, 0, 0},
+    {"version", K_BOOL, F(version), 0, 0, 0, 0},
+    {"derp", K_BOOL, F(derp), 0, 0, 0, 0},
+    {"home", K_STRING, F(home), sizeof ((struct config *)0)->home, 0, 0, 0},
+    {"bootstrap-dns-names", K_STRING, F(bootstrap_dns), sizeof ((struct config *)0)->bootstrap_dns, 0, 0, 0},
+    {"unpublished-bootstrap-dns-names", K_STRING, F(unpublished_dns),
+     sizeof ((struct config *)0)->unpublished_dns, 0, 0, 0},
+    {"secrets-url", K_STRING, F(secrets_url), sizeof ((struct config *)0)->secrets_url, 0, 0, 0},
+    {"secrets-path-prefix", K_STRING, F(secrets_prefix), sizeof ((struct config *)0)->secrets_prefix, 0, 0, 0},
+    {"secrets-cache-dir", K_STRING, F(secrets_cache), sizeof ((struct config *)0)->secrets_cache, 0, 0, 0},
     {"v", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"verbose", K_COUNT, F(verbose), 0, 0, 0, 0},
     {"h", K_HELP, 0, 0, 0, 0, 0},
@@ -396,6 +412,33 @@ void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl) 
   if (queue_depth > 0) *data = (uint32_t)queue_depth;
 }
 
+/* ---- derper's other flags ------------------------------------------------------ */
+
+/* -home as derper v1.82 reads it: "", "blank", or an http:// or https:// URL
+ * (derpd also refuses control bytes: the URL goes into a Location header).
+ * The setec flags of derper v1.82: -secrets-url would fetch the mesh key from
+ * a setec server, which derpd cannot; the other two only matter with it. */
+static int check_derper_flags(struct config *c, struct perr *e) {
+  c->home_mode = HTTP_HOME_DEFAULT;
+  if (strcmp(c->home, "blank") == 0) {
+    c->home_mode = HTTP_HOME_BLANK;
+  } else if (strncmp(c->home, "http://", 7) == 0 || strncmp(c->home, "https://", 8) == 0) {
+    for (const unsigned char *p = (const unsigned char *)c->home; *p; p++)
+      if (*p < 0x20 || *p == 0x7f) return bad_value(e, "home", c->home, "control character in the URL");
+    c->home_mode = HTTP_HOME_REDIRECT;
+  } else if (c->home[0]) {
+    return bad_value(e, "home", c->home, "want \"blank\" or an http:// or https:// URL to redirect to");
+  }
+  if (c->secrets_url[0])
+    return errf(e, "-secrets-url (a setec server for the mesh key) is not supported by derpd: "
+                   "use -mesh-psk-file");
+  c->notes[0] = 0;
+  if (strcmp(c->secrets_prefix, "prod/derp") != 0 || c->secrets_cache[0])
+    snprintf(c->notes, sizeof c->notes, "-secrets-path-prefix and -secrets-cache-dir have no effect "
+                                        "without -secrets-url (setec), which derpd does not support");
+  return 0;
+}
+
 /* ---- Parsing ----------------------------------------------------------------- */
 
 /* One argument at argv[*i] (Go's flag.parseOne): 0 ok, 1 help, -1 error. */
@@ -435,15 +478,20 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   }
   if (i < argc)
     return errf(&e, "unexpected argument \"%s\": derpd takes flags only", argv[i]);
+  /* As derper: -version is read once every flag parsed, before anything else. */
+  if (c->version) {
+    fprintf(out, "%s\n", DERPD_VERSION);
+    return 1;
+  }
+  if (check_derper_flags(c, &e) < 0) return -1;
   /* As derper: -dev moves the default listen port, but an explicit -a wins. */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
-  /* derper: TLS on port 443 or with -certmode manual. letsencrypt (derper's
-   * default mode) is not implemented: say so rather than serve something else. */
-  if (strcmp(c->certmode, "letsencrypt") == 0)
-    return errf(&e, "-certmode letsencrypt is not supported by derpd: use -certmode manual "
-                    "with certificates from an ACME client, or -certmode selfsigned");
-  if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0)
-    return bad_value(&e, "certmode", c->certmode, "want manual or selfsigned");
+  /* derper: TLS on port 443 or with a -certmode. derper defaults to
+   * letsencrypt; derpd to manual (see docs/operations.md). */
+  if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0 &&
+      strcmp(c->certmode, "letsencrypt") != 0)
+    return bad_value(&e, "certmode", c->certmode, "want manual, selfsigned or letsencrypt");
+  if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, err, errlen) < 0) return -1;
   c->tls = c->listen_port == 443 || c->certmode[0];
   if (c->tls && !c->certmode[0]) strcpy(c->certmode, "manual");
   if (c->tls && !c->certdir[0])
@@ -501,14 +549,25 @@ void config_usage(FILE *out, const char *prog) {
 "  -certmode string\n"
 "        manual: load <certdir>/<hostname>.crt (chain, PEM) and .key;\n"
 "        selfsigned: the same files, generated once if missing (for dev and\n"
-"        IP-only servers; the log shows the sha256 to pin). letsencrypt is\n"
-"        not supported. (default manual when serving TLS)\n"
+"        IP-only servers; the log shows the sha256 to pin); letsencrypt:\n"
+"        the same files, obtained and renewed over ACME for -hostname (a DNS\n"
+"        name that resolves here; challenges tls-alpn-01 on this port and\n"
+"        http-01 on -http-port). (default manual when serving TLS; derper's\n"
+"        default is letsencrypt)\n"
 "  -certdir string\n"
 "        directory of the certificate files (default\n"
-"        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them\n"
+"        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them.\n"
+"        letsencrypt also keeps its ACME account key there (acme_account+key)\n"
+"  -acme-directory string\n"
+"        with -certmode letsencrypt, the ACME server's directory URL (default\n"
+"        \"" CONFIG_ACME_DIRECTORY_DEFAULT "\")\n"
+"  -acme-ca-file string\n"
+"        with -certmode letsencrypt, PEM roots that verify the ACME server\n"
+"        (a private or test CA); default: the system's roots\n"
 "  -http-port int\n"
-"        with TLS, a plain-HTTP helper on this port: /generate_204, and a\n"
-"        redirect to https for everything else; -1 = off (default 80)\n"
+"        with TLS, a plain-HTTP helper on this port: /generate_204, ACME\n"
+"        http-01 answers with letsencrypt, and a redirect to https for\n"
+"        everything else; -1 = off (default 80)\n"
 "  -ktls string\n"
 "        kernel TLS: after each handshake hand the record keys to the kernel\n"
 "        and relay plaintext on the socket. auto: where the kernel has it\n"
@@ -601,12 +660,32 @@ void config_usage(FILE *out, const char *prog) {
 "        \"host:port\", e.g. a private interface for Prometheus; the same\n"
 "        access rules apply there (default: none)\n"
 "\n"
+"derper's other flags:\n"
+"  -version\n"
+"        print the version and exit\n"
+"  -derp\n"
+"        serve DERP at /derp (default true); -derp=false answers 404 there\n"
+"        and keeps the rest (bootstrap DNS, probes, STUN), as derper does for\n"
+"        a server being decommissioned\n"
+"  -home string\n"
+"        what / (and every path without a route of its own) serves: empty\n"
+"        for the default page, \"blank\" for an empty page, or an http:// or\n"
+"        https:// URL to redirect to (derper v1.82)\n"
+"  -bootstrap-dns-names string\n"
+"        comma-separated host names to resolve every 10 minutes and serve\n"
+"        at /bootstrap-dns (clients' DNS fallback)\n"
+"  -unpublished-bootstrap-dns-names string\n"
+"        comma-separated host names served at /bootstrap-dns only to a\n"
+"        request that names one (?q=NAME), never in the list; NAME/TXTNAME\n"
+"        rolls NAME out to the percentage (0..100) in TXTNAME's TXT record\n"
+"  -secrets-url, -secrets-path-prefix, -secrets-cache-dir string\n"
+"        derper v1.82's setec mesh key: not supported (-secrets-url is\n"
+"        refused; the other two are accepted and do nothing)\n"
+"\n"
 "Other:\n"
 "  -v, -verbose\n"
 "        more logging; repeat for more\n"
 "  -h, -help\n"
-"        show this help\n"
-"\n"
-"Not yet supported in this version: -certmode letsencrypt.\n",
+"        show this help\n",
           prog);
 }

@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Let's Encrypt's production directory (--acme-directory's default). */
+#define CONFIG_ACME_DIRECTORY_DEFAULT "https://acme-v02.api.letsencrypt.org/directory"
+
 struct config {
   char listen_host[256];     /* -a host part; "" = all addresses */
   uint16_t listen_port;      /* -a port part */
@@ -31,8 +34,11 @@ struct config {
   int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
                                 only; -1 = none (default) */
   /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
-  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned" */
+  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned",
+                                "letsencrypt" (ACME, src/server/acme/) */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
+  char acme_directory[1024]; /* --acme-directory: the ACME server's directory URL */
+  char acme_ca_file[1024];   /* --acme-ca-file: roots for the ACME server ("" = system's) */
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
   int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
   /* Region (derper's flags). */
@@ -54,6 +60,17 @@ struct config {
   int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
   int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
   int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
+  /* derper's other flags. */
+  bool version;              /* -version: print the version and exit */
+  bool derp;                 /* -derp (default true); false: /derp answers 404 */
+  char home[1024];           /* -home: "", "blank" or an http(s) URL (derper v1.82) */
+  int home_mode;             /* derived: enum http_home (protocol/http.h) */
+  char bootstrap_dns[4096];  /* -bootstrap-dns-names: comma-separated, served at /bootstrap-dns */
+  char unpublished_dns[4096]; /* -unpublished-bootstrap-dns-names: name[/txt-name], comma-separated */
+  char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
+  char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
+  char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
+  char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */
 };
 

@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "server/acme/acme.h"
 #include "server/admission/admission.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
@@ -267,6 +268,7 @@ static void free_server(struct server *s) {
     free(sh->outbox_h);
     free(sh->outbox_t);
     region_shard_free(sh); /* a shard that never ran */
+    peer_table_free(&sh->peers); /* likewise (SIGTERM before it passed the start barrier) */
     free((void *)sh->inbound);
     if (sh->listen_fd >= 0) close(sh->listen_fd);
     if (sh->listen80_fd >= 0) close(sh->listen80_fd);
@@ -392,12 +394,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   log_set_level(LOG_INFO + s->cfg.verbose);
+  if (s->cfg.notes[0]) log_info("derpd: %s", s->cfg.notes);
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
   if (s->tls) {
     if (setup_ktls(s) != 0) {
       free(s);
+      return 1;
+    }
+    if (acme_init(&s->cfg, err, sizeof err) != 0) {
+      log_error("acme: %s", err);
       return 1;
     }
     if (transport_tls_init() != 0 || tls_init(&s->cfg, s->pub_hex, err, sizeof err) != 0) {
@@ -486,6 +493,7 @@ int main(int argc, char **argv) {
            s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s", s->max_conns);
   log_info("derpd: server key nodekey:%s", s->pub_hex);
   if (s->port80) log_info("derpd: port-80 helper on port %u (-http-port)", s->port80);
+  if (!s->cfg.derp) log_info("derpd: -derp=false: /derp answers 404; probes and bootstrap DNS are served");
   if (pm >= 0)
     log_info("derpd: metrics listener on %s%s%s:%d (--metrics-listen: /debug/ only, plain HTTP)",
              strchr(s->cfg.metrics_host, ':') ? "[" : "",
@@ -499,6 +507,7 @@ int main(int argc, char **argv) {
   service_ready(s); /* READY=1 (after a live upgrade, MAINPID= too) before the old process stops */
   handover_ready(); /* a live upgrade: the old process may stop now */
   region_start(s);
+  acme_start(); /* -certmode letsencrypt: the certificate worker */
 
   int sig;
   while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
@@ -509,6 +518,7 @@ int main(int argc, char **argv) {
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
   admission_stop(s);
   shutdown_shards(s);
+  acme_stop();
   region_stop(s);
   pthread_barrier_destroy(&bar);
   log_mode_totals(s);

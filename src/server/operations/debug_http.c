@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/acme/acme_chal.h"
 #include "server/log.h"
+#include "server/operations/bootstrap_dns.h"
 #include "server/operations/debug_http.h"
 #include "server/operations/stats_page.h"
 #include "server/protocol/http.h"
@@ -35,11 +37,19 @@ int debug_state_init(struct server *s, char *err, size_t errlen) {
                        sizeof why) < 0)
     log_warn("debug: %s", why);
   proc_start_init(&d->start);
+  d->bdns = bootstrap_dns_new(s->cfg.bootstrap_dns, s->cfg.unpublished_dns, NULL);
+  if (!d->bdns || bootstrap_dns_start(d->bdns) != 0) {
+    snprintf(err, errlen, "bootstrap DNS: %s", d->bdns ? "cannot start its thread" : "out of memory");
+    bootstrap_dns_free(d->bdns);
+    free(d);
+    return -1;
+  }
   s->debug = d;
   return 0;
 }
 
 void debug_state_free(struct server *s) {
+  if (s->debug) bootstrap_dns_free(s->debug->bdns);
   free(s->debug);
   s->debug = NULL;
 }
@@ -60,18 +70,24 @@ void debug_route(struct conn *c, const struct http_req *req, struct http_reply *
   struct server *s = c->sh->srv;
   /* The rules matter for /debug/ and the port-80 helper's "/" (a redirect to
    * /debug/ for those who may see it); elsewhere the key file is not read. */
-  bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0);
+  bool wants = strncmp(req->path, "/debug", 6) == 0 || (c->port80 && strcmp(req->path, "/") == 0) ||
+               (!c->port80 && !c->metrics_only && http_path_is_home(req->path)); /* it links /debug/ */
   bool allowed = wants && debug_http_allowed(c, req);
   if (!c->port80 && !c->metrics_only && strcmp(req->path, "/bootstrap-dns") == 0)
     STAT_INC(&c->sh->stats, bootstrap_dns); /* derper's bootstrap_dns_requests */
   if (c->metrics_only) {
     /* --metrics-listen serves /debug/ and nothing else: no DERP, no probes. */
-    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, "", allowed, out);
+    static const struct http_site none = {.key_hex = ""};
+    if (strncmp(req->path, "/debug/", 7) == 0) http_route(req, &none, allowed, out);
     else http_error_reply(404, out);
+  } else if (c->port80 && acme_chal_http_route(req, out)) {
+    /* -certmode letsencrypt: an http-01 challenge (acme/acme_chal.c) */
   } else if (c->port80) {
     http_route_port80(req, s->cfg.hostname, s->port, allowed, out);
   } else {
-    http_route(req, s->pub_hex, allowed, out);
+    struct http_site site = {.key_hex = s->pub_hex, .derp_disabled = !s->cfg.derp,
+                             .home = (enum http_home)s->cfg.home_mode, .home_url = s->cfg.home};
+    http_route(req, &site, allowed, out);
   }
 }
 
@@ -108,7 +124,8 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   struct proc_facts pf;
   if (r->debug_page != HTTP_DEBUG_INDEX)
     proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed));
-  struct stats_view v = {all, s->nshards, &s->debug->start, &pf, now_ms()};
+  struct stats_view v = {all, s->nshards, &s->debug->start, &pf, now_ms(),
+                        bootstrap_dns_queried(s->debug->bdns)};
   size_t n;
   /* derper's varz type: Prometheus text format 0.0.4. */
   const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
@@ -128,6 +145,23 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   free(body);
   if (!ok) {
     conn_close(c, CLOSE_nomem, "debug page");
+    return;
+  }
+  c->close_after_send = 1;
+}
+
+void bootstrap_dns_reply(struct conn *c, const struct http_req *req) {
+  size_t n;
+  char *body = bootstrap_dns_answer(c->sh->srv->debug->bdns, &c->sh->stats, c->addr.sin6_addr.s6_addr,
+                                    req->in_query ? req->query : NULL, req->query_len, req->query_cut, &n);
+  char head[1024];
+  size_t hl = n == SIZE_MAX ? 0
+                            : http_reply_head_extra(head, sizeof head, 200, "application/json", n,
+                                                    http_browser_headers);
+  bool ok = hl && queue_page(c, head, hl, body, req->method == HTTP_HEAD ? 0 : n);
+  free(body);
+  if (!ok) {
+    conn_close(c, CLOSE_nomem, "bootstrap DNS");
     return;
   }
   c->close_after_send = 1;

@@ -50,6 +50,10 @@
   X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
   X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
   X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \
+  X(bdns_pub_hits, "bootstrap_dns_published_hits", "counter", "/bootstrap-dns?q= for a published name") \
+  X(bdns_unpub_hits, "bootstrap_dns_unpublished_hits", "counter", "/bootstrap-dns?q= for an unpublished name") \
+  X(bdns_unpub_misses, "bootstrap_dns_unpublished_misses", "counter", "/bootstrap-dns?q= for a name in neither list") \
+  X(bdns_unpub_pct_misses, "bootstrap_dns_unpublished_percent_misses", "counter", "unpublished names not answered: the client is outside the rollout percentage") \
   X(keepalives, "derpd_keepalives_sent", "counter", "KeepAlive frames sent")              \
   X(unknown_frames, "derpd_unknown_frames", "counter", "unknown frame types skipped")     \
   X(handoffs, "derpd_handoffs", "counter", "connections moved to their owner shard")      \

@@ -20,6 +20,7 @@ struct stats_view {
   const struct proc_start *start;
   const struct proc_facts *proc;
   int64_t now_mono_ms;             /* for uptime_sec */
+  int64_t bdns_queried;            /* bootstrap_dns_queried() */
 };
 
 /* Bytes a page may need for n shards (a bound, not an estimate). */

@@ -204,6 +204,9 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   case HTTP_ACT_DEBUG:
     debug_reply(c, &c->hs->req, &r);
     return 0;
+  case HTTP_ACT_BOOTSTRAP_DNS:
+    bootstrap_dns_reply(c, &c->hs->req);
+    return 0;
   case HTTP_ACT_WEBSOCKET:
     if (ws_conn_start(c, r.buf, r.len) < 0) {
       conn_close(c, CLOSE_nomem, "websocket");
@@ -233,7 +236,7 @@ int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
         return -1;
       }
       struct http_reply r;
-      http_error_reply(hs->req.error_status, &r);
+      http_req_error_reply(&hs->req, &r);
       if (!queue_bytes(c, r.buf, r.len)) { conn_close(c, CLOSE_nomem, "reply"); return -1; }
       c->close_reason = CLOSE_http_bad; /* applied when the reply is out */
       c->close_after_send = 1;

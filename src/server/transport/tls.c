@@ -1,7 +1,7 @@
 /* tls.c: owns the server's SSL_CTX: certificate files (loaded, or generated
  * once for -certmode selfsigned), the DERP meta certificate, derper's TLS
  * policy (TLS 1.2 minimum, ALPN http/1.1, SNI must name -hostname), and the
- * SIGHUP swap.
+ * SIGHUP swap (also the ACME worker's, after it wrote new files).
  *
  * Sharing: the current SSL_CTX is read-only once built, and BoringSSL allows
  * SSL_new on one SSL_CTX from many threads. The pointer itself is guarded by a
@@ -48,6 +48,7 @@
 #include <openssl/x509v3.h>
 
 #include "derp/frame.h"
+#include "server/acme/acme_chal.h"
 #include "server/config.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
@@ -65,6 +66,7 @@ static struct {
   bool host_is_ip;          /* -hostname is an IP literal: any SNI (derper) */
   bool allow_no_sni;        /* selfsigned or IP hostname: clients dial by address */
   bool ktls, ktls_require;  /* tls_set_ktls */
+  bool acme;                /* -certmode letsencrypt: tls-alpn-01 challenges (acme_chal.c) */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void set_err(char *err, size_t errlen, const char *what) {
@@ -261,7 +263,9 @@ static int make_selfsigned_files(char *err, size_t errlen) {
   return rc;
 }
 
-static SSL_CTX *build_ctx(char *err, size_t errlen) {
+/* cert false: no certificate (letsencrypt before ACME has one), so only
+ * ACME validation handshakes (acme_chal_select_cert) can succeed. */
+static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
   if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
     return NULL;
   SSL_CTX *ctx = SSL_CTX_new(TLS_method());
@@ -283,6 +287,8 @@ static SSL_CTX *build_ctx(char *err, size_t errlen) {
     set_err(err, errlen, "cipher list for --ktls=require");
     goto fail;
   }
+  if (g.acme) SSL_CTX_set_select_certificate_cb(ctx, acme_chal_select_cert);
+  if (!cert) return ctx;
   if (!SSL_CTX_use_certificate_chain_file(ctx, g.crt_path)) {
     char what[1400];
     snprintf(what, sizeof what, "load certificate %s", g.crt_path);
@@ -333,7 +339,12 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
   g.host_is_ip = inet_pton(AF_INET, cfg->hostname, addr) == 1 ||
                  inet_pton(AF_INET6, cfg->hostname, addr) == 1;
   g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
-  SSL_CTX *ctx = build_ctx(err, errlen);
+  g.acme = strcmp(cfg->certmode, "letsencrypt") == 0;
+  SSL_CTX *ctx = build_ctx(true, err, errlen);
+  if (!ctx && g.acme) {
+    log_warn("tls: %s; serving without a certificate until ACME gets one", err);
+    ctx = build_ctx(false, err, errlen);
+  }
   if (!ctx) return -1;
   pthread_mutex_lock(&g.mu);
   g.cur = ctx;
@@ -342,7 +353,7 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
 }
 
 int tls_reload(char *err, size_t errlen) {
-  SSL_CTX *ctx = build_ctx(err, errlen);
+  SSL_CTX *ctx = build_ctx(true, err, errlen);
   if (!ctx) return -1;
   pthread_mutex_lock(&g.mu);
   SSL_CTX *old = g.cur;

@@ -15,15 +15,17 @@
 struct config;
 
 /* Main thread, before the shards start: load (or, with -certmode selfsigned,
- * create) <certdir>/<hostname>.crt and .key, append the DERP meta certificate
+ * create) <certdir>/<hostname>.crt and .key (with -certmode letsencrypt,
+ * missing or broken files leave it without a certificate until ACME), append the DERP meta certificate
  * for server_key_hex (64 hex), log the leaf's sha256. 0, or -1 with err. */
 int tls_init(const struct config *cfg, const char *server_key_hex, char *err, size_t errlen);
 /* Main thread, before tls_init: every SSL_CTX built from now on records the
  * TLS 1.3 secrets kTLS needs (ktls_ctx_init); with require, TLS 1.2 offers
  * only the AEAD suites kTLS takes. */
 void tls_set_ktls(bool on, bool require);
-/* Main thread (SIGHUP): build a new SSL_CTX from the files and make it the
- * one new connections use. On failure the old one stays. 0 or -1 with err. */
+/* Main thread (SIGHUP) or the ACME worker (acme.c): build a new SSL_CTX from
+ * the files and make it the one new connections use. On failure the old one
+ * stays. 0 or -1 with err. */
 int tls_reload(char *err, size_t errlen);
 /* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure. */
 SSL *tls_new_ssl(void);

@@ -1,0 +1,345 @@
+/* acme.c: the ACME worker thread and its files (acme.h).
+ *
+ * Files in -certdir:
+ *   <hostname>.crt      the chain, leaf first (PEM; what -certmode manual reads)
+ *   <hostname>.key      its private key (PEM, mode 0600)
+ *   acme_account+key    the ACME account key (PEM "EC PRIVATE KEY", 0600):
+ *                       autocert's name and format, so derper's certdir works
+ * derper's autocert keeps a certificate as one file, <hostname> (key, then
+ * chain); when ours are missing and that one is there, acme_init splits it
+ * into ours, so a derper node switches to derpd without a new certificate.
+ *
+ * The thread: look at the files; when the certificate is missing, unusable
+ * or due, run the ACME exchange (acme_client.c), write the key and then the
+ * chain (each atomically), tls_reload; else sleep until it is due (waking
+ * at least hourly, so a changed clock is noticed). A failure is logged and
+ * retried after 2 min, doubling to 1 h: Let's Encrypt allows 5 failed
+ * validations per hour per name. Whatever the certificate in use, it stays
+ * in use until a new one is installed.
+ *
+ * Stopping: acme_stop (after the shards are joined) writes an eventfd the
+ * thread polls in every wait and in every network read or write, joins it,
+ * and frees the challenge contexts handshakes may have held. */
+#include "server/acme/acme.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "derp/key.h"
+#include "server/acme/acme_chal.h"
+#include "server/acme/acme_client.h"
+#include "server/acme/acme_jws.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/transport/tls.h"
+
+#define RETRY_FIRST_MS (2 * 60 * 1000L)
+#define RETRY_MAX_MS (60 * 60 * 1000L)
+#define RENEW_BEFORE_MAX (30 * 86400L) /* autocert's RenewBefore */
+#define WAKE_MAX_S 3600
+
+static struct {
+  bool on, started;
+  const struct config *cfg;
+  char crt[1300], key[1300], account[1300];
+  EVP_PKEY *account_key;
+  int stop_fd;
+  pthread_t thread;
+  const char *types[2];
+  int ntypes;
+  long retry_first_ms;
+  long test_renew_after_s; /* DERPD_TEST_ACME_RENEW_AFTER, -1 = off */
+} W = {.stop_fd = -1};
+
+/* ---- files ----------------------------------------------------------------- */
+
+static int make_dirs(const char *dir) {
+  char p[1100];
+  snprintf(p, sizeof p, "%s", dir);
+  for (char *s = strchr(p + 1, '/');; s = strchr(s + 1, '/')) {
+    if (s) *s = 0;
+    int rc = mkdir(p, s ? 0755 : 0700);
+    if (rc != 0 && errno != EEXIST) return -1;
+    if (!s) return 0;
+    *s = '/';
+  }
+}
+
+static void iso_time(time_t t, char out[32]) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static time_t asn1_epoch(const ASN1_TIME *t) {
+  int days = 0, secs = 0;
+  if (!ASN1_TIME_diff(&days, &secs, NULL, t)) return 0;
+  return time(NULL) + (time_t)days * 86400 + secs;
+}
+
+struct cert_state {
+  bool usable;              /* a chain for -hostname with its key */
+  time_t not_before, not_after;
+  char why[1700];           /* when not usable */
+};
+
+static X509 *read_leaf(const char *path) {
+  FILE *f = fopen(path, "re");
+  X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+  if (f) fclose(f);
+  return x;
+}
+
+static EVP_PKEY *read_key(const char *path) {
+  FILE *f = fopen(path, "re");
+  EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+  if (f) fclose(f);
+  return k;
+}
+
+static void inspect(struct cert_state *s) {
+  memset(s, 0, sizeof *s);
+  X509 *leaf = read_leaf(W.crt);
+  EVP_PKEY *key = leaf ? read_key(W.key) : NULL;
+  const char *host = W.cfg->hostname;
+  if (!leaf)
+    snprintf(s->why, sizeof s->why, "no certificate in %s", W.crt);
+  else if (!key)
+    snprintf(s->why, sizeof s->why, "no key in %s", W.key);
+  else if (!X509_check_private_key(leaf, key))
+    snprintf(s->why, sizeof s->why, "%s does not match its key file", W.crt);
+  else if (X509_check_host(leaf, host, strlen(host), 0, NULL) != 1)
+    snprintf(s->why, sizeof s->why, "%s does not name %s", W.crt, host);
+  else
+    s->usable = true;
+  if (s->usable) {
+    s->not_before = asn1_epoch(X509_get0_notBefore(leaf));
+    s->not_after = asn1_epoch(X509_get0_notAfter(leaf));
+  }
+  X509_free(leaf);
+  EVP_PKEY_free(key);
+  ERR_clear_error();
+}
+
+/* When to renew: a third of the lifetime before expiry, at most 30 days
+ * before (Let's Encrypt's 90 days: day 60, as autocert; a 6-day certificate:
+ * day 4). Tests: DERPD_TEST_ACME_RENEW_AFTER seconds after installation. */
+static time_t renew_time(const struct cert_state *s, time_t installed) {
+  if (W.test_renew_after_s >= 0) return installed + W.test_renew_after_s;
+  long life = (long)(s->not_after - s->not_before);
+  long before = life / 3 < RENEW_BEFORE_MAX ? life / 3 : RENEW_BEFORE_MAX;
+  return s->not_after - (before > 0 ? before : 0);
+}
+
+static int write_pem(const char *path, unsigned mode, const char *pem, size_t len, char *err, size_t errlen) {
+  if (derp_file_write_atomic(path, mode, pem, len) == 0) return 0;
+  snprintf(err, errlen, "write %.400s: %s", path, strerror(errno));
+  return -1;
+}
+
+/* derper's autocert cache: <certdir>/<hostname> = key PEM, then the chain. */
+static void import_autocert(void) {
+  char path[1300];
+  snprintf(path, sizeof path, "%s/%s", W.cfg->certdir, W.cfg->hostname);
+  if ((access(W.crt, F_OK) == 0 && access(W.key, F_OK) == 0) || access(path, R_OK) != 0) return;
+  FILE *f = fopen(path, "re");
+  EVP_PKEY *key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+  BIO *chain = BIO_new(BIO_s_mem());
+  int n = 0;
+  X509 *x;
+  while (key && chain && (x = PEM_read_X509(f, NULL, NULL, NULL))) {
+    n += PEM_write_bio_X509(chain, x) ? 1 : 0;
+    X509_free(x);
+  }
+  if (f) fclose(f);
+  ERR_clear_error();
+  char *kpem = NULL, err[600] = "";
+  size_t klen = 0, clen = 0;
+  const uint8_t *cpem;
+  if (n > 0 && acme_key_pem(key, &kpem, &klen) == 0 && BIO_mem_contents(chain, &cpem, &clen) &&
+      write_pem(W.key, 0600, kpem, klen, err, sizeof err) == 0 &&
+      write_pem(W.crt, 0644, (const char *)cpem, clen, err, sizeof err) == 0)
+    log_info("acme: took over derper's autocert certificate %s as %s and %s", path, W.crt, W.key);
+  else
+    log_warn("acme: cannot use derper's autocert file %s%s%s", path, err[0] ? ": " : "", err);
+  free(kpem);
+  BIO_free(chain);
+  EVP_PKEY_free(key);
+}
+
+/* ---- the thread ------------------------------------------------------------ */
+
+/* Get a certificate, write it, swap it in. 0, or -1 with err. */
+static int renew(struct acme_client *c, char *err, size_t errlen) {
+  EVP_PKEY *key = NULL;
+  char *chain = NULL, *kpem = NULL;
+  size_t klen = 0;
+  int rc = -1;
+  if (acme_client_obtain(c, W.cfg->hostname, &key, &chain, err, errlen) != 0) {
+    /* Next time, read the directory and look the account up again: either
+     * may have changed (newAccount with a known key just returns it). */
+    c->new_order[0] = 0;
+    c->kid[0] = 0;
+    return -1;
+  }
+  if (acme_key_pem(key, &kpem, &klen) != 0) snprintf(err, errlen, "encode the key: failed");
+  else if (write_pem(W.key, 0600, kpem, klen, err, errlen) == 0 &&
+           write_pem(W.crt, 0644, chain, strlen(chain), err, errlen) == 0) {
+    char terr[400] = "";
+    if (tls_reload(terr, sizeof terr) == 0) rc = 0;
+    else snprintf(err, errlen, "the new certificate does not load: %s", terr);
+  }
+  if (kpem) OPENSSL_cleanse(kpem, klen);
+  free(kpem);
+  free(chain);
+  EVP_PKEY_free(key);
+  return rc;
+}
+
+static bool stop_requested(void) {
+  struct pollfd p = {.fd = W.stop_fd, .events = POLLIN};
+  return poll(&p, 1, 0) > 0;
+}
+
+static void *worker(void *arg) {
+  (void)arg;
+  const char *host = W.cfg->hostname;
+  struct acme_client c;
+  char err[600];
+  if (acme_client_init(&c, W.account_key, W.cfg->acme_directory, W.cfg->acme_ca_file, W.types, W.ntypes,
+                       W.stop_fd, err, sizeof err) != 0) {
+    log_error("acme: cannot start: %s; no certificates will be obtained or renewed", err);
+    return NULL;
+  }
+  time_t installed = 0;
+  long backoff = W.retry_first_ms;
+  bool told = false;
+  for (;;) {
+    struct cert_state cs;
+    inspect(&cs);
+    time_t now = time(NULL);
+    if (cs.usable && !installed) installed = now;
+    time_t due = cs.usable ? renew_time(&cs, installed) : now;
+    char t1[32], t2[32];
+    iso_time(cs.not_after, t1);
+    if (now < due) {
+      iso_time(due, t2);
+      if (!told) log_info("acme: %s: certificate valid until %s; renewal due %s", host, t1, t2);
+      told = true;
+      long s = (long)(due - now) < WAKE_MAX_S ? (long)(due - now) : WAKE_MAX_S;
+      if (acme_sleep_ms(W.stop_fd, s * 1000) != 0) break;
+      continue;
+    }
+    const char *why = !cs.usable ? cs.why : now >= cs.not_after ? "the certificate has expired"
+                                                                 : "the certificate is due for renewal";
+    log_info("acme: %s: %s: requesting a certificate from %s", host, why, W.cfg->acme_directory);
+    if (renew(&c, err, sizeof err) == 0) {
+      installed = time(NULL);
+      backoff = W.retry_first_ms;
+      told = false;
+      inspect(&cs);
+      iso_time(cs.not_after, t1);
+      log_info("acme: %s: new certificate installed (valid until %s); new connections use it", host, t1);
+      continue;
+    }
+    if (stop_requested()) break;
+    log_error("acme: %s: could not get a certificate: %s; %s%s; retrying in %ld s", host, err,
+              cs.usable ? "still serving the current one, valid until " : "no certificate to serve yet",
+              cs.usable ? t1 : "", backoff / 1000);
+    if (acme_sleep_ms(W.stop_fd, backoff) != 0) break;
+    backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+  }
+  acme_chal_clear_all();
+  acme_client_free(&c);
+  return NULL;
+}
+
+/* ---- start and stop ---------------------------------------------------------- */
+
+static long env_long(const char *name, long dflt) {
+  const char *v = getenv(name);
+  if (!v || !v[0]) return dflt;
+  log_warn("acme: %s=%s (tests only)", name, v);
+  return strtol(v, NULL, 10);
+}
+
+int acme_init(const struct config *cfg, char *err, size_t errlen) {
+  if (strcmp(cfg->certmode, "letsencrypt") != 0) return 0;
+  W.cfg = cfg;
+  snprintf(W.crt, sizeof W.crt, "%s/%s.crt", cfg->certdir, cfg->hostname);
+  snprintf(W.key, sizeof W.key, "%s/%s.key", cfg->certdir, cfg->hostname);
+  snprintf(W.account, sizeof W.account, "%s/acme_account+key", cfg->certdir);
+  if (make_dirs(cfg->certdir) != 0) {
+    snprintf(err, errlen, "create -certdir %s: %s", cfg->certdir, strerror(errno));
+    return -1;
+  }
+  bool created = false;
+  char kerr[400];
+  if (acme_key_load_or_create(W.account, &W.account_key, &created, kerr, sizeof kerr) != 0) {
+    snprintf(err, errlen, "ACME account key: %s", kerr);
+    return -1;
+  }
+  log_info("acme: %s account key %s", created ? "created" : "using", W.account);
+  import_autocert();
+  /* tls-alpn-01 works with the TLS port alone; http-01 needs the helper. */
+  const char *only = getenv("DERPD_TEST_ACME_CHALLENGE");
+  if (only && only[0]) log_warn("acme: DERPD_TEST_ACME_CHALLENGE=%s (tests only)", only);
+  if (!only || !only[0] || strcmp(only, ACME_CHAL_TLS_ALPN) == 0) W.types[W.ntypes++] = ACME_CHAL_TLS_ALPN;
+  if (cfg->http_port >= 0 && (!only || !only[0] || strcmp(only, ACME_CHAL_HTTP) == 0))
+    W.types[W.ntypes++] = ACME_CHAL_HTTP;
+  if (W.ntypes == 0) {
+    snprintf(err, errlen, "no ACME challenge type can be answered (http-01 needs -http-port)");
+    return -1;
+  }
+  W.retry_first_ms = env_long("DERPD_TEST_ACME_RETRY_MS", RETRY_FIRST_MS);
+  W.test_renew_after_s = env_long("DERPD_TEST_ACME_RENEW_AFTER", -1);
+  W.stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (W.stop_fd < 0) {
+    snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    return -1;
+  }
+  acme_chal_enable();
+  W.on = true;
+  log_info("acme: -certmode letsencrypt for %s from %s; challenges: %s%s%s", cfg->hostname, cfg->acme_directory,
+           W.types[0], W.ntypes > 1 ? ", " : "", W.ntypes > 1 ? W.types[1] : "");
+  return 0;
+}
+
+int acme_start(void) {
+  if (!W.on) return 0;
+  int rc = pthread_create(&W.thread, NULL, worker, NULL);
+  if (rc != 0) {
+    log_error("acme: cannot start the worker thread: %s", strerror(rc));
+    return -1;
+  }
+  W.started = true;
+  return 0;
+}
+
+void acme_stop(void) {
+  if (W.started) {
+    uint64_t one = 1;
+    if (write(W.stop_fd, &one, sizeof one) != sizeof one) log_warn("acme: stop: %s", strerror(errno));
+    pthread_join(W.thread, NULL);
+    W.started = false;
+  }
+  acme_chal_free(); /* the shards are joined: no handshake holds a challenge context */
+  if (W.stop_fd >= 0) close(W.stop_fd);
+  W.stop_fd = -1;
+  EVP_PKEY_free(W.account_key);
+  W.account_key = NULL;
+  W.on = false;
+}

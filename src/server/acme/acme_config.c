@@ -1,0 +1,49 @@
+/* acme_config.c: the checks -certmode letsencrypt makes at parse time
+ * (acme_config.h). Nothing is opened here. */
+#include "server/acme/acme_config.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server/config.h"
+
+bool acme_dns_name_ok(const char *name) {
+  size_t n = strlen(name), label = 0;
+  bool dot = false;
+  if (n == 0 || n > 253) return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (ch == '.') {
+      if (label == 0 || name[i - 1] == '-') return false;
+      label = 0;
+      dot = true;
+      continue;
+    }
+    bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+    if (!alnum && (ch != '-' || label == 0)) return false;
+    if (++label > 63) return false;
+  }
+  /* The last label (the TLD) is never all digits: that rules out IPv4. */
+  bool letter = false;
+  for (size_t i = n - label; i < n; i++) letter |= name[i] < '0' || name[i] > '9';
+  return dot && label > 0 && name[n - 1] != '-' && letter;
+}
+
+int acme_config_check(const struct config *c, char *err, size_t errlen) {
+  if (strcmp(c->hostname, "derp.example.com") == 0) {
+    snprintf(err, errlen, "-certmode letsencrypt needs -hostname: the DNS name clients dial, "
+                          "which must resolve to this server");
+    return -1;
+  }
+  if (!acme_dns_name_ok(c->hostname)) {
+    snprintf(err, errlen, "-certmode letsencrypt: -hostname \"%.64s\" is not a DNS name with a dot "
+                          "(an IP address needs -certmode manual or selfsigned)", c->hostname);
+    return -1;
+  }
+  if (strncasecmp(c->acme_directory, "https://", 8) != 0 || !c->acme_directory[8]) {
+    snprintf(err, errlen, "--acme-directory \"%.64s\": want an https:// URL", c->acme_directory);
+    return -1;
+  }
+  return 0;
+}

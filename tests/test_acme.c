@@ -1,0 +1,493 @@
+/* test_acme.c: the ACME pieces that need no CA: base64url, the account key
+ * file, the JWK and its thumbprint, signed requests (verified here with the
+ * public key), HTTP response parsing and URLs, the https client's bounds
+ * (stop descriptor, deadline), and both challenge paths as the shards serve
+ * them: the tls-alpn-01 certificate through a real in-memory handshake on an
+ * SSL_CTX set up as tls.c's, and the http-01 route. The CA end to end is
+ * test_acme_e2e.c (pebble).
+ *
+ * Not Criterion (it links BoringSSL; Criterion brings OpenSSL's libcrypto).
+ * Usage: test_acme [substring of test names]. */
+#define MINI_TEST_MAIN
+#include "mini_test.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/base64.h>
+#include <openssl/bn.h>
+#include <openssl/ec_key.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "server/acme/acme_chal.h"
+#include "server/acme/acme_https.h"
+#include "server/acme/acme_jws.h"
+#include "server/protocol/http.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* base64url (unpadded) to bytes; length or -1. */
+static long b64url_decode(const char *s, uint8_t *out, size_t cap) {
+  size_t n = strlen(s);
+  char *t = malloc(n + 4);
+  memcpy(t, s, n);
+  for (size_t i = 0; i < n; i++) t[i] = t[i] == '-' ? '+' : t[i] == '_' ? '/' : t[i];
+  while (n % 4) t[n++] = '=';
+  size_t len = 0;
+  int ok = EVP_DecodeBase64(out, &len, cap, (const uint8_t *)t, n);
+  free(t);
+  return ok ? (long)len : -1;
+}
+
+static char tmpdir[64];
+
+static void make_tmpdir(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/derpd-acme-test-XXXXXX");
+  cr_assert(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
+}
+
+static int teardown(void) {
+  if (tmpdir[0]) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", tmpdir);
+    tmpdir[0] = 0;
+  }
+  acme_chal_clear_all();
+  acme_chal_free();
+  ERR_clear_error();
+  return 0;
+}
+
+/* ---- base64url, key file, JWK, JWS ------------------------------------------ */
+
+static void b64url_vectors(void) {
+  static const struct { const char *in, *out; } v[] = {
+      {"", ""}, {"f", "Zg"}, {"fo", "Zm8"}, {"foo", "Zm9v"}, {"foob", "Zm9vYg"},
+      {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff", "-_8"}, {"\xff\xfe\xfd", "__79"}};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    char out[32];
+    size_t n = acme_b64url(v[i].in, strlen(v[i].in), out, sizeof out);
+    cr_assert(strcmp(out, v[i].out) == 0 && n == strlen(v[i].out), "%s: got %s", v[i].out, out);
+    char *d = acme_b64url_dup(v[i].in, strlen(v[i].in));
+    cr_assert(d && strcmp(d, v[i].out) == 0);
+    free(d);
+  }
+  char small[4];
+  cr_assert_eq(acme_b64url("foob", 4, small, sizeof small), 0, "too small a buffer must fail");
+  cr_assert_eq(small[0], 0);
+}
+
+static void account_key_file(void) {
+  make_tmpdir();
+  char path[128], jwk1[160], jwk2[160];
+  snprintf(path, sizeof path, "%s/acme_account+key", tmpdir);
+  EVP_PKEY *k1 = NULL, *k2 = NULL;
+  bool created = false;
+  char err[256];
+  cr_assert_eq(acme_key_load_or_create(path, &k1, &created, err, sizeof err), 0, "%s", err);
+  cr_assert(created);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0);
+  cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+  FILE *f = fopen(path, "r");
+  char head[64] = "";
+  cr_assert(f && fgets(head, sizeof head, f));
+  fclose(f);
+  cr_assert(strstr(head, "BEGIN EC PRIVATE KEY"), "autocert's format: %s", head);
+  cr_assert_eq(acme_key_load_or_create(path, &k2, &created, err, sizeof err), 0, "%s", err);
+  cr_assert(!created);
+  cr_assert(acme_jwk(k1, jwk1, sizeof jwk1) > 0 && acme_jwk(k2, jwk2, sizeof jwk2) > 0);
+  cr_assert(strcmp(jwk1, jwk2) == 0, "reloaded key differs");
+  EVP_PKEY_free(k1);
+  EVP_PKEY_free(k2);
+  f = fopen(path, "w");
+  fputs("not a key\n", f);
+  fclose(f);
+  cr_assert_eq(acme_key_load_or_create(path, &k1, &created, err, sizeof err), -1);
+  cr_assert(strstr(err, "not a PEM ECDSA P-256 private key"), "%s", err);
+  snprintf(path, sizeof path, "%s/no/such/dir/key", tmpdir);
+  cr_assert_eq(acme_key_load_or_create(path, &k1, &created, err, sizeof err), -1);
+}
+
+/* RFC 7517 A.1's P-256 key: the JWK has RFC 7638's member order and the
+ * thumbprint hashes exactly that text. */
+static void jwk_and_thumbprint(void) {
+  static const char x64[] = "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4";
+  static const char y64[] = "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM";
+  uint8_t x[48], y[48]; /* EVP_DecodeBase64 wants room for the padded length */
+  cr_assert_eq(b64url_decode(x64, x, sizeof x), 32);
+  cr_assert_eq(b64url_decode(y64, y, sizeof y), 32);
+  EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
+  BIGNUM *bx = BN_bin2bn(x, 32, NULL), *by = BN_bin2bn(y, 32, NULL);
+  cr_assert(EC_KEY_set_public_key_affine_coordinates(ec, bx, by));
+  BN_free(bx);
+  BN_free(by);
+  EVP_PKEY *pk = EVP_PKEY_new();
+  EVP_PKEY_assign_EC_KEY(pk, ec);
+  char jwk[160], want[200], tp[44], tp_want[44];
+  snprintf(want, sizeof want, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x64, y64);
+  size_t jl = acme_jwk(pk, jwk, sizeof jwk);
+  cr_assert(jl == strlen(want), "%zu: %s vs %s", jl, jwk, want);
+  cr_assert(strcmp(jwk, want) == 0, "%s", jwk);
+  uint8_t md[32];
+  SHA256((const uint8_t *)want, strlen(want), md);
+  acme_b64url(md, 32, tp_want, sizeof tp_want);
+  cr_assert_eq(acme_thumbprint(pk, tp), 0);
+  cr_assert(strcmp(tp, tp_want) == 0 && strlen(tp) == 43, "%s", tp);
+  EVP_PKEY_free(pk);
+}
+
+/* Decode a JWS, check its header and verify its ES256 signature. */
+static void check_jws(const char *jws, EVP_PKEY *key, const char *kid, const char *payload) {
+  json_t *j = json_loads(jws, 0, NULL);
+  cr_assert_not_null(j, "not JSON: %s", jws);
+  const char *p64 = json_string_value(json_object_get(j, "protected"));
+  const char *b64 = json_string_value(json_object_get(j, "payload"));
+  const char *s64 = json_string_value(json_object_get(j, "signature"));
+  cr_assert(p64 && b64 && s64);
+  uint8_t buf[2048], sig[80];
+  long n = b64url_decode(p64, buf, sizeof buf - 1);
+  cr_assert(n > 0);
+  buf[n] = 0;
+  json_t *h = json_loads((char *)buf, 0, NULL);
+  cr_assert_not_null(h, "protected header: %s", buf);
+  cr_assert(strcmp(json_string_value(json_object_get(h, "alg")), "ES256") == 0);
+  cr_assert(strcmp(json_string_value(json_object_get(h, "nonce")), "n\"once") == 0, "escaped nonce");
+  cr_assert(strcmp(json_string_value(json_object_get(h, "url")), "https://ca.example/acme/x") == 0);
+  if (kid) {
+    cr_assert(strcmp(json_string_value(json_object_get(h, "kid")), kid) == 0);
+    cr_assert(!json_object_get(h, "jwk"), "kid and jwk are exclusive");
+  } else {
+    char jwk[160];
+    acme_jwk(key, jwk, sizeof jwk);
+    char *got = json_dumps(json_object_get(h, "jwk"), JSON_COMPACT | JSON_SORT_KEYS);
+    cr_assert(got && strcmp(got, jwk) == 0, "jwk %s", got);
+    free(got);
+    cr_assert(!json_object_get(h, "kid"));
+  }
+  json_decref(h);
+  n = b64url_decode(b64, buf, sizeof buf - 1);
+  cr_assert(n >= 0);
+  buf[n] = 0;
+  cr_assert(strcmp((char *)buf, payload ? payload : "") == 0, "payload %s", buf);
+  cr_assert(!payload == !b64[0], "POST-as-GET has an empty payload");
+  cr_assert_eq(b64url_decode(s64, sig, sizeof sig), 64, "ES256 signatures are r||s, 64 bytes");
+  char signing[4096];
+  snprintf(signing, sizeof signing, "%s.%s", p64, b64);
+  uint8_t md[32];
+  SHA256((const uint8_t *)signing, strlen(signing), md);
+  ECDSA_SIG *es = ECDSA_SIG_new();
+  BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
+  cr_assert(ECDSA_SIG_set0(es, r, s));
+  cr_assert_eq(ECDSA_do_verify(md, 32, es, EVP_PKEY_get0_EC_KEY(key)), 1, "signature does not verify");
+  ECDSA_SIG_free(es);
+  json_decref(j);
+}
+
+static void jws_signed_requests(void) {
+  EVP_PKEY *k = acme_key_new();
+  cr_assert_not_null(k);
+  for (int i = 0; i < 20; i++) { /* r or s with leading zero bytes must keep 32 bytes */
+    char *a = acme_jws(k, NULL, "n\"once", "https://ca.example/acme/x", "{\"termsOfServiceAgreed\":true}");
+    cr_assert_not_null(a);
+    check_jws(a, k, NULL, "{\"termsOfServiceAgreed\":true}");
+    free(a);
+  }
+  char *b = acme_jws(k, "https://ca.example/acct/1", "n\"once", "https://ca.example/acme/x", NULL);
+  check_jws(b, k, "https://ca.example/acct/1", NULL);
+  free(b);
+  EVP_PKEY_free(k);
+}
+
+/* ---- HTTP ------------------------------------------------------------------- */
+
+static void url_split(void) {
+  char h[64], p[8];
+  const char *path;
+  cr_assert_eq(acme_url_split("https://acme-v02.api.letsencrypt.org/directory", h, sizeof h, p, sizeof p, &path), 0);
+  cr_assert(!strcmp(h, "acme-v02.api.letsencrypt.org") && !strcmp(p, "443") && !strcmp(path, "/directory"));
+  cr_assert_eq(acme_url_split("https://127.0.0.1:14000/dir?x=1", h, sizeof h, p, sizeof p, &path), 0);
+  cr_assert(!strcmp(h, "127.0.0.1") && !strcmp(p, "14000") && !strcmp(path, "/dir?x=1"));
+  cr_assert_eq(acme_url_split("HTTPS://[::1]:8443", h, sizeof h, p, sizeof p, &path), 0);
+  cr_assert(!strcmp(h, "::1") && !strcmp(p, "8443") && !strcmp(path, "/"));
+  cr_assert_eq(acme_url_split("http://ca.example/dir", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://:443/", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://ca:44x3/", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://ca:/", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://[::1/", h, sizeof h, p, sizeof p, &path), -1);
+}
+
+static int parse(const char *s, bool eof, bool head, struct acme_resp *r) {
+  memset(r, 0, sizeof *r);
+  return acme_resp_parse(s, strlen(s), eof, head, r);
+}
+
+static void response_parsing(void) {
+  struct acme_resp r;
+  const char *full = "HTTP/1.1 201 Created\r\nreplay-nonce:  abc-123 \r\nLocation: https://ca/acct/7\r\n"
+                     "Content-Type: application/json\r\nRetry-After: 3\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
+  cr_assert_eq(parse(full, false, false, &r), 1);
+  cr_assert(r.status == 201 && !strcmp(r.nonce, "abc-123") && !strcmp(r.location, "https://ca/acct/7"));
+  cr_assert(!strcmp(r.content_type, "application/json") && r.retry_after == 3);
+  cr_assert(r.body_len == 7 && !strcmp(r.body, "{\"a\":1}"));
+  acme_resp_free(&r);
+  /* Cut anywhere before the end: incomplete, and malformed at EOF. */
+  for (size_t cut = 0; cut < strlen(full); cut++) {
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(acme_resp_parse(full, cut, false, false, &r), 0, "cut at %zu", cut);
+    cr_assert_eq(acme_resp_parse(full, cut, true, false, &r), -1, "cut at %zu, EOF", cut);
+  }
+  const char *chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "4\r\n-----\r\n5;ext=1\r\nBEGIN\r\n0\r\nX-Trailer: 1\r\n\r\n";
+  cr_assert_eq(parse(chunked, false, false, &r), -1, "a chunk longer than its size is malformed");
+  chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n----\r\n5;ext=1\r\nBEGIN\r\n0\r\n\r\n";
+  cr_assert_eq(parse(chunked, false, false, &r), 1);
+  cr_assert(r.body_len == 9 && !strcmp(r.body, "----BEGIN") && r.retry_after == -1);
+  acme_resp_free(&r);
+  cr_assert_eq(acme_resp_parse(chunked, strlen(chunked) - 2, false, false, &r), 0);
+  /* No length: the body runs to EOF. */
+  cr_assert_eq(parse("HTTP/1.0 200 OK\r\n\r\nto the end", false, false, &r), 0);
+  cr_assert_eq(parse("HTTP/1.0 200 OK\r\n\r\nto the end", true, false, &r), 1);
+  cr_assert(!strcmp(r.body, "to the end"));
+  acme_resp_free(&r);
+  /* HEAD and 204: no body whatever Content-Length says. */
+  cr_assert_eq(parse("HTTP/1.1 200 OK\r\nReplay-Nonce: n1\r\nContent-Length: 100\r\n\r\n", false, true, &r), 1);
+  cr_assert(r.body_len == 0 && !strcmp(r.nonce, "n1"));
+  acme_resp_free(&r);
+  cr_assert_eq(parse("HTTP/1.1 204 No Content\r\n\r\n", false, false, &r), 1);
+  acme_resp_free(&r);
+  cr_assert_eq(parse("SMTP ready\r\n\r\n", false, false, &r), -1);
+  cr_assert_eq(parse("HTTP/1.1 99 x\r\n\r\n", false, false, &r), -1);
+}
+
+/* The client gives up at once when told to stop, and at its deadline on a
+ * server that never answers (a listening socket nobody accepts on). */
+static void https_bounds(void) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  cr_assert(bind(ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(ls, 8) == 0);
+  getsockname(ls, (struct sockaddr *)&a, &al);
+  char url[64];
+  snprintf(url, sizeof url, "https://127.0.0.1:%u/dir", ntohs(a.sin_port));
+  int stop = eventfd(0, 0);
+  struct acme_https h;
+  char err[256];
+  cr_assert_eq(acme_https_init(&h, NULL, stop, 400, err, sizeof err), 0, "%s", err);
+  struct acme_resp r;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  cr_assert_eq(acme_https_do(&h, "GET", url, NULL, NULL, &r, err, sizeof err), -1);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  cr_assert(strstr(err, "timeout") && ms >= 350 && ms < 2000, "%s after %ld ms", err, ms);
+  uint64_t one = 1;
+  cr_assert(write(stop, &one, sizeof one) == sizeof one);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  h.timeout_ms = 30000;
+  cr_assert_eq(acme_https_do(&h, "GET", url, NULL, NULL, &r, err, sizeof err), -1);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  cr_assert(strcmp(err, "stopping") == 0 && ms < 1000, "%s after %ld ms", err, ms);
+  cr_assert_eq(acme_https_do(&h, "GET", "http://127.0.0.1/", NULL, NULL, &r, err, sizeof err), -1);
+  acme_https_free(&h);
+  cr_assert_eq(acme_https_init(&h, "/nonexistent/ca.pem", -1, 400, err, sizeof err), -1);
+  cr_assert(strstr(err, "/nonexistent/ca.pem"), "%s", err);
+  close(stop);
+  close(ls);
+}
+
+/* ---- challenges ----------------------------------------------------------- */
+
+#define NAME "derp.example.net"
+
+/* The server's SSL_CTX as tls.c builds it for -certmode letsencrypt (the
+ * parts that matter here): a certificate, ALPN http/1.1 only, the
+ * select-certificate callback. */
+static int server_alpn(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in, unsigned inlen, void *arg) {
+  (void)ssl, (void)arg;
+  if (inlen >= 9 && memcmp(in, "\x08http/1.1", 9) == 0) {
+    *out = in + 1;
+    *outlen = 8;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+static SSL_CTX *server_ctx(X509 **main_cert) {
+  EVP_PKEY *k = acme_key_new();
+  uint8_t zero[32] = {0};
+  X509 *x = acme_chal_tls_cert(k, "main.example.net", zero); /* any certificate will do */
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  cr_assert(ctx && x && SSL_CTX_use_certificate(ctx, x) && SSL_CTX_use_PrivateKey(ctx, k));
+  SSL_CTX_set_alpn_select_cb(ctx, server_alpn, NULL);
+  SSL_CTX_set_select_certificate_cb(ctx, acme_chal_select_cert);
+  *main_cert = x;
+  EVP_PKEY_free(k);
+  return ctx;
+}
+
+struct hs_result {
+  bool ok;
+  char alpn[16];
+  X509 *peer;
+};
+
+/* One handshake in memory: client offers alpn (wire format) with sni. */
+static struct hs_result handshake(SSL_CTX *sctx, const char *sni, const char *alpn, size_t alpn_len) {
+  struct hs_result res = {0};
+  SSL_CTX *cctx = SSL_CTX_new(TLS_method());
+  SSL *c = SSL_new(cctx), *s = SSL_new(sctx);
+  BIO *bc, *bs;
+  cr_assert(BIO_new_bio_pair(&bc, 0, &bs, 0));
+  SSL_set_bio(c, bc, bc);
+  SSL_set_bio(s, bs, bs);
+  SSL_set_connect_state(c);
+  SSL_set_accept_state(s);
+  if (sni) SSL_set_tlsext_host_name(c, sni);
+  SSL_set_alpn_protos(c, (const uint8_t *)alpn, alpn_len);
+  bool cdone = false, sdone = false, failed = false;
+  for (int i = 0; i < 50 && !(cdone && sdone) && !failed; i++) {
+    int rc;
+    if (!cdone && (rc = SSL_do_handshake(c)) == 1) cdone = true;
+    else if (!cdone && SSL_get_error(c, rc) != SSL_ERROR_WANT_READ) failed = true;
+    if (!sdone && (rc = SSL_do_handshake(s)) == 1) sdone = true;
+    else if (!sdone && SSL_get_error(s, rc) != SSL_ERROR_WANT_READ) failed = true;
+  }
+  res.ok = cdone && sdone;
+  if (res.ok) {
+    const uint8_t *p;
+    unsigned n;
+    SSL_get0_alpn_selected(c, &p, &n);
+    if (n < sizeof res.alpn) memcpy(res.alpn, p, n);
+    res.peer = SSL_get_peer_certificate(c);
+  }
+  SSL_free(c);
+  SSL_free(s);
+  SSL_CTX_free(cctx);
+  ERR_clear_error();
+  return res;
+}
+
+static const char acme_alpn[] = "\x0a" "acme-tls/1";
+static const char http_alpn[] = "\x08" "http/1.1";
+
+static void tls_alpn_01(void) {
+  X509 *main_cert;
+  SSL_CTX *sctx = server_ctx(&main_cert);
+  const char *keyauth = "tok-en.thumbprint";
+  /* No challenge pending: acme-tls/1 is refused, http/1.1 works as ever. */
+  struct hs_result r = handshake(sctx, NAME, acme_alpn, sizeof acme_alpn - 1);
+  cr_assert(!r.ok, "acme-tls/1 without a challenge must fail");
+  r = handshake(sctx, NAME, http_alpn, sizeof http_alpn - 1);
+  cr_assert(r.ok && !strcmp(r.alpn, "http/1.1") && X509_cmp(r.peer, main_cert) == 0);
+  X509_free(r.peer);
+  cr_assert_eq(acme_chal_tls_set(NAME, keyauth), 0);
+  /* The validator's handshake: SNI, ALPN acme-tls/1 only. */
+  r = handshake(sctx, "DERP.example.net", acme_alpn, sizeof acme_alpn - 1);
+  cr_assert(r.ok, "challenge handshake failed");
+  cr_assert(!strcmp(r.alpn, "acme-tls/1"), "ALPN %s", r.alpn);
+  cr_assert(X509_cmp(r.peer, main_cert) != 0);
+  cr_assert_eq(X509_check_host(r.peer, NAME, strlen(NAME), 0, NULL), 1, "SAN must name the host");
+  ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+  int idx = X509_get_ext_by_OBJ(r.peer, oid, -1);
+  cr_assert(idx >= 0, "no acmeIdentifier extension");
+  X509_EXTENSION *ext = X509_get_ext(r.peer, idx);
+  cr_assert(X509_EXTENSION_get_critical(ext), "acmeIdentifier must be critical");
+  const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+  uint8_t want[34] = {0x04, 0x20};
+  SHA256((const uint8_t *)keyauth, strlen(keyauth), want + 2);
+  cr_assert(ASN1_STRING_length(v) == 34 && memcmp(ASN1_STRING_get0_data(v), want, 34) == 0,
+            "extnValue must be the DER OCTET STRING of SHA-256(keyauth)");
+  ASN1_OBJECT_free(oid);
+  X509_free(r.peer);
+  /* Other names, and clients not offering acme-tls/1, are untouched. */
+  r = handshake(sctx, "other.example.net", acme_alpn, sizeof acme_alpn - 1);
+  cr_assert(!r.ok, "a challenge for another name");
+  r = handshake(sctx, NULL, acme_alpn, sizeof acme_alpn - 1);
+  cr_assert(!r.ok, "no SNI");
+  r = handshake(sctx, NAME, http_alpn, sizeof http_alpn - 1);
+  cr_assert(r.ok && X509_cmp(r.peer, main_cert) == 0, "a DERP client during a challenge");
+  X509_free(r.peer);
+  static const char both[] = "\x08http/1.1\x0a" "acme-tls/1";
+  r = handshake(sctx, NAME, both, sizeof both - 1);
+  cr_assert(r.ok && !strcmp(r.alpn, "acme-tls/1"), "acme-tls/1 offered among others");
+  X509_free(r.peer);
+  acme_chal_tls_clear(NAME);
+  r = handshake(sctx, NAME, acme_alpn, sizeof acme_alpn - 1);
+  cr_assert(!r.ok, "a cleared challenge still answered");
+  X509_free(main_cert);
+  SSL_CTX_free(sctx);
+}
+
+static bool route(const char *method, const char *path, struct http_reply *out) {
+  char req[512];
+  snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: " NAME "\r\n\r\n", method, path);
+  struct http_req r;
+  http_req_init(&r);
+  size_t used;
+  cr_assert_eq(http_req_feed(&r, (const uint8_t *)req, strlen(req), &used), HTTP_FEED_DONE);
+  return acme_chal_http_route(&r, out);
+}
+
+static void http_01(void) {
+  struct http_reply out;
+  cr_assert(!route("GET", ACME_HTTP01_PREFIX "tok", &out), "routed before acme_chal_enable");
+  acme_chal_enable();
+  cr_assert(!route("GET", "/generate_204", &out), "not an ACME path");
+  cr_assert(route("GET", ACME_HTTP01_PREFIX "tok", &out) && out.status == 404);
+  cr_assert_eq(acme_chal_http_set("tok", "tok.thumb"), 0);
+  cr_assert(route("GET", ACME_HTTP01_PREFIX "tok", &out) && out.status == 200);
+  out.buf[out.len] = 0;
+  cr_assert(strstr(out.buf, "Content-Length: 9\r\n") && strstr(out.buf, "\r\n\r\ntok.thumb"), "%s", out.buf);
+  cr_assert_eq(out.action, HTTP_ACT_CLOSE);
+  cr_assert(route("HEAD", ACME_HTTP01_PREFIX "tok", &out) && out.status == 200);
+  out.buf[out.len] = 0;
+  cr_assert(strstr(out.buf, "\r\n\r\n")[4] == 0, "HEAD has no body");
+  cr_assert(route("POST", ACME_HTTP01_PREFIX "tok", &out) && out.status == 404);
+  cr_assert(route("GET", ACME_HTTP01_PREFIX "to", &out) && out.status == 404);
+  cr_assert(route("GET", ACME_HTTP01_PREFIX, &out) && out.status == 404);
+  char buf[64];
+  cr_assert(acme_chal_http_get("tok", buf, sizeof buf) && !strcmp(buf, "tok.thumb"));
+  /* A bounded table: four at once, a fifth refused, a cleared slot reused. */
+  cr_assert_eq(acme_chal_http_set("t2", "a"), 0);
+  cr_assert_eq(acme_chal_http_set("t3", "b"), 0);
+  cr_assert_eq(acme_chal_http_set("t4", "c"), 0);
+  cr_assert_eq(acme_chal_http_set("t5", "d"), -1);
+  cr_assert_eq(acme_chal_http_set("tok", "tok.new"), 0, "the same token is replaced");
+  acme_chal_http_clear("tok");
+  cr_assert(route("GET", ACME_HTTP01_PREFIX "tok", &out) && out.status == 404);
+  cr_assert_eq(acme_chal_http_set("t5", "d"), 0);
+  cr_assert_eq(acme_chal_http_set("", "x"), -1);
+}
+
+static const struct mini_test tests[] = {
+    {"b64url_vectors", b64url_vectors},
+    {"account_key_file", account_key_file},
+    {"jwk_and_thumbprint", jwk_and_thumbprint},
+    {"jws_signed_requests", jws_signed_requests},
+    {"url_split", url_split},
+    {"response_parsing", response_parsing},
+    {"https_bounds", https_bounds},
+    {"tls_alpn_01", tls_alpn_01},
+    {"http_01", http_01},
+};
+
+int main(int argc, char **argv) {
+  return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, teardown);
+}
