@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
          c.listen_port, c.tls, c.certmode[0] ? c.certmode : "-", c.hostname,
          c.key_path[0] ? c.key_path : "-", c.certdir, c.shards, n);
   if (c.metrics_port >= 0) printf(" metrics=%s:%d", c.metrics_host, c.metrics_port);
+  printf(" stun=%d", c.stun ? c.stun_port : -1);
   for (int i = 0; i < n; i++) printf(" mesh=%s:%s/%s:%u", e[i].tls ? "https" : "http", e[i].name, e[i].dial, e[i].port);
   printf("\n");
   return 0;

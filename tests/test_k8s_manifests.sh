@@ -5,8 +5,8 @@
 # installed once into $K8S_WORK, default build-k8s-validate/), and derpd's
 # command line of every pod run through derpd's own flag parser
 # (check_flags): it must parse, serve TLS on :443, name the pod, serve
-# /debug/ on --metrics-listen :9100, and mesh with all three nodes in
-# name/dialaddr form.
+# /debug/ on --metrics-listen :9100, answer STUN on 3478, and mesh with all
+# three nodes in name/dialaddr form.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,7 +43,7 @@ while IFS= read -r line; do
     fail "$pod: derpd refuses its command line: $out"; continue
   fi
   for want in "listen=:443" "tls=1" "certmode=manual" "hostname=$pod." "mesh_entries=3" \
-              "mesh=https:$pod." "metrics=:9100"; do
+              "mesh=https:$pod." "metrics=:9100" "stun=3478"; do
     [[ "$out" == *" $want"* || "$out" == *"$want"* ]] || fail "$pod: derpd would not run with $want: $out"
   done
   n=$((n + 1))

@@ -77,7 +77,8 @@ class Derpd:
         self.log = open(self.log_path, "w")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            list(wrap) + [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port, "-stun=false"] + list(args),
+            # -stun-port=0: the cases run side by side, and beside other tests.
+            list(wrap) + [DERPD, "-dev", "-a", "127.0.0.1:%d" % self.port, "-stun-port=0"] + list(args),
             env=e, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.msgs = []  # (seconds since start, message, sender pid)
 
