@@ -42,7 +42,7 @@ stop_derpd() { kill $DPID 2>/dev/null; wait $DPID 2>/dev/null; }
 https() {
   port=$1 path=$2; shift 2
   printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$path" |
-    timeout 5 openssl s_client -connect 127.0.0.1:$port -servername localhost -brief -ign_eof "$@" 2>&1
+    timeout 15 openssl s_client -connect 127.0.0.1:$port -servername localhost -brief -ign_eof "$@" 2>&1
 }
 varz() { https "$1" /debug/varz | grep "^$2 " | awk '{print $2}'; }
 
