@@ -278,7 +278,7 @@ Test(config, double_dash_ends_flags) {
 /* derper's -version: a bool read once every flag is parsed; it prints the
  * version (meson's project version) and derpd exits 0. */
 Test(config, version) {
-  static const char *const forms[][3] = {{"-version", NULL, NULL}, {"--version", "-dev", NULL},
+  static const char *const forms[][4] = {{"-version", NULL, NULL}, {"--version", "-dev", NULL},
                                          {"-version=true", "-certmode", "bogus"}};
   for (size_t i = 0; i < 3; i++) {
     char *buf = NULL;
