@@ -465,7 +465,7 @@ int main(int argc, char **argv) {
   g.spread_ns = 1000000000;
   g.timeout_ns = 60000000000;
   bool have_server = false;
-  for (int i = 2; i < argc; i++) {
+  for (int i = 2; i < argc; i += 2) { /* every flag takes a value */
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     while (*a == '-') a++;
     int bad = !v;
@@ -495,7 +495,6 @@ int main(int argc, char **argv) {
       fprintf(stderr, "derp-flood: bad flag or value: %s %s (see --help)\n", argv[i], v ? v : "");
       return 2;
     }
-    i++;
   }
   bool storm = !strcmp(mode, "storm");
   if ((!storm && strcmp(mode, "conns")) || !have_server || !count) {
