@@ -465,6 +465,113 @@ Test(e2e, peer_gone_not_here, E2E) {
   cr_assert_eq(m.reason, DERP_PEER_GONE_NOT_HERE, "reason %u", m.reason);
 }
 
+/* ---- Batched sleeps (core/shard.c, wait_events) ---- */
+
+enum { BATCH_CLIENTS = 4 };
+
+/* Each client sends to the next one every 20 ms for `ms`, in one thread
+ * (fewer per window than a receiver's queue holds, so none is dropped);
+ * every packet carries its send time. Latencies (ms) of data packets land
+ * in lat[] (at most cap); returns how many arrived. */
+static int ring_traffic(struct derp_client **c, int ms, int64_t *lat, int cap, int *sent) {
+  int got = 0;
+  *sent = 0;
+  int64_t end = e2e_now_ms() + ms, next = e2e_now_ms();
+  while (e2e_now_ms() < end + 1500 && (e2e_now_ms() < end || got < *sent)) {
+    if (e2e_now_ms() >= next && e2e_now_ms() < end) {
+      for (int i = 0; i < BATCH_CLIENTS; i++) {
+        int64_t t = e2e_now_ms();
+        uint8_t pkt[64] = {0};
+        memcpy(pkt + 8, &t, sizeof t);
+        cr_assert_eq(derp_client_send(c[i], derp_client_public_key(c[(i + 1) % BATCH_CLIENTS]), pkt, sizeof pkt), 0);
+        (*sent)++;
+      }
+      next += 20;
+    }
+    for (int i = 0; i < BATCH_CLIENTS; i++) {
+      struct derp_client_msg m;
+      while (derp_client_recv_packet(c[i], &m, 0) == 1) {
+        if (m.type != DERP_FRAME_RECV_PACKET || m.packet_len != 64) continue; /* sync markers */
+        int64_t t;
+        memcpy(&t, m.packet + 8, sizeof t);
+        if (got < cap) lat[got] = e2e_now_ms() - t;
+        got++;
+      }
+    }
+    e2e_sleep_ms(1);
+  }
+  return got;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+#define WAITS_BATCH "derpd_shard_waits{mode=\"batch\"}"
+
+/* Under steady load a shard sleeps --batch-wait at a time (200 ms here, so
+ * that the effect is plain) and nobody wakes it, across shards too: packets
+ * wait, but at most a window at each shard on their way and none is lost.
+ * Once the load stops, the shard sleeps idle again: a lone packet is
+ * relayed at once, not a window later. */
+Test(e2e, batched_sleeps_bounded_then_idle, E2E) {
+  start(2, "--batch-wait=200ms --batch-events=4096");
+  struct derp_client *c[BATCH_CLIENTS];
+  for (int i = 0; i < BATCH_CLIENTS; i++) c[i] = e2e_client(&g_srv, NULL, false);
+  for (int i = 0; i < BATCH_CLIENTS; i++) e2e_sync_route(c[i], c[(i + 1) % BATCH_CLIENTS]);
+  long long batch0 = derpd_varz(&g_srv, WAITS_BATCH), x0 = derpd_varz(&g_srv, "derpd_cross_shard_packets");
+  static int64_t lat[4096];
+  int sent;
+  int got = ring_traffic(c, 2000, lat, 4096, &sent);
+  cr_assert_eq(got, sent, "lost %d of %d packets", sent - got, sent);
+  qsort(lat, (size_t)got, sizeof lat[0], cmp_i64);
+  int64_t p50 = lat[got / 2], p95 = lat[got * 95 / 100], max = lat[got - 1];
+  long long batched = derpd_varz(&g_srv, WAITS_BATCH) - batch0;
+  long long crossed = derpd_varz(&g_srv, "derpd_cross_shard_packets") - x0;
+  cr_log_info("steady: %d packets, %lld crossed shards; latency p50 %lld p95 %lld max %lld ms; %lld batched sleeps",
+              got, crossed, (long long)p50, (long long)p95, (long long)max, batched);
+  cr_assert_gt(batched, 0, "no batched sleep under steady load");
+  /* Batching is on: packets wait for the window (about half of it at the
+   * median), not for the next event. */
+  cr_assert_geq(p50, 30, "median latency %lld ms: the 200 ms windows did not hold packets", (long long)p50);
+  /* Bounded: a window at the sender's shard, one at the receiver's, and
+   * slack for a loaded machine. */
+  cr_assert_leq(p95, 1000, "p95 latency %lld ms", (long long)p95);
+  /* Idle again within a window or two of the load stopping. */
+  e2e_sleep_ms(1000);
+  int64_t worst = 0;
+  for (int i = 0; i < BATCH_CLIENTS; i++) {
+    uint8_t pkt[64] = {0};
+    int64_t t0 = e2e_now_ms();
+    cr_assert_eq(derp_client_send(c[i], derp_client_public_key(c[(i + 1) % BATCH_CLIENTS]), pkt, sizeof pkt), 0);
+    struct derp_client_msg m;
+    e2e_recv_data(c[(i + 1) % BATCH_CLIENTS], &m, 2000);
+    int64_t dt = e2e_now_ms() - t0;
+    if (dt > worst) worst = dt;
+    /* Each probe alone: a probe makes two or three arrivals per shard
+     * (the packet, the ring item, the receiver's MSG_SAW back), well under
+     * the two per 200 ms window that turn batching on. */
+    e2e_sleep_ms(500);
+  }
+  cr_log_info("idle: worst lone-packet latency %lld ms", (long long)worst);
+  cr_assert_lt(worst, 100, "a lone packet after the load waited %lld ms: still batching", (long long)worst);
+}
+
+/* --batch-wait 0: every sleep ends at the first event, as before batching. */
+Test(e2e, batch_wait_zero_never_batches, E2E) {
+  start(2, "--batch-wait=0");
+  struct derp_client *c[BATCH_CLIENTS];
+  for (int i = 0; i < BATCH_CLIENTS; i++) c[i] = e2e_client(&g_srv, NULL, false);
+  for (int i = 0; i < BATCH_CLIENTS; i++) e2e_sync_route(c[i], c[(i + 1) % BATCH_CLIENTS]);
+  static int64_t lat[4096];
+  int sent;
+  int got = ring_traffic(c, 500, lat, 4096, &sent);
+  cr_assert_eq(got, sent);
+  cr_assert_eq(derpd_varz(&g_srv, WAITS_BATCH), 0);
+  cr_assert_gt(derpd_varz(&g_srv, "derpd_shard_waits{mode=\"idle\"}"), 0);
+}
+
 /* ---- Ping ---- */
 
 Test(e2e, ping_pong_and_short_ping, E2E) {

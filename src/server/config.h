@@ -27,6 +27,9 @@ struct config {
   int recv_bufs;             /* --recv-bufs per shard, default 256 (power of two) */
   int recv_buf_size;         /* --recv-buf-size bytes, default 16384 */
   int queue_depth;           /* --queue-depth: packets per inter-shard data ring (power of 2); 0 = auto */
+  int64_t batch_wait_us;     /* --batch-wait: a busy shard's sleep gathers events this long
+                                (core/shard.c); 0 = wake on every event */
+  int batch_events;          /* --batch-events: ... or until this many have completed */
   int verbose;               /* -v / --verbose, may repeat */
   char debug_allow[1024];    /* --debug-allow: CIDRs that may read /debug/, comma-separated
                                 (repeats append); checked by operations/debug_access.c */

@@ -26,6 +26,7 @@
 #include "derp/handshake.h"
 #include "derp/key.h"
 #include "server/config.h"
+#include "server/core/keyset.h"
 #include "server/core/list.h"
 #include "server/core/ratelimit.h"
 #include "server/operations/metrics.h"
@@ -95,8 +96,7 @@ struct peer {
   struct conn *active;   /* receives packets; NULL = none (dup fight) */
   uint32_t nconns;
   /* Keys this peer sent to: they get PeerGone when its last conn ends. */
-  derp_key *sent_to;     /* open addressing; zero key = empty */
-  uint32_t sent_to_cap, sent_to_n;
+  struct keyset sent_to; /* at most SENT_TO_MAX */
   derp_key last_dst;     /* cache: skips the set lookup for repeat sends */
 };
 
@@ -256,8 +256,10 @@ struct shard {
   int listen_fd;
   int listen80_fd;             /* port-80 helper listener, -1 if none */
   int metrics_fd;              /* --metrics-listen listener, -1 if none */
-  /* Set before waiting; producers wake if set. Other shards read it every
-   * turn they publish to this one, so it has a cache line to itself. */
+  /* enum sleep_mode, set before waiting: producers wake a SLEEP_IDLE shard
+   * (MSG_RING), never a SLEEP_BATCH one (it wakes by itself within
+   * --batch-wait). Other shards read it every turn they publish to this
+   * one, so it has a cache line to itself. */
   alignas(64) _Atomic int sleeping;
   /* Which shards published to this one since it last looked: a bit per
    * source, set by the source after publishing (atomic OR), taken by this
@@ -279,6 +281,14 @@ struct shard {
   bool nobufs;                 /* an ENOBUFS this turn */
   int64_t now_ms;
   int64_t now_us;              /* the same instant in µs (packet queue-wait stamps) */
+  /* Batched waits (shard.c, wait_events): arrivals (receives, accepts,
+   * ring items; not our own send completions) counted per window decide
+   * whether the coming sleeps gather events for --batch-wait. */
+  int64_t rate_win_us;         /* the window's start */
+  uint32_t rate_arrivals;      /* arrivals in the window so far */
+  uint32_t turn_arrivals;      /* arrivals the last wake-up brought */
+  bool batching;               /* the last window's rate makes batching pay */
+  bool last_wait_batched;      /* the sleep just ended was a batched one */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
   struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */

@@ -5,7 +5,13 @@
  * of other shards. Each loop turn: drain inbound rings, run timers, flush every
  * conn with new output (one sendmsg each), publish staged ring items and wake
  * sleepers, then one io_uring_enter that submits everything and waits. Conn
- * protocol logic lives in conn.c and relay.c; this file only dispatches. */
+ * protocol logic lives in conn.c and relay.c; this file only dispatches.
+ *
+ * Sleeps are batched under steady load (wait_events): a sleep and wake-up
+ * of a thread costs more CPU than relaying a packet, so a shard whose
+ * arrivals would gather at least two per --batch-wait sleeps that long (or
+ * until --batch-events complete) and serves them with one wake-up; other
+ * shards then leave it to wake by itself instead of waking it. */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +29,10 @@
 
 #define TICK_MS 100
 #define DRAIN_BATCH 256
+/* Shortest arrival-rate window of the batching decision (wait_events). */
+#define RATE_WINDOW_US 1000
+
+enum sleep_mode { AWAKE = 0, SLEEP_IDLE = 1, SLEEP_BATCH = 2 };
 
 int64_t now_ms(void) {
   struct timespec ts;
@@ -294,9 +304,11 @@ static bool drain_from(struct shard *sh, int f) {
   void *items[DRAIN_BATCH];
   uint32_t n = spsc_pop_batch(hand_q(s, f, sh->id), items, DRAIN_BATCH);
   bool more = n == DRAIN_BATCH;
+  sh->turn_arrivals += n;
   for (uint32_t i = 0; i < n; i++) conn_adopt(sh, items[i]);
   n = spsc_pop_batch(ctrl_q(s, f, sh->id), items, DRAIN_BATCH);
   more |= n == DRAIN_BATCH;
+  sh->turn_arrivals += n;
   for (uint32_t i = 0; i < n; i++) {
     struct pkt *m = items[i];
     if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
@@ -304,6 +316,7 @@ static bool drain_from(struct shard *sh, int f) {
   }
   n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
   more |= n == DRAIN_BATCH;
+  sh->turn_arrivals += n;
   for (uint32_t i = 0; i < n; i++) {
     struct pkt *p = items[i];
     if (p->kind == MSG_FWD_PKT) link_deliver(sh, p);
@@ -350,9 +363,14 @@ static void publish_to(struct shard *sh, int t) {
   /* Release: whoever takes the bit sees the items published above. */
   atomic_fetch_or_explicit(&ts->inbound[sh->id / 64], 1ull << (sh->id % 64), memory_order_release);
   atomic_thread_fence(memory_order_seq_cst);
-  /* A plain load first: the line stays shared while the target is awake. */
-  if (atomic_load_explicit(&ts->sleeping, memory_order_relaxed) &&
-      atomic_exchange_explicit(&ts->sleeping, 0, memory_order_seq_cst)) {
+  /* A plain load first: the line stays shared while the target is awake.
+   * A batched sleeper wakes within --batch-wait by itself and finds our
+   * bit then: no wake-up (the coalescing that makes batching pay across
+   * shards). Only an idle sleeper is woken, once (the CAS). */
+  int idle = SLEEP_IDLE;
+  if (atomic_load_explicit(&ts->sleeping, memory_order_relaxed) == SLEEP_IDLE &&
+      atomic_compare_exchange_strong_explicit(&ts->sleeping, &idle, AWAKE, memory_order_seq_cst,
+                                              memory_order_relaxed)) {
     struct io_uring_sqe *sqe = shard_sqe(sh);
     io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
     io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_MSGRING));
@@ -382,14 +400,15 @@ static void flush_dirty(struct shard *sh) {
   }
 }
 
-static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
+/* True for an arrival: work that came from outside (not our own sends). */
+static bool handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
   case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
   case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> UD_TAG_BITS)); break;
   case UD_RECV: conn_on_recv(ud_ptr(ud), cqe); break;
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
-  case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); break;
+  case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); return false;
   case UD_STUN: stun_on_cqe(sh, cqe); break;
   case UD_WAKE: break; /* the wake itself is the point; drain runs next turn */
   case UD_MSGRING: /* only failures post (CQE_SKIP_SUCCESS): the target may
@@ -400,8 +419,9 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   case UD_NONE:
     if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY && cqe->res != -ECANCELED)
       log_debug("shard %d: aux op failed: %s", sh->id, strerror(-cqe->res));
-    break;
+    return false;
   }
+  return true;
 }
 
 /* Tell an established client to come back soon: derpd is restarting, not gone. */
@@ -471,29 +491,76 @@ static void continue_stop(struct shard *sh) {
   if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;
 }
 
+/* Whether this shard's sleeps should gather events: once per window, from
+ * the arrivals counted in it. Batching pays when a --batch-wait sleep would
+ * gather at least two arrivals on average; below that it only adds latency. */
+static void update_batching(struct shard *sh) {
+  if (sh->turn_arrivals == 0 && sh->last_wait_batched) {
+    /* The load stopped: start over, idle, with a fresh window (its
+     * arrivals would keep batching on after the load). */
+    sh->batching = false;
+    sh->rate_arrivals = 0;
+    sh->rate_win_us = sh->now_us;
+    return;
+  }
+  sh->rate_arrivals += sh->turn_arrivals;
+  int64_t el = sh->now_us - sh->rate_win_us, t = sh->srv->cfg.batch_wait_us;
+  /* A window spans two --batch-waits at least, so that one lone arrival
+   * in a short window never reads as a rate. */
+  if (el < RATE_WINDOW_US || el < 2 * t) return;
+  sh->batching = t > 0 && (int64_t)sh->rate_arrivals * t >= 2 * el;
+  sh->rate_arrivals = 0;
+  sh->rate_win_us = sh->now_us;
+}
+
+/* Sleep until the next event (idle) or, under steady load, until
+ * --batch-wait has passed or --batch-events have completed (batch): one
+ * wake-up then serves all that came meanwhile. A batched sleep that brought
+ * no arrivals ends batching until load shows again (update_batching), so a
+ * shard whose load stopped sleeps idle after one --batch-wait. With the kernel's lazy wake-up
+ * of DEFER_TASKRUN rings (Linux 6.5+), completions short of the count do not
+ * wake the thread at all; older kernels wake it inside io_uring_enter per
+ * completion and put it back to sleep, which saves the returns to user space
+ * but not the context switches. */
 static void wait_events(struct shard *sh, int64_t next_tick) {
-  int64_t wait_ms = next_tick - sh->now_ms;
-  if (wait_ms < 0) wait_ms = 0;
-  atomic_store_explicit(&sh->sleeping, 1, memory_order_seq_cst);
+  int64_t wait_us = (next_tick - sh->now_ms) * 1000;
+  if (wait_us < 0) wait_us = 0;
+  int64_t bw = sh->srv->cfg.batch_wait_us;
+  /* A batched sleep may outlast the next tick: timers (deadlines,
+   * keepalives, the watchdog) run at most --batch-wait late. */
+  bool batch = sh->batching && !sh->stopping && wait_us > 0;
+  unsigned wait_nr = 1;
+  sh->last_wait_batched = batch;
+  if (batch) {
+    wait_us = bw;
+    wait_nr = (unsigned)sh->srv->cfg.batch_events;
+    STAT_INC(&sh->stats, waits_batch);
+  } else {
+    STAT_INC(&sh->stats, waits_idle);
+  }
+  atomic_store_explicit(&sh->sleeping, batch ? SLEEP_BATCH : SLEEP_IDLE, memory_order_seq_cst);
   atomic_thread_fence(memory_order_seq_cst);
-  if (!inbound_empty(sh)) wait_ms = 0;
-  struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000};
+  /* Items published before the flag was seen: no one will wake an idle
+   * sleeper for them. A batched sleeper takes them when it wakes. */
+  if (!batch && !inbound_empty(sh)) wait_us = 0;
+  struct __kernel_timespec ts = {.tv_sec = wait_us / 1000000, .tv_nsec = (wait_us % 1000000) * 1000};
   struct io_uring_cqe *cqe;
-  int r = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
-  atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+  int r = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait_nr, &ts, NULL);
+  atomic_store_explicit(&sh->sleeping, AWAKE, memory_order_relaxed);
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
     log_error("shard %d: io_uring_enter: %s", sh->id, strerror(-r));
 }
 
 static void process_cqes(struct shard *sh) {
-  unsigned head, n = 0;
+  unsigned head, n = 0, arrivals = 0;
   struct io_uring_cqe *cqe;
   io_uring_for_each_cqe(&sh->ring, head, cqe) {
-    handle_cqe(sh, cqe);
+    arrivals += handle_cqe(sh, cqe);
     n++;
   }
   io_uring_cq_advance(&sh->ring, n);
   refill_buf_ring(sh);
+  sh->turn_arrivals += arrivals;
 }
 
 static void loop(struct shard *sh) {
@@ -501,6 +568,7 @@ static void loop(struct shard *sh) {
   while (!sh->stopped) {
     shard_clock(sh);
     drain_inbound(sh);
+    update_batching(sh);
     admission_drain(sh);
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + TICK_MS;
@@ -524,6 +592,7 @@ static void loop(struct shard *sh) {
     publish_and_wake(sh);
     wait_events(sh, next_tick);
     shard_clock(sh);
+    sh->turn_arrivals = 0;
     process_cqes(sh);
   }
 }

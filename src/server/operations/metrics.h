@@ -60,6 +60,8 @@
   X(xshard_pkts, "derpd_cross_shard_packets", "counter", "packets passed between shards") \
   X(wakeups, "derpd_shard_wakeups_sent", "counter", "MSG_RING wake-ups sent")             \
   X(sends, "derpd_send_calls", "counter", "sendmsg operations completed")                 \
+  X(waits_idle, "derpd_shard_waits{mode=\"idle\"}", "counter", "shard sleeps: idle = until the first event (or timer), batch = until --batch-wait passed or --batch-events completed") \
+  X(waits_batch, "derpd_shard_waits{mode=\"batch\"}", "counter", "") \
   X(accept_errors, "derpd_accept_errors", "counter", "accepts that failed (out of file descriptors or memory: retried at the next tick)") \
   X(recv_nobufs, "derpd_recv_no_buffers", "counter", "multishot recv out of buffers")     \
   X(http_requests, "derpd_http_requests", "counter", "HTTP requests served")              \

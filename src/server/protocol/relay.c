@@ -36,7 +36,7 @@ void peer_table_init(struct peer_table *t) {
 }
 
 static void peer_free(struct peer *p) {
-  free(p->sent_to);
+  keyset_free(&p->sent_to);
   free(p);
 }
 
@@ -141,9 +141,9 @@ void relay_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash,
 }
 
 static void notify_gone(struct shard *sh, struct peer *p) {
-  for (uint32_t i = 0; i < p->sent_to_cap; i++) {
-    const derp_key *k = &p->sent_to[i];
-    if (derp_key_is_zero(k)) continue;
+  for (uint32_t i = 0; i < p->sent_to.cap; i++) {
+    if (!p->sent_to.tag[i]) continue;
+    const derp_key *k = &p->sent_to.key[i];
     relay_peer_gone(sh, k, key_hash(sh->srv, k), &p->key, DERP_PEER_GONE_DISCONNECTED);
   }
 }
@@ -165,7 +165,7 @@ void relay_unregister(struct conn *c) {
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
   if (p->nconns > 0) return;
   notify_gone(sh, p);
-  STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to_n);
+  STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to.n);
   derp_key k = p->key;
   uint64_t h = p->hash;
   peer_unlink(&sh->peers, p);
@@ -176,43 +176,11 @@ void relay_unregister(struct conn *c) {
 
 /* ---- who a peer sent to (for PeerGone) ---------------------------------- */
 
-/* Open addressing; returns the slot holding k, or the empty slot for it. */
-static derp_key *sent_to_slot(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
-  for (uint32_t i = 0, j = (uint32_t)h & (cap - 1); i < cap; i++, j = (j + 1) & (cap - 1))
-    if (derp_key_is_zero(&set[j]) || memcmp(set[j].b, k->b, DERP_KEY_LEN) == 0) return &set[j];
-  return NULL; /* unreachable: the set is never more than 3/4 full */
-}
-
-static bool sent_to_insert(derp_key *set, uint32_t cap, const derp_key *k, uint64_t h) {
-  derp_key *s = sent_to_slot(set, cap, k, h);
-  if (!s || !derp_key_is_zero(s)) return false;
-  *s = *k;
-  return true;
-}
-
-/* Adds k to a set of at most SENT_TO_MAX keys (open addressing, grown by
- * doubling, never more than 3/4 full). True if it was added. */
-bool relay_keyset_add(struct shard *sh, derp_key **set, uint32_t *cap, uint32_t *n, const derp_key *k,
-                      uint64_t h) {
-  if (derp_key_is_zero(k)) return false;
-  if (*cap) {
-    derp_key *s = sent_to_slot(*set, *cap, k, h);
-    if (s && !derp_key_is_zero(s)) return false; /* known */
-  }
-  if (*n >= SENT_TO_MAX) { STAT_INC(&sh->stats, sent_to_full); return false; }
-  if ((*n + 1) * 4 > *cap * 3) {
-    uint32_t ncap = *cap ? *cap * 2 : 8;
-    derp_key *ns = calloc(ncap, sizeof *ns);
-    if (!ns) return false;
-    for (uint32_t i = 0; i < *cap; i++)
-      if (!derp_key_is_zero(&(*set)[i])) sent_to_insert(ns, ncap, &(*set)[i], key_hash(sh->srv, &(*set)[i]));
-    free(*set);
-    *set = ns;
-    *cap = ncap;
-  }
-  if (!sent_to_insert(*set, *cap, k, h)) return false;
-  (*n)++;
-  return true;
+/* Adds k to a PeerGone set (at most SENT_TO_MAX keys); true if it was added. */
+bool relay_keyset_add(struct shard *sh, struct keyset *set, const derp_key *k, uint64_t h) {
+  enum keyset_add_result r = keyset_add(set, k, h, SENT_TO_MAX);
+  if (r == KEYSET_FULL) STAT_INC(&sh->stats, sent_to_full);
+  return r == KEYSET_ADDED;
 }
 
 /* Remember that `dst` (a connected client that received packets from p)
@@ -221,7 +189,7 @@ bool relay_keyset_add(struct shard *sh, derp_key **set, uint32_t *cap, uint32_t 
 static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, uint64_t h) {
   if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0) return;
   p->last_dst = *dst;
-  if (relay_keyset_add(sh, &p->sent_to, &p->sent_to_cap, &p->sent_to_n, dst, h))
+  if (relay_keyset_add(sh, &p->sent_to, dst, h))
     STAT_INC(&sh->stats, sent_to_keys);
 }
 

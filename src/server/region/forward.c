@@ -29,8 +29,7 @@ struct remote {
   derp_key key;
   uint8_t nfwd;
   uint8_t fwd[FWD_MAX];      /* link indexes, first registered first */
-  derp_key *contacts;        /* local keys that sent to K or got packets from it */
-  uint32_t contacts_cap, contacts_n;
+  struct keyset contacts;    /* local keys that sent to K or got packets from it */
   derp_key last_contact;
 };
 
@@ -85,7 +84,7 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
   while (*pp != r) pp = &(*pp)->hnext;
   *pp = r->hnext;
   t->count--;
-  free(r->contacts);
+  keyset_free(&r->contacts);
   free(r);
 }
 
@@ -94,9 +93,9 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
 static void gone_from_region(struct shard *sh, struct remote *r) {
   struct peer *p = relay_peer(sh, &r->key, r->hash);
   if (p && p->active) return;
-  for (uint32_t i = 0; i < r->contacts_cap; i++) {
-    const derp_key *s = &r->contacts[i];
-    if (derp_key_is_zero(s)) continue;
+  for (uint32_t i = 0; i < r->contacts.cap; i++) {
+    if (!r->contacts.tag[i]) continue;
+    const derp_key *s = &r->contacts.key[i];
     relay_peer_gone(sh, s, key_hash(sh->srv, s), &r->key, DERP_PEER_GONE_DISCONNECTED);
   }
 }
@@ -168,7 +167,7 @@ static void link_down(struct shard *sh, uint8_t link) {
 void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who) {
   struct remote *r = remote_find(region_fwd(sh), k, h);
   if (r && r->nfwd)
-    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, who, key_hash(sh->srv, who));
+    relay_keyset_add(sh, &r->contacts, who, key_hash(sh->srv, who));
 }
 
 bool forward_out(struct shard *sh, struct pkt *p) {
@@ -188,7 +187,7 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   rmsg(f)->link = r->fwd[0];
   if (memcmp(r->last_contact.b, sk.b, DERP_KEY_LEN) != 0) {
     r->last_contact = sk;
-    relay_keyset_add(sh, &r->contacts, &r->contacts_cap, &r->contacts_n, &sk, key_hash(sh->srv, &sk));
+    relay_keyset_add(sh, &r->contacts, &sk, key_hash(sh->srv, &sk));
   }
   pkt_free(sh, p);
   int o = region_link_shard(sh->srv, rmsg(f)->link);
@@ -253,7 +252,7 @@ void region_fwd_free(struct fwd_shard *t) {
   for (uint32_t b = 0; t->buckets && b <= t->mask; b++)
     for (struct remote *r = t->buckets[b], *n; r; r = n) {
       n = r->hnext;
-      free(r->contacts);
+      keyset_free(&r->contacts);
       free(r);
     }
   free(t->buckets);

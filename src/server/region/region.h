@@ -120,8 +120,7 @@ void region_link_note_drop(struct conn *c);              /* a link's queue dropp
 struct peer *relay_peer(struct shard *sh, const derp_key *k, uint64_t h);
 void relay_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash, const derp_key *about,
                      uint8_t reason);
-bool relay_keyset_add(struct shard *sh, derp_key **set, uint32_t *cap, uint32_t *n,
-                      const derp_key *k, uint64_t h);
+bool relay_keyset_add(struct shard *sh, struct keyset *set, const derp_key *k, uint64_t h);
 void relay_route(struct shard *sh, struct pkt *p);     /* to owner(p->dst), or drop */
 
 #endif
