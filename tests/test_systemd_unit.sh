@@ -8,7 +8,8 @@
 # - what docs/deployment.md promises is set (Type=notify, WatchdogSec, the
 #   user, the capability, the file limit, the hardening);
 # - the default DERPD_ARGS and every commented example in deploy/default/derpd
-#   pass derpd's own flag parser (check_flags), split as systemd splits $VAR.
+#   pass derpd's own flag parser (check_flags), split as systemd splits $VAR,
+#   and every one that serves TLS names its -certmode.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,6 +69,10 @@ while IFS= read -r line; do
   # shellcheck disable=SC2086 # word splitting is what systemd does
   if ! out="$("$check_flags" $args 2>&1)"; then
     fail "deploy/default/derpd: derpd refuses '$args': $out"
+  elif [[ "$out" == *" tls=1 "* && " $args " != *" -certmode "* ]]; then
+    # Without -certmode, TLS is letsencrypt (derper's default): an example
+    # that means files it manages itself must say -certmode manual.
+    fail "deploy/default/derpd: '$args' serves TLS without naming its -certmode: $out"
   fi
   n=$((n + 1))
 done < <(grep -E '^#?DERPD_ARGS="[^"]*"$' "$defaults")

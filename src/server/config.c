@@ -509,14 +509,19 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   if (check_derper_flags(c, &e) < 0) return -1;
   /* As derper: -dev moves the default listen port, but an explicit -a wins. */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
-  /* derper: TLS on port 443 or with a -certmode. derper defaults to
-   * letsencrypt; derpd to manual (see docs/operations.md). */
   if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0 &&
       strcmp(c->certmode, "letsencrypt") != 0)
     return bad_value(&e, "certmode", c->certmode, "want manual, selfsigned or letsencrypt");
-  if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, err, errlen) < 0) return -1;
-  c->tls = c->listen_port == 443 || c->certmode[0];
-  if (c->tls && !c->certmode[0]) strcpy(c->certmode, "manual");
+  /* derper v1.78 serves TLS when the port is 443 or -certmode is manual, and
+   * its -certmode defaults to letsencrypt: so port 443 without -certmode is
+   * letsencrypt, any other port without it plain HTTP, as here. derpd also
+   * serves TLS on any port when -certmode is given (derper: only for manual;
+   * an explicit letsencrypt elsewhere is plain HTTP there; docs/operations.md). */
+  bool certmode_given = c->certmode[0] != 0;
+  c->tls = c->listen_port == 443 || certmode_given;
+  if (c->tls && !certmode_given) strcpy(c->certmode, "letsencrypt");
+  if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, !certmode_given, err, errlen) < 0)
+    return -1;
   if (c->tls && !c->certdir[0])
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
   if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
@@ -549,8 +554,9 @@ void config_usage(FILE *out, const char *prog) {
 "        development mode: plain HTTP on :3340 unless -a is given, and an\n"
 "        ephemeral key unless -c is given\n"
 "  -hostname string\n"
-"        the server's host name (default \"derp.example.com\"); with TLS, the\n"
-"        certificate's name and the only SNI accepted\n"
+"        the server's host name (default \"derp.example.com\", a placeholder\n"
+"        letsencrypt refuses); with TLS, the certificate's name and the only\n"
+"        SNI accepted\n"
 "  -accept-connection-limit float\n"
 "        new connections accepted per second, for the whole process; one\n"
 "        over the limit is accepted and closed at once (default +Inf)\n"
@@ -575,8 +581,9 @@ void config_usage(FILE *out, const char *prog) {
 "        IP-only servers; the log shows the sha256 to pin); letsencrypt:\n"
 "        the same files, obtained and renewed over ACME for -hostname (a DNS\n"
 "        name that resolves here; challenges tls-alpn-01 on this port and\n"
-"        http-01 on -http-port). (default manual when serving TLS; derper's\n"
-"        default is letsencrypt)\n"
+"        http-01 on -http-port). Without -certmode, port 443 serves TLS with\n"
+"        letsencrypt and other ports plain HTTP, as derper (default\n"
+"        \"letsencrypt\")\n"
 "  -certdir string\n"
 "        directory of the certificate files (default\n"
 "        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them.\n"

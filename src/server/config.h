@@ -18,7 +18,7 @@ struct config {
   uint16_t listen_port;      /* -a port part */
   char key_path[1024];       /* -c; "" = ephemeral key (dev) */
   bool dev;                  /* -dev: plain HTTP on :3340, ephemeral key unless -c */
-  char hostname[256];        /* -hostname (default derp.example.com, as derper) */
+  char hostname[256];        /* -hostname (default derp.example.com; derper's: derp.tailscale.com) */
   int64_t tcp_write_timeout_ms;    /* -tcp-write-timeout, default 2s, 0 = none */
   int64_t handshake_timeout_ms;    /* --handshake-timeout, default 10s */
   int64_t keepalive_ms;            /* --keepalive-interval, default 60s (+ up to 5s jitter) */
@@ -36,9 +36,10 @@ struct config {
   char metrics_host[256];    /* --metrics-listen host part ("" = all addresses) */
   int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
                                 only; -1 = none (default) */
-  /* TLS (derper's rules): on when the port is 443 or -certmode is given. */
-  char certmode[16];         /* -certmode: "" (= manual when TLS), "manual", "selfsigned",
-                                "letsencrypt" (ACME, src/server/acme/) */
+  /* TLS: on when the port is 443 or -certmode is given (derper: 443 or manual). */
+  char certmode[16];         /* -certmode: "manual", "selfsigned", "letsencrypt" (ACME,
+                                src/server/acme/); not given: "letsencrypt" with TLS,
+                                as derper's default, else "" */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
   char acme_directory[1024]; /* --acme-directory: the ACME server's directory URL */
   char acme_ca_file[1024];   /* --acme-ca-file: roots for the ACME server ("" = system's) */
