@@ -99,6 +99,11 @@ struct proc_sample {
   bool ok;
   double cpu_s;     /* utime + stime */
   long rss_kb, hwm_kb;
+  /* voluntary + nonvoluntary context switches, summed over the threads that
+   * /proc/PID/task lists at the moment of the sample (bench_report.c says
+   * what that misses); ctx_ok: at least one thread of each pid was read. */
+  bool ctx_ok;
+  uint64_t ctx_switches;
 };
 void proc_sample(pid_t pid, struct proc_sample *s);
 /* The sum over every --server-pid (ok only if each was read); not ok

@@ -1,11 +1,13 @@
 /* bench_report.c: server sampling and the relay mode's output.
  *
- * Owns reading the server's CPU time (/proc/PID/stat: utime + stime) and
- * memory (/proc/PID/status: VmRSS, VmHWM), the once-a-second progress line,
+ * Owns reading the server's CPU time (/proc/PID/stat: utime + stime),
+ * memory (/proc/PID/status: VmRSS, VmHWM) and context switches (every
+ * thread's /proc/PID/task/TID/status), the once-a-second progress line,
  * and the final relay report, as text (stdout, or stderr under --json) and as
  * one JSON object on stdout with --json. */
 #include "bench.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +48,55 @@ static bool read_mem(pid_t pid, long *rss_kb, long *hwm_kb) {
   return got == 2;
 }
 
+/* voluntary_ctxt_switches + nonvoluntary_ctxt_switches of one thread. */
+static bool read_task_ctx(pid_t pid, const char *tid, uint64_t *n) {
+  char path[320], line[256]; /* room for any d_name (256) */
+  snprintf(path, sizeof path, "/proc/%d/task/%s/status", (int)pid, tid);
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  unsigned long long v, sum = 0;
+  int got = 0;
+  while (fgets(line, sizeof line, f) && got < 2) {
+    if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+        sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1) {
+      sum += v;
+      got++;
+    }
+  }
+  fclose(f);
+  if (got != 2) return false;
+  *n = sum;
+  return true;
+}
+
+/* Context switches of every thread /proc/PID/task lists now, summed. The
+ * kernel keeps them per thread, and no /proc file has the process's total
+ * with its exited threads (only wait4's rusage does, for a child), so a
+ * thread that exits between two samples takes its switches with it (the
+ * difference comes out short, below zero at worst), and one that appears in
+ * between adds all of its own (which do fall in between). A thread that
+ * exits while the directory is read is skipped. Servers with long-lived
+ * threads (derpd's shards, Go's Ms) lose little. */
+static bool read_ctx(pid_t pid, uint64_t *total) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return false;
+  struct dirent *e;
+  uint64_t sum = 0, one;
+  int threads = 0;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (read_task_ctx(pid, e->d_name, &one)) {
+      sum += one;
+      threads++;
+    }
+  }
+  closedir(d);
+  *total = sum;
+  return threads > 0;
+}
+
 const char *bench_transport(const struct bench_cfg *cfg) {
   int v = atomic_load(&bench_tls_negotiated);
   if (cfg->websocket && !cfg->tls) return "websocket";
@@ -57,15 +108,18 @@ const char *bench_transport(const struct bench_cfg *cfg) {
 void proc_sample(pid_t pid, struct proc_sample *s) {
   memset(s, 0, sizeof *s);
   s->ok = read_cpu(pid, &s->cpu_s) && read_mem(pid, &s->rss_kb, &s->hwm_kb);
+  s->ctx_ok = read_ctx(pid, &s->ctx_switches);
 }
 
 void servers_sample(const struct bench_cfg *cfg, struct proc_sample *s) {
   memset(s, 0, sizeof *s);
-  s->ok = cfg->npids > 0;
+  s->ok = s->ctx_ok = cfg->npids > 0;
   for (int i = 0; i < cfg->npids; i++) {
     struct proc_sample one;
     proc_sample(cfg->server_pids[i], &one);
     s->ok = s->ok && one.ok;
+    s->ctx_ok = s->ctx_ok && one.ctx_ok;
+    s->ctx_switches += one.ctx_switches;
     s->cpu_s += one.cpu_s;
     s->rss_kb += one.rss_kb;
     s->hwm_kb += one.hwm_kb;
@@ -88,6 +142,12 @@ static double loss_pct(const struct relay_totals *t) {
   return t->sent ? 100.0 * (double)(t->sent - (t->delivered < t->sent ? t->delivered : t->sent)) /
                        (double)t->sent
                  : 0;
+}
+
+/* The server's context switches over the measured window; 0 where threads
+ * that exited in between (see read_ctx) leave the end sample lower. */
+static uint64_t ctx_delta(const struct relay_totals *t) {
+  return t->s1.ctx_switches > t->s0.ctx_switches ? t->s1.ctx_switches - t->s0.ctx_switches : 0;
 }
 
 static void report_text(FILE *out, const struct bench_cfg *cfg, const struct relay_totals *t) {
@@ -122,6 +182,11 @@ static void report_text(FILE *out, const struct bench_cfg *cfg, const struct rel
     if (t->acks)
       fprintf(out, "server: %.3f CPU s per million relayed packets (data + acks)\n",
               cpu * 1e6 / (double)(t->delivered + t->acks));
+  }
+  if (t->s0.ctx_ok && t->s1.ctx_ok) {
+    uint64_t ctx = ctx_delta(t);
+    fprintf(out, "server context switches: %llu (%.3f per delivered packet)\n",
+            (unsigned long long)ctx, t->delivered ? (double)ctx / (double)t->delivered : 0.0);
   }
   fprintf(out, "derp-bench itself: %.2f CPU s\n", t->bench_cpu_s);
   if (t->bad || t->peer_gone)
@@ -167,6 +232,12 @@ static void report_json(const struct bench_cfg *cfg, const struct relay_totals *
                         json_real(frames ? cpu * 1e6 / (double)frames : 0));
     json_object_set_new(o, "server_rss_kb", json_integer(t->s1.rss_kb));
     json_object_set_new(o, "server_rss_peak_kb", json_integer(t->s1.hwm_kb));
+  }
+  if (t->s0.ctx_ok && t->s1.ctx_ok) {
+    uint64_t ctx = ctx_delta(t);
+    json_object_set_new(o, "server_ctx_switches", json_integer((json_int_t)ctx));
+    json_object_set_new(o, "server_ctx_per_pkt",
+                        json_real(t->delivered ? (double)ctx / (double)t->delivered : 0));
   }
   json_object_set_new(o, "transport", json_string(bench_transport(cfg)));
   json_object_set_new(o, "servers", json_integer(cfg->nservers));

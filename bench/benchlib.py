@@ -73,14 +73,20 @@ def count_fds(pid):
 VARZ_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
-def varz(port, ca_file=None):
+def varz(port, ca_file=None, tls_insecure=False):
     """/debug/varz of the server on 127.0.0.1:port (over TLS, for the name
-    localhost, when ca_file is given) as {name or name{labels}: value}; None
-    if unreachable."""
+    localhost, when ca_file is given; over TLS without verifying the
+    certificate with tls_insecure) as {name or name{labels}: value}; None if
+    unreachable."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=3)
-        if ca_file:
-            ctx = ssl.create_default_context(cafile=ca_file)
+        if ca_file or tls_insecure:
+            if ca_file:
+                ctx = ssl.create_default_context(cafile=ca_file)
+            else:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
             sock = ctx.wrap_socket(sock, server_hostname="localhost")
         sock.sendall(b"GET /debug/varz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""

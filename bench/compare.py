@@ -34,6 +34,19 @@ with open(args.results) as f:
 other = meta.get("other_name") or ""
 servers = ["derpd"] + ([other] if other else [])
 
+def varz_per_pkt(name):
+    """A /debug/varz counter's growth over the run (the many experiment reads
+    it before and after derp-bench) per packet the server wrote to clients
+    (derp_packets_sent, over the same span); None where the server lacks it."""
+    def get(r):
+        v0, v1 = r.get("_varz_before") or {}, r.get("_varz_after") or {}
+        pkts = v1.get("packets_sent", 0) - v0.get("packets_sent", 0)
+        if name not in v0 or name not in v1 or pkts <= 0:
+            return None
+        return (v1[name] - v0[name]) / pkts
+    return get
+
+
 METRICS = {
     "pps": lambda r: r["delivered_pps"],
     "gbps": lambda r: r["payload_gbps"],
@@ -42,13 +55,19 @@ METRICS = {
     "loss": lambda r: r["loss_pct"],
     "cpu": lambda r: r.get("server_cpu_s_per_mpkt"),
     "rss": lambda r: r.get("server_rss_peak_kb"),
+    "ctx": lambda r: r.get("server_ctx_per_pkt"),
+    "sends": varz_per_pkt("send_calls"),
+    "wakeups": varz_per_pkt("wakeups"),
 }
 
 
-def stats(server, exp, key):
-    """{metric: (median, min, max)} over the successful runs, or None."""
-    res = [r["result"] for r in runs
+def stats(server, exp, key, shards=None):
+    """{metric: (median, min, max)} over the successful runs (of that shard
+    count, if given), or None."""
+    res = [dict(r["result"], _varz_before=r.get("varz_before"), _varz_after=r.get("varz_after"))
+           for r in runs
            if r["server"] == server and r["exp"] == exp and r["key"] == key and r.get("result")
+           and (shards is None or r.get("shards") == shards)
            and not r["result"].get("error") and r.get("rc") == 0 and not r.get("note")]
     if not res:
         return None
@@ -82,7 +101,7 @@ def fmt(v, kind):
         return f"{v:.3f}" if v < 10 else f"{v:.2f}"
     if kind == "us":
         return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
-    if kind == "cpu":
+    if kind in ("cpu", "per"):
         return f"{v:.3f}"
     if kind == "loss":
         return f"{v:.3f}"
@@ -120,9 +139,10 @@ def table(cols, rows):
 medians = []
 
 
-def remember(server, exp, key, s):
+def remember(server, exp, key, s, shards=None):
     if s:
         medians.append({"kind": "median", "server": server, "exp": exp, "key": key, "n": s["n"],
+                        **({"shards": shards} if shards is not None else {}),
                         **{m: (s[m][0] if s[m] else None) for m in METRICS},
                         **{m + "_min": (s[m][1] if s[m] else None) for m in METRICS},
                         **{m + "_max": (s[m][2] if s[m] else None) for m in METRICS}})
@@ -242,7 +262,42 @@ if keys("shards"):
              ("CPU s/Mpkt", "cpu", "cpu", True)],
             "pps", lambda k, x: [k, *(v / 1000 for v in x["pps"]), *x["gbps"]], speedup=True)
 
-# 4. Loopback ceiling.
+# 4. Many clients at modest rates.
+if keys("many"):
+    md.append("#### Many clients at modest rates")
+    md.append("")
+    md.append(f"Open loop (no acks): `{meta['many_args']}`; `--shards N` as in the Shards column"
+              + (f" ({other} gets `{{shards}}` only if its command has it)" if other else "") + ". "
+              "CPU µs/pkt = server CPU (user + system) per delivered packet (the same number as "
+              "CPU s/Mpkt); ctx/pkt = the server's context switches (voluntary + involuntary, "
+              "every thread) per delivered packet, both over derp-bench's measured window. "
+              "sends/pkt = sendmsg operations completed (`derpd_send_calls`) and wake-ups/pkt = "
+              "cross-shard MSG_RING wake-ups (`derpd_shard_wakeups_sent`), each per packet written "
+              "to clients (`derp_packets_sent`), from /debug/varz read before and after the whole "
+              "derp-bench run (set-up, warm-up, measured window and drain, so the handshakes' two "
+              "sends per client are in); n/a for a server without those counters.")
+    md.append("")
+    mcols = [("delivered pps", "pps", "pps", True), ("loss %", "loss", "loss", False),
+             ("p99 µs", "p99", "us", True), ("CPU µs/pkt", "cpu", "cpu", True),
+             ("ctx/pkt", "ctx", "per", True), ("sends/pkt", "sends", "per", True),
+             ("wake-ups/pkt", "wakeups", "per", True)]
+    rows = []
+    for k in keys("many"):
+        for n in sorted({r["shards"] for r in runs if r["exp"] == "many" and r["key"] == k}):
+            st = {}
+            for s in servers:
+                st[s] = x = stats(s, "many", k, n)
+                remember(s, "many", k, x, shards=n)
+                rows.append([str(k), s, str(n)] + [fmt(med(x, m), unit) for _, m, unit, _ in mcols]
+                            + [spread(x, "p99")])
+            if other:
+                a, b = st["derpd"], st[other]
+                rows.append([str(k), f"**derpd/{other}**", str(n)] +
+                            [fmt(ratio(a, b, m), "x") if r else "" for _, m, _, r in mcols] + [""])
+    md.append(table(["Offered pps", "Server", "Shards"] + [c[0] for c in mcols] + ["spread (p99)"], rows))
+    md.append("")
+
+# 5. Loopback ceiling.
 md.append("#### Loopback ceiling")
 md.append("")
 if ceil:

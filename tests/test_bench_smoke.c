@@ -214,6 +214,9 @@ static void expect_closed_loop_ok(json_t *j) {
   cr_expect_eq(get_int(j, "malformed"), 0);
   cr_expect_gt(get_int(j, "server_rss_kb"), 0);
   get_num(j, "server_cpu_s_per_mpkt");
+  /* Every shard sleeps in io_uring between batches: some switches, always. */
+  cr_expect_gt(get_int(j, "server_ctx_switches"), 0);
+  cr_expect_gt(get_num(j, "server_ctx_per_pkt"), 0);
   get_num(j, "payload_gbps");
 }
 
