@@ -242,16 +242,16 @@ Test(config, batch_flags) {
   cr_assert_eq(PARSE(&c, "-dev"), 0);
   cr_assert_eq(c.batch_wait_us, 100);
   cr_assert_eq(c.batch_events, 32);
-  cr_assert_eq(PARSE(&c, "--batch-wait=250us", "--batch-events", "1"), 0, "%s", err);
+  cr_assert_eq(PARSE(&c, "-dev", "--batch-wait=250us", "--batch-events", "1"), 0, "%s", err);
   cr_assert_eq(c.batch_wait_us, 250);
   cr_assert_eq(c.batch_events, 1);
-  cr_assert_eq(PARSE(&c, "--batch-wait=1.5ms"), 0, "%s", err);
+  cr_assert_eq(PARSE(&c, "-dev", "--batch-wait=1.5ms"), 0, "%s", err);
   cr_assert_eq(c.batch_wait_us, 1500);
-  cr_assert_eq(PARSE(&c, "--batch-wait=1ns"), 0, "%s", err); /* rounded up, never to 0 */
+  cr_assert_eq(PARSE(&c, "-dev", "--batch-wait=1ns"), 0, "%s", err); /* rounded up, never to 0 */
   cr_assert_eq(c.batch_wait_us, 1);
-  cr_assert_eq(PARSE(&c, "--batch-wait=0"), 0, "%s", err); /* wake per event */
+  cr_assert_eq(PARSE(&c, "-dev", "--batch-wait=0"), 0, "%s", err); /* wake per event */
   cr_assert_eq(c.batch_wait_us, 0);
-  cr_assert_eq(PARSE(&c, "--batch-wait=1s", "--batch-events=4096"), 0, "%s", err);
+  cr_assert_eq(PARSE(&c, "-dev", "--batch-wait=1s", "--batch-events=4096"), 0, "%s", err);
   cr_assert_eq(c.batch_wait_us, 1000000);
   ERR("invalid value \"1001ms\" for flag -batch-wait: must be at most 1s", "--batch-wait=1001ms");
   ERR("invalid value \"50\" for flag -batch-wait: want a duration like 50us", "--batch-wait=50");
