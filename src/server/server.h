@@ -287,6 +287,8 @@ struct shard {
   int64_t rate_win_us;         /* the window's start */
   uint32_t rate_arrivals;      /* arrivals in the window so far */
   uint32_t turn_arrivals;      /* arrivals the last wake-up brought */
+  uint32_t rate_recvs;         /* client receives with data in the window */
+  int64_t rate_pkts0;          /* stats pkts_recv at the window's start */
   bool batching;               /* the last window's rate makes batching pay */
   bool last_wait_batched;      /* the sleep just ended was a batched one */
   struct peer_table peers;
