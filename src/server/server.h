@@ -138,6 +138,7 @@ struct ws_conn;
 
 struct conn {
   int fd;
+  uint32_t rate_win;       /* the shard's batching window it last received in (shard.c) */
   uint8_t state;           /* enum conn_state */
   uint8_t close_reason;    /* enum close_reason, once closing */
   uint8_t close_after_send : 1, preferred : 1, is_mesh : 1, dirty : 1;
@@ -287,7 +288,8 @@ struct shard {
   int64_t rate_win_us;         /* the window's start */
   uint32_t rate_arrivals;      /* arrivals in the window so far */
   uint32_t turn_arrivals;      /* arrivals the last wake-up brought */
-  uint32_t rate_recvs;         /* client receives with data in the window */
+  uint32_t rate_conns;         /* conns that received in the window */
+  uint32_t rate_win_id;        /* the window's number (conn->rate_win) */
   int64_t rate_pkts0;          /* stats pkts_recv at the window's start */
   bool batching;               /* the last window's rate makes batching pay */
   bool last_wait_batched;      /* the sleep just ended was a batched one */

@@ -406,10 +406,15 @@ static bool handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   switch (ud_tag(ud)) {
   case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
   case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> UD_TAG_BITS)); break;
-  case UD_RECV:
-    if (cqe->res > 0) sh->rate_recvs++;
-    conn_on_recv(ud_ptr(ud), cqe);
+  case UD_RECV: {
+    struct conn *c = ud_ptr(ud);
+    if (c->rate_win != sh->rate_win_id) {
+      c->rate_win = sh->rate_win_id;
+      sh->rate_conns++;
+    }
+    conn_on_recv(c, cqe);
     break;
+  }
   case UD_HSRECV: conn_on_hs_recv(ud_ptr(ud), cqe); break;
   case UD_SEND: conn_on_send(ud_ptr(ud), cqe->res); return false;
   case UD_STUN: stun_on_cqe(sh, cqe); break;
@@ -502,7 +507,8 @@ static void update_batching(struct shard *sh) {
     /* The load stopped: start over, idle, with a fresh window (its
      * arrivals would keep batching on after the load). */
     sh->batching = false;
-    sh->rate_arrivals = sh->rate_recvs = 0;
+    sh->rate_arrivals = sh->rate_conns = 0;
+    sh->rate_win_id++;
     sh->rate_pkts0 = atomic_load_explicit(&sh->stats.v[STAT_pkts_recv], memory_order_relaxed);
     sh->rate_win_us = sh->now_us;
     return;
@@ -512,15 +518,17 @@ static void update_batching(struct shard *sh) {
   /* A window spans two --batch-waits at least, so that one lone arrival
    * in a short window never reads as a rate. */
   if (el < RATE_WINDOW_US || el < 2 * t) return;
-  /* Thin streams only: where a receive carries two or more packets on
-   * average, clients send in bursts (bulk or closed-loop flows), each
-   * wake-up already serves many packets, and a wait would only stretch
-   * their round trips. Packets per receive is a property of the traffic,
-   * not of how long this shard sleeps. */
+  /* Thin streams only: where a client sends a packet per --batch-wait or
+   * more (bulk or closed-loop flows), each wake-up already serves many
+   * packets and a wait would only stretch their round trips. Packets per
+   * client is a property of the traffic, not of how long this shard
+   * sleeps (packets per receive would be: a longer sleep finds more in
+   * each socket). */
   int64_t pkts = atomic_load_explicit(&sh->stats.v[STAT_pkts_recv], memory_order_relaxed);
-  bool thin = pkts - sh->rate_pkts0 < 2 * (int64_t)sh->rate_recvs;
+  bool thin = (pkts - sh->rate_pkts0) * t < (int64_t)sh->rate_conns * el;
   sh->batching = t > 0 && thin && (int64_t)sh->rate_arrivals * t >= 2 * el;
-  sh->rate_arrivals = sh->rate_recvs = 0;
+  sh->rate_arrivals = sh->rate_conns = 0;
+  sh->rate_win_id++;
   sh->rate_pkts0 = pkts;
   sh->rate_win_us = sh->now_us;
 }
