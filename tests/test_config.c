@@ -494,6 +494,7 @@ Test(config, tls_rules) {
   cr_assert_eq(PARSE(&c, "-c", "/tmp/k.json", "-hostname", "derp1.example.net"), 0, "%s", err);
   cr_assert(c.tls);
   cr_assert_str_eq(c.certmode, "letsencrypt");
+  cr_assert(c.certmode_defaulted, "letsencrypt came from the default: derpd says so at start");
   cr_assert_eq(c.http_port, 80);
   cr_assert_eq(PARSE(&c, "-a", "10.0.0.1:443", "-hostname", "derp1.example.net"), 0, "%s", err);
   cr_assert(c.tls);
@@ -501,6 +502,7 @@ Test(config, tls_rules) {
   cr_assert_eq(PARSE(&c, "-c", "/tmp/k.json", "-certmode", "manual"), 0, "%s", err);
   cr_assert(c.tls);
   cr_assert_str_eq(c.certmode, "manual");
+  cr_assert(!c.certmode_defaulted);
   cr_assert_eq(PARSE(&c, "-dev"), 0);
   cr_assert(!c.tls);
   cr_assert_str_eq(c.certmode, "");

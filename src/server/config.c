@@ -507,7 +507,8 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     return 1;
   }
   if (check_derper_flags(c, &e) < 0) return -1;
-  /* As derper: -dev moves the default listen port, but an explicit -a wins. */
+  /* -dev moves the default listen port to 3340; an explicit -a wins here, where
+   * derper's -dev overrides -a (docs/operations.md, "Moving from derper"). */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
   if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0 &&
       strcmp(c->certmode, "letsencrypt") != 0)
@@ -519,7 +520,10 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
    * an explicit letsencrypt elsewhere is plain HTTP there; docs/operations.md). */
   bool certmode_given = c->certmode[0] != 0;
   c->tls = c->listen_port == 443 || certmode_given;
-  if (c->tls && !certmode_given) strcpy(c->certmode, "letsencrypt");
+  if (c->tls && !certmode_given) {
+    strcpy(c->certmode, "letsencrypt");
+    c->certmode_defaulted = true;
+  }
   if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, !certmode_given, err, errlen) < 0)
     return -1;
   if (c->tls && !c->certdir[0])

@@ -37,6 +37,7 @@ struct config {
   int metrics_port;          /* --metrics-listen port: a plain-HTTP listener for /debug/
                                 only; -1 = none (default) */
   /* TLS: on when the port is 443 or -certmode is given (derper: 443 or manual). */
+  bool certmode_defaulted;    /* letsencrypt because port 443 came without -certmode */
   char certmode[16];         /* -certmode: "manual", "selfsigned", "letsencrypt" (ACME,
                                 src/server/acme/); not given: "letsencrypt" with TLS,
                                 as derper's default, else "" */

@@ -315,6 +315,11 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
   W.on = true;
   log_info("acme: -certmode letsencrypt for %s from %s; challenges: %s%s%s", cfg->hostname, cfg->acme_directory,
            W.types[0], W.ntypes > 1 ? ", " : "", W.ntypes > 1 ? W.types[1] : "");
+  /* Said once, because a setup that relied on derpd's old manual default
+   * now asks a CA: the line names the flag that keeps the old behaviour. */
+  if (cfg->certmode_defaulted)
+    log_info("acme: letsencrypt is the default for port 443 without -certmode, as in derper; "
+             "give -certmode manual to serve %s/%s.crt instead", cfg->certdir, cfg->hostname);
   return 0;
 }
 
