@@ -48,6 +48,9 @@ Test(admission_url, forms) {
   cr_assert_str_eq(u.host, "h.example");
   cr_assert_str_eq(u.authority, "h.example");
   cr_assert_str_eq(u.basic, "YWxAaWNlOnA6c3M="); /* base64("al@ice:p:ss") */
+  /* In userinfo '+' is itself (a query's '+' is a space: test_debug_access). */
+  cr_assert_eq(adm_url_parse("http://a+b:c@h/x", &u, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(u.basic, "YStiOmM="); /* base64("a+b:c") */
 }
 
 Test(admission_url, refused) {

@@ -180,6 +180,12 @@ Test(debug_access, debugkey) {
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey=s3cret-ke"));
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey=s3cret-keyy"));
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey=%20s3cret-key"));
+  cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey=s3cret%2"), "a cut escape is malformed");
+  write_key("s3cret key\n");
+  cr_assert_eq(debug_access_env(&a, NULL, keyfile, NULL, 0), 0);
+  cr_assert(allowed(&a, "192.0.2.1", true, false, "debugkey=s3cret+key"), "'+' is a space in a query");
+  write_key("  s3cret-key\n\n");
+  cr_assert_eq(debug_access_env(&a, NULL, keyfile, NULL, 0), 0);
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey="));
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey"));
   cr_assert(!allowed(&a, "192.0.2.1", true, false, "debugkey=&debugkey=s3cret-key"), "the first value counts");

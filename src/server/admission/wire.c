@@ -3,6 +3,8 @@
  * No I/O, no allocation; every input is bounded by its caller. */
 #include "server/admission/wire.h"
 
+#include "lib/pctdecode.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,32 +18,6 @@
 static int fail(char *err, size_t errlen, const char *why) {
   if (errlen) snprintf(err, errlen, "%s", why);
   return -1;
-}
-
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decode s[0..n) into out (cap bytes, NUL-terminated): userinfo. */
-static int unescape(const char *s, size_t n, char *out, size_t cap) {
-  size_t o = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= n) return -1;
-      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-      if (h < 0 || l < 0) return -1;
-      c = (char)(h * 16 + l);
-      i += 2;
-    }
-    if (o + 1 >= cap) return -1;
-    out[o++] = c;
-  }
-  out[o] = 0;
-  return 0;
 }
 
 /* Bytes a request line or a header cannot carry. */
@@ -68,7 +44,7 @@ int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen) {
     if (*p == '@') at = p;
   if (at) {
     char ui[384];
-    if (unescape(a, (size_t)(at - a), ui, sizeof ui) < 0) return fail(err, errlen, "bad user:password in URL");
+    if (derp_pct_decode(a, (size_t)(at - a), false, ui, sizeof ui) < 0) return fail(err, errlen, "bad user:password in URL");
     if (sodium_base64_ENCODED_LEN(strlen(ui), sodium_base64_VARIANT_ORIGINAL) > sizeof u->basic)
       return fail(err, errlen, "user:password too long");
     sodium_bin2base64(u->basic, sizeof u->basic, (const unsigned char *)ui, strlen(ui),
@@ -200,7 +176,7 @@ static int scan_string(struct scan *s, char *key, size_t *klen) {
         unsigned v = 0;
         for (int j = 0; j < 4; j++) {
           if (i + 2 + (size_t)j >= s->n) return S_MORE;
-          int h = hexval((char)s->p[i + 2 + j]);
+          int h = derp_hex_digit((char)s->p[i + 2 + j]);
           if (h < 0) return S_BAD;
           v = v * 16 + (unsigned)h;
         }

@@ -3,6 +3,8 @@
  * for debug_key_matches, which reads the key file. */
 #include "server/operations/debug_access.h"
 
+#include "lib/pctdecode.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -133,35 +135,6 @@ bool debug_addr_trusted(const struct debug_access *a, const uint8_t addr[16]) {
   return false;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Go's QueryUnescape into out (cap bytes, NUL-terminated): its length, -1 if
- * malformed, -2 if it does not fit. */
-static int unescape(const char *s, size_t n, char *out, size_t cap) {
-  size_t o = 0;
-  for (size_t i = 0; i < n; i++) {
-    char ch = s[i];
-    if (ch == '%') {
-      if (i + 2 >= n) return -1;
-      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-      if (h < 0 || l < 0) return -1;
-      ch = (char)(h * 16 + l);
-      i += 2;
-    } else if (ch == '+') {
-      ch = ' ';
-    }
-    if (o + 1 >= cap) return -2;
-    out[o++] = ch;
-  }
-  out[o] = 0;
-  return (int)o;
-}
-
 int debug_query_value(const char *q, size_t n, const char *name, char *out, size_t cap) {
   size_t name_len = strlen(name);
   char key[64];
@@ -171,9 +144,9 @@ int debug_query_value(const char *q, size_t n, const char *name, char *out, size
     const char *eq = memchr(q, '=', pl);
     size_t kl = eq ? (size_t)(eq - q) : pl;
     /* Go (1.17 on) rejects a pair with a ';' and goes on with the next one. */
-    if (pl && !memchr(q, ';', pl) && unescape(q, kl, key, sizeof key) == (int)name_len &&
+    if (pl && !memchr(q, ';', pl) && derp_pct_decode(q, kl, true, key, sizeof key) == (int)name_len &&
         memcmp(key, name, name_len) == 0) {
-      int vl = eq ? unescape(eq + 1, pl - kl - 1, out, cap) : unescape("", 0, out, cap);
+      int vl = eq ? derp_pct_decode(eq + 1, pl - kl - 1, true, out, cap) : derp_pct_decode("", 0, true, out, cap);
       if (vl >= 0) return vl;
       if (vl == -2) return -1;
     }
