@@ -689,3 +689,23 @@ Test(e2e, sigterm_restarting_and_exit, E2E) {
   cr_assert_eq(status, 0, "derpd exit status %d", status);
   cr_log_info("RESTARTING frames seen by %d of %d clients", restarting, N);
 }
+
+/* derper's derp_tcp_rtt: every TCP client sampled once per lap (10 s; 200 ms
+ * here through the test-only variable), WebSocket clients counted once as
+ * non-tcp. Loopback round trips are far under 10 ms. */
+Test(e2e, tcp_rtt_sampled, E2E) {
+  setenv("DERPD_TEST_RTT_LAP_MS", "200", 1);
+  start(2, NULL);
+  unsetenv("DERPD_TEST_RTT_LAP_MS");
+  const char *le10 = "derp_tcp_rtt{le=\"10ms\"}";
+  cr_assert_eq(derpd_varz(&g_srv, le10), 0);
+  for (int i = 0; i < 4; i++) e2e_client(&g_srv, NULL, false);
+  e2e_client_ws(&g_srv, NULL, 0);
+  /* Four TCP clients, a lap every 200 ms: at least 8 samples within 2 s. */
+  int64_t deadline = e2e_now_ms() + 5000;
+  while (derpd_varz(&g_srv, le10) < 8 && e2e_now_ms() < deadline) e2e_sleep_ms(50);
+  cr_assert_geq(derpd_varz(&g_srv, le10), 8, "loopback RTT samples in the 10ms bucket");
+  cr_assert_eq(derpd_varz(&g_srv, "derp_tcp_rtt{le=\"non-tcp\"}"), 1, "the WebSocket client");
+  cr_assert_eq(derpd_varz(&g_srv, "derp_tcp_rtt{le=\"error\"}"), 0);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_tcp_rtt{le=\"inf\"}"), 0);
+}

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "server/operations/stats_page.h"
+#include "server/operations/tcp_rtt.h"
 
 #define NS 3
 static struct stats shards[NS];
@@ -235,4 +236,19 @@ Test(procstats, facts) {
   cr_assert_eq(f.open_fds, before + 3, "stat's size (Linux 6.2+) or the walk: the same count");
   for (int i = 0; i < 3; i++) close(fds[i]);
   cr_assert_eq(proc_count_fds("/nonexistent"), -1);
+}
+
+/* derper's durationToLabel: a bound is inclusive, past 500 ms is "inf". */
+Test(stats_page, tcp_rtt_buckets) {
+  cr_assert_eq(tcp_rtt_bucket(0), 0);
+  cr_assert_eq(tcp_rtt_bucket(10000), 0);
+  cr_assert_eq(tcp_rtt_bucket(10001), 1);
+  cr_assert_eq(tcp_rtt_bucket(20000), 1);
+  cr_assert_eq(tcp_rtt_bucket(50000), 2);
+  cr_assert_eq(tcp_rtt_bucket(100000), 3);
+  cr_assert_eq(tcp_rtt_bucket(150000), 4);
+  cr_assert_eq(tcp_rtt_bucket(250000), 5);
+  cr_assert_eq(tcp_rtt_bucket(500000), 6);
+  cr_assert_eq(tcp_rtt_bucket(500001), 7);
+  cr_assert_eq(tcp_rtt_bucket(UINT32_MAX), 7);
 }

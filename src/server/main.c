@@ -27,6 +27,7 @@
 #include "server/operations/debug_http.h"
 #include "server/operations/handover.h"
 #include "server/operations/service.h"
+#include "server/operations/tcp_rtt.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/stun/stun_server.h"
@@ -425,6 +426,7 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
+  tcp_rtt_init(SHARD_TICK_MS);
   if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
   if (admission_setup(s) != 0) return 1;

@@ -148,6 +148,7 @@ struct conn {
   uint8_t is_prober : 1;   /* ClientInfo IsProber */
   uint8_t port80 : 1;      /* accepted on the port-80 helper (plain HTTP, no DERP) */
   uint8_t link_ping_out : 1; /* a link's keepalive Ping not answered yet */
+  uint8_t rtt_sampled : 1; /* TCP_INFO worked at connect: derp_tcp_rtt samples it */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
@@ -184,6 +185,7 @@ struct conn {
   struct list dirty_node;  /* shard's flush list for this loop turn */
 };
 
+#define SHARD_TICK_MS 100  /* a shard's timers (deadlines, keepalives, samples) run this often */
 #define CONN_QUEUE_MAX 32   /* per conn, for disco and for data (derper's depth) */
 #define LINK_QUEUE_MAX 2048 /* an outbound mesh link's data queue (ForwardPacket) */
 #define CONN_CTRL_MAX 64    /* control frames (PeerGone, pong, keepalive) */
@@ -305,6 +307,7 @@ struct shard {
    * share): 1 token/s, 3 at most, full at first. */
   struct { int64_t ms; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
+  struct list *rtt_cursor;     /* next of conns for derp_tcp_rtt (operations/tcp_rtt.c) */
   /* Pools. */
   struct pkt *free_pkts[3];
   uint32_t nfree_pkts[3];

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "server/log.h"
+#include "server/operations/tcp_rtt.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/protocol/upgrade.h"
@@ -594,6 +595,7 @@ void conn_establish(struct conn *c) {
                          (1u << DERP_FRAME_FORWARD_PACKET);
   relay_register(c);
   if (c->state != CS_ESTABLISHED) return; /* closed: out of memory */
+  tcp_rtt_first(c);
   /* deadline_ms is still the handshake deadline set at accept. */
   hist_observe(&sh->stats.ops, HIST_handshake,
                sh->now_ms - (c->deadline_ms - sh->srv->cfg.handshake_timeout_ms));
@@ -670,6 +672,7 @@ static void destroy(struct conn *c) {
   struct shard *sh = c->sh;
   if (c->send) release_send(c, true);
   drop_queues(c);
+  tcp_rtt_forget(c);
   list_del(&c->all_node);
   if (list_linked(&c->dirty_node)) list_del(&c->dirty_node);
   if (list_linked(&c->dl_node)) list_del(&c->dl_node);
@@ -684,6 +687,7 @@ static void destroy(struct conn *c) {
 /* Detach a conn from its shard before it moves (upgrade.c). */
 void conn_detach(struct conn *c) {
   struct shard *sh = c->sh;
+  tcp_rtt_forget(c);
   list_del(&c->all_node);
   if (list_linked(&c->dirty_node)) list_del(&c->dirty_node);
   c->dirty = 0;

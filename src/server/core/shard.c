@@ -23,11 +23,12 @@
 #include "server/admission/admission.h"
 #include "server/log.h"
 #include "server/operations/service.h"
+#include "server/operations/tcp_rtt.h"
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/stun/stun_server.h"
 
-#define TICK_MS 100
+#define TICK_MS SHARD_TICK_MS
 #define DRAIN_BATCH 256
 /* Shortest arrival-rate window of the batching decision (wait_events). */
 #define RATE_WINDOW_US 1000
@@ -596,6 +597,7 @@ static void loop(struct shard *sh) {
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);
       conn_tick(sh);
+      tcp_rtt_tick(sh);
       region_tick(sh);
       stun_shard_poll(sh);
       if (sh->accept_rearm && !sh->stopping) {

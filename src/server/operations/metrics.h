@@ -62,6 +62,16 @@
   X(sends, "derpd_send_calls", "counter", "sendmsg operations completed")                 \
   X(waits_idle, "derpd_shard_waits{mode=\"idle\"}", "counter", "shard sleeps: idle = until the first event (or timer), batch = until --batch-wait passed or --batch-events completed") \
   X(waits_batch, "derpd_shard_waits{mode=\"batch\"}", "counter", "") \
+  X(rtt_10ms, "derp_tcp_rtt{le=\"10ms\"}", "counter", "clients' TCP round-trip time (TCP_INFO) about every 10 s each, in derper's buckets; error: TCP_INFO failed at connect; non-tcp: WebSocket") \
+  X(rtt_20ms, "derp_tcp_rtt{le=\"20ms\"}", "counter", "") \
+  X(rtt_50ms, "derp_tcp_rtt{le=\"50ms\"}", "counter", "") \
+  X(rtt_100ms, "derp_tcp_rtt{le=\"100ms\"}", "counter", "") \
+  X(rtt_150ms, "derp_tcp_rtt{le=\"150ms\"}", "counter", "") \
+  X(rtt_250ms, "derp_tcp_rtt{le=\"250ms\"}", "counter", "") \
+  X(rtt_500ms, "derp_tcp_rtt{le=\"500ms\"}", "counter", "") \
+  X(rtt_inf, "derp_tcp_rtt{le=\"inf\"}", "counter", "") \
+  X(rtt_error, "derp_tcp_rtt{le=\"error\"}", "counter", "") \
+  X(rtt_nontcp, "derp_tcp_rtt{le=\"non-tcp\"}", "counter", "") \
   X(accept_errors, "derpd_accept_errors", "counter", "accepts that failed (out of file descriptors or memory: retried at the next tick)") \
   X(recv_nobufs, "derpd_recv_no_buffers", "counter", "multishot recv out of buffers")     \
   X(http_requests, "derpd_http_requests", "counter", "HTTP requests served")              \
