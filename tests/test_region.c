@@ -364,6 +364,16 @@ static void test_chain_one_hop(void) {
   e2e_sync_route(a, b);
   e2e_sync_route(b, c);
   e2e_sync_route(c, b);
+  /* derper's mesh update histograms: every presence frame went out in a
+   * counted batch, and every flush that sent one counted its batches. */
+  for (int i = 0; i < 3; i++) {
+    long long frames = derpd_varz(&g_r.node[i], "derpd_mesh_presence_frames");
+    cr_assert(frames > 0, "node %d told its watchers nothing", i + 1);
+    cr_assert_eq(derpd_varz(&g_r.node[i], "derp_mesh_update_batch_size_sum"), frames, "node %d", i + 1);
+    cr_assert_geq(derpd_varz(&g_r.node[i], "derp_mesh_update_batch_size_count"), 1, "node %d", i + 1);
+    cr_assert_eq(derpd_varz(&g_r.node[i], "derp_mesh_update_loop_count_sum"),
+                  derpd_varz(&g_r.node[i], "derp_mesh_update_batch_size_count"), "node %d", i + 1);
+  }
   /* A knows only B's clients: a packet for c dies at A. */
   long long unk = derpd_varz(&g_r.node[0], "derp_packets_dropped_reason{reason=\"unknown_dest\"}");
   cr_assert_eq(derp_client_send(a, derp_client_public_key(c), "x", 1), 0);

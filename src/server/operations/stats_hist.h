@@ -13,6 +13,8 @@ enum hist_id {
   HIST_write_frames, /* derp_buffered_write_frames: frames per send batch (derper's buckets) */
   HIST_queue_wait,   /* derpd_queue_wait_seconds: a packet's wait, received to written (µs) */
   HIST_handshake,    /* derpd_handshake_seconds: accept to established (ms) */
+  HIST_mesh_batch,   /* derp_mesh_update_batch_size: presence frames per batch to a watcher */
+  HIST_mesh_loops,   /* derp_mesh_update_loop_count: batches per flush of a watcher's changes */
   HIST_N
 };
 

@@ -19,6 +19,12 @@ const struct hist_def hist_defs[HIST_N] = {
     [HIST_handshake] = {"derpd_handshake_seconds",
                         "accept to established client: TLS, HTTP, DERP handshake, move to the owner shard",
                         13, {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}, 1e-3},
+    /* derper's sendMeshUpdates: changes taken per round, rounds per call;
+     * here per (shard, watcher) batch and per end-of-turn flush. */
+    [HIST_mesh_batch] = {"derp_mesh_update_batch_size", "PeerPresent/PeerGone frames per batch to a watcher",
+                         11, {0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 1},
+    [HIST_mesh_loops] = {"derp_mesh_update_loop_count", "batches per flush of a watcher's changes", 8,
+                         {0, 1, 2, 5, 10, 20, 50, 100}, 1},
 };
 
 /* The per-shard series, {shard="i"}: what shows one shard busier than the

@@ -237,10 +237,12 @@ static size_t put_present(uint8_t *o, const derp_key *k, const struct conn *c) {
                                watch_flags(c));
 }
 
-/* One MSG_PRESENCE from s's dirty keys, in the state they are in now. */
-static void flush_sub(struct shard *sh, struct wsub *s) {
+/* One MSG_PRESENCE from s's dirty keys, in the state they are in now: the
+ * frames in it (0: every dirty key had come and gone unseen), or -1 when out
+ * of memory (the keys stay dirty; tried again at the next change or ack). */
+static int flush_sub(struct shard *sh, struct wsub *s) {
   struct pkt *m = region_msg(sh, MSG_PRESENCE, PRESENCE_BATCH * PRESENT_FRAME_LEN);
-  if (!m) return; /* keys stay dirty; tried again at the next change or ack */
+  if (!m) return -1;
   uint32_t n = 0;
   for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++) {
     uint32_t j = (s->cursor + i) & (s->cap - 1);
@@ -264,13 +266,15 @@ static void flush_sub(struct shard *sh, struct wsub *s) {
     s->used = 0;
     s->cursor = 0;
   }
-  if (n == 0) { pkt_free(sh, m); return; }
+  if (n == 0) { pkt_free(sh, m); return 0; }
   STAT_ADD(&sh->stats, presence_frames, n);
+  hist_observe(&sh->stats.ops, HIST_mesh_batch, n);
   struct rmsg *r = rmsg(m);
   r->slot = s->slot;
   r->gen = s->gen;
   s->credits--;
   shard_send_ctrl(sh, s->wshard, m);
+  return (int)n;
 }
 
 void region_watch_end_turn(struct shard *sh) {
@@ -278,7 +282,13 @@ void region_watch_end_turn(struct shard *sh) {
   while (ws->nflush) {
     struct wsub *s = ws->flush[--ws->nflush];
     s->queued = false;
-    while (s->live && s->credits) flush_sub(sh, s);
+    int64_t batches = 0;
+    while (s->live && s->credits) {
+      int n = flush_sub(sh, s);
+      if (n < 0) break;
+      if (n > 0) batches++;
+    }
+    hist_observe(&sh->stats.ops, HIST_mesh_loops, batches);
   }
 }
 
