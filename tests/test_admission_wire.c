@@ -56,6 +56,12 @@ Test(admission_url, forms) {
 Test(admission_url, refused) {
   struct adm_url u;
   char err[128];
+  /* A host longer than the copy kept of it (found by fuzz_admission). */
+  char longurl[400] = "http://";
+  memset(longurl + 7, 'a', 280); /* under the authority bound (300), over the host copy (256) */
+  strcpy(longurl + 287, "/x");
+  cr_assert_eq(adm_url_parse(longurl, &u, err, sizeof err), -1);
+  cr_assert_str_eq(err, "host name too long");
   const char *bad[] = {"", "verifier.example/check", "ftp://h/", "http://", "http:///x", "http://h:0/",
                        "http://h:65536/", "http://h:8x/", "http://::1/", "http://[::1/", "http://[zz]/",
                        "http://h/a b", "http://h/\x01", "http://%zz@h/", "http://h\t/"};

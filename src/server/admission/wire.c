@@ -80,6 +80,7 @@ int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen) {
       return fail(err, errlen, "IPv6 addresses go in brackets: http://[::1]:8080/");
   }
   if (he == hs) return fail(err, errlen, "no host in URL");
+  if ((size_t)(he - hs) >= sizeof u->host) return fail(err, errlen, "host name too long");
   memcpy(u->host, hs, (size_t)(he - hs));
   u->host[he - hs] = 0;
   u->port = u->tls ? 443 : 80;
