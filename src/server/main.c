@@ -426,7 +426,7 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
-  tcp_rtt_init(SHARD_TICK_MS);
+  tcp_rtt_init();
   if (service_init(s->nshards) != 0) return 1;
   if (region_setup(s) != 0) return 1;
   if (admission_setup(s) != 0) return 1;

@@ -28,7 +28,6 @@
 #include "server/server.h"
 #include "server/stun/stun_server.h"
 
-#define TICK_MS SHARD_TICK_MS
 #define DRAIN_BATCH 256
 /* Shortest arrival-rate window of the batching decision (wait_events). */
 #define RATE_WINDOW_US 1000
@@ -585,14 +584,14 @@ static void process_cqes(struct shard *sh) {
 }
 
 static void loop(struct shard *sh) {
-  int64_t next_tick = now_ms() + TICK_MS;
+  int64_t next_tick = now_ms() + SHARD_TICK_MS;
   while (!sh->stopped) {
     shard_clock(sh);
     drain_inbound(sh);
     update_batching(sh);
     admission_drain(sh);
     if (sh->now_ms >= next_tick) {
-      next_tick = sh->now_ms + TICK_MS;
+      next_tick = sh->now_ms + SHARD_TICK_MS;
       service_shard_tick(sh->id, sh->now_ms); /* the watchdog's heartbeat */
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);

@@ -20,16 +20,18 @@
 
 #define LAP_MS 10000
 
-static int lap_ticks = LAP_MS / 100; /* written once before the shards start */
+_Static_assert(STAT_rtt_nontcp == STAT_rtt_10ms + TCP_RTT_NONTCP, "derp_tcp_rtt counters out of order");
 
-void tcp_rtt_init(int tick_ms) {
+static int lap_ticks = LAP_MS / SHARD_TICK_MS; /* written once before the shards start */
+
+void tcp_rtt_init(void) {
   int lap = LAP_MS;
   const char *v = getenv("DERPD_TEST_RTT_LAP_MS");
   if (v && v[0]) {
     lap = atoi(v);
     log_warn("tcp_rtt: DERPD_TEST_RTT_LAP_MS=%s (tests only)", v);
   }
-  lap_ticks = lap / tick_ms > 0 ? lap / tick_ms : 1;
+  lap_ticks = lap / SHARD_TICK_MS > 0 ? lap / SHARD_TICK_MS : 1;
 }
 
 static int rtt_us(const struct conn *c, uint32_t *out) {
@@ -47,9 +49,9 @@ static void count(struct shard *sh, int bucket) {
 void tcp_rtt_first(struct conn *c) {
   uint32_t us;
   if (c->ws) {
-    count(c->sh, 9); /* non-tcp */
+    count(c->sh, TCP_RTT_NONTCP);
   } else if (rtt_us(c, &us) != 0) {
-    count(c->sh, 8); /* error */
+    count(c->sh, TCP_RTT_ERROR);
   } else {
     c->rtt_sampled = 1;
   }

@@ -7,18 +7,22 @@
 struct conn;
 struct shard;
 
+/* The derp_tcp_rtt{le} series, in the order of their STAT_rtt_* counters:
+ * derper's seven bounds, then inf, error and non-tcp. */
+enum { TCP_RTT_BOUNDS = 7, TCP_RTT_INF = 7, TCP_RTT_ERROR = 8, TCP_RTT_NONTCP = 9 };
+
 /* derper's buckets (derp/derp_server_linux.go durationToLabel): the first
- * whose bound the RTT does not exceed; 7 is "inf". */
+ * whose bound the RTT does not exceed, else TCP_RTT_INF. */
 static inline int tcp_rtt_bucket(uint32_t rtt_us) {
-  static const uint32_t le_ms[] = {10, 20, 50, 100, 150, 250, 500};
-  for (int i = 0; i < 7; i++)
+  static const uint32_t le_ms[TCP_RTT_BOUNDS] = {10, 20, 50, 100, 150, 250, 500};
+  for (int i = 0; i < TCP_RTT_BOUNDS; i++)
     if (rtt_us <= le_ms[i] * 1000u) return i;
-  return 7;
+  return TCP_RTT_INF;
 }
 
 /* Once, before the shards start: the lap time (10 s; DERPD_TEST_RTT_LAP_MS
- * for tests) in shard ticks of tick_ms. */
-void tcp_rtt_init(int tick_ms);
+ * for tests) in shard ticks. */
+void tcp_rtt_init(void);
 /* A client just registered: "non-tcp" for WebSocket, "error" if TCP_INFO
  * fails (never sampled then), else it joins the sampling, as derper. */
 void tcp_rtt_first(struct conn *c);
