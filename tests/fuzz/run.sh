@@ -3,9 +3,10 @@
 # the build directory (nothing is written into the source tree):
 #   run.sh TARGET_BINARY RUNS SECONDS [--seeds=DIR] [libFuzzer flags...]
 # --seeds: a directory of starting inputs, read but never written.
-# Exit 0 = no crash, no leak, no broken invariant. Anything else exits 1 and
-# fails the test (never libFuzzer's default 77, which meson reads as
-# "skipped"); libFuzzer's crash-* file, in the build directory, reproduces it:
+# Exit 0 = no crash, no leak, no sanitizer report, no broken invariant.
+# Anything else exits 1 and fails the test (never libFuzzer's default 77,
+# which meson reads as "skipped"); libFuzzer's crash-* file, in the build
+# directory, reproduces it:
 #   TARGET_BINARY crash-...
 set -euo pipefail
 bin="$1" runs="$2" secs="$3"; shift 3
@@ -16,6 +17,9 @@ for a in "$@"; do
     *) flags+=("$a") ;;
   esac
 done
+# UBSan only reports and carries on unless told to halt; a report must fail
+# the run like an ASan one (halt_on_error last, so it wins over the caller's).
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
 corpus="$(dirname "$bin")/corpus-$(basename "$bin")"
 mkdir -p "$corpus"
 cd "$(dirname "$bin")"

@@ -4,13 +4,20 @@
  * SIGHUP swap (also the ACME worker's, after it wrote new files).
  *
  * Sharing: the current SSL_CTX is read-only once built, and BoringSSL allows
- * SSL_new on one SSL_CTX from many threads. The pointer itself is guarded by a
- * mutex held only to load it and take a reference (SSL_CTX_up_ref, an atomic
- * increment): with a bare atomic pointer a shard could load the old pointer
- * and lose the race against the reload dropping its last reference. The lock
- * is uncontended except during a reload and costs a few ns per accept. An SSL
- * object keeps its own reference to the SSL_CTX it started on, so a reload
- * never touches live connections.
+ * SSL_new on one SSL_CTX from many threads. It sits in a struct tls_ref that
+ * counts its users: the current pointer (one) and every SSL made on it, until
+ * the transport frees that SSL and drops the ref (tls_put). The pointer is
+ * guarded by a mutex held only to load it and count one more user: with a
+ * bare atomic pointer a shard could load the old one and lose the race
+ * against the reload dropping its last user. The lock is uncontended except
+ * during a reload and costs a few ns per accept. A reload never touches live
+ * connections.
+ *   Why a count of our own and not BoringSSL's (SSL_CTX_up_ref, the SSL's own
+ * reference): that one is an atomic inside Debian's uninstrumented libcrypto.
+ * TSan then sees one shard's SSL_new read the old SSL_CTX and another shard's
+ * SSL_free free it with nothing ordering the two, and reports a race
+ * (tls_e2e::sighup_reload, once in a few runs). derpd's count is a C11 atomic
+ * TSan sees, and the SSL_CTX_free that frees is the one made at zero.
  *
  * derpd does not resume sessions: no tickets (TLS 1.3 NewSessionTicket would
  * otherwise ride on the first write), no session cache.
@@ -28,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,9 +64,14 @@
 #define SELFSIGNED_DAYS 3650 /* pinned by hash, so expiry only forces a new pin */
 #define META_DAYS 30         /* as derper: +-30 days around start (or reload) */
 
+struct tls_ref {
+  SSL_CTX *ctx;
+  atomic_uint users; /* g.cur (until swapped out) + live SSLs made on ctx */
+};
+
 static struct {
   pthread_mutex_t mu;
-  SSL_CTX *cur;             /* guarded by mu */
+  struct tls_ref *cur;      /* guarded by mu */
   /* Read-only after tls_init (callbacks read them from shard threads). */
   const struct config *cfg;
   char key_hex[65];
@@ -326,6 +339,25 @@ void tls_set_ktls(bool on, bool require) {
   g.ktls_require = on && require;
 }
 
+/* Makes ctx (taken) the one new connections use; the old one lives on while
+ * SSLs made on it do. */
+static int publish(SSL_CTX *ctx, char *err, size_t errlen) {
+  struct tls_ref *r = malloc(sizeof *r);
+  if (!r) {
+    SSL_CTX_free(ctx);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  r->ctx = ctx;
+  atomic_init(&r->users, 1);
+  pthread_mutex_lock(&g.mu);
+  struct tls_ref *old = g.cur;
+  g.cur = r;
+  pthread_mutex_unlock(&g.mu);
+  tls_put(old);
+  return 0;
+}
+
 int tls_init(const struct config *cfg, const char *server_key_hex, char *err, size_t errlen) {
   g.cfg = cfg;
   snprintf(g.key_hex, sizeof g.key_hex, "%s", server_key_hex);
@@ -346,38 +378,39 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
     ctx = build_ctx(false, err, errlen);
   }
   if (!ctx) return -1;
-  pthread_mutex_lock(&g.mu);
-  g.cur = ctx;
-  pthread_mutex_unlock(&g.mu);
-  return 0;
+  return publish(ctx, err, errlen);
 }
 
 int tls_reload(char *err, size_t errlen) {
   SSL_CTX *ctx = build_ctx(true, err, errlen);
-  if (!ctx) return -1;
-  pthread_mutex_lock(&g.mu);
-  SSL_CTX *old = g.cur;
-  g.cur = ctx;
-  pthread_mutex_unlock(&g.mu);
-  SSL_CTX_free(old); /* live SSL objects hold their own references */
-  return 0;
+  return ctx ? publish(ctx, err, errlen) : -1;
 }
 
-SSL *tls_new_ssl(void) {
+SSL *tls_new_ssl(struct tls_ref **ref) {
   pthread_mutex_lock(&g.mu);
-  SSL_CTX *ctx = g.cur;
-  if (ctx) SSL_CTX_up_ref(ctx);
+  struct tls_ref *r = g.cur;
+  if (r) atomic_fetch_add_explicit(&r->users, 1, memory_order_relaxed);
   pthread_mutex_unlock(&g.mu);
-  if (!ctx) return NULL;
-  SSL *ssl = SSL_new(ctx); /* takes its own reference */
-  SSL_CTX_free(ctx);
+  *ref = r;
+  if (!r) return NULL;
+  SSL *ssl = SSL_new(r->ctx);
+  if (!ssl) {
+    tls_put(r);
+    *ref = NULL;
+  }
   return ssl;
+}
+
+void tls_put(struct tls_ref *r) {
+  if (!r || atomic_fetch_sub_explicit(&r->users, 1, memory_order_acq_rel) != 1) return;
+  SSL_CTX_free(r->ctx); /* the last reference: every SSL on it is freed */
+  free(r);
 }
 
 void tls_shutdown(void) {
   pthread_mutex_lock(&g.mu);
-  SSL_CTX *old = g.cur;
+  struct tls_ref *old = g.cur;
   g.cur = NULL;
   pthread_mutex_unlock(&g.mu);
-  SSL_CTX_free(old);
+  tls_put(old);
 }

@@ -3,7 +3,7 @@
  * One SSL_CTX per process, built on the main thread at start and again on
  * SIGHUP; shard threads only ask for new SSL objects (tls_new_ssl). A reload
  * swaps the current SSL_CTX; connections that started on the old one keep it
- * through their SSL object's reference until they end. See tls.c. */
+ * through the use count they hold (tls_put) until they end. See tls.c. */
 #ifndef DERPD_TLS_H
 #define DERPD_TLS_H
 
@@ -27,8 +27,12 @@ void tls_set_ktls(bool on, bool require);
  * the files and make it the one new connections use. On failure the old one
  * stays. 0 or -1 with err. */
 int tls_reload(char *err, size_t errlen);
-/* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure. */
-SSL *tls_new_ssl(void);
+struct tls_ref;
+/* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure.
+ * *ref is the SSL_CTX's use count the SSL holds: after SSL_free, tls_put it. */
+SSL *tls_new_ssl(struct tls_ref **ref);
+/* Any thread: drops one use (NULL: none); the last frees the SSL_CTX. */
+void tls_put(struct tls_ref *ref);
 /* Why a callback refused the handshake that just failed on this thread
  * (static text, e.g. the SNI check), or NULL; clears it. */
 const char *tls_take_reject_reason(void);

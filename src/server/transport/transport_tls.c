@@ -68,6 +68,7 @@
 
 struct tls_conn {
   SSL *ssl;
+  struct tls_ref *ctx_ref; /* ssl's SSL_CTX use count (tls.c); NULL if adopted */
   const uint8_t *in;       /* ciphertext not yet read by SSL (during recv only) */
   size_t in_len;
   uint8_t *out;            /* records SSL wrote, not yet queued or sent */
@@ -175,8 +176,14 @@ static struct tls_conn *wrap_ssl(struct conn *c, SSL *ssl) {
 }
 
 int transport_tls_attach(struct conn *c) {
-  SSL *ssl = tls_new_ssl();
-  if (!wrap_ssl(c, ssl)) return -1;
+  struct tls_ref *ref;
+  SSL *ssl = tls_new_ssl(&ref);
+  struct tls_conn *t = wrap_ssl(c, ssl);
+  if (!t) {
+    tls_put(ref); /* after wrap_ssl freed ssl */
+    return -1;
+  }
+  t->ctx_ref = ref;
   SSL_set_accept_state(ssl);
   SSL_set_shed_handshake_config(ssl, 1); /* drop certs/config refs once done */
   return 0;
@@ -352,6 +359,7 @@ static void tls_destroy(struct conn *c) {
   struct tls_conn *t = c->xp_state;
   if (!t) return;
   SSL_free(t->ssl); /* and the BIO */
+  tls_put(t->ctx_ref);
   free(t->out);
   free(t->wire);
   free(t);
