@@ -46,6 +46,7 @@ struct region {
 static struct region g_r;
 static bool g_cert_dir; /* TLS links trust SSL_CERT_DIR rather than SSL_CERT_FILE */
 static bool g_mixed;    /* odd nodes serve TLS, even nodes plain HTTP */
+static const char *g_node_extra; /* more flags for every node (a test sets it, teardown clears it) */
 
 static bool node_tls(const struct region *r, int i) { return r->tls || (g_mixed && i % 2); }
 static struct derp_client *g_clients[MAXC];
@@ -96,7 +97,8 @@ static void mesh_list(struct region *r, int i, bool chain, char *out, size_t cap
 static void node_args(struct region *r, int i, bool chain, const char *key_file, char *out, size_t cap) {
   char list[512];
   mesh_list(r, i, chain, list, sizeof list);
-  size_t n = (size_t)snprintf(out, cap, "-mesh-psk-file %s -mesh-with %s", key_file, list);
+  size_t n = (size_t)snprintf(out, cap, "-mesh-psk-file %s -mesh-with %s %s", key_file, list,
+                              g_node_extra ? g_node_extra : "");
   if (node_tls(r, i))
     snprintf(out + n, cap - n, " -certmode selfsigned -hostname localhost -certdir %s/c%d -http-port -1",
              r->dir, i);
@@ -219,6 +221,7 @@ static int teardown(void) {
   unsetenv("SSL_CERT_DIR");
   g_cert_dir = false;
   g_mixed = false;
+  g_node_extra = NULL;
   memset(&g_r, 0, sizeof g_r);
   return 0;
 }
@@ -788,6 +791,45 @@ static void test_tool(void) {
   }
 }
 
+/* Polls node i's varz until ok(value) or 10 s; the last value. */
+static long long varz_until(int i, const char *name, bool (*ok)(long long)) {
+  long long v = derpd_varz(&g_r.node[i], name);
+  for (int t = 0; t < 500 && !ok(v); t++) {
+    usleep(20000);
+    v = derpd_varz(&g_r.node[i], name);
+  }
+  return v;
+}
+static bool at_least_8(long long v) { return v >= 8; }
+static bool at_most_1(long long v) { return v >= 0 && v <= 1; }
+
+/* -mesh-max-remote-keys 4 on 2 shards: node 1 remembers at most 2 remote keys
+ * per shard of the 12 that node 0 announces, counts the rest, logs once per
+ * shard, and takes keys again once they have gone. (Each node may also learn
+ * its own key, from its link's conn on the other node.) */
+static void test_remote_bound(void) {
+  g_node_extra = "-mesh-max-remote-keys 4";
+  region_up(2, false, false);
+  wait_meshed(1);
+  struct derp_client *c[12];
+  for (int i = 0; i < 12; i++) c[i] = client_on(0, NULL);
+  long long refused = varz_until(1, "derpd_mesh_remote_refused", at_least_8);
+  long long remote = derpd_varz(&g_r.node[1], "derp_clients_remote");
+  cr_assert(refused >= 8 && remote <= 4, "node 1: %lld remote keys, %lld refused; want <= 4 and >= 8",
+            remote, refused);
+  int warned = count_in_log(&g_r.node[1], "its share of -mesh-max-remote-keys");
+  cr_assert(warned >= 1 && warned <= 2, "the bound was logged %d times, want once per shard that hit it", warned);
+  for (int i = 0; i < 12; i++) close_client(c[i]);
+  remote = varz_until(1, "derp_clients_remote", at_most_1);
+  cr_assert(remote <= 1, "node 1 still has %lld remote keys after node 0's clients left", remote);
+  cr_assert(count_in_log(&g_r.node[1], "new ones accepted again") >= 1, "no log line when the bound eased");
+  /* Room again: a key announced now is reachable from node 1. */
+  struct derp_client *k = client_on(0, NULL);
+  struct derp_client *s = client_on(1, NULL);
+  e2e_sync_route(s, k);
+  e2e_relay_check(s, k, 50);
+}
+
 int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
@@ -797,7 +839,7 @@ int main(int argc, char **argv) {
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
       {"close_peer", test_close_peer},       {"tool", test_tool},
-      {"hung_link", test_hung_link},
+      {"hung_link", test_hung_link},       {"remote_bound", test_remote_bound},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, teardown);
 }

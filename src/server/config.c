@@ -33,6 +33,7 @@ void config_defaults(struct config *c) {
   c->queue_depth = 0; /* auto: config_ring_depths() */
   c->batch_wait_us = 100;
   c->batch_events = 32;
+  c->mesh_max_remote = 1000000;
   c->http_port = 80;
   c->metrics_port = -1;
   c->ktls_mode = KTLS_AUTO;
@@ -253,6 +254,7 @@ static const struct flag flags[] = {
     {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
     {"mesh-with", K_STRING, F(mesh_with), sizeof ((struct config *)0)->mesh_with, 0, 0, 0},
+    {"mesh-max-remote-keys", K_INT, F(mesh_max_remote), 0, 1, 1 << 26, 0},
     {"hostname", K_STRING, F(hostname), sizeof ((struct config *)0)->hostname, 0, 0, 0},
     {"verify-client-url", K_STRING, F(verify_client_url), sizeof ((struct config *)0)->verify_client_url, 0, 0, 0},
     {"verify-client-url-fail-open", K_BOOL, F(verify_client_url_fail_open), 0, 0, 0, 0},
@@ -621,6 +623,11 @@ void config_usage(FILE *out, const char *prog) {
 "        where to connect), or http://host:port (plain TCP, for tests and\n"
 "        private networks). This node's own entry is found and skipped, so\n"
 "        every node can use the same list\n"
+"  -mesh-max-remote-keys int\n"
+"        keys this node remembers as connected to other nodes, at most (a\n"
+"        share per shard); PeerPresent for a new key beyond it is counted\n"
+"        in derpd_mesh_remote_refused and that key is unreachable from here\n"
+"        until there is room (default 1000000, about 140 MB)\n"
 "\n"
 "Admission (who may connect; mesh peers always may):\n"
 "  -verify-client-url string\n"

@@ -49,6 +49,7 @@ struct config {
   /* Region (derper's flags). */
   char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
+  int mesh_max_remote;       /* -mesh-max-remote-keys: keys learned from mesh peers, at most */
   /* Admission (derper's flags; admission/). */
   char verify_client_url[2048];     /* -verify-client-url: admission controller; "" = none */
   bool verify_client_url_fail_open; /* -verify-client-url-fail-open (default true) */

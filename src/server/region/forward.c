@@ -36,6 +36,8 @@ struct remote {
 struct fwd_shard {
   struct remote **buckets;
   uint32_t mask, count;
+  uint32_t max;              /* -mesh-max-remote-keys' share for this shard */
+  bool full;                 /* refusing since the last log line */
 };
 
 
@@ -86,6 +88,10 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
   t->count--;
   keyset_free(&r->contacts);
   free(r);
+  if (t->full && t->count < t->max - t->max / 8) {
+    t->full = false;
+    log_info("region: remote keys back under -mesh-max-remote-keys; new ones accepted again");
+  }
 }
 
 /* K is in no forwarder's list any more: if no local conn holds it either,
@@ -122,6 +128,16 @@ void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local
 static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8_t link) {
   struct fwd_shard *t = region_fwd(sh);
   struct remote *r = remote_find(t, k, h);
+  if (!r && t->count >= t->max) {
+    STAT_INC(&sh->stats, remote_refused);
+    if (!t->full) {
+      t->full = true;
+      log_warn("shard %d: %u remote keys, its share of -mesh-max-remote-keys: keys that mesh "
+               "peers announce from now on are unreachable from here until some go "
+               "(derpd_mesh_remote_refused counts them)", sh->id, t->count);
+    }
+    return;
+  }
   if (!r && !(r = remote_add(t, k, h))) {
     log_error("shard %d: out of memory for a remote key", sh->id);
     return;
@@ -245,7 +261,11 @@ void region_fwd_ctrl(struct shard *sh, struct pkt *m) {
   pkt_free(sh, m);
 }
 
-struct fwd_shard *region_fwd_new(void) { return calloc(1, sizeof(struct fwd_shard)); }
+struct fwd_shard *region_fwd_new(uint32_t max_keys) {
+  struct fwd_shard *t = calloc(1, sizeof *t);
+  if (t) t->max = max_keys ? max_keys : 1;
+  return t;
+}
 
 void region_fwd_free(struct fwd_shard *t) {
   if (!t) return;

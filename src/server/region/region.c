@@ -93,7 +93,8 @@ int region_shard_init(struct shard *sh) {
   sh->rg = calloc(1, sizeof *sh->rg);
   if (!sh->rg) return -1;
   sh->rg->watch = region_watch_new();
-  sh->rg->fwd = region_fwd_new();
+  int n = sh->srv->nshards;
+  sh->rg->fwd = region_fwd_new((uint32_t)((sh->srv->cfg.mesh_max_remote + n - 1) / n));
   return sh->rg->watch && sh->rg->fwd ? 0 : -1;
 }
 

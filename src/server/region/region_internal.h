@@ -22,7 +22,7 @@ void region_watch_free(struct watch_shard *ws);
 void region_watch_ctrl(struct shard *sh, struct pkt *m);
 void region_watch_end_turn(struct shard *sh);
 
-struct fwd_shard *region_fwd_new(void);
+struct fwd_shard *region_fwd_new(uint32_t max_keys);
 void region_fwd_free(struct fwd_shard *t);
 void region_fwd_ctrl(struct shard *sh, struct pkt *m);
 
