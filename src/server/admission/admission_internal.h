@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "derp/key.h"
-#include "server/admission/httpc.h"
+#include "server/httpc/httpc.h"
 #include "server/admission/wire.h"
 
 /* A check's outcome, counted in derpd_admission_checks{result}. */

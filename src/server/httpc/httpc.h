@@ -4,8 +4,8 @@
  * cut short by a stop descriptor. Responses are read with http_parser
  * (Content-Length, chunked, or to EOF); only a bounded prefix of the body is
  * kept. */
-#ifndef DERPD_ADMISSION_HTTPC_H
-#define DERPD_ADMISSION_HTTPC_H
+#ifndef DERPD_HTTPC_H
+#define DERPD_HTTPC_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -3,7 +3,7 @@
  * poll() on the socket and the stop descriptor, bounded by the request's
  * deadline (the name lookup, getaddrinfo, is the one unbounded step). The
  * response is parsed by http_parser, the library derpd's server side uses. */
-#include "server/admission/httpc.h"
+#include "server/httpc/httpc.h"
 
 #include <errno.h>
 #include <fcntl.h>
