@@ -1,6 +1,6 @@
 /* test_acme.c: the ACME pieces that need no CA: base64url, the account key
  * file, the JWK and its thumbprint, signed requests (verified here with the
- * public key), HTTP response parsing and URLs, the https client's bounds
+ * public key), URLs, the https client's bounds
  * (stop descriptor, deadline), and both challenge paths as the shards serve
  * them: the tls-alpn-01 certificate through a real in-memory handshake on an
  * SSL_CTX set up as tls.c's, and the http-01 route. The CA end to end is
@@ -232,49 +232,6 @@ static void url_split(void) {
   cr_assert_eq(acme_url_split("https://[::1/", h, sizeof h, p, sizeof p, &path), -1);
 }
 
-static int parse(const char *s, bool eof, bool head, struct acme_resp *r) {
-  memset(r, 0, sizeof *r);
-  return acme_resp_parse(s, strlen(s), eof, head, r);
-}
-
-static void response_parsing(void) {
-  struct acme_resp r;
-  const char *full = "HTTP/1.1 201 Created\r\nreplay-nonce:  abc-123 \r\nLocation: https://ca/acct/7\r\n"
-                     "Content-Type: application/json\r\nRetry-After: 3\r\nContent-Length: 7\r\n\r\n{\"a\":1}";
-  cr_assert_eq(parse(full, false, false, &r), 1);
-  cr_assert(r.status == 201 && !strcmp(r.nonce, "abc-123") && !strcmp(r.location, "https://ca/acct/7"));
-  cr_assert(!strcmp(r.content_type, "application/json") && r.retry_after == 3);
-  cr_assert(r.body_len == 7 && !strcmp(r.body, "{\"a\":1}"));
-  acme_resp_free(&r);
-  /* Cut anywhere before the end: incomplete, and malformed at EOF. */
-  for (size_t cut = 0; cut < strlen(full); cut++) {
-    memset(&r, 0, sizeof r);
-    cr_assert_eq(acme_resp_parse(full, cut, false, false, &r), 0, "cut at %zu", cut);
-    cr_assert_eq(acme_resp_parse(full, cut, true, false, &r), -1, "cut at %zu, EOF", cut);
-  }
-  const char *chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "4\r\n-----\r\n5;ext=1\r\nBEGIN\r\n0\r\nX-Trailer: 1\r\n\r\n";
-  cr_assert_eq(parse(chunked, false, false, &r), -1, "a chunk longer than its size is malformed");
-  chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n----\r\n5;ext=1\r\nBEGIN\r\n0\r\n\r\n";
-  cr_assert_eq(parse(chunked, false, false, &r), 1);
-  cr_assert(r.body_len == 9 && !strcmp(r.body, "----BEGIN") && r.retry_after == -1);
-  acme_resp_free(&r);
-  cr_assert_eq(acme_resp_parse(chunked, strlen(chunked) - 2, false, false, &r), 0);
-  /* No length: the body runs to EOF. */
-  cr_assert_eq(parse("HTTP/1.0 200 OK\r\n\r\nto the end", false, false, &r), 0);
-  cr_assert_eq(parse("HTTP/1.0 200 OK\r\n\r\nto the end", true, false, &r), 1);
-  cr_assert(!strcmp(r.body, "to the end"));
-  acme_resp_free(&r);
-  /* HEAD and 204: no body whatever Content-Length says. */
-  cr_assert_eq(parse("HTTP/1.1 200 OK\r\nReplay-Nonce: n1\r\nContent-Length: 100\r\n\r\n", false, true, &r), 1);
-  cr_assert(r.body_len == 0 && !strcmp(r.nonce, "n1"));
-  acme_resp_free(&r);
-  cr_assert_eq(parse("HTTP/1.1 204 No Content\r\n\r\n", false, false, &r), 1);
-  acme_resp_free(&r);
-  cr_assert_eq(parse("SMTP ready\r\n\r\n", false, false, &r), -1);
-  cr_assert_eq(parse("HTTP/1.1 99 x\r\n\r\n", false, false, &r), -1);
-}
-
 /* The client gives up at once when told to stop, and at its deadline on a
  * server that never answers (a listening socket nobody accepts on). */
 static void https_bounds(void) {
@@ -482,7 +439,6 @@ static const struct mini_test tests[] = {
     {"jwk_and_thumbprint", jwk_and_thumbprint},
     {"jws_signed_requests", jws_signed_requests},
     {"url_split", url_split},
-    {"response_parsing", response_parsing},
     {"https_bounds", https_bounds},
     {"tls_alpn_01", tls_alpn_01},
     {"http_01", http_01},

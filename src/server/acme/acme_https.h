@@ -1,5 +1,5 @@
-/* acme_https.h: the small blocking HTTPS/1.1 client the ACME worker talks to
- * its CA with (BoringSSL, one connection per request, "Connection: close").
+/* acme_https.h: the ACME worker's HTTPS requests to its CA, over httpc
+ * (server/httpc/httpc.h; one connection per request, "Connection: close").
  *
  * Bounded: every request has a deadline (connect, handshake, write, read),
  * a response is at most ACME_HTTPS_MAX bytes, and any wait also watches a
@@ -44,13 +44,8 @@ int acme_https_do(struct acme_https *h, const char *method, const char *url, con
                   const char *body, struct acme_resp *r, char *err, size_t errlen);
 void acme_resp_free(struct acme_resp *r);
 
-/* Pure parts, for tests. "https://host[:port]/path": host (IPv6 without its
+/* Pure, for tests. "https://host[:port]/path": host (IPv6 without its
  * brackets), port ("443" if absent), path ("/" if absent). 0 or -1. */
 int acme_url_split(const char *url, char *host, size_t hcap, char *port, size_t pcap, const char **path);
-/* A response in buf[0..len): 1 complete (r filled: status, the headers above,
- * the body with chunked transfer decoded), 0 incomplete (eof: the peer has
- * closed, so a body without length ends here), -1 malformed. head: the
- * request was HEAD (no body follows). */
-int acme_resp_parse(const char *buf, size_t len, bool eof, bool head, struct acme_resp *r);
 
 #endif

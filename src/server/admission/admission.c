@@ -96,7 +96,7 @@ int admission_setup(struct server *s) {
       return -1;
     }
     c->use_url = true;
-    if (c->url.tls && !(a->tls = httpc_tls_ctx(err, sizeof err))) {
+    if (c->url.tls && !(a->tls = httpc_tls_ctx(NULL, err, sizeof err))) {
       log_error("-verify-client-url: %s", err);
       return -1;
     }

@@ -7,7 +7,7 @@
  *   verify.c     what a worker does for one client: ask the local tailscaled
  *                (LocalAPI whois over its unix socket), then the admission
  *                controller (POST to -verify-client-url), as derper does
- *   (server/httpc/httpc.c: the blocking HTTP/1.1 client both use)
+ *   (server/httpc/httpc.c: the blocking HTTP/1.1 client both use, and ACME)
  *   wire.c       the pure parts: the URL, request bytes, reading the answer
  *
  * A conn whose ClientInfo is open asks admission_begin on its shard. Unless

@@ -1,5 +1,5 @@
-/* httpc.c: admission's blocking HTTP/1.1 client (see httpc.h). Runs on the
- * admission worker threads only. Sockets are non-blocking; every wait is a
+/* httpc.c: the workers' blocking HTTP/1.1 client (see httpc.h). Runs on
+ * admission's worker threads and the ACME worker only. Sockets are non-blocking; every wait is a
  * poll() on the socket and the stop descriptor, bounded by the request's
  * deadline (the name lookup, getaddrinfo, is the one unbounded step). The
  * response is parsed by http_parser, the library derpd's server side uses. */
@@ -293,13 +293,51 @@ static enum httpc_rc conn_write(struct httpc_conn *cn, const uint8_t *p, size_t 
 
 /* ---- the response ----------------------------------------------------------- */
 
+#define HDR_MAX 1024
+
 struct parse {
   struct httpc_resp *r;
   bool head, done, informational;
+  bool in_value;               /* the last piece was of a value */
+  size_t nlen, vlen;           /* the header being assembled (pieces may span reads) */
+  char name[HDR_MAX], value[HDR_MAX];
 };
+
+static void append(char *dst, size_t *len, const char *at, size_t n) {
+  size_t take = n < HDR_MAX - *len ? n : HDR_MAX - *len;
+  memcpy(dst + *len, at, take);
+  *len += take;
+}
+
+/* The header assembled so far goes to the caller (final responses only). */
+static void header_done(struct parse *ps, http_parser *p) {
+  if (ps->nlen && ps->r->on_header && !(p->status_code / 100 == 1 && p->status_code != 101)) {
+    const char *v = ps->value, *e = ps->value + ps->vlen;
+    while (v < e && (*v == ' ' || *v == '\t')) v++;
+    while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    ps->r->on_header(ps->name, ps->nlen, v, (size_t)(e - v), ps->r->header_arg);
+  }
+  ps->nlen = ps->vlen = 0;
+  ps->in_value = false;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  struct parse *ps = p->data;
+  if (ps->in_value) header_done(ps, p);
+  append(ps->name, &ps->nlen, at, len);
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  struct parse *ps = p->data;
+  ps->in_value = true;
+  append(ps->value, &ps->vlen, at, len);
+  return 0;
+}
 
 static int on_headers_complete(http_parser *p) {
   struct parse *ps = p->data;
+  header_done(ps, p);
   /* 1xx (but 101) is informational: the real response follows (Go skips them). */
   if (p->status_code / 100 == 1 && p->status_code != 101) {
     ps->informational = true;
@@ -311,7 +349,7 @@ static int on_headers_complete(http_parser *p) {
     ps->done = true; /* nothing we can read follows */
     http_parser_pause(p, 1);
   }
-  return 0;
+  return ps->r->head ? 1 : 0; /* 1: no body, whatever Content-Length says */
 }
 
 static int on_body(http_parser *p, const char *at, size_t len) {
@@ -337,6 +375,8 @@ static int on_message_complete(http_parser *p) {
 }
 
 static const http_parser_settings settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -429,7 +469,8 @@ enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *
   }
 }
 
-struct ssl_ctx_st *httpc_tls_ctx(char *err, size_t errlen) {
+struct ssl_ctx_st *httpc_tls_ctx(const char *ca_file, char *err, size_t errlen) {
+  bool own = ca_file && ca_file[0];
   SSL_CTX *ctx = SSL_CTX_new(TLS_method());
   if (!ctx) goto fail;
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -437,14 +478,17 @@ struct ssl_ctx_st *httpc_tls_ctx(char *err, size_t errlen) {
   static const uint8_t alpn[] = "\x08http/1.1";
   SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-  if (!derp_tls_load_roots(ctx, getenv("SSL_CERT_FILE"), getenv("SSL_CERT_DIR"))) goto fail;
+  if (own ? !SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+          : !derp_tls_load_roots(ctx, getenv("SSL_CERT_FILE"), getenv("SSL_CERT_DIR")))
+    goto fail;
   return ctx;
 fail:;
   unsigned long e = ERR_get_error();
   char buf[200] = "out of memory";
   if (e) ERR_error_string_n(e, buf, sizeof buf);
   ERR_clear_error();
-  snprintf(err, errlen, "TLS roots (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt): %s", buf);
+  if (own) snprintf(err, errlen, "TLS roots from %s: %s", ca_file, buf);
+  else snprintf(err, errlen, "TLS roots (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt): %s", buf);
   SSL_CTX_free(ctx);
   return NULL;
 }

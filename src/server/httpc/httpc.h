@@ -1,9 +1,10 @@
-/* httpc.h: the small blocking HTTP/1.1 client admission's worker threads use
- * (never a shard): plain TCP, TLS (BoringSSL) or a unix socket; one request
- * at a time on a kept-alive connection; every wait bounded by a deadline and
- * cut short by a stop descriptor. Responses are read with http_parser
- * (Content-Length, chunked, or to EOF); only a bounded prefix of the body is
- * kept. */
+/* httpc.h: the small blocking HTTP/1.1 client of derpd's worker threads
+ * (never a shard): admission's checks and the ACME worker's CA requests.
+ * Plain TCP, TLS (BoringSSL) or a unix socket; one request at a time on a
+ * kept-alive connection; every wait bounded by a deadline and cut short by a
+ * stop descriptor. Responses are read with http_parser (Content-Length,
+ * chunked, or to EOF); only a bounded prefix of the body is kept, and the
+ * headers a caller asks for are handed to it. */
 #ifndef DERPD_HTTPC_H
 #define DERPD_HTTPC_H
 
@@ -32,7 +33,16 @@ struct httpc_conn {
 #define HTTPC_CONN_INIT {.fd = -1}
 void httpc_conn_close(struct httpc_conn *c);
 
+/* A header of the final response, name and value each cut to 1 KiB, value
+ * without surrounding blanks. */
+typedef void httpc_header_fn(const char *name, size_t nlen, const char *value, size_t vlen, void *arg);
+
 struct httpc_resp {
+  /* Set by the caller. */
+  bool head;                   /* the request was HEAD: no body follows */
+  httpc_header_fn *on_header;  /* may be NULL */
+  void *header_arg;
+  /* Filled. */
   int status;                  /* of the final response (1xx skipped) */
   uint8_t *body;               /* the caller's buffer: the first body_cap bytes */
   size_t body_cap, body_len;
@@ -61,10 +71,11 @@ enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *
                             bool (*enough)(const uint8_t *body, size_t len, void *arg), void *arg,
                             int64_t deadline_ms, int stop_fd, char *err, size_t errlen);
 
-/* The client SSL_CTX for HTTPS: TLS 1.2+, peer verified against the system
- * roots with Go's rules (SSL_CERT_FILE replaces the bundle, SSL_CERT_DIR adds
- * directories). NULL with err on failure. */
-struct ssl_ctx_st *httpc_tls_ctx(char *err, size_t errlen);
+/* The client SSL_CTX for HTTPS: TLS 1.2+, peer verified against ca_file's
+ * roots if not NULL or "", else the system roots with Go's rules
+ * (SSL_CERT_FILE replaces the bundle, SSL_CERT_DIR adds directories). NULL
+ * with err on failure. */
+struct ssl_ctx_st *httpc_tls_ctx(const char *ca_file, char *err, size_t errlen);
 
 int64_t httpc_now_ms(void);
 

@@ -1,0 +1,284 @@
+/* test_httpc.c: the workers' HTTP client (server/httpc/httpc.c) against a
+ * loopback server that writes canned responses, some a few bytes at a time so
+ * that header names and values reach the client in pieces: the headers a
+ * caller asks for, Content-Length, chunked and to-EOF bodies, HEAD, 204, 1xx
+ * skipped, the body cap, a body cut short, malformed answers, keep-alive and
+ * its one retry. TLS and the bounds (stop descriptor, deadline) are tested
+ * through acme_https in test_acme and through admission end to end.
+ *
+ * Not Criterion (httpc links BoringSSL; Criterion brings OpenSSL's libcrypto).
+ * Usage: test_httpc [substring of test names]. */
+#define MINI_TEST_MAIN
+#include "mini_test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/httpc/httpc.h"
+
+/* ---- the server ---------------------------------------------------------- */
+
+/* Answers each request on one accepted connection with the next of resp[],
+ * in pieces of `piece` bytes (0: whole); closes after the last, or leaves the
+ * connection open (hold) so that only the response's own framing can end it. */
+struct server {
+  int ls;
+  uint16_t port;
+  const char *resp[4];
+  int nresp;
+  size_t piece;
+  bool hold;
+  bool close_after_first; /* the keep-alive case: the server drops the idle conn */
+  atomic_int accepted;     /* written by the server thread */
+  pthread_t th;
+};
+
+static bool read_request(int fd) {
+  char buf[4096];
+  size_t n = 0;
+  while (n < sizeof buf - 1) {
+    ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+    if (r <= 0) return false;
+    n += (size_t)r;
+    buf[n] = 0;
+    if (strstr(buf, "\r\n\r\n")) return true;
+  }
+  return false;
+}
+
+static void write_pieces(int fd, const char *s, size_t piece) {
+  size_t len = strlen(s);
+  for (size_t off = 0; off < len;) {
+    size_t k = piece && piece < len - off ? piece : len - off;
+    if (send(fd, s + off, k, MSG_NOSIGNAL) != (ssize_t)k) return;
+    off += k;
+    if (piece) usleep(2000); /* its own segment: the client reads it alone */
+  }
+}
+
+static void *serve(void *arg) {
+  struct server *sv = arg;
+  int i = 0;
+  while (i < sv->nresp) {
+    int fd = accept(sv->ls, NULL, NULL);
+    if (fd < 0) return NULL;
+    sv->accepted++;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    while (i < sv->nresp && read_request(fd)) {
+      write_pieces(fd, sv->resp[i++], sv->piece);
+      if (sv->close_after_first && i == 1) break;
+    }
+    if (sv->hold && i == sv->nresp) usleep(1500 * 1000); /* longer than any test's wait */
+    close(fd);
+  }
+  return NULL;
+}
+
+static void server_start(struct server *sv) {
+  sv->ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  cr_assert(bind(sv->ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(sv->ls, 8) == 0);
+  cr_assert(getsockname(sv->ls, (struct sockaddr *)&a, &al) == 0);
+  sv->port = ntohs(a.sin_port);
+  cr_assert_eq(pthread_create(&sv->th, NULL, serve, sv), 0);
+}
+
+static void server_stop(struct server *sv) {
+  shutdown(sv->ls, SHUT_RDWR);
+  pthread_join(sv->th, NULL);
+  close(sv->ls);
+}
+
+/* ---- the client ---------------------------------------------------------- */
+
+struct got {
+  char nonce[64], location[64], x[2048];
+  size_t xlen;
+  int headers;
+};
+
+static void on_header(const char *name, size_t nlen, const char *v, size_t vl, void *arg) {
+  struct got *g = arg;
+  g->headers++;
+  char *dst = NULL;
+  if (nlen == 12 && strncasecmp(name, "Replay-Nonce", 12) == 0) dst = g->nonce;
+  else if (nlen == 8 && strncasecmp(name, "Location", 8) == 0) dst = g->location;
+  if (dst && vl < 64) {
+    memcpy(dst, v, vl);
+    dst[vl] = 0;
+  }
+  if (nlen == 5 && strncasecmp(name, "X-Big", 5) == 0) g->xlen = vl;
+}
+
+struct call {
+  enum httpc_rc rc;
+  struct httpc_resp r;
+  uint8_t body[256];
+  char err[256];
+  struct got got;
+  int64_t ms; /* the request took */
+};
+
+/* One GET (or HEAD) on cn to sv, with a 1 s deadline. */
+static void call_on(struct httpc_conn *cn, const struct server *sv, bool head, size_t cap, struct call *c) {
+  memset(c, 0, sizeof *c);
+  c->r = (struct httpc_resp){.head = head, .on_header = on_header, .header_arg = &c->got, .body = c->body,
+                             .body_cap = cap ? cap : sizeof c->body - 1};
+  struct httpc_endpoint ep = {.kind = HTTPC_TCP, .host = "127.0.0.1", .port = sv->port};
+  const char *req = head ? "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n" : "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+  int64_t t0 = httpc_now_ms();
+  c->rc = httpc_request(cn, &ep, req, strlen(req), &c->r, NULL, NULL, t0 + 1000, -1, c->err, sizeof c->err);
+  c->ms = httpc_now_ms() - t0;
+  c->body[c->r.body_len] = 0;
+}
+
+/* One request to a server that answers resp (in pieces of piece bytes). */
+static void one(const char *resp, size_t piece, bool head, bool hold, size_t cap, struct call *c) {
+  struct server sv = {.resp = {resp}, .nresp = 1, .piece = piece, .hold = hold};
+  server_start(&sv);
+  struct httpc_conn cn = HTTPC_CONN_INIT;
+  call_on(&cn, &sv, head, cap, c);
+  httpc_conn_close(&cn);
+  server_stop(&sv);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void headers_in_pieces(void) {
+  struct call c;
+  one("HTTP/1.1 201 Created\r\nreplay-nonce:  abc-123 \r\nLocation: https://ca/acct/7\r\n"
+      "Content-Length: 7\r\n\r\n{\"a\":1}", 3, false, false, 0, &c);
+  cr_assert_eq(c.rc, HTTPC_OK, "%s", c.err);
+  cr_assert(c.r.status == 201 && c.r.complete && strcmp((char *)c.body, "{\"a\":1}") == 0, "%d %s", c.r.status,
+            c.body);
+  cr_assert(strcmp(c.got.nonce, "abc-123") == 0, "nonce \"%s\": pieces joined, blanks trimmed", c.got.nonce);
+  cr_assert(strcmp(c.got.location, "https://ca/acct/7") == 0, "location \"%s\"", c.got.location);
+  cr_assert_eq(c.got.headers, 3);
+}
+
+static void long_header_cut(void) {
+  char resp[4096];
+  char big[3000];
+  memset(big, 'v', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 0\r\n\r\n", big);
+  struct call c;
+  one(resp, 0, false, false, 0, &c);
+  cr_assert_eq(c.rc, HTTPC_OK, "%s", c.err);
+  cr_assert(c.got.xlen == 1024, "a 2999-byte value reaches the caller cut to 1024, got %zu", c.got.xlen);
+}
+
+static void chunked(void) {
+  struct call c;
+  one("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n----\r\n5;ext=1\r\nBEGIN\r\n0\r\n"
+      "X-Trailer: 1\r\n\r\n", 5, false, true, 0, &c);
+  cr_assert_eq(c.rc, HTTPC_OK, "%s", c.err);
+  cr_assert(c.r.complete && strcmp((char *)c.body, "----BEGIN") == 0, "body \"%s\"", c.body);
+  one("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n-----\r\n0\r\n\r\n", 0, false, false, 0, &c);
+  cr_assert(!c.r.complete && c.r.body_error, "a chunk longer than its size is malformed");
+}
+
+static void to_eof(void) {
+  struct call c;
+  one("HTTP/1.0 200 OK\r\n\r\nto the end", 4, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.complete && strcmp((char *)c.body, "to the end") == 0, "%s", c.body);
+}
+
+/* HEAD and 204: no body, whatever Content-Length says; the server keeps the
+ * connection open, so only the framing can end the response in time. */
+static void head_and_204(void) {
+  struct call c;
+  one("HTTP/1.1 200 OK\r\nReplay-Nonce: n1\r\nContent-Length: 100\r\n\r\n", 0, true, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.complete && c.r.body_len == 0, "%d %s", c.rc, c.err);
+  cr_assert(strcmp(c.got.nonce, "n1") == 0);
+  cr_assert(c.ms < 900, "HEAD waited %lld ms for a body that does not come", (long long)c.ms);
+  one("HTTP/1.1 204 No Content\r\n\r\n", 0, false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 204 && c.r.complete, "%d %s", c.rc, c.err);
+  cr_assert(c.ms < 900, "204 waited %lld ms for a body that does not come", (long long)c.ms);
+}
+
+static void informational_skipped(void) {
+  struct call c;
+  one("HTTP/1.1 100 Continue\r\nReplay-Nonce: early\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0,
+      false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 200 && strcmp((char *)c.body, "ok") == 0, "%d", c.r.status);
+  cr_assert(c.got.nonce[0] == 0 && c.got.headers == 1, "a 1xx response's headers are not the answer's");
+}
+
+static void cap_and_cut(void) {
+  struct call c;
+  one("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+      "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
+      0, false, false, 10, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.body_len == 10 && !c.r.complete, "the cap keeps a prefix, not all");
+  one("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 0, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && !c.r.complete && c.r.body_error && c.r.body_len == 3, "%s",
+            c.r.body_error ? c.r.body_error : "no body_error");
+}
+
+static void malformed(void) {
+  struct call c;
+  one("SMTP ready\r\n\r\n", 0, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "malformed"), "%d %s", c.rc, c.err);
+  one("", 0, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "without a response"), "%d %s", c.rc, c.err);
+}
+
+/* A kept-alive conn carries the next request; when the server has dropped
+ * it while idle, the request goes once more on a new connection. */
+static void keep_alive_and_retry(void) {
+  struct server sv = {.resp = {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+                               "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+                               "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc"},
+                      .nresp = 3};
+  server_start(&sv);
+  struct httpc_conn cn = HTTPC_CONN_INIT;
+  struct call c;
+  call_on(&cn, &sv, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && strcmp((char *)c.body, "a") == 0 && cn.fd >= 0, "kept alive");
+  call_on(&cn, &sv, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && strcmp((char *)c.body, "b") == 0);
+  cr_assert_eq(sv.accepted, 1, "two requests, one connection");
+  httpc_conn_close(&cn);
+  server_stop(&sv);
+
+  struct server sv2 = {.resp = {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+                                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"},
+                       .nresp = 2, .close_after_first = true};
+  server_start(&sv2);
+  call_on(&cn, &sv2, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && cn.fd >= 0);
+  usleep(50 * 1000); /* the server's close reaches us */
+  call_on(&cn, &sv2, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && strcmp((char *)c.body, "b") == 0, "%d %s", c.rc, c.err);
+  cr_assert_eq(sv2.accepted, 2, "the retry took a new connection");
+  httpc_conn_close(&cn);
+  server_stop(&sv2);
+}
+
+static const struct mini_test tests[] = {
+    {"headers_in_pieces", headers_in_pieces},
+    {"long_header_cut", long_header_cut},
+    {"chunked", chunked},
+    {"to_eof", to_eof},
+    {"head_and_204", head_and_204},
+    {"informational_skipped", informational_skipped},
+    {"cap_and_cut", cap_and_cut},
+    {"malformed", malformed},
+    {"keep_alive_and_retry", keep_alive_and_retry},
+};
+
+int main(int argc, char **argv) {
+  return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, NULL);
+}
