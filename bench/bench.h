@@ -110,7 +110,7 @@ void proc_sample(pid_t pid, struct proc_sample *s);
  * without --server-pid. */
 void servers_sample(const struct bench_cfg *cfg, struct proc_sample *s);
 
-/* ---- relay results (gathered by bench_relay.c, printed by bench_report.c) ----
+/* ---- relay results (gathered by bench_relay_run.c, printed by bench_report.c) ----
  * Counts cover packets sent during the measurement window only (a flag in
  * the packet says so), wherever they are received, so loss = sent - delivered
  * is exact and warm-up traffic never leaks into it. */
@@ -177,7 +177,7 @@ int bench_connect_one(const struct bench_cfg *cfg, int server, struct bench_peer
 void bench_close_peer(struct bench_peer *p);
 
 /* ---- modes ---- */
-int bench_run_relay(const struct bench_cfg *cfg);  /* bench_relay.c */
+int bench_run_relay(const struct bench_cfg *cfg);  /* bench_relay_run.c */
 int bench_run_idle(const struct bench_cfg *cfg);   /* bench_setup.c */
 int bench_run_churn(const struct bench_cfg *cfg);  /* bench_setup.c */
 

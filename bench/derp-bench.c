@@ -3,7 +3,7 @@
  * Owns the command line (Go-like or GNU-like long flags: -flag value,
  * --flag value, --flag=value), its validation, the file descriptor budget,
  * signal handling, and the dispatch to the three modes. The modes live in
- * bench_relay.c (relay), bench_setup.c (idle, churn); reports in
+ * bench_relay.c and bench_relay_run.c (relay), bench_setup.c (idle, churn); reports in
  * bench_report.c. It speaks plain DERP over the HTTP upgrade, so it can drive
  * derpd and Tailscale's derper -dev identically, or the same over TLS
  * (--tls; BoringSSL through libderp_tls). */
