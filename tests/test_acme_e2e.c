@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "derp/client_tls.h"
@@ -43,7 +44,7 @@ static struct derpd_proc srv;
 static char dir[64];              /* pebble's files, the root, derpd's -certdir */
 static char certdir[128], root_pem[128];
 static pid_t pebble_pid, dns_pid;
-static uint16_t p_acme, p_mgmt, p_dns, p_dnsmgmt, p_tls, p_http;
+static uint16_t p_acme, p_mgmt, p_dns, p_dnsmgmt, p_tls, p_http, p_metrics;
 #define MAX_CLIENTS 8
 static struct derp_client *clients[MAX_CLIENTS];
 
@@ -131,7 +132,7 @@ static void prepare(void) {
   cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
   snprintf(certdir, sizeof certdir, "%s/certs", dir);
   snprintf(root_pem, sizeof root_pem, "%s/pebble-root.pem", dir);
-  uint16_t *ports[] = {&p_acme, &p_mgmt, &p_dns, &p_dnsmgmt, &p_tls, &p_http};
+  uint16_t *ports[] = {&p_acme, &p_mgmt, &p_dns, &p_dnsmgmt, &p_tls, &p_http, &p_metrics};
   for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) {
     do cr_assert_eq(e2e_pick_port(ports[i]), 0);
     while ((i > 0 && *ports[i] == *ports[i - 1]) || (i > 1 && *ports[i] == *ports[0]));
@@ -187,8 +188,9 @@ static void start_derpd(const char *const *env) {
   char args[1024];
   snprintf(args, sizeof args,
            "-certmode letsencrypt -hostname " HOST " -certdir %s -http-port %u "
-           "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt",
-           certdir, p_http, p_acme, dir);
+           "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt "
+           "--metrics-listen 127.0.0.1:%u",
+           certdir, p_http, p_acme, dir, p_metrics);
   int rc = derpd_start_port(&srv, 2, p_tls, args);
   unsetenv("DERPD_TEST_ACME_CHALLENGE");
   unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
@@ -354,6 +356,13 @@ static void http01_obtain_and_restart(void) {
 /* The CA is down when derpd starts: no certificate (handshakes fail), the
  * worker retries; once the CA is up the certificate arrives. The CA goes
  * down again: the renewal fails, and the certificate in use keeps serving. */
+/* A series of derpd's /debug/varz, read on its --metrics-listen port. */
+static long long varz(const char *name) {
+  struct derpd_proc m = srv;
+  m.port = p_metrics;
+  return derpd_varz(&m, name);
+}
+
 static void ca_down_then_up_then_down(void) {
   prepare();
   static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", "DERPD_TEST_ACME_RENEW_AFTER=5", NULL};
@@ -364,8 +373,15 @@ static void ca_down_then_up_then_down(void) {
   cr_assert_eq(try_client_v(false, &info, err, sizeof err), NULL, "a TLS handshake passed without a certificate");
   cr_assert(strstr(err, "handshake"), "%s", err);
   cr_assert(derpd_alive(&srv));
+  cr_assert_eq(varz("derpd_tls_cert_not_after"), 0, "no certificate yet");
+  cr_assert(varz("derpd_acme_certificates{result=\"failed\"}") >= 1);
+  cr_assert_eq(varz("derpd_acme_certificates{result=\"issued\"}"), 0);
   start_ca();
   wait_log_count(INSTALLED, 1, 20000);
+  cr_assert_eq(varz("derpd_acme_certificates{result=\"issued\"}"), 1);
+  long long na = varz("derpd_tls_cert_not_after");
+  cr_assert(na > (long long)time(NULL) + 3600, "NotAfter %lld: not the new certificate's", na);
+  long long failed = varz("derpd_acme_certificates{result=\"failed\"}");
   fetch_root();
   stop_child(&pebble_pid); /* before the renewal, due 5 s after installation */
   wait_log_count("still serving the current one", 1, 15000);
@@ -375,6 +391,8 @@ static void ca_down_then_up_then_down(void) {
   cr_assert(info.chain_len >= 3, "leaf, intermediate and meta certificate: %d", info.chain_len);
   e2e_assert_ping_pong(c);
   wait_log_count("still serving the current one", 2, 15000); /* retried with backoff */
+  cr_assert(varz("derpd_acme_certificates{result=\"failed\"}") >= failed + 2, "each failed try counts");
+  cr_assert_eq(varz("derpd_tls_cert_not_after"), na, "the certificate served is the same");
 }
 
 static const struct mini_test tests[] = {

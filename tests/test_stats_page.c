@@ -22,7 +22,8 @@ static struct stats *all[NS] = {&shards[0], &shards[1], &shards[2]};
 static struct proc_start start = {.start_time = 1700000000.25, .start_mono_ms = 1000, .rss0 = 4096};
 static struct proc_facts proc = {.cpu_seconds = 1.5, .rss = 8192, .vsize = 65536, .open_fds = 12,
                                  .max_fds = 1024, .vsize_max = 18446744073709551615.0};
-static struct stats_view view = {all, NS, &start, &proc, 62400, 7};
+static struct stats_view view = {.all = all, .n = NS, .start = &start, .proc = &proc, .now_mono_ms = 62400,
+                                 .bdns_queried = 7};
 static char page[256 * 1024];
 
 static void fill(void) {
@@ -193,6 +194,32 @@ Test(stats_page, vars_json) {
   json_decref(j);
 }
 
+/* The certificate's NotAfter with TLS, ACME's results with letsencrypt, and
+ * neither series on a plain listener. */
+Test(stats_page, cert_and_acme) {
+  fill();
+  render();
+  cr_assert(!strstr(page, "derpd_tls_cert_not_after") && !strstr(page, "derpd_acme_"), "plain: no TLS series");
+  view.tls = true;
+  view.cert_not_after = 1767225600;
+  render();
+  cr_assert_eq(sample(page, "derpd_tls_cert_not_after"), 1767225600);
+  cr_assert(strstr(page, "# TYPE derpd_tls_cert_not_after gauge\n"));
+  cr_assert(!strstr(page, "derpd_acme_"), "manual or selfsigned: no ACME series");
+  view.acme = true;
+  view.acme_issued = 2;
+  view.acme_failed = 3;
+  render();
+  cr_assert_eq(sample(page, "derpd_acme_certificates{result=\"issued\"}"), 2);
+  cr_assert_eq(sample(page, "derpd_acme_certificates{result=\"failed\"}"), 3);
+  cr_assert(strstr(page, "# TYPE derpd_acme_certificates counter\n"));
+  size_t n = stats_page_vars(page, sizeof page, &view);
+  page[n] = 0;
+  cr_assert(strstr(page, "\"derpd_tls_cert_not_after\": 1767225600") || strstr(page, "\"derpd_tls_cert_not_after\":1767225600"),
+            "and in /debug/vars");
+  view.tls = view.acme = false;
+}
+
 /* stats_page_cap is a bound: 1024 shards with every counter at its widest. */
 Test(stats_page, cap_holds_1024_shards) {
   enum { N = 1024 };
@@ -204,7 +231,9 @@ Test(stats_page, cap_holds_1024_shards) {
     for (int j = 0; j < STAT_NSCALARS; j++) big[i].v[j] = INT64_MIN / N;
     for (int j = 0; j < DROP_NREASONS; j++) big[i].drops[j] = INT64_MIN / N / DROP_NREASONS;
   }
-  struct stats_view v = {ptrs, N, &start, &proc, 62400, 0};
+  struct stats_view v = {.all = ptrs, .n = N, .start = &start, .proc = &proc, .now_mono_ms = 62400,
+                        .tls = true, .cert_not_after = INT64_MIN, .acme = true, .acme_issued = INT64_MIN,
+                        .acme_failed = INT64_MIN};
   size_t cap = stats_page_cap(N);
   char *buf = malloc(cap);
   size_t n = stats_page_varz(buf, cap, &v);

@@ -326,6 +326,9 @@ static void sighup_reload(void) {
   struct derp_tls_info info;
   struct derp_client *c = tls_client(&(struct tls_conn_opts){.pin = new_sha}, &info);
   cr_assert(memcmp(info.leaf_sha256, new_sha, 32) == 0);
+  /* selfsigned: valid for 3650 days from now. */
+  long long na = tls_varz("derpd_tls_cert_not_after"), want = (long long)time(NULL) + 3650LL * 86400;
+  cr_assert(na > want - 2 * 86400 && na < want + 86400, "derpd_tls_cert_not_after %lld, want about %lld", na, want);
   char err[256];
   cr_assert_eq(try_client(&(struct tls_conn_opts){.pin = old_sha}, NULL, err, sizeof err), NULL,
                "a new connection still got the old certificate");

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,15 @@ static int renew(struct acme_client *c, char *err, size_t errlen) {
   return rc;
 }
 
+/* Certificates the worker got and installed, and attempts that failed: the
+ * worker writes, /debug/varz (any shard) reads. */
+static _Atomic int64_t n_issued, n_failed;
+
+void acme_counts(int64_t *issued, int64_t *failed) {
+  *issued = atomic_load_explicit(&n_issued, memory_order_relaxed);
+  *failed = atomic_load_explicit(&n_failed, memory_order_relaxed);
+}
+
 static bool stop_requested(void) {
   struct pollfd p = {.fd = W.stop_fd, .events = POLLIN};
   return poll(&p, 1, 0) > 0;
@@ -247,6 +257,7 @@ static void *worker(void *arg) {
                                                                  : "the certificate is due for renewal";
     log_info("acme: %s: %s: requesting a certificate from %s", host, why, W.cfg->acme_directory);
     if (renew(&c, err, sizeof err) == 0) {
+      atomic_fetch_add_explicit(&n_issued, 1, memory_order_relaxed);
       installed = time(NULL);
       backoff = W.retry_first_ms;
       told = false;
@@ -256,6 +267,7 @@ static void *worker(void *arg) {
       continue;
     }
     if (stop_requested()) break;
+    atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
     log_error("acme: %s: could not get a certificate: %s; %s%s; retrying in %ld s", host, err,
               cs.usable ? "still serving the current one, valid until " : "no certificate to serve yet",
               cs.usable ? t1 : "", backoff / 1000);

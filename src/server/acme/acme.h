@@ -12,6 +12,7 @@
 #define DERPD_ACME_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct config;
 
@@ -27,5 +28,8 @@ int acme_start(void);
  * (any request in flight is abandoned), free everything. Safe without
  * start. */
 void acme_stop(void);
+/* Any thread: certificates obtained and installed, and attempts that failed
+ * (each retry counts), since start. */
+void acme_counts(int64_t *issued, int64_t *failed);
 
 #endif

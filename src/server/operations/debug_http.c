@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/acme/acme.h"
 #include "server/acme/acme_chal.h"
 #include "server/log.h"
 #include "server/operations/bootstrap_dns.h"
@@ -15,6 +16,7 @@
 #include "server/protocol/http.h"
 #include "server/region/region.h"
 #include "server/server.h"
+#include "server/transport/tls.h"
 
 #define DEBUG_CHUNK 65536
 /* A page goes out as at most this many control pkts: well under
@@ -124,8 +126,12 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   struct proc_facts pf;
   if (r->debug_page != HTTP_DEBUG_INDEX)
     proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed));
-  struct stats_view v = {all, s->nshards, &s->debug->start, &pf, now_ms(),
-                        bootstrap_dns_queried(s->debug->bdns)};
+  struct stats_view v = {.all = all, .n = s->nshards, .start = &s->debug->start, .proc = &pf,
+                        .now_mono_ms = now_ms(), .bdns_queried = bootstrap_dns_queried(s->debug->bdns)};
+  v.tls = s->tls;
+  if (v.tls) v.cert_not_after = tls_cert_not_after();
+  v.acme = v.tls && strcmp(s->cfg.certmode, "letsencrypt") == 0;
+  if (v.acme) acme_counts(&v.acme_issued, &v.acme_failed);
   size_t n;
   /* derper's varz type: Prometheus text format 0.0.4. */
   const char *ctype = "text/plain; version=0.0.4; charset=utf-8";

@@ -119,6 +119,16 @@ static int derive(const struct stats_view *v, struct derived *d) {
   I("bootstrap_dns_published_misses", "counter", "", 0);
   I("bootstrap_dns_queried_domains", "counter", "names asked for at /bootstrap-dns (forgotten past 500)",
     v->bdns_queried);
+  /* derpd's: what an operator alerts on before a certificate runs out. */
+  if (v->tls)
+    I("derpd_tls_cert_not_after", "gauge",
+      "NotAfter of the certificate new connections get, unix seconds (0: none yet)", v->cert_not_after);
+  if (v->acme) {
+    I("derpd_acme_certificates{result=\"issued\"}", "counter",
+      "-certmode letsencrypt: certificates obtained and installed, and attempts that failed (each retry)",
+      v->acme_issued);
+    I("derpd_acme_certificates{result=\"failed\"}", "counter", "", v->acme_failed);
+  }
   I("uptime_sec", "counter", "seconds since start", (up_ms + 500) / 1000);
   I("process_start_unix_time", "", "", (int64_t)v->start->start_time);
   /* A Prometheus client library's process collector. */

@@ -8,6 +8,7 @@
 #ifndef DERPD_STATS_PAGE_H
 #define DERPD_STATS_PAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,10 @@ struct stats_view {
   const struct proc_facts *proc;
   int64_t now_mono_ms;             /* for uptime_sec */
   int64_t bdns_queried;            /* bootstrap_dns_queried() */
+  bool tls;                        /* the listener serves TLS: the two below */
+  int64_t cert_not_after;          /* tls_cert_not_after() */
+  bool acme;                       /* -certmode letsencrypt: acme_counts() below */
+  int64_t acme_issued, acme_failed;
 };
 
 /* Bytes a page may need for n shards (a bound, not an estimate). */

@@ -80,6 +80,7 @@ static struct {
   bool allow_no_sni;        /* selfsigned or IP hostname: clients dial by address */
   bool ktls, ktls_require;  /* tls_set_ktls */
   bool acme;                /* -certmode letsencrypt: tls-alpn-01 challenges (acme_chal.c) */
+  _Atomic int64_t not_after; /* the current leaf's, unix seconds; 0 = none (any thread reads) */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void set_err(char *err, size_t errlen, const char *what) {
@@ -350,6 +351,12 @@ static int publish(SSL_CTX *ctx, char *err, size_t errlen) {
   }
   r->ctx = ctx;
   atomic_init(&r->users, 1);
+  X509 *leaf = SSL_CTX_get0_certificate(ctx);
+  int days = 0, secs = 0;
+  int64_t na = leaf && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))
+                   ? (int64_t)time(NULL) + (int64_t)days * 86400 + secs
+                   : 0;
+  atomic_store_explicit(&g.not_after, na, memory_order_relaxed);
   pthread_mutex_lock(&g.mu);
   struct tls_ref *old = g.cur;
   g.cur = r;
@@ -400,6 +407,8 @@ SSL *tls_new_ssl(struct tls_ref **ref) {
   }
   return ssl;
 }
+
+int64_t tls_cert_not_after(void) { return atomic_load_explicit(&g.not_after, memory_order_relaxed); }
 
 void tls_put(struct tls_ref *r) {
   if (!r || atomic_fetch_sub_explicit(&r->users, 1, memory_order_acq_rel) != 1) return;

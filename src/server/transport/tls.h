@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -38,6 +39,9 @@ void tls_put(struct tls_ref *ref);
 const char *tls_take_reject_reason(void);
 /* Main thread, after the shards are joined. */
 void tls_shutdown(void);
+/* Any thread: the NotAfter of the certificate new connections get, unix
+ * seconds; 0 before there is one (letsencrypt waiting for its first). */
+int64_t tls_cert_not_after(void);
 
 /* SHA-256 of a DER certificate, as 64 lowercase hex + NUL. */
 void tls_cert_sha256_hex(X509 *cert, char out[65]);
