@@ -4,6 +4,7 @@
  * threads start or after they have been joined, except the `stopping` flag,
  * which the signal loop sets and every shard polls on its tick. */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <sched.h>
 #include <signal.h>
@@ -58,7 +59,9 @@ static int open_listener(const char *host, uint16_t port, char *err, size_t errl
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ai->ai_family == AF_INET6 && !host[0])
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0) break;
+    /* The kernel caps the backlog at net.core.somaxconn, which is what Go's
+     * net.Listen (derper) asks for: an operator who raised it gets it. */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, INT_MAX) == 0) break;
     snprintf(err, errlen, "listen on %s:%u: %s", host[0] ? host : "*", port, strerror(errno));
     close(fd);
     fd = -1;
