@@ -79,10 +79,32 @@ class Handler(BaseHTTPRequestHandler):
             key = json.loads(body).get("NodePublic", "")
         except ValueError:
             key = ""
+        if self.path.startswith("/final/"):  # where the redirect modes lead
+            self.send(200, '{"Allow":true}')
+            return
         mode = modes().get(key, ARGS.default)
-        self.answer(mode)
+        self.answer(mode, key)
 
-    def answer(self, mode):
+    def answer(self, mode, key=""):
+        # Redirects (Go's http.Client follows them): relative with dot
+        # segments, absolute to a GET, one without Location, a loop, a
+        # Location that is not http(s).
+        if mode == "r307":
+            self.send(307, "", extra={"Location": "final/a/../" + key})
+            return
+        if mode == "r302":
+            port = self.server.server_address[1]
+            self.send(302, "", extra={"Location": "http://127.0.0.1:%d/final/get?k=%s" % (port, key)})
+            return
+        if mode == "rnoloc":
+            self.send(307, "")
+            return
+        if mode == "rloop":
+            self.send(308, "", extra={"Location": self.path})
+            return
+        if mode == "rbad":
+            self.send(307, "", extra={"Location": "ftp://127.0.0.1/final/x"})
+            return
         if mode == "allow":
             self.send(200, '{"Allow":true}')
         elif mode == "deny":
@@ -128,7 +150,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         record(self, b"")
         if not ARGS.localapi:
-            self.send(404, "not found", "text/plain")
+            if self.path.startswith("/final/"):
+                self.send(200, '{"Allow":true}')
+            else:
+                self.send(404, "not found", "text/plain")
             return
         host = self.headers.get("Host", "")
         if host not in ("", "local-tailscaled.sock"):

@@ -605,6 +605,57 @@ Test(admission, https_controller, ADM) {
   e2e_rm_dir(dir);
 }
 
+/* Redirects as derper's Go client follows them: 307 (relative, dot segments)
+ * repeats the POST, 302 (absolute) turns it into a GET; a 307 without a
+ * Location is the answer (not 200: refused); a loop stops after 10 and an
+ * ftp Location fails the request (both "unreachable": refused without
+ * fail-open). */
+Test(admission, controller_redirects, ADM) {
+  verifier_start(&g_v, "--default deny", false);
+  start_derpd(&g_srv, 2, "-verify-client-url http://127.0.0.1:%u/verify?x=1 -verify-client-url-fail-open=false",
+              g_v.port);
+  static const struct { const char *mode; bool admit; int requests; const char *result; } k[] = {
+      {"r307", true, 2, "allow"}, {"r302", true, 2, "allow"}, {"rnoloc", false, 1, "deny"},
+      {"rloop", false, 11, "error"}, {"rbad", false, 1, "error"},
+  };
+  enum { N = sizeof k / sizeof k[0] };
+  derp_privkey priv[N];
+  derp_key pub[N];
+  for (int i = 0; i < N; i++) {
+    new_key(&priv[i], &pub[i]);
+    verifier_mode(&g_v, &pub[i], k[i].mode);
+  }
+  for (int i = 0; i < N; i++) {
+    char err[256] = "";
+    struct derp_client *c = try_connect(&g_srv, &priv[i], NULL, 8000, err, sizeof err);
+    cr_assert_eq(c != NULL, k[i].admit, "%s: %s", k[i].mode, c ? "admitted" : err);
+    if (c) derp_client_close(c);
+    json_t *reqs[12];
+    int n = verifier_requests(&g_v, &pub[i], reqs, 12);
+    cr_assert_eq(n, k[i].requests, "%s: %d requests", k[i].mode, n);
+    char hex[DERP_KEY_HEXLEN + 1], path[160];
+    derp_key_hex(&pub[i], hex);
+    if (strcmp(k[i].mode, "r307") == 0) {
+      snprintf(path, sizeof path, "/final/nodekey:%s", hex);
+      cr_assert_str_eq(json_string_value(json_object_get(reqs[1], "method")), "POST");
+      cr_assert_str_eq(json_string_value(json_object_get(reqs[1], "path")), path);
+      cr_assert_str_eq(json_string_value(json_object_get(reqs[1], "body")),
+                       json_string_value(json_object_get(reqs[0], "body")), "307 sends the body again");
+    } else if (strcmp(k[i].mode, "r302") == 0) {
+      snprintf(path, sizeof path, "/final/get?k=nodekey:%s", hex);
+      cr_assert_str_eq(json_string_value(json_object_get(reqs[1], "method")), "GET");
+      cr_assert_str_eq(json_string_value(json_object_get(reqs[1], "path")), path);
+      cr_assert(header(reqs[1], "Content-Type") == NULL, "302's GET has no body");
+    }
+    for (int r = 0; r < n && r < 12; r++) json_decref(reqs[r]);
+  }
+  cr_assert_eq(varz(&g_srv, "allow"), 2);
+  cr_assert_eq(varz(&g_srv, "deny"), 1);
+  cr_assert_eq(varz(&g_srv, "error"), 2);
+  cr_assert(derpd_log_contains(&g_srv, "stopped after 10 redirects"), "the loop's reason is not logged");
+  cr_assert(derpd_log_contains(&g_srv, "failed to follow redirect"), "the bad Location's reason is not logged");
+}
+
 /* ---- flags ------------------------------------------------------------------------ */
 
 Test(admission, bad_url_is_a_usage_error, ADM) {

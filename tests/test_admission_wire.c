@@ -101,6 +101,75 @@ Test(admission_request, post) {
   cr_assert_eq(adm_format_post(req, 64, &u, body, bl), 0, "overflow not refused");
 }
 
+/* Go's redirect rules: which statuses, and Location resolved as
+ * url.ResolveReference resolves it. */
+Test(admission_redirect, kinds) {
+  cr_assert_eq(adm_redirect_kind(301), ADM_REDIRECT_GET);
+  cr_assert_eq(adm_redirect_kind(302), ADM_REDIRECT_GET);
+  cr_assert_eq(adm_redirect_kind(303), ADM_REDIRECT_GET);
+  cr_assert_eq(adm_redirect_kind(307), ADM_REDIRECT_SAME);
+  cr_assert_eq(adm_redirect_kind(308), ADM_REDIRECT_SAME);
+  int none[] = {200, 300, 304, 305, 306, 309, 404};
+  for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
+    cr_assert_eq(adm_redirect_kind(none[i]), ADM_REDIRECT_NONE, "%d", none[i]);
+}
+
+static const char *resolve(const struct adm_url *base, const char *loc, struct adm_url *out) {
+  static char err[96];
+  err[0] = 0;
+  return adm_url_resolve(base, loc, strlen(loc), out, err, sizeof err) == 0 ? NULL : err;
+}
+
+Test(admission_redirect, resolve) {
+  struct adm_url b, o;
+  char err[64];
+  cr_assert_eq(adm_url_parse("http://u:p@ctl.example:8080/a/b/check?x=1", &b, err, sizeof err), 0);
+  static const struct { const char *loc, *target; } rel[] = {
+      {"/next", "/next"},
+      {"/next?y=2#frag", "/next?y=2"},
+      {"other", "/a/b/other"},
+      {"../up/./x", "/a/up/x"},
+      {"../../../../top", "/top"},
+      {"sub/", "/a/b/sub/"},
+      {".", "/a/b/"},
+      {"..", "/a/"},
+      {"?q=3", "/a/b/check?q=3"},
+      {"", "/a/b/check?x=1"},
+      {"#only", "/a/b/check?x=1"},
+  };
+  for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+    const char *e = resolve(&b, rel[i].loc, &o);
+    cr_assert_null(e, "%s: %s", rel[i].loc, e);
+    cr_assert_str_eq(o.target, rel[i].target, "Location %s", rel[i].loc);
+    cr_assert(!o.tls && o.port == 8080 && strcmp(o.host, "ctl.example") == 0, "%s: same host", rel[i].loc);
+    cr_assert_str_eq(o.basic, b.basic, "%s: user:password kept on the same host", rel[i].loc);
+  }
+  cr_assert_null(resolve(&b, "https://other.example/v?z", &o));
+  cr_assert(o.tls && o.port == 443 && strcmp(o.host, "other.example") == 0 && strcmp(o.target, "/v?z") == 0);
+  cr_assert_str_eq(o.basic, "", "an absolute Location brings its own user:password, or none");
+  cr_assert_str_eq(o.authority, "other.example");
+  cr_assert_null(resolve(&b, "https://other.example/x/../y/./z?q=/../", &o));
+  cr_assert_str_eq(o.target, "/y/z?q=/../", "dot segments of an absolute path go too; the query stays");
+  cr_assert_null(resolve(&b, "//third.example:99/w", &o));
+  cr_assert(!o.tls && o.port == 99 && strcmp(o.host, "third.example") == 0 && strcmp(o.target, "/w") == 0,
+            "scheme-relative: base's scheme");
+  cr_assert_not_null(resolve(&b, "ftp://x.example/", &o), "only http and https");
+  cr_assert_not_null(resolve(&b, "/a b", &o), "a space cannot go in a request line");
+  char longloc[3000];
+  memset(longloc, 'a', sizeof longloc - 1);
+  longloc[0] = '/';
+  longloc[sizeof longloc - 1] = 0;
+  cr_assert_not_null(resolve(&b, longloc, &o), "longer than a target holds");
+  char req[512];
+  cr_assert_null(resolve(&b, "/g?h", &o));
+  size_t n = adm_format_get(req, sizeof req, &o);
+  const char *want = "GET /g?h HTTP/1.1\r\nHost: ctl.example:8080\r\nUser-Agent: derpd\r\n"
+                     "Authorization: Basic dTpw\r\n\r\n";
+  cr_assert_str_eq(req, want);
+  cr_assert_eq(n, strlen(want));
+  cr_assert_eq(adm_format_get(req, 20, &o), 0, "overflow not refused");
+}
+
 Test(admission_request, whois) {
   derp_key k = test_key();
   char req[512], hex[65], want[512];

@@ -240,6 +240,7 @@ static void *worker_main(void *arg) {
   }
   httpc_conn_close(&io.url);
   httpc_conn_close(&io.local);
+  SSL_CTX_free(io.redirect_tls);
   free(io.whois_body);
   if (r >= 0) io_uring_queue_exit(&ring);
   return NULL;

@@ -38,6 +38,7 @@ struct adm_config {
 /* A worker's connections, kept between checks. */
 struct adm_worker_io {
   struct httpc_conn url, local;
+  struct ssl_ctx_st *redirect_tls; /* an http controller redirected to https: made then */
   uint8_t *whois_body;    /* ADM_WHOIS_MAX bytes, allocated on first use */
 };
 #define ADM_WHOIS_MAX (1 << 20)

@@ -12,6 +12,9 @@
  *    response that is not 200: refused. Then the first JSON value of at most
  *    4 KiB of body (wire.c): Allow true admits; anything else refuses,
  *    whatever fail-open says (derper decodes after the request succeeded).
+ *    Redirects are followed as Go's http.Client follows them (wire.h), all
+ *    within the 5 s; a Location that does not parse, or an 11th redirect, is
+ *    an error of the request, so fail-open applies, as in derper.
  *
  * Runs on a worker thread: blocking I/O is fine here, and only here. */
 #include <stdarg.h>
@@ -127,21 +130,82 @@ static bool answer_enough(const uint8_t *body, size_t len, void *arg) {
   return w->r->status != 200 || adm_answer_read(body, len, false, NULL) != ADM_ANSWER_MORE;
 }
 
+struct location {
+  char v[2048];
+  size_t len;
+};
+
+static void on_location(const char *name, size_t nlen, const char *value, size_t vlen, void *arg) {
+  struct location *l = arg;
+  if (nlen != 8 || strncasecmp(name, "Location", 8) != 0 || vlen >= sizeof l->v) return;
+  memcpy(l->v, value, vlen);
+  l->v[vlen] = 0;
+  l->len = vlen;
+}
+
+/* The request to u (POST with body, or the GET a redirect made of it), on
+ * io's kept-alive conn when u is the configured URL, else on *tmp. */
+static enum httpc_rc request(const struct adm_config *cfg, struct adm_worker_io *io, const struct adm_url *u,
+                             bool get, const char *body, size_t bl, struct httpc_conn *tmp, struct httpc_resp *r,
+                             struct answer_wait *w, int64_t deadline, int stop_fd, char *err, size_t errlen) {
+  char req[4096];
+  size_t n = get ? adm_format_get(req, sizeof req, u) : adm_format_post(req, sizeof req, u, body, bl);
+  if (!n) {
+    snprintf(err, errlen, "request too large");
+    return HTTPC_ERROR;
+  }
+  if (u == &cfg->url) return httpc_request(&io->url, &cfg->url_ep, req, n, r, answer_enough, w, deadline, stop_fd, err, errlen);
+  struct httpc_endpoint ep = {.kind = u->tls ? HTTPC_TLS : HTTPC_TCP, .host = u->host, .port = u->port,
+                              .tls = cfg->url_ep.tls};
+  if (u->tls && !ep.tls) { /* an http controller sent us to https */
+    if (!io->redirect_tls && !(io->redirect_tls = httpc_tls_ctx(NULL, err, errlen))) return HTTPC_ERROR;
+    ep.tls = io->redirect_tls;
+  }
+  httpc_conn_close(tmp); /* a redirect's conn serves one request */
+  return httpc_request(tmp, &ep, req, n, r, answer_enough, w, deadline, stop_fd, err, errlen);
+}
+
 /* -verify-client-url. True if the controller allowed (v untouched). */
 static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *io, const derp_key *k,
                            const char *key, const char *ip, int stop_fd, struct adm_verdict *v) {
-  char body[256], req[4096], err[256] = "";
+  char body[256], err[256] = "";
   size_t bl = adm_format_body(body, sizeof body, k, ip);
-  size_t n = bl ? adm_format_post(req, sizeof req, &cfg->url, body, bl) : 0;
-  if (!n) {
+  if (!bl) {
     set(v, ADM_R_ERROR, false, "admission controller: request too large");
     return false;
   }
   uint8_t ans[ADM_ANSWER_MAX];
-  struct httpc_resp r = {.body = ans, .body_cap = sizeof ans};
+  struct location loc;
+  struct httpc_resp r;
   struct answer_wait w = {&r};
-  enum httpc_rc rc = httpc_request(&io->url, &cfg->url_ep, req, n, &r, answer_enough, &w,
-                                   httpc_now_ms() + ADM_TIMEOUT_MS, stop_fd, err, sizeof err);
+  struct httpc_conn tmp = HTTPC_CONN_INIT;
+  struct adm_url hop[2];          /* where a redirect took us: two, as the next resolves against the last */
+  const struct adm_url *u = &cfg->url;
+  bool get = false;
+  int64_t deadline = httpc_now_ms() + ADM_TIMEOUT_MS;
+  enum httpc_rc rc;
+  for (int redirects = 0;; redirects++) {
+    loc.len = 0;
+    r = (struct httpc_resp){.on_header = on_location, .header_arg = &loc, .body = ans, .body_cap = sizeof ans};
+    rc = request(cfg, io, u, get, body, bl, &tmp, &r, &w, deadline, stop_fd, err, sizeof err);
+    enum adm_redirect kind = adm_redirect_kind(r.status);
+    if (rc != HTTPC_OK || kind == ADM_REDIRECT_NONE || loc.len == 0) break;
+    if (redirects == ADM_REDIRECTS_MAX) {
+      snprintf(err, sizeof err, "stopped after %d redirects", ADM_REDIRECTS_MAX);
+      rc = HTTPC_ERROR;
+      break;
+    }
+    struct adm_url *next = &hop[redirects % 2];
+    char why[96];
+    if (adm_url_resolve(u, loc.v, loc.len, next, why, sizeof why) != 0) {
+      snprintf(err, sizeof err, "failed to follow redirect to \"%.80s\": %s", loc.v, why);
+      rc = HTTPC_ERROR;
+      break;
+    }
+    if (kind == ADM_REDIRECT_GET) get = true;
+    u = next;
+  }
+  httpc_conn_close(&tmp);
   if (rc != HTTPC_OK) {
     set(v, rc_result(rc), cfg->fail_open, "admission controller unreachable for %s: %s%s", key,
         rc == HTTPC_TIMEOUT ? "no response within 5s: " : "", err);

@@ -105,6 +105,108 @@ int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen) {
   return 0;
 }
 
+/* ---- redirects ------------------------------------------------------------- */
+
+enum adm_redirect adm_redirect_kind(int status) {
+  switch (status) {
+  case 301: case 302: case 303: return ADM_REDIRECT_GET;
+  case 307: case 308: return ADM_REDIRECT_SAME;
+  default: return ADM_REDIRECT_NONE;
+  }
+}
+
+/* RFC 3986 5.2.4 on p[0..n) (a path that starts with '/'), into out (cap
+ * bytes, NUL-terminated): "." and ".." segments go, as Go's resolvePath. 0 or
+ * -1 if it does not fit. */
+static int remove_dots(const char *p, size_t n, char *out, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1; /* p[i] == '/' */
+    while (j < n && p[j] != '/') j++;
+    size_t sl = j - i - 1;
+    const char *seg = p + i + 1;
+    bool last = j >= n;
+    if (sl == 1 && seg[0] == '.') {
+      if (last) out[o++] = '/';
+    } else if (sl == 2 && seg[0] == '.' && seg[1] == '.') {
+      while (o > 0 && out[o - 1] != '/') o--; /* drop the last segment */
+      if (o > 0) o--;                           /* and its slash */
+      if (last) out[o++] = '/';
+    } else {
+      if (o + 1 + sl >= cap) return -1;
+      out[o++] = '/';
+      memcpy(out + o, seg, sl);
+      o += sl;
+    }
+    if (o + 1 >= cap) return -1;
+    i = j;
+  }
+  if (o == 0) out[o++] = '/';
+  out[o] = 0;
+  return 0;
+}
+
+/* An absolute URL's target with its dot segments removed (Go resolves them
+ * in an absolute Location too). */
+static int parse_absolute(const char *s, struct adm_url *out, char *err, size_t errlen) {
+  if (adm_url_parse(s, out, err, errlen) < 0) return -1;
+  char t[sizeof out->target];
+  size_t pl = strcspn(out->target, "?");
+  if (remove_dots(out->target, pl, t, sizeof t) < 0) return fail(err, errlen, "Location too long");
+  size_t tl = strlen(t), ql = strlen(out->target + pl);
+  if (tl + ql >= sizeof t) return fail(err, errlen, "Location too long");
+  memcpy(t + tl, out->target + pl, ql + 1);
+  memcpy(out->target, t, tl + ql + 1);
+  return 0;
+}
+
+int adm_url_resolve(const struct adm_url *base, const char *loc, size_t len, struct adm_url *out, char *err,
+                    size_t errlen) {
+  char buf[sizeof out->target + 16];
+  if (len >= sizeof buf - 8) return fail(err, errlen, "Location too long");
+  size_t pre = strcspn(loc, "/?#:");
+  if (pre < len && loc[pre] == ':') { /* a scheme: absolute */
+    memcpy(buf, loc, len);
+    buf[len] = 0;
+    return parse_absolute(buf, out, err, errlen);
+  }
+  if (len >= 2 && loc[0] == '/' && loc[1] == '/') {
+    snprintf(buf, sizeof buf, "%s:%.*s", base->tls ? "https" : "http", (int)len, loc);
+    return parse_absolute(buf, out, err, errlen);
+  }
+  size_t rl = 0;
+  while (rl < len && loc[rl] != '#') rl++;
+  if (!line_safe(loc, rl)) return fail(err, errlen, "bad character in Location");
+  *out = *base;
+  const char *bq = strchr(base->target, '?');
+  size_t bpath = bq ? (size_t)(bq - base->target) : strlen(base->target);
+  size_t qpos = 0;
+  while (qpos < rl && loc[qpos] != '?') qpos++;
+  if (rl == 0) return 0; /* base itself, without the fragment it never had */
+  /* The merged path (before dot removal), then loc's query. */
+  size_t m = 0;
+  if (loc[0] == '?') {
+    memcpy(buf, base->target, bpath);
+    m = bpath;
+  } else if (loc[0] == '/') {
+    memcpy(buf, loc, qpos);
+    m = qpos;
+  } else {
+    size_t dir = bpath;
+    while (dir > 0 && base->target[dir - 1] != '/') dir--;
+    if (dir + qpos >= sizeof buf) return fail(err, errlen, "Location too long");
+    memcpy(buf, base->target, dir);
+    memcpy(buf + dir, loc, qpos);
+    m = dir + qpos;
+  }
+  if (remove_dots(buf, m, out->target, sizeof out->target) < 0) return fail(err, errlen, "Location too long");
+  size_t tl = strlen(out->target);
+  if (tl + (rl - qpos) >= sizeof out->target) return fail(err, errlen, "Location too long");
+  memcpy(out->target + tl, loc + qpos, rl - qpos);
+  out->target[tl + rl - qpos] = 0;
+  return 0;
+}
+
 /* ---- requests ------------------------------------------------------------ */
 
 static size_t done(int n, size_t cap) { return n > 0 && (size_t)n < cap ? (size_t)n : 0; }
@@ -126,6 +228,13 @@ size_t adm_format_post(char *out, size_t cap, const struct adm_url *u, const cha
   memcpy(out + h, body, blen);
   out[h + blen] = 0;
   return h + blen;
+}
+
+size_t adm_format_get(char *out, size_t cap, const struct adm_url *u) {
+  return done(snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: derpd\r\n%s%s%s\r\n", u->target,
+                       u->authority, u->basic[0] ? "Authorization: Basic " : "", u->basic,
+                       u->basic[0] ? "\r\n" : ""),
+              cap);
 }
 
 size_t adm_format_whois(char *out, size_t cap, const derp_key *k) {

@@ -35,12 +35,30 @@ struct adm_url {
  * them); bytes a request line cannot carry (spaces, controls) are refused. */
 int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen);
 
+/* Redirects as Go's http.Client follows them (derper posts with it): 301 and
+ * 302 (the request was a POST) and 303 go on as GET without the body; 307
+ * and 308 repeat the request, body and all; other statuses are the answer. At
+ * most ADM_REDIRECTS_MAX, then an error, as "stopped after 10 redirects". */
+#define ADM_REDIRECTS_MAX 10
+enum adm_redirect { ADM_REDIRECT_NONE, ADM_REDIRECT_GET, ADM_REDIRECT_SAME };
+enum adm_redirect adm_redirect_kind(int status);
+
+/* The URL a Location value (loc[0..len)) names, resolved against base as Go's
+ * url.ResolveReference does: absolute (http or https), scheme-relative
+ * ("//host/p"), or a reference on base's host (the path merged with base's
+ * and its dot segments removed; base's user:password kept, as Go keeps it).
+ * 0, or -1 with a reason in err. */
+int adm_url_resolve(const struct adm_url *base, const char *loc, size_t len, struct adm_url *out, char *err,
+                    size_t errlen);
+
 /* {"NodePublic":"nodekey:<hex>","Source":"<ip>"}, as Go's json.Marshal writes
  * tailcfg.DERPAdmitClientRequest. Bytes written (NUL-terminated), 0 if cap is
  * too small. */
 size_t adm_format_body(char *out, size_t cap, const derp_key *k, const char *ip);
 /* The whole POST to the controller: head and body. 0 if cap is too small. */
 size_t adm_format_post(char *out, size_t cap, const struct adm_url *u, const char *body, size_t blen);
+/* The GET a 301/302/303 turns the POST into (no body). 0 if cap is too small. */
+size_t adm_format_get(char *out, size_t cap, const struct adm_url *u);
 /* The LocalAPI request derper's WhoIsNodeKey makes: GET
  * /localapi/v0/whois?addr=nodekey%3A<hex>, Host local-tailscaled.sock. */
 size_t adm_format_whois(char *out, size_t cap, const derp_key *k);
