@@ -1,8 +1,9 @@
 /* httpc.c: the workers' blocking HTTP/1.1 client (see httpc.h). Runs on
- * admission's worker threads and the ACME worker only. Sockets are non-blocking; every wait is a
- * poll() on the socket and the stop descriptor, bounded by the request's
- * deadline (the name lookup, getaddrinfo, is the one unbounded step). The
- * response is parsed by http_parser, the library derpd's server side uses. */
+ * admission's worker threads and the ACME worker only. Sockets are
+ * non-blocking; every wait is a poll() on the socket and the stop
+ * descriptor, bounded by the request's deadline (the name lookup,
+ * getaddrinfo, is the one unbounded step). The response is parsed by
+ * http_parser, the library derpd's server side uses. */
 #include "server/httpc/httpc.h"
 
 #include <errno.h>
