@@ -231,6 +231,8 @@ static void malformed(void) {
   struct call c;
   one("SMTP ready\r\n\r\n", 0, false, false, 0, &c);
   cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "malformed"), "%d %s", c.rc, c.err);
+  one("HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", 0, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "malformed"), "a two-digit status: %d %s", c.rc, c.err);
   one("", 0, false, false, 0, &c);
   cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "without a response"), "%d %s", c.rc, c.err);
 }
