@@ -33,9 +33,9 @@ struct mini_test {
   void (*fn)(void);
 };
 
-/* Runs every test whose name contains filter (NULL = all); teardown runs
- * after each test, passed or failed, and fails the test by returning
- * nonzero. Returns 0 if all passed, else 1. */
+/* Runs every test whose name contains filter (NULL = all; a filter that
+ * matches none fails); teardown runs after each test, passed or failed, and
+ * fails the test by returning nonzero. Returns 0 if all passed, else 1. */
 int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*teardown)(void));
 
 #ifdef MINI_TEST_MAIN
@@ -81,6 +81,10 @@ int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*
     fflush(stdout);
   }
   printf("%d passed, %d failed\n", passed, failed);
+  if (filter && passed + failed == 0) { /* a misspelt name in meson.build must not pass */
+    printf("no test matches \"%s\"\n", filter);
+    return 1;
+  }
   return failed ? 1 : 0;
 }
 #endif
