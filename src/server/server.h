@@ -75,6 +75,7 @@ struct pkt {
                            never under a batch's WebSocket header */
   uint8_t from_fwd;     /* MSG_PKT that came in as a ForwardPacket: local delivery only */
   uint64_t hash;        /* key_hash(dst) */
+  uint64_t src_hash;    /* MSG_PKT: key_hash(sender), 0 = not known yet */
   derp_key dst;         /* routing key */
   uint8_t data[];
 };

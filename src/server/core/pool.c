@@ -37,6 +37,7 @@ struct pkt *pkt_alloc(struct shard *sh, uint32_t len) {
   p->wire = 0;
   p->ws_raw = 0;
   p->from_fwd = 0;
+  p->src_hash = 0;
   p->t_us = (uint32_t)sh->now_us;
   p->len = len;
   return p;

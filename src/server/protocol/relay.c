@@ -195,10 +195,20 @@ static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, 
 
 /* ---- delivery ------------------------------------------------------------ */
 
-/* Tell the sender's owner that receiver r got packets from src, once per
- * (src, r) while the shard's cache remembers it; the common case (the same
- * sender as last time) costs one compare. */
-static void report_seen(struct shard *sh, struct conn *r, const uint8_t *src) {
+/* On owner(src): receiver rk (hash rh) got packets from src. */
+static void saw(struct shard *sh, const derp_key *src, uint64_t src_hash, const derp_key *rk, uint64_t rh) {
+  struct peer *peer = peer_find(&sh->peers, src, src_hash);
+  if (peer) note_sent_to(sh, peer, rk, rh);
+  else forward_note_contact(sh, src, src_hash, rk, rh); /* the sender is elsewhere in the region */
+}
+
+/* Tell the sender's owner that receiver r got packet p, once per (sender,
+ * r) while the shard's cache remembers it; the common case (the same sender
+ * as last time) costs one compare. When this shard owns the sender too (one
+ * shard, or both keys here) it notes it at once; else a MSG_SAW carries the
+ * receiver's key and hash, so neither side hashes a key again. */
+static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
+  const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   uint64_t tag;
   memcpy(&tag, src, sizeof tag);
   if (tag == r->last_src_tag) return;
@@ -207,12 +217,21 @@ static void report_seen(struct shard *sh, struct conn *r, const uint8_t *src) {
   uint64_t *slot = &sh->saw_cache[(pair ^ (pair >> 29)) & 4095];
   if (*slot == pair) return;
   *slot = pair;
-  struct pkt *m = pkt_alloc(sh, DERP_KEY_LEN);
+  derp_key sk;
+  memcpy(sk.b, src, DERP_KEY_LEN);
+  if (!p->src_hash) p->src_hash = key_hash(sh->srv, &sk); /* a ForwardPacket's sender */
+  if (owner_of(sh->srv, p->src_hash) == sh->id) {
+    saw(sh, &sk, p->src_hash, &r->key, r->key_hash);
+    return;
+  }
+  struct pkt *m = pkt_alloc(sh, DERP_KEY_LEN + sizeof(uint64_t));
   if (!m) return;
   memcpy(m->data, r->key.b, DERP_KEY_LEN);
+  memcpy(m->data + DERP_KEY_LEN, &r->key_hash, sizeof(uint64_t));
+  m->len = DERP_KEY_LEN + sizeof(uint64_t);
   m->kind = MSG_SAW;
-  memcpy(m->dst.b, src, DERP_KEY_LEN);
-  m->hash = key_hash(sh->srv, &m->dst);
+  m->dst = sk;
+  m->hash = p->src_hash;
   send_key_msg(sh, m);
 }
 
@@ -243,7 +262,7 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
   struct peer *peer = peer_find(&sh->peers, &p->dst, p->hash);
   const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   if (peer && peer->active) {
-    report_seen(sh, peer->active, src);
+    report_seen(sh, peer->active, p);
     conn_queue_packet(peer->active, p);
     return;
   }
@@ -266,15 +285,16 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
 }
 
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
-  struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
   if (m->kind == MSG_SAW) {
     derp_key rk;
+    uint64_t rh;
     memcpy(rk.b, m->data, DERP_KEY_LEN);
-    if (peer) note_sent_to(sh, peer, &rk, key_hash(sh->srv, &rk));
-    else forward_note_contact(sh, &m->dst, m->hash, &rk); /* the sender is elsewhere in the region */
+    memcpy(&rh, m->data + DERP_KEY_LEN, sizeof rh);
+    saw(sh, &m->dst, m->hash, &rk, rh);
     pkt_free(sh, m);
     return;
   }
+  struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
   struct conn *c = peer ? peer->active : NULL;
   if (!c || (m->not_here && !take_not_here_token(sh->now_ms, &c->nothere_ms, &c->nothere_tokens))) {
     pkt_free(sh, m);
@@ -300,6 +320,7 @@ static int on_send_packet(struct conn *c, const struct derp_frame *f) {
   p->kind = MSG_PKT;
   p->disco = derp_is_disco(payload, plen);
   p->hash = key_hash(sh->srv, &p->dst);
+  p->src_hash = c->key_hash;
   STAT_INC(&sh->stats, pkts_recv);
   STAT_ADD(&sh->stats, bytes_recv, plen);
   if (p->disco) STAT_INC(&sh->stats, recv_disco);

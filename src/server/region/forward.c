@@ -180,10 +180,9 @@ static void link_down(struct shard *sh, uint8_t link) {
   }
 }
 
-void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who) {
+void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who, uint64_t who_hash) {
   struct remote *r = remote_find(region_fwd(sh), k, h);
-  if (r && r->nfwd)
-    relay_keyset_add(sh, &r->contacts, who, key_hash(sh->srv, who));
+  if (r && r->nfwd) relay_keyset_add(sh, &r->contacts, who, who_hash);
 }
 
 bool forward_out(struct shard *sh, struct pkt *p) {

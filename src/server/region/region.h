@@ -106,7 +106,7 @@ bool forward_out(struct shard *sh, struct pkt *p);
  * client gauges follow (local, remote-only, total, all by key). */
 void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta);
 /* who (a local key) got packets from the remote key k: it hears PeerGone(k). */
-void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who);
+void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who, uint64_t who_hash);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
 void forward_free(struct shard *sh);
 
