@@ -338,8 +338,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 
 static int on_headers_complete(http_parser *p) {
   struct parse *ps = p->data;
-  /* http_parser takes 1 or 2 digits; Go's client wants three ("malformed
-   * HTTP status code"): an error of the request, not an answer. */
+  /* http_parser takes a status of fewer than three digits; Go's client
+   * refuses it ("malformed HTTP status code"): an error of the request, not
+   * an answer. */
   if (p->status_code < 100) return -1;
   header_done(ps, p);
   /* 1xx (but 101) is informational: the real response follows (Go skips them). */

@@ -228,7 +228,6 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
   if (!m) return;
   memcpy(m->data, r->key.b, DERP_KEY_LEN);
   memcpy(m->data + DERP_KEY_LEN, &r->key_hash, sizeof(uint64_t));
-  m->len = DERP_KEY_LEN + sizeof(uint64_t);
   m->kind = MSG_SAW;
   m->dst = sk;
   m->hash = p->src_hash;
