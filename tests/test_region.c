@@ -98,7 +98,8 @@ static void test_client_moves(void) {
   e2e_relay_check(s, k2, 200);
 }
 
-/* kill -9 of node 0: its clients reconnect elsewhere, senders hear PeerGone. */
+/* kill -9 of node 0: its clients reconnect elsewhere; whoever sent to them
+ * or got packets from them hears PeerGone. */
 static void test_kill_node(void) {
   region_up(3, false, false);
   wait_meshed(2);
@@ -106,16 +107,18 @@ static void test_kill_node(void) {
   struct derp_client *x = client_on(0, &xp);
   struct derp_client *y = client_on(1, NULL);
   struct derp_client *z = client_on(2, NULL);
+  struct derp_client *w = client_on(2, NULL); /* only receives from x */
   e2e_sync_route(y, x);
   e2e_sync_route(z, x);
   e2e_sync_route(y, z);
+  e2e_sync_route(x, w);
   long long remote_before = derpd_varz(&g_r.node[1], "derp_clients_remote");
   kill(g_r.node[0].pid, SIGKILL);
   derpd_kill(&g_r.node[0]);
   close_client(x);
-  /* Senders to x hear it left the region. */
-  struct derp_client *senders[2] = {y, z};
-  for (int i = 0; i < 2; i++) {
+  /* Senders to x, and w, hear it left the region. */
+  struct derp_client *senders[3] = {y, z, w};
+  for (int i = 0; i < 3; i++) {
     struct derp_client_msg m;
     int64_t deadline = e2e_now_ms() + 5000;
     bool gone = false;
@@ -126,7 +129,7 @@ static void test_kill_node(void) {
           memcmp(m.src.b, pub_of(&xp).b, DERP_KEY_LEN) == 0)
         gone = true;
     }
-    cr_assert(gone, "sender on node %d got no PeerGone for the dead node's client", i + 1);
+    cr_assert(gone, "%s got no PeerGone for the dead node's client", i < 2 ? "a sender" : "its receiver");
   }
   /* x was held only by node 0 (node 0's own key was also local here, its link). */
   long long remote_after = derpd_varz_eventually(&g_r.node[1], "derp_clients_remote", remote_before - 1, 5000);

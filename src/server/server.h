@@ -26,7 +26,7 @@
 #include "derp/handshake.h"
 #include "derp/key.h"
 #include "server/config.h"
-#include "server/core/keyset.h"
+#include "server/core/hashset.h"
 #include "server/core/list.h"
 #include "server/core/ratelimit.h"
 #include "server/operations/metrics.h"
@@ -39,8 +39,8 @@ struct conn;
 
 enum msg_kind {
   MSG_PKT = 1,       /* a RecvPacket frame for key `dst` */
-  MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for key `dst` */
-  MSG_SAW,           /* data = a receiver's key: it got packets from `dst` */
+  MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for the key whose hash is `hash` */
+  MSG_SAW,           /* the key hashed `src_hash` got packets from the one hashed `hash` */
   MSG_RAW,           /* bytes to write as-is (HTTP replies, local frames) */
   /* Region (region/): control messages between shards. The routing facts sit
    * in the pkt's `dst` bytes (struct rmsg, region.h); payloads in data. */
@@ -75,7 +75,8 @@ struct pkt {
                            never under a batch's WebSocket header */
   uint8_t from_fwd;     /* MSG_PKT that came in as a ForwardPacket: local delivery only */
   uint64_t hash;        /* key_hash(dst) */
-  uint64_t src_hash;    /* MSG_PKT: key_hash(sender), 0 = not known yet */
+  uint64_t src_hash;    /* MSG_PKT: key_hash(sender), 0 = not known yet;
+                           MSG_SAW: the receiver's */
   derp_key dst;         /* routing key */
   uint8_t data[];
 };
@@ -97,8 +98,8 @@ struct peer {
   struct conn *active;   /* receives packets; NULL = none (dup fight) */
   uint32_t nconns;
   /* Keys this peer sent to: they get PeerGone when its last conn ends. */
-  struct keyset sent_to; /* at most SENT_TO_MAX */
-  derp_key last_dst;     /* cache: skips the set lookup for repeat sends */
+  struct hashset sent_to; /* their hashes, at most SENT_TO_MAX */
+  uint64_t last_dst;      /* cache: skips the set lookup for repeat sends */
 };
 
 struct peer_table {
@@ -369,7 +370,8 @@ static inline struct spsc *ctrl_q(struct server *s, int from, int to) { return s
 static inline struct spsc *hand_q(struct server *s, int from, int to) { return s->hand_q[from * s->nshards + to]; }
 
 /* key_hash: keyed SipHash of a key (clients choose keys; a keyed hash keeps
- * them from aiming at one shard or one bucket). owner = hash mod nshards. */
+ * them from aiming at one shard or one bucket). owner = hash mod nshards.
+ * Never 0 (0 marks "not known" and an empty hashset slot). */
 uint64_t key_hash(const struct server *s, const derp_key *k);
 static inline int owner_of(const struct server *s, uint64_t h) { return (int)(h % (uint64_t)s->nshards); }
 

@@ -23,7 +23,7 @@ uint64_t key_hash(const struct server *s, const derp_key *k) {
   crypto_shorthash(out, k->b, DERP_KEY_LEN, s->hash_key);
   uint64_t h;
   memcpy(&h, out, sizeof h);
-  return h;
+  return h ? h : 1;
 }
 
 /* ---- peer table ---------------------------------------------------------- */
@@ -36,7 +36,7 @@ void peer_table_init(struct peer_table *t) {
 }
 
 static void peer_free(struct peer *p) {
-  keyset_free(&p->sent_to);
+  hashset_free(&p->sent_to);
   free(p);
 }
 
@@ -54,6 +54,13 @@ static uint32_t bucket(const struct peer_table *t, uint64_t h) { return (uint32_
 static struct peer *peer_find(struct peer_table *t, const derp_key *k, uint64_t h) {
   for (struct peer *p = t->buckets[bucket(t, h)]; p; p = p->hnext)
     if (p->hash == h && memcmp(p->key.b, k->b, DERP_KEY_LEN) == 0) return p;
+  return NULL;
+}
+
+/* By hash alone: for the keys a hashset remembers (see hashset.h). */
+static struct peer *peer_find_hash(struct peer_table *t, uint64_t h) {
+  for (struct peer *p = t->buckets[bucket(t, h)]; p; p = p->hnext)
+    if (p->hash == h) return p;
   return NULL;
 }
 
@@ -127,25 +134,20 @@ static void send_key_msg(struct shard *sh, struct pkt *m) {
   }
 }
 
-/* PeerGone(key about, reason) for the holder of key `to`. */
-void relay_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash,
-                           const derp_key *about, uint8_t reason) {
+/* PeerGone(key about, reason) for the holder of the key hashed to_hash. */
+void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason) {
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
   if (!m) return;
   m->len = (uint32_t)derp_enc_peer_gone(m->data, m->cap, about, reason);
   m->kind = MSG_FRAME_TO_KEY;
   m->not_here = reason == DERP_PEER_GONE_NOT_HERE;
-  m->dst = *to;
   m->hash = to_hash;
   send_key_msg(sh, m);
 }
 
 static void notify_gone(struct shard *sh, struct peer *p) {
-  for (uint32_t i = 0; i < p->sent_to.cap; i++) {
-    if (!p->sent_to.tag[i]) continue;
-    const derp_key *k = &p->sent_to.key[i];
-    relay_peer_gone(sh, k, key_hash(sh->srv, k), &p->key, DERP_PEER_GONE_DISCONNECTED);
-  }
+  for (uint32_t i = 0; i < p->sent_to.cap; i++)
+    if (p->sent_to.h[i]) relay_peer_gone(sh, p->sent_to.h[i], &p->key, DERP_PEER_GONE_DISCONNECTED);
 }
 
 void relay_unregister(struct conn *c) {
@@ -176,37 +178,38 @@ void relay_unregister(struct conn *c) {
 
 /* ---- who a peer sent to (for PeerGone) ---------------------------------- */
 
-/* Adds k to a PeerGone set (at most SENT_TO_MAX keys); true if it was added. */
-bool relay_keyset_add(struct shard *sh, struct keyset *set, const derp_key *k, uint64_t h) {
-  enum keyset_add_result r = keyset_add(set, k, h, SENT_TO_MAX);
-  if (r == KEYSET_FULL) STAT_INC(&sh->stats, sent_to_full);
-  return r == KEYSET_ADDED;
+/* Adds the key hashed h to a PeerGone set (at most SENT_TO_MAX keys); true
+ * if it was added. */
+bool relay_hashset_add(struct shard *sh, struct hashset *set, uint64_t h) {
+  enum hashset_add_result r = hashset_add(set, h, SENT_TO_MAX);
+  if (r == HASHSET_FULL) STAT_INC(&sh->stats, sent_to_full);
+  return r == HASHSET_ADDED;
 }
 
-/* Remember that `dst` (a connected client that received packets from p)
- * must hear PeerGone when p leaves. Only confirmed receivers get here
- * (MSG_SAW from dst's owner), so garbage destinations cost nothing. */
-static void note_sent_to(struct shard *sh, struct peer *p, const derp_key *dst, uint64_t h) {
-  if (memcmp(p->last_dst.b, dst->b, DERP_KEY_LEN) == 0) return;
-  p->last_dst = *dst;
-  if (relay_keyset_add(sh, &p->sent_to, dst, h))
-    STAT_INC(&sh->stats, sent_to_keys);
+/* Remember that the key hashed h (a connected client that received packets
+ * from p) must hear PeerGone when p leaves. Only confirmed receivers get here
+ * (MSG_SAW from their owner), so garbage destinations cost nothing. */
+static void note_sent_to(struct shard *sh, struct peer *p, uint64_t h) {
+  if (p->last_dst == h) return;
+  p->last_dst = h;
+  if (relay_hashset_add(sh, &p->sent_to, h)) STAT_INC(&sh->stats, sent_to_keys);
 }
 
 /* ---- delivery ------------------------------------------------------------ */
 
-/* On owner(src): receiver rk (hash rh) got packets from src. */
-static void saw(struct shard *sh, const derp_key *src, uint64_t src_hash, const derp_key *rk, uint64_t rh) {
-  struct peer *peer = peer_find(&sh->peers, src, src_hash);
-  if (peer) note_sent_to(sh, peer, rk, rh);
-  else forward_note_contact(sh, src, src_hash, rk, rh); /* the sender is elsewhere in the region */
+/* On owner(src): the receiver hashed rh got packets from the sender hashed
+ * src_hash. */
+static void saw(struct shard *sh, uint64_t src_hash, uint64_t rh) {
+  struct peer *peer = peer_find_hash(&sh->peers, src_hash);
+  if (peer) note_sent_to(sh, peer, rh);
+  else forward_note_contact(sh, src_hash, rh); /* the sender is elsewhere in the region */
 }
 
 /* Tell the sender's owner that receiver r got packet p, once per (sender,
  * r) while the shard's cache remembers it; the common case (the same sender
  * as last time) costs one compare. When this shard owns the sender too (one
  * shard, or both keys here) it notes it at once; else a MSG_SAW carries the
- * receiver's key and hash, so neither side hashes a key again. */
+ * two hashes, so neither side hashes a key again. */
 static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
   const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   uint64_t tag;
@@ -217,20 +220,20 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
   uint64_t *slot = &sh->saw_cache[(pair ^ (pair >> 29)) & 4095];
   if (*slot == pair) return;
   *slot = pair;
-  derp_key sk;
-  memcpy(sk.b, src, DERP_KEY_LEN);
-  if (!p->src_hash) p->src_hash = key_hash(sh->srv, &sk); /* a ForwardPacket's sender */
+  if (!p->src_hash) { /* a ForwardPacket's sender */
+    derp_key sk;
+    memcpy(sk.b, src, DERP_KEY_LEN);
+    p->src_hash = key_hash(sh->srv, &sk);
+  }
   if (owner_of(sh->srv, p->src_hash) == sh->id) {
-    saw(sh, &sk, p->src_hash, &r->key, r->key_hash);
+    saw(sh, p->src_hash, r->key_hash);
     return;
   }
-  struct pkt *m = pkt_alloc(sh, DERP_KEY_LEN + sizeof(uint64_t));
+  struct pkt *m = pkt_alloc(sh, 0);
   if (!m) return;
-  memcpy(m->data, r->key.b, DERP_KEY_LEN);
-  memcpy(m->data + DERP_KEY_LEN, &r->key_hash, sizeof(uint64_t));
   m->kind = MSG_SAW;
-  m->dst = sk;
   m->hash = p->src_hash;
+  m->src_hash = r->key_hash;
   send_key_msg(sh, m);
 }
 
@@ -277,7 +280,7 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
       derp_key k;
       memcpy(k.b, src, DERP_KEY_LEN);
       uint64_t h = key_hash(sh->srv, &k);
-      if (not_here_allowed(sh, h)) relay_peer_gone(sh, &k, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
+      if (not_here_allowed(sh, h)) relay_peer_gone(sh, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
     }
   }
   pkt_free(sh, p);
@@ -285,15 +288,11 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
 
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   if (m->kind == MSG_SAW) {
-    derp_key rk;
-    uint64_t rh;
-    memcpy(rk.b, m->data, DERP_KEY_LEN);
-    memcpy(&rh, m->data + DERP_KEY_LEN, sizeof rh);
-    saw(sh, &m->dst, m->hash, &rk, rh);
+    saw(sh, m->hash, m->src_hash);
     pkt_free(sh, m);
     return;
   }
-  struct peer *peer = peer_find(&sh->peers, &m->dst, m->hash);
+  struct peer *peer = peer_find_hash(&sh->peers, m->hash);
   struct conn *c = peer ? peer->active : NULL;
   if (!c || (m->not_here && !take_not_here_token(sh->now_ms, &c->nothere_ms, &c->nothere_tokens))) {
     pkt_free(sh, m);

@@ -9,8 +9,9 @@
  * Packets: forward_out rebuilds the RecvPacket that relay.c made as a
  * ForwardPacket (src, dst, payload) and sends it to the link's shard on the
  * data ring (link.c queues it on the link's conn). K's entry remembers its
- * local contacts: the keys that sent to K, and (through relay.c's MSG_SAW)
- * the keys that got packets from K. When K leaves the region (its last
+ * local contacts, by hash (core/hashset.h): the keys that sent to K, and
+ * (through relay.c's MSG_SAW) the keys that got packets from K. When K
+ * leaves the region (its last
  * forwarder goes and no local conn has it) they get PeerGone(K): derper v1.78
  * tells the receivers (peerGoneWatchers), and clients that only sent to K
  * need it as much, so both are told.
@@ -29,8 +30,8 @@ struct remote {
   derp_key key;
   uint8_t nfwd;
   uint8_t fwd[FWD_MAX];      /* link indexes, first registered first */
-  struct keyset contacts;    /* local keys that sent to K or got packets from it */
-  derp_key last_contact;
+  struct hashset contacts;   /* local keys that sent to K or got packets from it */
+  uint64_t last_contact;     /* the last one added: skips the set for repeats */
 };
 
 struct fwd_shard {
@@ -47,6 +48,14 @@ static struct remote *remote_find(struct fwd_shard *t, const derp_key *k, uint64
   if (!t->buckets) return NULL;
   for (struct remote *r = t->buckets[bucket(t, h)]; r; r = r->hnext)
     if (r->hash == h && memcmp(r->key.b, k->b, DERP_KEY_LEN) == 0) return r;
+  return NULL;
+}
+
+/* By hash alone, for MSG_SAW's sender (see hashset.h). */
+static struct remote *remote_find_hash(struct fwd_shard *t, uint64_t h) {
+  if (!t->buckets) return NULL;
+  for (struct remote *r = t->buckets[bucket(t, h)]; r; r = r->hnext)
+    if (r->hash == h) return r;
   return NULL;
 }
 
@@ -86,7 +95,7 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
   while (*pp != r) pp = &(*pp)->hnext;
   *pp = r->hnext;
   t->count--;
-  keyset_free(&r->contacts);
+  hashset_free(&r->contacts);
   free(r);
   if (t->full && t->count < t->max - t->max / 8) {
     t->full = false;
@@ -99,11 +108,8 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
 static void gone_from_region(struct shard *sh, struct remote *r) {
   struct peer *p = relay_peer(sh, &r->key, r->hash);
   if (p && p->active) return;
-  for (uint32_t i = 0; i < r->contacts.cap; i++) {
-    if (!r->contacts.tag[i]) continue;
-    const derp_key *s = &r->contacts.key[i];
-    relay_peer_gone(sh, s, key_hash(sh->srv, s), &r->key, DERP_PEER_GONE_DISCONNECTED);
-  }
+  for (uint32_t i = 0; i < r->contacts.cap; i++)
+    if (r->contacts.h[i]) relay_peer_gone(sh, r->contacts.h[i], &r->key, DERP_PEER_GONE_DISCONNECTED);
 }
 
 /* derper's client gauges, by key: local (a conn here), remote (forwarders
@@ -180,9 +186,12 @@ static void link_down(struct shard *sh, uint8_t link) {
   }
 }
 
-void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who, uint64_t who_hash) {
-  struct remote *r = remote_find(region_fwd(sh), k, h);
-  if (r && r->nfwd) relay_keyset_add(sh, &r->contacts, who, who_hash);
+void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash) {
+  struct remote *r = remote_find_hash(region_fwd(sh), h);
+  if (r && r->nfwd && r->last_contact != who_hash) {
+    r->last_contact = who_hash;
+    relay_hashset_add(sh, &r->contacts, who_hash);
+  }
 }
 
 bool forward_out(struct shard *sh, struct pkt *p) {
@@ -200,9 +209,10 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   f->disco = p->disco;
   memset(f->dst.b, 0, sizeof f->dst.b);
   rmsg(f)->link = r->fwd[0];
-  if (memcmp(r->last_contact.b, sk.b, DERP_KEY_LEN) != 0) {
-    r->last_contact = sk;
-    relay_keyset_add(sh, &r->contacts, &sk, key_hash(sh->srv, &sk));
+  uint64_t src_h = p->src_hash ? p->src_hash : key_hash(sh->srv, &sk);
+  if (r->last_contact != src_h) {
+    r->last_contact = src_h;
+    relay_hashset_add(sh, &r->contacts, src_h);
   }
   pkt_free(sh, p);
   int o = region_link_shard(sh->srv, rmsg(f)->link);
@@ -271,7 +281,7 @@ void region_fwd_free(struct fwd_shard *t) {
   for (uint32_t b = 0; t->buckets && b <= t->mask; b++)
     for (struct remote *r = t->buckets[b], *n; r; r = n) {
       n = r->hnext;
-      keyset_free(&r->contacts);
+      hashset_free(&r->contacts);
       free(r);
     }
   free(t->buckets);

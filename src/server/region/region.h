@@ -105,8 +105,9 @@ bool forward_out(struct shard *sh, struct pkt *p);
 /* Key k (owned here) got (+1) or lost (-1) its local peer entry: derper's
  * client gauges follow (local, remote-only, total, all by key). */
 void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta);
-/* who (a local key) got packets from the remote key k: it hears PeerGone(k). */
-void forward_note_contact(struct shard *sh, const derp_key *k, uint64_t h, const derp_key *who, uint64_t who_hash);
+/* The local key hashed who_hash got packets from the remote key hashed h:
+ * it hears PeerGone when that key leaves the region. */
+void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
 void forward_free(struct shard *sh);
 
@@ -118,9 +119,8 @@ void region_link_note_drop(struct conn *c);              /* a link's queue dropp
 
 /* relay.c helpers the region uses. */
 struct peer *relay_peer(struct shard *sh, const derp_key *k, uint64_t h);
-void relay_peer_gone(struct shard *sh, const derp_key *to, uint64_t to_hash, const derp_key *about,
-                     uint8_t reason);
-bool relay_keyset_add(struct shard *sh, struct keyset *set, const derp_key *k, uint64_t h);
+void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason);
+bool relay_hashset_add(struct shard *sh, struct hashset *set, uint64_t h);
 void relay_route(struct shard *sh, struct pkt *p);     /* to owner(p->dst), or drop */
 
 #endif
