@@ -32,19 +32,25 @@ inns() { ip netns exec "$ns" "$@"; }
 inns ip link set lo up
 
 # check SOMAXCONN: start derpd (2 shards, a metrics listener; not through
-# inns, so that $! is derpd), read the backlog
-# of its 3 listening sockets, stop it.
+# inns, so that $! is derpd), read the backlog of its listening sockets (one
+# per shard on each port), stop it.
 check() {
   local want="$1" got
   inns sysctl -qw net.core.somaxconn="$want"
   ip netns exec "$ns" "$derpd" -dev -a 127.0.0.1:3390 --shards 2 -stun=false --metrics-listen 127.0.0.1:9464 \
     -c "$tmp/key" >"$tmp/log" 2>&1 &
   pid=$!
+  # Ready when each shard's :3390 socket and the metrics listener are up.
+  local ready=0
   for _ in $(seq 100); do
-    (($(inns ss -Hltn | grep -c ':3390 \|:9464 ' || true) == 3)) && break
+    local ls
+    ls="$(inns ss -Hltn)"
+    (($(grep -c ':3390 ' <<<"$ls" || true) == 2 && $(grep -c ':9464 ' <<<"$ls" || true) >= 1)) &&
+      { ready=1; break; }
     kill -0 "$pid" 2>/dev/null || { cat "$tmp/log" >&2; fail "derpd exited"; }
     sleep 0.05
   done
+  ((ready)) || { inns ss -ltn >&2; fail "derpd's listeners did not all appear in 5 s"; }
   got="$(inns ss -Hltn | awk '$4 ~ /:(3390|9464)$/ {print $3}' | sort -u | tr '\n' ' ')"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
