@@ -41,9 +41,8 @@ check() {
     -c "$tmp/key" >"$tmp/log" 2>&1 &
   pid=$!
   # Ready when each shard's :3390 socket and the metrics listener are up.
-  local ready=0
+  local ready=0 ls
   for _ in $(seq 100); do
-    local ls
     ls="$(inns ss -Hltn)"
     (($(grep -c ':3390 ' <<<"$ls" || true) == 2 && $(grep -c ':9464 ' <<<"$ls" || true) >= 1)) &&
       { ready=1; break; }

@@ -51,16 +51,10 @@ void peer_table_free(struct peer_table *t) {
  * residue, so one shard's keys still spread over all its buckets. */
 static uint32_t bucket(const struct peer_table *t, uint64_t h) { return (uint32_t)(h >> 32) & t->mask; }
 
+/* k NULL: by hash alone, for the keys a hashset remembers (see hashset.h). */
 static struct peer *peer_find(struct peer_table *t, const derp_key *k, uint64_t h) {
   for (struct peer *p = t->buckets[bucket(t, h)]; p; p = p->hnext)
-    if (p->hash == h && memcmp(p->key.b, k->b, DERP_KEY_LEN) == 0) return p;
-  return NULL;
-}
-
-/* By hash alone: for the keys a hashset remembers (see hashset.h). */
-static struct peer *peer_find_hash(struct peer_table *t, uint64_t h) {
-  for (struct peer *p = t->buckets[bucket(t, h)]; p; p = p->hnext)
-    if (p->hash == h) return p;
+    if (p->hash == h && (!k || memcmp(p->key.b, k->b, DERP_KEY_LEN) == 0)) return p;
   return NULL;
 }
 
@@ -200,7 +194,7 @@ static void note_sent_to(struct shard *sh, struct peer *p, uint64_t h) {
 /* On owner(src): the receiver hashed rh got packets from the sender hashed
  * src_hash. */
 static void saw(struct shard *sh, uint64_t src_hash, uint64_t rh) {
-  struct peer *peer = peer_find_hash(&sh->peers, src_hash);
+  struct peer *peer = peer_find(&sh->peers, NULL, src_hash);
   if (peer) note_sent_to(sh, peer, rh);
   else forward_note_contact(sh, src_hash, rh); /* the sender is elsewhere in the region */
 }
@@ -262,7 +256,6 @@ static bool not_here_allowed(struct shard *sh, uint64_t src_hash) {
 /* A packet for a key this shard owns (from this shard or a ring). */
 void relay_deliver(struct shard *sh, struct pkt *p) {
   struct peer *peer = peer_find(&sh->peers, &p->dst, p->hash);
-  const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   if (peer && peer->active) {
     report_seen(sh, peer->active, p);
     conn_queue_packet(peer->active, p);
@@ -276,12 +269,9 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     return;
   } else {
     STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
-    if (p->disco) { /* so the sender's disco stops waiting */
-      derp_key k;
-      memcpy(k.b, src, DERP_KEY_LEN);
-      uint64_t h = key_hash(sh->srv, &k);
-      if (not_here_allowed(sh, h)) relay_peer_gone(sh, h, &p->dst, DERP_PEER_GONE_NOT_HERE);
-    }
+    /* So the sender's disco stops waiting; a local sender, so its hash is known. */
+    if (p->disco && not_here_allowed(sh, p->src_hash))
+      relay_peer_gone(sh, p->src_hash, &p->dst, DERP_PEER_GONE_NOT_HERE);
   }
   pkt_free(sh, p);
 }
@@ -292,7 +282,7 @@ void relay_send_to_key(struct shard *sh, struct pkt *m) {
     pkt_free(sh, m);
     return;
   }
-  struct peer *peer = peer_find_hash(&sh->peers, m->hash);
+  struct peer *peer = peer_find(&sh->peers, NULL, m->hash);
   struct conn *c = peer ? peer->active : NULL;
   if (!c || (m->not_here && !take_not_here_token(sh->now_ms, &c->nothere_ms, &c->nothere_tokens))) {
     pkt_free(sh, m);

@@ -18,6 +18,7 @@
  *
  * Control messages (MSG_FWD_ADD / MSG_FWD_DEL from a link's shard,
  * MSG_LINK_DOWN to every shard, MSG_CLOSE_PEER) arrive through region_ctrl. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,18 +45,11 @@ struct fwd_shard {
 
 static uint32_t bucket(const struct fwd_shard *t, uint64_t h) { return (uint32_t)(h >> 32) & t->mask; }
 
+/* k NULL: by hash alone, for MSG_SAW's sender (see hashset.h). */
 static struct remote *remote_find(struct fwd_shard *t, const derp_key *k, uint64_t h) {
   if (!t->buckets) return NULL;
   for (struct remote *r = t->buckets[bucket(t, h)]; r; r = r->hnext)
-    if (r->hash == h && memcmp(r->key.b, k->b, DERP_KEY_LEN) == 0) return r;
-  return NULL;
-}
-
-/* By hash alone, for MSG_SAW's sender (see hashset.h). */
-static struct remote *remote_find_hash(struct fwd_shard *t, uint64_t h) {
-  if (!t->buckets) return NULL;
-  for (struct remote *r = t->buckets[bucket(t, h)]; r; r = r->hnext)
-    if (r->hash == h) return r;
+    if (r->hash == h && (!k || memcmp(r->key.b, k->b, DERP_KEY_LEN) == 0)) return r;
   return NULL;
 }
 
@@ -187,7 +181,7 @@ static void link_down(struct shard *sh, uint8_t link) {
 }
 
 void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash) {
-  struct remote *r = remote_find_hash(region_fwd(sh), h);
+  struct remote *r = remote_find(region_fwd(sh), NULL, h);
   if (r && r->nfwd && r->last_contact != who_hash) {
     r->last_contact = who_hash;
     relay_hashset_add(sh, &r->contacts, who_hash);
@@ -209,10 +203,10 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   f->disco = p->disco;
   memset(f->dst.b, 0, sizeof f->dst.b);
   rmsg(f)->link = r->fwd[0];
-  uint64_t src_h = p->src_hash ? p->src_hash : key_hash(sh->srv, &sk);
-  if (r->last_contact != src_h) {
-    r->last_contact = src_h;
-    relay_hashset_add(sh, &r->contacts, src_h);
+  assert(p->src_hash); /* a local sender's packet: ForwardPackets are never forwarded */
+  if (r->last_contact != p->src_hash) {
+    r->last_contact = p->src_hash;
+    relay_hashset_add(sh, &r->contacts, p->src_hash);
   }
   pkt_free(sh, p);
   int o = region_link_shard(sh->srv, rmsg(f)->link);
