@@ -395,7 +395,7 @@ Test(config, usage_mentions_every_flag) {
       "TS_DEBUG_KEY_PATH", "X-Forwarded-For", "-metrics-listen string",
       "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
       "-accept-connection-burst int", "9223372036854775807", "-tcp-keepalive-time duration", "10m0s",
-      "-tcp-user-timeout duration", "15s",
+      "-tcp-user-timeout duration", "15s", "-rate-config string", "PerClientRateLimitBytesPerSec",
       "-version\n", "-derp\n", "-home string", "blank", "-secrets-url", "-secrets-path-prefix", "-secrets-cache-dir",
       "letsencrypt", "-acme-directory string", "https://acme-v02.api.letsencrypt.org/directory",
       "-acme-ca-file string", "acme_account+key",
@@ -429,6 +429,16 @@ Test(config, stun_flags) {
   ERR("invalid value \"65536\" for flag -stun-port", "-stun-port=65536");
   ERR("invalid value \"-1\" for flag -stun-port", "-stun-port", "-1");
   ERR("invalid boolean value \"maybe\" for -stun", "-stun=maybe");
+}
+
+Test(config, rate_config_flag) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, MANUAL), 0, "%s", err);
+  cr_assert_eq(c.rate_config[0], 0, "no -rate-config: no limit");
+  cr_assert_eq(PARSE(&c, MANUAL, "-rate-config", "/etc/derper/rate.json"), 0, "%s", err);
+  cr_assert_str_eq(c.rate_config, "/etc/derper/rate.json");
+  cr_assert_eq(PARSE(&c, MANUAL, "--rate-config=/r.json"), 0, "%s", err);
+  cr_assert_str_eq(c.rate_config, "/r.json");
 }
 
 Test(config, accept_limit_flags) {

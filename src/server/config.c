@@ -270,6 +270,7 @@ static const struct flag flags[] = {
     {"stun-generic", K_BOOL, F(stun_generic), 0, 0, 0, 0},
     {"accept-connection-limit", K_RATE, F(accept_limit), 0, 0, 0, 0},
     {"accept-connection-burst", K_INT64, F(accept_burst), 0, 0, INT64_MAX, 0},
+    {"rate-config", K_STRING, F(rate_config), sizeof ((struct config *)0)->rate_config, 0, 0, 0},
     {"handshake-timeout", K_DURATION, F(handshake_timeout_ms), 0, 0, 0, 0},
     {"keepalive-interval", K_DURATION, F(keepalive_ms), 0, 0, 0, 0},
     {"shards", K_INT, F(shards), 0, 0, 1024, 0},
@@ -570,6 +571,14 @@ void config_usage(FILE *out, const char *prog) {
 "        connections that may come at once within the limit; as in derper\n"
 "        the default means no limit: set it with the limit (default\n"
 "        9223372036854775807)\n"
+"  -rate-config string\n"
+"        a JSON file limiting what each client may send, as derper v1.98+:\n"
+"        {\"PerClientRateLimitBytesPerSec\": N, \"PerClientRateBurstBytes\": M}\n"
+"        counted over DERP frames; a client over its rate is not read from\n"
+"        until it is back within it (TCP pushes back; nothing is dropped);\n"
+"        mesh peers are exempt; 0 = no limit; a burst under 65568 is raised\n"
+"        to it. Read at start (an error stops derpd) and again on SIGHUP (an\n"
+"        error keeps the limit in force) (default: none)\n"
 "\n"
 "STUN (UDP, on -a's host: all addresses, IPv4 and IPv6, if it has none):\n"
 "  -stun\n"

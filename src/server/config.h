@@ -66,6 +66,8 @@ struct config {
   int64_t accept_burst;      /* -accept-connection-burst, default INT64_MAX (Go's MaxInt) */
   int64_t tcp_keepalive_ms;  /* -tcp-keepalive-time, default 10m; 0 = Go's 15s; < 0 = off */
   int64_t tcp_user_timeout_ms; /* -tcp-user-timeout, default 15s; 0 = the kernel's default */
+  char rate_config[1024];    /* -rate-config (derper v1.98): per-client receive rate limit,
+                                JSON; "" = none; reread on SIGHUP (core/recv_limit.h) */
   /* derper's other flags. */
   bool version;              /* -version: print the version and exit */
   bool derp;                 /* -derp (default true); false: /derp answers 404 */

@@ -344,18 +344,39 @@ static void log_mode_totals(struct server *s) {
              (long long)v[STAT_ktls_failures]);
 }
 
-/* SIGHUP reloads the TLS certificates: new connections get the new ones,
- * connections already open keep theirs. */
-static int wait_for_signal(const sigset_t *set, bool tls) {
+/* -rate-config: read the file and put it in force; the shards take it at
+ * their next tick (core/recv_pause.c). Main thread only. */
+static int apply_rate_config(struct server *s, char *err, size_t cap) {
+  struct rate_cfg rc;
+  if (rate_cfg_load(s->cfg.rate_config, &rc, err, cap) != 0) return -1;
+  rc = rate_cfg_applied(rc);
+  recv_limit_publish(&s->recv_lim, rc);
+  log_info("rate config applied: client-rate=%llu bytes/sec, client-burst=%llu bytes%s",
+           (unsigned long long)rc.bps, (unsigned long long)rc.burst, rc.bps ? "" : " (no limit)");
+  return 0;
+}
+
+/* SIGHUP reloads the TLS certificates (new connections get the new ones,
+ * connections already open keep theirs) and the -rate-config file (every
+ * client gets a new, full bucket; a file that fails keeps the old limit). */
+static int wait_for_signal(const sigset_t *set, struct server *s) {
   for (;;) {
     int sig = 0;
     if (service_sigwait(set, &sig) != 0) continue;
     if (sig == SIGHUP) {
       char err[512] = "";
       service_reloading();
-      if (!tls) log_info("SIGHUP: nothing to reload (not serving TLS)");
-      else if (tls_reload(err, sizeof err) == 0) log_info("SIGHUP: TLS certificates reloaded");
-      else log_error("SIGHUP: TLS reload failed, keeping the old certificates: %s", err);
+      if (!s->tls && !s->cfg.rate_config[0])
+        log_info("SIGHUP: nothing to reload (not serving TLS, no -rate-config)");
+      if (s->tls && tls_reload(err, sizeof err) == 0)
+        log_info("SIGHUP: TLS certificates reloaded");
+      else if (s->tls)
+        log_error("SIGHUP: TLS reload failed, keeping the old certificates: %s", err);
+      if (s->cfg.rate_config[0]) {
+        log_info("SIGHUP: reloading rate config from %s", s->cfg.rate_config);
+        if (apply_rate_config(s, err, sizeof err) != 0)
+          log_error("SIGHUP: rate config reload failed, keeping the limit in force: %s", err);
+      }
       service_reloaded();
       continue;
     }
@@ -437,6 +458,12 @@ int main(int argc, char **argv) {
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
+  if (s->cfg.rate_config[0] && apply_rate_config(s, err, sizeof err) != 0) {
+    log_error("derpd: loading rate config: %s", err);
+    return 1;
+  }
+  for (int i = 0; i < s->nshards; i++) /* in force from the first packet */
+    recv_limit_read(&s->recv_lim, &s->shards[i].rl, &s->shards[i].rl_gen);
 
   uint16_t port = s->cfg.listen_port;
   if (port_in_use(s->cfg.listen_host, port, err, sizeof err)) { log_error("%s", err); return 1; }
@@ -522,7 +549,7 @@ int main(int argc, char **argv) {
   acme_start(); /* -certmode letsencrypt: the certificate worker */
 
   int sig;
-  while ((sig = wait_for_signal(&set, s->tls)) == SIGUSR2 && upgrade(s, argv) != 0) {}
+  while ((sig = wait_for_signal(&set, s)) == SIGUSR2 && upgrade(s, argv) != 0) {}
   service_stopping(sig == SIGUSR2);
   if (sig == SIGUSR2)
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");

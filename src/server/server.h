@@ -29,6 +29,7 @@
 #include "server/core/hashset.h"
 #include "server/core/list.h"
 #include "server/core/ratelimit.h"
+#include "server/core/recv_limit.h"
 #include "server/operations/metrics.h"
 #include "server/core/spsc.h"
 
@@ -153,6 +154,11 @@ struct conn {
   uint8_t rtt_sampled : 1; /* TCP_INFO worked at connect: derp_tcp_rtt samples it */
   uint8_t ktls_ignored : 2; /* kTLS: no-data records ignored so far (ktls_may_ignore) */
   uint8_t metrics_only : 1; /* accepted on --metrics-listen (plain HTTP, /debug/ only) */
+  /* -rate-config (core/recv_pause.c): reads stopped until the bucket is out
+   * of debt; the multishot recv being cancelled for that; a recv in flight;
+   * paused since the last keepalive (no frame_stall check); reads one
+   * buffer at a time (paced since the setting began). */
+  uint8_t rx_paused : 1, rx_cancel : 1, recv_armed : 1, rx_was_paused : 1, rx_single : 1;
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
@@ -185,6 +191,9 @@ struct conn {
   struct list ka_node;     /* shard's keepalive FIFO; or, while CS_MOVING,
                               the shard's list of handoffs waiting for room */
   struct list dirty_node;  /* shard's flush list for this loop turn */
+  struct recv_bucket rl;   /* -rate-config: this client's bucket (core/recv_limit.h) */
+  struct recv_held *held;  /* -rate-config: stream bytes received while paused */
+  struct list rl_node;     /* shard's rl_paused while rx_paused */
 };
 
 #define SHARD_TICK_MS 100  /* a shard's timers (deadlines, keepalives, samples) run this often */
@@ -300,6 +309,13 @@ struct shard {
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
   struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */
+  /* -rate-config (core/recv_pause.c): the setting this shard applies (read
+   * from srv->recv_lim at each tick), and its conns whose reads wait. */
+  struct rate_cfg rl;
+  uint32_t rl_gen;
+  uint32_t rl_npaused;
+  int64_t rl_next_ns;          /* the earliest rl.tat_ns of rl_paused */
+  struct list rl_paused;
   struct region_shard *rg;     /* this shard's part of the region (region/) */
   /* (sender, receiver conn) pairs already reported with MSG_SAW. A miss only
    * costs a redundant message; the sender's set dedupes. */
@@ -359,6 +375,7 @@ struct server {
                                   sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
   struct rate_limiter accept_lim; /* -accept-connection-limit, all shards' main listeners */
+  struct recv_limit_shared recv_lim; /* -rate-config in force (main thread writes) */
   _Atomic uint64_t next_conn_id;
   int max_conns;
   struct debug_state *debug;   /* operations/debug_http.c: /debug/ access rules;
@@ -449,6 +466,22 @@ void conn_queue_ctrl_nodrop(struct conn *c, struct pkt *p);
  * handshake (an outbound mesh link). */
 void conn_start_established(struct conn *c);
 void conn_tick(struct shard *sh);                /* deadlines and keepalives */
+/* The multishot receive of an established conn again (a pause ended), and
+ * its cancel (a pause began): recv_armed and rx_cancel say which is in
+ * flight. */
+void conn_arm_recv(struct conn *c);
+void conn_cancel_recv(struct conn *c);
+
+/* recv_pause.c: -rate-config on the shard (see the file's head). */
+void recv_pause_refresh(struct shard *sh);       /* at each tick: a new setting? */
+/* Per frame, sh->rl.bps > 0: true if the conn is paused now (the caller
+ * holds the rest of its bytes with recv_pause_hold). */
+bool recv_pause_take(struct conn *c, uint32_t frame_len);
+/* Stream bytes that came while paused, kept for the resume. -1 after
+ * closing the conn (past RECV_HELD_MAX or out of memory). */
+int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);
+void recv_pause_resume_due(struct shard *sh);    /* when now passes rl_next_ns */
+void recv_pause_forget(struct conn *c);          /* the conn closes: unlink, free held */
 void conn_destroy_all(struct shard *sh);
 void conn_free_orphan(struct conn *c); /* a conn left in a ring at exit */
 void conn_addr_str(const struct conn *c, char *out, size_t cap);

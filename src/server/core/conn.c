@@ -91,6 +91,7 @@ struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   list_init(&c->dl_node);
   list_init(&c->ka_node);
   list_init(&c->dirty_node);
+  list_init(&c->rl_node);
   list_add_tail(&sh->conns, &c->all_node);
   sh->nconns++;
   STAT_INC(&sh->stats, cur_conns);
@@ -121,6 +122,7 @@ struct conn *conn_new_link(struct shard *sh, int fd) {
   list_init(&c->dl_node);
   list_init(&c->ka_node);
   list_init(&c->dirty_node);
+  list_init(&c->rl_node);
   list_add_tail(&sh->conns, &c->all_node);
   sh->nconns++;
   atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
@@ -139,13 +141,28 @@ static void arm_hs_recv(struct conn *c) {
   c->ops++;
 }
 
+/* A paced conn (-rate-config) reads one buffer per recv: a multishot recv
+ * would take in all its socket holds at each resume and relay that at once. */
 static void arm_recv(struct conn *c) {
   struct io_uring_sqe *sqe = shard_sqe(c->sh);
-  io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+  if (c->rx_single) io_uring_prep_recv(sqe, c->fd, NULL, c->sh->buf_size, 0);
+  else io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = BGID;
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_RECV));
   c->ops++;
+  c->recv_armed = 1;
+}
+
+void conn_arm_recv(struct conn *c) { arm_recv(c); }
+
+/* Ends the multishot recv (a -rate-config pause): it completes with
+ * -ECANCELED, or with data and no MORE flag if it was finishing anyway. */
+void conn_cancel_recv(struct conn *c) {
+  struct io_uring_sqe *sqe = shard_sqe(c->sh);
+  io_uring_prep_cancel64(sqe, ud_make(c, UD_RECV), 0);
+  io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_NONE));
+  c->rx_cancel = 1;
 }
 
 void conn_start(struct conn *c) { arm_hs_recv(c); }
@@ -179,6 +196,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   bool more = !hs && (cqe->flags & IORING_CQE_F_MORE);
   int res = cqe->res;
   if (!more) c->ops--;
+  if (!more && !hs) c->recv_armed = 0;
   if (res > 0) {
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     const uint8_t *p = sh->bufs + (size_t)bid * sh->buf_size;
@@ -190,8 +208,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   } else if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
     shard_note_nobufs(sh);
-  } else if (res == -ECANCELED && c->state == CS_MOVING) {
-    /* conn_cancel_hs_recv: the conn moves now */
+  } else if (res == -ECANCELED && (hs ? c->state == CS_MOVING : c->rx_cancel)) {
+    /* conn_cancel_hs_recv: the conn moves now; conn_cancel_recv: paused */
   } else if (c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
     close_on_read(c, res);
   }
@@ -200,7 +218,10 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
     return;
   }
   if (more) return;
-  if (c->state == CS_ESTABLISHED) arm_recv(c);
+  if (!hs) c->rx_cancel = 0;
+  if (c->state == CS_ESTABLISHED) {
+    if (!c->rx_paused) arm_recv(c); /* else recv_pause_resume_due arms it */
+  }
   else if (c->state == CS_HTTP || c->state == CS_CLIENT_INFO) arm_hs_recv(c);
   /* CS_MOVING: no read until the owner shard adopts it; the flush pass moves it. */
   else if (c->ops == 0) shard_mark_dirty(sh, c);
@@ -217,6 +238,7 @@ int conn_input(struct conn *c, const uint8_t *p, size_t n) {
 
 int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   if (c->state != CS_ESTABLISHED) return upgrade_input(c, p, n);
+  if (c->rx_paused) return recv_pause_hold(c, p, n); /* -rate-config: later */
   while (c->state == CS_ESTABLISHED) {
     struct derp_frame f;
     enum derp_read_status st = derp_frame_read(&c->rd, &p, &n, &f);
@@ -233,7 +255,14 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
       }
       break;
     }
+    /* -rate-config: every client frame counts, mesh peers' none; the
+     * frame that runs the bucket into debt passes, the bytes behind it wait. */
+    bool pause = c->sh->rl.bps && !c->is_mesh && recv_pause_take(c, f.len);
     if (relay_frame(c, &f) < 0) break;
+    if (pause) {
+      if (n && c->state == CS_ESTABLISHED) recv_pause_hold(c, p, n);
+      break;
+    }
   }
   if (c->rd.skipped_frames) {
     STAT_ADD(&c->sh->stats, unknown_frames, (int64_t)c->rd.skipped_frames);
@@ -605,7 +634,7 @@ void conn_establish(struct conn *c) {
   shard_mark_dirty(sh, c);
   upgrade_finish(c); /* feeds carried bytes through conn_input, frees hs */
   if (c->state != CS_ESTABLISHED) return;
-  arm_recv(c);
+  if (!c->rx_paused) arm_recv(c); /* else -rate-config's resume does */
   if (sh->stopping) shard_send_restarting(sh, c); /* came in during a live upgrade */
 }
 
@@ -645,6 +674,7 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
   if (c->is_link) link_conn_closed(c);
   if (list_linked(&c->dl_node)) list_del(&c->dl_node);
   if (list_linked(&c->ka_node)) list_del(&c->ka_node);
+  recv_pause_forget(c);
   drop_queues(c);
   shutdown(c->fd, SHUT_RDWR); /* completes pending recv/send promptly */
   /* And cancel them by their user_data, which the kernel finds in a hash: a
@@ -665,6 +695,7 @@ static void free_conn_memory(struct conn *c) {
   upgrade_free(c);
   ws_conn_free(c);
   derp_frame_reader_reset(&c->rd);
+  recv_pause_forget(c);
   free(c);
 }
 
@@ -724,7 +755,11 @@ static void tick_keepalives(struct shard *sh) {
     if (c->keepalive_ms > sh->now_ms) break;
     /* A frame started but not one more byte of it for a whole keepalive
      * interval: the peer pins up to 64 KiB of assembly buffer; cut it. */
-    if (derp_frame_reader_held(&c->rd) && c->rd.consumed == c->ka_consumed) {
+    /* Not while -rate-config held its reads back in this interval. */
+    bool stalled = derp_frame_reader_held(&c->rd) && c->rd.consumed == c->ka_consumed &&
+                   !c->rx_was_paused;
+    c->rx_was_paused = c->rx_paused;
+    if (stalled) {
       conn_close(c, CLOSE_frame_stall, "no byte of a started frame for a keepalive interval");
       continue;
     }

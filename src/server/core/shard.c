@@ -563,6 +563,11 @@ static void wait_events(struct shard *sh, int64_t next_tick) {
   /* Items published before the flag was seen: no one will wake an idle
    * sleeper for them. A batched sleeper takes them when it wakes. */
   if (!batch && !inbound_empty(sh)) wait_us = 0;
+  /* A -rate-config pause ends on time, not at the next tick. */
+  if (sh->rl_npaused) {
+    int64_t until_us = sh->rl_next_ns / 1000 - sh->now_us;
+    if (until_us < wait_us) wait_us = until_us > 0 ? until_us : 0;
+  }
   struct __kernel_timespec ts = {.tv_sec = wait_us / 1000000, .tv_nsec = (wait_us % 1000000) * 1000};
   struct io_uring_cqe *cqe;
   int r = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait_nr, &ts, NULL);
@@ -588,6 +593,7 @@ static void loop(struct shard *sh) {
   while (!sh->stopped) {
     shard_clock(sh);
     drain_inbound(sh);
+    if (sh->rl_npaused && sh->now_us * 1000 >= sh->rl_next_ns) recv_pause_resume_due(sh);
     update_batching(sh);
     admission_drain(sh);
     if (sh->now_ms >= next_tick) {
@@ -596,6 +602,7 @@ static void loop(struct shard *sh) {
       if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
         begin_stop(sh);
       conn_tick(sh);
+      recv_pause_refresh(sh);
       tcp_rtt_tick(sh);
       region_tick(sh);
       stun_shard_poll(sh);
@@ -667,6 +674,7 @@ int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
   list_init(&sh->dirty);
   list_init(&sh->handoff_pending);
   list_init(&sh->mesh_wr_fifo);
+  list_init(&sh->rl_paused);
   peer_table_init(&sh->peers);
   int words = inbound_words(sh->srv);
   sh->pending_pub = calloc((size_t)words, sizeof(uint64_t));

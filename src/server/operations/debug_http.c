@@ -132,6 +132,14 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   if (v.tls) v.cert_not_after = tls_cert_not_after();
   v.acme = v.tls && strcmp(s->cfg.certmode, "letsencrypt") == 0;
   if (v.acme) acme_counts(&v.acme_issued, &v.acme_failed);
+  v.rate_config = s->cfg.rate_config[0] != 0;
+  if (v.rate_config) {
+    struct rate_cfg rc;
+    uint32_t gen;
+    while (!recv_limit_read(&s->recv_lim, &rc, &gen)) {} /* a SIGHUP's write: a few stores */
+    v.rate_bps = rc.bps;
+    v.rate_burst = rc.burst;
+  }
   size_t n;
   /* derper's varz type: Prometheus text format 0.0.4. */
   const char *ctype = "text/plain; version=0.0.4; charset=utf-8";

@@ -50,6 +50,9 @@
   X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
   X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
   X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
+  X(rl_waited, "", "", "") /* internal: derp_rate_limit_per_client_waited (-rate-config only) */ \
+  X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
+  X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
   X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \
   X(bdns_pub_hits, "bootstrap_dns_published_hits", "counter", "/bootstrap-dns?q= for a published name") \
   X(bdns_unpub_hits, "bootstrap_dns_unpublished_hits", "counter", "/bootstrap-dns?q= for an unpublished name") \
@@ -163,6 +166,7 @@
   X(tls, "tls_error")                                     \
   X(tls_alert, "tls_alert")                               \
   X(frame_stall, "frame_stall")                           \
+  X(rate_backlog, "rate_limit_backlog")                   \
   X(ktls_key_update, "ktls_key_update")                   \
   X(ktls, "ktls_error")                                   \
   X(websocket_protocol, "websocket_protocol")             \

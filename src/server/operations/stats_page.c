@@ -5,6 +5,7 @@
  * line); the process_* set is client_golang's process collector. */
 #include "server/operations/stats_page.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,15 +95,15 @@ struct derived {
   double f;
 };
 
-#define DERIVED_MAX 32
+#define DERIVED_MAX 40 /* derive() makes at most 27 */
 
 static int derive(const struct stats_view *v, struct derived *d) {
   const struct proc_facts *p = v->proc;
   int64_t dropped = sum_drops(v), disco = sum_v(v, STAT_drops_disco);
   int64_t up_ms = v->now_mono_ms - v->start->start_mono_ms;
   int n = 0;
-#define I(nm, ty, hp, val) d[n++] = (struct derived){nm, ty, hp, D_INT, (val), 0}
-#define F(nm, ty, hp, val) d[n++] = (struct derived){nm, ty, hp, D_FLOAT, 0, (val)}
+#define I(nm, ty, hp, val) (assert(n < DERIVED_MAX), d[n++] = (struct derived){nm, ty, hp, D_INT, (val), 0})
+#define F(nm, ty, hp, val) (assert(n < DERIVED_MAX), d[n++] = (struct derived){nm, ty, hp, D_FLOAT, 0, (val)})
   /* derper's own, beside what metrics.c renders. */
   I("derp_packets_dropped_type{type=\"disco\"}", "counter", "packets dropped, by payload type", disco);
   I("derp_packets_dropped_type{type=\"other\"}", "counter", "", dropped - disco);
@@ -128,6 +129,18 @@ static int derive(const struct stats_view *v, struct derived *d) {
       "-certmode letsencrypt: certificates obtained and installed, and attempts that failed (each retry)",
       v->acme_issued);
     I("derpd_acme_certificates{result=\"failed\"}", "counter", "", v->acme_failed);
+  }
+  /* derper publishes these only with -rate-config (v1.98+), untyped but
+   * for the counter; then derpd's own: what waits now, and how often. */
+  if (v->rate_config) {
+    I("derp_rate_limit_per_client_bytes_per_second", "", "", (int64_t)v->rate_bps);
+    I("derp_rate_limit_per_client_burst_bytes", "", "", (int64_t)v->rate_burst);
+    I("derp_rate_limit_per_client_waited", "counter",
+      "client frames that found their -rate-config bucket short", sum_v(v, STAT_rl_waited));
+    I("derpd_rate_limit_paused_connections", "gauge",
+      "clients not read from now: over their -rate-config rate", sum_v(v, STAT_rl_paused));
+    I("derpd_rate_limit_pauses", "counter", "times a client's reads stopped for -rate-config",
+      sum_v(v, STAT_rl_pauses));
   }
   I("uptime_sec", "counter", "seconds since start", (up_ms + 500) / 1000);
   I("process_start_unix_time", "", "", (int64_t)v->start->start_time);

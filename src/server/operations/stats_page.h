@@ -26,6 +26,8 @@ struct stats_view {
   int64_t cert_not_after;          /* tls_cert_not_after() */
   bool acme;                       /* -certmode letsencrypt: acme_counts() below */
   int64_t acme_issued, acme_failed;
+  bool rate_config;                /* -rate-config given: its metrics, as derper */
+  uint64_t rate_bps, rate_burst;   /* the setting in force */
 };
 
 /* Bytes a page may need for n shards (a bound, not an estimate). */

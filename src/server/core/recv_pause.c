@@ -1,0 +1,158 @@
+/* recv_pause.c: -rate-config on a shard: each client's bucket, and its reads
+ * paused while the bucket is in debt (core/recv_limit.h has the arithmetic
+ * and the file).
+ *
+ * derper waits before it reads a frame over the rate, so TCP pushes back on
+ * the client and nothing is dropped. Here the frame that leaves the bucket
+ * in debt is relayed, and the conn is paused: the stream bytes behind it,
+ * and whatever the recv already in flight brings, are held (struct
+ * recv_held), and its multishot recv is cancelled. When the debt is paid
+ * (recv_pause_resume_due; the shard's sleep ends for it) the held bytes are
+ * parsed as if they had just arrived, which may pause the conn again, and
+ * only then is the socket read again, now one buffer per single-shot recv
+ * so that the client's backlog waits in its socket, not here. Pacing is
+ * exact to a frame; what is held is bounded by what one recv can bring in a
+ * turn (the shard's receive buffers), and RECV_HELD_MAX closes the conn
+ * beyond it (rate_limit_backlog) rather than grow.
+ *
+ * Owns sh->rl*, c->rl, c->held and c->rl_node; only the conn's shard
+ * touches them. Mesh peers and links never come here (conn_stream_input). */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/server.h"
+
+/* Paused conns are scanned when the earliest is due, and every conn due
+ * within this much after it resumes in the same scan: at most one scan per
+ * millisecond however many conns wait, for at most 1 ms of extra burst. */
+#define RESUME_SLACK_NS 1000000
+/* Held bytes per conn, at most: more than the most one multishot recv can
+ * take in before its cancel lands (--recv-bufs x --recv-buf-size at their
+ * defaults is 4 MiB) is not a client being paced but a bug to stop. */
+#define RECV_HELD_MAX (16u << 20)
+
+struct recv_held {
+  uint32_t off, len, cap; /* bytes [off, len) are still to parse */
+  uint8_t b[];
+};
+
+/* The held bytes resume() is parsing now (one at a time: the shard's thread). */
+static _Thread_local struct recv_held *feeding;
+
+int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n) {
+  struct recv_held *h = c->held;
+  /* Paused again while resume() parses its held bytes: the rest stays
+   * where it is, not copied once per frame. */
+  if (!h && feeding && p >= feeding->b && p + n == feeding->b + feeding->len) {
+    feeding->off = (uint32_t)(p - feeding->b);
+    c->held = feeding;
+    return 0;
+  }
+  if (h && h->off) { /* parsed bytes at the front: drop them before growing */
+    memmove(h->b, h->b + h->off, h->len - h->off);
+    h->len -= h->off;
+    h->off = 0;
+  }
+  size_t len = h ? h->len : 0;
+  if (len + n > RECV_HELD_MAX) {
+    conn_close(c, CLOSE_rate_backlog, "more held for -rate-config than one receive can bring");
+    return -1;
+  }
+  if (!h || h->cap < len + n) {
+    size_t cap = h ? h->cap : 0;
+    while (cap < len + n) cap = cap ? cap * 2 : 65536;
+    struct recv_held *g = realloc(h, sizeof *g + cap);
+    if (!g) {
+      conn_close(c, CLOSE_nomem, "-rate-config held bytes");
+      return -1;
+    }
+    g->off = 0;
+    g->len = (uint32_t)len;
+    g->cap = (uint32_t)cap;
+    c->held = h = g;
+  }
+  memcpy(h->b + h->len, p, n);
+  h->len += (uint32_t)n;
+  return 0;
+}
+
+static void unpause(struct shard *sh, struct conn *c) {
+  list_del(&c->rl_node);
+  c->rx_paused = 0;
+  sh->rl_npaused--;
+  STAT_ADD(&sh->stats, rl_paused, -1);
+}
+
+/* The held bytes first, as if they came now (they may pause it again and
+ * be held anew); then the socket, unless paused again. */
+static void resume(struct shard *sh, struct conn *c) {
+  unpause(sh, c);
+  struct recv_held *h = c->held;
+  c->held = NULL;
+  if (h) {
+    feeding = h;
+    conn_stream_input(c, h->b + h->off, h->len - h->off);
+    feeding = NULL;
+    if (c->held != h) free(h); /* else paused again and kept (recv_pause_hold) */
+  }
+  /* A cancel still in flight: its completion arms the recv again. */
+  if (c->state == CS_ESTABLISHED && !c->rx_paused && !c->recv_armed) conn_arm_recv(c);
+}
+
+void recv_pause_refresh(struct shard *sh) {
+  struct rate_cfg rc;
+  uint32_t gen;
+  if (!recv_limit_read(&sh->srv->recv_lim, &rc, &gen) || gen == sh->rl_gen) return;
+  sh->rl = rc;
+  sh->rl_gen = gen;
+  /* derper gives every client a new, full bucket: nobody waits any more,
+   * and all read by multishot again until paced anew (a SIGHUP: rare). */
+  for (struct list *n = sh->conns.next; n != &sh->conns; n = n->next)
+    list_entry(n, struct conn, all_node)->rx_single = 0;
+  /* From a copy of the list: a conn whose held bytes exceed the new
+   * burst is paused again, onto sh->rl_paused. */
+  struct list all;
+  list_take(&all, &sh->rl_paused);
+  while (!list_empty(&all)) {
+    struct conn *c = list_entry(all.next, struct conn, rl_node);
+    list_move_tail(&sh->rl_paused, &c->rl_node);
+    resume(sh, c);
+  }
+}
+
+bool recv_pause_take(struct conn *c, uint32_t frame_len) {
+  struct shard *sh = c->sh;
+  assert(!c->rx_paused); /* a paused conn's bytes are held, not parsed */
+  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
+  if (recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, frame_len) == 0) return false;
+  STAT_INC(&sh->stats, rl_waited); /* derper: a frame that waited for tokens */
+  c->rx_paused = 1;
+  c->rx_was_paused = 1;
+  c->rx_single = 1;
+  list_add_tail(&sh->rl_paused, &c->rl_node);
+  if (sh->rl_npaused++ == 0 || c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
+  STAT_INC(&sh->stats, rl_paused);
+  STAT_INC(&sh->stats, rl_pauses);
+  if (c->recv_armed && !c->rx_cancel) conn_cancel_recv(c);
+  return true;
+}
+
+void recv_pause_resume_due(struct shard *sh) {
+  int64_t due = sh->now_us * 1000 + RESUME_SLACK_NS;
+  struct list all;
+  list_take(&all, &sh->rl_paused);
+  sh->rl_next_ns = INT64_MAX;
+  while (!list_empty(&all)) {
+    struct conn *c = list_entry(all.next, struct conn, rl_node);
+    list_move_tail(&sh->rl_paused, &c->rl_node);
+    if (c->rl.tat_ns <= due) resume(sh, c); /* may pause it again: then it set rl_next_ns */
+    else if (c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
+  }
+}
+
+void recv_pause_forget(struct conn *c) {
+  if (c->rx_paused) unpause(c->sh, c);
+  free(c->held);
+  c->held = NULL;
+}
