@@ -421,6 +421,13 @@ int main(int argc, char **argv) {
   }
   log_set_level(LOG_INFO + s->cfg.verbose);
   if (s->cfg.notes[0]) log_info("derpd: %s", s->cfg.notes);
+  /* Before anything is allocated: a bad file is the operator's error, and
+   * leaves nothing behind. */
+  if (s->cfg.rate_config[0] && apply_rate_config(s, err, sizeof err) != 0) {
+    log_error("derpd: loading rate config: %s", err);
+    free(s);
+    return 1;
+  }
   if (derp_init() != 0) { log_error("libsodium failed to initialise"); return 1; }
   if (load_key(s) != 0) return 1;
   s->tls = s->cfg.tls;
@@ -458,10 +465,6 @@ int main(int argc, char **argv) {
   s->shards = aligned_alloc(64, (size_t)s->nshards * sizeof *s->shards);
   if (s->shards) memset(s->shards, 0, (size_t)s->nshards * sizeof *s->shards);
   if (!s->shards || make_rings(s) != 0) { log_error("out of memory at start"); return 1; }
-  if (s->cfg.rate_config[0] && apply_rate_config(s, err, sizeof err) != 0) {
-    log_error("derpd: loading rate config: %s", err);
-    return 1;
-  }
   for (int i = 0; i < s->nshards; i++) /* in force from the first packet */
     recv_limit_read(&s->recv_lim, &s->shards[i].rl, &s->shards[i].rl_gen);
 
