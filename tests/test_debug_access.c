@@ -141,7 +141,9 @@ Test(debug_access, allow_flag) {
 
 static char keyfile[64];
 
+/* Each call replaces the last call's file (the tests unlink the final one). */
 static void write_key(const char *contents) {
+  if (keyfile[0]) unlink(keyfile);
   strcpy(keyfile, "/tmp/derpd-debugkey-XXXXXX");
   int fd = mkstemp(keyfile);
   cr_assert(fd >= 0);

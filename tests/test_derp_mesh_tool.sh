@@ -92,6 +92,7 @@ run 1 "http://127.0.0.1:1: connect 127.0.0.1:1:" watch --server "$closed" --mesh
 
 # ---- against the fake server ----
 start_fake() { # NAME [close]: sets $port
+  : >"$tmp/$1.log" # before the child opens it: awk below may run first
   "$fake" "$tmp/mesh.key" "${2:-}" >"$tmp/$1.log" 2>&1 &
   pids+=($!)
   port=

@@ -62,6 +62,9 @@ inns ip link set "${veth}n" up
 # derpd: main port anywhere (the namespace reaches it on .1), metrics on .1.
 MPORT=9464
 printf '  k3y-%s\n' "$$" >"$tmp/debugkey"
+# The log exists before derpd starts: the shell opens the redirection in the
+# child, which a loaded machine may run after the first sed below.
+: >"$tmp/derpd.log"
 TS_ALLOW_DEBUG_IP="$net.4" TS_DEBUG_KEY_PATH="$tmp/debugkey" \
   "$derpd" -dev -a :0 --shards 2 -stun-port 0 --metrics-listen "$net.1:$MPORT" --debug-allow "$net.2/32" \
   >"$tmp/derpd.log" 2>&1 &
