@@ -1,6 +1,6 @@
 /* test_acme.c: the ACME pieces that need no CA: base64url, the account key
  * file, the JWK and its thumbprint, signed requests (verified here with the
- * public key), URLs, the https client's bounds
+ * public key), the External Account Binding (its HMAC recomputed), URLs, the https client's bounds
  * (stop descriptor, deadline), and both challenge paths as the shards serve
  * them: the tls-alpn-01 certificate through a real in-memory handshake on an
  * SSL_CTX set up as tls.c's, and the http-01 route. The CA end to end is
@@ -28,6 +28,7 @@
 #include <openssl/ec_key.h>
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -152,20 +153,30 @@ static void jwk_and_thumbprint(void) {
   EVP_PKEY_free(pk);
 }
 
-/* Decode a JWS, check its header and verify its ES256 signature. */
-static void check_jws(const char *jws, EVP_PKEY *key, const char *kid, const char *payload) {
+/* A flattened JWS's three members (*p64, *b64, *s64, owned by the object
+ * returned: json_decref) and its protected header, decoded (*h). */
+static json_t *jws_parts(const char *jws, const char **p64, const char **b64, const char **s64, json_t **h) {
   json_t *j = json_loads(jws, 0, NULL);
   cr_assert_not_null(j, "not JSON: %s", jws);
-  const char *p64 = json_string_value(json_object_get(j, "protected"));
-  const char *b64 = json_string_value(json_object_get(j, "payload"));
-  const char *s64 = json_string_value(json_object_get(j, "signature"));
-  cr_assert(p64 && b64 && s64);
-  uint8_t buf[2048], sig[80];
-  long n = b64url_decode(p64, buf, sizeof buf - 1);
+  *p64 = json_string_value(json_object_get(j, "protected"));
+  *b64 = json_string_value(json_object_get(j, "payload"));
+  *s64 = json_string_value(json_object_get(j, "signature"));
+  cr_assert(*p64 && *b64 && *s64);
+  uint8_t buf[2048];
+  long n = b64url_decode(*p64, buf, sizeof buf - 1);
   cr_assert(n > 0);
   buf[n] = 0;
-  json_t *h = json_loads((char *)buf, 0, NULL);
-  cr_assert_not_null(h, "protected header: %s", buf);
+  *h = json_loads((char *)buf, 0, NULL);
+  cr_assert_not_null(*h, "protected header: %s", buf);
+  return j;
+}
+
+/* Decode a JWS, check its header and verify its ES256 signature. */
+static void check_jws(const char *jws, EVP_PKEY *key, const char *kid, const char *payload) {
+  const char *p64, *b64, *s64;
+  json_t *h, *j = jws_parts(jws, &p64, &b64, &s64, &h);
+  uint8_t buf[2048], sig[80];
+  long n;
   cr_assert(strcmp(json_string_value(json_object_get(h, "alg")), "ES256") == 0);
   cr_assert(strcmp(json_string_value(json_object_get(h, "nonce")), "n\"once") == 0, "escaped nonce");
   cr_assert(strcmp(json_string_value(json_object_get(h, "url")), "https://ca.example/acme/x") == 0);
@@ -211,6 +222,47 @@ static void jws_signed_requests(void) {
   char *b = acme_jws(k, "https://ca.example/acct/1", "n\"once", "https://ca.example/acme/x", NULL);
   check_jws(b, k, "https://ca.example/acct/1", NULL);
   free(b);
+  EVP_PKEY_free(k);
+}
+
+/* External Account Binding (RFC 8555 §7.3.4): HS256 over the account's JWK,
+ * bound to the newAccount URL, with no nonce; checked by recomputing the
+ * HMAC, as the CA does. */
+static void eab_binding(void) {
+  EVP_PKEY *k = acme_key_new();
+  cr_assert_not_null(k);
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)(0xe0 + i);
+  char *e = acme_eab_jws(k, "kid-\"1", key, sizeof key, "https://ca.example/acme/new-acct");
+  cr_assert_not_null(e);
+  const char *p64, *b64, *s64;
+  json_t *h, *j = jws_parts(e, &p64, &b64, &s64, &h);
+  uint8_t buf[1024];
+  long n;
+  cr_assert(strcmp(json_string_value(json_object_get(h, "alg")), "HS256") == 0);
+  cr_assert(strcmp(json_string_value(json_object_get(h, "kid")), "kid-\"1") == 0);
+  cr_assert(strcmp(json_string_value(json_object_get(h, "url")), "https://ca.example/acme/new-acct") == 0);
+  cr_assert(!json_object_get(h, "nonce") && !json_object_get(h, "jwk"), "RFC 8555: no nonce, no jwk");
+  json_decref(h);
+  char jwk[160];
+  cr_assert(acme_jwk(k, jwk, sizeof jwk) > 0);
+  n = b64url_decode(b64, buf, sizeof buf - 1);
+  cr_assert(n > 0);
+  buf[n] = 0;
+  cr_assert(strcmp((char *)buf, jwk) == 0, "the payload is the account's JWK");
+  char signing[1024];
+  snprintf(signing, sizeof signing, "%s.%s", p64, b64);
+  uint8_t want[32], got[64], other[32];
+  unsigned wl = 0;
+  cr_assert(HMAC(EVP_sha256(), key, sizeof key, (const uint8_t *)signing, strlen(signing), want, &wl) && wl == 32);
+  cr_assert_eq(b64url_decode(s64, got, sizeof got), 32, "HS256: 32 bytes");
+  cr_assert(memcmp(got, want, 32) == 0, "the HMAC does not verify");
+  key[0] ^= 1;
+  cr_assert(HMAC(EVP_sha256(), key, sizeof key, (const uint8_t *)signing, strlen(signing), other, &wl));
+  cr_assert(memcmp(got, other, 32) != 0, "another key must not verify");
+  json_decref(j);
+  free(e);
+  cr_assert(!acme_eab_jws(k, "kid", key, 0, "https://ca.example/x"), "an empty key is refused");
   EVP_PKEY_free(k);
 }
 
@@ -438,6 +490,7 @@ static const struct mini_test tests[] = {
     {"account_key_file", account_key_file},
     {"jwk_and_thumbprint", jwk_and_thumbprint},
     {"jws_signed_requests", jws_signed_requests},
+    {"eab_binding", eab_binding},
     {"url_split", url_split},
     {"https_bounds", https_bounds},
     {"tls_alpn_01", tls_alpn_01},

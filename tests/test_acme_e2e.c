@@ -125,6 +125,16 @@ static void write_file(const char *path, const char *text) {
   fclose(f);
 }
 
+/* External Account Binding: pebble requires it when eab_required, with one
+ * key, bytes 0xe0..0xff: pebble reads it as unpadded base64url, derpd gets
+ * it as padded standard base64 (what `gcloud` prints), so the test also
+ * proves derpd takes either form. */
+static bool eab_required;
+#define EAB_KID "kid-derpd"
+#define EAB_KEY_URL "4OHi4-Tl5ufo6err7O3u7_Dx8vP09fb3-Pn6-_z9_v8"
+#define EAB_KEY_STD "4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8="
+#define EAB_KEY_WRONG "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 /* The test directory, ports, pebble's TLS certificate (self-signed, for
  * 127.0.0.1: derpd's --acme-ca-file) and its configuration. */
 static void prepare(void) {
@@ -149,8 +159,9 @@ static void prepare(void) {
            "{\"pebble\": {\"listenAddress\": \"127.0.0.1:%u\", \"managementListenAddress\": \"127.0.0.1:%u\",\n"
            " \"certificate\": \"%s/pebble.crt\", \"privateKey\": \"%s/pebble.key\",\n"
            " \"httpPort\": %u, \"tlsPort\": %u, \"ocspResponderURL\": \"\",\n"
-           " \"externalAccountBindingRequired\": false}}\n",
-           p_acme, p_mgmt, dir, dir, p_http, p_tls);
+           " \"externalAccountBindingRequired\": %s,\n"
+           " \"externalAccountMACKeys\": {\"" EAB_KID "\": \"" EAB_KEY_URL "\"}}}\n",
+           p_acme, p_mgmt, dir, dir, p_http, p_tls, eab_required ? "true" : "false");
   snprintf(path, sizeof path, "%s/pebble.json", dir);
   write_file(path, json);
 }
@@ -181,16 +192,17 @@ static void start_ca(void) {
   wait_port(p_mgmt, "pebble's management interface");
 }
 
-/* derpd for HOST with -certmode letsencrypt against pebble. env: "NAME=value"
- * strings for derpd only (NULL-terminated), the DERPD_TEST_ACME_* knobs. */
-static void start_derpd(const char *const *env) {
+/* derpd for HOST with -certmode letsencrypt against pebble (or the given
+ * -certmode and other flags: mode_args). env: "NAME=value" strings for derpd
+ * only (NULL-terminated), the DERPD_TEST_ACME_* knobs. */
+static void start_derpd_mode(const char *const *env, const char *mode_args) {
   for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
-  char args[1024];
+  char args[1536];
   snprintf(args, sizeof args,
-           "-certmode letsencrypt -hostname " HOST " -certdir %s -http-port %u "
+           "%s -hostname " HOST " -certdir %s -http-port %u "
            "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt "
            "--metrics-listen 127.0.0.1:%u",
-           certdir, p_http, p_acme, dir, p_metrics);
+           mode_args, certdir, p_http, p_acme, dir, p_metrics);
   int rc = derpd_start_port(&srv, 2, p_tls, args);
   unsetenv("DERPD_TEST_ACME_CHALLENGE");
   unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
@@ -198,17 +210,22 @@ static void start_derpd(const char *const *env) {
   cr_assert_eq(rc, 0, "derpd did not start");
 }
 
+static void start_derpd(const char *const *env) { start_derpd_mode(env, "-certmode letsencrypt"); }
+
 /* ---- the log, the root, clients ---------------------------------------------- */
 
-static int log_count(const char *what) {
-  FILE *f = fopen(srv.log_path, "r");
+/* Lines of the file at path that contain what. */
+static int file_count(const char *path, const char *what) {
+  FILE *f = fopen(path, "r");
   if (!f) return 0;
-  char line[2048];
+  char line[4096];
   int n = 0;
   while (fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
   fclose(f);
   return n;
 }
+
+static int log_count(const char *what) { return file_count(srv.log_path, what); }
 
 static void wait_log_count(const char *what, int n, int ms) {
   int64_t end = e2e_now_ms() + ms;
@@ -395,10 +412,50 @@ static void ca_down_then_up_then_down(void) {
   cr_assert_eq(varz("derpd_tls_cert_not_after"), na, "the certificate served is the same");
 }
 
+/* derper v1.94's -certmode gcp against a CA that requires External Account
+ * Binding (pebble, standing in for Google Trust Services): a wrong HMAC key
+ * is refused by the CA and logged, with no certificate; the right one (given
+ * in the other base64 form) registers the account with its contact and gets
+ * the certificate, which clients then verify and relay through. */
+static void gcp_eab_and_contact(void) {
+  eab_required = true;
+  prepare();
+  eab_required = false;
+  start_ca();
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", NULL};
+  start_derpd_mode(env, "-certmode gcp -acme-eab-kid " EAB_KID " -acme-eab-key " EAB_KEY_WRONG
+                        " -acme-email ops@derp.acme.test");
+  wait_log_count("external account binding JWS verification error", 1, 15000);
+  cr_assert_eq(log_count(INSTALLED), 0, "a wrong EAB key got a certificate");
+  cr_assert_eq(log_count("acme: account "), 0, "a wrong EAB key registered an account");
+  cr_assert(log_count("-certmode gcp for " HOST " from https://127.0.0.1:") == 1,
+            "--acme-directory wins over gcp's default directory");
+  int st = -1;
+  cr_assert_eq(derpd_stop(&srv, &st), 0);
+  cr_assert_eq(st, 0);
+  derpd_kill(&srv);
+  start_derpd_mode(NULL, "-certmode gcp -acme-eab-kid " EAB_KID " -acme-eab-key " EAB_KEY_STD
+                         " -acme-email ops@derp.acme.test");
+  wait_log_count(INSTALLED, 1, 20000);
+  cr_assert_eq(log_count("(new, external account binding; contact mailto:ops@derp.acme.test)"), 1,
+               "the account as the CA answered: bound, with the contact");
+  char plog[128];
+  snprintf(plog, sizeof plog, "%s/pebble.log", dir);
+  cr_assert(file_count(plog, "Successful newAccount Binding with CA using kid \"" EAB_KID "\"") >= 1,
+            "pebble did not bind the account to " EAB_KID);
+  fetch_root();
+  struct derp_tls_info ia, ib;
+  struct derp_client *a = client(&ia), *b = client(&ib);
+  e2e_sync_route(a, b);
+  e2e_relay_check(a, b, 16);
+  e2e_relay_check(b, a, 16);
+}
+
 static const struct mini_test tests[] = {
     {"tls_alpn_obtain_and_renew", tls_alpn_obtain_and_renew},
     {"http01_obtain_and_restart", http01_obtain_and_restart},
     {"ca_down_then_up_then_down", ca_down_then_up_then_down},
+    {"gcp_eab_and_contact", gcp_eab_and_contact},
 };
 
 static bool in_path(const char *prog) {

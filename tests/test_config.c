@@ -398,7 +398,8 @@ Test(config, usage_mentions_every_flag) {
       "-tcp-user-timeout duration", "15s", "-rate-config string", "PerClientRateLimitBytesPerSec",
       "-version\n", "-derp\n", "-home string", "blank", "-secrets-url", "-secrets-path-prefix", "-secrets-cache-dir",
       "letsencrypt", "-acme-directory string", "https://acme-v02.api.letsencrypt.org/directory",
-      "-acme-ca-file string", "acme_account+key",
+      "-acme-ca-file string", "acme_account+key", "gcp", "https://dv.acme-v02.api.pki.goog/directory",
+      "-acme-email string", "-acme-eab-kid string", "-acme-eab-key string", "-acme-ip-certs", "-ace",
   };
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     cr_assert(strstr(buf, needles[i]), "usage lacks %s", needles[i]);
@@ -531,7 +532,8 @@ Test(config, tls_rules) {
   cr_assert_eq(PARSE(&c, "-dev", "-certmode=manual", "-http-port=8080"), 0);
   cr_assert(c.tls);
   cr_assert_eq(c.http_port, 8080);
-  ERR("invalid value \"acme\" for flag -certmode: want manual, selfsigned or letsencrypt", "-certmode", "acme");
+  ERR("invalid value \"acme\" for flag -certmode: want manual, selfsigned, letsencrypt or gcp", "-certmode",
+      "acme");
   ERR("invalid value \"-2\" for flag -http-port", "-http-port", "-2");
   ERR("invalid value \"65536\" for flag -http-port", "-http-port", "65536");
 }
@@ -619,6 +621,63 @@ Test(config, letsencrypt) {
   cr_assert(!acme_dns_name_ok("ex_ample.net"));
   cr_assert(!acme_dns_name_ok("1.2.3.4"));
   cr_assert(!acme_dns_name_ok(""));
+}
+
+/* derper v1.94's -certmode gcp and its ACME account flags: Google Trust
+ * Services' directory unless --acme-directory says otherwise; External
+ * Account Binding and a contact, both required by gcp, usable with
+ * letsencrypt; v1.90's -ace and v1.102's -acme-ip-certs refused by name. */
+#define GCP "-certmode", "gcp", "-hostname", "derp.example.net"
+#define EAB "-acme-eab-kid", "kid-1", "-acme-eab-key"
+Test(config, acme_account_and_gcp) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, GCP, EAB, "4OHi4-Tl5ufo6err7O3u7_Dx8vP09fb3-Pn6-_z9_v8", "-acme-email", "ops@example.net"),
+               0, "%s", err);
+  cr_assert(c.tls && config_acme(&c));
+  cr_assert_str_eq(c.acme_directory, "https://dv.acme-v02.api.pki.goog/directory");
+  cr_assert_str_eq(c.acme_eab_kid, "kid-1");
+  cr_assert_str_eq(c.acme_email, "ops@example.net");
+  cr_assert_eq(PARSE(&c, GCP, "--acme-directory", "https://127.0.0.1:14000/dir", EAB,
+                     "4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=", "-acme-email=ops@example.net"), 0, "%s", err);
+  cr_assert_str_eq(c.acme_directory, "https://127.0.0.1:14000/dir", "an explicit directory wins");
+  ERR("-certmode gcp needs -acme-eab-kid and -acme-eab-key", GCP, "-acme-email", "a@b.c");
+  ERR("-certmode gcp needs -acme-eab-kid and -acme-eab-key", GCP, "-acme-eab-kid", "k", "-acme-email", "a@b.c");
+  ERR("-certmode gcp needs -acme-email", GCP, EAB, "AAAA");
+  ERR("-certmode gcp: -hostname \"10.0.0.1\" is not a DNS name", "-certmode", "gcp", "-hostname", "10.0.0.1", EAB,
+      "AAAA", "-acme-email", "a@b.c");
+  ERR("-certmode gcp needs -hostname", "-certmode", "gcp", EAB, "AAAA", "-acme-email", "a@b.c");
+  ERR("-acme-eab-key: not base64url or base64", GCP, EAB, "not base64!", "-acme-email", "a@b.c");
+  ERR("-acme-eab-key: not base64url or base64", GCP, EAB, "4OHi4-Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=",
+      "-acme-email", "a@b.c"); /* the two alphabets mixed */
+  ERR("-acme-eab-key: not base64url or base64", GCP, EAB, "AB+", "-acme-email", "a@b.c"); /* std, unpadded */
+  /* letsencrypt takes them too (a CA behind --acme-directory may want EAB). */
+  cr_assert_eq(PARSE(&c, "-certmode", "letsencrypt", "-hostname", "derp.example.net", "-acme-email", "x@y.z"), 0,
+               "%s", err);
+  cr_assert_str_eq(c.acme_directory, "https://acme-v02.api.letsencrypt.org/directory");
+  cr_assert_str_eq(c.notes, "");
+  ERR("-acme-eab-kid and -acme-eab-key go together", "-certmode", "letsencrypt", "-hostname", "derp.example.net",
+      "-acme-eab-key", "AAAA");
+  static const char *const bad_mail[] = {"nobody", "@example.net", "a@", "a@b@c", "a b@c.d", "a@b.c,d@e.f"};
+  for (size_t i = 0; i < sizeof bad_mail / sizeof bad_mail[0]; i++)
+    ERR("want one address, name@domain", "-certmode", "letsencrypt", "-hostname", "derp.example.net",
+        "-acme-email", bad_mail[i]);
+  /* Outside ACME they change nothing, and the start-up log says so. */
+  cr_assert_eq(PARSE(&c, MANUAL, "-acme-email", "x@y.z"), 0, "%s", err);
+  cr_assert(strstr(c.notes, "-acme-email and -acme-eab-* have no effect"), "%s", c.notes);
+  ERR("-acme-ip-certs (Let's Encrypt certificates for IP addresses", "-acme-ip-certs");
+  ERR("-ace (derper v1.90's experimental embedded ACE server) is not supported", "-ace=true");
+  cr_assert_eq(PARSE(&c, MANUAL, "-acme-ip-certs=false", "-ace=false"), 0, "%s", err);
+}
+
+Test(config, eab_key_decode) {
+  uint8_t k[ACME_EAB_KEY_MAX];
+  cr_assert_eq(acme_eab_key_decode("4OHi4-Tl5ufo6err7O3u7_Dx8vP09fb3-Pn6-_z9_v8", k, sizeof k), 32);
+  for (int i = 0; i < 32; i++) cr_assert_eq(k[i], 0xe0 + i);
+  cr_assert_eq(acme_eab_key_decode("4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=", k, sizeof k), 32);
+  for (int i = 0; i < 32; i++) cr_assert_eq(k[i], 0xe0 + i);
+  cr_assert_eq(acme_eab_key_decode("", k, sizeof k), 0);
+  cr_assert_eq(acme_eab_key_decode("AAAA", k, 2), 0, "longer than the buffer");
+  cr_assert_eq(acme_eab_key_decode("AAAA", k, 3), 3);
 }
 
 Test(config, ktls) {

@@ -250,6 +250,11 @@ static const struct flag flags[] = {
     {"certdir", K_STRING, F(certdir), sizeof ((struct config *)0)->certdir, 0, 0, 0},
     {"acme-directory", K_STRING, F(acme_directory), sizeof ((struct config *)0)->acme_directory, 0, 0, 0},
     {"acme-ca-file", K_STRING, F(acme_ca_file), sizeof ((struct config *)0)->acme_ca_file, 0, 0, 0},
+    {"acme-email", K_STRING, F(acme_email), sizeof ((struct config *)0)->acme_email, 0, 0, 0},
+    {"acme-eab-kid", K_STRING, F(acme_eab_kid), sizeof ((struct config *)0)->acme_eab_kid, 0, 0, 0},
+    {"acme-eab-key", K_STRING, F(acme_eab_key), sizeof ((struct config *)0)->acme_eab_key, 0, 0, 0},
+    {"acme-ip-certs", K_BOOL, F(acme_ip_certs), 0, 0, 0, 0},
+    {"ace", K_BOOL, F(ace), 0, 0, 0, 0},
     {"http-port", K_INT, F(http_port), 0, -1, 65535, 0},
     {"ktls", K_KTLS, F(ktls_mode), 0, 0, 0, 0},
     {"mesh-psk-file", K_STRING, F(mesh_psk_file), sizeof ((struct config *)0)->mesh_psk_file, 0, 0, 0},
@@ -458,6 +463,12 @@ static int check_derper_flags(struct config *c, struct perr *e) {
   if (c->secrets_url[0])
     return errf(e, "-secrets-url (a setec server for the mesh key) is not supported by derpd: "
                    "use -mesh-psk-file");
+  if (c->acme_ip_certs)
+    return errf(e, "-acme-ip-certs (Let's Encrypt certificates for IP addresses, derper v1.102) is not "
+                   "supported by derpd: an IP-only server uses -certmode selfsigned (clients pin its "
+                   "sha256 in the DERP map's CertName) or -certmode manual");
+  if (c->ace)
+    return errf(e, "-ace (derper v1.90's experimental embedded ACE server) is not supported by derpd");
   c->notes[0] = 0;
   if (strcmp(c->secrets_prefix, "prod/derp") != 0 || c->secrets_cache[0])
     snprintf(c->notes, sizeof c->notes, "-secrets-path-prefix and -secrets-cache-dir have no effect "
@@ -514,8 +525,12 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
    * derper's -dev overrides -a (docs/operations.md, "Moving from derper"). */
   if (c->dev && !addr_set) { c->listen_host[0] = 0; c->listen_port = DEV_PORT; }
   if (c->certmode[0] && strcmp(c->certmode, "manual") != 0 && strcmp(c->certmode, "selfsigned") != 0 &&
-      strcmp(c->certmode, "letsencrypt") != 0)
-    return bad_value(&e, "certmode", c->certmode, "want manual, selfsigned or letsencrypt");
+      strcmp(c->certmode, "letsencrypt") != 0 && strcmp(c->certmode, "gcp") != 0)
+    return bad_value(&e, "certmode", c->certmode, "want manual, selfsigned, letsencrypt or gcp");
+  /* gcp is ACME against Google's CA, as derper; --acme-directory still
+   * points it elsewhere (a test CA). */
+  if (strcmp(c->certmode, "gcp") == 0 && strcmp(c->acme_directory, CONFIG_ACME_DIRECTORY_DEFAULT) == 0)
+    strcpy(c->acme_directory, CONFIG_ACME_DIRECTORY_GCP);
   /* derper v1.78 serves TLS when the port is 443 or -certmode is manual, and
    * its -certmode defaults to letsencrypt: so port 443 without -certmode is
    * letsencrypt, any other port without it plain HTTP, as here. derpd also
@@ -527,8 +542,12 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     strcpy(c->certmode, "letsencrypt");
     c->certmode_defaulted = true;
   }
-  if (strcmp(c->certmode, "letsencrypt") == 0 && acme_config_check(c, !certmode_given, err, errlen) < 0)
-    return -1;
+  if (config_acme(c) && acme_config_check(c, !certmode_given, err, errlen) < 0) return -1;
+  if (!config_acme(c) && (c->acme_email[0] || c->acme_eab_kid[0] || c->acme_eab_key[0])) {
+    size_t n = strlen(c->notes);
+    snprintf(c->notes + n, sizeof c->notes - n, "%s-acme-email and -acme-eab-* have no effect without "
+             "-certmode letsencrypt or gcp", n ? "; " : "");
+  }
   if (c->tls && !c->certdir[0])
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
   if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
@@ -545,6 +564,10 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   if (c->tcp_keepalive_ms > 32767 * 1000LL)
     return errf(&e, "invalid value for flag -tcp-keepalive-time: must be at most 32767s (9h6m7s)");
   return 0;
+}
+
+bool config_acme(const struct config *c) {
+  return strcmp(c->certmode, "letsencrypt") == 0 || strcmp(c->certmode, "gcp") == 0;
 }
 
 void config_usage(FILE *out, const char *prog) {
@@ -596,19 +619,32 @@ void config_usage(FILE *out, const char *prog) {
 "        IP-only servers; the log shows the sha256 to pin); letsencrypt:\n"
 "        the same files, obtained and renewed over ACME for -hostname (a DNS\n"
 "        name that resolves here; challenges tls-alpn-01 on this port and\n"
-"        http-01 on -http-port). Without -certmode, port 443 serves TLS with\n"
-"        letsencrypt and other ports plain HTTP, as derper (default\n"
-"        \"letsencrypt\")\n"
+"        http-01 on -http-port); gcp: as letsencrypt, from Google Trust\n"
+"        Services (" CONFIG_ACME_DIRECTORY_GCP "),\n"
+"        which needs -acme-eab-kid, -acme-eab-key and -acme-email. Without\n"
+"        -certmode, port 443 serves TLS with letsencrypt and other ports\n"
+"        plain HTTP, as derper (default \"letsencrypt\")\n"
 "  -certdir string\n"
 "        directory of the certificate files (default\n"
 "        \"$HOME/.cache/tailscale/derper-certs\"); SIGHUP reloads them.\n"
 "        letsencrypt also keeps its ACME account key there (acme_account+key)\n"
 "  -acme-directory string\n"
-"        with -certmode letsencrypt, the ACME server's directory URL (default\n"
-"        \"" CONFIG_ACME_DIRECTORY_DEFAULT "\")\n"
+"        with -certmode letsencrypt or gcp, the ACME server's directory URL\n"
+"        (default \"" CONFIG_ACME_DIRECTORY_DEFAULT "\")\n"
 "  -acme-ca-file string\n"
-"        with -certmode letsencrypt, PEM roots that verify the ACME server\n"
+"        with letsencrypt or gcp, PEM roots that verify the ACME server\n"
 "        (a private or test CA); default: the system's roots\n"
+"  -acme-email string\n"
+"        with letsencrypt or gcp, the ACME account's contact address (the CA\n"
+"        mails expiry and policy notices there); default: none\n"
+"  -acme-eab-kid string\n"
+"        with letsencrypt or gcp, the External Account Binding key ID the CA\n"
+"        gave (for CAs that require one: gcp, or another via --acme-directory)\n"
+"  -acme-eab-key string\n"
+"        the External Account Binding HMAC key, base64url or base64\n"
+"  -acme-ip-certs, -ace\n"
+"        derper's certificates for IP addresses and embedded ACE server: not\n"
+"        supported (refused at start)\n"
 "  -http-port int\n"
 "        with TLS, a plain-HTTP helper on this port: /generate_204, ACME\n"
 "        http-01 answers with letsencrypt, and a redirect to https for\n"

@@ -12,6 +12,8 @@
 
 /* Let's Encrypt's production directory (--acme-directory's default). */
 #define CONFIG_ACME_DIRECTORY_DEFAULT "https://acme-v02.api.letsencrypt.org/directory"
+/* Google Trust Services' ACME directory: -certmode gcp's default (derper's). */
+#define CONFIG_ACME_DIRECTORY_GCP "https://dv.acme-v02.api.pki.goog/directory"
 
 struct config {
   char listen_host[256];     /* -a host part; "" = all addresses */
@@ -38,12 +40,15 @@ struct config {
                                 only; -1 = none (default) */
   /* TLS: on when the port is 443 or -certmode is given (derper: 443 or manual). */
   bool certmode_defaulted;    /* letsencrypt because port 443 came without -certmode */
-  char certmode[16];         /* -certmode: "manual", "selfsigned", "letsencrypt" (ACME,
-                                src/server/acme/); not given: "letsencrypt" with TLS,
-                                as derper's default, else "" */
+  char certmode[16];         /* -certmode: "manual", "selfsigned", "letsencrypt" or "gcp"
+                                (both ACME, src/server/acme/); not given: "letsencrypt"
+                                with TLS, as derper's default, else "" */
   char certdir[1024];        /* -certdir: <certdir>/<hostname>.crt and .key */
   char acme_directory[1024]; /* --acme-directory: the ACME server's directory URL */
   char acme_ca_file[1024];   /* --acme-ca-file: roots for the ACME server ("" = system's) */
+  char acme_email[256];      /* -acme-email: the ACME account's contact ("" = none) */
+  char acme_eab_kid[256];    /* -acme-eab-kid: External Account Binding key ID ("" = no EAB) */
+  char acme_eab_key[256];    /* -acme-eab-key: its HMAC key, base64 or base64url */
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
   int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
   /* Region (derper's flags). */
@@ -78,6 +83,8 @@ struct config {
   char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
   char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
   char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
+  bool acme_ip_certs;        /* -acme-ip-certs (derper v1.102): refused, not supported */
+  bool ace;                  /* -ace (derper v1.90, experimental): refused */
   char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */
 };
@@ -88,6 +95,8 @@ void config_defaults(struct config *c);
  * (exit 2). */
 int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
 void config_usage(FILE *out, const char *prog);
+/* Whether certificates come from an ACME CA: -certmode letsencrypt or gcp. */
+bool config_acme(const struct config *c);
 /* Parse a Go duration ("300ms", "1.5h", "2m3s") into milliseconds; -1 on error. */
 int64_t config_parse_duration_ms(const char *s);
 /* Depths of the rings between each ordered pair of n shards: *data for the

@@ -234,6 +234,11 @@ static void *worker(void *arg) {
     log_error("acme: cannot start: %s; no certificates will be obtained or renewed", err);
     return NULL;
   }
+  if (acme_client_account(&c, W.cfg->acme_email, W.cfg->acme_eab_kid, W.cfg->acme_eab_key) != 0) {
+    log_error("acme: -acme-eab-key does not decode; no certificates will be obtained or renewed");
+    acme_client_free(&c);
+    return NULL;
+  }
   time_t installed = 0;
   long backoff = W.retry_first_ms;
   bool told = false;
@@ -289,7 +294,7 @@ static long env_long(const char *name, long dflt) {
 }
 
 int acme_init(const struct config *cfg, char *err, size_t errlen) {
-  if (strcmp(cfg->certmode, "letsencrypt") != 0) return 0;
+  if (!config_acme(cfg)) return 0;
   W.cfg = cfg;
   snprintf(W.crt, sizeof W.crt, "%s/%s.crt", cfg->certdir, cfg->hostname);
   snprintf(W.key, sizeof W.key, "%s/%s.key", cfg->certdir, cfg->hostname);
@@ -325,8 +330,8 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
   }
   acme_chal_enable();
   W.on = true;
-  log_info("acme: -certmode letsencrypt for %s from %s; challenges: %s%s%s", cfg->hostname, cfg->acme_directory,
-           W.types[0], W.ntypes > 1 ? ", " : "", W.ntypes > 1 ? W.types[1] : "");
+  log_info("acme: -certmode %s for %s from %s; challenges: %s%s%s", cfg->certmode, cfg->hostname,
+           cfg->acme_directory, W.types[0], W.ntypes > 1 ? ", " : "", W.ntypes > 1 ? W.types[1] : "");
   /* Said once, because a setup that relied on derpd's old manual default
    * now asks a CA: the line names the flag that keeps the old behaviour. */
   if (cfg->certmode_defaulted)

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 #include <openssl/err.h>
+#include <openssl/mem.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -149,13 +150,50 @@ static int load_directory(struct acme_client *c, char *err, size_t errlen) {
   return 0;
 }
 
+/* newAccount's payload: the terms agreed, the contact, the EAB (bound to
+ * this newAccount URL). NULL on failure. */
+static char *account_payload(struct acme_client *c) {
+  json_t *j = json_pack("{s:b}", "termsOfServiceAgreed", 1);
+  if (j && c->email[0]) {
+    char mailto[sizeof c->email + 8];
+    snprintf(mailto, sizeof mailto, "mailto:%s", c->email);
+    json_object_set_new(j, "contact", json_pack("[s]", mailto));
+  }
+  if (j && c->eab_kid[0]) {
+    char *eab = acme_eab_jws(c->key, c->eab_kid, c->eab_key, c->eab_keylen, c->new_account);
+    json_t *e = eab ? json_loads(eab, 0, NULL) : NULL;
+    free(eab);
+    if (!e) {
+      json_decref(j);
+      return NULL;
+    }
+    json_object_set_new(j, "externalAccountBinding", e);
+  }
+  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  json_decref(j);
+  return s;
+}
+
 static int register_account(struct acme_client *c, char *err, size_t errlen) {
   struct acme_resp r;
-  if (post(c, c->new_account, "{\"termsOfServiceAgreed\":true}", &r, NULL, err, errlen) != 0) return -1;
+  char *payload = account_payload(c);
+  if (!payload) return errf(err, errlen, "newAccount: could not build the request");
+  int rc = post(c, c->new_account, payload, &r, NULL, err, errlen);
+  free(payload);
+  if (rc != 0) return -1;
+  /* The account object, for the log only: a body that is not one is no error. */
+  json_t *acct = r.body ? json_loads(r.body, 0, NULL) : NULL;
   acme_resp_free(&r);
-  if (!r.location[0]) return errf(err, errlen, "newAccount: HTTP %d without the account URL", r.status);
+  if (!r.location[0]) {
+    json_decref(acct);
+    return errf(err, errlen, "newAccount: HTTP %d without the account URL", r.status);
+  }
   copy(c->kid, sizeof c->kid, r.location);
-  log_info("acme: account %s (%s)", c->kid, r.status == 201 ? "new" : "existing");
+  /* The contact as the CA keeps it (an existing account keeps its own). */
+  const char *contact = json_string_value(json_array_get(json_object_get(acct, "contact"), 0));
+  log_info("acme: account %s (%s%s; contact %s)", c->kid, r.status == 201 ? "new" : "existing",
+           c->eab_kid[0] ? ", external account binding" : "", contact ? contact : "none");
+  json_decref(acct);
   return 0;
 }
 
@@ -417,4 +455,14 @@ int acme_client_init(struct acme_client *c, EVP_PKEY *account_key, const char *d
   return acme_https_init(&c->https, ca_file, stop_fd, REQUEST_TIMEOUT_MS, err, errlen);
 }
 
-void acme_client_free(struct acme_client *c) { acme_https_free(&c->https); }
+int acme_client_account(struct acme_client *c, const char *email, const char *eab_kid, const char *eab_key) {
+  copy(c->email, sizeof c->email, email);
+  copy(c->eab_kid, sizeof c->eab_kid, eab_kid);
+  c->eab_keylen = eab_kid[0] ? acme_eab_key_decode(eab_key, c->eab_key, sizeof c->eab_key) : 0;
+  return eab_kid[0] && !c->eab_keylen ? -1 : 0;
+}
+
+void acme_client_free(struct acme_client *c) {
+  OPENSSL_cleanse(c->eab_key, sizeof c->eab_key);
+  acme_https_free(&c->https);
+}

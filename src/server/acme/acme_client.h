@@ -9,9 +9,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/evp.h>
 
+#include "server/acme/acme_config.h"
 #include "server/acme/acme_https.h"
 
 #define ACME_CHAL_TLS_ALPN "tls-alpn-01"
@@ -28,6 +30,10 @@ struct acme_client {
   const char *types[2];          /* challenge types, preferred first */
   int ntypes;
   int next_type;                 /* as autocert: a type that failed is not tried again */
+  char email[256];               /* the account's contact, "" = none */
+  char eab_kid[256];             /* External Account Binding, "" = none */
+  uint8_t eab_key[ACME_EAB_KEY_MAX];
+  size_t eab_keylen;
 };
 
 /* directory: the URL; ca_file: roots for the CA ("" = system's); types:
@@ -36,6 +42,10 @@ int acme_client_init(struct acme_client *c, EVP_PKEY *account_key, const char *d
                      const char *ca_file, const char *const *types, int ntypes, int stop_fd,
                      char *err, size_t errlen);
 void acme_client_free(struct acme_client *c);
+/* What newAccount sends besides agreeing to the terms: a contact address
+ * (email, "" = none) and an External Account Binding (eab_kid "" = none;
+ * eab_key as -acme-eab-key gives it). 0, or -1 when the key does not decode. */
+int acme_client_account(struct acme_client *c, const char *email, const char *eab_kid, const char *eab_key);
 
 /* Get a certificate for host: a new P-256 key (*key_out) and the chain the
  * CA issued, PEM, leaf first (*chain_out, free()). 0, or -1 with err. */

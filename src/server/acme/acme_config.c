@@ -1,10 +1,12 @@
-/* acme_config.c: the checks -certmode letsencrypt makes at parse time
- * (acme_config.h). Nothing is opened here. */
+/* acme_config.c: the checks -certmode letsencrypt and gcp make at parse
+ * time (acme_config.h). Nothing is opened here. */
 #include "server/acme/acme_config.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include <sodium.h>
 
 #include "server/config.h"
 
@@ -43,7 +45,57 @@ static const char *placeholder(const char *host) {
 #define MANUAL "-certmode manual with -certdir holding <hostname>.crt and .key"
 #define PLAIN "serve plain HTTP (-dev, or -a on a port other than 443)"
 
+size_t acme_eab_key_decode(const char *s, uint8_t *out, size_t cap) {
+  static const int variants[] = {sodium_base64_VARIANT_URLSAFE_NO_PADDING, sodium_base64_VARIANT_ORIGINAL};
+  for (int i = 0; i < 2; i++) {
+    size_t n = 0;
+    const char *end = NULL;
+    if (sodium_base642bin(out, cap, s, strlen(s), NULL, &n, &end, variants[i]) == 0 && *end == 0 && n > 0)
+      return n;
+  }
+  return 0;
+}
+
+/* -acme-email: what autocert puts after "mailto:"; the CA judges the rest. */
+static bool email_ok(const char *s) {
+  const char *at = strchr(s, '@');
+  if (!at || at == s || !at[1] || strchr(at + 1, '@')) return false;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+    if (*p <= ' ' || *p == 0x7f || *p == ',' || *p == '<' || *p == '>') return false;
+  return true;
+}
+
+static int eab_check(const struct config *c, char *err, size_t errlen) {
+  bool gcp = strcmp(c->certmode, "gcp") == 0;
+  if (gcp && (!c->acme_eab_kid[0] || !c->acme_eab_key[0])) {
+    snprintf(err, errlen, "-certmode gcp needs -acme-eab-kid and -acme-eab-key (Google Trust Services' "
+                          "External Account Binding: `gcloud publicca external-account-keys create`)");
+    return -1;
+  }
+  if (gcp && !c->acme_email[0]) {
+    snprintf(err, errlen, "-certmode gcp needs -acme-email (the ACME account's contact address)");
+    return -1;
+  }
+  if (!c->acme_eab_kid[0] != !c->acme_eab_key[0]) {
+    snprintf(err, errlen, "-acme-eab-kid and -acme-eab-key go together (External Account Binding)");
+    return -1;
+  }
+  uint8_t key[ACME_EAB_KEY_MAX];
+  if (c->acme_eab_key[0] && !acme_eab_key_decode(c->acme_eab_key, key, sizeof key)) {
+    snprintf(err, errlen, "-acme-eab-key: not base64url or base64 (or empty): the HMAC key as the CA gave it");
+    return -1;
+  }
+  sodium_memzero(key, sizeof key);
+  if (c->acme_email[0] && !email_ok(c->acme_email)) {
+    snprintf(err, errlen, "-acme-email \"%.64s\": want one address, name@domain", c->acme_email);
+    return -1;
+  }
+  return 0;
+}
+
 int acme_config_check(const struct config *c, bool by_default, char *err, size_t errlen) {
+  if (eab_check(c, err, errlen) < 0) return -1;
+  bool gcp = strcmp(c->certmode, "gcp") == 0;
   const char *ph = placeholder(c->hostname);
   if (ph && by_default) {
     snprintf(err, errlen, BY_DEFAULT "which needs -hostname, and \"%s\" is %s: set -hostname to this "
@@ -52,16 +104,16 @@ int acme_config_check(const struct config *c, bool by_default, char *err, size_t
     return -1;
   }
   if (ph) {
-    snprintf(err, errlen, "-certmode letsencrypt needs -hostname: the DNS name clients dial, which must "
+    snprintf(err, errlen, "-certmode %s needs -hostname: the DNS name clients dial, which must "
                           "resolve to this server (\"%s\" is %s); or use " MANUAL " instead",
-             c->hostname, ph);
+             c->certmode, c->hostname, ph);
     return -1;
   }
   if (!acme_dns_name_ok(c->hostname)) {
-    snprintf(err, errlen, "%s-hostname \"%.64s\" is not a DNS name with a dot (an IP address needs "
+    snprintf(err, errlen, "%s%s-hostname \"%.64s\" is not a DNS name with a dot (an IP address needs "
                           "-certmode manual or selfsigned)%s",
-             by_default ? BY_DEFAULT "and " : "-certmode letsencrypt: ", c->hostname,
-             by_default ? "; or " PLAIN : "");
+             by_default ? BY_DEFAULT "and " : "-certmode ", by_default ? "" : gcp ? "gcp: " : "letsencrypt: ",
+             c->hostname, by_default ? "; or " PLAIN : "");
     return -1;
   }
   if (strncasecmp(c->acme_directory, "https://", 8) != 0 || !c->acme_directory[8]) {

@@ -17,6 +17,7 @@
 #include <openssl/ec_key.h>
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/mem.h>
 #include <openssl/nid.h>
 #include <openssl/pem.h>
@@ -193,6 +194,48 @@ static int es256(EVP_PKEY *key, const char *msg, size_t n, uint8_t sig[64]) {
   return ok ? 0 : -1;
 }
 
+/* How a JWS is signed: ES256 with the account key, or HS256 with an EAB key. */
+struct signer {
+  EVP_PKEY *key;                /* ES256 when set */
+  const uint8_t *hmac_key;      /* else HS256 */
+  size_t hmac_len;
+};
+
+/* Sign base64url(prot) "." base64url(payload) and pack the flattened JWS
+ * (free()); takes prot (json_decref). NULL on failure. */
+static char *flattened(json_t *prot, const char *payload, size_t plen, const struct signer *sg) {
+  char *ph = prot ? json_dumps(prot, JSON_COMPACT) : NULL;
+  json_decref(prot);
+  char *p64 = ph ? acme_b64url_dup(ph, strlen(ph)) : NULL;
+  char *b64 = payload ? acme_b64url_dup(payload, plen) : strdup("");
+  free(ph);
+  char *out = NULL, *signing = NULL;
+  uint8_t sig[EVP_MAX_MD_SIZE > 64 ? EVP_MAX_MD_SIZE : 64];
+  unsigned siglen = 0;
+  char s64[90];
+  if (p64 && b64 && (signing = malloc(strlen(p64) + strlen(b64) + 2))) {
+    sprintf(signing, "%s.%s", p64, b64);
+    size_t n = strlen(signing);
+    bool ok;
+    if (sg->key) {
+      ok = es256(sg->key, signing, n, sig) == 0;
+      siglen = 64;
+    } else {
+      ok = HMAC(EVP_sha256(), sg->hmac_key, sg->hmac_len, (const uint8_t *)signing, n, sig, &siglen) &&
+           siglen == SHA256_DIGEST_LENGTH;
+    }
+    if (ok && acme_b64url(sig, siglen, s64, sizeof s64)) {
+      json_t *j = json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", b64, "signature", s64);
+      out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+      json_decref(j);
+    }
+  }
+  free(signing);
+  free(p64);
+  free(b64);
+  return out;
+}
+
 char *acme_jws(EVP_PKEY *key, const char *kid, const char *nonce, const char *url, const char *payload) {
   if (!p256(key)) return NULL;
   json_t *prot = json_object();
@@ -210,25 +253,15 @@ char *acme_jws(EVP_PKEY *key, const char *kid, const char *nonce, const char *ur
   }
   json_object_set_new(prot, "nonce", json_string(nonce));
   json_object_set_new(prot, "url", json_string(url));
-  char *ph = json_dumps(prot, JSON_COMPACT);
-  json_decref(prot);
-  char *p64 = ph ? acme_b64url_dup(ph, strlen(ph)) : NULL;
-  char *b64 = payload ? acme_b64url_dup(payload, strlen(payload)) : strdup("");
-  free(ph);
-  char *out = NULL, *signing = NULL;
-  uint8_t sig[64];
-  char s64[90];
-  if (p64 && b64 && (signing = malloc(strlen(p64) + strlen(b64) + 2))) {
-    sprintf(signing, "%s.%s", p64, b64);
-    if (es256(key, signing, strlen(signing), sig) == 0) {
-      acme_b64url(sig, sizeof sig, s64, sizeof s64);
-      json_t *j = json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", b64, "signature", s64);
-      out = j ? json_dumps(j, JSON_COMPACT) : NULL;
-      json_decref(j);
-    }
-  }
-  free(signing);
-  free(p64);
-  free(b64);
-  return out;
+  struct signer sg = {.key = key};
+  return flattened(prot, payload, payload ? strlen(payload) : 0, &sg);
+}
+
+char *acme_eab_jws(EVP_PKEY *account_key, const char *eab_kid, const uint8_t *hmac_key, size_t keylen,
+                   const char *url) {
+  char jwk[160];
+  size_t jn = acme_jwk(account_key, jwk, sizeof jwk);
+  if (!jn || !keylen) return NULL;
+  struct signer sg = {.hmac_key = hmac_key, .hmac_len = keylen};
+  return flattened(json_pack("{s:s, s:s, s:s}", "alg", "HS256", "kid", eab_kid, "url", url), jwk, jn, &sg);
 }

@@ -38,4 +38,11 @@ int acme_thumbprint(EVP_PKEY *key, char out[44]);
  * NULL on failure. */
 char *acme_jws(EVP_PKEY *key, const char *kid, const char *nonce, const char *url, const char *payload);
 
+/* The externalAccountBinding of a newAccount request (RFC 8555 §7.3.4): a
+ * flattened JWS, as JSON (free()), whose protected header is
+ * {"alg":"HS256","kid":eab_kid,"url":url}, whose payload is the account's
+ * JWK, signed HMAC-SHA256 with the CA's key. NULL on failure. */
+char *acme_eab_jws(EVP_PKEY *account_key, const char *eab_kid, const uint8_t *hmac_key, size_t keylen,
+                   const char *url);
+
 #endif

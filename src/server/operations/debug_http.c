@@ -130,7 +130,7 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
                         .now_mono_ms = now_ms(), .bdns_queried = bootstrap_dns_queried(s->debug->bdns)};
   v.tls = s->tls;
   if (v.tls) v.cert_not_after = tls_cert_not_after();
-  v.acme = v.tls && strcmp(s->cfg.certmode, "letsencrypt") == 0;
+  v.acme = v.tls && config_acme(&s->cfg);
   if (v.acme) acme_counts(&v.acme_issued, &v.acme_failed);
   v.rate_config = s->cfg.rate_config[0] != 0;
   if (v.rate_config) {

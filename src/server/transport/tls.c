@@ -378,7 +378,7 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
   g.host_is_ip = inet_pton(AF_INET, cfg->hostname, addr) == 1 ||
                  inet_pton(AF_INET6, cfg->hostname, addr) == 1;
   g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
-  g.acme = strcmp(cfg->certmode, "letsencrypt") == 0;
+  g.acme = config_acme(cfg);
   SSL_CTX *ctx = build_ctx(true, err, errlen);
   if (!ctx && g.acme) {
     log_warn("tls: %s; serving without a certificate until ACME gets one", err);
