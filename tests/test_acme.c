@@ -36,6 +36,7 @@
 
 #include "server/acme/acme_chal.h"
 #include "server/acme/acme_https.h"
+#include "server/acme/acme_ipcert.h"
 #include "server/acme/acme_jws.h"
 #include "server/protocol/http.h"
 
@@ -266,6 +267,32 @@ static void eab_binding(void) {
   EVP_PKEY_free(k);
 }
 
+/* -acme-ip-certs' table: addresses kept in canonical form, each once, at
+ * most ACME_IPCERT_MAX; files named as derper names them. (The handshake
+ * side is test_acme_e2e's.) */
+static void ipcert_table(void) {
+  char a[ACME_IPCERT_TEXT], p[256];
+  acme_ipcert_add("::ffff:192.0.2.1");
+  acme_ipcert_add("192.0.2.1");
+  acme_ipcert_add("2001:DB8:0::1");
+  acme_ipcert_add("derp.example.net"); /* not an address: ignored */
+  cr_assert(acme_ipcert_addr(0, a, sizeof a) && strcmp(a, "192.0.2.1") == 0, "%s", a);
+  cr_assert(acme_ipcert_addr(1, a, sizeof a) && strcmp(a, "2001:db8::1") == 0, "%s", a);
+  cr_assert(!acme_ipcert_addr(2, a, sizeof a), "a v4-mapped twin or a name made an entry");
+  for (int i = 0; i < 2 * ACME_IPCERT_MAX; i++) {
+    snprintf(p, sizeof p, "198.51.100.%d", i + 1);
+    acme_ipcert_add(p);
+  }
+  cr_assert(acme_ipcert_addr(ACME_IPCERT_MAX - 1, a, sizeof a), "the table fills to its bound");
+  cr_assert(!acme_ipcert_addr(ACME_IPCERT_MAX, a, sizeof a), "and no further");
+  acme_ipcert_free();
+  cr_assert(!acme_ipcert_addr(0, a, sizeof a), "freed");
+  acme_ipcert_path("/c", "2001:db8::1", ".crt", p, sizeof p);
+  cr_assert(strcmp(p, "/c/2001.db8..1.crt") == 0, "%s", p);
+  acme_ipcert_path("/c", "192.0.2.1", ".key", p, sizeof p);
+  cr_assert(strcmp(p, "/c/192.0.2.1.key") == 0, "%s", p);
+}
+
 /* ---- HTTP ------------------------------------------------------------------- */
 
 static void url_split(void) {
@@ -491,6 +518,7 @@ static const struct mini_test tests[] = {
     {"jwk_and_thumbprint", jwk_and_thumbprint},
     {"jws_signed_requests", jws_signed_requests},
     {"eab_binding", eab_binding},
+    {"ipcert_table", ipcert_table},
     {"url_split", url_split},
     {"https_bounds", https_bounds},
     {"tls_alpn_01", tls_alpn_01},

@@ -195,19 +195,23 @@ static void start_ca(void) {
 /* derpd for HOST with -certmode letsencrypt against pebble (or the given
  * -certmode and other flags: mode_args). env: "NAME=value" strings for derpd
  * only (NULL-terminated), the DERPD_TEST_ACME_* knobs. */
-static void start_derpd_mode(const char *const *env, const char *mode_args) {
+static void start_derpd_host(const char *const *env, const char *mode_args, const char *host) {
   for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
   char args[1536];
   snprintf(args, sizeof args,
-           "%s -hostname " HOST " -certdir %s -http-port %u "
+           "%s -hostname %s -certdir %s -http-port %u "
            "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt "
            "--metrics-listen 127.0.0.1:%u",
-           mode_args, certdir, p_http, p_acme, dir, p_metrics);
+           mode_args, host, certdir, p_http, p_acme, dir, p_metrics);
   int rc = derpd_start_port(&srv, 2, p_tls, args);
   unsetenv("DERPD_TEST_ACME_CHALLENGE");
   unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
   unsetenv("DERPD_TEST_ACME_RETRY_MS");
   cr_assert_eq(rc, 0, "derpd did not start");
+}
+
+static void start_derpd_mode(const char *const *env, const char *mode_args) {
+  start_derpd_host(env, mode_args, HOST);
 }
 
 static void start_derpd(const char *const *env) { start_derpd_mode(env, "-certmode letsencrypt"); }
@@ -255,22 +259,43 @@ static void fetch_root(void) {
   acme_https_free(&h);
 }
 
-/* A client that verifies derpd's chain against pebble's root and HOST, or
+/* A client that sends sni and verifies derpd's chain against pebble's root
+ * and that name (sni NULL: no SNI, and the address 127.0.0.1 verified), or
  * (insecure) takes any chain. */
-static struct derp_client *try_client_v(bool verify, struct derp_tls_info *info, char *err, size_t errlen) {
+static struct derp_client *try_client_sni(const char *sni, bool verify, struct derp_tls_info *info, char *err,
+                                          size_t errlen) {
   derp_privkey priv;
   derp_key pub;
   derp_key_generate(&priv, &pub);
   struct derp_client_opts o = {.host = "127.0.0.1", .port = srv.port, .priv = &priv,
                                .server_key = &srv.server_key, .timeout_ms = 5000};
-  struct derp_tls_opts t = {.sni = HOST, .ca_file = verify ? root_pem : NULL, .insecure_skip_verify = !verify};
+  struct derp_tls_opts t = {.sni = sni, .ca_file = verify ? root_pem : NULL, .insecure_skip_verify = !verify};
   struct derp_client *c = NULL;
   if (derp_client_connect_tls(&c, &o, &t, info, err, errlen) < 0) return NULL;
   return c;
 }
 
+static struct derp_client *try_client_v(bool verify, struct derp_tls_info *info, char *err, size_t errlen) {
+  return try_client_sni(HOST, verify, info, err, errlen);
+}
+
 static struct derp_client *try_client(struct derp_tls_info *info, char *err, size_t errlen) {
   return try_client_v(true, info, err, errlen);
+}
+
+static struct derp_client *keep_client(struct derp_client *c) {
+  for (int i = 0; i < MAX_CLIENTS; i++)
+    if (!clients[i]) return clients[i] = c;
+  cr_assert_fail("too many clients");
+}
+
+/* A verified client for sni (NULL: by address, 127.0.0.1), kept for teardown. */
+static struct derp_client *client_sni(const char *sni, struct derp_tls_info *info) {
+  char err[300] = "";
+  struct derp_client *c = try_client_sni(sni, true, info, err, sizeof err);
+  if (!c) derpd_dump_log(&srv, 4000);
+  cr_assert_not_null(c, "TLS client (SNI %s): %s", sni ? sni : "none", err);
+  return keep_client(c);
 }
 
 static struct derp_client *client(struct derp_tls_info *info) {
@@ -278,9 +303,19 @@ static struct derp_client *client(struct derp_tls_info *info) {
   struct derp_client *c = try_client(info, err, sizeof err);
   if (!c) derpd_dump_log(&srv, 4000);
   cr_assert_not_null(c, "TLS client: %s", err);
-  for (int i = 0; i < MAX_CLIENTS; i++)
-    if (!clients[i]) return clients[i] = c;
-  cr_assert_fail("too many clients");
+  return keep_client(c);
+}
+
+/* Close every client, stop derpd (exit 0 on SIGTERM), before a restart. */
+static void stop_derpd_clean(void) {
+  for (int i = 0; i < MAX_CLIENTS; i++) {
+    derp_client_close(clients[i]);
+    clients[i] = NULL;
+  }
+  int status = -1;
+  cr_assert_eq(derpd_stop(&srv, &status), 0);
+  cr_assert_eq(status, 0);
+  derpd_kill(&srv);
 }
 
 static void check_files(void) {
@@ -350,12 +385,7 @@ static void http01_obtain_and_restart(void) {
   st = http_request(&p80, "GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: " HOST "\r\n\r\n", resp,
                     sizeof resp);
   cr_assert_eq(st, 404, "%s", resp);
-  derp_client_close(a);
-  clients[0] = NULL;
-  int status = -1;
-  cr_assert_eq(derpd_stop(&srv, &status), 0);
-  cr_assert_eq(status, 0);
-  derpd_kill(&srv);
+  stop_derpd_clean();
   /* As derper's autocert stores it: one file <certdir>/<hostname>, key then
    * chain. derpd takes it over when its own files are missing. */
   char cmd[1024];
@@ -430,10 +460,7 @@ static void gcp_eab_and_contact(void) {
   cr_assert_eq(log_count("acme: account "), 0, "a wrong EAB key registered an account");
   cr_assert(log_count("-certmode gcp for " HOST " from https://127.0.0.1:") == 1,
             "--acme-directory wins over gcp's default directory");
-  int st = -1;
-  cr_assert_eq(derpd_stop(&srv, &st), 0);
-  cr_assert_eq(st, 0);
-  derpd_kill(&srv);
+  stop_derpd_clean();
   start_derpd_mode(NULL, "-certmode gcp -acme-eab-kid " EAB_KID " -acme-eab-key " EAB_KEY_STD
                          " -acme-email ops@derp.acme.test");
   wait_log_count(INSTALLED, 1, 20000);
@@ -451,11 +478,79 @@ static void gcp_eab_and_contact(void) {
   e2e_relay_check(b, a, 16);
 }
 
+#define IP_INSTALLED "acme: 127.0.0.1: new certificate installed"
+
+/* derper v1.102's -acme-ip-certs beside a DNS -hostname: the hostname's
+ * certificate as before; a client that dials the address (no SNI) makes
+ * derpd ask the CA for a certificate for 127.0.0.1 (that first handshake
+ * fails), and once it is in, such clients verify it as an IP SAN and relay
+ * with the hostname's clients. An IP SNI the connection did not reach is
+ * refused, and nothing is asked for it. */
+static void ip_certs_on_demand(void) {
+  prepare();
+  start_ca();
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", NULL};
+  start_derpd_mode(env, "-certmode letsencrypt -acme-ip-certs");
+  wait_log_count(INSTALLED, 1, 20000);
+  cr_assert_eq(log_count("acme: 127.0.0.1:"), 0, "nothing asked for an address before a client dialled one");
+  fetch_root();
+  struct derp_tls_info ih, ii;
+  struct derp_client *h = client_sni(HOST, &ih);
+  char err[300] = "";
+  struct derp_tls_info info;
+  cr_assert(!try_client_sni(NULL, true, &info, err, sizeof err), "an address without a certificate");
+  wait_log_count("acme: 127.0.0.1: a client dialled this address", 1, 5000);
+  wait_log_count(IP_INSTALLED, 1, 20000);
+  cr_assert(log_count("acme: 127.0.0.1: http-01 challenge passed") >= 1, "IP addresses use http-01");
+  struct derp_client *a = client_sni(NULL, &ii);
+  cr_assert(memcmp(ih.leaf_sha256, ii.leaf_sha256, 32) != 0, "the address got the hostname's certificate");
+  cr_assert(ii.chain_len >= 3, "leaf, intermediate and meta certificate: %d", ii.chain_len);
+  e2e_sync_route(a, h);
+  e2e_relay_check(a, h, 16);
+  e2e_relay_check(h, a, 16);
+  cr_assert(!try_client_sni("127.0.0.2", false, &info, err, sizeof err), "an IP SNI not reached");
+  wait_log_count("SNI names an IP address this connection did not reach", 1, 5000);
+  cr_assert_eq(log_count("acme: 127.0.0.2"), 0, "nothing was asked for 127.0.0.2");
+  char p[256];
+  struct stat st;
+  snprintf(p, sizeof p, "%s/127.0.0.1.key", certdir);
+  cr_assert(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600, "%s", p);
+  cr_assert_eq(log_count(IP_INSTALLED), 1);
+}
+
+/* An IP-only server (-hostname an address, -acme-ip-certs): the address's
+ * certificate is asked for at start, so the first client by address gets
+ * it; a DNS SNI is refused. Restarted on the same -certdir, it serves the
+ * stored certificate without asking the CA. */
+static void ip_only_restart(void) {
+  prepare();
+  start_ca();
+  start_derpd_host(NULL, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
+  wait_log_count(IP_INSTALLED, 1, 20000);
+  fetch_root();
+  struct derp_tls_info i1, i2, info;
+  struct derp_client *a = client_sni(NULL, &i1);
+  e2e_assert_ping_pong(a);
+  long long na = varz("derpd_tls_cert_not_after");
+  cr_assert(na > (long long)time(NULL) + 3600, "NotAfter %lld: not the address's certificate", na);
+  char err[300] = "";
+  cr_assert(!try_client_sni(HOST, false, &info, err, sizeof err), "a DNS SNI on an IP-only server");
+  wait_log_count("a DNS name as SNI on an IP-only server", 1, 5000);
+  stop_derpd_clean();
+  start_derpd_host(NULL, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
+  wait_log_count("acme: 127.0.0.1: serving the certificate in", 1, 10000);
+  cr_assert_eq(log_count("requesting a certificate"), 0, "a restart asked the CA again");
+  client_sni(NULL, &i2);
+  cr_assert(memcmp(i1.leaf_sha256, i2.leaf_sha256, 32) == 0, "a restart changed the certificate");
+}
+
 static const struct mini_test tests[] = {
     {"tls_alpn_obtain_and_renew", tls_alpn_obtain_and_renew},
     {"http01_obtain_and_restart", http01_obtain_and_restart},
     {"ca_down_then_up_then_down", ca_down_then_up_then_down},
     {"gcp_eab_and_contact", gcp_eab_and_contact},
+    {"ip_certs_on_demand", ip_certs_on_demand},
+    {"ip_only_restart", ip_only_restart},
 };
 
 static bool in_path(const char *prog) {

@@ -565,8 +565,8 @@ Test(config, default_certmode_error) {
   ERR("\"derp.tailscale.com\" is derper's default", "-hostname", "derp.tailscale.com");
   /* An address needs a mode that takes one. */
   ERR("TLS on port 443 without -certmode is -certmode letsencrypt (derper's default), and -hostname "
-      "\"203.0.113.7\" is not a DNS name with a dot (an IP address needs -certmode manual or selfsigned); "
-      "or serve plain HTTP", "-hostname", "203.0.113.7");
+      "\"203.0.113.7\" is an IP address: give -acme-ip-certs for Let's Encrypt certificates for this server's "
+      "addresses, or use -certmode manual or selfsigned; or serve plain HTTP", "-hostname", "203.0.113.7");
   /* An explicit letsencrypt is TLS on any port: -dev would not turn it off,
    * so the message does not offer it. */
   ERR("-certmode letsencrypt needs -hostname", "-dev", "-certmode", "letsencrypt");
@@ -605,7 +605,7 @@ Test(config, letsencrypt) {
       "derp.tailscale.com");
   ERR("-certmode letsencrypt needs -hostname", "-a", ":8443", "-certmode", "letsencrypt", "-hostname",
       "DERP.Example.COM");
-  ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "10.0.0.1");
+  ERR("is an IP address: give -acme-ip-certs", "-certmode", "letsencrypt", "-hostname", "10.0.0.1");
   ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "localhost");
   ERR("is not a DNS name", "-certmode", "letsencrypt", "-hostname", "[::1]");
   ERR("want an https:// URL", "-certmode", "letsencrypt", "-hostname", "derp.example.net",
@@ -626,7 +626,7 @@ Test(config, letsencrypt) {
 /* derper v1.94's -certmode gcp and its ACME account flags: Google Trust
  * Services' directory unless --acme-directory says otherwise; External
  * Account Binding and a contact, both required by gcp, usable with
- * letsencrypt; v1.90's -ace and v1.102's -acme-ip-certs refused by name. */
+ * letsencrypt; v1.90's -ace refused by name. */
 #define GCP "-certmode", "gcp", "-hostname", "derp.example.net"
 #define EAB "-acme-eab-kid", "kid-1", "-acme-eab-key"
 Test(config, acme_account_and_gcp) {
@@ -643,8 +643,8 @@ Test(config, acme_account_and_gcp) {
   ERR("-certmode gcp needs -acme-eab-kid and -acme-eab-key", GCP, "-acme-email", "a@b.c");
   ERR("-certmode gcp needs -acme-eab-kid and -acme-eab-key", GCP, "-acme-eab-kid", "k", "-acme-email", "a@b.c");
   ERR("-certmode gcp needs -acme-email", GCP, EAB, "AAAA");
-  ERR("-certmode gcp: -hostname \"10.0.0.1\" is not a DNS name", "-certmode", "gcp", "-hostname", "10.0.0.1", EAB,
-      "AAAA", "-acme-email", "a@b.c");
+  ERR("-certmode gcp needs -hostname to be a DNS name, not an IP address", "-certmode", "gcp", "-hostname",
+      "10.0.0.1", EAB, "AAAA", "-acme-email", "a@b.c");
   ERR("-certmode gcp needs -hostname", "-certmode", "gcp", EAB, "AAAA", "-acme-email", "a@b.c");
   ERR("-acme-eab-key: not base64url or base64", GCP, EAB, "not base64!", "-acme-email", "a@b.c");
   ERR("-acme-eab-key: not base64url or base64", GCP, EAB, "4OHi4-Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=",
@@ -664,9 +664,27 @@ Test(config, acme_account_and_gcp) {
   /* Outside ACME they change nothing, and the start-up log says so. */
   cr_assert_eq(PARSE(&c, MANUAL, "-acme-email", "x@y.z"), 0, "%s", err);
   cr_assert(strstr(c.notes, "-acme-email and -acme-eab-* have no effect"), "%s", c.notes);
-  ERR("-acme-ip-certs (Let's Encrypt certificates for IP addresses", "-acme-ip-certs");
   ERR("-ace (derper v1.90's experimental embedded ACE server) is not supported", "-ace=true");
   cr_assert_eq(PARSE(&c, MANUAL, "-acme-ip-certs=false", "-ace=false"), 0, "%s", err);
+}
+
+/* derper v1.102's -acme-ip-certs: with letsencrypt only (given or the port
+ * 443 default), and http-01's port; an IP -hostname makes an IP-only
+ * server, a DNS one serves both. */
+Test(config, acme_ip_certs) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-acme-ip-certs", "-hostname", "203.0.113.7", "-c", "/tmp/k.json"), 0, "%s", err);
+  cr_assert(c.acme_ip_certs && c.tls && config_acme(&c));
+  cr_assert_str_eq(c.certmode, "letsencrypt");
+  cr_assert_eq(PARSE(&c, "-certmode", "letsencrypt", "-acme-ip-certs", "-hostname", "2001:db8::7", "-a", ":8443"),
+               0, "%s", err);
+  cr_assert_eq(PARSE(&c, "-certmode", "letsencrypt", "-acme-ip-certs", "-hostname", "derp.example.net"), 0, "%s",
+               err);
+  ERR("-acme-ip-certs needs -certmode letsencrypt", "-certmode", "manual", "-acme-ip-certs");
+  ERR("-acme-ip-certs needs -certmode letsencrypt", "-certmode", "gcp", "-acme-ip-certs", "-hostname",
+      "derp.example.net", EAB, "AAAA", "-acme-email", "a@b.c");
+  ERR("-acme-ip-certs needs -certmode letsencrypt (TLS)", "-dev", "-acme-ip-certs");
+  ERR("-acme-ip-certs needs -http-port", "-acme-ip-certs", "-hostname", "203.0.113.7", "-http-port", "-1");
 }
 
 Test(config, eab_key_decode) {

@@ -463,10 +463,6 @@ static int check_derper_flags(struct config *c, struct perr *e) {
   if (c->secrets_url[0])
     return errf(e, "-secrets-url (a setec server for the mesh key) is not supported by derpd: "
                    "use -mesh-psk-file");
-  if (c->acme_ip_certs)
-    return errf(e, "-acme-ip-certs (Let's Encrypt certificates for IP addresses, derper v1.102) is not "
-                   "supported by derpd: an IP-only server uses -certmode selfsigned (clients pin its "
-                   "sha256 in the DERP map's CertName) or -certmode manual");
   if (c->ace)
     return errf(e, "-ace (derper v1.90's experimental embedded ACE server) is not supported by derpd");
   c->notes[0] = 0;
@@ -542,6 +538,12 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     strcpy(c->certmode, "letsencrypt");
     c->certmode_defaulted = true;
   }
+  /* derper v1.102: certificates for the server's addresses, from Let's
+   * Encrypt over http-01 (acme/acme_ipcert.h). */
+  if (c->acme_ip_certs && strcmp(c->certmode, "letsencrypt") != 0)
+    return errf(&e, "-acme-ip-certs needs -certmode letsencrypt%s", c->tls ? "" : " (TLS)");
+  if (c->acme_ip_certs && c->http_port < 0)
+    return errf(&e, "-acme-ip-certs needs -http-port: the CA checks an address over http-01 on port 80");
   if (config_acme(c) && acme_config_check(c, !certmode_given, err, errlen) < 0) return -1;
   if (!config_acme(c) && (c->acme_email[0] || c->acme_eab_kid[0] || c->acme_eab_key[0])) {
     size_t n = strlen(c->notes);
@@ -642,9 +644,14 @@ void config_usage(FILE *out, const char *prog) {
 "        gave (for CAs that require one: gcp, or another via --acme-directory)\n"
 "  -acme-eab-key string\n"
 "        the External Account Binding HMAC key, base64url or base64\n"
-"  -acme-ip-certs, -ace\n"
-"        derper's certificates for IP addresses and embedded ACE server: not\n"
-"        supported (refused at start)\n"
+"  -acme-ip-certs\n"
+"        with letsencrypt, also a certificate for each of this server's IP\n"
+"        addresses that clients dial without a DNS name (no SNI, or the\n"
+"        address as SNI), asked for at the first such handshake (which\n"
+"        fails; the client retries) and renewed; http-01 on -http-port.\n"
+"        With an IP -hostname: an IP-only server (derper v1.102)\n"
+"  -ace\n"
+"        derper's experimental embedded ACE server: not supported\n"
 "  -http-port int\n"
 "        with TLS, a plain-HTTP helper on this port: /generate_204, ACME\n"
 "        http-01 answers with letsencrypt, and a redirect to https for\n"

@@ -83,7 +83,7 @@ struct config {
   char secrets_url[1024];    /* -secrets-url (derper v1.82, setec): refused when set */
   char secrets_prefix[256];  /* -secrets-path-prefix: accepted, no effect */
   char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
-  bool acme_ip_certs;        /* -acme-ip-certs (derper v1.102): refused, not supported */
+  bool acme_ip_certs;        /* -acme-ip-certs (derper v1.102): certificates for our addresses */
   bool ace;                  /* -ace (derper v1.90, experimental): refused */
   char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */

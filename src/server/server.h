@@ -241,6 +241,9 @@ extern const struct transport transport_plain;
 extern const struct transport transport_tls;
 /* transport_tls.c: make c a TLS conn (at accept). 0, or -1 (out of memory). */
 int transport_tls_attach(struct conn *c);
+/* The socket of the conn an SSL made by transport_tls serves; -1 if none. */
+struct ssl_st;
+int transport_tls_fd(const struct ssl_st *ssl);
 /* Take over a client SSL whose handshake is done (an outbound mesh link):
  * our BIO replaces its socket BIO. No kTLS. 0, or -1 (the SSL is then freed). */
 struct ssl_st;

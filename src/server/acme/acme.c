@@ -9,19 +9,25 @@
  * chain); when ours are missing and that one is there, acme_init splits it
  * into ours, so a derper node switches to derpd without a new certificate.
  *
- * The thread: look at the files; when the certificate is missing, unusable
+ * The thread keeps a list of certificates (struct slot): -hostname's (not
+ * on an IP-only server) and, with -acme-ip-certs, one per address in
+ * acme_ipcert's table (<certdir>/<address>.crt and .key, derper's names).
+ * For each: look at the files; when the certificate is missing, unusable
  * or due, run the ACME exchange (acme_client.c), write the key and then the
- * chain (each atomically), tls_reload; else sleep until it is due (waking
- * at least hourly, so a changed clock is noticed). A failure is logged and
- * retried after 2 min, doubling to 1 h: Let's Encrypt allows 5 failed
- * validations per hour per name. Whatever the certificate in use, it stays
- * in use until a new one is installed.
+ * chain (each atomically), and install it (tls_reload for -hostname's, an
+ * SSL_CTX in acme_ipcert's table for an address's); else sleep until the
+ * first is due (waking at least hourly, so a changed clock is noticed, and
+ * at once when a handshake asks for a new address). A failure is logged and
+ * retried after 2 min, doubling to 1 h, per certificate: Let's Encrypt
+ * allows 5 failed validations per hour per name. Whatever the certificate
+ * in use, it stays in use until a new one is installed.
  *
  * Stopping: acme_stop (after the shards are joined) writes an eventfd the
  * thread polls in every wait and in every network read or write, joins it,
  * and frees the challenge contexts handshakes may have held. */
 #include "server/acme/acme.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,6 +48,7 @@
 #include "derp/key.h"
 #include "server/acme/acme_chal.h"
 #include "server/acme/acme_client.h"
+#include "server/acme/acme_ipcert.h"
 #include "server/acme/acme_jws.h"
 #include "server/config.h"
 #include "server/log.h"
@@ -63,7 +70,9 @@ static struct {
   int ntypes;
   long retry_first_ms;
   long test_renew_after_s; /* DERPD_TEST_ACME_RENEW_AFTER, -1 = off */
-} W = {.stop_fd = -1};
+  bool ip_only;            /* -acme-ip-certs with an IP -hostname: no hostname slot */
+  int kick_fd;             /* -acme-ip-certs: a handshake asked for an address */
+} W = {.stop_fd = -1, .kick_fd = -1};
 
 /* ---- files ----------------------------------------------------------------- */
 
@@ -111,19 +120,32 @@ static EVP_PKEY *read_key(const char *path) {
   return k;
 }
 
-static void inspect(struct cert_state *s) {
+/* One certificate the worker keeps: -hostname's, or (-acme-ip-certs) one
+ * IP address's, entry ip of acme_ipcert's table. Worker thread only. */
+struct slot {
+  char name[256];           /* the DNS name or the address */
+  int ip;                   /* acme_ipcert entry, or -1 for -hostname */
+  char crt[1300], key[1300];
+  time_t installed;         /* first seen usable or installed by this process */
+  int64_t next_try_ms;      /* after a failure: not before (mono_ms) */
+  long backoff;
+  bool told;                /* "valid until" logged since the last change */
+  bool loaded;              /* an address's files are in acme_ipcert's table */
+};
+
+static void inspect(const struct slot *sl, struct cert_state *s) {
   memset(s, 0, sizeof *s);
-  X509 *leaf = read_leaf(W.crt);
-  EVP_PKEY *key = leaf ? read_key(W.key) : NULL;
-  const char *host = W.cfg->hostname;
+  X509 *leaf = read_leaf(sl->crt);
+  EVP_PKEY *key = leaf ? read_key(sl->key) : NULL;
+  const char *host = sl->name;
   if (!leaf)
-    snprintf(s->why, sizeof s->why, "no certificate in %s", W.crt);
+    snprintf(s->why, sizeof s->why, "no certificate in %s", sl->crt);
   else if (!key)
-    snprintf(s->why, sizeof s->why, "no key in %s", W.key);
+    snprintf(s->why, sizeof s->why, "no key in %s", sl->key);
   else if (!X509_check_private_key(leaf, key))
-    snprintf(s->why, sizeof s->why, "%s does not match its key file", W.crt);
-  else if (X509_check_host(leaf, host, strlen(host), 0, NULL) != 1)
-    snprintf(s->why, sizeof s->why, "%s does not name %s", W.crt, host);
+    snprintf(s->why, sizeof s->why, "%s does not match its key file", sl->crt);
+  else if ((sl->ip >= 0 ? X509_check_ip_asc(leaf, host, 0) : X509_check_host(leaf, host, strlen(host), 0, NULL)) != 1)
+    snprintf(s->why, sizeof s->why, "%s does not name %s", sl->crt, host);
   else
     s->usable = true;
   if (s->usable) {
@@ -183,13 +205,31 @@ static void import_autocert(void) {
 
 /* ---- the thread ------------------------------------------------------------ */
 
+/* Put the slot's files in use: -hostname's through tls_reload (the SIGHUP
+ * path), an address's as its entry in acme_ipcert's table. 0, or -1 with err. */
+static int install(struct slot *sl, char *err, size_t errlen) {
+  char terr[400] = "";
+  if (sl->ip < 0) {
+    if (tls_reload(terr, sizeof terr) == 0) return 0;
+  } else {
+    SSL_CTX *ctx = tls_ctx_from_files(sl->crt, sl->key, terr, sizeof terr);
+    if (ctx) {
+      acme_ipcert_install(sl->ip, ctx);
+      sl->loaded = true;
+      return 0;
+    }
+  }
+  snprintf(err, errlen, "the certificate does not load: %s", terr);
+  return -1;
+}
+
 /* Get a certificate, write it, swap it in. 0, or -1 with err. */
-static int renew(struct acme_client *c, char *err, size_t errlen) {
+static int renew(struct acme_client *c, struct slot *sl, char *err, size_t errlen) {
   EVP_PKEY *key = NULL;
   char *chain = NULL, *kpem = NULL;
   size_t klen = 0;
   int rc = -1;
-  if (acme_client_obtain(c, W.cfg->hostname, &key, &chain, err, errlen) != 0) {
+  if (acme_client_obtain(c, sl->name, &key, &chain, err, errlen) != 0) {
     /* Next time, read the directory and look the account up again: either
      * may have changed (newAccount with a known key just returns it). */
     c->new_order[0] = 0;
@@ -197,12 +237,9 @@ static int renew(struct acme_client *c, char *err, size_t errlen) {
     return -1;
   }
   if (acme_key_pem(key, &kpem, &klen) != 0) snprintf(err, errlen, "encode the key: failed");
-  else if (write_pem(W.key, 0600, kpem, klen, err, errlen) == 0 &&
-           write_pem(W.crt, 0644, chain, strlen(chain), err, errlen) == 0) {
-    char terr[400] = "";
-    if (tls_reload(terr, sizeof terr) == 0) rc = 0;
-    else snprintf(err, errlen, "the new certificate does not load: %s", terr);
-  }
+  else if (write_pem(sl->key, 0600, kpem, klen, err, errlen) == 0 &&
+           write_pem(sl->crt, 0644, chain, strlen(chain), err, errlen) == 0)
+    rc = install(sl, err, errlen);
   if (kpem) OPENSSL_cleanse(kpem, klen);
   free(kpem);
   free(chain);
@@ -224,9 +261,89 @@ static bool stop_requested(void) {
   return poll(&p, 1, 0) > 0;
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Look at one certificate and get a new one when it is missing or due:
+ * milliseconds until it wants a look again, or -1 to stop. */
+static int64_t step(struct acme_client *c, struct slot *sl) {
+  int64_t left = sl->next_try_ms - mono_ms();
+  if (left > 0) return left;
+  time_t now = time(NULL);
+  struct cert_state cs;
+  inspect(sl, &cs);
+  if (cs.usable && !sl->installed) sl->installed = now;
+  char err[600], t1[32], t2[32];
+  /* An address's files from before (this process or derper): in use at once. */
+  if (cs.usable && sl->ip >= 0 && !sl->loaded && now < cs.not_after) {
+    if (install(sl, err, sizeof err) == 0) log_info("acme: %s: serving the certificate in %s", sl->name, sl->crt);
+    else log_warn("acme: %s: %s", sl->name, err);
+  }
+  time_t due = cs.usable ? renew_time(&cs, sl->installed) : now;
+  iso_time(cs.not_after, t1);
+  if (now < due) {
+    iso_time(due, t2);
+    if (!sl->told) log_info("acme: %s: certificate valid until %s; renewal due %s", sl->name, t1, t2);
+    sl->told = true;
+    return (int64_t)(due - now) * 1000;
+  }
+  const char *why = !cs.usable ? cs.why : now >= cs.not_after ? "the certificate has expired"
+                                                               : "the certificate is due for renewal";
+  log_info("acme: %s: %s: requesting a certificate from %s", sl->name, why, W.cfg->acme_directory);
+  if (renew(c, sl, err, sizeof err) == 0) {
+    atomic_fetch_add_explicit(&n_issued, 1, memory_order_relaxed);
+    sl->installed = time(NULL);
+    sl->backoff = W.retry_first_ms;
+    sl->told = false;
+    inspect(sl, &cs);
+    iso_time(cs.not_after, t1);
+    log_info("acme: %s: new certificate installed (valid until %s); new connections use it", sl->name, t1);
+    return 0;
+  }
+  if (stop_requested()) return -1;
+  atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
+  log_error("acme: %s: could not get a certificate: %s; %s%s; retrying in %ld s", sl->name, err,
+            cs.usable ? "still serving the current one, valid until " : "no certificate to serve yet",
+            cs.usable ? t1 : "", sl->backoff / 1000);
+  sl->next_try_ms = mono_ms() + sl->backoff;
+  left = sl->backoff;
+  sl->backoff = sl->backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : sl->backoff * 2;
+  return left;
+}
+
+static void slot_init(struct slot *sl, const char *name, int ip) {
+  memset(sl, 0, sizeof *sl);
+  snprintf(sl->name, sizeof sl->name, "%s", name);
+  sl->ip = ip;
+  sl->backoff = W.retry_first_ms;
+  if (ip < 0) {
+    snprintf(sl->crt, sizeof sl->crt, "%s", W.crt);
+    snprintf(sl->key, sizeof sl->key, "%s", W.key);
+  } else {
+    acme_ipcert_path(W.cfg->certdir, name, ".crt", sl->crt, sizeof sl->crt);
+    acme_ipcert_path(W.cfg->certdir, name, ".key", sl->key, sizeof sl->key);
+  }
+}
+
+/* Sleep ms, until stop (-1) or a handshake asks for an address (0, early). */
+static int sleep_ms(int64_t ms) {
+  if (ms > WAKE_MAX_S * 1000L) ms = WAKE_MAX_S * 1000L;
+  if (ms < 0) ms = 0;
+  struct pollfd p[2] = {{.fd = W.stop_fd, .events = POLLIN}, {.fd = W.kick_fd, .events = POLLIN}};
+  int r = poll(p, W.kick_fd >= 0 ? 2 : 1, (int)ms);
+  if (r > 0 && (p[0].revents & POLLIN)) return -1;
+  if (r > 0 && (p[1].revents & POLLIN)) {
+    uint64_t v;
+    if (read(W.kick_fd, &v, sizeof v) != sizeof v) log_warn("acme: read the wake-up: %s", strerror(errno));
+  }
+  return 0;
+}
+
 static void *worker(void *arg) {
   (void)arg;
-  const char *host = W.cfg->hostname;
   struct acme_client c;
   char err[600];
   if (acme_client_init(&c, W.account_key, W.cfg->acme_directory, W.cfg->acme_ca_file, W.types, W.ntypes,
@@ -239,46 +356,27 @@ static void *worker(void *arg) {
     acme_client_free(&c);
     return NULL;
   }
-  time_t installed = 0;
-  long backoff = W.retry_first_ms;
-  bool told = false;
+  /* -hostname's certificate first (none on an IP-only server), then one per
+   * address acme_ipcert's table gained. */
+  static struct slot slots[1 + ACME_IPCERT_MAX];
+  int n = 0, nip = 0;
+  if (!W.ip_only) slot_init(&slots[n++], W.cfg->hostname, -1);
   for (;;) {
-    struct cert_state cs;
-    inspect(&cs);
-    time_t now = time(NULL);
-    if (cs.usable && !installed) installed = now;
-    time_t due = cs.usable ? renew_time(&cs, installed) : now;
-    char t1[32], t2[32];
-    iso_time(cs.not_after, t1);
-    if (now < due) {
-      iso_time(due, t2);
-      if (!told) log_info("acme: %s: certificate valid until %s; renewal due %s", host, t1, t2);
-      told = true;
-      long s = (long)(due - now) < WAKE_MAX_S ? (long)(due - now) : WAKE_MAX_S;
-      if (acme_sleep_ms(W.stop_fd, s * 1000) != 0) break;
-      continue;
+    char addr[ACME_IPCERT_TEXT];
+    while (nip < ACME_IPCERT_MAX && acme_ipcert_addr(nip, addr, sizeof addr)) {
+      slot_init(&slots[n++], addr, nip);
+      nip++;
     }
-    const char *why = !cs.usable ? cs.why : now >= cs.not_after ? "the certificate has expired"
-                                                                 : "the certificate is due for renewal";
-    log_info("acme: %s: %s: requesting a certificate from %s", host, why, W.cfg->acme_directory);
-    if (renew(&c, err, sizeof err) == 0) {
-      atomic_fetch_add_explicit(&n_issued, 1, memory_order_relaxed);
-      installed = time(NULL);
-      backoff = W.retry_first_ms;
-      told = false;
-      inspect(&cs);
-      iso_time(cs.not_after, t1);
-      log_info("acme: %s: new certificate installed (valid until %s); new connections use it", host, t1);
-      continue;
+    int64_t wake = WAKE_MAX_S * 1000L;
+    for (int i = 0; i < n; i++) {
+      int64_t t = step(&c, &slots[i]);
+      if (t < 0) goto out;
+      if (t < wake) wake = t;
     }
+    if (wake > 0 && sleep_ms(wake) != 0) break;
     if (stop_requested()) break;
-    atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
-    log_error("acme: %s: could not get a certificate: %s; %s%s; retrying in %ld s", host, err,
-              cs.usable ? "still serving the current one, valid until " : "no certificate to serve yet",
-              cs.usable ? t1 : "", backoff / 1000);
-    if (acme_sleep_ms(W.stop_fd, backoff) != 0) break;
-    backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
   }
+out:
   acme_chal_clear_all();
   acme_client_free(&c);
   return NULL;
@@ -328,6 +426,19 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "eventfd: %s", strerror(errno));
     return -1;
   }
+  if (cfg->acme_ip_certs) {
+    uint8_t a[16];
+    W.ip_only = inet_pton(AF_INET, cfg->hostname, a) == 1 || inet_pton(AF_INET6, cfg->hostname, a) == 1;
+    W.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (W.kick_fd < 0) {
+      snprintf(err, errlen, "eventfd: %s", strerror(errno));
+      return -1;
+    }
+    acme_ipcert_enable(W.kick_fd);
+    if (W.ip_only) acme_ipcert_add(cfg->hostname); /* the address clients are told to dial */
+    log_info("acme: -acme-ip-certs: a certificate for each of this server's addresses that clients dial "
+             "without a DNS name (http-01 on -http-port %d)", cfg->http_port);
+  }
   acme_chal_enable();
   W.on = true;
   log_info("acme: -certmode %s for %s from %s; challenges: %s%s%s", cfg->certmode, cfg->hostname,
@@ -359,6 +470,9 @@ void acme_stop(void) {
     W.started = false;
   }
   acme_chal_free(); /* the shards are joined: no handshake holds a challenge context */
+  acme_ipcert_free();
+  if (W.kick_fd >= 0) close(W.kick_fd);
+  W.kick_fd = -1;
   if (W.stop_fd >= 0) close(W.stop_fd);
   W.stop_fd = -1;
   EVP_PKEY_free(W.account_key);

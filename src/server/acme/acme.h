@@ -7,7 +7,8 @@
  * autocert), writes the files and swaps the server's SSL_CTX through
  * tls_reload, the SIGHUP path: open connections keep theirs. Challenges are
  * answered by the shards from acme_chal.h's table. No shard ever waits for
- * the worker. */
+ * the worker. With -acme-ip-certs it also keeps a certificate for each
+ * address clients dial without a DNS name (acme_ipcert.h). */
 #ifndef DERPD_ACME_H
 #define DERPD_ACME_H
 

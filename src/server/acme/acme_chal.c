@@ -126,7 +126,7 @@ static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uin
 }
 
 /* The ClientHello's ALPN extension lists "acme-tls/1". */
-static bool offers_acme_tls(const SSL_CLIENT_HELLO *ch) {
+bool acme_chal_offers_alpn(const SSL_CLIENT_HELLO *ch) {
   const uint8_t *d;
   size_t n;
   if (!SSL_early_callback_ctx_extension_get(ch, TLSEXT_TYPE_application_layer_protocol_negotiation, &d, &n) ||
@@ -142,7 +142,7 @@ static bool offers_acme_tls(const SSL_CLIENT_HELLO *ch) {
 }
 
 enum ssl_select_cert_result_t acme_chal_select_cert(const SSL_CLIENT_HELLO *ch) {
-  if (!offers_acme_tls(ch)) return ssl_select_cert_success; /* the common case: no lock */
+  if (!acme_chal_offers_alpn(ch)) return ssl_select_cert_success; /* the common case: no lock */
   const char *name = SSL_get_servername(ch->ssl, TLSEXT_NAMETYPE_host_name);
   SSL_CTX *ctx = NULL;
   pthread_mutex_lock(&T.mu);

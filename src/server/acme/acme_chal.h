@@ -50,6 +50,8 @@ X509 *acme_chal_tls_cert(EVP_PKEY *key, const char *name, const uint8_t digest[3
  * challenge's SSL_CTX; one without a pending challenge is refused; any
  * other goes on unchanged. */
 enum ssl_select_cert_result_t acme_chal_select_cert(const SSL_CLIENT_HELLO *ch);
+/* The ClientHello offers ALPN "acme-tls/1": a CA's validation handshake. */
+bool acme_chal_offers_alpn(const SSL_CLIENT_HELLO *ch);
 
 /* The port-80 helper (shard threads): a request under ACME_HTTP01_PREFIX,
  * when enabled, gets the key authorization (200) or 404; true if out was

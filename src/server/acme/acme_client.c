@@ -6,6 +6,7 @@
  * retried with the fresh nonce it carries. */
 #include "server/acme/acme_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -65,6 +66,12 @@ static const char *jstr(const json_t *o, const char *key) {
 }
 
 static void copy(char *dst, size_t cap, const char *s) { snprintf(dst, cap, "%s", s); }
+
+/* An IP address identifier (RFC 8738), not a DNS name. */
+static bool is_ip(const char *host) {
+  uint8_t a[16];
+  return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
 
 /* "<status> <type>: <detail>" of an RFC 7807 problem document, else the body's start. */
 static void problem(const struct acme_resp *r, char *out, size_t cap) {
@@ -143,6 +150,10 @@ static int load_directory(struct acme_client *c, char *err, size_t errlen) {
   copy(c->new_order, sizeof c->new_order, jstr(j, "newOrder"));
   char tos[512];
   copy(tos, sizeof tos, jstr(json_object_get(j, "meta"), "termsOfService"));
+  /* Let's Encrypt issues IP certificates only under its short-lived profile
+   * (draft-aaron-acme-profiles); a CA without profiles (pebble 2.4) takes
+   * orders without one. */
+  c->shortlived = json_object_get(json_object_get(json_object_get(j, "meta"), "profiles"), "shortlived") != NULL;
   json_decref(j);
   if (!c->new_nonce[0] || !c->new_account[0] || !c->new_order[0])
     return errf(err, errlen, "directory %s: HTTP %d, not an ACME directory", c->directory, r.status);
@@ -304,20 +315,22 @@ static int authorize(struct acme_client *c, const char *host, const char *url, c
   return rc;
 }
 
-/* A CSR for host (CN and the one DNS SAN), DER, base64url. NULL on failure. */
+/* A CSR for host (CN and the one DNS SAN; an IP address: the one IP SAN,
+ * no CN, as CAs want for IP certificates), DER, base64url. NULL on failure. */
 static char *make_csr(EVP_PKEY *key, const char *host) {
   X509_REQ *req = X509_REQ_new();
   STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
   X509_EXTENSION *san = NULL;
+  bool ip = is_ip(host);
   char sanv[300];
-  snprintf(sanv, sizeof sanv, "DNS:%s", host);
+  snprintf(sanv, sizeof sanv, "%s:%s", ip ? "IP" : "DNS", host);
   X509V3_CTX v3;
   X509V3_set_ctx(&v3, NULL, NULL, req, NULL, 0);
   uint8_t *der = NULL;
   int n = -1;
   if (req && exts && X509_REQ_set_version(req, X509_REQ_VERSION_1) &&
-      X509_NAME_add_entry_by_NID(X509_REQ_get_subject_name(req), NID_commonName, MBSTRING_UTF8,
-                                 (const uint8_t *)host, -1, -1, 0) &&
+      (ip || X509_NAME_add_entry_by_NID(X509_REQ_get_subject_name(req), NID_commonName, MBSTRING_UTF8,
+                                        (const uint8_t *)host, -1, -1, 0)) &&
       X509_REQ_set_pubkey(req, key) && (san = X509V3_EXT_nconf_nid(NULL, &v3, NID_subject_alt_name, sanv)) &&
       sk_X509_EXTENSION_push(exts, san)) {
     san = NULL; /* the stack owns it */
@@ -340,7 +353,7 @@ static int check_chain(const char *pem, EVP_PKEY *key, const char *host, char *e
   int rc = 0;
   if (!leaf) rc = errf(err, errlen, "the certificate the CA sent is not PEM");
   else if (!X509_check_private_key(leaf, key)) rc = errf(err, errlen, "the CA's certificate is not for our key");
-  else if (X509_check_host(leaf, host, strlen(host), 0, NULL) != 1)
+  else if ((is_ip(host) ? X509_check_ip_asc(leaf, host, 0) : X509_check_host(leaf, host, strlen(host), 0, NULL)) != 1)
     rc = errf(err, errlen, "the CA's certificate does not name %s", host);
   X509_free(leaf);
   ERR_clear_error();
@@ -392,7 +405,9 @@ out:
 
 static int one_order(struct acme_client *c, const char *host, EVP_PKEY **key_out, char **chain_out, char *err,
                      size_t errlen) {
-  json_t *ids = json_pack("{s:[{s:s, s:s}]}", "identifiers", "type", "dns", "value", host);
+  bool ip = is_ip(host);
+  json_t *ids = json_pack("{s:[{s:s, s:s}]}", "identifiers", "type", ip ? "ip" : "dns", "value", host);
+  if (ids && ip && c->shortlived) json_object_set_new(ids, "profile", json_string("shortlived"));
   char *payload = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
   json_decref(ids);
   struct acme_resp r;
@@ -435,6 +450,11 @@ int acme_client_obtain(struct acme_client *c, const char *host, EVP_PKEY **key_o
   if (!c->new_order[0] && load_directory(c, err, errlen) != 0) return -1;
   if (!c->kid[0] && register_account(c, err, errlen) != 0) return -1;
   c->next_type = 0; /* every renewal starts with the preferred type again */
+  /* An IP address: http-01 only, as derper (tls-alpn-01 would want the
+   * reverse-DNS name in the SNI, RFC 8738 §6). */
+  while (is_ip(host) && c->next_type < c->ntypes && strcmp(c->types[c->next_type], ACME_CHAL_HTTP) != 0)
+    c->next_type++;
+  if (c->next_type >= c->ntypes) return errf(err, errlen, "%s: an IP address needs http-01 (-http-port)", host);
   for (;;) {
     int rc = one_order(c, host, key_out, chain_out, err, errlen);
     if (rc == OK) return 0;

@@ -34,6 +34,7 @@ struct acme_client {
   char eab_kid[256];             /* External Account Binding, "" = none */
   uint8_t eab_key[ACME_EAB_KEY_MAX];
   size_t eab_keylen;
+  bool shortlived;               /* the directory offers the "shortlived" profile */
 };
 
 /* directory: the URL; ca_file: roots for the CA ("" = system's); types:
@@ -47,8 +48,10 @@ void acme_client_free(struct acme_client *c);
  * eab_key as -acme-eab-key gives it). 0, or -1 when the key does not decode. */
 int acme_client_account(struct acme_client *c, const char *email, const char *eab_kid, const char *eab_key);
 
-/* Get a certificate for host: a new P-256 key (*key_out) and the chain the
- * CA issued, PEM, leaf first (*chain_out, free()). 0, or -1 with err. */
+/* Get a certificate for host, a DNS name or an IP address (RFC 8738:
+ * http-01 only, Let's Encrypt's short-lived profile where the CA has it): a
+ * new P-256 key (*key_out) and the chain the CA issued, PEM, leaf first
+ * (*chain_out, free()). 0, or -1 with err. */
 int acme_client_obtain(struct acme_client *c, const char *host, EVP_PKEY **key_out, char **chain_out,
                        char *err, size_t errlen);
 

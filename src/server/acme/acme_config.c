@@ -2,6 +2,7 @@
  * time (acme_config.h). Nothing is opened here. */
 #include "server/acme/acme_config.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -109,7 +110,20 @@ int acme_config_check(const struct config *c, bool by_default, char *err, size_t
              c->certmode, c->hostname, ph);
     return -1;
   }
-  if (!acme_dns_name_ok(c->hostname)) {
+  uint8_t a[16];
+  bool ip = inet_pton(AF_INET, c->hostname, a) == 1 || inet_pton(AF_INET6, c->hostname, a) == 1;
+  if (ip && gcp) {
+    snprintf(err, errlen, "-certmode gcp needs -hostname to be a DNS name, not an IP address");
+    return -1;
+  }
+  if (ip && c->acme_ip_certs) { /* an IP-only server: a certificate per address */
+  } else if (ip) {
+    snprintf(err, errlen, "%s-hostname \"%.64s\" is an IP address: give -acme-ip-certs for Let's Encrypt "
+                          "certificates for this server's addresses, or use -certmode manual or selfsigned%s",
+             by_default ? BY_DEFAULT "and " : "-certmode letsencrypt: ", c->hostname,
+             by_default ? "; or " PLAIN : "");
+    return -1;
+  } else if (!acme_dns_name_ok(c->hostname)) {
     snprintf(err, errlen, "%s%s-hostname \"%.64s\" is not a DNS name with a dot (an IP address needs "
                           "-certmode manual or selfsigned)%s",
              by_default ? BY_DEFAULT "and " : "-certmode ", by_default ? "" : gcp ? "gcp: " : "letsencrypt: ",

@@ -68,6 +68,17 @@ void conn_addr_str(const struct conn *c, char *out, size_t cap) {
   }
 }
 
+/* Empty list nodes, and the conn counted on its shard (every conn_new*). */
+static void conn_register(struct shard *sh, struct conn *c) {
+  list_init(&c->dl_node);
+  list_init(&c->ka_node);
+  list_init(&c->dirty_node);
+  list_init(&c->rl_node);
+  list_add_tail(&sh->conns, &c->all_node);
+  sh->nconns++;
+  STAT_INC(&sh->stats, cur_conns);
+}
+
 struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   struct conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -88,13 +99,7 @@ struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   set_sockopts(fd, &sh->srv->cfg);
   read_peer_addr(c);
   derp_frame_reader_init(&c->rd, DERP_FROM_CLIENT);
-  list_init(&c->dl_node);
-  list_init(&c->ka_node);
-  list_init(&c->dirty_node);
-  list_init(&c->rl_node);
-  list_add_tail(&sh->conns, &c->all_node);
-  sh->nconns++;
-  STAT_INC(&sh->stats, cur_conns);
+  conn_register(sh, c);
   c->deadline_ms = sh->now_ms + sh->srv->cfg.handshake_timeout_ms;
   list_add_tail(&sh->hs_fifo, &c->dl_node);
   return c;
@@ -119,14 +124,8 @@ struct conn *conn_new_link(struct shard *sh, int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
   read_peer_addr(c);
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
-  list_init(&c->dl_node);
-  list_init(&c->ka_node);
-  list_init(&c->dirty_node);
-  list_init(&c->rl_node);
-  list_add_tail(&sh->conns, &c->all_node);
-  sh->nconns++;
+  conn_register(sh, c);
   atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
-  STAT_INC(&sh->stats, cur_conns);
   return c;
 }
 

@@ -26,7 +26,12 @@
  * ktls.c's key-log callback (the only way BoringSSL's C API gives out TLS 1.3
  * traffic secrets; derpd sets no other key-log callback, so nothing to
  * chain). With --ktls=require, TLS 1.2 is limited to the AEAD suites the
- * kernel takes, so that no handshake succeeds only to be closed. */
+ * kernel takes, so that no handshake succeeds only to be closed.
+ *
+ * -acme-ip-certs: a ClientHello without SNI or with an IP address as SNI is
+ * handed to acme_ipcert.c in the select-certificate callback, which moves it
+ * to the certificate of the address it reached. With an IP -hostname
+ * (derper's IP-only server) the base SSL_CTX has no certificate at all. */
 #include "derp/hex.h"
 #include "derp/key.h"
 #include "server/transport/tls.h"
@@ -57,7 +62,9 @@
 
 #include "derp/frame.h"
 #include "server/acme/acme_chal.h"
+#include "server/acme/acme_ipcert.h"
 #include "server/config.h"
+#include "server/server.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 
@@ -80,6 +87,8 @@ static struct {
   bool allow_no_sni;        /* selfsigned or IP hostname: clients dial by address */
   bool ktls, ktls_require;  /* tls_set_ktls */
   bool acme;                /* -certmode letsencrypt: tls-alpn-01 challenges (acme_chal.c) */
+  bool ip_certs;            /* -acme-ip-certs: no SNI or an IP SNI: acme_ipcert.c */
+  bool ip_only;             /* ... and -hostname is an address: no hostname certificate */
   _Atomic int64_t not_after; /* the current leaf's, unix seconds; 0 = none (any thread reads) */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -128,12 +137,19 @@ static int alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t
   return SSL_TLSEXT_ERR_NOACK; /* no ALPN agreed; go on without it */
 }
 
+static bool is_ip_literal(const char *name) {
+  uint8_t a[16];
+  return inet_pton(AF_INET, name, a) == 1 || inet_pton(AF_INET6, name, a) == 1;
+}
+
 /* derper's manual cert manager: the SNI must be the configured hostname
- * (case-insensitive), unless the hostname is an IP address. */
+ * (case-insensitive), unless the hostname is an IP address. With
+ * -acme-ip-certs, no SNI and an IP SNI were checked by select_cert. */
 static int sni_cb(SSL *ssl, int *alert, void *arg) {
   (void)arg;
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (g.host_is_ip) return SSL_TLSEXT_ERR_OK;
+  if (g.ip_certs && (!name || is_ip_literal(name))) return SSL_TLSEXT_ERR_OK;
   if (!name) {
     if (g.allow_no_sni) return SSL_TLSEXT_ERR_OK;
   } else if (strcasecmp(name, g.cfg->hostname) == 0) {
@@ -142,6 +158,24 @@ static int sni_cb(SSL *ssl, int *alert, void *arg) {
   reject_reason = name ? "SNI is not -hostname" : "no SNI";
   *alert = SSL_AD_UNRECOGNIZED_NAME;
   return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* Before anything else in a handshake (shard): a CA's tls-alpn-01
+ * validation (acme_chal.c), else with -acme-ip-certs a ClientHello for an
+ * address (acme_ipcert.c); a DNS SNI goes on with -hostname's certificate. */
+static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *ch) {
+  if (acme_chal_offers_alpn(ch)) return acme_chal_select_cert(ch);
+  if (!g.ip_certs) return ssl_select_cert_success;
+  const char *name = SSL_get_servername(ch->ssl, TLSEXT_NAMETYPE_host_name);
+  if (name && !is_ip_literal(name)) {
+    if (!g.ip_only) return ssl_select_cert_success;
+    reject_reason = "a DNS name as SNI on an IP-only server (-acme-ip-certs)";
+    return ssl_select_cert_error;
+  }
+  const char *why = NULL;
+  enum ssl_select_cert_result_t r = acme_ipcert_select(ch, transport_tls_fd(ch->ssl), &why);
+  if (r != ssl_select_cert_success) reject_reason = why;
+  return r;
 }
 
 /* ---- certificates ------------------------------------------------------- */
@@ -279,9 +313,9 @@ static int make_selfsigned_files(char *err, size_t errlen) {
 
 /* cert false: no certificate (letsencrypt before ACME has one), so only
  * ACME validation handshakes (acme_chal_select_cert) can succeed. */
-static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
-  if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
-    return NULL;
+/* An SSL_CTX with derper's policy and, when crt is not NULL, the chain in
+ * crt, its key and the meta certificate. */
+static SSL_CTX *build_ctx_files(const char *crt, const char *keyf, char *err, size_t errlen) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_method());
   if (!ctx) {
     set_err(err, errlen, "SSL_CTX_new");
@@ -301,17 +335,17 @@ static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
     set_err(err, errlen, "cipher list for --ktls=require");
     goto fail;
   }
-  if (g.acme) SSL_CTX_set_select_certificate_cb(ctx, acme_chal_select_cert);
-  if (!cert) return ctx;
-  if (!SSL_CTX_use_certificate_chain_file(ctx, g.crt_path)) {
+  if (g.acme) SSL_CTX_set_select_certificate_cb(ctx, select_cert);
+  if (!crt) return ctx;
+  if (!SSL_CTX_use_certificate_chain_file(ctx, crt)) {
     char what[1400];
-    snprintf(what, sizeof what, "load certificate %s", g.crt_path);
+    snprintf(what, sizeof what, "load certificate %s", crt);
     set_err(err, errlen, what);
     goto fail;
   }
-  if (!SSL_CTX_use_PrivateKey_file(ctx, g.key_path, SSL_FILETYPE_PEM)) {
+  if (!SSL_CTX_use_PrivateKey_file(ctx, keyf, SSL_FILETYPE_PEM)) {
     char what[1400];
-    snprintf(what, sizeof what, "load key %s", g.key_path);
+    snprintf(what, sizeof what, "load key %s", keyf);
     set_err(err, errlen, what);
     goto fail;
   }
@@ -328,11 +362,23 @@ static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
   X509_free(meta);
   char hex[65];
   tls_cert_sha256_hex(SSL_CTX_get0_certificate(ctx), hex);
-  log_info("tls: certificate %s, sha256 %s (pin: CertName \"sha256-raw:%s\")", g.crt_path, hex, hex);
+  log_info("tls: certificate %s, sha256 %s (pin: CertName \"sha256-raw:%s\")", crt, hex, hex);
   return ctx;
 fail:
   SSL_CTX_free(ctx);
   return NULL;
+}
+
+/* The server's SSL_CTX: -hostname's files (cert), or none (ACME waiting for
+ * its first, or an IP-only server). */
+static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
+  if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
+    return NULL;
+  return build_ctx_files(cert && !g.ip_only ? g.crt_path : NULL, g.key_path, err, errlen);
+}
+
+SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t errlen) {
+  return build_ctx_files(crt, key, err, errlen);
 }
 
 void tls_set_ktls(bool on, bool require) {
@@ -379,6 +425,11 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
                  inet_pton(AF_INET6, cfg->hostname, addr) == 1;
   g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
   g.acme = config_acme(cfg);
+  g.ip_certs = g.acme && cfg->acme_ip_certs;
+  g.ip_only = g.ip_certs && g.host_is_ip;
+  if (g.ip_only)
+    log_info("tls: IP-only server (-acme-ip-certs, -hostname %s): a certificate for each address clients "
+             "dial, from the CA at the first such handshake", cfg->hostname);
   SSL_CTX *ctx = build_ctx(true, err, errlen);
   if (!ctx && g.acme) {
     log_warn("tls: %s; serving without a certificate until ACME gets one", err);
@@ -408,7 +459,10 @@ SSL *tls_new_ssl(struct tls_ref **ref) {
   return ssl;
 }
 
-int64_t tls_cert_not_after(void) { return atomic_load_explicit(&g.not_after, memory_order_relaxed); }
+int64_t tls_cert_not_after(void) {
+  if (g.ip_only) return acme_ipcert_not_after(); /* no -hostname certificate: the addresses' */
+  return atomic_load_explicit(&g.not_after, memory_order_relaxed);
+}
 
 void tls_put(struct tls_ref *r) {
   if (!r || atomic_fetch_sub_explicit(&r->users, 1, memory_order_acq_rel) != 1) return;

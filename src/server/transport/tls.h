@@ -28,6 +28,9 @@ void tls_set_ktls(bool on, bool require);
  * the files and make it the one new connections use. On failure the old one
  * stays. 0 or -1 with err. */
 int tls_reload(char *err, size_t errlen);
+/* The ACME worker (-acme-ip-certs): an SSL_CTX as the server's, with the
+ * chain in crt and its key (and the meta certificate). NULL with err. */
+SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t errlen);
 struct tls_ref;
 /* Any thread: a new server-side SSL on the current SSL_CTX, NULL on failure.
  * *ref is the SSL_CTX's use count the SSL holds: after SSL_free, tls_put it. */

@@ -68,6 +68,7 @@
 
 struct tls_conn {
   SSL *ssl;
+  int fd;                  /* the conn's socket (the handshake's local address) */
   struct tls_ref *ctx_ref; /* ssl's SSL_CTX use count (tls.c); NULL if adopted */
   const uint8_t *in;       /* ciphertext not yet read by SSL (during recv only) */
   size_t in_len;
@@ -170,9 +171,16 @@ static struct tls_conn *wrap_ssl(struct conn *c, SSL *ssl) {
   BIO_set_init(bio, 1);
   SSL_set_bio(ssl, bio, bio);
   t->ssl = ssl;
+  t->fd = c->fd;
   c->xp = &transport_tls;
   c->xp_state = t;
   return t;
+}
+
+int transport_tls_fd(const struct ssl_st *ssl) {
+  BIO *b = SSL_get_rbio(ssl);
+  const struct tls_conn *t = b ? BIO_get_data(b) : NULL;
+  return t ? t->fd : -1;
 }
 
 int transport_tls_attach(struct conn *c) {
