@@ -58,6 +58,16 @@ static const char *derpd_bin(void) {
   return b && *b ? b : "./build/src/derpd";
 }
 
+const char *e2e_derpd_bin(void) { return derpd_bin(); }
+
+int e2e_run_capture(const char *cmd, char *out, size_t cap) {
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f, "popen %s", cmd);
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  return pclose(f);
+}
+
 /* A free port below the kernel's ephemeral range (ip_local_port_range starts
  * at 32768 by default): a port taken from that range can be handed to some
  * client's connect() (tests make thousands) before derpd binds it. Random in

@@ -70,6 +70,11 @@ bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
 pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old);
 /* SIGKILL and reap *pid if it is > 0 (a process a live upgrade started); *pid = 0. */
 void e2e_reap(pid_t *pid);
+/* $DERPD_BIN, else ./build/src/derpd. */
+const char *e2e_derpd_bin(void);
+/* Run the shell command cmd, its stdout (add 2>&1 for stderr too) into out
+ * (NUL-terminated, cut at cap - 1); pclose's status. Asserts popen worked. */
+int e2e_run_capture(const char *cmd, char *out, size_t cap);
 /* Print the last `max` bytes of the log to stderr (diagnostics on failure). */
 void derpd_dump_log(const struct derpd_proc *p, size_t max);
 

@@ -659,14 +659,9 @@ Test(admission, controller_redirects, ADM) {
 /* ---- flags ------------------------------------------------------------------------ */
 
 Test(admission, bad_url_is_a_usage_error, ADM) {
-  const char *bin = getenv("DERPD_BIN");
   char cmd[600], out[1024] = "";
-  snprintf(cmd, sizeof cmd, "%s -dev -verify-client-url ftp://example.com/ 2>&1", bin && *bin ? bin : "./build/src/derpd");
-  FILE *f = popen(cmd, "r");
-  cr_assert_not_null(f);
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  int st = pclose(f);
+  snprintf(cmd, sizeof cmd, "%s -dev -verify-client-url ftp://example.com/ 2>&1", e2e_derpd_bin());
+  int st = e2e_run_capture(cmd, out, sizeof out);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "exit %d: %s", st, out);
   cr_assert(strstr(out, "-verify-client-url") && strstr(out, "http or https"), "%s", out);
 }

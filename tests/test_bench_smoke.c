@@ -376,11 +376,7 @@ Test(bench_smoke, region_pairs_across_servers, .init = setup_region, .fini = tea
 static void expect_usage_error(const char *args, const char *want) {
   char cmd[512], out[1024] = "";
   snprintf(cmd, sizeof cmd, "%s --server 127.0.0.1:9 %s 2>&1", bench_bin(), args);
-  FILE *f = popen(cmd, "r");
-  cr_assert_not_null(f);
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  int st = pclose(f);
+  int st = e2e_run_capture(cmd, out, sizeof out);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: exit %d, want 2: %s", args,
             WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
   cr_assert(strstr(out, want), "%s: no \"%s\" in: %s", args, want, out);

@@ -184,14 +184,9 @@ Test(e2e, home_redirect, E2E) {
 }
 
 Test(e2e, version_flag, E2E) {
-  const char *bin = getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd";
   char cmd[1024], out[256] = "";
-  snprintf(cmd, sizeof cmd, "'%s' -version", bin);
-  FILE *f = popen(cmd, "r");
-  cr_assert_not_null(f);
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  int rc = pclose(f);
+  snprintf(cmd, sizeof cmd, "'%s' -version", e2e_derpd_bin());
+  int rc = e2e_run_capture(cmd, out, sizeof out);
   cr_assert_eq(rc, 0, "derpd -version: status %d", rc);
   cr_assert_str_eq(out, DERPD_VERSION "\n");
 }

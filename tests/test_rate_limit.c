@@ -212,15 +212,10 @@ Test(rate_limit, paces_websocket_clients_too, RL) {
 }
 
 Test(rate_limit, bad_file_at_start_stops_derpd, RL) {
-  const char *bin = getenv("DERPD_BIN");
   char cmd[512], out[4096] = "";
   snprintf(cmd, sizeof cmd, "%s -dev -a 127.0.0.1:0 -stun=false -rate-config /nonexistent/rate.json 2>&1",
-           bin ? bin : "./build/src/derpd");
-  FILE *f = popen(cmd, "r");
-  cr_assert(f);
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  int st = pclose(f);
+           e2e_derpd_bin());
+  int st = e2e_run_capture(cmd, out, sizeof out);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d: %s", st, out);
   cr_assert(strstr(out, "loading rate config: error reading rate config"), "%s", out);
 }
