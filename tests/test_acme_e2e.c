@@ -135,6 +135,18 @@ static bool eab_required;
 #define EAB_KEY_STD "4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8="
 #define EAB_KEY_WRONG "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
+/* A free port for *ports[i], none of ports[0..i-1]. */
+static void pick_distinct(uint16_t *const *ports, size_t i) {
+  bool dup;
+  do {
+    cr_assert_eq(e2e_pick_port(ports[i]), 0);
+    dup = false;
+    for (size_t j = 0; j < i; j++) dup |= *ports[j] == *ports[i];
+  } while (dup);
+}
+
+static void write_pebble_config(void);
+
 /* The test directory, ports, pebble's TLS certificate (self-signed, for
  * 127.0.0.1: derpd's --acme-ca-file) and its configuration. */
 static void prepare(void) {
@@ -143,10 +155,7 @@ static void prepare(void) {
   snprintf(certdir, sizeof certdir, "%s/certs", dir);
   snprintf(root_pem, sizeof root_pem, "%s/pebble-root.pem", dir);
   uint16_t *ports[] = {&p_acme, &p_mgmt, &p_dns, &p_dnsmgmt, &p_tls, &p_http, &p_metrics};
-  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) {
-    do cr_assert_eq(e2e_pick_port(ports[i]), 0);
-    while ((i > 0 && *ports[i] == *ports[i - 1]) || (i > 1 && *ports[i] == *ports[0]));
-  }
+  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) pick_distinct(ports, i);
   char cmd[1024];
   snprintf(cmd, sizeof cmd,
            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
@@ -154,6 +163,11 @@ static void prepare(void) {
            "-keyout %s/pebble.key -out %s/pebble.crt >%s/openssl.log 2>&1",
            dir, dir, dir);
   cr_assert_eq(system(cmd), 0, "openssl req failed: see %s/openssl.log", dir);
+  write_pebble_config();
+}
+
+/* pebble's configuration: its ports, and the ports it validates derpd on. */
+static void write_pebble_config(void) {
   char json[1024], path[128];
   snprintf(json, sizeof json,
            "{\"pebble\": {\"listenAddress\": \"127.0.0.1:%u\", \"managementListenAddress\": \"127.0.0.1:%u\",\n"
@@ -196,18 +210,33 @@ static void start_ca(void) {
  * -certmode and other flags: mode_args). env: "NAME=value" strings for derpd
  * only (NULL-terminated), the DERPD_TEST_ACME_* knobs. */
 static void start_derpd_host(const char *const *env, const char *mode_args, const char *host) {
-  for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
-  char args[1536];
-  snprintf(args, sizeof args,
-           "%s -hostname %s -certdir %s -http-port %u "
-           "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt "
-           "--metrics-listen 127.0.0.1:%u",
-           mode_args, host, certdir, p_http, p_acme, dir, p_metrics);
-  int rc = derpd_start_port(&srv, 2, p_tls, args);
-  unsetenv("DERPD_TEST_ACME_CHALLENGE");
-  unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
-  unsetenv("DERPD_TEST_ACME_RETRY_MS");
-  cr_assert_eq(rc, 0, "derpd did not start");
+  for (int attempt = 0;; attempt++) {
+    for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
+    char args[1536];
+    snprintf(args, sizeof args,
+             "%s -hostname %s -certdir %s -http-port %u "
+             "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt "
+             "--metrics-listen 127.0.0.1:%u",
+             mode_args, host, certdir, p_http, p_acme, dir, p_metrics);
+    int rc = derpd_start_port(&srv, 2, p_tls, args);
+    unsetenv("DERPD_TEST_ACME_CHALLENGE");
+    unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
+    unsetenv("DERPD_TEST_ACME_RETRY_MS");
+    if (rc == 0) return;
+    /* Another test took one of derpd's ports between the pick and the bind
+     * (tests run two at a time): new ones, and pebble restarted on them. */
+    bool taken = derpd_log_contains(&srv, "already in use");
+    derpd_kill(&srv);
+    cr_assert(taken && attempt < 2, "derpd did not start");
+    uint16_t *ports[] = {&p_acme, &p_mgmt, &p_dns, &p_dnsmgmt, &p_tls, &p_http, &p_metrics};
+    for (size_t i = 4; i < sizeof ports / sizeof ports[0]; i++) pick_distinct(ports, i);
+    write_pebble_config();
+    fprintf(stderr, "acme_e2e: a port of derpd's was taken; again on %u, %u, %u\n", p_tls, p_http, p_metrics);
+    if (pebble_pid > 0) {
+      stop_child(&pebble_pid);
+      start_ca();
+    }
+  }
 }
 
 static void start_derpd_mode(const char *const *env, const char *mode_args) {
