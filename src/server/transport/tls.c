@@ -311,8 +311,6 @@ static int make_selfsigned_files(char *err, size_t errlen) {
   return rc;
 }
 
-/* cert false: no certificate (letsencrypt before ACME has one), so only
- * ACME validation handshakes (acme_chal_select_cert) can succeed. */
 /* An SSL_CTX with derper's policy and, when crt is not NULL, the chain in
  * crt, its key and the meta certificate. */
 static SSL_CTX *build_ctx_files(const char *crt, const char *keyf, char *err, size_t errlen) {
@@ -369,8 +367,9 @@ fail:
   return NULL;
 }
 
-/* The server's SSL_CTX: -hostname's files (cert), or none (ACME waiting for
- * its first, or an IP-only server). */
+/* The server's SSL_CTX: -hostname's files (cert), or none (letsencrypt
+ * before ACME has one, when only validation handshakes can succeed; or an
+ * IP-only server, whose certificates are per address). */
 static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
   if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
     return NULL;
