@@ -8,6 +8,7 @@
 #include "server/protocol/http.h"
 #include "server/transport/ktls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -566,6 +567,11 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   if (c->tcp_keepalive_ms > 32767 * 1000LL)
     return errf(&e, "invalid value for flag -tcp-keepalive-time: must be at most 32767s (9h6m7s)");
   return 0;
+}
+
+bool config_ip_literal(const char *s) {
+  uint8_t a[16];
+  return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
 }
 
 bool config_acme(const struct config *c) {

@@ -97,6 +97,9 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
 void config_usage(FILE *out, const char *prog);
 /* Whether certificates come from an ACME CA: -certmode letsencrypt or gcp. */
 bool config_acme(const struct config *c);
+/* s is an IPv4 or IPv6 address literal (a -hostname, an SNI, an ACME
+ * identifier), not a DNS name. */
+bool config_ip_literal(const char *s);
 /* Parse a Go duration ("300ms", "1.5h", "2m3s") into milliseconds; -1 on error. */
 int64_t config_parse_duration_ms(const char *s);
 /* Depths of the rings between each ordered pair of n shards: *data for the

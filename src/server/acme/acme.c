@@ -27,7 +27,6 @@
  * and frees the challenge contexts handshakes may have held. */
 #include "server/acme/acme.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -214,7 +213,7 @@ static int install(struct slot *sl, char *err, size_t errlen) {
   } else {
     SSL_CTX *ctx = tls_ctx_from_files(sl->crt, sl->key, terr, sizeof terr);
     if (ctx) {
-      acme_ipcert_install(sl->ip, ctx);
+      acme_ipcert_install(sl->ip, ctx, tls_ctx_not_after(ctx));
       sl->loaded = true;
       return 0;
     }
@@ -427,8 +426,7 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
     return -1;
   }
   if (cfg->acme_ip_certs) {
-    uint8_t a[16];
-    W.ip_only = inet_pton(AF_INET, cfg->hostname, a) == 1 || inet_pton(AF_INET6, cfg->hostname, a) == 1;
+    W.ip_only = config_ip_literal(cfg->hostname);
     W.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (W.kick_fd < 0) {
       snprintf(err, errlen, "eventfd: %s", strerror(errno));

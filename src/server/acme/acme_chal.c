@@ -38,7 +38,7 @@ static struct {
   int nretired;
 } T = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static void retire(SSL_CTX *ctx) {
+void acme_chal_retire(SSL_CTX *ctx) {
   if (!ctx) return;
   if (T.nretired == ACME_CHAL_RETIRED_MAX) {
     SSL_CTX_free(T.retired[0]); /* retired 16 challenges ago: no handshake is that slow */
@@ -236,7 +236,7 @@ int acme_chal_tls_set(const char *name, const char *keyauth) {
     rc = 0;
   }
   pthread_mutex_unlock(&T.mu);
-  if (rc == 0) retire(old);
+  if (rc == 0) acme_chal_retire(old);
   else SSL_CTX_free(ctx); /* never published */
   return rc;
 }
@@ -254,7 +254,7 @@ static void drop(const char *name) {
     T.tls[i].name[0] = 0;
   }
   pthread_mutex_unlock(&T.mu);
-  for (int i = 0; i < ACME_CHAL_MAX; i++) retire(old[i]);
+  for (int i = 0; i < ACME_CHAL_MAX; i++) acme_chal_retire(old[i]);
 }
 
 void acme_chal_tls_clear(const char *name) { drop(name); }

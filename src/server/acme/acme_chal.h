@@ -18,7 +18,7 @@
 
 #define ACME_CHAL_MAX 4                /* pending challenges of each kind */
 #define ACME_HTTP01_PREFIX "/.well-known/acme-challenge/"
-#define ACME_CHAL_RETIRED_MAX 16       /* used tls-alpn-01 contexts kept until shutdown */
+#define ACME_CHAL_RETIRED_MAX 16       /* used SSL_CTXs kept until shutdown (acme_chal_retire) */
 
 struct http_req;
 struct http_reply;
@@ -57,6 +57,12 @@ bool acme_chal_offers_alpn(const SSL_CLIENT_HELLO *ch);
  * when enabled, gets the key authorization (200) or 404; true if out was
  * filled. */
 bool acme_chal_http_route(const struct http_req *req, struct http_reply *out);
+
+/* Worker thread: keep ctx (NULL: nothing) until acme_chal_free, because a
+ * handshake may still use it: challenge contexts taken out of the table and
+ * acme_ipcert's replaced address certificates. Past ACME_CHAL_RETIRED_MAX
+ * the oldest is freed. */
+void acme_chal_retire(SSL_CTX *ctx);
 
 /* Worker thread, when it ends: drop every entry (nothing is served). */
 void acme_chal_clear_all(void);

@@ -6,7 +6,6 @@
  * retried with the fresh nonce it carries. */
 #include "server/acme/acme_client.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -25,6 +24,7 @@
 
 #include "server/acme/acme_chal.h"
 #include "server/acme/acme_jws.h"
+#include "server/config.h"
 #include "server/log.h"
 
 #define REQUEST_TIMEOUT_MS 30000
@@ -66,12 +66,6 @@ static const char *jstr(const json_t *o, const char *key) {
 }
 
 static void copy(char *dst, size_t cap, const char *s) { snprintf(dst, cap, "%s", s); }
-
-/* An IP address identifier (RFC 8738), not a DNS name. */
-static bool is_ip(const char *host) {
-  uint8_t a[16];
-  return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
-}
 
 /* "<status> <type>: <detail>" of an RFC 7807 problem document, else the body's start. */
 static void problem(const struct acme_resp *r, char *out, size_t cap) {
@@ -321,7 +315,7 @@ static char *make_csr(EVP_PKEY *key, const char *host) {
   X509_REQ *req = X509_REQ_new();
   STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
   X509_EXTENSION *san = NULL;
-  bool ip = is_ip(host);
+  bool ip = config_ip_literal(host);
   char sanv[300];
   snprintf(sanv, sizeof sanv, "%s:%s", ip ? "IP" : "DNS", host);
   X509V3_CTX v3;
@@ -353,7 +347,7 @@ static int check_chain(const char *pem, EVP_PKEY *key, const char *host, char *e
   int rc = 0;
   if (!leaf) rc = errf(err, errlen, "the certificate the CA sent is not PEM");
   else if (!X509_check_private_key(leaf, key)) rc = errf(err, errlen, "the CA's certificate is not for our key");
-  else if ((is_ip(host) ? X509_check_ip_asc(leaf, host, 0) : X509_check_host(leaf, host, strlen(host), 0, NULL)) != 1)
+  else if ((config_ip_literal(host) ? X509_check_ip_asc(leaf, host, 0) : X509_check_host(leaf, host, strlen(host), 0, NULL)) != 1)
     rc = errf(err, errlen, "the CA's certificate does not name %s", host);
   X509_free(leaf);
   ERR_clear_error();
@@ -405,7 +399,7 @@ out:
 
 static int one_order(struct acme_client *c, const char *host, EVP_PKEY **key_out, char **chain_out, char *err,
                      size_t errlen) {
-  bool ip = is_ip(host);
+  bool ip = config_ip_literal(host);
   json_t *ids = json_pack("{s:[{s:s, s:s}]}", "identifiers", "type", ip ? "ip" : "dns", "value", host);
   if (ids && ip && c->shortlived) json_object_set_new(ids, "profile", json_string("shortlived"));
   char *payload = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
@@ -452,7 +446,7 @@ int acme_client_obtain(struct acme_client *c, const char *host, EVP_PKEY **key_o
   c->next_type = 0; /* every renewal starts with the preferred type again */
   /* An IP address: http-01 only, as derper (tls-alpn-01 would want the
    * reverse-DNS name in the SNI, RFC 8738 §6). */
-  while (is_ip(host) && c->next_type < c->ntypes && strcmp(c->types[c->next_type], ACME_CHAL_HTTP) != 0)
+  while (config_ip_literal(host) && c->next_type < c->ntypes && strcmp(c->types[c->next_type], ACME_CHAL_HTTP) != 0)
     c->next_type++;
   if (c->next_type >= c->ntypes) return errf(err, errlen, "%s: an IP address needs http-01 (-http-port)", host);
   for (;;) {

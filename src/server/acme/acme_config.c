@@ -2,7 +2,6 @@
  * time (acme_config.h). Nothing is opened here. */
 #include "server/acme/acme_config.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -110,8 +109,7 @@ int acme_config_check(const struct config *c, bool by_default, char *err, size_t
              c->certmode, c->hostname, ph);
     return -1;
   }
-  uint8_t a[16];
-  bool ip = inet_pton(AF_INET, c->hostname, a) == 1 || inet_pton(AF_INET6, c->hostname, a) == 1;
+  bool ip = config_ip_literal(c->hostname);
   if (ip && gcp) {
     snprintf(err, errlen, "-certmode gcp needs -hostname to be a DNS name, not an IP address");
     return -1;

@@ -9,11 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <openssl/x509.h>
-
+#include "server/acme/acme_chal.h"
 #include "server/log.h"
 
 struct entry {
@@ -27,10 +25,6 @@ static struct {
   struct entry e[ACME_IPCERT_MAX];
   int n;
   bool full_told;
-  /* As acme_chal.c's: a replaced context may still be in a handshake, and
-   * BoringSSL's reference count is outside what TSan sees; freed at exit. */
-  SSL_CTX *retired[ACME_IPCERT_RETIRED_MAX];
-  int nretired;
   atomic_int kick_fd;          /* -1 = off */
 } T = {.mu = PTHREAD_MUTEX_INITIALIZER, .kick_fd = -1};
 
@@ -130,30 +124,16 @@ bool acme_ipcert_addr(int i, char *out, size_t cap) {
   return ok;
 }
 
-void acme_ipcert_install(int i, SSL_CTX *ctx) {
-  X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  int days = 0, secs = 0;
-  int64_t na = leaf && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))
-                   ? (int64_t)time(NULL) + (int64_t)days * 86400 + secs
-                   : 0;
+void acme_ipcert_install(int i, SSL_CTX *ctx, int64_t not_after) {
   pthread_mutex_lock(&T.mu);
-  SSL_CTX *old = NULL;
+  SSL_CTX *old = ctx;
   if (i >= 0 && i < T.n) {
     old = T.e[i].ctx;
     T.e[i].ctx = ctx;
-    T.e[i].not_after = na;
-  } else {
-    old = ctx;
-  }
-  if (old) {
-    if (T.nretired == ACME_IPCERT_RETIRED_MAX) {
-      SSL_CTX_free(T.retired[0]); /* replaced 16 renewals ago (days): no handshake is that slow */
-      memmove(T.retired, T.retired + 1, sizeof T.retired - sizeof T.retired[0]);
-      T.nretired--;
-    }
-    T.retired[T.nretired++] = old;
+    T.e[i].not_after = not_after;
   }
   pthread_mutex_unlock(&T.mu);
+  acme_chal_retire(old); /* a handshake may still hold it */
 }
 
 int64_t acme_ipcert_not_after(void) {
@@ -173,8 +153,6 @@ void acme_ipcert_free(void) {
     T.e[i].addr[0] = 0;
   }
   T.n = 0;
-  for (int i = 0; i < T.nretired; i++) SSL_CTX_free(T.retired[i]);
-  T.nretired = 0;
   T.full_told = false;
   pthread_mutex_unlock(&T.mu);
   atomic_store(&T.kick_fd, -1);

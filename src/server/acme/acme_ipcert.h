@@ -22,7 +22,6 @@
 #include <openssl/ssl.h>
 
 #define ACME_IPCERT_MAX 16          /* addresses with a certificate or asked for */
-#define ACME_IPCERT_RETIRED_MAX 16  /* replaced contexts kept until shutdown */
 #define ACME_IPCERT_TEXT 46         /* INET6_ADDRSTRLEN */
 
 /* Main thread, before the shards start: from now on acme_ipcert_select
@@ -43,8 +42,9 @@ enum ssl_select_cert_result_t acme_ipcert_select(const SSL_CLIENT_HELLO *ch, int
  * false past the last. Entries are only ever added, in order. */
 bool acme_ipcert_addr(int i, char *out, size_t cap);
 /* Worker: entry i's certificate is ctx from now on (taken; the one it
- * replaces is retired, freed by acme_ipcert_free). */
-void acme_ipcert_install(int i, SSL_CTX *ctx);
+ * replaces is retired: acme_chal_retire), its leaf valid until not_after
+ * (unix seconds). */
+void acme_ipcert_install(int i, SSL_CTX *ctx, int64_t not_after);
 /* Any thread: the soonest NotAfter (unix seconds) of the addresses'
  * certificates in use; 0 while there is none. */
 int64_t acme_ipcert_not_after(void);

@@ -36,7 +36,6 @@
 #include "derp/key.h"
 #include "server/transport/tls.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -137,11 +136,6 @@ static int alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t
   return SSL_TLSEXT_ERR_NOACK; /* no ALPN agreed; go on without it */
 }
 
-static bool is_ip_literal(const char *name) {
-  uint8_t a[16];
-  return inet_pton(AF_INET, name, a) == 1 || inet_pton(AF_INET6, name, a) == 1;
-}
-
 /* derper's manual cert manager: the SNI must be the configured hostname
  * (case-insensitive), unless the hostname is an IP address. With
  * -acme-ip-certs, no SNI and an IP SNI were checked by select_cert. */
@@ -149,7 +143,7 @@ static int sni_cb(SSL *ssl, int *alert, void *arg) {
   (void)arg;
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (g.host_is_ip) return SSL_TLSEXT_ERR_OK;
-  if (g.ip_certs && (!name || is_ip_literal(name))) return SSL_TLSEXT_ERR_OK;
+  if (g.ip_certs && (!name || config_ip_literal(name))) return SSL_TLSEXT_ERR_OK;
   if (!name) {
     if (g.allow_no_sni) return SSL_TLSEXT_ERR_OK;
   } else if (strcasecmp(name, g.cfg->hostname) == 0) {
@@ -167,7 +161,7 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *ch) {
   if (acme_chal_offers_alpn(ch)) return acme_chal_select_cert(ch);
   if (!g.ip_certs) return ssl_select_cert_success;
   const char *name = SSL_get_servername(ch->ssl, TLSEXT_NAMETYPE_host_name);
-  if (name && !is_ip_literal(name)) {
+  if (name && !config_ip_literal(name)) {
     if (!g.ip_only) return ssl_select_cert_success;
     reject_reason = "a DNS name as SNI on an IP-only server (-acme-ip-certs)";
     return ssl_select_cert_error;
@@ -380,6 +374,14 @@ SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t 
   return build_ctx_files(crt, key, err, errlen);
 }
 
+int64_t tls_ctx_not_after(SSL_CTX *ctx) {
+  X509 *leaf = SSL_CTX_get0_certificate(ctx);
+  int days = 0, secs = 0;
+  return leaf && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))
+             ? (int64_t)time(NULL) + (int64_t)days * 86400 + secs
+             : 0;
+}
+
 void tls_set_ktls(bool on, bool require) {
   g.ktls = on;
   g.ktls_require = on && require;
@@ -396,12 +398,7 @@ static int publish(SSL_CTX *ctx, char *err, size_t errlen) {
   }
   r->ctx = ctx;
   atomic_init(&r->users, 1);
-  X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  int days = 0, secs = 0;
-  int64_t na = leaf && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))
-                   ? (int64_t)time(NULL) + (int64_t)days * 86400 + secs
-                   : 0;
-  atomic_store_explicit(&g.not_after, na, memory_order_relaxed);
+  atomic_store_explicit(&g.not_after, tls_ctx_not_after(ctx), memory_order_relaxed);
   pthread_mutex_lock(&g.mu);
   struct tls_ref *old = g.cur;
   g.cur = r;
@@ -419,9 +416,7 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
   }
   snprintf(g.crt_path, sizeof g.crt_path, "%s/%s.crt", cfg->certdir, cfg->hostname);
   snprintf(g.key_path, sizeof g.key_path, "%s/%s.key", cfg->certdir, cfg->hostname);
-  uint8_t addr[16];
-  g.host_is_ip = inet_pton(AF_INET, cfg->hostname, addr) == 1 ||
-                 inet_pton(AF_INET6, cfg->hostname, addr) == 1;
+  g.host_is_ip = config_ip_literal(cfg->hostname);
   g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
   g.acme = config_acme(cfg);
   g.ip_certs = g.acme && cfg->acme_ip_certs;
