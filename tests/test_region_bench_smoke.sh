@@ -27,6 +27,8 @@ grep -Eq "^\| one node: relayed within it \| 1 \| $num \| $num \| $num \| $num \
 grep -Eq "^\| two nodes: every packet forwarded \(CPU of both\) \| 1 \| $num \| $num \| $num \| $num \|" "$tmp/report.md" ||
   fail "no numeric row for two nodes"
 grep -Eq "^Forwarded / local, server CPU per packet: \*\*$num(e[-+]?[0-9]+)?x\*\*" "$tmp/report.md" || fail "no ratio"
+grep -Eq "^Context switches per delivered packet \(all nodes' threads, medians\): $num forwarded against $num local" \
+  "$tmp/report.md" || fail "no context-switch line"
 for node in 1 2; do
   grep -Eq "^\| 1 \| $node \| $num \| $num \| $num \| 2 \(4\) \| [1-9][0-9]* \|" "$tmp/report.md" ||
     fail "no presence row for node $node (or it forwarded nothing)"
