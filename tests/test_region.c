@@ -3,7 +3,8 @@
  * Owns the region contract as clients and operators see it: every ordered
  * pair of nodes relays both ways in order (64 KiB packets too), over plain
  * links and TLS links (self-signed, trusted through SSL_CERT_FILE); a client
- * that moves between nodes keeps receiving; a node killed with SIGKILL costs
+ * that moves between nodes keeps receiving, and its contacts hear PeerGone
+ * when it leaves the region, not when it leaves a node; a node killed with SIGKILL costs
  * its clients a reconnect, and its keys leave the others (PeerGone to their
  * senders); a ForwardPacket is never forwarded twice; after churn every
  * node's remote view and every watcher's view equal the truth; a wrong mesh
@@ -96,6 +97,70 @@ static void test_client_moves(void) {
   e2e_sync_route(s, k2);
   cr_assert(e2e_now_ms() - t0 < 5000, "took %lld ms to reach the moved client", (long long)(e2e_now_ms() - t0));
   e2e_relay_check(s, k2, 200);
+}
+
+/* Whether c hears PeerGone about k within ms (other frames are skipped). */
+static bool hears_gone(struct derp_client *c, const derp_key *k, int ms) {
+  int64_t deadline = e2e_now_ms() + ms;
+  struct derp_client_msg m;
+  while (e2e_now_ms() < deadline) {
+    int r = derp_client_recv_packet(c, &m, (int)(deadline - e2e_now_ms()));
+    cr_assert_geq(r, 0, "the client lost its connection");
+    if (r == 1 && m.type == DERP_FRAME_PEER_GONE && memcmp(m.src.b, k->b, DERP_KEY_LEN) == 0) return true;
+  }
+  return false;
+}
+
+/* Node `to` has applied every PeerPresent/PeerGone that node `from` made
+ * (two nodes: one watcher each), and `from` made more than `made_before`. */
+static long long presence_synced(int from, int to, long long made_before) {
+  long long made = -1, applied = -2;
+  for (int64_t end = e2e_now_ms() + 5000; e2e_now_ms() < end; usleep(10000)) {
+    made = derpd_varz(&g_r.node[from], "derpd_mesh_presence_frames");
+    applied = derpd_varz(&g_r.node[to], "derpd_mesh_presence_applied");
+    if (made > made_before && applied == made) return made;
+  }
+  cr_assert(false, "node %d applied %lld of node %d's %lld presence frames (before: %lld)", to, applied, from,
+            made, made_before);
+  return -1;
+}
+
+/* K is on node 1 too before its conn on node 0 closes (a client moving to
+ * another node): K has not left the region, so S, which got packets from K
+ * on node 0, hears no PeerGone then, but does when K leaves node 1 (derper
+ * keeps one set of PeerGone watchers per key, local or remote). And back: a
+ * contact made while K was remote is told when K leaves after moving here. */
+static void test_move_keeps_contacts(void) {
+  region_up(2, false, false);
+  wait_meshed(1);
+  derp_privkey kp;
+  struct derp_client *k = client_on(0, &kp), *s = client_on(0, NULL);
+  derp_key kk = pub_of(&kp);
+  e2e_sync_route(k, s); /* s got packets from K: it must hear when K leaves */
+  long long made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames");
+  struct derp_client *k2 = connect_as(1, &kp, NULL);
+  presence_synced(1, 0, made); /* node 0 knows K is on node 1 */
+  close_client(k);
+  cr_assert(!hears_gone(s, &kk, 1000), "PeerGone for a key that moved to node 1");
+  e2e_relay_check(k2, s, 20); /* K still reaches s, now from node 1 */
+  close_client(k2);
+  cr_assert(hears_gone(s, &kk, 5000), "no PeerGone when the moved key left the region");
+
+  /* The other way: R on node 1 while t on node 0 gets packets from it. */
+  derp_privkey rp;
+  made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames");
+  struct derp_client *r = client_on(1, &rp), *t = client_on(0, NULL);
+  derp_key rk = pub_of(&rp);
+  /* Node 0 knows R is on node 1 before R's packets come in (presence and
+   * packets travel on different connections), so t is noted as R's contact. */
+  made = presence_synced(1, 0, made);
+  e2e_sync_route(r, t);
+  struct derp_client *r0 = connect_as(0, &rp, NULL); /* R moves to node 0 */
+  close_client(r);
+  presence_synced(1, 0, made); /* node 0 heard that R left node 1 */
+  cr_assert(!hears_gone(t, &rk, 1000), "PeerGone for a key that moved to node 0");
+  close_client(r0);
+  cr_assert(hears_gone(t, &rk, 5000), "no PeerGone when the key that moved here left");
 }
 
 /* kill -9 of node 0: its clients reconnect elsewhere; whoever sent to them
@@ -603,7 +668,8 @@ int main(int argc, char **argv) {
   static const struct mini_test tests[] = {
       {"relay_plain", test_relay_plain},     {"relay_tls", test_relay_tls},
       {"relay_tls_certdir", test_relay_tls_certdir}, {"relay_mixed", test_relay_mixed},
-      {"client_moves", test_client_moves},   {"kill_node", test_kill_node},
+      {"client_moves", test_client_moves},   {"move_keeps_contacts", test_move_keeps_contacts},
+      {"kill_node", test_kill_node},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
       {"close_peer", test_close_peer},       {"tool", test_tool},

@@ -160,7 +160,7 @@ void relay_unregister(struct conn *c) {
   if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
   if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
   if (p->nconns > 0) return;
-  notify_gone(sh, p);
+  if (!forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
   STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to.n);
   derp_key k = p->key;
   uint64_t h = p->hash;
@@ -178,6 +178,13 @@ bool relay_hashset_add(struct shard *sh, struct hashset *set, uint64_t h) {
   enum hashset_add_result r = hashset_add(set, h, SENT_TO_MAX);
   if (r == HASHSET_FULL) STAT_INC(&sh->stats, sent_to_full);
   return r == HASHSET_ADDED;
+}
+
+/* p's key moved here from another node of the region: the keys of set,
+ * who heard from it or sent to it there, hear PeerGone when it leaves. */
+void relay_keep_contacts(struct shard *sh, struct peer *p, const struct hashset *set) {
+  for (uint32_t i = 0; i < set->cap; i++)
+    if (set->h[i] && relay_hashset_add(sh, &p->sent_to, set->h[i])) STAT_INC(&sh->stats, sent_to_keys);
 }
 
 /* Remember that the key hashed h (a connected client that received packets

@@ -101,7 +101,10 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
  * it left the region; whoever here sent to it hears PeerGone. */
 static void gone_from_region(struct shard *sh, struct remote *r) {
   struct peer *p = relay_peer(sh, &r->key, r->hash);
-  if (p && p->active) return;
+  if (p && p->active) { /* it moved here: its contacts hear when it leaves this node */
+    relay_keep_contacts(sh, p, &r->contacts);
+    return;
+  }
   for (uint32_t i = 0; i < r->contacts.cap; i++)
     if (r->contacts.h[i]) relay_peer_gone(sh, r->contacts.h[i], &r->key, DERP_PEER_GONE_DISCONNECTED);
 }
@@ -188,6 +191,14 @@ void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash) {
   }
 }
 
+bool forward_keep_contacts(struct shard *sh, const derp_key *k, uint64_t h, const struct hashset *set) {
+  struct remote *r = remote_find(region_fwd(sh), k, h);
+  if (!r || !r->nfwd) return false;
+  for (uint32_t i = 0; i < set->cap; i++)
+    if (set->h[i]) relay_hashset_add(sh, &r->contacts, set->h[i]);
+  return true;
+}
+
 bool forward_out(struct shard *sh, struct pkt *p) {
   struct remote *r = remote_find(region_fwd(sh), &p->dst, p->hash);
   if (!r || !r->nfwd) return false;
@@ -251,10 +262,14 @@ static void close_peer(struct shard *sh, struct pkt *m) {
 
 void region_fwd_ctrl(struct shard *sh, struct pkt *m) {
   switch (m->kind) {
-  case MSG_FWD_ADD: add_forwarder(sh, (const derp_key *)m->data, m->hash, rmsg(m)->link); break;
+  case MSG_FWD_ADD:
+    add_forwarder(sh, (const derp_key *)m->data, m->hash, rmsg(m)->link);
+    STAT_INC(&sh->stats, presence_in);
+    break;
   case MSG_FWD_DEL: {
     struct remote *r = remote_find(region_fwd(sh), (const derp_key *)m->data, m->hash);
     if (r) del_forwarder(sh, r, rmsg(m)->link);
+    STAT_INC(&sh->stats, presence_in);
     break;
   }
   case MSG_LINK_DOWN: link_down(sh, rmsg(m)->link); break;

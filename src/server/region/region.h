@@ -108,6 +108,11 @@ void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local
 /* The local key hashed who_hash got packets from the remote key hashed h:
  * it hears PeerGone when that key leaves the region. */
 void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash);
+/* Key k's last local conn went: if a forwarder still has k, it moved within
+ * the region and has not left. Then the keys of set (who must hear PeerGone
+ * when k leaves) are kept with the forwarder and true is returned: derper
+ * keeps one peerGoneWatchers set per key, wherever the key is. */
+bool forward_keep_contacts(struct shard *sh, const derp_key *k, uint64_t h, const struct hashset *set);
 int forward_close_peer(struct conn *c, const struct derp_frame *f);
 void forward_free(struct shard *sh);
 
@@ -121,6 +126,7 @@ void region_link_note_drop(struct conn *c);              /* a link's queue dropp
 struct peer *relay_peer(struct shard *sh, const derp_key *k, uint64_t h);
 void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason);
 bool relay_hashset_add(struct shard *sh, struct hashset *set, uint64_t h);
+void relay_keep_contacts(struct shard *sh, struct peer *p, const struct hashset *set);
 void relay_route(struct shard *sh, struct pkt *p);     /* to owner(p->dst), or drop */
 
 #endif
