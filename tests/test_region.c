@@ -252,6 +252,19 @@ static void test_chain_one_hop(void) {
          memcmp(msg.packet, E2E_SYNC_MAGIC, E2E_SYNC_MAGIC_LEN) == 0)
     r = derp_client_recv_packet(c, &msg, 500);
   cr_assert(r == 0 || msg.type != DERP_FRAME_RECV_PACKET, "c got a packet forwarded twice");
+  /* As derper, a disco ForwardPacket for a key not here gets PeerGone(not
+   * here) back to the node that sent it (which drops that forwarder); one
+   * that is not disco gets nothing. */
+  cr_assert_eq(derp_client_recv_packet(m, &msg, 300), 0, "an answer to a forward that was not disco");
+  uint8_t disco[2 * DERP_KEY_LEN + DERP_DISCO_MIN_LEN] = {0};
+  memcpy(disco, frame, 2 * DERP_KEY_LEN);
+  memcpy(disco + 2 * DERP_KEY_LEN, DERP_DISCO_MAGIC, DERP_DISCO_MAGIC_LEN);
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_FORWARD_PACKET, disco, sizeof disco), 0);
+  r = derp_client_recv_packet(m, &msg, 3000);
+  cr_assert(r == 1 && msg.type == DERP_FRAME_PEER_GONE && msg.reason == DERP_PEER_GONE_NOT_HERE &&
+                memcmp(msg.src.b, derp_client_public_key(c)->b, DERP_KEY_LEN) == 0,
+            "no PeerGone(not here) for a disco forward to an unknown key (r %d, type %d)", r, r == 1 ? msg.type : -1);
+  cr_assert_eq(derpd_varz(&g_r.node[1], dn), 2);
   /* A forward to B's own client is delivered. */
   memcpy(frame + DERP_KEY_LEN, derp_client_public_key(b)->b, DERP_KEY_LEN);
   cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_FORWARD_PACKET, frame, sizeof frame), 0);

@@ -78,6 +78,8 @@ struct pkt {
   uint64_t hash;        /* key_hash(dst) */
   uint64_t src_hash;    /* MSG_PKT: key_hash(sender), 0 = not known yet;
                            MSG_SAW: the receiver's */
+  uint64_t via_hash;    /* from_fwd: key_hash of the mesh peer that forwarded it
+                           (a PeerGone(not here) goes back to it) */
   derp_key dst;         /* routing key */
   uint8_t data[];
 };

@@ -272,6 +272,10 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
   } else if (p->from_fwd) { /* one hop: never forwarded again */
     STAT_DROP_T(&sh->stats, unknown_dest_on_fwd, p->disco, 1);
+    /* As derper: the node that forwarded a disco packet hears that the key
+     * is not here, and drops its forwarder for it (link.c does the same). */
+    if (p->disco && not_here_allowed(sh, p->via_hash))
+      relay_peer_gone(sh, p->via_hash, &p->dst, DERP_PEER_GONE_NOT_HERE);
   } else if (forward_out(sh, p)) {
     return;
   } else {
@@ -349,6 +353,7 @@ static int on_forward_packet(struct conn *c, const struct derp_frame *f) {
   derp_enc_recv_packet(p->data, p->cap, &src, payload, plen);
   p->kind = MSG_PKT;
   p->from_fwd = 1;
+  p->via_hash = c->key_hash;
   p->disco = derp_is_disco(payload, plen);
   p->hash = key_hash(sh->srv, &p->dst);
   STAT_INC(&sh->stats, fwd_in);
