@@ -3,8 +3,9 @@
  * public key), the External Account Binding (its HMAC recomputed), URLs, the https client's bounds
  * (stop descriptor, deadline), and both challenge paths as the shards serve
  * them: the tls-alpn-01 certificate through a real in-memory handshake on an
- * SSL_CTX set up as tls.c's, and the http-01 route. The CA end to end is
- * test_acme_e2e.c (pebble).
+ * SSL_CTX set up as tls.c's, and the http-01 route; and the client against a
+ * CA that refuses (tests/acme_fake_ca.py), which pebble cannot be made to
+ * do. The CA end to end is test_acme_e2e.c (pebble).
  *
  * Not Criterion (it links BoringSSL; Criterion brings OpenSSL's libcrypto).
  * Usage: test_acme [substring of test names]. */
@@ -16,9 +17,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "server/acme/acme_chal.h"
+#include "server/acme/acme_client.h"
 #include "server/acme/acme_https.h"
 #include "server/acme/acme_ipcert.h"
 #include "server/acme/acme_jws.h"
@@ -56,6 +62,7 @@ static long b64url_decode(const char *s, uint8_t *out, size_t cap) {
 }
 
 static char tmpdir[64];
+static pid_t fake_ca; /* tests/acme_fake_ca.py while it runs */
 
 static void make_tmpdir(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/derpd-acme-test-XXXXXX");
@@ -63,6 +70,11 @@ static void make_tmpdir(void) {
 }
 
 static int teardown(void) {
+  if (fake_ca > 0) {
+    kill(fake_ca, SIGKILL);
+    waitpid(fake_ca, NULL, 0);
+    fake_ca = 0;
+  }
   if (tmpdir[0]) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
@@ -512,6 +524,74 @@ static void http_01(void) {
   cr_assert_eq(acme_chal_http_set("", "x"), -1);
 }
 
+/* ---- the client against a CA that refuses --------------------------------- */
+
+static int count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  int n = 0, ch;
+  while (f && (ch = fgetc(f)) != EOF) n += ch == '\n';
+  if (f) fclose(f);
+  return n;
+}
+
+/* A CA whose authorizations are dead on arrival (invalid before anything was
+ * tried): one order per challenge type, then a clear error; never a loop of
+ * orders (each one spends the account's rate limit at a real CA). The stop
+ * descriptor is a 20 s timer, so a loop ends the test instead of hanging it. */
+static void obtain_refused(void) {
+  make_tmpdir();
+  char cert[128], key[128], ready[128], log[128], cmd[512], url[64];
+  snprintf(cert, sizeof cert, "%s/ca.crt", tmpdir);
+  snprintf(key, sizeof key, "%s/ca.key", tmpdir);
+  snprintf(ready, sizeof ready, "%s/ready", tmpdir);
+  snprintf(log, sizeof log, "%s/orders", tmpdir);
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=fake-ca "
+           "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null", key, cert);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  const char *script = getenv("ACME_FAKE_CA");
+  cr_assert(script && *script, "ACME_FAKE_CA is not set (meson sets it)");
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
+    execlp("python3", "python3", script, cert, key, ready, log, (char *)NULL);
+    _exit(127);
+  }
+  fake_ca = pid;
+  int port = 0;
+  for (int i = 0; i < 200 && !port; i++) {
+    FILE *f = fopen(ready, "r");
+    if (f) { if (fscanf(f, "%d", &port) != 1) port = 0; fclose(f); }
+    if (!port) usleep(50000);
+  }
+  cr_assert(port > 0, "the fake CA did not start");
+  snprintf(url, sizeof url, "https://127.0.0.1:%d/dir", port);
+  int stop = timerfd_create(CLOCK_MONOTONIC, 0);
+  struct itimerspec its = {.it_value = {.tv_sec = 20}};
+  cr_assert(stop >= 0 && timerfd_settime(stop, 0, &its, NULL) == 0);
+  const char *types[2] = {ACME_CHAL_TLS_ALPN, ACME_CHAL_HTTP};
+  EVP_PKEY *account = acme_key_new();
+  struct acme_client c;
+  char err[600];
+  cr_assert_eq(acme_client_init(&c, account, url, cert, types, 2, stop, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(acme_client_account(&c, "", "", ""), 0);
+  EVP_PKEY *k = NULL;
+  char *chain = NULL;
+  int rc = acme_client_obtain(&c, "derp.example.net", &k, &chain, err, sizeof err);
+  int orders = count_lines(log);
+  cr_assert(rc == -1 && !k && !chain, "obtained a certificate from a CA that refuses");
+  cr_assert_eq(orders, 2, "orders placed for a name: %d (last error: %s)", orders, err);
+  cr_assert(strstr(err, "is invalid"), "%s", err);
+  /* An address is asked for with http-01 only: one order. */
+  rc = acme_client_obtain(&c, "192.0.2.7", &k, &chain, err, sizeof err);
+  cr_assert(rc == -1 && !k && !chain);
+  cr_assert_eq(count_lines(log) - orders, 1, "orders placed for an address: %d (%s)", count_lines(log) - orders, err);
+  acme_client_free(&c);
+  EVP_PKEY_free(account);
+  close(stop);
+}
+
 static const struct mini_test tests[] = {
     {"b64url_vectors", b64url_vectors},
     {"account_key_file", account_key_file},
@@ -523,6 +603,7 @@ static const struct mini_test tests[] = {
     {"https_bounds", https_bounds},
     {"tls_alpn_01", tls_alpn_01},
     {"http_01", http_01},
+    {"obtain_refused", obtain_refused},
 };
 
 int main(int argc, char **argv) {

@@ -258,8 +258,12 @@ static int authorize(struct acme_client *c, const char *host, const char *url, c
     return OK;
   }
   if (strcmp(st, "pending") != 0) {
+    /* invalid, deactivated, expired, revoked: nothing here was tried, but
+     * the next order must not ask with the same type again, or this would
+     * place orders as fast as the CA answers (and spend its rate limit). */
     errf(err, errlen, "authorization %s is %s", url, st);
     json_decref(z);
+    c->next_type++;
     return NEXT_TYPE;
   }
   const json_t *pick = NULL;
@@ -437,6 +441,13 @@ static int one_order(struct acme_client *c, const char *host, EVP_PKEY **key_out
   return finalize(c, host, order_url, fin_url, key_out, chain_out, err, errlen) == 0 ? OK : FAIL;
 }
 
+/* An IP address: http-01 only, as derper (tls-alpn-01 would want the
+ * reverse-DNS name in the SNI, RFC 8738 §6). */
+static void skip_types(struct acme_client *c, const char *host) {
+  while (config_ip_literal(host) && c->next_type < c->ntypes && strcmp(c->types[c->next_type], ACME_CHAL_HTTP) != 0)
+    c->next_type++;
+}
+
 int acme_client_obtain(struct acme_client *c, const char *host, EVP_PKEY **key_out, char **chain_out,
                        char *err, size_t errlen) {
   *key_out = NULL;
@@ -444,17 +455,18 @@ int acme_client_obtain(struct acme_client *c, const char *host, EVP_PKEY **key_o
   if (!c->new_order[0] && load_directory(c, err, errlen) != 0) return -1;
   if (!c->kid[0] && register_account(c, err, errlen) != 0) return -1;
   c->next_type = 0; /* every renewal starts with the preferred type again */
-  /* An IP address: http-01 only, as derper (tls-alpn-01 would want the
-   * reverse-DNS name in the SNI, RFC 8738 §6). */
-  while (config_ip_literal(host) && c->next_type < c->ntypes && strcmp(c->types[c->next_type], ACME_CHAL_HTTP) != 0)
-    c->next_type++;
+  skip_types(c, host);
   if (c->next_type >= c->ntypes) return errf(err, errlen, "%s: an IP address needs http-01 (-http-port)", host);
-  for (;;) {
+  /* NEXT_TYPE always moves next_type on, so there are at most ntypes orders. */
+  for (int orders = 0; orders < c->ntypes; orders++) {
     int rc = one_order(c, host, key_out, chain_out, err, errlen);
     if (rc == OK) return 0;
-    if (rc != NEXT_TYPE || c->next_type >= c->ntypes) return -1;
+    if (rc != NEXT_TYPE) return -1;
+    skip_types(c, host);
+    if (c->next_type >= c->ntypes) return -1;
     log_warn("acme: %s: %s; trying %s with a new order", host, err, c->types[c->next_type]);
   }
+  return -1;
 }
 
 int acme_client_init(struct acme_client *c, EVP_PKEY *account_key, const char *directory,
