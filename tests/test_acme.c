@@ -284,15 +284,29 @@ static void eab_binding(void) {
  * side is test_acme_e2e's.) */
 static void ipcert_table(void) {
   char a[ACME_IPCERT_TEXT], p[256];
-  acme_ipcert_add("::ffff:192.0.2.1");
-  acme_ipcert_add("192.0.2.1");
-  acme_ipcert_add("2001:DB8:0::1");
-  acme_ipcert_add("derp.example.net"); /* not an address: ignored */
-  cr_assert(acme_ipcert_addr(0, a, sizeof a) && strcmp(a, "192.0.2.1") == 0, "%s", a);
-  cr_assert(acme_ipcert_addr(1, a, sizeof a) && strcmp(a, "2001:db8::1") == 0, "%s", a);
-  cr_assert(!acme_ipcert_addr(2, a, sizeof a), "a v4-mapped twin or a name made an entry");
+  cr_assert(acme_ipcert_add("::ffff:45.76.1.1"));
+  cr_assert(acme_ipcert_add("45.76.1.1"));
+  cr_assert(acme_ipcert_add("2A01:4F8:0::1"));
+  cr_assert(!acme_ipcert_add("derp.example.net"), "not an address: ignored");
+  /* Addresses no CA certifies take no slot. */
+  static const char *const private[] = {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+                                        "100.64.0.1", "100.127.0.1", "169.254.1.1", "0.0.0.0", "224.0.0.1",
+                                        "255.255.255.255", "192.0.2.1", "198.51.100.7", "203.0.113.9",
+                                        "198.18.0.1", "::1", "::", "fe80::1", "fd00::1", "fc00::1", "ff02::1",
+                                        "2001:db8::1", "::ffff:10.0.0.1"};
+  for (size_t i = 0; i < sizeof private / sizeof private[0]; i++) {
+    cr_assert(!acme_ipcert_public(private[i]), "%s counted as public", private[i]);
+    cr_assert(!acme_ipcert_add(private[i]), "%s took a slot", private[i]);
+  }
+  static const char *const public[] = {"1.1.1.1", "172.15.255.255", "172.32.0.1", "100.63.255.255",
+                                       "100.128.0.1", "11.0.0.1", "2606:4700::1111", "::ffff:8.8.8.8"};
+  for (size_t i = 0; i < sizeof public / sizeof public[0]; i++)
+    cr_assert(acme_ipcert_public(public[i]), "%s counted as not public", public[i]);
+  cr_assert(acme_ipcert_addr(0, a, sizeof a) && strcmp(a, "45.76.1.1") == 0, "%s", a);
+  cr_assert(acme_ipcert_addr(1, a, sizeof a) && strcmp(a, "2a01:4f8::1") == 0, "%s", a);
+  cr_assert(!acme_ipcert_addr(2, a, sizeof a), "a v4-mapped twin, a name or a private address made an entry");
   for (int i = 0; i < 2 * ACME_IPCERT_MAX; i++) {
-    snprintf(p, sizeof p, "198.51.100.%d", i + 1);
+    snprintf(p, sizeof p, "45.76.2.%d", i + 1);
     acme_ipcert_add(p);
   }
   cr_assert(acme_ipcert_addr(ACME_IPCERT_MAX - 1, a, sizeof a), "the table fills to its bound");

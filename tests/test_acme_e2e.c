@@ -222,6 +222,7 @@ static void start_derpd_host(const char *const *env, const char *mode_args, cons
     unsetenv("DERPD_TEST_ACME_CHALLENGE");
     unsetenv("DERPD_TEST_ACME_RENEW_AFTER");
     unsetenv("DERPD_TEST_ACME_RETRY_MS");
+    unsetenv("DERPD_TEST_ACME_ANY_IP");
     if (rc == 0) return;
     /* Another test took one of derpd's ports between the pick and the bind
      * (tests run two at a time): new ones, and pebble restarted on them. */
@@ -518,7 +519,7 @@ static void gcp_eab_and_contact(void) {
 static void ip_certs_on_demand(void) {
   prepare();
   start_ca();
-  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", NULL};
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", "DERPD_TEST_ACME_ANY_IP=1", NULL};
   start_derpd_mode(env, "-certmode letsencrypt -acme-ip-certs");
   wait_log_count(INSTALLED, 1, 20000);
   cr_assert_eq(log_count("acme: 127.0.0.1:"), 0, "nothing asked for an address before a client dialled one");
@@ -554,7 +555,16 @@ static void ip_certs_on_demand(void) {
 static void ip_only_restart(void) {
   prepare();
   start_ca();
-  start_derpd_host(NULL, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
+  /* Without the tests' knob, an address no CA certifies is refused at start. */
+  char cmd[1200], out[2048] = "";
+  snprintf(cmd, sizeof cmd,
+           "%s -c %s/refused.key -a 127.0.0.1:%u -certmode letsencrypt -acme-ip-certs -hostname 127.0.0.1 "
+           "-certdir %s -http-port %u --acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/pebble.crt 2>&1",
+           e2e_derpd_bin(), dir, p_tls, certdir, p_http, p_acme, dir);
+  int st = e2e_run_capture(cmd, out, sizeof out);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0 && strstr(out, "not a public address"), "exit %d: %s", st, out);
+  static const char *const env[] = {"DERPD_TEST_ACME_ANY_IP=1", NULL};
+  start_derpd_host(env, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
   wait_log_count(IP_INSTALLED, 1, 20000);
   fetch_root();
   struct derp_tls_info i1, i2, info;
@@ -566,7 +576,7 @@ static void ip_only_restart(void) {
   cr_assert(!try_client_sni(HOST, false, &info, err, sizeof err), "a DNS SNI on an IP-only server");
   wait_log_count("a DNS name as SNI on an IP-only server", 1, 5000);
   stop_derpd_clean();
-  start_derpd_host(NULL, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
+  start_derpd_host(env, "-certmode letsencrypt -acme-ip-certs", "127.0.0.1");
   wait_log_count("acme: 127.0.0.1: serving the certificate in", 1, 10000);
   cr_assert_eq(log_count("requesting a certificate"), 0, "a restart asked the CA again");
   client_sni(NULL, &i2);

@@ -433,7 +433,13 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
       return -1;
     }
     acme_ipcert_enable(W.kick_fd);
-    if (W.ip_only) acme_ipcert_add(cfg->hostname); /* the address clients are told to dial */
+    /* The address clients are told to dial; one no CA certifies would
+     * leave an IP-only server without a certificate for ever. */
+    if (W.ip_only && !acme_ipcert_add(cfg->hostname)) {
+      snprintf(err, errlen, "-hostname %s with -acme-ip-certs: not a public address, and no CA certifies "
+               "one (use -certmode manual for a self-signed certificate)", cfg->hostname);
+      return -1;
+    }
     log_info("acme: -acme-ip-certs: a certificate for each of this server's addresses that clients dial "
              "without a DNS name (http-01 on -http-port %d)", cfg->http_port);
   }

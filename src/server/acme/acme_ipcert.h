@@ -10,6 +10,12 @@
  * files or gets a certificate (http-01, acme_client.c) and installs an
  * SSL_CTX for it here; later handshakes for the address move to it.
  *
+ * Only public addresses: loopback, private (RFC 1918, CGNAT, ULA),
+ * link-local, documentation, multicast and unspecified addresses take no
+ * slot, since a CA refuses them and health checks or a NAT's inside address
+ * would otherwise fill the table (DERPD_TEST_ACME_ANY_IP=1 lets tests use
+ * loopback with pebble).
+ *
  * Threads: shards call acme_ipcert_select; the worker the rest. One mutex,
  * held to look up or install an entry, never across I/O. */
 #ifndef DERPD_ACME_IPCERT_H
@@ -29,8 +35,12 @@
 void acme_ipcert_enable(int kick_fd);
 
 /* Main thread, before the shards start: an address to get a certificate
- * for from the start (an IP-only server's -hostname). */
-void acme_ipcert_add(const char *addr);
+ * for from the start (an IP-only server's -hostname). False (logged) if it
+ * is not one a CA would certify. */
+bool acme_ipcert_add(const char *addr);
+
+/* Whether a CA could certify the address (text, canonical or not). */
+bool acme_ipcert_public(const char *addr);
 
 /* Shard, from the TLS select-certificate callback, for a ClientHello whose
  * SNI is absent or an IP address; fd is the connection's socket. Moves the
