@@ -390,7 +390,7 @@ Test(config, usage_mentions_every_flag) {
       "-tcp-write-timeout", "2s", "-handshake-timeout", "10s", "-keepalive-interval", "1m0s",
       "-shards", "-max-conns", "-recv-bufs", "256", "-recv-buf-size", "16384", "-queue-depth", "4096", "65536/(shards-1)",
       "-verbose", "-certmode", "-certdir", "-http-port", "selfsigned", "STUN", "-mesh-psk-file",
-      "-mesh-with", "derp-mesh.key", "name/dialaddr", "http://host:port",
+      "-mesh-with", "derp-mesh.key", "name[:port]/dialaddr", "http://host:port",
       "-ktls string", "auto", "require", "-debug-allow string", "TS_ALLOW_DEBUG_IP",
       "TS_DEBUG_KEY_PATH", "X-Forwarded-For", "-metrics-listen string",
       "-stun\n", "-stun-port int", "3478", "-stun-generic", "-accept-connection-limit float", "+Inf",
@@ -757,9 +757,10 @@ Test(config, mesh_with_forms) {
   int n = -1;
   char why[256] = "";
   cr_assert_eq(mesh_with_parse(" derp1.example.com, derp2.example.com:8443 ,derp3/10.0.0.3,"
-                               "derp4.example/10.0.0.4:444,http://127.0.0.1:3340,https://[::1]:9443/derp,[fd00::5]",
+                               "derp4.example/10.0.0.4:444,http://127.0.0.1:3340,https://[::1]:9443/derp,[fd00::5],"
+                               "derp8.example:8443/10.0.0.8",
                                e, 8, &n, why, sizeof why), 0, "%s", why);
-  cr_assert_eq(n, 7);
+  cr_assert_eq(n, 8);
   cr_assert(e[0].tls && e[0].port == 443 && !strcmp(e[0].name, "derp1.example.com") && !strcmp(e[0].dial, "derp1.example.com"));
   cr_assert(e[1].tls && e[1].port == 8443 && !strcmp(e[1].name, "derp2.example.com"));
   cr_assert(e[2].tls && e[2].port == 443 && !strcmp(e[2].name, "derp3") && !strcmp(e[2].dial, "10.0.0.3"));
@@ -767,6 +768,8 @@ Test(config, mesh_with_forms) {
   cr_assert(!e[4].tls && e[4].port == 3340 && !strcmp(e[4].dial, "127.0.0.1"));
   cr_assert(e[5].tls && e[5].port == 9443 && !strcmp(e[5].dial, "::1"));
   cr_assert(e[6].tls && e[6].port == 443 && !strcmp(e[6].dial, "fd00::5"));
+  /* derper's name:port/dialhost: the name's port, dialled on dialhost. */
+  cr_assert(e[7].tls && e[7].port == 8443 && !strcmp(e[7].name, "derp8.example") && !strcmp(e[7].dial, "10.0.0.8"));
   cr_assert_str_eq(e[1].label, "derp2.example.com:8443");
   cr_assert_eq(mesh_with_parse("", e, 8, &n, why, sizeof why), 0);
   cr_assert_eq(n, 0);
@@ -777,7 +780,7 @@ Test(config, mesh_with_rejects) {
   int n;
   char why[256];
   static const char *bad[] = {"host:0", "host:99999", "host:x", "::1", "/10.0.0.1", "a b",
-                              "http://", "h\"q", "[::1", "a,b,c"};
+                              "http://", "h\"q", "[::1", "a,b,c", "name:x/10.0.0.1", "name:/10.0.0.1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     why[0] = 0;
     cr_assert_eq(mesh_with_parse(bad[i], e, 2, &n, why, sizeof why), -1, "accepted %s", bad[i]);

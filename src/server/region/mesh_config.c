@@ -74,13 +74,15 @@ static int parse_entry(const char *s, size_t n, struct mesh_entry *e, char *err,
   if (m >= 5 && strncmp(p + m - 5, "/derp", 5) == 0) m -= 5; /* a pasted URL */
   if (m == 0) return fail(err, errlen, s, n, "empty host");
   const char *slash = memchr(p, '/', m);
-  if (slash) { /* derper's name/dialaddr: TLS name, then where to connect */
+  if (slash) {
+    /* derper's name[:port]/dialhost: TLS name and port, then the host to
+     * connect to on that port (derper dials dialhost at the name's port);
+     * derpd also takes name/dialhost:port. */
     size_t nl = (size_t)(slash - p);
-    if (nl == 0 || nl >= sizeof e->name) return fail(err, errlen, s, n, "bad name before '/'");
-    memcpy(e->name, p, nl);
-    e->name[nl] = 0;
-    if (split_host_port(slash + 1, m - nl - 1, e->dial, sizeof e->dial, &e->port,
-                        e->tls ? DEFAULT_MESH_PORT : 80) < 0)
+    uint16_t name_port;
+    if (split_host_port(p, nl, e->name, sizeof e->name, &name_port, e->tls ? DEFAULT_MESH_PORT : 80) < 0)
+      return fail(err, errlen, s, n, "bad name before '/' (want name or name:port)");
+    if (split_host_port(slash + 1, m - nl - 1, e->dial, sizeof e->dial, &e->port, name_port) < 0)
       return fail(err, errlen, s, n, "bad dial address after '/' (want host or host:port)");
     return 0;
   }
