@@ -9,7 +9,7 @@
  * senders); a ForwardPacket is never forwarded twice; after churn every
  * node's remote view and every watcher's view equal the truth; a wrong mesh
  * key is refused, logged once and retried; a mesh link that stops reading is
- * cut after 30 s without slowing local pairs; ClosePeer closes exactly its key;
+ * cut after 5 s, a mesh peer after 30 s, without slowing local pairs; ClosePeer closes exactly its key;
  * a node serving plain HTTP links to one serving TLS and back.
  *
  * Not Criterion: the TLS region links BoringSSL (libderp_tls), which clashes
@@ -505,8 +505,9 @@ static void test_stalled_link(void) {
   cr_assert(e2e_now_ms() - t0 < 20000);
   long long drops = derpd_varz(&r->node[0], "derp_packets_dropped_reason{reason=\"mesh_queue\"}");
   cr_assert(drops > 0, "the link's queue never filled (drops %lld)", drops);
-  /* Cut after 30 s without progress, then dialled again. */
-  long long wt = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"write_timeout\"}", 1, 45000);
+  /* Cut after 5 s without progress (derper's for its mesh client's
+   * ForwardPacket), then dialled again. */
+  long long wt = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"write_timeout\"}", 1, 15000);
   cr_assert_eq(wt, 1, "the stalled link was not cut (write timeouts: %lld)", wt);
   e2e_relay_check(a, b, 50);
   close(f.fd);
@@ -533,6 +534,38 @@ static void test_hung_link(void) {
                "what the hung node forwarded is still listed");
   close(f.fd);
   close(f.lfd);
+}
+
+/* A mesh peer (a client with the mesh key, as another node's link is) that
+ * stops reading: local pairs relay on, and it is cut after derper's 30 s for
+ * mesh peers, not after -tcp-write-timeout's 2 s. */
+static void test_stalled_mesh_peer(void) {
+  region_up(1, false, false);
+  derp_privkey mp;
+  derp_key mk;
+  derp_key_generate(&mp, &mk);
+  struct derp_client *m = connect_as(0, &mp, mesh_key());
+  int rcv = 4096;
+  cr_assert_eq(setsockopt(derp_client_fd(m), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv), 0);
+  cr_assert_eq(derp_client_watch_conns(m), 0);
+  struct derp_client *s = client_on(0, NULL), *a = client_on(0, NULL), *b = client_on(0, NULL);
+  e2e_sync_route(a, b);
+  static uint8_t pkt[1200];
+  const char *wt = "derpd_conn_closed{reason=\"write_timeout\"}";
+  const char *we = "derpd_conn_closed{reason=\"write_error\"}"; /* the kernel's TCP_USER_TIMEOUT */
+  int64_t t0 = e2e_now_ms();
+  /* Until it is cut (at most 45 s): a flood at it, and the local pair checked. */
+  while (derpd_varz(&g_r.node[0], wt) == 0 && derpd_varz(&g_r.node[0], we) == 0 && e2e_now_ms() - t0 < 45000) {
+    for (int i = 0; i < 500; i++) cr_assert_eq(derp_client_send(s, &mk, pkt, sizeof pkt), 0);
+    int64_t t = e2e_relay_check(a, b, 10);
+    cr_assert(t < 2000, "local relay slowed to %lld ms for 10 packets", (long long)t);
+    usleep(200000);
+  }
+  int64_t took = e2e_now_ms() - t0;
+  cr_assert_eq(derpd_varz(&g_r.node[0], wt), 1, "the stalled mesh peer was not cut for its write timeout in %lld ms "
+               "(write errors: %lld)", (long long)took, derpd_varz(&g_r.node[0], we));
+  cr_assert(took >= 25000, "a mesh peer cut after %lld ms: not derper's 30 s", (long long)took);
+  e2e_relay_check(a, b, 50);
 }
 
 /* ClosePeer closes every conn of its key and nothing else. */
@@ -687,6 +720,7 @@ int main(int argc, char **argv) {
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
       {"close_peer", test_close_peer},       {"tool", test_tool},
       {"hung_link", test_hung_link},       {"remote_bound", test_remote_bound},
+      {"stalled_mesh_peer", test_stalled_mesh_peer},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, region_teardown);
 }

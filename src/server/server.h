@@ -313,7 +313,8 @@ struct shard {
   bool last_wait_batched;      /* the sleep just ended was a batched one */
   struct peer_table peers;
   struct list conns, hs_fifo, wr_fifo, ka_fifo, dirty, handoff_pending;
-  struct list mesh_wr_fifo;    /* write deadlines of mesh conns (30 s, not -tcp-write-timeout) */
+  struct list mesh_wr_fifo;    /* write deadlines of mesh peers (30 s, not -tcp-write-timeout) */
+  struct list link_wr_fifo;    /* write deadlines of our mesh links (5 s) */
   /* -rate-config (core/recv_pause.c): the setting this shard applies (read
    * from srv->recv_lim at each tick), and its conns whose reads wait. */
   struct rate_cfg rl;

@@ -118,10 +118,6 @@ struct conn *conn_new_link(struct shard *sh, int fd) {
   c->is_mesh = 1;
   c->id = atomic_fetch_add_explicit(&sh->srv->next_conn_id, 1, memory_order_relaxed) + 1;
   set_sockopts(fd, &sh->srv->cfg);
-  /* The kernel's 15 s user timeout would cut a stalled link before the mesh
-   * write timeout (30 s) does; let ours decide. */
-  int ut = MESH_WRITE_TIMEOUT_MS + 5000;
-  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
   read_peer_addr(c);
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
   conn_register(sh, c);
@@ -429,12 +425,16 @@ static void submit_send(struct conn *c, bool fresh, size_t wrote) {
   }
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
   c->ops++;
-  /* Mesh peers and links get derper's 30 s, in a FIFO of their own so that
-   * each FIFO stays ordered by deadline. */
-  int64_t wt = c->is_mesh ? MESH_WRITE_TIMEOUT_MS : c->sh->srv->cfg.tcp_write_timeout_ms;
+  /* derper's: 30 s for mesh peers, 5 s for our own links (its mesh
+   * client's ForwardPacket); each in a FIFO of its own, so that each FIFO
+   * stays ordered by deadline. */
+  struct shard *sh = c->sh;
+  int64_t wt = c->is_link   ? LINK_WRITE_TIMEOUT_MS
+               : c->is_mesh ? MESH_WRITE_TIMEOUT_MS
+                            : sh->srv->cfg.tcp_write_timeout_ms;
   if (c->state == CS_ESTABLISHED && wt > 0 && (fresh || wrote >= SEND_PROGRESS_MIN)) {
-    c->deadline_ms = c->sh->now_ms + wt;
-    list_move_tail(c->is_mesh ? &c->sh->mesh_wr_fifo : &c->sh->wr_fifo, &c->dl_node);
+    c->deadline_ms = sh->now_ms + wt;
+    list_move_tail(c->is_link ? &sh->link_wr_fifo : c->is_mesh ? &sh->mesh_wr_fifo : &sh->wr_fifo, &c->dl_node);
   }
 }
 
@@ -799,5 +799,6 @@ void conn_tick(struct shard *sh) {
   tick_deadlines(sh, &sh->hs_fifo, CLOSE_handshake_timeout);
   tick_deadlines(sh, &sh->wr_fifo, CLOSE_write_timeout);
   tick_deadlines(sh, &sh->mesh_wr_fifo, CLOSE_write_timeout);
+  tick_deadlines(sh, &sh->link_wr_fifo, CLOSE_write_timeout);
   tick_keepalives(sh);
 }

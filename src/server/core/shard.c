@@ -674,6 +674,7 @@ int shard_spawn(struct shard *sh, pthread_barrier_t *bar, int *err) {
   list_init(&sh->dirty);
   list_init(&sh->handoff_pending);
   list_init(&sh->mesh_wr_fifo);
+  list_init(&sh->link_wr_fifo);
   list_init(&sh->rl_paused);
   peer_table_init(&sh->peers);
   int words = inbound_words(sh->srv);

@@ -19,6 +19,8 @@
  * one layer down: the 101 goes out as is, then the conn is in WebSocket mode
  * (websocket.c) and everything from ServerKey on, both ways, is inside
  * binary frames. Fast start does not apply. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +147,13 @@ static int client_info_step(struct conn *c) {
   }
   c->key_hash = key_hash(s, &c->key);
   c->is_mesh = ci.has_mesh_key && region_is_mesh_key(s->region, ci.mesh_key);
+  /* -tcp-user-timeout (15 s) would have the kernel cut a mesh peer that
+   * stops reading before its 30 s write timeout does; let ours decide (the
+   * kernel's clock starts when the window closes, ours when the send
+   * buffer is full, so the backstop is well behind). */
+  int ut = 2 * MESH_WRITE_TIMEOUT_MS;
+  if (c->is_mesh && s->cfg.tcp_user_timeout_ms > 0 && s->cfg.tcp_user_timeout_ms < ut)
+    setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
   c->is_prober = ci.is_prober;
   c->not_ideal = hs->req.ideal_node;
   uint32_t used = DERP_FRAME_HDR_LEN + flen;

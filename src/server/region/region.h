@@ -35,7 +35,8 @@
 #define WATCH_SLOTS 64        /* watchers per shard */
 #define WATCH_MAX 256         /* watchers per node */
 #define FWD_MAX 8             /* forwarders remembered per key */
-#define MESH_WRITE_TIMEOUT_MS 30000 /* derper's write timeout for mesh peers */
+#define MESH_WRITE_TIMEOUT_MS 30000 /* derper's write timeout for mesh peers (inbound) */
+#define LINK_WRITE_TIMEOUT_MS 5000  /* derper's for its own mesh client's ForwardPacket */
 
 
 /* The routing facts of a region control message, in pkt->dst. */
