@@ -92,9 +92,9 @@ void relay_register(struct conn *c) {
   struct peer *p = peer_find(t, &c->key, c->key_hash);
   bool was_present = p && p->active;
   if (!p) {
-    region_count_key(sh, &c->key, c->key_hash, +1);
     p = calloc(1, sizeof *p);
     if (!p) { conn_close(c, CLOSE_nomem, "peer"); return; }
+    region_count_key(sh, &c->key, c->key_hash, +1);
     p->key = c->key;
     p->hash = c->key_hash;
     if (t->count >= t->mask + 1) peer_table_grow(t);

@@ -209,20 +209,26 @@ static struct link *link_of(struct conn *c) {
   return NULL;
 }
 
+/* The link is down: its dialler, waiting for that, dials again. */
+static void wake_dialler(struct link *l, int reason) {
+  atomic_store(&l->down_reason, reason);
+  uint64_t one = 1;
+  if (write(l->evfd, &one, sizeof one) < 0) log_error("mesh: waking a dialler: %s", strerror(errno));
+}
+
 static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
   struct conn *c = conn_new_link(sh, r->fd);
   if (!c) {
     ready_free(r);
-    atomic_store(&l->down_reason, CLOSE_nomem);
-    uint64_t one = 1;
-    if (write(l->evfd, &one, sizeof one) < 0) log_error("mesh: waking a dialler: %s", strerror(errno));
+    wake_dialler(l, CLOSE_nomem);
     return;
   }
   r->fd = -1; /* the conn has it */
   if (r->ssl && transport_tls_adopt(c, r->ssl) < 0) {
     r->ssl = NULL;
     ready_free(r);
-    conn_close(c, CLOSE_nomem, "TLS for a mesh link");
+    conn_close(c, CLOSE_nomem, "TLS for a mesh link"); /* not l->c yet: link_conn_closed skips it */
+    wake_dialler(l, CLOSE_nomem);
     return;
   }
   r->ssl = NULL;
@@ -263,9 +269,7 @@ void link_conn_closed(struct conn *c) {
     rmsg(m)->from = (uint16_t)sh->id;
     shard_send_ctrl(sh, t, m);
   }
-  atomic_store(&l->down_reason, c->close_reason);
-  uint64_t one = 1;
-  if (write(l->evfd, &one, sizeof one) < 0) log_error("mesh: waking a dialler: %s", strerror(errno));
+  wake_dialler(l, c->close_reason);
 }
 
 void link_deliver(struct shard *sh, struct pkt *p) {
