@@ -428,6 +428,20 @@ static void http01_obtain_and_restart(void) {
   cr_assert_eq(log_count("requesting a certificate"), 0, "a restart asked the CA again");
   client(&i2);
   cr_assert(memcmp(i1.leaf_sha256, i2.leaf_sha256, 32) == 0, "a restart changed the certificate");
+  stop_derpd_clean();
+  /* Files whose leaf and key look right but whose chain does not load (a
+   * broken intermediate): nothing can be served from them, so the worker
+   * asks the CA at once instead of waiting for the renewal date. */
+  snprintf(cmd, sizeof cmd,
+           "cd %s && printf -- '-----BEGIN CERTIFICATE-----\\nnot base64\\n-----END CERTIFICATE-----\\n' >> " HOST ".crt",
+           certdir);
+  cr_assert_eq(system(cmd), 0);
+  start_derpd(NULL);
+  wait_log_count(INSTALLED, 1, 20000);
+  cr_assert_eq(log_count("requesting a certificate"), 1);
+  struct derp_tls_info i3;
+  client(&i3);
+  cr_assert(memcmp(i1.leaf_sha256, i3.leaf_sha256, 32) != 0, "still the certificate whose chain did not load");
 }
 
 /* The CA is down when derpd starts: no certificate (handshakes fail), the

@@ -129,7 +129,6 @@ struct slot {
   int64_t next_try_ms;      /* after a failure: not before (mono_ms) */
   long backoff;
   bool told;                /* "valid until" logged since the last change */
-  bool loaded;              /* an address's files are in acme_ipcert's table */
 };
 
 static void inspect(const struct slot *sl, struct cert_state *s) {
@@ -214,7 +213,6 @@ static int install(struct slot *sl, char *err, size_t errlen) {
     SSL_CTX *ctx = tls_ctx_from_files(sl->crt, sl->key, terr, sizeof terr);
     if (ctx) {
       acme_ipcert_install(sl->ip, ctx, tls_ctx_not_after(ctx));
-      sl->loaded = true;
       return 0;
     }
   }
@@ -276,10 +274,18 @@ static int64_t step(struct acme_client *c, struct slot *sl) {
   inspect(sl, &cs);
   if (cs.usable && !sl->installed) sl->installed = now;
   char err[600], t1[32], t2[32];
-  /* An address's files from before (this process or derper): in use at once. */
-  if (cs.usable && sl->ip >= 0 && !sl->loaded && now < cs.not_after) {
-    if (install(sl, err, sizeof err) == 0) log_info("acme: %s: serving the certificate in %s", sl->name, sl->crt);
-    else log_warn("acme: %s: %s", sl->name, err);
+  /* The files are what must be served: an address's files from before (this
+   * process or derper), or a certificate whose install failed after it was
+   * written (or that a SIGHUP raced). Files that will not load are renewed. */
+  int64_t served = sl->ip < 0 ? tls_cert_not_after() : acme_ipcert_entry_not_after(sl->ip);
+  if (cs.usable && now < cs.not_after && served != (int64_t)cs.not_after) {
+    if (install(sl, err, sizeof err) == 0) {
+      log_info("acme: %s: serving the certificate in %s", sl->name, sl->crt);
+    } else {
+      log_warn("acme: %s: %s", sl->name, err);
+      cs.usable = false;
+      snprintf(cs.why, sizeof cs.why, "%s", err);
+    }
   }
   time_t due = cs.usable ? renew_time(&cs, sl->installed) : now;
   iso_time(cs.not_after, t1);
@@ -300,7 +306,10 @@ static int64_t step(struct acme_client *c, struct slot *sl) {
     inspect(sl, &cs);
     iso_time(cs.not_after, t1);
     log_info("acme: %s: new certificate installed (valid until %s); new connections use it", sl->name, t1);
-    return 0;
+    /* A second look no sooner than a second from now: a certificate that
+     * is due at once (a clock far ahead) must not be asked for in a loop. */
+    sl->next_try_ms = mono_ms() + 1000;
+    return 1000;
   }
   if (stop_requested()) return -1;
   atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);

@@ -188,6 +188,13 @@ int64_t acme_ipcert_not_after(void) {
   return soonest;
 }
 
+int64_t acme_ipcert_entry_not_after(int i) {
+  pthread_mutex_lock(&T.mu);
+  int64_t na = i >= 0 && i < T.n && T.e[i].ctx ? T.e[i].not_after : 0;
+  pthread_mutex_unlock(&T.mu);
+  return na;
+}
+
 void acme_ipcert_free(void) {
   pthread_mutex_lock(&T.mu);
   for (int i = 0; i < T.n; i++) {

@@ -58,6 +58,8 @@ void acme_ipcert_install(int i, SSL_CTX *ctx, int64_t not_after);
 /* Any thread: the soonest NotAfter (unix seconds) of the addresses'
  * certificates in use; 0 while there is none. */
 int64_t acme_ipcert_not_after(void);
+/* Entry i's installed certificate's NotAfter; 0 when none is installed. */
+int64_t acme_ipcert_entry_not_after(int i);
 /* Main thread, once the shards and the worker are joined. */
 void acme_ipcert_free(void);
 

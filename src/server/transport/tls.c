@@ -434,8 +434,14 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
 }
 
 int tls_reload(char *err, size_t errlen) {
+  /* SIGHUP (main thread) and the ACME worker may reload at once: one at a
+   * time, so that a context built from older files never lands last. */
+  static pthread_mutex_t reload_mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&reload_mu);
   SSL_CTX *ctx = build_ctx(true, err, errlen);
-  return ctx ? publish(ctx, err, errlen) : -1;
+  int rc = ctx ? publish(ctx, err, errlen) : -1;
+  pthread_mutex_unlock(&reload_mu);
+  return rc;
 }
 
 SSL *tls_new_ssl(struct tls_ref **ref) {
