@@ -517,6 +517,46 @@ static void test_stalled_link(void) {
   close(f.lfd);
 }
 
+/* The fake node says PeerGone(key, disconnected). */
+static void fake_gone(struct fake_node *f, const derp_key *k) {
+  uint8_t pg[5 + DERP_KEY_LEN + 1];
+  derp_frame_put_header(pg, DERP_FRAME_PEER_GONE, DERP_KEY_LEN + 1);
+  memcpy(pg + 5, k->b, DERP_KEY_LEN);
+  pg[5 + DERP_KEY_LEN] = DERP_PEER_GONE_DISCONNECTED;
+  cr_assert_eq(raw_write_all(f->fd, pg, sizeof pg), 0);
+}
+
+/* derper's derp_packet_forwarder_delete_other_value: a PeerGone from a node
+ * that is not the key's forwarder, for a key this node knows (its own
+ * client, here); one for a key nobody knows is not counted. */
+static void test_delete_other(void) {
+  struct fake_node f = fake_node_up();
+  struct region *r = &g_r;
+  char args[600];
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
+  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
+  fake_accept(&f); /* it says f.k is present there */
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
+  derp_privkey lp;
+  struct derp_client *l = client_on(0, &lp);
+  (void)l;
+  derp_key lk = pub_of(&lp), unknown;
+  e2e_random_key(&unknown);
+  const char *other = "derp_packet_forwarder_delete_other_value", *applied = "derpd_mesh_presence_applied";
+  long long a0 = derpd_varz(&r->node[0], applied);
+  fake_gone(&f, &lk);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, a0 + 1, 5000), a0 + 1);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1, "a PeerGone for a local key from a non-forwarder");
+  fake_gone(&f, &unknown);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, a0 + 2, 5000), a0 + 2);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1, "a PeerGone for a key nobody knows was counted");
+  fake_gone(&f, &f.k); /* its forwarder says it went: gone from the region */
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 0, 5000), 0);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1);
+  close(f.fd);
+  close(f.lfd);
+}
+
 /* A node that stops answering (SIGSTOP, a black hole) while its kernel still
  * ACKs: derpd's Pings go unanswered and the link is cut after an interval. */
 static void test_hung_link(void) {
@@ -720,7 +760,7 @@ int main(int argc, char **argv) {
       {"wrong_mesh_key", test_wrong_mesh_key}, {"stalled_link", test_stalled_link},
       {"close_peer", test_close_peer},       {"tool", test_tool},
       {"hung_link", test_hung_link},       {"remote_bound", test_remote_bound},
-      {"stalled_mesh_peer", test_stalled_mesh_peer},
+      {"stalled_mesh_peer", test_stalled_mesh_peer}, {"delete_other", test_delete_other},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, region_teardown);
 }

@@ -29,7 +29,7 @@
   X(fwd_out, "derp_packets_forwarded_out", "counter", "packets sent to another node as ForwardPacket") \
   X(multifwd_created, "derp_multiforwarder_created", "counter", "keys that got a second forwarder") \
   X(multifwd_deleted, "derp_multiforwarder_deleted", "counter", "keys back to one forwarder") \
-  X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "a forwarder removed that was not the one in use") \
+  X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "PeerGone from a node that was not the key's forwarder (a move, or a repeated broadcast)") \
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
   X(presence_in, "derpd_mesh_presence_applied", "counter", "PeerPresent/PeerGone from mesh links applied to the forwarders") \

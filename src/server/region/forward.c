@@ -161,8 +161,12 @@ static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8
 static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
   uint8_t i = 0;
   while (i < r->nfwd && r->fwd[i] != link) i++;
-  if (i == r->nfwd) return;
-  if (i > 0) STAT_INC(&sh->stats, fwd_delete_other); /* not the one in use */
+  if (i == r->nfwd) {
+    /* derper's removePktForwardOther: one forwarder, and not this link (a
+     * move between nodes, or a repeated broadcast); harmless. */
+    if (r->nfwd == 1) STAT_INC(&sh->stats, fwd_delete_other);
+    return;
+  }
   memmove(&r->fwd[i], &r->fwd[i + 1], (size_t)(r->nfwd - i - 1));
   r->nfwd--;
   if (r->nfwd == 1) STAT_INC(&sh->stats, multifwd_deleted);
@@ -269,6 +273,8 @@ void region_fwd_ctrl(struct shard *sh, struct pkt *m) {
   case MSG_FWD_DEL: {
     struct remote *r = remote_find(region_fwd(sh), (const derp_key *)m->data, m->hash);
     if (r) del_forwarder(sh, r, rmsg(m)->link);
+    else if (relay_peer(sh, (const derp_key *)m->data, m->hash)) /* local only: derper's nil entry */
+      STAT_INC(&sh->stats, fwd_delete_other);
     STAT_INC(&sh->stats, presence_in);
     break;
   }
