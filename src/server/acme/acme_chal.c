@@ -41,7 +41,11 @@ static struct {
 void acme_chal_retire(SSL_CTX *ctx) {
   if (!ctx) return;
   if (T.nretired == ACME_CHAL_RETIRED_MAX) {
-    SSL_CTX_free(T.retired[0]); /* retired 16 challenges ago: no handshake is that slow */
+    /* Retired 16 contexts ago. A challenge's handshake is long over; a
+     * replaced address certificate's connections may still hold theirs,
+     * but each SSL took its own reference (SSL_set_SSL_CTX), so this only
+     * drops ours and the last SSL to go frees it. */
+    SSL_CTX_free(T.retired[0]);
     memmove(T.retired, T.retired + 1, sizeof T.retired - sizeof T.retired[0]);
     T.nretired--;
   }
