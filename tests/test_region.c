@@ -481,17 +481,24 @@ static struct fake_node fake_node_up(void) {
   return f;
 }
 
-static void test_stalled_link(void) {
+/* fake_node_up, then the node (one shard, `extra` flags) dials it and the
+ * fake node says its key f.k is present there. One shard: a flood and a
+ * local pair share no inter-shard ring, whose drops (shard_queue) under a
+ * saturating local sender are policy, not what these tests look at. */
+static struct fake_node fake_node_linked(const char *extra) {
   struct fake_node f = fake_node_up();
   struct region *r = &g_r;
   char args[600];
-  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
-  /* One shard: the flood and the local pair share no inter-shard ring, whose
-   * drops (shard_queue) under a saturating local sender are policy, not the
-   * point here. */
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u %s", r->key_file, f.port, extra);
   cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
   fake_accept(&f);
   cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
+  return f;
+}
+
+static void test_stalled_link(void) {
+  struct fake_node f = fake_node_linked("");
+  struct region *r = &g_r;
   /* Flood the stalled link while a local pair relays. */
   struct derp_client *s = client_on(0, NULL), *a = client_on(0, NULL), *b = client_on(0, NULL);
   e2e_sync_route(a, b);
@@ -530,13 +537,8 @@ static void fake_gone(struct fake_node *f, const derp_key *k) {
  * that is not the key's forwarder, for a key this node knows (its own
  * client, here); one for a key nobody knows is not counted. */
 static void test_delete_other(void) {
-  struct fake_node f = fake_node_up();
+  struct fake_node f = fake_node_linked("");
   struct region *r = &g_r;
-  char args[600];
-  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u", r->key_file, f.port);
-  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
-  fake_accept(&f); /* it says f.k is present there */
-  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
   derp_privkey lp;
   struct derp_client *l = client_on(0, &lp);
   (void)l;
@@ -560,14 +562,9 @@ static void test_delete_other(void) {
 /* A node that stops answering (SIGSTOP, a black hole) while its kernel still
  * ACKs: derpd's Pings go unanswered and the link is cut after an interval. */
 static void test_hung_link(void) {
-  struct fake_node f = fake_node_up();
+  /* It answers the handshake, says K is present, then nothing. */
+  struct fake_node f = fake_node_linked("--keepalive-interval 1s");
   struct region *r = &g_r;
-  char args[600];
-  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u --keepalive-interval 1s",
-           r->key_file, f.port);
-  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
-  fake_accept(&f); /* it answers the handshake, says K is present, then nothing */
-  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
   long long cut = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"link_silent\"}", 1, 8000);
   cr_assert_eq(cut, 1, "the hung link was not cut");
   cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 0, 3000), 0,
