@@ -3,7 +3,8 @@
  * Owns: TCP connect (with a deadline), the HTTP upgrade (normal, fast start
  * or WebSocket), the DERP handshake (ServerKey, ClientInfo, ServerInfo),
  * whole-frame writes, and frame reads through a derp_frame_reader over one
- * receive buffer.
+ * receive buffer. The bytes underneath (reads with deadlines, whole writes,
+ * WebSocket framing) are client_io.c's.
  *
  * WebSocket: after the 101 (Sec-WebSocket-Accept checked) every write is one
  * masked binary message (optionally fragmented, ws_frame_max), and received
@@ -43,256 +44,7 @@
 #include "lib/wsaccept.h"
 #include "lib/wsframe.h"
 
-#define RBUF_CAP (128 * 1024)
-#define HTTP_HEAD_MAX 8192
-#define DEFAULT_TIMEOUT_MS 10000
-
-struct derp_client {
-  int fd;
-  derp_privkey priv;
-  derp_key pub;
-  derp_key server_key;
-  struct derp_server_info si;
-  struct derp_frame_reader rd;
-  uint8_t *rbuf;   /* receive buffer; [rpos, rend) not yet given to the reader */
-  size_t rpos, rend;
-  struct derp_client_stream st; /* opts->wrap_stream's stream (TLS), if any */
-  bool has_stream;
-  int http_status;  /* status of the upgrade response; 0 = none read (fast start) */
-  /* WebSocket mode. */
-  bool ws, ws_closed;
-  uint32_t ws_frame_max;
-  struct ws_decoder wd;
-  uint8_t *wbuf;   /* framed, masked copy of one write */
-  size_t wcap;
-};
-
-/* ---- small utilities ---- */
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Milliseconds left before deadline (-1 deadline = forever, returns -1). */
-static int ms_left(int64_t deadline) {
-  if (deadline < 0) return -1;
-  int64_t left = deadline - now_ms();
-  if (left < 0) return 0;
-  return left > 0x7fffffff ? 0x7fffffff : (int)left;
-}
-
-/* Why a read returned r <= 0, for error messages. */
-static const char *io_why(int r) {
-  if (r == 0) return "timeout";
-  return errno == EPIPE ? "connection closed by server" : strerror(errno);
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-/* Through a wrapped stream: gather small pieces so that one frame makes one
- * TLS record rather than one per piece. */
-static int stream_writev(struct derp_client *c, struct iovec *iov, int cnt) {
-  uint8_t buf[16384];
-  size_t used = 0;
-  for (int i = 0; i < cnt; i++) {
-    const uint8_t *p = iov[i].iov_base;
-    size_t n = iov[i].iov_len;
-    while (n > 0) {
-      size_t k = sizeof buf - used < n ? sizeof buf - used : n;
-      memcpy(buf + used, p, k);
-      used += k;
-      p += k;
-      n -= k;
-      if (used == sizeof buf) {
-        if (c->st.write(c->st.ctx, buf, used) < 0) return -1;
-        used = 0;
-      }
-    }
-  }
-  return used ? c->st.write(c->st.ctx, buf, used) : 0;
-}
-
-/* Write all of iov, resuming after partial writes. */
-static int writev_all(struct derp_client *c, struct iovec *iov, int cnt) {
-  if (c->has_stream) return stream_writev(c, iov, cnt);
-  int fd = c->fd;
-  while (cnt > 0) {
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    size_t left = (size_t)n;
-    while (cnt > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      iov++;
-      cnt--;
-    }
-    if (cnt > 0) {
-      iov->iov_base = (uint8_t *)iov->iov_base + left;
-      iov->iov_len -= left;
-    }
-  }
-  return 0;
-}
-
-static int write_all(struct derp_client *c, const void *p, size_t n) {
-  struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-  return writev_all(c, &iov, 1);
-}
-
-static int ws_send_frame(struct derp_client *c, uint8_t op, const void *p, size_t n);
-
-/* WebSocket: unwrap the n raw bytes at rbuf[rend..) in place, leaving the
- * message bytes at rbuf[rend..) (rend advanced). Pings are answered; a close
- * is echoed and sets ws_closed. 0, or -1 (errno EPROTO: bad frame). */
-static int ws_unwrap(struct derp_client *c, size_t n) {
-  uint8_t *in = c->rbuf + c->rend;
-  for (;;) {
-    struct ws_event ev;
-    switch (ws_decode(&c->wd, &in, &n, &ev)) {
-    case WS_EV_MORE:
-      return 0;
-    case WS_EV_DATA:
-      memmove(c->rbuf + c->rend, ev.data, ev.len);
-      c->rend += ev.len;
-      break;
-    case WS_EV_PING:
-      if (ws_send_frame(c, WS_OP_PONG, ev.data, ev.len) < 0) return -1;
-      break;
-    case WS_EV_PONG:
-      break;
-    case WS_EV_CLOSE: {
-      uint8_t code[2] = {(uint8_t)(ev.code >> 8), (uint8_t)ev.code};
-      c->ws_closed = true;
-      (void)ws_send_frame(c, WS_OP_CLOSE, code, ev.code == WS_CLOSE_NO_STATUS ? 0 : 2);
-      break;
-    }
-    case WS_EV_ERROR:
-      c->ws_closed = true;
-      errno = EPROTO;
-      return -1;
-    }
-  }
-}
-
-/* Read more bytes into rbuf[rend..cap) waiting up to the deadline.
- * 1 = got bytes, 0 = timeout, -1 = EOF (errno EPIPE) or error. */
-static int fill(struct derp_client *c, size_t cap, int64_t deadline) {
-  if (c->rend >= cap) {
-    errno = ENOBUFS;
-    return -1;
-  }
-  for (;;) {
-    if (c->ws_closed) {
-      errno = EPIPE;
-      return -1;
-    }
-    ssize_t n;
-    if (c->has_stream) { /* TLS: the stream waits for the deadline itself */
-      n = c->st.read(c->st.ctx, c->rbuf + c->rend, cap - c->rend, deadline);
-      if (n == -2) return 0;
-      if (n < 0) return -1;
-    } else {
-      struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-      int pr = poll(&pfd, 1, ms_left(deadline));
-      if (pr < 0 && errno == EINTR) continue;
-      if (pr < 0) return -1;
-      if (pr == 0) return 0;
-      n = recv(c->fd, c->rbuf + c->rend, cap - c->rend, 0);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n < 0) return -1;
-    }
-    if (n == 0) {
-      errno = EPIPE;
-      return -1;
-    }
-    if (c->ws) { /* WebSocket rides on either: unwrap in place */
-      size_t before = c->rend;
-      if (ws_unwrap(c, (size_t)n) < 0) return -1;
-      if (c->rend == before) continue; /* only framing so far */
-      return 1;
-    }
-    c->rend += (size_t)n;
-    return 1;
-  }
-}
-
-/* ---- writes ---- */
-
-/* Room for n bytes in wbuf. */
-static int wbuf_reserve(struct derp_client *c, size_t n) {
-  if (n <= c->wcap) return 0;
-  uint8_t *b = realloc(c->wbuf, n);
-  if (!b) return -1;
-  c->wbuf = b;
-  c->wcap = n;
-  return 0;
-}
-
-/* One WebSocket message holding iov[0..cnt): frames of at most ws_frame_max
- * bytes, each masked with a fresh random key, written at once. */
-static int ws_writev(struct derp_client *c, const struct iovec *iov, int cnt) {
-  size_t total = 0;
-  for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
-  size_t fmax = c->ws_frame_max ? c->ws_frame_max : (total ? total : 1);
-  size_t nframes = total ? (total + fmax - 1) / fmax : 1;
-  if (wbuf_reserve(c, total + nframes * WS_HDR_MAX) < 0) {
-    errno = ENOMEM;
-    return -1;
-  }
-  size_t o = 0, done = 0, ioff = 0;
-  int i = 0;
-  for (size_t f = 0; f < nframes; f++) {
-    size_t len = total - done < fmax ? total - done : fmax;
-    uint8_t key[4];
-    randombytes_buf(key, sizeof key);
-    o += ws_put_header(c->wbuf + o, f == 0 ? WS_OP_BINARY : WS_OP_CONT, f + 1 == nframes, len, key);
-    size_t start = o;
-    for (size_t want = len; want > 0;) {
-      size_t k = iov[i].iov_len - ioff;
-      if (k > want) k = want;
-      memcpy(c->wbuf + o, (const uint8_t *)iov[i].iov_base + ioff, k);
-      o += k;
-      want -= k;
-      ioff += k;
-      if (ioff == iov[i].iov_len) {
-        i++;
-        ioff = 0;
-      }
-    }
-    ws_mask(c->wbuf + start, len, key, 0);
-    done += len;
-  }
-  return write_all(c, c->wbuf, o);
-}
-
-static int ws_send_frame(struct derp_client *c, uint8_t op, const void *p, size_t n) {
-  uint8_t f[WS_HDR_MAX + WS_CTRL_MAX], key[4];
-  if (n > WS_CTRL_MAX) {
-    errno = EMSGSIZE;
-    return -1;
-  }
-  randombytes_buf(key, sizeof key);
-  size_t h = ws_put_header(f, op, true, n, key);
-  memcpy(f + h, p, n);
-  ws_mask(f + h, n, key, 0);
-  return write_all(c, f, h + n);
-}
-
-/* The DERP stream's writes: as they are, or inside a WebSocket message. */
-static int send_iov(struct derp_client *c, struct iovec *iov, int cnt) {
-  return c->ws ? ws_writev(c, iov, cnt) : writev_all(c, iov, cnt);
-}
+#include "lib/client_internal.h"
 
 /* ---- connect ---- */
 
@@ -304,7 +56,7 @@ static int connect_deadline(int fd, const struct sockaddr *sa, socklen_t salen, 
   if (rc < 0 && errno == EINPROGRESS) {
     struct pollfd pfd = {.fd = fd, .events = POLLOUT};
     int pr;
-    do pr = poll(&pfd, 1, ms_left(deadline));
+    do pr = poll(&pfd, 1, cl_ms_left(deadline));
     while (pr < 0 && errno == EINTR);
     if (pr == 0) {
       errno = ETIMEDOUT;
@@ -329,7 +81,7 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
   int gai = getaddrinfo(host, portstr, &hints, &res);
   if (gai != 0) {
-    seterr(err, errlen, "resolve %s: %s", host, gai_strerror(gai));
+    cl_seterr(err, errlen, "resolve %s: %s", host, gai_strerror(gai));
     return -1;
   }
   int fd = -1, last_errno = 0;
@@ -346,7 +98,7 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
   }
   freeaddrinfo(res);
   if (fd < 0) {
-    seterr(err, errlen, "connect %s:%u: %s", host, port, strerror(last_errno));
+    cl_seterr(err, errlen, "connect %s:%u: %s", host, port, strerror(last_errno));
     return -1;
   }
   int one = 1; /* frames are small and latency matters more than batching */
@@ -402,24 +154,24 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
   uint8_t *end = NULL;
   while (!(end = memmem(c->rbuf, c->rend, "\r\n\r\n", 4))) {
     if (c->rend >= HTTP_HEAD_MAX) {
-      seterr(err, errlen, "http: response head over %d bytes", HTTP_HEAD_MAX);
+      cl_seterr(err, errlen, "http: response head over %d bytes", HTTP_HEAD_MAX);
       return -1;
     }
-    int r = fill(c, HTTP_HEAD_MAX, deadline);
+    int r = cl_fill(c, HTTP_HEAD_MAX, deadline);
     if (r <= 0) {
-      seterr(err, errlen, "http: reading response: %s", io_why(r));
+      cl_seterr(err, errlen, "http: reading response: %s", cl_io_why(r));
       return -1;
     }
   }
   int status = -1;
   if (c->rend < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0 ||
       sscanf((const char *)c->rbuf + 8, " %3d", &status) != 1) {
-    seterr(err, errlen, "http: malformed status line");
+    cl_seterr(err, errlen, "http: malformed status line");
     return -1;
   }
   c->http_status = status;
   if (status != 101) {
-    seterr(err, errlen, "http: expected 101, got %d", status);
+    cl_seterr(err, errlen, "http: expected 101, got %d", status);
     return -1;
   }
   c->rpos = (size_t)(end + 4 - c->rbuf);
@@ -449,7 +201,7 @@ static int next_frame(struct derp_client *c, struct derp_frame *f, int64_t deadl
      * buffer), so rbuf can be reused from the start. This is what makes the
      * previous frame's payload invalid, as documented. */
     c->rpos = c->rend = 0;
-    int r = fill(c, RBUF_CAP, deadline);
+    int r = cl_fill(c, RBUF_CAP, deadline);
     if (r <= 0) return r;
   }
 }
@@ -459,19 +211,19 @@ static int read_server_key(struct derp_client *c, const derp_key *expect, int64_
   struct derp_frame f;
   int r = next_frame(c, &f, deadline);
   if (r <= 0) {
-    seterr(err, errlen, "handshake: reading ServerKey: %s", io_why(r));
+    cl_seterr(err, errlen, "handshake: reading ServerKey: %s", cl_io_why(r));
     return -1;
   }
   if (f.type != DERP_FRAME_SERVER_KEY) {
-    seterr(err, errlen, "handshake: expected ServerKey frame, got type 0x%02x", f.type);
+    cl_seterr(err, errlen, "handshake: expected ServerKey frame, got type 0x%02x", f.type);
     return -1;
   }
   if (derp_server_key_parse(f.payload, f.len, &c->server_key) != 0) {
-    seterr(err, errlen, "handshake: bad ServerKey (magic or length %u)", f.len);
+    cl_seterr(err, errlen, "handshake: bad ServerKey (magic or length %u)", f.len);
     return -1;
   }
   if (expect && !derp_key_equal(expect, &c->server_key)) {
-    seterr(err, errlen, "handshake: server key differs from the expected one");
+    cl_seterr(err, errlen, "handshake: server key differs from the expected one");
     return -1;
   }
   return 0;
@@ -499,16 +251,16 @@ static int read_server_info(struct derp_client *c, int64_t deadline, char *err, 
   struct derp_frame f;
   int r = next_frame(c, &f, deadline);
   if (r <= 0) {
-    seterr(err, errlen, "handshake: reading ServerInfo: %s", io_why(r));
+    cl_seterr(err, errlen, "handshake: reading ServerInfo: %s", cl_io_why(r));
     return -1;
   }
   if (f.type != DERP_FRAME_SERVER_INFO) {
-    seterr(err, errlen, "handshake: expected ServerInfo frame, got type 0x%02x", f.type);
+    cl_seterr(err, errlen, "handshake: expected ServerInfo frame, got type 0x%02x", f.type);
     return -1;
   }
   const char *why = "?";
   if (derp_server_info_open(f.payload, f.len, &c->priv, &c->server_key, &c->si, &why) != 0) {
-    seterr(err, errlen, "handshake: ServerInfo does not open: %s", why);
+    cl_seterr(err, errlen, "handshake: ServerInfo does not open: %s", why);
     return -1;
   }
   return 0;
@@ -522,12 +274,12 @@ static int ws_enter(struct derp_client *c, const char *ws_key, char *err, size_t
   char want[DERP_WS_ACCEPT_LEN + 1], got[64], proto[64];
   derp_ws_accept(ws_key, want);
   if (!response_header(c, "Sec-WebSocket-Accept", got, sizeof got) || strcmp(got, want) != 0) {
-    seterr(err, errlen, "websocket: missing or wrong Sec-WebSocket-Accept");
+    cl_seterr(err, errlen, "websocket: missing or wrong Sec-WebSocket-Accept");
     return -1;
   }
   if (!response_header(c, "Sec-WebSocket-Protocol", proto, sizeof proto) ||
       strcasecmp(proto, "derp") != 0) {
-    seterr(err, errlen, "websocket: server did not select the derp subprotocol");
+    cl_seterr(err, errlen, "websocket: server did not select the derp subprotocol");
     return -1;
   }
   c->ws = true;
@@ -535,8 +287,8 @@ static int ws_enter(struct derp_client *c, const char *ws_key, char *err, size_t
   size_t n = c->rend - c->rpos;
   memmove(c->rbuf, c->rbuf + c->rpos, n);
   c->rpos = c->rend = 0;
-  if (ws_unwrap(c, n) < 0) {
-    seterr(err, errlen, "websocket: bad frame from server");
+  if (cl_ws_unwrap(c, n) < 0) {
+    cl_seterr(err, errlen, "websocket: bad frame from server");
     return -1;
   }
   return 0;
@@ -554,8 +306,8 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
   } else {
     rl = build_request(req, sizeof req, o->host, false, o->ideal_node);
   }
-  if (rl == 0 || write_all(c, req, rl) < 0) {
-    seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
+  if (rl == 0 || cl_write_all(c, req, rl) < 0) {
+    cl_seterr(err, errlen, "http: writing request: %s", rl ? strerror(errno) : "host too long");
     return -1;
   }
   if (read_http_101(c, deadline, err, errlen) < 0) return -1;
@@ -564,12 +316,12 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
   uint8_t ci[DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
   size_t cl = build_client_info(c, o, ci, sizeof ci);
   if (cl == 0) {
-    seterr(err, errlen, "handshake: sealing ClientInfo failed");
+    cl_seterr(err, errlen, "handshake: sealing ClientInfo failed");
     return -1;
   }
   struct iovec civ = {.iov_base = ci, .iov_len = cl};
-  if (send_iov(c, &civ, 1) < 0) {
-    seterr(err, errlen, "handshake: writing ClientInfo: %s", strerror(errno));
+  if (cl_send_iov(c, &civ, 1) < 0) {
+    cl_seterr(err, errlen, "handshake: writing ClientInfo: %s", strerror(errno));
     return -1;
   }
   return read_server_info(c, deadline, err, errlen);
@@ -580,7 +332,7 @@ static int handshake_normal(struct derp_client *c, const struct derp_client_opts
 static int handshake_fast(struct derp_client *c, const struct derp_client_opts *o,
                           const derp_key *server_key, int64_t deadline, char *err, size_t errlen) {
   if (!server_key) {
-    seterr(err, errlen, "fast start needs the server key");
+    cl_seterr(err, errlen, "fast start needs the server key");
     return -1;
   }
   c->server_key = *server_key;
@@ -588,17 +340,17 @@ static int handshake_fast(struct derp_client *c, const struct derp_client_opts *
   size_t rl = build_request((char *)buf, 1024, o->host, true, o->ideal_node);
   size_t cl = rl ? build_client_info(c, o, buf + rl, sizeof buf - rl) : 0;
   if (cl == 0) {
-    seterr(err, errlen, "handshake: building fast-start request failed");
+    cl_seterr(err, errlen, "handshake: building fast-start request failed");
     return -1;
   }
-  if (write_all(c, buf, rl + cl) < 0) {
-    seterr(err, errlen, "http: writing request: %s", strerror(errno));
+  if (cl_write_all(c, buf, rl + cl) < 0) {
+    cl_seterr(err, errlen, "http: writing request: %s", strerror(errno));
     return -1;
   }
   while (c->rend < 5) { /* enough to tell "HTTP/" from a frame header */
-    int r = fill(c, HTTP_HEAD_MAX, deadline);
+    int r = cl_fill(c, HTTP_HEAD_MAX, deadline);
     if (r <= 0) {
-      seterr(err, errlen, "handshake: reading ServerKey: %s", io_why(r));
+      cl_seterr(err, errlen, "handshake: reading ServerKey: %s", cl_io_why(r));
       return -1;
     }
   }
@@ -613,14 +365,14 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
                         char *err, size_t errlen) {
   *out = NULL;
   if (!o || !o->host || !o->priv) {
-    seterr(err, errlen, "client: host and priv are required");
+    cl_seterr(err, errlen, "client: host and priv are required");
     return -1;
   }
   struct derp_client *c = calloc(1, sizeof *c);
   if (c) c->rbuf = malloc(RBUF_CAP);
   if (!c || !c->rbuf) {
     free(c);
-    seterr(err, errlen, "client: out of memory");
+    cl_seterr(err, errlen, "client: out of memory");
     return -1;
   }
   const char *bad = o->websocket && o->fast_start ? "fast start does not apply to WebSocket"
@@ -630,7 +382,7 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
   if (bad) {
     free(c->rbuf);
     free(c);
-    seterr(err, errlen, "client: %s", bad);
+    cl_seterr(err, errlen, "client: %s", bad);
     return -1;
   }
   c->fd = -1;
@@ -638,7 +390,7 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
   c->ws_frame_max = o->ws_frame_max;
   derp_key_public(&c->priv, &c->pub);
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
-  int64_t deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
+  int64_t deadline = cl_now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
   c->fd = tcp_connect(o->host, o->port, deadline, err, errlen);
   /* A stream wrapper (TLS) may learn the server key on the way (the DERP
    * meta certificate): fast start then needs no key from the caller. */
@@ -717,7 +469,7 @@ static int send_frame(struct derp_client *c, uint8_t type, const void *a, size_t
   uint8_t hdr[DERP_FRAME_HDR_LEN];
   derp_frame_put_header(hdr, type, (uint32_t)(alen + blen));
   struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)a, alen}, {(void *)b, blen}};
-  return send_iov(c, iov, 3);
+  return cl_send_iov(c, iov, 3);
 }
 
 int derp_client_send(struct derp_client *c, const derp_key *dst, const void *pkt, size_t len) {
@@ -766,7 +518,7 @@ int derp_client_send_raw(struct derp_client *c, uint8_t type, const void *payloa
 }
 
 int derp_client_write_bytes(struct derp_client *c, const void *p, size_t n) {
-  return write_all(c, p, n);
+  return cl_write_all(c, p, n);
 }
 
 /* Fill the typed fields of m from a frame; -1 (EPROTO) if too short for its type. */
@@ -824,12 +576,12 @@ static int recv_deadline(struct derp_client *c, struct derp_client_msg *m, int64
 }
 
 int derp_client_recv(struct derp_client *c, struct derp_client_msg *m, int timeout_ms) {
-  return recv_deadline(c, m, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
+  return recv_deadline(c, m, timeout_ms < 0 ? -1 : cl_now_ms() + timeout_ms);
 }
 
 /* See the file comment: returns on RecvPacket and on PeerGone. */
 int derp_client_recv_packet(struct derp_client *c, struct derp_client_msg *m, int timeout_ms) {
-  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  int64_t deadline = timeout_ms < 0 ? -1 : cl_now_ms() + timeout_ms;
   for (;;) {
     int r = recv_deadline(c, m, deadline);
     if (r <= 0) return r;
