@@ -302,15 +302,10 @@ enum adm_begin admission_begin(struct conn *c, struct adm_job **job, char *detai
   STAT_INC(&sh->stats, adm_overload);
   char key[DERP_KEY_STRLEN];
   derp_key_format(&c->key, key);
-  /* No room: as if the controller were unreachable. tailscaled has no
-   * fail-open in derper, so with -verify-clients it refuses. */
-  if (a->cfg.fail_open && a->cfg.use_url && !a->cfg.use_local) {
-    STAT_INC(&sh->stats, adm_fail_open);
-    if (shard_log_allowed(sh))
-      log_info("shard %d: conn %llu: admission: %d checks waiting already (--admission-queue): allowing client "
-               "%s (-verify-client-url-fail-open)", sh->id, (unsigned long long)c->id, a->qcap, key);
-    return ADM_PASS;
-  }
+  /* No room (or stopping): refused, even under -verify-client-url-fail-open.
+   * That is for a controller that cannot be asked; a busy queue is not one,
+   * and admitting on it would let anyone who keeps the queue full in. The
+   * client retries (Tailscale's clients redial with backoff). */
   snprintf(detail, cap, "%d checks waiting already (--admission-queue): refusing %s", a->qcap, key);
   return ADM_REFUSE;
 }

@@ -207,7 +207,9 @@ static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *i
   }
   httpc_conn_close(&tmp);
   if (rc != HTTPC_OK) {
-    set(v, rc_result(rc), cfg->fail_open, "admission controller unreachable for %s: %s%s", key,
+    /* Stopped by shutdown (or a handover) is not an unreachable controller:
+     * no fail-open for it. */
+    set(v, rc_result(rc), cfg->fail_open && rc != HTTPC_STOPPED, "admission controller unreachable for %s: %s%s", key,
         rc == HTTPC_TIMEOUT ? "no response within 5s: " : "", err);
     return false;
   }
