@@ -91,6 +91,29 @@ Test(http_parse, fast_start_only_one) {
   cr_assert(!r.fast_start);
 }
 
+/* Repeated headers: derper reads the first value (Go's Header.Get). */
+Test(http_parse, repeated_headers_first_wins) {
+  struct http_req r;
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nHost: x\r\nDerp-Fast-Start: 1\r\nDerp-Fast-Start: 0\r\n\r\n");
+  cr_assert(r.fast_start);
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nHost: x\r\nDerp-Fast-Start: 0\r\nDerp-Fast-Start: 1\r\n\r\n");
+  cr_assert(!r.fast_start);
+  parse_ok(&r, "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: first\r\n"
+               "X-Tailscale-Challenge: second\r\n\r\n");
+  cr_assert(r.has_challenge);
+  cr_assert_str_eq(r.challenge, "first");
+  parse_ok(&r, "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: ok\r\n"
+               "X-Tailscale-Challenge: bad!\r\n\r\n");
+  cr_assert(r.has_challenge && strcmp(r.challenge, "ok") == 0);
+  parse_ok(&r, "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: bad!\r\n"
+               "X-Tailscale-Challenge: ok\r\n\r\n");
+  cr_assert(!r.has_challenge);
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nHost: x\r\nIdeal-Node:\r\nIdeal-Node: derp2\r\n\r\n");
+  cr_assert(!r.ideal_node, "an empty first value");
+  parse_ok(&r, "GET /derp HTTP/1.1\r\nHost: x\r\nIdeal-Node: derp2\r\nIdeal-Node:\r\n\r\n");
+  cr_assert(r.ideal_node);
+}
+
 Test(http_parse, ideal_node) {
   struct http_req r;
   parse_ok(&r, "GET /derp HTTP/1.1\r\nHost: x\r\nIdeal-Node: derp2\r\n\r\n");

@@ -73,6 +73,8 @@ struct http_req {
   uint8_t sub_k;                  /* internal: "derp" matched so far in the first protocol value */
   bool host_any, host_ws;         /* internal: Host value bytes seen, white space after them */
   bool in_query;                  /* internal: the URL reached '?' */
+  uint8_t first_seen;             /* internal: Derp-Fast-Start, X-Tailscale-Challenge, Ideal-Node
+                                     already seen (bits 1, 2, 4): Go's Header.Get reads the first */
   bool in_fragment;               /* internal: the URL reached '#'; rest is ignored */
 };
 

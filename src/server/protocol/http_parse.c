@@ -213,9 +213,13 @@ static void apply_header(struct http_req *r) {
     else r->upgrade = HTTP_UP_OTHER;
     break;
   case H_FAST_START:
+    if (r->first_seen & 1) break;
+    r->first_seen |= 1;
     r->fast_start = !lng && n == 1 && v[0] == '1';
     break;
   case H_CHALLENGE:
+    if (r->first_seen & 2) break;
+    r->first_seen |= 2;
     r->has_challenge = !lng && challenge_ok(v, n);
     if (r->has_challenge) { memcpy(r->challenge, v, n); r->challenge[n] = 0; }
     else r->challenge[0] = 0;
@@ -239,7 +243,9 @@ static void apply_header(struct http_req *r) {
     memcpy(r->ws_version, v, n);
     r->ws_version[n] = 0;
     break;
-  case H_IDEAL_NODE: /* derper: any non-empty value marks the client "not ideal" */
+  case H_IDEAL_NODE: /* derper: a non-empty first value marks the client "not ideal" */
+    if (r->first_seen & 4) break;
+    r->first_seen |= 4;
     r->ideal_node = lng || n > 0;
     break;
   case H_CONNECTION:
