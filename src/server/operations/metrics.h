@@ -51,6 +51,8 @@
   X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
   X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
   X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
+  X(drops_other, "", "", "") /* internal: the other packets dropped, counted on their own so \
+                                that each series only rises (not total minus disco) */ \
   X(rl_waited, "", "", "") /* internal: derp_rate_limit_per_client_waited (-rate-config only) */ \
   X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
   X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
@@ -197,11 +199,12 @@ static inline void stat_add_slot(_Atomic int64_t *x, int64_t d) {
 }
 #define STAT_ADD(st, name, d) stat_add_slot(&(st)->v[STAT_##name], (d))
 #define STAT_INC(st, name) STAT_ADD(st, name, 1)
-#define STAT_DROP(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
+#define STAT_DROP_R(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
+#define STAT_DROP(st, reason, n) (STAT_DROP_R(st, reason, n), STAT_ADD(st, drops_other, (n)))
 /* The same, telling whether the n packets are disco (derp_packets_dropped_type;
  * drops counted with plain STAT_DROP count as "other"). */
 #define STAT_DROP_T(st, reason, disco, n) \
-  (STAT_DROP(st, reason, n), (disco) ? STAT_ADD(st, drops_disco, (n)) : (void)0)
+  (STAT_DROP_R(st, reason, n), (disco) ? STAT_ADD(st, drops_disco, (n)) : STAT_ADD(st, drops_other, (n)))
 #define STAT_CLOSE(st, reason) stat_add_slot(&(st)->closes[(reason)], 1)
 
 const char *close_reason_name(enum close_reason r);

@@ -64,12 +64,6 @@ static int64_t shard_drops(struct stats *st) {
   return t;
 }
 
-static int64_t sum_drops(const struct stats_view *v) {
-  int64_t t = 0;
-  for (int i = 0; i < v->n; i++) t += shard_drops(v->all[i]);
-  return t;
-}
-
 /* derper keeps one moving average; derpd one per shard: their mean, over the
  * shards that have written packets. */
 static double queue_ema_ms(const struct stats_view *v) {
@@ -99,14 +93,14 @@ struct derived {
 
 static int derive(const struct stats_view *v, struct derived *d) {
   const struct proc_facts *p = v->proc;
-  int64_t dropped = sum_drops(v), disco = sum_v(v, STAT_drops_disco);
+  int64_t disco = sum_v(v, STAT_drops_disco), other = sum_v(v, STAT_drops_other);
   int64_t up_ms = v->now_mono_ms - v->start->start_mono_ms;
   int n = 0;
 #define I(nm, ty, hp, val) (assert(n < DERIVED_MAX), d[n++] = (struct derived){nm, ty, hp, D_INT, (val), 0})
 #define F(nm, ty, hp, val) (assert(n < DERIVED_MAX), d[n++] = (struct derived){nm, ty, hp, D_FLOAT, 0, (val)})
   /* derper's own, beside what metrics.c renders. */
   I("derp_packets_dropped_type{type=\"disco\"}", "counter", "packets dropped, by payload type", disco);
-  I("derp_packets_dropped_type{type=\"other\"}", "counter", "", dropped - disco);
+  I("derp_packets_dropped_type{type=\"other\"}", "counter", "", other);
   I("derp_sclient_write_timeouts", "counter", "clients cut for not reading (write_timeout)",
     sum_close(v, CLOSE_write_timeout));
   I("derp_unknown_frames", "counter", "unknown frame types skipped", sum_v(v, STAT_unknown_frames));
