@@ -16,8 +16,8 @@ arrives and when:
   STOPPING=1 still comes on SIGTERM, and derpd exits 1 when the shard does
   not join.
 - upgrade: a live upgrade (SIGUSR2) under the watchdog, with WATCHDOG_PID
-  set as systemd sets it: the new process sends MAINPID=<its pid> and READY=1
-  and takes over the pings, the old one sends no STOPPING=1 and exits 0, the
+  set as systemd sets it: the new process sends MAINPID=<its pid>, READY=1 and
+  at once WATCHDOG=1, and takes over the pings, the old one sends no STOPPING=1 and exits 0, the
   port keeps answering, and SIGTERM to the new one gives STOPPING=1, exit 0.
 Each message's sender is read from SO_PASSCRED credentials, as systemd does.
 Exit 0 on success, 1 on failure, 77 (skip) for a derpd built without
@@ -239,8 +239,11 @@ def case_upgrade(tmp):
         f = fields(r[1])
         new = int(f["MAINPID"])
         check(new != old and r[2] == new, "MAINPID=%d sent by pid %d, old pid %d" % (new, r[2], old))
-        check(r[1].split("\n")[1] == "READY=1" and "listening on" in f.get("STATUS", ""),
+        lines = r[1].split("\n")
+        check("READY=1" in lines and "listening on" in f.get("STATUS", ""),
               "MAINPID= without READY=1 and STATUS: %r" % r[1])
+        # systemd keeps the old process's watchdog clock: the new one pings at once.
+        check("WATCHDOG=1" in lines, "MAINPID= without WATCHDOG=1: %r" % r[1])
         t_new = r[0]
         status = probe(d.port)
         check(status.startswith("HTTP/1.1 200"), "/derp/probe after the upgrade: %r" % status)

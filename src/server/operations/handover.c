@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "server/log.h"
+#include "server/operations/service.h"
 
 #define ENV_FDS "DERPD_HANDOVER"
 #define ENV_READY "DERPD_HANDOVER_READY"
@@ -194,6 +195,7 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
     if (r < 0 && errno != EINTR) break;
     if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
     if (left <= 0) break;
+    service_watchdog_due(); /* systemd's watchdog still watches this process */
   }
   close(p[0]);
   if (rc == 0) {

@@ -123,9 +123,11 @@ void service_ready(const struct server *s) {
    * it says so before the old one exits (the unit's NotifyAccess=all lets
    * systemd take it from a process it did not start). */
   if (handover_active()) snprintf(mainpid, sizeof mainpid, "MAINPID=%ld\n", (long)getpid());
-  snprintf(msg, sizeof msg, "%sREADY=1\nSTATUS=listening on %s%s%s:%u (%s, %d shard%s)", mainpid,
-           v6 ? "[" : "", h[0] ? h : "*", v6 ? "]" : "", s->port, s->tls ? "TLS" : "plain HTTP",
-           s->nshards, s->nshards == 1 ? "" : "s");
+  /* And pings at once: systemd keeps the old process's watchdog clock, and
+   * our first check is an interval away. */
+  snprintf(msg, sizeof msg, "%s%sREADY=1\nSTATUS=listening on %s%s%s:%u (%s, %d shard%s)", mainpid,
+           mainpid[0] && svc.wd_usec ? "WATCHDOG=1\n" : "", v6 ? "[" : "", h[0] ? h : "*", v6 ? "]" : "",
+           s->port, s->tls ? "TLS" : "plain HTTP", s->nshards, s->nshards == 1 ? "" : "s");
   notify(msg);
   if (svc.wd_usec) {
     svc.last_ok_ms = mono_ms();
@@ -172,6 +174,13 @@ static void watchdog_check(int64_t now) {
   svc.stalled = false;
   svc.last_ok_ms = now;
   notify("WATCHDOG=1");
+}
+
+void service_watchdog_due(void) {
+  int64_t now = mono_ms();
+  if (!svc.next_check_ms || now < svc.next_check_ms) return;
+  watchdog_check(now);
+  svc.next_check_ms = now + svc.interval_ms;
 }
 
 int service_sigwait(const sigset_t *set, int *sig) {

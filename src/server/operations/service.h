@@ -36,6 +36,9 @@ void service_stopping(bool handed_over);
 /* sigwait(2), feeding the watchdog while it waits: returns 0 with *sig set
  * once a signal in set is pending. */
 int service_sigwait(const sigset_t *set, int *sig);
+/* The main thread, busy elsewhere (a live upgrade waiting up to 30 s for its
+ * new process): WATCHDOG=1 if a check is due and every shard ticks. */
+void service_watchdog_due(void);
 void service_free(void);
 
 #endif
