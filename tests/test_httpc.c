@@ -269,6 +269,29 @@ static void keep_alive_and_retry(void) {
   server_stop(&sv2);
 }
 
+/* Bytes that arrive on an idle kept-alive conn (the 408 a server sends when
+ * it times an idle connection out): the next request goes on a new
+ * connection, and its answer is its own, not read from those bytes. The
+ * first answer is exactly one 39-byte piece; the 408 follows 2 ms later. */
+static void stale_bytes_not_reused(void) {
+  struct server sv = {.resp = {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 408 Request Timeout\r\n"
+                               "Content-Length: 0\r\n\r\n",
+                               "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"},
+                      .nresp = 2, .piece = 39};
+  server_start(&sv);
+  struct httpc_conn cn = HTTPC_CONN_INIT;
+  struct call c;
+  call_on(&cn, &sv, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && strcmp((char *)c.body, "a") == 0 && cn.fd >= 0, "kept alive");
+  usleep(50 * 1000); /* the stray response is in our socket */
+  call_on(&cn, &sv, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 200 && strcmp((char *)c.body, "b") == 0,
+            "rc %d, status %d, body %s (%s)", c.rc, c.r.status, (char *)c.body, c.err);
+  cr_assert_eq(sv.accepted, 2, "the stale connection was reused");
+  httpc_conn_close(&cn);
+  server_stop(&sv);
+}
+
 static const struct mini_test tests[] = {
     {"headers_in_pieces", headers_in_pieces},
     {"long_header_cut", long_header_cut},
@@ -279,6 +302,7 @@ static const struct mini_test tests[] = {
     {"cap_and_cut", cap_and_cut},
     {"malformed", malformed},
     {"keep_alive_and_retry", keep_alive_and_retry},
+    {"stale_bytes_not_reused", stale_bytes_not_reused},
 };
 
 int main(int argc, char **argv) {

@@ -446,6 +446,16 @@ static enum httpc_rc attempt(struct httpc_conn *cn, const void *req, size_t len,
   }
 }
 
+/* An idle kept-alive connection has nothing to say: anything readable (a
+ * 408 sent on an idle timeout, stray bytes after a short Content-Length,
+ * the server's close) means it must not carry the next request, whose
+ * answer would be read from those bytes. Go's transport drops it too. */
+static bool idle_and_quiet(const struct httpc_conn *cn) {
+  if (cn->ssl && SSL_pending(cn->ssl) > 0) return false;
+  struct pollfd p = {.fd = cn->fd, .events = POLLIN};
+  return poll(&p, 1, 0) == 0;
+}
+
 enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *ep, const void *req, size_t len,
                             struct httpc_resp *resp, bool (*enough)(const uint8_t *, size_t, void *), void *arg,
                             int64_t deadline_ms, int stop_fd, char *err, size_t errlen) {
@@ -454,6 +464,7 @@ enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *
     resp->body_len = 0;
     resp->complete = false;
     resp->body_error = NULL;
+    if (cn->fd >= 0 && !idle_and_quiet(cn)) httpc_conn_close(cn);
     bool reused = cn->fd >= 0;
     if (!reused) {
       enum httpc_rc rc = dial(cn, ep, deadline_ms, stop_fd, err, errlen);
