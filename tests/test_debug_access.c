@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "server/operations/debug_access.h"
@@ -223,6 +224,11 @@ Test(debug_access, debugkey_file_bounds) {
   unlink(keyfile);
   write_key("\n\t \n");
   cr_assert(!debug_key_matches(keyfile, "", 0), "an empty key never matches");
+  unlink(keyfile);
+  /* A FIFO (or a device) at the path: refused at once, never a blocked
+   * shard (the open would wait for a writer, the read for data). */
+  cr_assert_eq(mkfifo(keyfile, 0600), 0);
+  cr_assert(!debug_key_matches(keyfile, "k", 1), "a FIFO is not a key file");
   unlink(keyfile);
 }
 

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -169,8 +170,15 @@ static bool ct_equal(const uint8_t *a, size_t an, const uint8_t *b, size_t bn) {
 
 bool debug_key_matches(const char *path, const char *key, size_t klen) {
   if (!path[0] || klen == 0 || klen > DEBUG_KEY_MAX) return false;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  /* On a shard, for anyone's ?debugkey=: a FIFO or a device must not block
+   * it, so non-blocking, and only a regular file counts. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) return false;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return false;
+  }
   uint8_t buf[DEBUG_KEY_MAX + 64];
   size_t got = 0;
   ssize_t r;
