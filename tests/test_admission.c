@@ -618,7 +618,7 @@ Test(admission, controller_redirects, ADM) {
               g_v.port);
   static const struct { const char *mode; bool admit; int requests; const char *result; } k[] = {
       {"r307", true, 2, "allow"}, {"r302", true, 2, "allow"}, {"rnoloc", false, 1, "deny"},
-      {"rloop", false, 11, "error"}, {"rbad", false, 1, "error"},
+      {"rloop", false, 10, "error"}, {"rbad", false, 1, "error"},
   };
   enum { N = sizeof k / sizeof k[0] };
   derp_privkey priv[N];

@@ -51,6 +51,11 @@ Test(admission_url, forms) {
   /* In userinfo '+' is itself (a query's '+' is a space: test_debug_access). */
   cr_assert_eq(adm_url_parse("http://a+b:c@h/x", &u, err, sizeof err), 0, "%s", err);
   cr_assert_str_eq(u.basic, "YStiOmM="); /* base64("a+b:c") */
+  /* A user without a password: Go's SetBasicAuth(user, "") sends "user:". */
+  cr_assert_eq(adm_url_parse("http://user@h/x", &u, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(u.basic, "dXNlcjo="); /* base64("user:") */
+  cr_assert_eq(adm_url_parse("http://us%3Aer@h/x", &u, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(u.basic, "dXM6ZXI6"); /* base64("us:er:"): an escaped ':' is the user's */
 }
 
 Test(admission_url, refused) {

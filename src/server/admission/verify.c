@@ -190,7 +190,8 @@ static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *i
     rc = request(cfg, io, u, get, body, bl, &tmp, &r, &w, deadline, stop_fd, err, sizeof err);
     enum adm_redirect kind = adm_redirect_kind(r.status);
     if (rc != HTTPC_OK || kind == ADM_REDIRECT_NONE || loc.len == 0) break;
-    if (redirects == ADM_REDIRECTS_MAX) {
+    /* Go's CheckRedirect: the 10th redirect is refused (10 requests made). */
+    if (redirects + 1 == ADM_REDIRECTS_MAX) {
       snprintf(err, sizeof err, "stopped after %d redirects", ADM_REDIRECTS_MAX);
       rc = HTTPC_ERROR;
       break;

@@ -44,7 +44,9 @@ int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen) {
     if (*p == '@') at = p;
   if (at) {
     char ui[384];
-    if (derp_pct_decode(a, (size_t)(at - a), false, ui, sizeof ui) < 0) return fail(err, errlen, "bad user:password in URL");
+    if (derp_pct_decode(a, (size_t)(at - a), false, ui, sizeof ui - 1) < 0) return fail(err, errlen, "bad user:password in URL");
+    /* A user without a password: Go's SetBasicAuth(user, "") sends "user:". */
+    if (!memchr(a, ':', (size_t)(at - a))) strcat(ui, ":");
     if (sodium_base64_ENCODED_LEN(strlen(ui), sodium_base64_VARIANT_ORIGINAL) > sizeof u->basic)
       return fail(err, errlen, "user:password too long");
     sodium_bin2base64(u->basic, sizeof u->basic, (const unsigned char *)ui, strlen(ui),

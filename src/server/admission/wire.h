@@ -37,8 +37,9 @@ int adm_url_parse(const char *s, struct adm_url *u, char *err, size_t errlen);
 
 /* Redirects as Go's http.Client follows them (derper posts with it): 301 and
  * 302 (the request was a POST) and 303 go on as GET without the body; 307
- * and 308 repeat the request, body and all; other statuses are the answer. At
- * most ADM_REDIRECTS_MAX, then an error, as "stopped after 10 redirects". */
+ * and 308 repeat the request, body and all; other statuses are the answer.
+ * The ADM_REDIRECTS_MAX-th redirect is an error, "stopped after 10
+ * redirects", after 10 requests, as Go's default CheckRedirect. */
 #define ADM_REDIRECTS_MAX 10
 enum adm_redirect { ADM_REDIRECT_NONE, ADM_REDIRECT_GET, ADM_REDIRECT_SAME };
 enum adm_redirect adm_redirect_kind(int status);
