@@ -395,6 +395,33 @@ Test(admission, conn_gone_before_verdict, ADM) {
   derp_client_close(c);
 }
 
+/* A check ends when its client's handshake deadline has passed, not 5 s
+ * after it started: one worker, a client whose controller never answers in
+ * time, then one it admits. The second is asked once the first's deadline
+ * frees the worker, in time for its own deadline (before, the worker stayed
+ * on the first for the full 5 s and the second's deadline passed). */
+Test(admission, deadline_frees_worker, ADM) {
+  verifier_start(&g_v, "--default slow", false);
+  start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ --admission-workers 1 --handshake-timeout 3s",
+              g_v.port);
+  struct attempt first = {0}, second = {0};
+  attempt_start(&first, &g_srv, 9000);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 4000), 1);
+  e2e_sleep_ms(1000);
+  derp_key_generate(&second.priv, &second.pub);
+  verifier_mode(&g_v, &second.pub, "allow");
+  second.p = &g_srv;
+  second.timeout_ms = 9000;
+  cr_assert_eq(pthread_create(&second.t, NULL, attempt_main, &second), 0);
+  attempt_join(&first);
+  attempt_join(&second);
+  cr_assert_null(first.c, "admitted past the handshake deadline");
+  cr_assert_not_null(second.c, "the second client was not asked in time: %s (%lld ms)", second.err,
+                     (long long)second.ms);
+  derp_client_close(second.c);
+  cr_assert_eq(varz(&g_srv, "timeout"), 0, "a check cut at its client's deadline gave a verdict");
+}
+
 /* One worker, a queue of one: the third check finds no room and is refused
  * at once, with fail-open as without it (fail-open is for a controller that
  * cannot be asked, not for a full queue that anyone can fill). Both servers

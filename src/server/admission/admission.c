@@ -235,7 +235,7 @@ static void *worker_main(void *arg) {
       snprintf(j->v.detail, sizeof j->v.detail, "the handshake deadline passed while the check waited"),
           j->v.result = ADM_R_TIMEOUT;
     else
-      verify_run(&a->cfg, &io, &j->key, j->ip, a->stop_fd, &j->v);
+      verify_run(&a->cfg, &io, &j->key, j->ip, a->stop_fd, j->deadline_ms, &j->abandoned, &j->v);
     deliver(a, j, r < 0 ? NULL : &ring);
   }
   httpc_conn_close(&io.url);

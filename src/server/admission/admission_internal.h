@@ -45,8 +45,10 @@ struct adm_worker_io {
 
 /* Runs the configured checks for one client, in derper's order (tailscaled,
  * then the controller; the first no ends it). ip: the client's address as
- * Go prints it. stop_fd readable: give up. */
+ * Go prints it. stop_fd readable: give up. Each request has 5 s, but none
+ * runs past until_ms (the client's handshake deadline: no one waits for the
+ * answer after it), and the controller is not asked once *abandoned. */
 void verify_run(const struct adm_config *cfg, struct adm_worker_io *io, const derp_key *k, const char *ip,
-                int stop_fd, struct adm_verdict *v);
+                int stop_fd, int64_t until_ms, const _Atomic bool *abandoned, struct adm_verdict *v);
 
 #endif

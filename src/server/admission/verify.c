@@ -18,6 +18,7 @@
  *
  * Runs on a worker thread: blocking I/O is fine here, and only here. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,9 +79,20 @@ static bool whois_body_ok(const uint8_t *p, size_t n) {
 
 static enum adm_result rc_result(enum httpc_rc rc) { return rc == HTTPC_TIMEOUT ? ADM_R_TIMEOUT : ADM_R_ERROR; }
 
+/* 5 s from now, or just past the client's handshake deadline if that comes
+ * first: a worker must not spend its time on an answer nobody waits for
+ * (under a backlog every job would otherwise finish after its client left).
+ * Just past: the shard closes the client at its deadline (on its 100 ms
+ * tick), so a check cut short is never a verdict, never a fail-open. */
+#define ADM_PAST_DEADLINE_MS 250
+static int64_t request_deadline(int64_t until_ms) {
+  int64_t d = httpc_now_ms() + ADM_TIMEOUT_MS;
+  return until_ms > 0 && until_ms + ADM_PAST_DEADLINE_MS < d ? until_ms + ADM_PAST_DEADLINE_MS : d;
+}
+
 /* -verify-clients. True if the key is in tailscaled's tailnet (v untouched). */
 static bool ask_tailscaled(const struct adm_config *cfg, struct adm_worker_io *io, const derp_key *k,
-                           const char *key, int stop_fd, struct adm_verdict *v) {
+                           const char *key, int stop_fd, int64_t until_ms, struct adm_verdict *v) {
   char req[512], err[256] = "";
   size_t n = adm_format_whois(req, sizeof req, k);
   if (!io->whois_body && !(io->whois_body = malloc(ADM_WHOIS_MAX))) {
@@ -89,7 +101,7 @@ static bool ask_tailscaled(const struct adm_config *cfg, struct adm_worker_io *i
   }
   struct httpc_resp r = {.body = io->whois_body, .body_cap = ADM_WHOIS_MAX};
   enum httpc_rc rc = httpc_request(&io->local, &cfg->local_ep, req, n, &r, NULL, NULL,
-                                   httpc_now_ms() + ADM_TIMEOUT_MS, stop_fd, err, sizeof err);
+                                   request_deadline(until_ms), stop_fd, err, sizeof err);
   if (rc != HTTPC_OK) {
     set(v, rc_result(rc), false, "failed to query local tailscaled status for %s: %s%s", key,
         rc == HTTPC_TIMEOUT ? "no answer within 5s: " : "", err);
@@ -167,7 +179,7 @@ static enum httpc_rc request(const struct adm_config *cfg, struct adm_worker_io 
 
 /* -verify-client-url. True if the controller allowed (v untouched). */
 static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *io, const derp_key *k,
-                           const char *key, const char *ip, int stop_fd, struct adm_verdict *v) {
+                           const char *key, const char *ip, int stop_fd, int64_t until_ms, struct adm_verdict *v) {
   char body[256], err[256] = "";
   size_t bl = adm_format_body(body, sizeof body, k, ip);
   if (!bl) {
@@ -182,7 +194,7 @@ static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *i
   struct adm_url hop[2];          /* where a redirect took us: two, as the next resolves against the last */
   const struct adm_url *u = &cfg->url;
   bool get = false;
-  int64_t deadline = httpc_now_ms() + ADM_TIMEOUT_MS;
+  int64_t deadline = request_deadline(until_ms);
   enum httpc_rc rc;
   for (int redirects = 0;; redirects++) {
     loc.len = 0;
@@ -235,10 +247,14 @@ static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *i
 }
 
 void verify_run(const struct adm_config *cfg, struct adm_worker_io *io, const derp_key *k, const char *ip,
-                int stop_fd, struct adm_verdict *v) {
+                int stop_fd, int64_t until_ms, const _Atomic bool *abandoned, struct adm_verdict *v) {
   char key[DERP_KEY_STRLEN];
   derp_key_format(k, key);
-  if (cfg->use_local && !ask_tailscaled(cfg, io, k, key, stop_fd, v)) return;
-  if (cfg->use_url && !ask_controller(cfg, io, k, key, ip, stop_fd, v)) return;
+  if (cfg->use_local && !ask_tailscaled(cfg, io, k, key, stop_fd, until_ms, v)) return;
+  if (cfg->use_local && cfg->use_url && atomic_load_explicit(abandoned, memory_order_relaxed)) {
+    set(v, ADM_R_ERROR, false, "the client left before the controller was asked");
+    return;
+  }
+  if (cfg->use_url && !ask_controller(cfg, io, k, key, ip, stop_fd, until_ms, v)) return;
   set(v, ADM_R_ALLOW, false, "%s", "allowed");
 }
