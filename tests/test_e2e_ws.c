@@ -418,3 +418,49 @@ Test(e2e_ws, short_writes_keep_framing, E2E) {
   cr_assert_eq(last, COUNT - 1, "the newest packet was lost");
   e2e_relay_check(tx, rx, 10);
 }
+
+/* A receiver that falls behind gets its queue in batches, each one binary
+ * message: at most 32 KiB (coder/websocket's default read limit, which some
+ * clients keep), and still more than one DERP frame each. */
+Test(e2e_ws, messages_within_default_read_limit, E2E) {
+  start(1);
+  struct derp_client *tx = e2e_client(&g_srv, NULL, false);
+  struct derp_client *rx = e2e_client_ws(&g_srv, NULL, 0);
+  e2e_sync_route(tx, rx);
+  e2e_sleep_ms(200);
+  static uint8_t drain[1 << 20];
+  raw_read_at_least(derp_client_fd(rx), drain, sizeof drain, sizeof drain, 200);
+  static uint8_t buf[1300];
+  memset(buf, 0x5a, sizeof buf);
+  for (int i = 0; i < 3000; i++)
+    cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), buf, sizeof buf), 0);
+  e2e_sleep_ms(300);
+  static uint8_t in[8 << 20];
+  size_t n = raw_read_at_least(derp_client_fd(rx), in, sizeof in, sizeof in, 1500);
+  size_t off = 0, messages = 0;
+  uint64_t maxlen = 0;
+  while (off + 2 <= n) { /* server frames: unmasked */
+    uint8_t b1 = in[off + 1] & 0x7f;
+    size_t h = 2;
+    uint64_t len = b1;
+    if (b1 == 126) {
+      if (off + 4 > n) break;
+      len = (uint64_t)in[off + 2] << 8 | in[off + 3];
+      h = 4;
+    } else if (b1 == 127) {
+      if (off + 10 > n) break;
+      len = 0;
+      for (int i = 0; i < 8; i++) len = len << 8 | in[off + 2 + i];
+      h = 10;
+    }
+    cr_assert_eq(in[off] & 0x0f, 2, "opcode %02x at %zu: not a binary message", in[off], off);
+    messages++;
+    if (len > maxlen) maxlen = len;
+    off += h + len;
+  }
+  cr_assert_gt(messages, 10, "only %zu messages in %zu bytes", messages, n);
+  cr_assert_leq(maxlen, 32768, "a message of %llu bytes", (unsigned long long)maxlen);
+  cr_assert_gt(maxlen, 2 * (sizeof buf + 37), "no message held more than one frame (max %llu)",
+               (unsigned long long)maxlen);
+}
+

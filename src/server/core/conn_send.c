@@ -167,6 +167,11 @@ static struct pkt *next_out(struct conn *c) {
  * cannot keep a batch, and the packets it pins, pending for ever. */
 #define SEND_PROGRESS_MIN 16384
 
+/* A WebSocket batch is one binary message, of at most this many bytes unless
+ * a single frame is larger: coder/websocket's default read limit, which
+ * Tailscale's clients lift (NetConn) but other clients keep. */
+#define WS_MSG_MAX 32768
+
 /* fresh: a new batch (the write deadline starts); else the rest of a batch
  * after a short write of `wrote` bytes. */
 static void submit_send(struct conn *c, bool fresh, size_t wrote) {
@@ -250,6 +255,7 @@ void conn_flush(struct conn *c) {
   while (x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
     struct pkt *p = peek_out(c);
     if (!p || p->wire != wire || p->ws_raw != ws_raw) break;
+    if (x->nhdr && bytes && bytes + p->len > WS_MSG_MAX) break;
     next_out(c);
     x->iov[x->niov].iov_base = p->data;
     x->iov[x->niov].iov_len = p->len;
