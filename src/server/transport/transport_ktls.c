@@ -94,6 +94,7 @@ int ktls_recv_error(struct conn *c, int res, uint16_t version, bool tx_kernel) {
   case KTLS_ACT_CLOSE:
     STAT_INC(&c->sh->stats, ktls_close_notify);
     if (tx_kernel) ktls_send_alert(c->fd, 1, 0); /* best effort: ours back */
+    if (c->close_after_send) return 1; /* a reply is queued: it goes out, then the close */
     conn_close(c, CLOSE_eof, "close_notify");
     return 1;
   case KTLS_ACT_KEY_UPDATE:

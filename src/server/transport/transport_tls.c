@@ -291,6 +291,9 @@ static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
     if (err == SSL_ERROR_WANT_READ) break;
     if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify */
       ERR_clear_error();
+      /* Behind a request in the same read: its reply goes out first (the
+       * conn closes once it is written), as Go's server answers. */
+      if (c->close_after_send) break;
       conn_close(c, CLOSE_eof, NULL);
       rc = -1;
       break;
