@@ -211,6 +211,31 @@ Test(rate_limit, paces_websocket_clients_too, RL) {
   cr_assert(derpd_varz(&g_srv, "derpd_rate_limit_pauses") > 0);
 }
 
+/* Frames derpd skips (an unknown type here; a client's Pong or KeepAlive
+ * too) cost tokens as every frame does in derper: 40 x 16 KiB of them, then
+ * a Ping, whose Pong waits for the rate. */
+Test(rate_limit, skipped_frames_cost_tokens, RL) {
+  start("{\"PerClientRateLimitBytesPerSec\": 400000}");
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  static uint8_t junk[PKT + 32];
+  memset(junk, 0x33, sizeof junk);
+  int64_t t0 = e2e_now_ms();
+  for (int i = 0; i < NPKT; i++) cr_assert_eq(derp_client_send_raw(a, 0x30, junk, sizeof junk), 0);
+  static const uint8_t ping[8] = "skipped!";
+  cr_assert_eq(derp_client_ping(a, ping), 0);
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv(a, &m, 10000)) == 1 && m.type != DERP_FRAME_PONG) {}
+  cr_assert_eq(r, 1, "no Pong");
+  int64_t ms = e2e_now_ms() - t0;
+  int64_t floor_ms = (int64_t)(NPKT * (PKT + 32) - 65568) * 1000 / 400000;
+  cr_log_info("skipped frames, then a Ping: Pong after %lld ms (rate floor %lld ms)", (long long)ms,
+              (long long)floor_ms);
+  cr_assert(ms >= floor_ms * 9 / 10, "Pong after %lld ms: the skipped frames cost nothing (floor %lld)",
+            (long long)ms, (long long)floor_ms);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_unknown_frames"), NPKT);
+}
+
 Test(rate_limit, bad_file_at_start_stops_derpd, RL) {
   char cmd[512], out[4096] = "";
   snprintf(cmd, sizeof cmd, "%s -dev -a 127.0.0.1:0 -stun=false -rate-config /nonexistent/rate.json 2>&1",

@@ -152,6 +152,11 @@ struct derp_frame_reader {
   uint32_t consumed; /* input bytes taken, ever (wraps): progress, for stall checks */
   uint8_t *buf;      /* assembly buffer, NULL unless a frame spans inputs */
   uint64_t skipped_frames; /* unknown frames skipped (for counters) */
+  uint64_t skipped_bytes;  /* their payload lengths, each at most
+                              skip_charge_max (0: not capped), summed: a
+                              server charges them to -rate-config, as derper
+                              charges every frame; the caller resets it */
+  uint32_t skip_charge_max;
   /* Per-connection overrides for types below 32, applied after the limits:
    * a type in skip_types is skipped (never buffered), a type in
    * reject_types fails at its header. A server skips a late ClientInfo and

@@ -315,6 +315,8 @@ static enum derp_read_status read_one(struct derp_frame_reader *r, const uint8_t
         return DERP_READ_ERROR;
       }
       r->skipping = v == DERP_FRAME_SKIP;
+      if (r->skipping)
+        r->skipped_bytes += r->skip_charge_max && r->len > r->skip_charge_max ? r->skip_charge_max : r->len;
     }
     if (!r->skipping) return take_payload(r, in, inlen, out);
     if (!skip_payload(r, in, inlen)) return DERP_READ_MORE;

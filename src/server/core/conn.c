@@ -240,7 +240,7 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   while (c->state == CS_ESTABLISHED) {
     struct derp_frame f;
     enum derp_read_status st = derp_frame_read(&c->rd, &p, &n, &f);
-    if (st == DERP_READ_MORE) return 0;
+    if (st == DERP_READ_MORE) break; /* the skipped frames below are counted and charged */
     if (st == DERP_READ_NOMEM) { conn_close(c, CLOSE_nomem, "frame buffer"); break; }
     if (st == DERP_READ_ERROR) {
       char d[96];
@@ -265,6 +265,15 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   if (c->rd.skipped_frames) {
     STAT_ADD(&c->sh->stats, unknown_frames, (int64_t)c->rd.skipped_frames);
     c->rd.skipped_frames = 0;
+  }
+  /* Frames the reader skipped (unknown types, a client's Pong or KeepAlive)
+   * cost tokens too, as every frame does in derper: charged once the input
+   * is parsed, so a flood of them pauses the reads behind it. */
+  if (c->rd.skipped_bytes) {
+    uint64_t sb = c->rd.skipped_bytes;
+    c->rd.skipped_bytes = 0;
+    if (c->sh->rl.bps && !c->is_mesh && !c->rx_paused && c->state == CS_ESTABLISHED)
+      recv_pause_take(c, sb > UINT32_MAX ? UINT32_MAX : (uint32_t)sb);
   }
   return c->state == CS_CLOSING ? -1 : 0;
 }
@@ -310,6 +319,7 @@ void conn_establish(struct conn *c) {
   /* A late ClientInfo is skipped unbuffered; mesh-only frames from a client
    * without the mesh key fail at their header (derper closes there too). */
   c->rd.skip_types = 1u << DERP_FRAME_CLIENT_INFO;
+  c->rd.skip_charge_max = RECV_LIMIT_MIN_BURST; /* derper clamps each frame's charge so */
   if (!c->is_mesh)
     c->rd.reject_types = (1u << DERP_FRAME_WATCH_CONNS) | (1u << DERP_FRAME_CLOSE_PEER) |
                          (1u << DERP_FRAME_FORWARD_PACKET);
