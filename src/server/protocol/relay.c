@@ -118,14 +118,17 @@ void relay_register(struct conn *c) {
   watch_note(sh, &p->key, p->hash, was_present);
 }
 
-static void send_key_msg(struct shard *sh, struct pkt *m) {
+/* False if the control ring to the owner was full and m was dropped. */
+static bool send_key_msg(struct shard *sh, struct pkt *m) {
   int o = owner_of(sh->srv, m->hash);
   if (o == sh->id) {
     relay_send_to_key(sh, m);
   } else if (!shard_push_ctrl(sh, o, m)) {
     STAT_INC(&sh->stats, ctrl_drops);
     pkt_free(sh, m);
+    return false;
   }
+  return true;
 }
 
 /* PeerGone(key about, reason) for the holder of the key hashed to_hash. */
@@ -231,11 +234,16 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
     return;
   }
   struct pkt *m = pkt_alloc(sh, 0);
-  if (!m) return;
-  m->kind = MSG_SAW;
-  m->hash = p->src_hash;
-  m->src_hash = r->key_hash;
-  send_key_msg(sh, m);
+  if (m) {
+    m->kind = MSG_SAW;
+    m->hash = p->src_hash;
+    m->src_hash = r->key_hash;
+    if (send_key_msg(sh, m)) return;
+  }
+  /* Not told: forget that it was, so the next packet of the pair tries
+   * again (else r would never hear PeerGone about this sender). */
+  *slot = 0;
+  r->last_src_tag = 0;
 }
 
 /* derper's PeerGone(not here) limit: 1 token a second, at most 3 held.
