@@ -631,6 +631,7 @@ static void *shard_main(void *arg) {
   for (int ls = 0; ls < LS_COUNT; ls++)
     if (listener_fd(sh, (enum listener)ls) >= 0) arm_accept(sh, (enum listener)ls);
   stun_shard_poll(sh);
+  recv_pause_refresh(sh); /* -rate-config from the first client, not the first tick */
   loop(sh);
   /* Tear the ring down first: no send may still point at buffers freed below. */
   io_uring_queue_exit(&sh->ring);
