@@ -563,6 +563,10 @@ static void wait_events(struct shard *sh, int64_t next_tick) {
   /* Items published before the flag was seen: no one will wake an idle
    * sleeper for them. A batched sleeper takes them when it wakes. */
   if (!batch && !inbound_empty(sh)) wait_us = 0;
+  /* A full ring held back a handoff or a region message: try again within
+   * a millisecond (draining a ring does not wake its producer), not at the
+   * next event or tick. */
+  if ((sh->outbox_n || !list_empty(&sh->handoff_pending)) && wait_us > 1000) wait_us = 1000;
   /* A -rate-config pause ends on time, not at the next tick. */
   if (sh->rl_npaused) {
     int64_t until_us = sh->rl_next_ns / 1000 - sh->now_us;
