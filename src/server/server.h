@@ -483,6 +483,9 @@ void recv_pause_refresh(struct shard *sh);       /* at each tick: a new setting?
 /* Per frame, sh->rl.bps > 0: true if the conn is paused now (the caller
  * holds the rest of its bytes with recv_pause_hold). */
 bool recv_pause_take(struct conn *c, uint32_t frame_len);
+/* The same for the skipped frames of one input, summed (each already capped
+ * at RECV_LIMIT_MIN_BURST): charged in pieces of that size, then paused. */
+bool recv_pause_take_skipped(struct conn *c, uint64_t bytes);
 /* Stream bytes that came while paused, kept for the resume. -1 after
  * closing the conn (past RECV_HELD_MAX or out of memory). */
 int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);

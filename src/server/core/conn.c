@@ -273,7 +273,7 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
     uint64_t sb = c->rd.skipped_bytes;
     c->rd.skipped_bytes = 0;
     if (c->sh->rl.bps && !c->is_mesh && !c->rx_paused && c->state == CS_ESTABLISHED)
-      recv_pause_take(c, sb > UINT32_MAX ? UINT32_MAX : (uint32_t)sb);
+      recv_pause_take_skipped(c, sb);
   }
   return c->state == CS_CLOSING ? -1 : 0;
 }

@@ -138,6 +138,14 @@ bool recv_pause_take(struct conn *c, uint32_t frame_len) {
   return true;
 }
 
+bool recv_pause_take_skipped(struct conn *c, uint64_t bytes) {
+  struct shard *sh = c->sh;
+  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
+  for (; bytes > RECV_LIMIT_MIN_BURST; bytes -= RECV_LIMIT_MIN_BURST)
+    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, RECV_LIMIT_MIN_BURST);
+  return recv_pause_take(c, (uint32_t)bytes);
+}
+
 void recv_pause_resume_due(struct shard *sh) {
   int64_t due = sh->now_us * 1000 + RESUME_SLACK_NS;
   struct list all;
