@@ -1,7 +1,8 @@
-/* region_util.h: what the region tests share (test_region.c): a region of
- * up to three derpd nodes on loopback (plain, TLS or mixed links), its mesh
- * key, clients on its nodes, and the teardown that stops it all. One region
- * per test process (meson runs each test as its own process). */
+/* region_util.h: what the region tests share (test_region.c,
+ * test_region_fake.c): a region of up to three derpd nodes on loopback
+ * (plain, TLS or mixed links), its mesh key, clients on its nodes, and the
+ * teardown that stops it all. One region per test process (meson runs each
+ * test as its own process). */
 #ifndef DERPD_TESTS_REGION_UTIL_H
 #define DERPD_TESTS_REGION_UTIL_H
 

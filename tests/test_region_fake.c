@@ -1,0 +1,208 @@
+/* test_region_fake.c: one derpd node linked to a fake node, a scripted
+ * DERP server in this process that plays a misbehaving region member.
+ *
+ * Owns what a link must survive from the node at its other end: one that
+ * stops reading (the link is cut after 5 s and dialled again, local pairs
+ * relay on), one that stops answering while its kernel still ACKs (cut
+ * after a keepalive interval without a frame), and PeerGone from a node that
+ * is not the key's forwarder (derper's delete_other count).
+ *
+ * Not Criterion, as test_region.c (whose region_util.c it shares); one
+ * meson test per case. */
+#define MINI_TEST_MAIN
+#include "mini_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "derp/frame.h"
+#include "e2e_util.h"
+#include "region_util.h"
+
+/* A fake node that derpd dials: it says key K is present, then never reads. */
+struct fake_node {
+  int lfd, fd;
+  uint16_t port;
+  derp_privkey priv;
+  derp_key pub, k;
+  int accepts;
+};
+
+static int read_frame(int fd, uint8_t *buf, size_t cap, uint8_t *type, uint32_t *len) {
+  uint8_t h[5];
+  if (raw_read_at_least(fd, h, 5, 5, 5000) < 5) return -1;
+  *type = h[0];
+  *len = derp_get_be32(h + 1);
+  if (*len > cap) return -1;
+  return raw_read_at_least(fd, buf, cap, *len, 5000) >= *len ? 0 : -1;
+}
+
+static void fake_accept(struct fake_node *f) {
+  f->fd = accept(f->lfd, NULL, NULL);
+  cr_assert_geq(f->fd, 0);
+  f->accepts++;
+  char req[4096];
+  size_t got = 0;
+  while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+    ssize_t r = read(f->fd, req + got, sizeof req - 1 - got);
+    cr_assert(r > 0, "fake node: no HTTP request");
+    got += (size_t)r;
+    req[got] = 0;
+  }
+  uint8_t out[512];
+  const char *resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n";
+  cr_assert_eq(raw_write_all(f->fd, resp, strlen(resp)), 0);
+  size_t n = derp_enc_server_key(out, sizeof out, &f->pub);
+  cr_assert_eq(raw_write_all(f->fd, out, n), 0);
+  static uint8_t ci[8192];
+  uint8_t type;
+  uint32_t len;
+  cr_assert_eq(read_frame(f->fd, ci, sizeof ci, &type, &len), 0);
+  cr_assert_eq(type, DERP_FRAME_CLIENT_INFO);
+  derp_key client;
+  memcpy(client.b, ci, DERP_KEY_LEN);
+  struct derp_server_info si = {.version = 2};
+  size_t sl = derp_server_info_seal(out + 5, sizeof out - 5, &f->priv, &client, &si);
+  cr_assert(sl > 0);
+  derp_frame_put_header(out, DERP_FRAME_SERVER_INFO, (uint32_t)sl);
+  cr_assert_eq(raw_write_all(f->fd, out, 5 + sl), 0);
+  cr_assert_eq(read_frame(f->fd, ci, sizeof ci, &type, &len), 0);
+  cr_assert_eq(type, DERP_FRAME_WATCH_CONNS, "the link did not send WatchConns first");
+  uint8_t pp[5 + DERP_KEY_LEN];
+  derp_frame_put_header(pp, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN);
+  memcpy(pp + 5, f->k.b, DERP_KEY_LEN);
+  cr_assert_eq(raw_write_all(f->fd, pp, sizeof pp), 0);
+  int small = 4096; /* a small window, so the stall shows quickly */
+  setsockopt(f->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+}
+
+/* A fake node listening on loopback, and one derpd node (g_r) with a mesh
+ * key that will dial it; returns the fake node. */
+static struct fake_node fake_node_up(void) {
+  struct fake_node f = {0};
+  derp_key_generate(&f.priv, &f.pub);
+  e2e_random_key(&f.k);
+  f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(f.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(f.lfd, (struct sockaddr *)&sa, &sl);
+  f.port = ntohs(sa.sin_port);
+  cr_assert_eq(listen(f.lfd, 8), 0);
+  struct region *r = &g_r;
+  memset(r, 0, sizeof *r);
+  r->n = 1;
+  snprintf(r->dir, sizeof r->dir, "/tmp/derpd-region-XXXXXX");
+  cr_assert_not_null(mkdtemp(r->dir));
+  snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
+  make_key_file(r->key_file);
+  cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
+  return f;
+}
+
+/* fake_node_up, then the node (one shard, `extra` flags) dials it and the
+ * fake node says its key f.k is present there. One shard: a flood and a
+ * local pair share no inter-shard ring, whose drops (shard_queue) under a
+ * saturating local sender are policy, not what these tests look at. */
+static struct fake_node fake_node_linked(const char *extra) {
+  struct fake_node f = fake_node_up();
+  struct region *r = &g_r;
+  char args[600];
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u %s", r->key_file, f.port, extra);
+  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
+  fake_accept(&f);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
+  return f;
+}
+
+static void test_stalled_link(void) {
+  struct fake_node f = fake_node_linked("");
+  struct region *r = &g_r;
+  /* Flood the stalled link while a local pair relays. */
+  struct derp_client *s = client_on(0, NULL), *a = client_on(0, NULL), *b = client_on(0, NULL);
+  e2e_sync_route(a, b);
+  static uint8_t pkt[1200];
+  int64_t t0 = e2e_now_ms();
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 2000; i++) cr_assert_eq(derp_client_send(s, &f.k, pkt, sizeof pkt), 0);
+    int64_t t = e2e_relay_check(a, b, 20);
+    cr_assert(t < 2000, "local relay slowed to %lld ms for 20 packets", (long long)t);
+  }
+  cr_assert(e2e_now_ms() - t0 < 20000);
+  long long drops = derpd_varz(&r->node[0], "derp_packets_dropped_reason{reason=\"mesh_queue\"}");
+  cr_assert(drops > 0, "the link's queue never filled (drops %lld)", drops);
+  /* Cut after 5 s without progress (derper's for its mesh client's
+   * ForwardPacket), then dialled again. */
+  long long wt = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"write_timeout\"}", 1, 15000);
+  cr_assert_eq(wt, 1, "the stalled link was not cut (write timeouts: %lld)", wt);
+  e2e_relay_check(a, b, 50);
+  close(f.fd);
+  f.fd = accept(f.lfd, NULL, NULL); /* the redial */
+  cr_assert_geq(f.fd, 0, "derpd did not dial again");
+  close(f.fd);
+  close(f.lfd);
+}
+
+/* The fake node says PeerGone(key, disconnected). */
+static void fake_gone(struct fake_node *f, const derp_key *k) {
+  uint8_t pg[5 + DERP_KEY_LEN + 1];
+  derp_frame_put_header(pg, DERP_FRAME_PEER_GONE, DERP_KEY_LEN + 1);
+  memcpy(pg + 5, k->b, DERP_KEY_LEN);
+  pg[5 + DERP_KEY_LEN] = DERP_PEER_GONE_DISCONNECTED;
+  cr_assert_eq(raw_write_all(f->fd, pg, sizeof pg), 0);
+}
+
+/* derper's derp_packet_forwarder_delete_other_value: a PeerGone from a node
+ * that is not the key's forwarder, for a key this node knows (its own
+ * client, here); one for a key nobody knows is not counted. */
+static void test_delete_other(void) {
+  struct fake_node f = fake_node_linked("");
+  struct region *r = &g_r;
+  derp_privkey lp;
+  struct derp_client *l = client_on(0, &lp);
+  (void)l;
+  derp_key lk = pub_of(&lp), unknown;
+  e2e_random_key(&unknown);
+  const char *other = "derp_packet_forwarder_delete_other_value", *applied = "derpd_mesh_presence_applied";
+  long long a0 = derpd_varz(&r->node[0], applied);
+  fake_gone(&f, &lk);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, a0 + 1, 5000), a0 + 1);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1, "a PeerGone for a local key from a non-forwarder");
+  fake_gone(&f, &unknown);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, a0 + 2, 5000), a0 + 2);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1, "a PeerGone for a key nobody knows was counted");
+  fake_gone(&f, &f.k); /* its forwarder says it went: gone from the region */
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 0, 5000), 0);
+  cr_assert_eq(derpd_varz(&r->node[0], other), 1);
+  close(f.fd);
+  close(f.lfd);
+}
+
+/* A node that stops answering (SIGSTOP, a black hole) while its kernel still
+ * ACKs: derpd's Pings go unanswered and the link is cut after an interval. */
+static void test_hung_link(void) {
+  /* It answers the handshake, says K is present, then nothing. */
+  struct fake_node f = fake_node_linked("--keepalive-interval 1s");
+  struct region *r = &g_r;
+  long long cut = derpd_varz_eventually(&r->node[0], "derpd_conn_closed{reason=\"link_silent\"}", 1, 8000);
+  cr_assert_eq(cut, 1, "the hung link was not cut");
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 0, 3000), 0,
+               "what the hung node forwarded is still listed");
+  close(f.fd);
+  close(f.lfd);
+}
+
+int main(int argc, char **argv) {
+  e2e_test_init();
+  static const struct mini_test tests[] = {
+      {"stalled_link", test_stalled_link},
+      {"delete_other", test_delete_other},
+      {"hung_link", test_hung_link},
+  };
+  return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, region_teardown);
+}
