@@ -4,8 +4,10 @@
  * Owns what a link must survive from the node at its other end: one that
  * stops reading (the link is cut after 5 s and dialled again, local pairs
  * relay on), one that stops answering while its kernel still ACKs (cut
- * after a keepalive interval without a frame), and PeerGone from a node that
- * is not the key's forwarder (derper's delete_other count).
+ * after a keepalive interval without a frame), one that floods PeerPresent
+ * faster than the shards take it in (the link's reads stop, nothing is
+ * lost), and PeerGone from a node that is not the key's forwarder (derper's
+ * delete_other count).
  *
  * Not Criterion, as test_region.c (whose region_util.c it shares); one
  * meson test per case. */
@@ -105,20 +107,23 @@ static struct fake_node fake_node_up(void) {
   return f;
 }
 
-/* fake_node_up, then the node (one shard, `extra` flags) dials it and the
- * fake node says its key f.k is present there. One shard: a flood and a
- * local pair share no inter-shard ring, whose drops (shard_queue) under a
- * saturating local sender are policy, not what these tests look at. */
-static struct fake_node fake_node_linked(const char *extra) {
+/* fake_node_up, then the node (`shards` shards, `extra` flags) dials it and
+ * the fake node says its key f.k is present there. One shard unless the
+ * test is about shards: a flood and a local pair then share no inter-shard
+ * ring, whose drops (shard_queue) under a saturating local sender are
+ * policy, not what these tests look at. */
+static struct fake_node fake_node_linked_on(int shards, const char *extra) {
   struct fake_node f = fake_node_up();
   struct region *r = &g_r;
   char args[600];
   snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with http://127.0.0.1:%u %s", r->key_file, f.port, extra);
-  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
+  cr_assert_eq(derpd_start_port(&r->node[0], shards, r->port[0], args), 0);
   fake_accept(&f);
   cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
   return f;
 }
+
+static struct fake_node fake_node_linked(const char *extra) { return fake_node_linked_on(1, extra); }
 
 static void test_stalled_link(void) {
   struct fake_node f = fake_node_linked("");
@@ -197,12 +202,49 @@ static void test_hung_link(void) {
   close(f.lfd);
 }
 
+/* A node that floods PeerPresent for new keys faster than the owner shard
+ * takes them in (a shard drains 256 region messages per source and turn; a
+ * 64 KiB read brings 1771 frames, half of them for the other shard): the
+ * link's reads stop while OUTBOX_PAUSE messages wait for ring space, so
+ * what waits stays bounded, nothing is lost, and local pairs relay on. */
+static void test_presence_flood(void) {
+  struct fake_node f = fake_node_linked_on(2, "");
+  struct region *r = &g_r;
+  struct derp_client *a = client_on(0, NULL), *b = client_on(0, NULL);
+  e2e_sync_route(a, b);
+  const int n = sanitized() ? 100000 : 300000;
+  const size_t fl = 5 + DERP_KEY_LEN;
+  uint8_t *buf = malloc((size_t)n * fl);
+  cr_assert_not_null(buf);
+  for (int i = 0; i < n; i++) {
+    uint8_t *p = buf + (size_t)i * fl;
+    derp_frame_put_header(p, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN);
+    derp_key k;
+    e2e_random_key(&k);
+    memcpy(p + 5, k.b, DERP_KEY_LEN);
+  }
+  cr_assert_eq(raw_write_all(f.fd, buf, (size_t)n * fl), 0);
+  free(buf);
+  long long want = n + 1; /* and f.k */
+  long long got = derpd_varz_eventually(&r->node[0], "derp_clients_remote", want, 60000);
+  cr_assert_eq(got, want, "remote keys %lld after the flood, want %lld: presence lost", got, want);
+  cr_assert_eq(count_in_log(&r->node[0], "region messages waiting for ring space"), 0,
+               "the outbox grew past 65536 messages");
+  long long paused = derpd_varz(&r->node[0], "derpd_mesh_reads_paused");
+  cr_assert(paused > 0, "the link's reads never stopped: the outbox was never full");
+  cr_assert_eq(derpd_varz(&r->node[0], "derpd_region_outbox_messages"), 0);
+  e2e_relay_check(a, b, 20);
+  close(f.fd);
+  close(f.lfd);
+}
+
 int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
       {"stalled_link", test_stalled_link},
       {"delete_other", test_delete_other},
       {"hung_link", test_hung_link},
+      {"presence_flood", test_presence_flood},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, region_teardown);
 }

@@ -489,6 +489,11 @@ bool recv_pause_take_skipped(struct conn *c, uint64_t bytes);
 /* Stream bytes that came while paused, kept for the resume. -1 after
  * closing the conn (past RECV_HELD_MAX or out of memory). */
 int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);
+/* After each frame of a mesh conn: true if its reads stop now because the
+ * shard's outbox holds OUTBOX_PAUSE region messages, about 6 MiB of small
+ * pkts (the caller holds the rest of its bytes with recv_pause_hold). */
+#define OUTBOX_PAUSE 16384
+bool recv_pause_outbox(struct conn *c);
 void recv_pause_resume_due(struct shard *sh);    /* when now passes rl_next_ns */
 void recv_pause_forget(struct conn *c);          /* the conn closes: unlink, free held */
 void conn_destroy_all(struct shard *sh);

@@ -257,6 +257,8 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
      * frame that runs the bucket into debt passes, the bytes behind it wait. */
     bool pause = c->sh->rl.bps && !c->is_mesh && recv_pause_take(c, f.len);
     if (relay_frame(c, &f) < 0) break;
+    /* A mesh conn's frames become region messages: not past a bound. */
+    if (c->is_mesh && c->sh->outbox_n >= OUTBOX_PAUSE) pause = recv_pause_outbox(c);
     if (pause) {
       if (n && c->state == CS_ESTABLISHED) recv_pause_hold(c, p, n);
       break;

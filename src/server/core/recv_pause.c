@@ -15,8 +15,15 @@
  * turn (the shard's receive buffers), and RECV_HELD_MAX closes the conn
  * beyond it (rate_limit_backlog) rather than grow.
  *
+ * Mesh peers and links are never paced by -rate-config, but they pause here
+ * for another reason: each of their PeerPresent, PeerGone and ClosePeer
+ * frames becomes a region message for the key's owner shard, and past
+ * OUTBOX_PAUSE of those waiting for ring space (core/shard.c's outbox) their
+ * reads stop for OUTBOX_RETRY_NS at a time, so that a node flooding us is
+ * paced by TCP, not by our memory (recv_pause_outbox).
+ *
  * Owns sh->rl*, c->rl, c->held and c->rl_node; only the conn's shard
- * touches them. Mesh peers and links never come here (conn_stream_input). */
+ * touches them. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +38,10 @@
  * take in before its cancel lands (--recv-bufs x --recv-buf-size at their
  * defaults is 4 MiB) is not a client being paced but a bug to stop. */
 #define RECV_HELD_MAX (16u << 20)
+/* How long a mesh conn's reads stop when the outbox is full (OUTBOX_PAUSE,
+ * server.h): the targets drain their rings every turn, so a millisecond is
+ * many turns. */
+#define OUTBOX_RETRY_NS 1000000
 
 struct recv_held {
   uint32_t off, len, cap; /* bytes [off, len) are still to parse */
@@ -81,7 +92,17 @@ static void unpause(struct shard *sh, struct conn *c) {
   list_del(&c->rl_node);
   c->rx_paused = 0;
   sh->rl_npaused--;
-  STAT_ADD(&sh->stats, rl_paused, -1);
+  if (!c->is_mesh) STAT_ADD(&sh->stats, rl_paused, -1);
+}
+
+/* Reads stop until c->rl.tat_ns: the rest of this input is held by the
+ * caller, the recv in flight is cancelled. */
+static void pause_until_tat(struct shard *sh, struct conn *c) {
+  c->rx_paused = 1;
+  c->rx_was_paused = 1;
+  list_add_tail(&sh->rl_paused, &c->rl_node);
+  if (sh->rl_npaused++ == 0 || c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
+  if (c->recv_armed && !c->rx_cancel) conn_cancel_recv(c);
 }
 
 /* The held bytes first, as if they came now (they may pause it again and
@@ -127,14 +148,23 @@ bool recv_pause_take(struct conn *c, uint32_t frame_len) {
   if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
   if (recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, frame_len) == 0) return false;
   STAT_INC(&sh->stats, rl_waited); /* derper: a frame that waited for tokens */
-  c->rx_paused = 1;
-  c->rx_was_paused = 1;
   c->rx_single = 1;
-  list_add_tail(&sh->rl_paused, &c->rl_node);
-  if (sh->rl_npaused++ == 0 || c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
   STAT_INC(&sh->stats, rl_paused);
   STAT_INC(&sh->stats, rl_pauses);
-  if (c->recv_armed && !c->rx_cancel) conn_cancel_recv(c);
+  pause_until_tat(sh, c);
+  return true;
+}
+
+/* A mesh conn's rl bucket is never charged (rate-config skips it), so its
+ * tat_ns is free to say when to look at the outbox again. Its reads stay
+ * multishot: this is a burst to absorb, not a rate to keep. */
+bool recv_pause_outbox(struct conn *c) {
+  struct shard *sh = c->sh;
+  assert(c->is_mesh && !c->rx_paused);
+  if (sh->outbox_n < OUTBOX_PAUSE || c->state != CS_ESTABLISHED) return false;
+  c->rl.tat_ns = sh->now_us * 1000 + OUTBOX_RETRY_NS;
+  STAT_INC(&sh->stats, mesh_paused);
+  pause_until_tat(sh, c);
   return true;
 }
 

@@ -102,7 +102,9 @@ bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh,
  * target, so that messages to one shard keep their order. A shard sends
  * such messages only as fast as events happen on it (joins, leaves, link
  * frames), and every target drains its rings every turn, so the outbox
- * empties; its size is logged if it ever grows large. */
+ * empties; link frames, which a node can send as fast as TCP carries them,
+ * stop being read while it holds OUTBOX_PAUSE (recv_pause_outbox), and its
+ * size is logged if it ever grows large. */
 void shard_send_ctrl(struct shard *sh, int to, struct pkt *m) {
   if (to == sh->id) {
     region_ctrl(sh, m);
@@ -115,6 +117,7 @@ void shard_send_ctrl(struct shard *sh, int to, struct pkt *m) {
   else sh->outbox_h[to] = m;
   sh->outbox_t[to] = m;
   sh->outbox_pend[to / 64] |= 1ull << (to % 64);
+  STAT_INC(&sh->stats, outbox);
   if (++sh->outbox_n % 65536 == 0)
     log_warn("shard %d: %u region messages waiting for ring space", sh->id, sh->outbox_n);
 }
@@ -132,6 +135,7 @@ static void drain_outbox(struct shard *sh) {
         if (!push(sh, q, to, m)) break;
         sh->outbox_h[to] = m->next;
         sh->outbox_n--;
+        STAT_ADD(&sh->stats, outbox, -1);
       }
       if (!sh->outbox_h[to]) {
         sh->outbox_t[to] = NULL;

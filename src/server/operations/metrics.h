@@ -33,6 +33,8 @@
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
   X(presence_in, "derpd_mesh_presence_applied", "counter", "PeerPresent/PeerGone from mesh links applied to the forwarders") \
+  X(mesh_paused, "derpd_mesh_reads_paused", "counter", "times a mesh conn's reads stopped for 1 ms: too many region messages waiting for inter-shard ring space") \
+  X(outbox, "derpd_region_outbox_messages", "gauge", "region messages waiting for inter-shard ring space") \
   X(remote_refused, "derpd_mesh_remote_refused", "counter", "PeerPresent of a new remote key refused: -mesh-max-remote-keys reached") \
   X(cur_clients, "derp_clients_local", "gauge", "keys with a connection here")     \
   X(bytes_recv, "derp_bytes_received", "counter", "packet payload bytes received")        \
