@@ -202,12 +202,19 @@ static void submit_send(struct conn *c, bool fresh, size_t wrote) {
 }
 
 
-static void count_sent(struct shard *sh, struct pkt *p) {
-  if (p->kind == MSG_PRESENCE) watch_presence_written(sh, p); /* the credit goes back */
-  if (p->kind != MSG_PKT) return;
-  ops_queue_wait(&sh->stats.ops, (uint32_t)((uint32_t)sh->now_us - p->t_us)); /* mod 2^32 µs */
-  STAT_INC(&sh->stats, pkts_sent);
-  STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
+/* A frame is written: counted, then freed, except a watcher's MSG_PRESENCE,
+ * which goes back to the shard that made it as its credit. */
+static void sent(struct shard *sh, struct pkt *p) {
+  if (p->kind == MSG_PRESENCE) {
+    watch_presence_written(sh, p);
+    return;
+  }
+  if (p->kind == MSG_PKT) {
+    ops_queue_wait(&sh->stats.ops, (uint32_t)((uint32_t)sh->now_us - p->t_us)); /* mod 2^32 µs */
+    STAT_INC(&sh->stats, pkts_sent);
+    STAT_ADD(&sh->stats, bytes_sent, p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN);
+  }
+  pkt_free(sh, p);
 }
 
 /* The transport copied the frames into its own wire bytes: they are written
@@ -215,8 +222,7 @@ static void count_sent(struct shard *sh, struct pkt *p) {
 static void consume_wrapped(struct conn *c, struct send_ctx *x) {
   for (struct pkt *p = x->pkts, *n; p; p = n) {
     n = p->next;
-    count_sent(c->sh, p);
-    pkt_free(c->sh, p);
+    sent(c->sh, p);
   }
   x->pkts = NULL;
   x->nhdr = 0; /* a WebSocket header, if any, is inside the wire bytes now */
@@ -304,8 +310,7 @@ static void advance_send(struct conn *c, size_t res) {
     struct pkt *p = x->first >= x->nhdr ? x->pkts : NULL;
     if (p) {
       x->pkts = p->next;
-      count_sent(sh, p);
-      pkt_free(sh, p);
+      sent(sh, p);
     }
     x->first++;
   }

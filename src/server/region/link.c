@@ -54,6 +54,8 @@ struct link {
   _Atomic bool heard;                /* a frame came on the link since it was adopted */
   /* Shard-owned. */
   struct conn *c;
+  struct pkt *down;                  /* while c is up: a MSG_LINK_DOWN per shard,
+                                        made at adoption so the drop is never lost */
   /* Metrics: single writer each (shard: up, drops, pkts, bytes; dialler: dials). */
   _Atomic int64_t up, dials, drops, pkts, bytes;
 };
@@ -216,9 +218,33 @@ static void wake_dialler(struct link *l, int reason) {
   if (write(l->evfd, &one, sizeof one) < 0) log_error("mesh: waking a dialler: %s", strerror(errno));
 }
 
+/* One MSG_LINK_DOWN per shard onto l->down; false (none kept) when out of
+ * memory. */
+static bool make_down_msgs(struct shard *sh, struct link *l) {
+  for (int t = 0; t < sh->srv->nshards; t++) {
+    struct pkt *m = pkt_alloc(sh, 0);
+    if (!m) {
+      pkt_free_list(sh, l->down);
+      l->down = NULL;
+      return false;
+    }
+    m->kind = MSG_LINK_DOWN;
+    m->len = 0;
+    memset(m->dst.b, 0, sizeof m->dst.b);
+    rmsg(m)->link = (uint8_t)l->idx;
+    rmsg(m)->from = (uint16_t)sh->id;
+    rmsg(m)->to = (uint16_t)t;
+    m->next = l->down;
+    l->down = m;
+  }
+  return true;
+}
+
 static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
-  struct conn *c = conn_new_link(sh, r->fd);
+  struct conn *c = make_down_msgs(sh, l) ? conn_new_link(sh, r->fd) : NULL;
   if (!c) {
+    pkt_free_list(sh, l->down);
+    l->down = NULL;
     ready_free(r);
     wake_dialler(l, CLOSE_nomem);
     return;
@@ -227,6 +253,8 @@ static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
   if (r->ssl && transport_tls_adopt(c, r->ssl) < 0) {
     r->ssl = NULL;
     ready_free(r);
+    pkt_free_list(sh, l->down);
+    l->down = NULL;
     conn_close(c, CLOSE_nomem, "TLS for a mesh link"); /* not l->c yet: link_conn_closed skips it */
     wake_dialler(l, CLOSE_nomem);
     return;
@@ -239,6 +267,16 @@ static void adopt(struct shard *sh, struct link *l, struct link_ready *r) {
   if (r->len) conn_stream_input(c, r->buf, r->len);
   ready_free(r);
   if (c->state == CS_ESTABLISHED) conn_start_established(c);
+}
+
+/* The shard is exiting: a link still up keeps its unsent MSG_LINK_DOWNs. */
+void link_shard_free(struct shard *sh) {
+  struct region *rg = sh->srv->region;
+  for (int i = 0; rg && i < rg->nlinks; i++)
+    if (rg->links[i].shard == sh->id) {
+      pkt_free_list(sh, rg->links[i].down);
+      rg->links[i].down = NULL;
+    }
 }
 
 void region_links_tick(struct shard *sh) {
@@ -259,15 +297,10 @@ void link_conn_closed(struct conn *c) {
   if (!l) return;
   l->c = NULL;
   stat_set(&l->up, 0);
-  for (int t = 0; t < sh->srv->nshards; t++) {
-    struct pkt *m = pkt_alloc(sh, 0);
-    if (!m) { log_error("shard %d: out of memory: link-down message lost", sh->id); continue; }
-    m->kind = MSG_LINK_DOWN;
-    m->len = 0;
-    memset(m->dst.b, 0, sizeof m->dst.b);
-    rmsg(m)->link = (uint8_t)l->idx;
-    rmsg(m)->from = (uint16_t)sh->id;
-    shard_send_ctrl(sh, t, m);
+  while (l->down) { /* every shard forgets what the link taught it */
+    struct pkt *m = l->down;
+    l->down = m->next;
+    shard_send_ctrl(sh, rmsg(m)->to, m);
   }
   wake_dialler(l, c->close_reason);
 }

@@ -100,7 +100,8 @@ int region_shard_init(struct shard *sh) {
 
 void region_shard_free(struct shard *sh) {
   if (!sh->rg) return;
-  region_watch_free(sh->rg->watch);
+  link_shard_free(sh);
+  region_watch_free(sh, sh->rg->watch);
   region_fwd_free(sh->rg->fwd);
   free(sh->rg);
   sh->rg = NULL;

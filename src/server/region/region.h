@@ -45,7 +45,8 @@ struct rmsg {
   uint16_t slot;     /* watcher slot on its shard */
   uint16_t from;     /* sending shard */
   uint8_t link;      /* link index */
-  uint8_t pad[3];
+  uint8_t pad;
+  uint16_t to;       /* target shard, in a list of messages made ahead */
 };
 _Static_assert(sizeof(struct rmsg) <= sizeof(derp_key), "rmsg fits in pkt->dst");
 static inline struct rmsg *rmsg(struct pkt *p) { return (struct rmsg *)(void *)p->dst.b; }
@@ -98,7 +99,7 @@ size_t region_render_varz(char *out, size_t cap, struct server *s);
 void watch_note(struct shard *sh, const derp_key *k, uint64_t h, bool was_present);
 int watch_start(struct conn *c);                       /* WatchConns: 0 or -1 (closed) */
 void watch_conn_closed(struct conn *c);
-void watch_presence_written(struct shard *sh, struct pkt *p); /* a MSG_PRESENCE is on the wire */
+void watch_presence_written(struct shard *sh, struct pkt *p); /* a MSG_PRESENCE is on the wire: takes p */
 uint8_t watch_flags(const struct conn *c);
 
 /* forward.c. On owner(p->dst), no local receiver: true if a link took it. */

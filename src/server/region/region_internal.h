@@ -18,7 +18,7 @@ static inline struct watch_shard *region_watch(struct shard *sh) { return sh->rg
 static inline struct fwd_shard *region_fwd(struct shard *sh) { return sh->rg->fwd; }
 
 struct watch_shard *region_watch_new(void);
-void region_watch_free(struct watch_shard *ws);
+void region_watch_free(struct shard *sh, struct watch_shard *ws);
 void region_watch_ctrl(struct shard *sh, struct pkt *m);
 void region_watch_end_turn(struct shard *sh);
 
@@ -29,5 +29,6 @@ void region_fwd_ctrl(struct shard *sh, struct pkt *m);
 /* link.c */
 int region_link_shard(const struct server *s, uint8_t link);
 void region_links_tick(struct shard *sh);
+void link_shard_free(struct shard *sh); /* exiting: what the shard's links still hold */
 
 #endif

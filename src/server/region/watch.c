@@ -54,6 +54,8 @@ struct wsub {
 struct watcher {
   struct conn *c;              /* NULL = slot free */
   uint32_t gen;
+  struct pkt *unsub;           /* a MSG_WATCH_UNSUB per shard, made with the
+                                  MSG_WATCH_SUBs: the end is never lost */
 };
 
 struct watch_shard {
@@ -103,8 +105,8 @@ static bool ds_rehash(struct wsub *s, uint32_t ncap) {
   return true;
 }
 
-/* Marks k dirty. false: out of memory (the watcher is then cut: it would
- * miss an update otherwise). */
+/* Marks k dirty. false: out of memory growing the set (logged by the
+ * caller; this watcher misses this change of k). */
 static bool ds_mark(struct wsub *s, const derp_key *k, uint64_t h, bool was_present, bool now_present) {
   struct dirty_ent *slot;
   struct dirty_ent *e = ds_find(s, k, h, &slot);
@@ -309,16 +311,30 @@ void watch_note(struct shard *sh, const derp_key *k, uint64_t h, bool was_presen
 
 /* ---- watchers (the watcher's own shard) ----------------------------------- */
 
-static void broadcast(struct shard *sh, enum msg_kind kind, uint16_t slot, uint32_t gen) {
+/* A message of `kind` about watcher (slot, gen) for every shard, as a list
+ * (rmsg's `to` says the target); NULL when out of memory (none kept). */
+static struct pkt *for_every_shard(struct shard *sh, enum msg_kind kind, uint16_t slot, uint32_t gen) {
+  struct pkt *list = NULL;
   for (int t = 0; t < sh->srv->nshards; t++) {
     struct pkt *m = region_msg(sh, kind, 0);
     if (!m) {
-      log_error("shard %d: out of memory telling shard %d about a watcher", sh->id, t);
-      continue;
+      pkt_free_list(sh, list);
+      return NULL;
     }
     rmsg(m)->slot = slot;
     rmsg(m)->gen = gen;
-    shard_send_ctrl(sh, t, m);
+    rmsg(m)->to = (uint16_t)t;
+    m->next = list;
+    list = m;
+  }
+  return list;
+}
+
+static void send_all(struct shard *sh, struct pkt *list) {
+  while (list) {
+    struct pkt *m = list;
+    list = m->next;
+    shard_send_ctrl(sh, rmsg(m)->to, m);
   }
 }
 
@@ -335,11 +351,21 @@ int watch_start(struct conn *c) {
     conn_close(c, CLOSE_watchers_full, "too many watchers");
     return -1;
   }
+  uint32_t gen = ++ws->next_gen;
+  struct pkt *sub = for_every_shard(sh, MSG_WATCH_SUB, (uint16_t)slot, gen);
+  struct pkt *unsub = sub ? for_every_shard(sh, MSG_WATCH_UNSUB, (uint16_t)slot, gen) : NULL;
+  if (!unsub) { /* before any shard hears of it: nothing to undo */
+    pkt_free_list(sh, sub);
+    atomic_fetch_sub(&rg->nwatchers, 1);
+    conn_close(c, CLOSE_nomem, "WatchConns: the watcher's messages");
+    return -1;
+  }
   ws->w[slot].c = c;
-  ws->w[slot].gen = ++ws->next_gen;
+  ws->w[slot].gen = gen;
+  ws->w[slot].unsub = unsub;
   c->is_watcher = 1;
   STAT_INC(&sh->stats, watchers);
-  broadcast(sh, MSG_WATCH_SUB, (uint16_t)slot, ws->w[slot].gen);
+  send_all(sh, sub);
   return 0;
 }
 
@@ -351,7 +377,8 @@ void watch_conn_closed(struct conn *c) {
     ws->w[i].c = NULL;
     atomic_fetch_sub(&sh->srv->region->nwatchers, 1);
     STAT_ADD(&sh->stats, watchers, -1);
-    broadcast(sh, MSG_WATCH_UNSUB, (uint16_t)i, ws->w[i].gen);
+    send_all(sh, ws->w[i].unsub);
+    ws->w[i].unsub = NULL;
     return;
   }
 }
@@ -367,17 +394,17 @@ static void on_presence(struct shard *sh, struct pkt *m) {
   conn_queue_ctrl_nodrop(w->c, m); /* kind stays MSG_PRESENCE: written -> ack */
 }
 
+/* The written batch itself becomes the ACK: nothing to allocate, so a
+ * credit can never be lost (a lost one would silence this watcher for that
+ * shard's keys for good). */
 void watch_presence_written(struct shard *sh, struct pkt *p) {
   struct rmsg *r = rmsg(p);
-  struct pkt *a = region_msg(sh, MSG_WATCH_ACK, 0);
-  if (!a) {
-    log_error("shard %d: out of memory returning a watcher credit", sh->id);
-    return;
-  }
+  int to = r->from;
+  p->kind = MSG_WATCH_ACK;
+  p->len = 0;
   /* The subscription is found by (watcher shard, slot, gen): this shard. */
-  rmsg(a)->slot = r->slot;
-  rmsg(a)->gen = r->gen;
-  shard_send_ctrl(sh, r->from, a);
+  r->from = (uint16_t)sh->id;
+  shard_send_ctrl(sh, to, p);
 }
 
 void region_watch_ctrl(struct shard *sh, struct pkt *m) {
@@ -392,8 +419,9 @@ void region_watch_ctrl(struct shard *sh, struct pkt *m) {
 
 struct watch_shard *region_watch_new(void) { return calloc(1, sizeof(struct watch_shard)); }
 
-void region_watch_free(struct watch_shard *ws) {
+void region_watch_free(struct shard *sh, struct watch_shard *ws) {
   if (!ws) return;
+  for (int i = 0; i < WATCH_SLOTS; i++) pkt_free_list(sh, ws->w[i].unsub); /* watchers at exit */
   for (uint32_t i = 0; i < ws->nsubs; i++) sub_free(ws->subs[i]);
   free(ws->subs);
   free(ws->flush);
