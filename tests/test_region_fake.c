@@ -3,7 +3,7 @@
  *
  * Owns what a link must survive from the node at its other end: one that
  * stops reading (the link is cut after 5 s and dialled again, local pairs
- * relay on), one that stops answering while its kernel still ACKs (cut
+ * relay on, its queue stays within its bounds in packets and bytes), one that stops answering while its kernel still ACKs (cut
  * after a keepalive interval without a frame), one that floods PeerPresent
  * faster than the shards take it in (the link's reads stop, nothing is
  * lost), and PeerGone from a node that is not the key's forwarder (derper's
@@ -153,6 +153,26 @@ static void test_stalled_link(void) {
   close(f.lfd);
 }
 
+/* The same stalled link with full-size packets: its queue is bounded in
+ * bytes too (LINK_QUEUE_KIB, 8 MiB), not only in packets (2048 of 64 KiB
+ * would pin 128 MiB), so 1000 of them mostly drop. */
+static void test_stalled_link_bytes(void) {
+  struct fake_node f = fake_node_linked("");
+  struct region *r = &g_r;
+  struct derp_client *s = client_on(0, NULL);
+  static uint8_t pkt[DERP_MAX_PACKET];
+  for (int i = 0; i < 1000; i++) cr_assert_eq(derp_client_send(s, &f.k, pkt, sizeof pkt), 0);
+  long long in = derpd_varz_eventually(r->node, "derp_packets_received", 1000, 5000);
+  cr_assert_eq(in, 1000, "derpd read %lld of the 1000 packets", in);
+  long long drops = derpd_varz(r->node, "derp_packets_dropped_reason{reason=\"mesh_queue\"}");
+  /* At most 8 MiB queued, a 256 KiB send and the kernel's buffers (a few
+   * MiB) hold the rest; with a bound in packets only, none would drop. */
+  cr_assert(drops >= 700, "%lld of 1000 full-size packets dropped; want >= 700", drops);
+  cr_assert(drops < 1000, "every packet dropped (%lld): the link took none", drops);
+  close(f.fd);
+  close(f.lfd);
+}
+
 /* The fake node says PeerGone(key, disconnected). */
 static void fake_gone(struct fake_node *f, const derp_key *k) {
   uint8_t pg[5 + DERP_KEY_LEN + 1];
@@ -242,6 +262,7 @@ int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
       {"stalled_link", test_stalled_link},
+      {"stalled_link_bytes", test_stalled_link_bytes},
       {"delete_other", test_delete_other},
       {"hung_link", test_hung_link},
       {"presence_flood", test_presence_flood},

@@ -165,6 +165,7 @@ struct conn {
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
                                     presence frames pass 255 */
+  uint16_t link_kib;       /* a link: KiB in its disco and data queues (pkt_kib) */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
   void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
@@ -201,6 +202,8 @@ struct conn {
 #define SHARD_TICK_MS 100  /* a shard's timers (deadlines, keepalives, samples) run this often */
 #define CONN_QUEUE_MAX 32   /* per conn, for disco and for data (derper's depth) */
 #define LINK_QUEUE_MAX 2048 /* an outbound mesh link's data queue (ForwardPacket) */
+#define LINK_QUEUE_KIB 8192 /* and its disco and data queues together, in KiB: 2048
+                               full-size packets would pin 128 MiB per link */
 #define CONN_CTRL_MAX 64    /* control frames (PeerGone, pong, keepalive) */
 
 /* ---- the transport seam (transport.h) ----------------------------------- */

@@ -91,6 +91,24 @@ bool conn_queue_wire(struct conn *c, struct pkt *p) {
   return true;
 }
 
+/* A link's queued bytes are counted in KiB, each packet rounded up the same
+ * way when queued and when taken, so the sum is exact. */
+static uint16_t pkt_kib(const struct pkt *p) { return (uint16_t)((p->len + 1023) >> 10); }
+
+/* A link over LINK_QUEUE_KIB: its oldest packets go, data before disco. */
+static void link_trim(struct conn *c, uint16_t adding) {
+  while (c->link_kib + adding > LINK_QUEUE_KIB && (c->data_h || c->disco_h)) {
+    bool d = c->data_h != NULL;
+    struct pkt *o = d ? q_pop(&c->data_h, &c->data_t) : q_pop(&c->disco_h, &c->disco_t);
+    if (d) c->ndata--;
+    else c->ndisco--;
+    c->link_kib -= pkt_kib(o);
+    STAT_DROP_T(&c->sh->stats, mesh_queue, o->disco, 1);
+    region_link_note_drop(c);
+    pkt_free(c->sh, o);
+  }
+}
+
 /* derper's policy: a full queue drops its oldest packet, so a receiver that
  * fell behind gets the freshest data and the sender never waits. */
 void conn_queue_packet(struct conn *c, struct pkt *p) {
@@ -116,14 +134,20 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
     }
   }
   if (*n >= max) {
-    pkt_free(sh, q_pop(h, t));
+    struct pkt *o = q_pop(h, t);
     (*n)--;
     if (c->is_link) {
+      c->link_kib -= pkt_kib(o);
       STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
       region_link_note_drop(c);
     } else {
       STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
     }
+    pkt_free(sh, o);
+  }
+  if (c->is_link) {
+    link_trim(c, pkt_kib(p));
+    c->link_kib += pkt_kib(p);
   }
   q_append(h, t, p);
   (*n)++;
@@ -157,9 +181,11 @@ static struct pkt *next_out(struct conn *c) {
     if (p->kind != MSG_PRESENCE) c->nctrl--; /* see conn_queue_ctrl_nodrop */
     return p;
   }
-  if ((p = q_pop(&c->disco_h, &c->disco_t))) { c->ndisco--; return p; }
-  if ((p = q_pop(&c->data_h, &c->data_t))) { c->ndata--; return p; }
-  return NULL;
+  if ((p = q_pop(&c->disco_h, &c->disco_t))) c->ndisco--;
+  else if ((p = q_pop(&c->data_h, &c->data_t))) c->ndata--;
+  else return NULL;
+  if (c->is_link) c->link_kib -= pkt_kib(p);
+  return p;
 }
 
 /* A short write re-arms the write deadline only if it moved at least this

@@ -7,9 +7,10 @@
  * `ready`. The shard adopts it at its next tick (conn_new_link) and from then
  * on the link is an ordinary conn on that shard: frames from the other node
  * (PeerPresent, PeerGone) become forwarder changes on each key's owner, and
- * ForwardPackets for that node are queued on it (LINK_QUEUE_MAX, 30 s write
- * timeout). When the conn closes, the shard tells every shard to forget what
- * the link forwarded (MSG_LINK_DOWN) and wakes the dialler, which dials again:
+ * ForwardPackets for that node are queued on it (LINK_QUEUE_MAX packets and
+ * LINK_QUEUE_KIB, 5 s write timeout). When the conn closes, the shard tells
+ * every shard to forget what the link forwarded (MSG_LINK_DOWN, made at
+ * adoption) and wakes the dialler, which dials again:
  * at once after a link that was up for a while, else after 0.5 s, doubling
  * up to derper's 5 s.
  * A dialler never touches a conn; a shard never blocks on a dialler.
