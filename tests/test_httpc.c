@@ -3,8 +3,10 @@
  * that header names and values reach the client in pieces: the headers a
  * caller asks for, Content-Length, chunked and to-EOF bodies, HEAD, 204, 1xx
  * skipped, the body cap, a body cut short, malformed answers, keep-alive and
- * its one retry. TLS and the bounds (stop descriptor, deadline) are tested
- * through acme_https in test_acme and through admission end to end.
+ * its one retry; a name lookup that the resolver never answers ends at the
+ * request's deadline. TLS and the other bounds (stop descriptor, deadline)
+ * are tested through acme_https in test_acme and through admission end to
+ * end.
  *
  * Not Criterion (httpc links BoringSSL; Criterion brings OpenSSL's libcrypto).
  * Usage: test_httpc [substring of test names]. */
@@ -20,7 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server/httpc/httpc.h"
@@ -292,6 +300,48 @@ static void stale_bytes_not_reused(void) {
   server_stop(&sv);
 }
 
+/* A resolver that never answers: the request ends at its deadline with a
+ * lookup timeout, not after the resolver's 30 s. In a child with a mount
+ * namespace of its own whose /etc/resolv.conf names a loopback UDP socket
+ * this test holds and never answers (root, as the test machines run). */
+static void lookup_bounded(void) {
+  cr_assert_eq(geteuid(), 0, "this test needs root (a mount namespace for its resolv.conf)");
+  int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53), .sin_addr.s_addr = htonl(0x7f00004d)};
+  cr_assert_eq(bind(u, (struct sockaddr *)&sa, sizeof sa), 0, "bind 127.0.0.77:53: %s", strerror(errno));
+  char dir[] = "/tmp/derpd-httpc-XXXXXX", conf[64];
+  cr_assert_not_null(mkdtemp(dir));
+  snprintf(conf, sizeof conf, "%s/resolv.conf", dir);
+  FILE *f = fopen(conf, "w");
+  cr_assert_not_null(f);
+  fputs("nameserver 127.0.0.77\noptions timeout:30 attempts:1\n", f);
+  fclose(f);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) { /* a fresh process: glibc's lookup threads do not survive a fork */
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount(conf, "/etc/resolv.conf", NULL, MS_BIND, NULL) != 0)
+      _exit(3);
+    execl("/proc/self/exe", "test_httpc", "--lookup-child", (char *)NULL);
+    _exit(3);
+  }
+  int st = -1;
+  int64_t t0 = httpc_now_ms();
+  while (waitpid(pid, &st, WNOHANG) == 0 && httpc_now_ms() - t0 < 10000) usleep(20000);
+  if (httpc_now_ms() - t0 >= 10000) { /* still in the lookup: killed */
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  uint8_t q[512];
+  ssize_t got = recv(u, q, sizeof q, MSG_DONTWAIT);
+  close(u);
+  unlink(conf);
+  rmdir(dir);
+  cr_assert(!(WIFEXITED(st) && WEXITSTATUS(st) == 3), "the child could not set up its resolv.conf");
+  cr_assert(got > 0, "the resolver was never asked");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the request did not end at its deadline with a lookup timeout");
+}
+
 static const struct mini_test tests[] = {
     {"headers_in_pieces", headers_in_pieces},
     {"long_header_cut", long_header_cut},
@@ -303,8 +353,25 @@ static const struct mini_test tests[] = {
     {"malformed", malformed},
     {"keep_alive_and_retry", keep_alive_and_retry},
     {"stale_bytes_not_reused", stale_bytes_not_reused},
+    {"lookup_bounded", lookup_bounded},
 };
 
+/* lookup_bounded's child, in its own mount namespace: exit 0 if the request
+ * ended at its deadline with a lookup timeout. */
+static int lookup_child(void) {
+  struct httpc_conn cn = HTTPC_CONN_INIT;
+  struct httpc_resp r = {0};
+  char err[256] = "";
+  struct httpc_endpoint ep = {.kind = HTTPC_TCP, .host = "hang.derpd-test.example", .port = 9};
+  const char *req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+  int64_t t0 = httpc_now_ms();
+  enum httpc_rc rc = httpc_request(&cn, &ep, req, strlen(req), &r, NULL, NULL, t0 + 1000, -1, err, sizeof err);
+  int64_t ms = httpc_now_ms() - t0;
+  fprintf(stderr, "request: rc %d after %lld ms: %s\n", rc, (long long)ms, err);
+  return rc == HTTPC_TIMEOUT && ms < 2500 && strstr(err, "lookup") ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--lookup-child") == 0) return lookup_child();
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, NULL);
 }

@@ -1,13 +1,17 @@
 /* httpc.c: the workers' blocking HTTP/1.1 client (see httpc.h). Runs on
  * admission's worker threads and the ACME worker only. Sockets are
  * non-blocking; every wait is a poll() on the socket and the stop
- * descriptor, bounded by the request's deadline (the name lookup,
- * getaddrinfo, is the one unbounded step). The response is parsed by
- * http_parser, the library derpd's server side uses. */
+ * descriptor, bounded by the request's deadline, the name lookup included
+ * (on a thread of its own: a resolver that does not answer costs the request
+ * its deadline, not the worker the resolver's timeouts). The response is
+ * parsed by http_parser, the library derpd's server side uses. */
 #include "server/httpc/httpc.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -99,19 +103,110 @@ static enum httpc_rc connect_one(const struct sockaddr *sa, socklen_t salen, int
   return HTTPC_OK;
 }
 
+/* One name lookup on a thread of its own, so that the request's deadline
+ * bounds it: the caller waits for `done` until its deadline or stop and may
+ * walk away; the thread and the caller each hold a reference, and the last
+ * to let go frees it, so an abandoned lookup finishes and is freed on its
+ * own. (Not glibc's getaddrinfo_a: its notification threads are invisible
+ * to TSan, and derpd's TSan build must stay green.) At most LOOKUPS_MAX run
+ * at once, abandoned ones included, so a resolver that never answers costs
+ * that many threads at most, each until the resolver's own timeout. */
+#define LOOKUPS_MAX 64
+#define LOOKUP_STACK (256 * 1024)
+
+static atomic_int lookups_running;
+
+struct lookup {
+  char host[256], port[8];
+  struct addrinfo *res;
+  int rc;
+  atomic_bool finished; /* res and rc are set (release) */
+  int done;             /* eventfd, written once finished */
+  atomic_int refs;
+};
+
+static void lookup_unref(struct lookup *l) {
+  if (atomic_fetch_sub(&l->refs, 1) != 1) return;
+  if (l->res) freeaddrinfo(l->res);
+  close(l->done);
+  free(l);
+}
+
+static void *lookup_main(void *arg) {
+  struct lookup *l = arg;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  int rc = getaddrinfo(l->host, l->port, &hints, &l->res);
+  l->rc = rc == EAI_SYSTEM ? -errno : rc; /* errno is this thread's */
+  atomic_store_explicit(&l->finished, true, memory_order_release);
+  uint64_t one = 1;
+  ssize_t w = write(l->done, &one, sizeof one); /* one write to a fresh eventfd: cannot fail */
+  (void)w;
+  lookup_unref(l);
+  atomic_fetch_sub(&lookups_running, 1);
+  return NULL;
+}
+
+/* Starts the lookup; NULL (err set) if it cannot. */
+static struct lookup *lookup_start(const struct httpc_endpoint *ep, char *err, size_t errlen) {
+  if (strlen(ep->host) >= sizeof ((struct lookup *)0)->host) {
+    snprintf(err, errlen, "lookup %s: name too long", ep->host);
+    return NULL;
+  }
+  if (atomic_fetch_add(&lookups_running, 1) >= LOOKUPS_MAX) {
+    atomic_fetch_sub(&lookups_running, 1);
+    snprintf(err, errlen, "lookup %s: %d lookups already running (the resolver does not answer?)", ep->host,
+             LOOKUPS_MAX);
+    return NULL;
+  }
+  struct lookup *l = calloc(1, sizeof *l);
+  if (l) l->done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (!l || l->done < 0) {
+    snprintf(err, errlen, "lookup %s: %s", ep->host, l ? strerror(errno) : "out of memory");
+    free(l);
+    atomic_fetch_sub(&lookups_running, 1);
+    return NULL;
+  }
+  strcpy(l->host, ep->host);
+  snprintf(l->port, sizeof l->port, "%u", ep->port);
+  atomic_init(&l->refs, 2);
+  pthread_attr_t at;
+  pthread_t t;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&at, LOOKUP_STACK);
+  int r = pthread_create(&t, &at, lookup_main, l);
+  pthread_attr_destroy(&at);
+  if (r != 0) {
+    snprintf(err, errlen, "lookup %s: cannot start its thread: %s", ep->host, strerror(r));
+    close(l->done);
+    free(l);
+    atomic_fetch_sub(&lookups_running, 1);
+    return NULL;
+  }
+  return l;
+}
+
 /* Every address of the name in turn, each within an equal share of the time
  * left but at least 2 s (Go's dialer does the same). */
 static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, int64_t deadline, int stop_fd, int *out,
                                  char *err, size_t errlen) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  char port[8];
-  snprintf(port, sizeof port, "%u", ep->port);
-  struct addrinfo *res = NULL;
-  int g = getaddrinfo(ep->host, port, &hints, &res);
-  if (g != 0) {
-    snprintf(err, errlen, "lookup %s: %s", ep->host, g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+  struct lookup *l = lookup_start(ep, err, errlen);
+  if (!l) return HTTPC_ERROR;
+  int w = wait_fd(l->done, POLLIN, deadline, stop_fd);
+  if (w != W_READY) {
+    snprintf(err, errlen, "lookup %s: %s", ep->host,
+             w == W_TIMEOUT ? "timeout" : w == W_STOPPED ? "stopped" : "poll failed");
+    lookup_unref(l);
+    return wait_rc(w);
+  }
+  bool fin = atomic_load_explicit(&l->finished, memory_order_acquire);
+  if (!fin || l->rc != 0) {
+    snprintf(err, errlen, "lookup %s: %s", ep->host,
+             !fin ? "no result" : l->rc < 0 ? strerror(-l->rc) : gai_strerror(l->rc));
+    lookup_unref(l);
     return HTTPC_ERROR;
   }
+  struct addrinfo *res = l->res;
   int n = 0;
   for (struct addrinfo *ai = res; ai; ai = ai->ai_next) n++;
   enum httpc_rc rc = HTTPC_ERROR;
@@ -122,7 +217,7 @@ static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, int64_t deadli
     rc = connect_one(ai->ai_addr, ai->ai_addrlen, d, stop_fd, out, err, errlen);
     if (rc == HTTPC_OK || rc == HTTPC_STOPPED || httpc_now_ms() >= deadline) break;
   }
-  freeaddrinfo(res);
+  lookup_unref(l);
   if (rc == HTTPC_ERROR && httpc_now_ms() >= deadline) rc = HTTPC_TIMEOUT;
   return rc;
 }
