@@ -657,6 +657,44 @@ Test(e2e, duplicate_keys_close_any_order, E2E) {
   cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_clients_local", 1, 2000), 1);
 }
 
+/* derper's pick when the active duplicate goes is the last of its send
+ * history still connected, not the newest: the history starts with the
+ * set's first conn, takes every conn from the third on as it comes, and
+ * every conn that sends a frame. A, B, C of one key: C goes -> A, not B.
+ * B speaks -> B; D comes -> D; D goes -> B; B goes -> A. */
+/* Closes `gone`, waits until the server counts `dups` duplicate conns, then
+ * checks that s's packets reach `on` and not `off`. */
+static void dup_close_then(struct derp_client *s, struct derp_client *gone, long long dups,
+                           struct derp_client *on, struct derp_client *off, const char *what) {
+  const char *name = "derp_current_dup_client_conns";
+  e2e_close(gone);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, name, dups, 2000), dups, "%s: duplicate conns", what);
+  check_delivery(s, on, off, what);
+}
+
+Test(e2e, duplicate_keys_derper_pick, E2E) {
+  start(2, NULL);
+  const char *dups = "derp_current_dup_client_conns";
+  struct derp_client *s = e2e_client(&g_srv, NULL, false);
+  derp_privkey k;
+  struct derp_client *a = e2e_client(&g_srv, &k, false);
+  struct derp_client *b = e2e_client_with_key(&g_srv, &k, false);
+  struct derp_client *c = e2e_client_with_key(&g_srv, &k, false);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, dups, 3, 2000), 3);
+  e2e_sync_route(s, c);
+  check_delivery(s, c, b, "the newest of three");
+  dup_close_then(s, c, 2, a, b, "the first, once the third went (the second never spoke)");
+  cr_assert_eq(derp_client_note_preferred(b, true), 0);
+  e2e_sync_route(s, b);
+  check_delivery(s, b, a, "the second, once it spoke");
+  struct derp_client *d = e2e_client_with_key(&g_srv, &k, false);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, dups, 3, 2000), 3);
+  e2e_sync_route(s, d);
+  check_delivery(s, d, b, "a fourth");
+  dup_close_then(s, d, 2, b, a, "the last that spoke, once the fourth went");
+  dup_close_then(s, b, 0, a, s, "the one left");
+}
+
 /* ---- shutdown ---- */
 
 Test(e2e, sigterm_restarting_and_exit, E2E) {

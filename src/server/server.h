@@ -97,7 +97,9 @@ struct peer {
   struct peer *hnext;    /* peer table chain */
   uint64_t hash;
   derp_key key;
-  struct conn *conns;    /* all conns of this key, newest first (conn->pnext) */
+  struct conn *conns;    /* all conns of this key (conn->pnext); those with
+                            dup_hist in the order of derper's sendHistory,
+                            most recent first (relay.c) */
   struct conn *active;   /* receives packets; NULL = none (dup fight) */
   uint32_t nconns;
   /* Keys this peer sent to: they get PeerGone when its last conn ends. */
@@ -161,6 +163,7 @@ struct conn {
    * paused since the last keepalive (no frame_stall check); reads one
    * buffer at a time (paced since the setting began). */
   uint8_t rx_paused : 1, rx_cancel : 1, recv_armed : 1, rx_was_paused : 1, rx_single : 1;
+  uint8_t dup_hist : 1;    /* in its key's duplicate history (protocol/relay.c) */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's

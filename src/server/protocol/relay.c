@@ -7,7 +7,10 @@
  * the ring to that shard, which looks B up and queues it. Control messages
  * about a key (PeerGone) travel the same way on the control rings.
  * Duplicate keys (derper's "last writer is active"): all conns of a key stay
- * registered; the newest is active until another of them sends a frame. */
+ * registered; the newest is active until another of them sends a frame, and
+ * when the active one goes, the one derper would pick takes over: the last
+ * still connected of its send history (the set's first conn, every conn
+ * from the third on, and every one that sent a frame; dup_successor). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +89,30 @@ static void peer_unlink(struct peer_table *t, struct peer *p) {
 
 /* ---- registration and duplicates --------------------------------------- */
 
+static void conns_push(struct peer *p, struct conn *c) {
+  c->pnext = p->conns;
+  if (c->pnext) c->pnext->pprev = &c->pnext;
+  c->pprev = &p->conns;
+  p->conns = c;
+}
+
+static void conns_unlink(struct conn *c) {
+  *c->pprev = c->pnext;
+  if (c->pnext) c->pnext->pprev = c->pprev;
+  c->pnext = NULL;
+  c->pprev = NULL;
+}
+
+/* After the active conn of a duplicate set left: derper's pick, the last
+ * of its sendHistory still connected (the conns with dup_hist are in that
+ * order, most recent first); the only conn left when one remains. */
+static struct conn *dup_successor(const struct peer *p) {
+  if (p->nconns == 1) return p->conns;
+  for (struct conn *c = p->conns; c; c = c->pnext)
+    if (c->dup_hist) return c;
+  return NULL; /* cannot happen: all but the set's second conn are in it */
+}
+
 void relay_register(struct conn *c) {
   struct shard *sh = c->sh;
   struct peer_table *t = &sh->peers;
@@ -103,10 +130,11 @@ void relay_register(struct conn *c) {
     t->buckets[b] = p;
     t->count++;
   }
-  c->pnext = p->conns;
-  if (c->pnext) c->pnext->pprev = &c->pnext;
-  c->pprev = &p->conns;
-  p->conns = c;
+  /* derper's sendHistory: a new duplicate set starts with the one that was
+   * there; a third conn and later ones join it as they come. */
+  if (p->nconns == 1) p->conns->dup_hist = 1;
+  c->dup_hist = p->nconns >= 2;
+  conns_push(p, c);
   p->nconns++;
   p->active = c; /* the newest connection wins until another one writes */
   c->peer = p;
@@ -151,18 +179,18 @@ void relay_unregister(struct conn *c) {
   struct shard *sh = c->sh;
   struct peer *p = c->peer;
   if (!p) return;
-  *c->pprev = c->pnext;
-  if (c->pnext) c->pnext->pprev = c->pprev;
-  c->pnext = NULL;
-  c->pprev = NULL;
+  conns_unlink(c);
   c->peer = NULL;
   if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
   p->nconns--;
   if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
   if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
-  if (p->active == c) p->active = p->conns; /* the newest remaining, if any */
-  if (p->nconns > 0) return;
+  if (p->nconns > 0) {
+    if (p->active == c) p->active = dup_successor(p);
+    return;
+  }
+  p->active = NULL;
   if (!forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
   STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to.n);
   derp_key k = p->key;
@@ -393,7 +421,14 @@ static void on_note_preferred(struct conn *c, const struct derp_frame *f) {
 int relay_frame(struct conn *c, const struct derp_frame *f) {
   if (c->is_link) return link_frame(c, f);
   struct peer *p = c->peer;
-  if (p && p->nconns > 1) p->active = c; /* last writer is active */
+  if (p && p->nconns > 1) { /* derper's lastWriterIsActive: any frame counts */
+    p->active = c;
+    c->dup_hist = 1;
+    if (p->conns != c) { /* the most recent in the history now */
+      conns_unlink(c);
+      conns_push(p, c);
+    }
+  }
   switch (f->type) {
   case DERP_FRAME_SEND_PACKET: return on_send_packet(c, f);
   case DERP_FRAME_PING: return on_ping(c, f);
