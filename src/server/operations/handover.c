@@ -146,9 +146,30 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The new process's environment: ours without any stale handover entries,
+ * plus fds and ready. Built before fork, because between fork and exec in a
+ * threaded process only async-signal-safe calls are safe, and setenv is not
+ * (it locks and allocates). NULL if out of memory; free() the array only. */
+static char **child_environ(char *fds, char *ready) {
+  extern char **environ;
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **e = calloc(n + 3, sizeof *e);
+  if (!e) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], ENV_FDS "=", sizeof ENV_FDS) != 0 &&
+        strncmp(environ[i], ENV_READY "=", sizeof ENV_READY) != 0)
+      e[k++] = environ[i];
+  e[k++] = fds;
+  e[k++] = ready;
+  return e;
+}
+
 int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child) {
-  char env[8192];
-  if (build_env(set, env, sizeof env) < 0) {
+  char env[8192] = ENV_FDS "=";
+  size_t pre = strlen(env);
+  if (build_env(set, env + pre, sizeof env - pre) < 0) {
     log_error("upgrade: too many sockets to pass");
     return -1;
   }
@@ -157,22 +178,30 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
     log_error("upgrade: pipe: %s", strerror(errno));
     return -1;
   }
-  char rd[16];
-  snprintf(rd, sizeof rd, "%d", p[1]);
+  char rd[64];
+  snprintf(rd, sizeof rd, ENV_READY "=%d", p[1]);
+  char **envp = child_environ(env, rd);
+  if (!envp) {
+    log_error("upgrade: out of memory");
+    close(p[0]);
+    close(p[1]);
+    return -1;
+  }
   /* Only the child may inherit: the flags come back right after fork. */
   set_cloexec_all(set, false);
   pid_t pid = fork();
-  if (pid == 0) {
+  if (pid == 0) { /* async-signal-safe calls only, up to exec */
     fcntl(p[1], F_SETFD, 0);
-    setenv(ENV_FDS, env, 1);
-    setenv(ENV_READY, rd, 1);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the shards' blocked mask is not the new main's */
-    execvp(argv[0], argv);
-    fprintf(stderr, "derpd: upgrade: exec %s: %s\n", argv[0], strerror(errno));
+    execvpe(argv[0], argv, envp);
+    static const char msg[] = "derpd: upgrade: exec of the new binary failed\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
     _exit(127);
   }
+  free(envp);
   set_cloexec_all(set, true);
   close(p[1]);
   if (pid < 0) {
