@@ -508,6 +508,7 @@ void conn_addr_str(const struct conn *c, char *out, size_t cap);
 
 /* relay.c */
 int relay_frame(struct conn *c, const struct derp_frame *f);
+void relay_note_activity(struct conn *c); /* a duplicate conn spoke: it receives now */
 void relay_register(struct conn *c);
 void relay_unregister(struct conn *c);
 void relay_deliver(struct shard *sh, struct pkt *p);   /* from another shard */

@@ -179,7 +179,7 @@ void conn_start_established(struct conn *c) {
   c->keepalive_ms = sh->now_ms + sh->srv->cfg.keepalive_ms + jitter_ms(sh);
   list_add_tail(&sh->ka_fifo, &c->ka_node);
   shard_mark_dirty(sh, c);
-  arm_recv(c);
+  if (!c->rx_paused) arm_recv(c); /* a link paused by its first bytes: its resume arms it */
 }
 
 /* A failed read: EOF is a normal goodbye, anything else is logged. */
@@ -265,6 +265,7 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
     }
   }
   if (c->rd.skipped_frames) {
+    relay_note_activity(c); /* derper notes every frame read, skipped ones too */
     STAT_ADD(&c->sh->stats, unknown_frames, (int64_t)c->rd.skipped_frames);
     c->rd.skipped_frames = 0;
   }

@@ -136,7 +136,7 @@ static void *lookup_main(void *arg) {
   struct lookup *l = arg;
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
   int rc = getaddrinfo(l->host, l->port, &hints, &l->res);
-  l->rc = rc == EAI_SYSTEM ? -errno : rc; /* errno is this thread's */
+  l->rc = rc == EAI_SYSTEM && errno ? -errno : rc; /* errno is this thread's */
   atomic_store_explicit(&l->finished, true, memory_order_release);
   uint64_t one = 1;
   ssize_t w = write(l->done, &one, sizeof one); /* one write to a fresh eventfd: cannot fail */

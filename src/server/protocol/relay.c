@@ -418,17 +418,22 @@ static void on_note_preferred(struct conn *c, const struct derp_frame *f) {
   else STAT_INC(&sh->stats, home_moves_out);
 }
 
+/* derper's lastWriterIsActive: any frame a duplicate conn sends makes it
+ * the one that receives, and the most recent in the send history. */
+void relay_note_activity(struct conn *c) {
+  struct peer *p = c->peer;
+  if (!p || p->nconns < 2) return;
+  p->active = c;
+  c->dup_hist = 1;
+  if (p->conns != c) {
+    conns_unlink(c);
+    conns_push(p, c);
+  }
+}
+
 int relay_frame(struct conn *c, const struct derp_frame *f) {
   if (c->is_link) return link_frame(c, f);
-  struct peer *p = c->peer;
-  if (p && p->nconns > 1) { /* derper's lastWriterIsActive: any frame counts */
-    p->active = c;
-    c->dup_hist = 1;
-    if (p->conns != c) { /* the most recent in the history now */
-      conns_unlink(c);
-      conns_push(p, c);
-    }
-  }
+  relay_note_activity(c);
   switch (f->type) {
   case DERP_FRAME_SEND_PACKET: return on_send_packet(c, f);
   case DERP_FRAME_PING: return on_ping(c, f);

@@ -7,7 +7,7 @@
  * S turns dirty keys into PeerPresent / PeerGone frames with the key's state
  * at that moment, packs up to PRESENCE_BATCH of them into one MSG_PRESENCE
  * and sends it to Sw, spending a credit; Sw queues it on W's conn, and once
- * it is written (conn.c, count_sent) returns the credit. So:
+ * it is written (conn_send.c, sent) returns the credit. So:
  *  - no update is lost: a key stays dirty until a frame with its latest state
  *    is sent, and the control messages travel by shard_send_ctrl (never dropped);
  *  - order per key holds: one entry per key, the frame carries the state at
