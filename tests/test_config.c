@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/acme/acme_config.h"
 #include "server/config.h"
@@ -46,7 +47,7 @@ Test(config, defaults) {
   cr_assert_eq(PARSE(&c, MANUAL), 0, "%s", err);
   cr_assert_str_eq(c.listen_host, "");
   cr_assert_eq(c.listen_port, 443);
-  cr_assert_str_eq(c.key_path, "");
+  cr_assert_str_eq(c.key_path, getuid() == 0 ? CONFIG_ROOT_KEY_PATH : ""); /* derper_defaults_key_and_socket */
   cr_assert(!c.dev);
   cr_assert_str_eq(c.hostname, "derp.example.com");
   cr_assert_eq(c.tcp_write_timeout_ms, 2000);
@@ -786,4 +787,26 @@ Test(config, mesh_with_rejects) {
     cr_assert_eq(mesh_with_parse(bad[i], e, 2, &n, why, sizeof why), -1, "accepted %s", bad[i]);
     cr_assert(strlen(why) > 0, "no reason for %s", bad[i]);
   }
+}
+
+/* derper's defaults for what a command line leaves out: as root, the key
+ * file /var/lib/derper/derper.key (not with -dev, whose key is ephemeral,
+ * nor over an explicit -c); an empty -socket is tailscaled's default. */
+Test(config, derper_defaults_key_and_socket) {
+  struct config c;
+  cr_assert_eq(PARSE(&c, "-a", ":8080"), 0, "%s", err);
+  if (getuid() == 0) {
+    cr_assert_str_eq(c.key_path, CONFIG_ROOT_KEY_PATH);
+    cr_assert(c.key_path_default);
+  } else {
+    cr_assert_str_eq(c.key_path, "");
+  }
+  cr_assert_eq(PARSE(&c, "-a", ":8080", "-dev"), 0, "%s", err);
+  cr_assert_str_eq(c.key_path, "");
+  cr_assert_eq(PARSE(&c, "-a", ":8080", "-c", "/tmp/k.key"), 0, "%s", err);
+  cr_assert_str_eq(c.key_path, "/tmp/k.key");
+  cr_assert_eq(PARSE(&c, "-a", ":8080", "-verify-clients", "-socket="), 0, "%s", err);
+  cr_assert_str_eq(c.tailscaled_socket, CONFIG_TAILSCALED_SOCKET);
+  cr_assert_eq(PARSE(&c, "-a", ":8080", "-socket", "/run/ts.sock"), 0, "%s", err);
+  cr_assert_str_eq(c.tailscaled_socket, "/run/ts.sock");
 }

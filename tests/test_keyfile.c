@@ -113,14 +113,49 @@ Test(keyfile, garbage_errors_with_message) {
   expect_error("{\"PrivateKey\": 7}", "PrivateKey");
 }
 
-Test(keyfile, missing_directory_fails) {
-  char path[128], msg[256] = {0};
-  path_in(path, sizeof path, "nodir/key");
+static mode_t current_umask(void) {
+  mode_t m = umask(0);
+  umask(m);
+  return m;
+}
+
+/* derper makes the key file's directory (MkdirAll), so /var/lib/derper/
+ * need not exist before the first start. */
+Test(keyfile, missing_directory_made) {
+  char path[128], sub[128], msg[256] = {0};
+  path_in(sub, sizeof sub, "nodir/sub");
+  path_in(path, sizeof path, "nodir/sub/key");
+  derp_privkey k, k2;
+  int created = -1;
+  cr_assert_eq(derp_keyfile_load_or_create(path, &k, &created, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(created, 1);
+  struct stat st;
+  cr_assert_eq(stat(sub, &st), 0);
+  cr_assert(S_ISDIR(st.st_mode));
+  cr_assert_eq(st.st_mode & 0777, 0755 & ~current_umask());
+  cr_assert_eq(derp_keyfile_load_or_create(path, &k2, &created, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(created, 0);
+  cr_assert_eq(memcmp(&k, &k2, sizeof k), 0);
+  unlink(path);
+  rmdir(sub);
+  path_in(sub, sizeof sub, "nodir");
+  rmdir(sub);
+}
+
+/* A directory that cannot be made (a file is in the way) is an error. */
+Test(keyfile, unmakeable_directory_fails) {
+  char path[128], file[128], msg[256] = {0};
+  path_in(file, sizeof file, "afile");
+  FILE *f = fopen(file, "w");
+  cr_assert(f);
+  fclose(f);
+  path_in(path, sizeof path, "afile/key");
   derp_privkey k;
   int created = -1;
   cr_assert_eq(derp_keyfile_load_or_create(path, &k, &created, msg, sizeof msg), -1);
   cr_assert_neq(msg[0], '\0');
   cr_assert_eq(created, 0);
+  unlink(file);
 }
 
 Test(key, format_parse_round_trip) {

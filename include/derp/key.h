@@ -38,8 +38,8 @@ void derp_key_hex(const derp_key *k, char out[DERP_KEY_HEXLEN + 1]);
 /* Short form for logs: "[abcde]" style is derper's; we print the first 8 hex chars. */
 void derp_key_short(const derp_key *k, char out[9]);
 
-/* Load derper's key file, or create it (mode 0600, parent must exist) if it is
- * missing. *created tells which. 0 on success; -1 with errno / msg on failure
+/* Load derper's key file, or create it (mode 0600; missing parent
+ * directories are made 0755, as derper's MkdirAll) if it is missing. *created tells which. 0 on success; -1 with errno / msg on failure
  * (msg gets a human-readable reason, may be NULL). */
 int derp_keyfile_load_or_create(const char *path, derp_privkey *out, int *created,
                                 char *msg, size_t msglen);
@@ -49,5 +49,8 @@ int derp_keyfile_write(const char *path, const derp_privkey *k);
  * created 0600, then given `mode`), fsync, rename over path, fsync of the
  * directory. 0, or -1 with errno (the temp file removed). */
 int derp_file_write_atomic(const char *path, unsigned mode, const void *buf, size_t len);
+/* mkdir -p: the missing directories above dir 0755, dir itself `mode`;
+ * those that exist are left as they are. 0, or -1 with errno. */
+int derp_mkdir_p(const char *dir, unsigned mode);
 
 #endif

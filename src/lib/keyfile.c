@@ -85,6 +85,21 @@ out:
   return rc;
 }
 
+int derp_mkdir_p(const char *dir, unsigned mode) {
+  char p[4096];
+  if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = 0;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+    *s = '/';
+  }
+  return (mkdir(p, mode) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
 int derp_keyfile_write(const char *path, const derp_privkey *k) {
   char text[DERP_KEY_STRLEN];
   char body[DERP_KEY_STRLEN + 32];
@@ -163,7 +178,11 @@ static int load_existing(int fd, const char *path, derp_privkey *out, char *msg,
 static int create_new(const char *path, derp_privkey *out, char *msg, size_t msglen) {
   derp_key pub;
   derp_key_generate(out, &pub);
-  if (derp_keyfile_write(path, out) < 0) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) *slash = 0;
+  if ((slash && slash != dir && derp_mkdir_p(dir, 0755) < 0) || derp_keyfile_write(path, out) < 0) {
     int e = errno;
     set_msg(msg, msglen, "key file %s: cannot create: %s", path, strerror(e));
     sodium_memzero(out, sizeof *out);

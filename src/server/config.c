@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_PORT 443
 #define DEV_PORT 3340
@@ -40,7 +41,7 @@ void config_defaults(struct config *c) {
   c->ktls_mode = KTLS_AUTO;
   strcpy(c->acme_directory, CONFIG_ACME_DIRECTORY_DEFAULT);
   c->verify_client_url_fail_open = true;
-  strcpy(c->tailscaled_socket, "/var/run/tailscale/tailscaled.sock");
+  strcpy(c->tailscaled_socket, CONFIG_TAILSCALED_SOCKET);
   c->admission_workers = 32;
   c->admission_queue = 4096;
   c->stun = true;
@@ -561,8 +562,13 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     if (adm_url_parse(c->verify_client_url, &u, why, sizeof why) < 0)
       return bad_value(&e, "verify-client-url", c->verify_client_url, why);
   }
-  if (c->verify_clients && !c->tailscaled_socket[0])
-    return errf(&e, "-verify-clients needs -socket (tailscaled's LocalAPI socket)");
+  /* derper's default key file: as root, without -dev. */
+  if (!c->key_path[0] && !c->dev && getuid() == 0) {
+    snprintf(c->key_path, sizeof c->key_path, "%s", CONFIG_ROOT_KEY_PATH);
+    c->key_path_default = true;
+  }
+  /* derper: an empty -socket means tailscaled's default. */
+  if (!c->tailscaled_socket[0]) strcpy(c->tailscaled_socket, CONFIG_TAILSCALED_SOCKET);
   /* The kernel's TCP_KEEPIDLE bound (Go would fail silently and keep 2h). */
   if (c->tcp_keepalive_ms > 32767 * 1000LL)
     return errf(&e, "invalid value for flag -tcp-keepalive-time: must be at most 32767s (9h6m7s)");
@@ -703,7 +709,7 @@ void config_usage(FILE *out, const char *prog) {
 "        whois by node key); with -verify-client-url, both must agree\n"
 "  -socket string\n"
 "        tailscaled's LocalAPI socket for -verify-clients (default\n"
-"        \"/var/run/tailscale/tailscaled.sock\")\n"
+"        \"" CONFIG_TAILSCALED_SOCKET "\"; empty: that one)\n"
 "  -admission-workers int\n"
 "        checks run at once, each on its own thread; 1..1024 (default 32)\n"
 "  -admission-queue int\n"
@@ -713,7 +719,8 @@ void config_usage(FILE *out, const char *prog) {
 "Identity:\n"
 "  -c string\n"
 "        key file: JSON {\"PrivateKey\": \"privkey:<hex>\"}, created (mode 0600)\n"
-"        if missing; required unless -dev\n"
+"        if missing; required unless -dev (as root, derper's default\n"
+"        " CONFIG_ROOT_KEY_PATH ")\n"
 "\n"
 "Timeouts (Go durations: 500ms, 2s, 1m30s, 1h):\n"
 "  -tcp-write-timeout duration\n"

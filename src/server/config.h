@@ -14,6 +14,9 @@
 #define CONFIG_ACME_DIRECTORY_DEFAULT "https://acme-v02.api.letsencrypt.org/directory"
 /* Google Trust Services' ACME directory: -certmode gcp's default (derper's). */
 #define CONFIG_ACME_DIRECTORY_GCP "https://dv.acme-v02.api.pki.goog/directory"
+/* derper's defaults: the key file when root gives no -c, tailscaled's socket. */
+#define CONFIG_ROOT_KEY_PATH "/var/lib/derper/derper.key"
+#define CONFIG_TAILSCALED_SOCKET "/var/run/tailscale/tailscaled.sock"
 
 struct config {
   char listen_host[256];     /* -a host part; "" = all addresses */
@@ -85,7 +88,8 @@ struct config {
   char secrets_cache[1024];  /* -secrets-cache-dir: accepted, no effect */
   bool acme_ip_certs;        /* -acme-ip-certs (derper v1.102): certificates for our addresses */
   bool ace;                  /* -ace (derper v1.90, experimental): refused */
-  char notes[256];           /* derived: flags accepted with no effect, for main.c to log */
+  bool key_path_default;     /* derived: no -c, so derper's default as root */
+  char notes[512];           /* derived: flags accepted with no effect, for main.c to log */
   bool tls;                  /* derived by config_parse */
 };
 

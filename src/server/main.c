@@ -137,6 +137,7 @@ static int conn_budget(int nshards, int configured) {
 
 static int load_key(struct server *s) {
   const struct config *c = &s->cfg;
+  if (c->key_path_default) log_info("no -c given; using %s (derper's default as root)", c->key_path);
   if (c->key_path[0]) {
     char msg[256] = "";
     int created = 0;
@@ -150,7 +151,8 @@ static int load_key(struct server *s) {
     derp_key_generate(&s->priv, &pub);
     log_info("dev mode: using an ephemeral key (pass -c FILE to keep one)");
   } else {
-    log_error("no key file: pass -c FILE (derper's key file format), or -dev");
+    log_error("no key file: pass -c FILE (derper's key file format), or -dev "
+              "(as root the default is " CONFIG_ROOT_KEY_PATH ")");
     return -1;
   }
   derp_key_public(&s->priv, &s->pub);
@@ -407,7 +409,26 @@ static int upgrade(struct server *s, char **argv) {
   return 0;
 }
 
+/* Before any thread starts (bootstrap DNS and the ACME worker start before
+ * the shards): every thread inherits this mask, so these signals reach only
+ * the main thread's sigwait. A thread that did not block them would take one
+ * that came while the main thread was busy (a reload, an upgrade) with the
+ * default action, and the process would die instead of stopping cleanly.
+ * SIGPIPE is ignored, not waited for: a write to a closed pipe or socket is
+ * an error to handle where it happens, never a reason to stop. */
+static void block_signals(sigset_t *set) {
+  signal(SIGPIPE, SIG_IGN);
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGHUP);
+  sigaddset(set, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
 int main(int argc, char **argv) {
+  sigset_t set;
+  block_signals(&set);
   struct server *s = calloc(1, sizeof *s);
   if (!s) return 1;
   char err[512];
@@ -513,15 +534,6 @@ int main(int argc, char **argv) {
     if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
     if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
   }
-
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  sigaddset(&set, SIGUSR2);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, NULL); /* shards inherit the mask */
 
   pthread_barrier_t bar;
   pthread_barrier_init(&bar, NULL, (unsigned)s->nshards + 1);

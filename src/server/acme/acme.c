@@ -75,18 +75,6 @@ static struct {
 
 /* ---- files ----------------------------------------------------------------- */
 
-static int make_dirs(const char *dir) {
-  char p[1100];
-  snprintf(p, sizeof p, "%s", dir);
-  for (char *s = strchr(p + 1, '/');; s = strchr(s + 1, '/')) {
-    if (s) *s = 0;
-    int rc = mkdir(p, s ? 0755 : 0700);
-    if (rc != 0 && errno != EEXIST) return -1;
-    if (!s) return 0;
-    *s = '/';
-  }
-}
-
 static void iso_time(time_t t, char out[32]) {
   struct tm tm;
   gmtime_r(&t, &tm);
@@ -352,6 +340,7 @@ static int sleep_ms(int64_t ms) {
 
 static void *worker(void *arg) {
   (void)arg;
+  pthread_setname_np(pthread_self(), "acme");
   struct acme_client c;
   char err[600];
   if (acme_client_init(&c, W.account_key, W.cfg->acme_directory, W.cfg->acme_ca_file, W.types, W.ntypes,
@@ -405,7 +394,7 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
   snprintf(W.crt, sizeof W.crt, "%s/%s.crt", cfg->certdir, cfg->hostname);
   snprintf(W.key, sizeof W.key, "%s/%s.key", cfg->certdir, cfg->hostname);
   snprintf(W.account, sizeof W.account, "%s/acme_account+key", cfg->certdir);
-  if (make_dirs(cfg->certdir) != 0) {
+  if (derp_mkdir_p(cfg->certdir, 0700) != 0) {
     snprintf(err, errlen, "create -certdir %s: %s", cfg->certdir, strerror(errno));
     return -1;
   }

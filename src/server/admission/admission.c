@@ -6,9 +6,8 @@
  * never wait (DESIGN.md). A fixed pool of --admission-workers threads each
  * run one check at a time with blocking I/O (httpc.c), keeping its
  * connections alive between checks. Checks wait for a worker in one FIFO of
- * at most --admission-queue jobs; with it full a client is refused, or with
- * -verify-client-url-fail-open (and no -verify-clients) admitted, and counted
- * (result "overload"). So at most workers + queue checks are outstanding,
+ * at most --admission-queue jobs; with it full a client is refused, even
+ * under -verify-client-url-fail-open, and counted (result "overload"). So at most workers + queue checks are outstanding,
  * and a slow verifier delays only the clients it is verifying: their conns
  * wait in CS_CLIENT_INFO while the shard goes on relaying.
  *
@@ -223,6 +222,7 @@ static void deliver(struct admission *a, struct adm_job *j, struct io_uring *rin
 
 static void *worker_main(void *arg) {
   struct admission *a = arg;
+  pthread_setname_np(pthread_self(), "admission");
   struct io_uring ring;
   int r = io_uring_queue_init(4, &ring, 0);
   if (r < 0) log_warn("admission: worker ring: %s: verdicts wait for the shards' tick", strerror(-r));

@@ -664,6 +664,9 @@ struct shard_boot { struct shard *sh; pthread_barrier_t *bar; int *err; };
 static void *shard_boot_main(void *arg) {
   struct shard_boot b = *(struct shard_boot *)arg;
   free(arg);
+  char name[16]; /* top -H, perf and /proc show which shard is busy */
+  snprintf(name, sizeof name, "shard-%d", b.sh->id);
+  pthread_setname_np(pthread_self(), name);
   int r = setup_ring(b.sh);
   if (r < 0) {
     log_error("shard %d: io_uring set-up failed: %s", b.sh->id, strerror(-r));

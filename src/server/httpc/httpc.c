@@ -134,6 +134,7 @@ static void lookup_unref(struct lookup *l) {
 
 static void *lookup_main(void *arg) {
   struct lookup *l = arg;
+  pthread_setname_np(pthread_self(), "dns-lookup");
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
   int rc = getaddrinfo(l->host, l->port, &hints, &l->res);
   l->rc = rc == EAI_SYSTEM && errno ? -errno : rc; /* errno is this thread's */

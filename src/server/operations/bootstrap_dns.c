@@ -381,6 +381,7 @@ struct bootstrap_dns *bootstrap_dns_new(const char *published, const char *unpub
 
 static void *refresh_loop(void *arg) {
   struct bootstrap_dns *b = arg;
+  pthread_setname_np(pthread_self(), "bootstrap-dns");
   pthread_mutex_lock(&b->mu);
   while (!b->stop) {
     pthread_mutex_unlock(&b->mu);

@@ -107,7 +107,9 @@ void handover_ready(void) {
              extra, extra == 1 ? "" : "s");
   if (g_ready_fd >= 0) {
     char one = '1';
-    if (write(g_ready_fd, &one, 1) != 1) log_warn("handover: telling the old process: %s", strerror(errno));
+    if (write(g_ready_fd, &one, 1) != 1)
+      log_warn("handover: telling the old process: %s%s", strerror(errno),
+               errno == EPIPE ? " (it is gone already; this process serves on)" : "");
     close(g_ready_fd);
     g_ready_fd = -1;
   }

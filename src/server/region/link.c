@@ -151,6 +151,7 @@ static void log_state(char *last, size_t cap, bool warn, const char *msg) {
 
 static void *link_main(void *arg) {
   struct link *l = arg;
+  pthread_setname_np(pthread_self(), "mesh-dialler");
   char err[256], msg[1024], last[1024] = "";
   int backoff = RETRY_FIRST_MS; /* doubles per failure up to RETRY_MS; reset once up */
   while (!stopping(l)) {

@@ -263,23 +263,11 @@ static int write_pem_file(const char *path, mode_t mode, EVP_PKEY *key, X509 *ce
   return ok ? 0 : -1;
 }
 
-static int mkdir_p(const char *dir) {
-  char p[1100];
-  snprintf(p, sizeof p, "%s", dir);
-  for (char *s = p + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = 0;
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
-    *s = '/';
-  }
-  return (mkdir(p, 0700) != 0 && errno != EEXIST) ? -1 : 0;
-}
-
 /* -certmode selfsigned: an ECDSA P-256 key and a 10-year certificate for
  * -hostname (SAN DNS or IP), written once and reused after. */
 static int make_selfsigned_files(char *err, size_t errlen) {
   if (access(g.crt_path, F_OK) == 0 && access(g.key_path, F_OK) == 0) return 0;
-  if (mkdir_p(g.cfg->certdir) != 0) {
+  if (derp_mkdir_p(g.cfg->certdir, 0700) != 0) {
     snprintf(err, errlen, "create -certdir %s: %s", g.cfg->certdir, strerror(errno));
     return -1;
   }
