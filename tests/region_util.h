@@ -12,7 +12,7 @@
 #include "e2e_util.h"
 
 #define MAXN 3
-#define MAXC 160
+#define MAXC 512
 
 struct region {
   int n;

@@ -441,6 +441,50 @@ ParameterizedTest(int *shards, e2e, peer_gone_disconnected, E2E) {
   }
 }
 
+/* PeerGone(K) for the next packet. */
+static void expect_gone(struct derp_client *c, const derp_key *k, const char *what) {
+  int64_t deadline = e2e_now_ms() + 2000;
+  struct derp_client_msg m;
+  int r;
+  do r = derp_client_recv_packet(c, &m, (int)(deadline - e2e_now_ms()));
+  while (r == 1 && !(m.type == DERP_FRAME_PEER_GONE && derp_key_equal(&m.src, k)));
+  cr_assert_eq(r, 1, "%s: no PeerGone within 2 s (%s)", what, r == 0 ? "timeout" : "closed");
+  cr_assert_eq(m.reason, DERP_PEER_GONE_DISCONNECTED, "%s: reason %u", what, m.reason);
+}
+
+ParameterizedTestParameters(e2e, peer_gone_every_time) {
+  static int shards[] = {1, 2};
+  return cr_make_param_array(int, shards, sizeof shards / sizeof shards[0]);
+}
+
+/* The same key comes back and sends to the same receivers: each time it
+ * leaves they hear it again. (The shard's cache of reported (sender,
+ * receiver) pairs once kept the second visit from being noted.) */
+ParameterizedTest(int *shards, e2e, peer_gone_every_time, E2E) {
+  enum { PAIRS = 4, ROUNDS = 3 };
+  start(*shards, NULL);
+  struct derp_client *b[PAIRS];
+  derp_privkey apriv[PAIRS];
+  derp_key akey[PAIRS];
+  for (int p = 0; p < PAIRS; p++) {
+    b[p] = e2e_client(&g_srv, NULL, false);
+  }
+  for (int round = 0; round < ROUNDS; round++) {
+    struct derp_client *a[PAIRS];
+    for (int p = 0; p < PAIRS; p++) {
+      a[p] = round == 0 ? e2e_client(&g_srv, &apriv[p], false) : e2e_client_with_key(&g_srv, &apriv[p], false);
+      akey[p] = *derp_client_public_key(a[p]);
+      e2e_sync_route(a[p], b[p]);
+    }
+    for (int p = 0; p < PAIRS; p++) e2e_close(a[p]);
+    for (int p = 0; p < PAIRS; p++) {
+      char what[64];
+      snprintf(what, sizeof what, "round %d, pair %d", round + 1, p);
+      expect_gone(b[p], &akey[p], what);
+    }
+  }
+}
+
 Test(e2e, peer_gone_not_here, E2E) {
   start(2, NULL);
   struct derp_client *a = e2e_client(&g_srv, NULL, false);

@@ -164,6 +164,93 @@ static void test_move_keeps_contacts(void) {
   cr_assert(hears_gone(t, &rk, 5000), "no PeerGone when the key that moved here left");
 }
 
+/* K on node 1 sends to R on node 0, leaves, comes back with the same key
+ * and sends again: R hears PeerGone(K) every time K leaves (node 0's cache
+ * of reported (sender, receiver) pairs once hid the second visit). */
+static void test_rejoin_peer_gone(void) {
+  region_up(2, false, false);
+  wait_meshed(1);
+  struct derp_client *r = client_on(0, NULL);
+  derp_privkey kp;
+  struct derp_client *k = client_on(1, &kp);
+  derp_key kk = pub_of(&kp);
+  long long made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames") - 1;
+  for (int round = 1; round <= 3; round++) {
+    made = presence_synced(1, 0, made); /* node 0 knows K is on node 1 */
+    e2e_sync_route(k, r);
+    close_client(k);
+    cr_assert(hears_gone(r, &kk, 5000), "round %d: no PeerGone when K left the region", round);
+    made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames"); /* K's PeerGone is in it */
+    if (round < 3) k = connect_as(1, &kp, NULL);
+  }
+}
+
+/* A node dies holding many keys that one client got packets from: the
+ * client hears PeerGone for every one of them, all at once (they were cut
+ * at the 64 control frames a conn's queue held). */
+static void test_node_gone_burst(void) {
+  enum { N = 200 };
+  region_up(2, false, false);
+  wait_meshed(1);
+  struct derp_client *r = client_on(0, NULL);
+  static struct derp_client *k[N];
+  static derp_key kk[N];
+  long long made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames");
+  for (int i = 0; i < N; i++) {
+    derp_privkey kp;
+    k[i] = client_on(1, &kp);
+    kk[i] = pub_of(&kp);
+  }
+  presence_synced(1, 0, made + N - 1); /* node 0 knows them all */
+  for (int i = 0; i < N; i++) e2e_sync_route(k[i], r);
+  long long before = derpd_varz(&g_r.node[0], "derp_peer_gone_disconnected_frames");
+  kill(g_r.node[1].pid, SIGKILL);
+  derpd_kill(&g_r.node[1]);
+  static bool seen[N];
+  int got = 0;
+  struct derp_client_msg m;
+  for (int64_t end = e2e_now_ms() + 10000; got < N && e2e_now_ms() < end;) {
+    int rr = derp_client_recv_packet(r, &m, (int)(end - e2e_now_ms()));
+    cr_assert_geq(rr, 0, "the receiver lost its connection");
+    if (rr != 1 || m.type != DERP_FRAME_PEER_GONE) continue;
+    for (int i = 0; i < N; i++)
+      if (!seen[i] && memcmp(m.src.b, kk[i].b, DERP_KEY_LEN) == 0) {
+        seen[i] = true;
+        got++;
+      }
+  }
+  cr_assert_eq(got, N, "PeerGone for %d of the dead node's %d keys", got, N);
+  long long sent = derpd_varz(&g_r.node[0], "derp_peer_gone_disconnected_frames") - before;
+  cr_assert_geq(sent, N, "derp_peer_gone_disconnected_frames rose by %lld", sent);
+  cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_control_frames_dropped"), 0);
+  for (int i = 0; i < N; i++) close_client(k[i]);
+}
+
+/* A node that stops (SIGTERM) tells its clients Restarting, and not
+ * PeerGone for every remote key (its links close first), as derper. */
+static void test_stop_no_peer_gone(void) {
+  region_up(2, false, false);
+  wait_meshed(1);
+  struct derp_client *r = client_on(0, NULL);
+  derp_privkey kp;
+  long long made = derpd_varz(&g_r.node[1], "derpd_mesh_presence_frames");
+  struct derp_client *k = client_on(1, &kp);
+  derp_key kk = pub_of(&kp);
+  presence_synced(1, 0, made);
+  e2e_sync_route(k, r);
+  cr_assert_eq(kill(g_r.node[0].pid, SIGTERM), 0);
+  bool restarting = false;
+  struct derp_client_msg m;
+  for (int64_t end = e2e_now_ms() + 5000; e2e_now_ms() < end;) {
+    int rr = derp_client_recv(r, &m, (int)(end - e2e_now_ms()));
+    if (rr != 1) break; /* closed after the Restarting */
+    cr_assert(!(m.type == DERP_FRAME_PEER_GONE && memcmp(m.src.b, kk.b, DERP_KEY_LEN) == 0),
+              "PeerGone for a remote key from a node that is stopping");
+    if (m.type == DERP_FRAME_RESTARTING) restarting = true;
+  }
+  cr_assert(restarting, "no Restarting");
+}
+
 /* kill -9 of node 0: its clients reconnect elsewhere; whoever sent to them
  * or got packets from them hears PeerGone. */
 static void test_kill_node(void) {
@@ -580,7 +667,8 @@ int main(int argc, char **argv) {
       {"relay_plain", test_relay_plain},     {"relay_tls", test_relay_tls},
       {"relay_tls_certdir", test_relay_tls_certdir}, {"relay_mixed", test_relay_mixed},
       {"client_moves", test_client_moves},   {"move_keeps_contacts", test_move_keeps_contacts},
-      {"kill_node", test_kill_node},
+      {"kill_node", test_kill_node}, {"rejoin_peer_gone", test_rejoin_peer_gone},
+      {"node_gone_burst", test_node_gone_burst}, {"stop_no_peer_gone", test_stop_no_peer_gone},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"close_peer", test_close_peer},
       {"tool", test_tool},

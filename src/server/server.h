@@ -42,6 +42,8 @@ enum msg_kind {
   MSG_PKT = 1,       /* a RecvPacket frame for key `dst` */
   MSG_FRAME_TO_KEY,  /* a control frame (PeerGone) for the key whose hash is `hash` */
   MSG_SAW,           /* the key hashed `src_hash` got packets from the one hashed `hash` */
+  MSG_UNSAW,         /* a MSG_SAW found no such sender: the receiver hashed `hash`
+                        forgets that it told (sender tag in dst) */
   MSG_RAW,           /* bytes to write as-is (HTTP replies, local frames) */
   /* Region (region/): control messages between shards. The routing facts sit
    * in the pkt's `dst` bytes (struct rmsg, region.h); payloads in data. */
@@ -169,6 +171,7 @@ struct conn {
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
                                     presence frames pass 255 */
   uint16_t link_kib;       /* a link: KiB in its disco and data queues (pkt_kib) */
+  uint16_t ngone;          /* PeerGone frames in the control queue (CONN_GONE_MAX) */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
   void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);
@@ -207,7 +210,10 @@ struct conn {
 #define LINK_QUEUE_MAX 2048 /* an outbound mesh link's data queue (ForwardPacket) */
 #define LINK_QUEUE_KIB 8192 /* and its disco and data queues together, in KiB: 2048
                                full-size packets would pin 128 MiB per link */
-#define CONN_CTRL_MAX 64    /* control frames (PeerGone, pong, keepalive) */
+#define CONN_CTRL_MAX 64    /* control frames (pong, keepalive, replies) */
+#define CONN_GONE_MAX 1024  /* PeerGone frames, bounded apart: a node that leaves
+                               the region tells a client about every key of it the
+                               client talked to, at once (about 340 KiB at most) */
 
 /* ---- the transport seam (transport.h) ----------------------------------- */
 
@@ -330,7 +336,9 @@ struct shard {
   struct list rl_paused;
   struct region_shard *rg;     /* this shard's part of the region (region/) */
   /* (sender, receiver conn) pairs already reported with MSG_SAW. A miss only
-   * costs a redundant message; the sender's set dedupes. */
+   * costs a redundant message; the sender's set dedupes. A pair is forgotten
+   * when the receiver hears PeerGone about the sender, or the report found
+   * no sender (MSG_UNSAW): the same key back later is reported again. */
   uint64_t saw_cache[4096];
   /* PeerGone(not here) made on this shard, limited per sender before it
    * crosses a ring (direct-mapped on the sender key's hash; collisions
@@ -465,7 +473,7 @@ void conn_establish(struct conn *c);             /* on the owner shard */
 void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
-void conn_queue_ctrl(struct conn *c, struct pkt *p);
+bool conn_queue_ctrl(struct conn *c, struct pkt *p);
 /* A copy of n bytes as a control pkt; ws_raw: already WebSocket framing (or
  * the 101), no batch header. False if out of memory. */
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);

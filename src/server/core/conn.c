@@ -350,7 +350,7 @@ static void drop_queues(struct conn *c) {
   pkt_free_list(sh, c->disco_h);
   pkt_free_list(sh, c->data_h);
   c->ctrl_h = c->ctrl_t = c->disco_h = c->disco_t = c->data_h = c->data_t = NULL;
-  c->nctrl = c->ndisco = c->ndata = c->link_kib = 0;
+  c->nctrl = c->ndisco = c->ndata = c->link_kib = c->ngone = 0;
 }
 
 static bool reason_is_quiet(enum close_reason why) {

@@ -36,15 +36,23 @@ static struct pkt *q_pop(struct pkt **h, struct pkt **t) {
   return p;
 }
 
-/* A conn with close_after_send has queued its last words: it takes nothing more. */
-void conn_queue_ctrl(struct conn *c, struct pkt *p) {
-  if (c->state == CS_CLOSING || c->close_after_send || c->nctrl >= CONN_CTRL_MAX) {
+/* A conn with close_after_send has queued its last words: it takes nothing
+ * more. PeerGone frames (MSG_FRAME_TO_KEY) have their own bound, so a burst
+ * of them neither crowds out pongs nor is cut at CONN_CTRL_MAX. false: not
+ * queued (freed; counted when a bound refused it). */
+bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
+  bool gone = p->kind == MSG_FRAME_TO_KEY;
+  bool full = gone ? c->ngone >= CONN_GONE_MAX : c->nctrl >= CONN_CTRL_MAX;
+  if (c->state == CS_CLOSING || c->close_after_send || full) {
+    if (full && c->state != CS_CLOSING && !c->close_after_send) STAT_INC(&c->sh->stats, ctrl_frames_dropped);
     pkt_free(c->sh, p);
-    return;
+    return false;
   }
   q_append(&c->ctrl_h, &c->ctrl_t, p);
-  c->nctrl++;
+  if (gone) c->ngone++;
+  else c->nctrl++;
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+  return true;
 }
 
 /* A watcher's presence batch (MSG_PRESENCE): bounded by the watch credits
@@ -178,7 +186,8 @@ static struct pkt *peek_out(const struct conn *c) {
 static struct pkt *next_out(struct conn *c) {
   struct pkt *p;
   if ((p = q_pop(&c->ctrl_h, &c->ctrl_t))) {
-    if (p->kind != MSG_PRESENCE) c->nctrl--; /* see conn_queue_ctrl_nodrop */
+    if (p->kind == MSG_FRAME_TO_KEY) c->ngone--;
+    else if (p->kind != MSG_PRESENCE) c->nctrl--; /* see conn_queue_ctrl_nodrop */
     return p;
   }
   if ((p = q_pop(&c->disco_h, &c->disco_t))) c->ndisco--;

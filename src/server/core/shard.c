@@ -105,9 +105,14 @@ bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh,
  * empties; link frames, which a node can send as fast as TCP carries them,
  * stop being read while it holds OUTBOX_PAUSE (recv_pause_outbox), and its
  * size is logged if it ever grows large. */
+static void ctrl_dispatch(struct shard *sh, struct pkt *m) {
+  if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
+  else relay_send_to_key(sh, m);
+}
+
 void shard_send_ctrl(struct shard *sh, int to, struct pkt *m) {
   if (to == sh->id) {
-    region_ctrl(sh, m);
+    ctrl_dispatch(sh, m);
     return;
   }
   bool queued = sh->outbox_pend[to / 64] & (1ull << (to % 64));
@@ -314,9 +319,7 @@ static bool drain_from(struct shard *sh, int f) {
   more |= n == DRAIN_BATCH;
   sh->turn_arrivals += n;
   for (uint32_t i = 0; i < n; i++) {
-    struct pkt *m = items[i];
-    if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
-    else relay_send_to_key(sh, m);
+    ctrl_dispatch(sh, items[i]);
   }
   n = spsc_pop_batch(data_q(s, f, sh->id), items, DRAIN_BATCH);
   more |= n == DRAIN_BATCH;

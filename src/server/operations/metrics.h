@@ -89,6 +89,7 @@
   X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")   \
   X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
   X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
+  X(ctrl_frames_dropped, "derpd_conn_control_frames_dropped", "counter", "control frames (PeerGone, pong) a client's queue had no room for") \
   X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed") \
   X(tls_handshakes, "derpd_tls_handshakes", "counter", "TLS handshakes completed")       \
   X(conns_plain, "derpd_conns_mode{mode=\"plain\"}", "counter", "clients established, by transport") \

@@ -159,7 +159,11 @@ static bool send_key_msg(struct shard *sh, struct pkt *m) {
   return true;
 }
 
-/* PeerGone(key about, reason) for the holder of the key hashed to_hash. */
+/* PeerGone(key about, reason) for the holder of the key hashed to_hash.
+ * PeerGone(disconnected) comes in bursts (a client that talked to thousands
+ * of keys leaves; a node leaves the region and with it all its keys) and
+ * must not be lost to a full ring: it waits in the outbox. PeerGone(not
+ * here) answers a sender's packets, limited per sender, and may be dropped. */
 void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason) {
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
   if (!m) return;
@@ -167,7 +171,8 @@ void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, 
   m->kind = MSG_FRAME_TO_KEY;
   m->not_here = reason == DERP_PEER_GONE_NOT_HERE;
   m->hash = to_hash;
-  send_key_msg(sh, m);
+  if (m->not_here) send_key_msg(sh, m);
+  else shard_send_ctrl(sh, owner_of(sh->srv, to_hash), m);
 }
 
 static void notify_gone(struct shard *sh, struct peer *p) {
@@ -230,11 +235,33 @@ static void note_sent_to(struct shard *sh, struct peer *p, uint64_t h) {
 /* ---- delivery ------------------------------------------------------------ */
 
 /* On owner(src): the receiver hashed rh got packets from the sender hashed
- * src_hash. */
-static void saw(struct shard *sh, uint64_t src_hash, uint64_t rh) {
+ * src_hash. false: no such sender here or in the region (it left, or its
+ * PeerPresent has not come yet): nothing will tell rh when it goes. */
+static bool saw(struct shard *sh, uint64_t src_hash, uint64_t rh) {
   struct peer *peer = peer_find(&sh->peers, NULL, src_hash);
   if (peer) note_sent_to(sh, peer, rh);
-  else forward_note_contact(sh, src_hash, rh); /* the sender is elsewhere in the region */
+  else return forward_note_contact(sh, src_hash, rh); /* the sender is elsewhere in the region */
+  return true;
+}
+
+/* The report cache's key for (sender tag, receiver conn). */
+static uint64_t *seen_slot(struct shard *sh, const struct conn *r, uint64_t tag, uint64_t *pair) {
+  *pair = (tag ^ (r->id * 0x9E3779B97F4A7C15ull)) | 1;
+  return &sh->saw_cache[(*pair ^ (*pair >> 29)) & 4095];
+}
+
+/* r's shard: the next packet from the sender tagged tag is reported again. */
+static void forget_seen(struct shard *sh, struct conn *r, uint64_t tag) {
+  uint64_t pair, *slot = seen_slot(sh, r, tag, &pair);
+  if (*slot == pair) *slot = 0;
+  if (r->last_src_tag == tag) r->last_src_tag = 0;
+}
+
+static void unsaw(struct shard *sh, const struct pkt *m) {
+  uint64_t tag;
+  memcpy(&tag, m->dst.b, sizeof tag);
+  struct peer *p = peer_find(&sh->peers, NULL, m->hash);
+  for (struct conn *c = p ? p->conns : NULL; c; c = c->pnext) forget_seen(sh, c, tag);
 }
 
 /* Tell the sender's owner that receiver r got packet p, once per (sender,
@@ -248,8 +275,7 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
   memcpy(&tag, src, sizeof tag);
   if (tag == r->last_src_tag) return;
   r->last_src_tag = tag;
-  uint64_t pair = (tag ^ (r->id * 0x9E3779B97F4A7C15ull)) | 1;
-  uint64_t *slot = &sh->saw_cache[(pair ^ (pair >> 29)) & 4095];
+  uint64_t pair, *slot = seen_slot(sh, r, tag, &pair);
   if (*slot == pair) return;
   *slot = pair;
   if (!p->src_hash) { /* a ForwardPacket's sender */
@@ -258,7 +284,7 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
     p->src_hash = key_hash(sh->srv, &sk);
   }
   if (owner_of(sh->srv, p->src_hash) == sh->id) {
-    saw(sh, p->src_hash, r->key_hash);
+    if (!saw(sh, p->src_hash, r->key_hash)) forget_seen(sh, r, tag);
     return;
   }
   struct pkt *m = pkt_alloc(sh, 0);
@@ -266,6 +292,7 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
     m->kind = MSG_SAW;
     m->hash = p->src_hash;
     m->src_hash = r->key_hash;
+    memcpy(m->dst.b, &tag, sizeof tag); /* for a MSG_UNSAW back */
     if (send_key_msg(sh, m)) return;
   }
   /* Not told: forget that it was, so the next packet of the pair tries
@@ -325,7 +352,17 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
 
 void relay_send_to_key(struct shard *sh, struct pkt *m) {
   if (m->kind == MSG_SAW) {
-    saw(sh, m->hash, m->src_hash);
+    if (saw(sh, m->hash, m->src_hash)) {
+      pkt_free(sh, m);
+    } else { /* back to the receiver's owner (never a loop: UNSAW ends there) */
+      m->kind = MSG_UNSAW;
+      m->hash = m->src_hash;
+      send_key_msg(sh, m);
+    }
+    return;
+  }
+  if (m->kind == MSG_UNSAW) {
+    unsaw(sh, m);
     pkt_free(sh, m);
     return;
   }
@@ -335,10 +372,15 @@ void relay_send_to_key(struct shard *sh, struct pkt *m) {
     pkt_free(sh, m);
     return;
   }
-  if (m->not_here) STAT_INC(&sh->stats, peer_gone_nothere);
+  /* c hears the sender is gone: a packet from it later (the same key back)
+   * is a new contact, to be reported again. */
+  uint64_t tag;
+  memcpy(&tag, m->data + DERP_FRAME_HDR_LEN, sizeof tag);
+  forget_seen(sh, c, tag);
+  bool not_here = m->not_here;
+  if (!conn_queue_ctrl(c, m)) return; /* kind MSG_FRAME_TO_KEY: the PeerGone bound */
+  if (not_here) STAT_INC(&sh->stats, peer_gone_nothere);
   else STAT_INC(&sh->stats, peer_gone_disc);
-  m->kind = MSG_RAW;
-  conn_queue_ctrl(c, m);
 }
 
 /* ---- frames from an established client ---------------------------------- */

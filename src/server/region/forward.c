@@ -100,6 +100,9 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
 /* K is in no forwarder's list any more: if no local conn holds it either,
  * it left the region; whoever here sent to it hears PeerGone. */
 static void gone_from_region(struct shard *sh, struct remote *r) {
+  /* This node is stopping (its links close first): its clients are told
+   * Restarting, not that every remote key left, as derper tells them. */
+  if (atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed)) return;
   struct peer *p = relay_peer(sh, &r->key, r->hash);
   if (p && p->active) { /* it moved here: its contacts hear when it leaves this node */
     relay_keep_contacts(sh, p, &r->contacts);
@@ -187,12 +190,14 @@ static void link_down(struct shard *sh, uint8_t link) {
   }
 }
 
-void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash) {
+bool forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash) {
   struct remote *r = remote_find(region_fwd(sh), NULL, h);
-  if (r && r->nfwd && r->last_contact != who_hash) {
+  if (!r || !r->nfwd) return false;
+  if (r->last_contact != who_hash) {
     r->last_contact = who_hash;
     relay_hashset_add(sh, &r->contacts, who_hash);
   }
+  return true;
 }
 
 bool forward_keep_contacts(struct shard *sh, const derp_key *k, uint64_t h, const struct hashset *set) {

@@ -401,7 +401,10 @@ void region_start(struct server *s) {
 
 /* After the shards are joined: wake every dialler; one in a dial finishes it
  * (DIAL_TIMEOUT_MS at most) and sees `stopping`. A `ready` handed over too
- * late is freed by region_free. */
+ * late is freed by region_free. One deadline for all: a dialler stuck past
+ * it (a name lookup the resolver never answers) is left running, and then
+ * nothing it reads may be freed: region_leaked tells main.c to keep the
+ * server and the region. */
 void region_stop(struct server *s) {
   struct region *rg = s->region;
   for (int i = 0; i < rg->nlinks; i++) {
@@ -409,22 +412,22 @@ void region_stop(struct server *s) {
     if (rg->links[i].started && write(rg->links[i].evfd, &one, sizeof one) < 0)
       log_error("mesh: waking a dialler: %s", strerror(errno));
   }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += DIAL_TIMEOUT_MS / 1000 + 1;
   for (int i = 0; i < rg->nlinks; i++) {
     struct link *l = &rg->links[i];
     if (!l->started) continue;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += DIAL_TIMEOUT_MS / 1000 + 1;
     if (pthread_timedjoin_np(l->thread, NULL, &ts) != 0) {
       log_warn("mesh: link to %s: dialler did not stop; leaving it", l->e.label);
       pthread_detach(l->thread);
-      l->started = false;
-      rg->leaked = true; /* its memory stays: region_free leaves links alone */
-      return;
+      rg->leaked = true;
     }
     l->started = false;
   }
 }
+
+bool region_leaked(const struct server *s) { return s->region && s->region->leaked; }
 
 void region_links_free(struct region *rg);
 void region_links_free(struct region *rg) {

@@ -80,7 +80,7 @@ int region_setup(struct server *s) {
 }
 
 void region_free(struct server *s) {
-  if (!s->region) return;
+  if (!s->region || s->region->leaked) return; /* a dialler may still read it */
   region_links_free(s->region);
   sodium_memzero(s->region->mesh_key, sizeof s->region->mesh_key);
   free(s->region);

@@ -84,6 +84,9 @@ int region_setup(struct server *s);
  * stop and join them. */
 void region_start(struct server *s);
 void region_stop(struct server *s);
+/* A dialler did not stop in time (region_stop): the server and the region
+ * must stay allocated until the process exits. */
+bool region_leaked(const struct server *s);
 void region_free(struct server *s);
 bool region_is_mesh_key(const struct region *r, const char *key);
 
@@ -108,8 +111,9 @@ bool forward_out(struct shard *sh, struct pkt *p);
  * client gauges follow (local, remote-only, total, all by key). */
 void region_count_key(struct shard *sh, const derp_key *k, uint64_t h, int local_delta);
 /* The local key hashed who_hash got packets from the remote key hashed h:
- * it hears PeerGone when that key leaves the region. */
-void forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash);
+ * it hears PeerGone when that key leaves the region. false: h is not a
+ * remote key (now). */
+bool forward_note_contact(struct shard *sh, uint64_t h, uint64_t who_hash);
 /* Key k's last local conn went: if a forwarder still has k, it moved within
  * the region and has not left. Then the keys of set (who must hear PeerGone
  * when k leaves) are kept with the forwarder and true is returned: derper

@@ -69,10 +69,14 @@ struct watch_shard {
 
 /* ---- the dirty set: open addressing, tombstones ---------------------------- */
 
+/* Probing starts from the hash's high half: the low bits pick the owner
+ * shard (owner_of), so on one shard they are alike and would cluster. */
+static uint32_t ds_home(uint64_t h, uint32_t cap) { return (uint32_t)(h >> 32) & (cap - 1); }
+
 static struct dirty_ent *ds_find(struct wsub *s, const derp_key *k, uint64_t h, struct dirty_ent **free_slot) {
   *free_slot = NULL;
   if (!s->cap) return NULL;
-  for (uint32_t i = 0, j = (uint32_t)h & (s->cap - 1); i < s->cap; i++, j = (j + 1) & (s->cap - 1)) {
+  for (uint32_t i = 0, j = ds_home(h, s->cap); i < s->cap; i++, j = (j + 1) & (s->cap - 1)) {
     struct dirty_ent *e = &s->tab[j];
     if (e->state == SLOT_EMPTY) {
       if (!*free_slot) *free_slot = e;
@@ -93,7 +97,7 @@ static bool ds_rehash(struct wsub *s, uint32_t ncap) {
   for (uint32_t i = 0; i < s->cap; i++) {
     struct dirty_ent *e = &s->tab[i];
     if (e->state != SLOT_LIVE) continue;
-    uint32_t j = (uint32_t)e->hash & (ncap - 1);
+    uint32_t j = ds_home(e->hash, ncap);
     while (nt[j].state != SLOT_EMPTY) j = (j + 1) & (ncap - 1);
     nt[j] = *e;
   }
@@ -243,7 +247,10 @@ static size_t put_present(uint8_t *o, const derp_key *k, const struct conn *c) {
  * frames in it (0: every dirty key had come and gone unseen), or -1 when out
  * of memory (the keys stay dirty; tried again at the next change or ack). */
 static int flush_sub(struct shard *sh, struct wsub *s) {
-  struct pkt *m = region_msg(sh, MSG_PRESENCE, PRESENCE_BATCH * PRESENT_FRAME_LEN);
+  /* Sized for what it can carry: a churn batch is often one frame, and a
+   * full batch would take the 64 KiB class every time. */
+  uint32_t most = s->live < PRESENCE_BATCH ? s->live : PRESENCE_BATCH;
+  struct pkt *m = region_msg(sh, MSG_PRESENCE, most * PRESENT_FRAME_LEN);
   if (!m) return -1;
   uint32_t n = 0;
   for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++) {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A -mesh-with name the resolver never answers: the dialler sits in
+# getaddrinfo (the resolver's 30 s), and derpd still stops on SIGTERM within
+# its dial deadline, exits 0, and says it left the dialler behind (the server
+# and region stay allocated for it: ASan and UBSan builds run this too).
+# Needs root: a mount namespace of its own binds a resolv.conf that names a
+# silent UDP socket on 127.0.0.77:53.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/derpd-dial-hang.XXXXXX")"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+  printf 'mesh_dial_hang: FAIL: %s\n' "$*" >&2
+  [[ -s "$tmp/derpd.log" ]] && { echo '--- derpd.log' >&2; tail -30 "$tmp/derpd.log" >&2; }
+  exit 1
+}
+
+(( EUID == 0 )) || fail "needs root (a mount namespace for its resolv.conf)"
+printf 'nameserver 127.0.0.77\noptions timeout:30 attempts:1\n' >"$tmp/resolv.conf"
+printf '%s\n' 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$tmp/mesh.key"
+python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.77", 53))
+time.sleep(120)' &
+pids+=($!)
+sleep 0.3
+
+: >"$tmp/derpd.log"
+unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
+  "$tmp/resolv.conf" "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
+  -mesh-with http://hang.derpd-test.example:3340 >"$tmp/derpd.log" 2>&1 &
+pid=$!
+pids+=("$pid")
+for _ in $(seq 100); do grep -q 'derpd: pid' "$tmp/derpd.log" && break; sleep 0.1; done
+grep -q 'derpd: pid' "$tmp/derpd.log" || fail "derpd did not start"
+sleep 1 # the dialler is in getaddrinfo now
+t0=$(date +%s%N)
+kill -TERM "$pid"
+rc=0
+for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && fail "derpd still running 20 s after SIGTERM"
+wait "$pid" || rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+(( rc == 0 )) || fail "exit status $rc"
+grep -q 'dialler did not stop; leaving it' "$tmp/derpd.log" || fail "the stuck dialler was not logged"
+grep -q 'derpd: stopped (a mesh dialler was still dialling)' "$tmp/derpd.log" || fail "no last line"
+(( ms < 15000 )) || fail "took $ms ms to stop"
+echo "mesh_dial_hang: ok: stopped in $ms ms with the dialler in a lookup"
