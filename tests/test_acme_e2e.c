@@ -597,7 +597,35 @@ static void ip_only_restart(void) {
   cr_assert(memcmp(i1.leaf_sha256, i2.leaf_sha256, 32) == 0, "a restart changed the certificate");
 }
 
+/* The certificate file cannot be written (a directory is in its place): the
+ * certificate the CA issued is kept and written at each retry, and once the
+ * path is free it is installed, with no second order. */
+static void unwritable_file_no_second_order(void) {
+  prepare();
+  start_ca();
+  char crt[256];
+  cr_assert_eq(mkdir(certdir, 0700), 0);
+  snprintf(crt, sizeof crt, "%s/" HOST ".crt", certdir);
+  cr_assert_eq(mkdir(crt, 0700), 0);
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=300", NULL};
+  start_derpd(env);
+  wait_log_count("the certificate the CA issued is kept", 3, 20000);
+  cr_assert_eq(log_count(INSTALLED), 0);
+  cr_assert_eq(rmdir(crt), 0);
+  wait_log_count(INSTALLED, 1, 20000);
+  char plog[128];
+  snprintf(plog, sizeof plog, "%s/pebble.log", dir);
+  int orders = file_count(plog, "Issued certificate serial");
+  cr_assert_eq(orders, 1, "pebble issued %d certificates", orders);
+  check_files();
+  fetch_root();
+  struct derp_tls_info ia, ib;
+  struct derp_client *a = client(&ia), *b = client(&ib);
+  e2e_sync_route(a, b);
+}
+
 static const struct mini_test tests[] = {
+    {"unwritable_file_no_second_order", unwritable_file_no_second_order},
     {"tls_alpn_obtain_and_renew", tls_alpn_obtain_and_renew},
     {"http01_obtain_and_restart", http01_obtain_and_restart},
     {"ca_down_then_up_then_down", ca_down_then_up_then_down},

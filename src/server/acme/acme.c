@@ -117,6 +117,9 @@ struct slot {
   int64_t next_try_ms;      /* after a failure: not before (mono_ms) */
   long backoff;
   bool told;                /* "valid until" logged since the last change */
+  char *kept_chain;         /* a certificate the CA issued whose files could not */
+  char *kept_key;           /*   be written yet: written next time, not asked again */
+  size_t kept_klen;
 };
 
 static void inspect(const struct slot *sl, struct cert_state *s) {
@@ -208,28 +211,67 @@ static int install(struct slot *sl, char *err, size_t errlen) {
   return -1;
 }
 
-/* Get a certificate, write it, swap it in. 0, or -1 with err. */
-static int renew(struct acme_client *c, struct slot *sl, char *err, size_t errlen) {
-  EVP_PKEY *key = NULL;
-  char *chain = NULL, *kpem = NULL;
-  size_t klen = 0;
-  int rc = -1;
-  if (acme_client_obtain(c, sl->name, &key, &chain, err, errlen) != 0) {
-    /* Next time, read the directory and look the account up again: either
-     * may have changed (newAccount with a known key just returns it). */
-    c->new_order[0] = 0;
-    c->kid[0] = 0;
+/* Whether the slot's files can be made: a temporary file beside them.
+ * Asked before each order, so that a -certdir derpd cannot write (read-only,
+ * full) costs no certificate: each would count against the CA's limit on
+ * duplicate certificates (Let's Encrypt: 5 a week) and be thrown away. */
+static int files_writable(const struct slot *sl, char *err, size_t errlen) {
+  char probe[1400];
+  snprintf(probe, sizeof probe, "%s", sl->crt);
+  char *slash = strrchr(probe, '/');
+  snprintf(slash ? slash + 1 : probe, sizeof probe - (size_t)(slash ? slash + 1 - probe : 0),
+           ".derpd-write-test-XXXXXX");
+  int fd = mkstemp(probe);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot write to %.300s (%s): not asking the CA for a certificate that could "
+             "not be kept", W.cfg->certdir, strerror(errno));
     return -1;
   }
-  if (acme_key_pem(key, &kpem, &klen) != 0) snprintf(err, errlen, "encode the key: failed");
-  else if (write_pem(sl->key, 0600, kpem, klen, err, errlen) == 0 &&
-           write_pem(sl->crt, 0644, chain, strlen(chain), err, errlen) == 0)
-    rc = install(sl, err, errlen);
-  if (kpem) OPENSSL_cleanse(kpem, klen);
-  free(kpem);
-  free(chain);
-  EVP_PKEY_free(key);
-  return rc;
+  close(fd);
+  unlink(probe);
+  return 0;
+}
+
+static void drop_kept(struct slot *sl) {
+  if (sl->kept_key) OPENSSL_cleanse(sl->kept_key, sl->kept_klen);
+  free(sl->kept_key);
+  free(sl->kept_chain);
+  sl->kept_key = sl->kept_chain = NULL;
+  sl->kept_klen = 0;
+}
+
+/* Get a certificate, write it, swap it in. 0, or -1 with err. One the CA
+ * issued but that could not be written is kept and written next time,
+ * instead of ordering another. */
+static int renew(struct acme_client *c, struct slot *sl, char *err, size_t errlen) {
+  if (!sl->kept_chain) {
+    if (files_writable(sl, err, errlen) != 0) return -1;
+    EVP_PKEY *key = NULL;
+    char *chain = NULL;
+    if (acme_client_obtain(c, sl->name, &key, &chain, err, errlen) != 0) {
+      /* Next time, read the directory and look the account up again: either
+       * may have changed (newAccount with a known key just returns it). */
+      c->new_order[0] = 0;
+      c->kid[0] = 0;
+      return -1;
+    }
+    int kr = acme_key_pem(key, &sl->kept_key, &sl->kept_klen);
+    EVP_PKEY_free(key);
+    if (kr != 0) {
+      free(chain);
+      snprintf(err, errlen, "encode the key: failed");
+      return -1;
+    }
+    sl->kept_chain = chain;
+  }
+  if (write_pem(sl->key, 0600, sl->kept_key, sl->kept_klen, err, errlen) != 0 ||
+      write_pem(sl->crt, 0644, sl->kept_chain, strlen(sl->kept_chain), err, errlen) != 0) {
+    size_t n = strlen(err);
+    snprintf(err + n, errlen - n, " (the certificate the CA issued is kept and written at the next try)");
+    return -1;
+  }
+  drop_kept(sl);
+  return install(sl, err, errlen);
 }
 
 /* Certificates the worker got and installed, and attempts that failed: the
@@ -374,6 +416,7 @@ static void *worker(void *arg) {
     if (stop_requested()) break;
   }
 out:
+  for (int i = 0; i < n; i++) drop_kept(&slots[i]);
   acme_chal_clear_all();
   acme_client_free(&c);
   return NULL;
