@@ -236,6 +236,35 @@ Test(rate_limit, skipped_frames_cost_tokens, RL) {
   cr_assert_eq(derpd_varz(&g_srv, "derp_unknown_frames"), NPKT);
 }
 
+/* Skipped frames in the same read as a frame that pauses the conn are
+ * charged too (they were forgiven: junk between packets went at 3x the rate). */
+Test(rate_limit, skipped_frames_charged_while_paused, RL) {
+  start("{\"PerClientRateLimitBytesPerSec\": 400000}");
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  static uint8_t junk[14000], pkt[2000];
+  memset(junk, 0x33, sizeof junk);
+  memset(pkt, 0x44, sizeof pkt);
+  derp_key dst;
+  memset(dst.b, 7, sizeof dst.b);
+  int64_t t0 = e2e_now_ms();
+  for (int i = 0; i < NPKT; i++) {
+    cr_assert_eq(derp_client_send_raw(a, 0x30, junk, sizeof junk), 0);
+    cr_assert_eq(derp_client_send(a, &dst, pkt, sizeof pkt), 0);
+  }
+  static const uint8_t ping[8] = "skipped!";
+  cr_assert_eq(derp_client_ping(a, ping), 0);
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv(a, &m, 20000)) == 1 && m.type != DERP_FRAME_PONG) {}
+  cr_assert_eq(r, 1, "no Pong");
+  int64_t ms = e2e_now_ms() - t0;
+  int64_t floor_ms = (int64_t)(NPKT * (sizeof junk + sizeof pkt + 42) - 65568) * 1000 / 400000;
+  cr_log_info("junk and packets, then a Ping: Pong after %lld ms (rate floor %lld ms)", (long long)ms,
+              (long long)floor_ms);
+  cr_assert(ms >= floor_ms * 9 / 10, "Pong after %lld ms: skipped frames went uncharged (floor %lld)",
+            (long long)ms, (long long)floor_ms);
+}
+
 Test(rate_limit, bad_file_at_start_stops_derpd, RL) {
   char cmd[512], out[4096] = "";
   snprintf(cmd, sizeof cmd, "%s -dev -a 127.0.0.1:0 -stun=false -rate-config /nonexistent/rate.json 2>&1",

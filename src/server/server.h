@@ -500,6 +500,8 @@ bool recv_pause_take(struct conn *c, uint32_t frame_len);
 /* The same for the skipped frames of one input, summed (each already capped
  * at RECV_LIMIT_MIN_BURST): charged in pieces of that size, then paused. */
 bool recv_pause_take_skipped(struct conn *c, uint64_t bytes);
+/* A paused conn's skipped bytes: charged (its pause only lengthens). */
+void recv_pause_charge(struct conn *c, uint64_t bytes);
 /* Stream bytes that came while paused, kept for the resume. -1 after
  * closing the conn (past RECV_HELD_MAX or out of memory). */
 int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);

@@ -271,12 +271,16 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   }
   /* Frames the reader skipped (unknown types, a client's Pong or KeepAlive)
    * cost tokens too, as every frame does in derper: charged once the input
-   * is parsed, so a flood of them pauses the reads behind it. */
+   * is parsed, so a flood of them pauses the reads behind it. A conn that a
+   * frame of the same input paused already owes them too: its pause only
+   * grows. */
   if (c->rd.skipped_bytes) {
     uint64_t sb = c->rd.skipped_bytes;
     c->rd.skipped_bytes = 0;
-    if (c->sh->rl.bps && !c->is_mesh && !c->rx_paused && c->state == CS_ESTABLISHED)
-      recv_pause_take_skipped(c, sb);
+    if (c->sh->rl.bps && !c->is_mesh && c->state == CS_ESTABLISHED) {
+      if (c->rx_paused) recv_pause_charge(c, sb);
+      else recv_pause_take_skipped(c, sb);
+    }
   }
   return c->state == CS_CLOSING ? -1 : 0;
 }

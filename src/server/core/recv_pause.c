@@ -168,6 +168,14 @@ bool recv_pause_outbox(struct conn *c) {
   return true;
 }
 
+void recv_pause_charge(struct conn *c, uint64_t bytes) {
+  struct shard *sh = c->sh;
+  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
+  for (; bytes > 0; bytes -= bytes > RECV_LIMIT_MIN_BURST ? RECV_LIMIT_MIN_BURST : bytes)
+    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000,
+                     bytes > RECV_LIMIT_MIN_BURST ? RECV_LIMIT_MIN_BURST : bytes);
+}
+
 bool recv_pause_take_skipped(struct conn *c, uint64_t bytes) {
   struct shard *sh = c->sh;
   if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
