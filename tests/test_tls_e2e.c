@@ -146,7 +146,10 @@ struct derp_client *tls_client(const struct tls_conn_opts *co, struct derp_tls_i
 /* One HTTPS request with BoringSSL directly: the response, or -1. With
  * close_notify, the client's close_notify follows the request in the same
  * TCP segment (corked), as a client that sends its request and closes does. */
+static bool g_clean_end; /* the last https_get* ended with the server's close_notify */
+
 static int https_get_closing(const char *sni, const char *path, char *resp, size_t cap, bool close_notify) {
+  g_clean_end = false;
   int fd = raw_connect(&srv);
   if (fd < 0) return -1;
   SSL_CTX *ctx = SSL_CTX_new(TLS_method());
@@ -169,6 +172,7 @@ static int https_get_closing(const char *sni, const char *path, char *resp, size
       int r;
       while ((size_t)n + 1 < cap && (r = SSL_read(ssl, resp + n, (int)(cap - 1 - (size_t)n))) > 0) n += r;
       resp[n] = 0;
+      g_clean_end = (size_t)n + 1 < cap && SSL_get_error(ssl, r) == SSL_ERROR_ZERO_RETURN;
     }
   }
   ERR_clear_error();
@@ -368,6 +372,12 @@ static void close_notify_after_request(void) {
   char resp[1024];
   int n = https_get_closing("localhost", "/generate_204", resp, sizeof resp, true);
   cr_assert(n > 0 && strncmp(resp, "HTTP/1.1 204", 12) == 0, "no reply before the close: %d %s", n, n > 0 ? resp : "");
+  cr_assert(g_clean_end, "the reply did not end with derpd's close_notify");
+  /* An error reply ends at the close (no Content-Length, as Go's): the
+   * close_notify says it is whole. */
+  n = https_get("localhost", "/a b", resp, sizeof resp); /* a malformed request line */
+  cr_assert(n > 0 && strncmp(resp, "HTTP/1.1 400", 12) == 0, "%d %s", n, n > 0 ? resp : "");
+  cr_assert(g_clean_end, "the 400 did not end with derpd's close_notify");
 }
 
 static void garbage_closes(void) {

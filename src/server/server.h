@@ -166,6 +166,7 @@ struct conn {
    * buffer at a time (paced since the setting began). */
   uint8_t rx_paused : 1, rx_cancel : 1, recv_armed : 1, rx_was_paused : 1, rx_single : 1;
   uint8_t dup_hist : 1;    /* in its key's duplicate history (protocol/relay.c) */
+  uint8_t goodbye_sent : 1; /* the transport's goodbye (TLS close_notify) is queued */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's
@@ -250,6 +251,11 @@ struct transport {
    * 0 to let conn.c close the conn as a read error. kTLS: a record that is
    * not application data fails a plain recv with -EIO. */
   int (*recv_error)(struct conn *c, int res);
+  /* Optional: the conn's last words are out (close_after_send): queue the
+   * transport's own closing bytes (TLS close_notify, as Go's tls.Conn.Close
+   * sends) as wire pkts. 1 if it queued some (the conn closes once they are
+   * written), 0 if none, -1 after closing the conn. */
+  int (*goodbye)(struct conn *c);
 };
 extern const struct transport transport_plain;
 extern const struct transport transport_tls;

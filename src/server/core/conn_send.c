@@ -277,8 +277,16 @@ void conn_flush(struct conn *c) {
   /* Last words (an HTTP reply, a WebSocket close) go out on the control
    * queue; what is queued behind them is dropped. */
   if (c->close_after_send && !c->ctrl_h) {
-    conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
-    return;
+    int g = 0;
+    if (!c->goodbye_sent && c->xp->goodbye) {
+      c->goodbye_sent = 1;
+      g = c->xp->goodbye(c);
+      if (g < 0) return;
+    }
+    if (g == 0) {
+      conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
+      return;
+    }
   }
   if (!c->ctrl_h && !c->disco_h && !c->data_h) return;
   struct send_ctx *x = send_ctx_get(c->sh);

@@ -93,9 +93,13 @@ int ktls_recv_error(struct conn *c, int res, uint16_t version, bool tx_kernel) {
     return 1;
   case KTLS_ACT_CLOSE:
     STAT_INC(&c->sh->stats, ktls_close_notify);
-    if (tx_kernel) ktls_send_alert(c->fd, 1, 0); /* best effort: ours back */
-    if (c->close_after_send) return 1; /* a reply is queued: it goes out, then the close */
-    conn_close(c, CLOSE_eof, "close_notify");
+    /* Ours back once what is queued before it is out (the transport's
+     * goodbye), then the close; a reply queued already goes first. */
+    if (!c->close_after_send) {
+      c->close_reason = CLOSE_eof;
+      c->close_after_send = 1;
+      shard_mark_dirty(c->sh, c);
+    }
     return 1;
   case KTLS_ACT_KEY_UPDATE:
     /* Our TX keys are still the peer's RX keys until we update them, so a
@@ -128,9 +132,16 @@ static int k_recv_error(struct conn *c, int res) {
   return ktls_recv_error(c, res, k->version, true);
 }
 
+/* close_notify through the kernel: a small control record on a socket with
+ * no send in flight (best effort: a full socket buffer loses it). */
+static int k_goodbye(struct conn *c) {
+  ktls_send_alert(c->fd, 1, 0);
+  return 0;
+}
+
 #define KTLS_TRANSPORT(v)                                                              \
-  {{.name = "ktls", .mode = XP_KTLS, .recv_error = k_recv_error}, /* recv, wrap: as they are */ \
-   (v)}
+  {{.name = "ktls", .mode = XP_KTLS, .recv_error = k_recv_error, .goodbye = k_goodbye}, \
+   (v)} /* recv, wrap: as they are */
 static const struct ktls_transport ktls12 = KTLS_TRANSPORT(TLS_1_2_VERSION);
 static const struct ktls_transport ktls13 = KTLS_TRANSPORT(TLS_1_3_VERSION);
 

@@ -292,10 +292,12 @@ static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
     if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify */
       ERR_clear_error();
       /* Behind a request in the same read: its reply goes out first (the
-       * conn closes once it is written), as Go's server answers. */
+       * conn closes once it is written), as Go's server answers. Either way
+       * our close_notify answers the peer's (tls_goodbye), then the close. */
       if (c->close_after_send) break;
-      conn_close(c, CLOSE_eof, NULL);
-      rc = -1;
+      c->close_reason = CLOSE_eof;
+      c->close_after_send = 1;
+      shard_mark_dirty(c->sh, c);
       break;
     }
     rc = fail(c, t, "read failed");
@@ -360,6 +362,16 @@ fail:
   return -1;
 }
 
+/* close_notify, once the handshake is done and nothing failed. */
+static int tls_goodbye(struct conn *c) {
+  struct tls_conn *t = c->xp_state;
+  if (!t || !t->done || t->failed || t->wire) return 0;
+  SSL_shutdown(t->ssl); /* writes the alert to our BIO; reading its answer is not awaited */
+  ERR_clear_error();
+  if (!t->out_len) return 0;
+  return flush_out(c, t) == 0 ? 1 : -1;
+}
+
 static void tls_sent(struct conn *c) {
   struct tls_conn *t = c->xp_state;
   free(t->wire);
@@ -384,6 +396,7 @@ const struct transport transport_tls = {
     .wrap = tls_wrap,
     .sent = tls_sent,
     .destroy = tls_destroy,
+    .goodbye = tls_goodbye,
 };
 
 /* ---- the switch to kTLS -------------------------------------------------- */
@@ -525,4 +538,5 @@ static const struct transport transport_tls_krx = {
     .sent = tls_sent,
     .destroy = tls_destroy,
     .recv_error = krx_recv_error,
+    .goodbye = tls_goodbye, /* TX is still SSL's */
 };
