@@ -579,7 +579,44 @@ static void warning_alerts_are_capped(void) {
   tls_client(&(struct tls_conn_opts){0}, NULL); /* still serving */
 }
 
+/* A verified connection (no pin) to derpd's self-signed certificate, trusted
+ * through ca_file; NULL with err. */
+static struct derp_client *verified_client(const char *host, const char *sni, const char *ca_file, char *err,
+                                           size_t errlen) {
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  struct derp_client_opts o = {.host = host, .port = srv.port, .priv = &priv, .server_key = &srv.server_key,
+                               .timeout_ms = 5000};
+  struct derp_tls_opts t = {.sni = sni, .ca_file = ca_file};
+  struct derp_client *c = NULL;
+  if (derp_client_connect_tls(&c, &o, &t, NULL, err, errlen) < 0) return NULL;
+  for (int i = 0; i < MAX_TLS_CLIENTS; i++)
+    if (!clients[i]) return clients[i] = c;
+  cr_assert_fail("too many clients");
+  return NULL;
+}
+
+/* A server known by its IP address (a mesh entry or a DERP map node without
+ * a name): its certificate's IP SAN verifies whether the address comes as
+ * the host or as the name to verify (the mesh passes it as both); it is
+ * never sent as SNI. An empty SSL_CERT_FILE is unset, as in Go. */
+static void verify_ip_san(void) {
+  start_tls(1, "-hostname 127.0.0.1");
+  char crt[160], err[256] = "";
+  snprintf(crt, sizeof crt, "%s/127.0.0.1.crt", certdir);
+  wait_logged_sha256(0, (uint8_t[32]){0});
+  cr_assert(verified_client("127.0.0.1", NULL, crt, err, sizeof err), "host 127.0.0.1: %s", err);
+  cr_assert(verified_client("127.0.0.1", "127.0.0.1", crt, err, sizeof err), "sni 127.0.0.1: %s", err);
+  cr_assert(verified_client("127.0.0.1", "", crt, err, sizeof err), "no sni: %s", err);
+  cr_assert(!verified_client("127.0.0.1", "localhost", crt, err, sizeof err), "a name the certificate lacks");
+  cr_assert(strstr(err, "CERTIFICATE_VERIFY_FAILED"), "%s", err);
+  cr_assert(!verified_client("127.0.0.1", NULL, "", err, sizeof err), "a self-signed certificate verified");
+  cr_assert(strstr(err, "CERTIFICATE_VERIFY_FAILED") && !strstr(err, "No such file"), "%s", err);
+}
+
 static const struct mini_test tests[] = {
+    {"verify_ip_san", verify_ip_san},
     {"websocket_over_tls", websocket_over_tls},
     {"port80_helper", port80_helper},
     {"tls13_relay_2_shards", tls13_relay_2_shards},

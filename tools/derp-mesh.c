@@ -68,8 +68,9 @@ static const char help_text[] =
     "                        https://HOST[:PORT] (TLS; port 443 if left out); HOST may be\n"
     "                        a name, an IPv4 address or [IPv6]; a path, if any, must be\n"
     "                        /derp. TLS verifies the server's certificate against the\n"
-    "                        system roots, or $SSL_CERT_FILE, or --ca-file, for the host\n"
-    "                        name (sent as SNI) or, for an IP address, that address.\n"
+    "                        system roots, or $SSL_CERT_FILE, or --ca-file (and the\n"
+    "                        directories of $SSL_CERT_DIR), for the host name (sent as\n"
+    "                        SNI) or, for an IP address, that address.\n"
     "  --mesh-psk-file FILE  the mesh key file, as derper's -mesh-psk-file: 64 to 512 hex\n"
     "                        digits (either case), white space around them ignored.\n"
     "                        Without it, $" MESH_KEY_ENV " holds the key\n"
@@ -287,6 +288,7 @@ static struct derp_client *dial(const struct opts *o, const struct url *u, const
   struct derp_tls_opts to = {
       .insecure_skip_verify = o->insecure,
       .ca_file = o->ca_file ? o->ca_file : ssl_cert_file && *ssl_cert_file ? ssl_cert_file : NULL,
+      .ca_dirs = getenv("SSL_CERT_DIR"), /* as derpd's links, and Go */
   };
   char err[512] = "";
   struct derp_client *c = NULL;

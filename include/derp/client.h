@@ -41,7 +41,8 @@ struct derp_client_opts {
                                   DERP_MESH_KEY_MAX characters (derp/meshkey.h) */
   bool can_ack_pings;
   bool is_prober;
-  int timeout_ms;              /* connect + handshake deadline; 0 = 10000 */
+  int timeout_ms;              /* connect + handshake deadline (the name lookup
+                                  before it is the resolver's own); 0 = 10000 */
   /* Optional, after the TCP connect and before HTTP: wrap the socket (TLS).
    * May set *learned + *have_learned (the server key seen on the way, from
    * the TLS meta certificate): fast start then uses it if server_key is NULL.

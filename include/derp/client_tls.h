@@ -14,9 +14,10 @@
 
 struct derp_tls_opts {
   const char *sni;              /* server name sent, and the name verification
-                                   wants in the certificate; NULL = opts->host,
-                                   or for an IP address none sent and the address
-                                   verified (an IP SAN); "" = none sent */
+                                   wants in the certificate; NULL = opts->host.
+                                   An IP address is never sent and is verified
+                                   as an IP SAN; "" = none sent, opts->host
+                                   verified */
   bool insecure_skip_verify;    /* do not verify the chain (pin_sha256 still applies) */
   const uint8_t *pin_sha256;    /* 32 bytes or NULL: the leaf certificate's SHA-256
                                    must equal it (Tailscale's "sha256-raw:" CertName);

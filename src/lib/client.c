@@ -23,6 +23,7 @@
  * Health, Pong, PeerPresent, Restarting, ...). 0 = timeout, -1 = closed/error. */
 #include "derp/client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -84,14 +85,20 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
     cl_seterr(err, errlen, "resolve %s: %s", host, gai_strerror(gai));
     return -1;
   }
-  int fd = -1, last_errno = 0;
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+  int fd = -1, last_errno = 0, left = 0;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) left++;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next, left--) {
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
       last_errno = errno;
       continue;
     }
-    if (connect_deadline(fd, ai->ai_addr, ai->ai_addrlen, deadline) == 0) break;
+    /* Each address gets its share of the time left, at least 2 s (Go's
+     * partialDeadline): an address that drops SYNs (a dead IPv6 path,
+     * sorted first) must not use up the others' time. */
+    int64_t now = cl_now_ms(), share = deadline < 0 ? -1 : (deadline - now) / left;
+    if (share >= 0 && share < 2000) share = deadline - now < 2000 ? deadline - now : 2000;
+    if (connect_deadline(fd, ai->ai_addr, ai->ai_addrlen, share < 0 ? -1 : now + share) == 0) break;
     last_errno = errno;
     close(fd);
     fd = -1;
@@ -163,12 +170,14 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
       return -1;
     }
   }
-  int status = -1;
-  if (c->rend < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0 ||
-      sscanf((const char *)c->rbuf + 8, " %3d", &status) != 1) {
+  /* "HTTP/1.x NNN" then a space or the line's end, all within the head. */
+  const uint8_t *h = c->rbuf;
+  if (c->rend < 13 || memcmp(h, "HTTP/1.", 7) != 0 || h[8] != ' ' || !isdigit(h[9]) || !isdigit(h[10]) ||
+      !isdigit(h[11]) || (h[12] != ' ' && h[12] != '\r')) {
     cl_seterr(err, errlen, "http: malformed status line");
     return -1;
   }
+  int status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
   c->http_status = status;
   if (status != 101) {
     cl_seterr(err, errlen, "http: expected 101, got %d", status);

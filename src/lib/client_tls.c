@@ -159,9 +159,16 @@ static void find_meta(SSL *ssl, struct derp_tls_info *info) {
 }
 
 int derp_tls_load_roots(SSL_CTX *ctx, const char *ca_file, const char *ca_dirs) {
-  /* Debian's BoringSSL has no default verify paths: fall back to Debian's. */
-  if (!SSL_CTX_load_verify_locations(ctx, ca_file ? ca_file : "/etc/ssl/certs/ca-certificates.crt", NULL))
-    return 0;
+  /* As Go: an empty SSL_CERT_FILE is unset, and a missing default bundle
+   * is no error (SSL_CERT_DIR may hold the roots; a host without
+   * ca-certificates then fails at verification, saying so). Debian's
+   * BoringSSL has no default verify paths: Debian's bundle is the default. */
+  if (ca_file && !*ca_file) ca_file = NULL;
+  if (ca_file) {
+    if (!SSL_CTX_load_verify_locations(ctx, ca_file, NULL)) return 0;
+  } else if (!SSL_CTX_load_verify_locations(ctx, "/etc/ssl/certs/ca-certificates.crt", NULL)) {
+    ERR_clear_error();
+  }
   for (const char *d = ca_dirs; d && *d;) {
     const char *colon = strchr(d, ':');
     size_t n = colon ? (size_t)(colon - d) : strlen(d);
@@ -199,13 +206,16 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
   s->ssl = SSL_new(s->ctx);
   if (!s->ssl || !SSL_set_fd(s->ssl, fd)) goto ssl_fail;
   SSL_set_connect_state(s->ssl);
-  const char *name = t->sni ? t->sni : is_ip(a->o->host) ? NULL : a->o->host;
-  if (name && *name && !SSL_set_tlsext_host_name(s->ssl, name)) goto ssl_fail;
-  /* The certificate must name the host: the SNI name, or else the address
-   * dialled when that is an IP (an IP SAN, as -certmode selfsigned makes). */
+  /* The certificate must name the server: the SNI name given, else the
+   * host dialled. An IP address is checked as an IP SAN (as -certmode
+   * selfsigned makes) and never sent as SNI (RFC 6066), as Go does for an
+   * IP ServerName; sni "" sends none, and the host dialled is checked. */
+  const char *name = t->sni && *t->sni ? t->sni : a->o->host;
+  bool ip = is_ip(name);
+  if (!ip && !(t->sni && !*t->sni) && !SSL_set_tlsext_host_name(s->ssl, name)) goto ssl_fail;
   X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
-  if (verify && name && *name && !X509_VERIFY_PARAM_set1_host(vp, name, strlen(name))) goto ssl_fail;
-  if (verify && !name && !X509_VERIFY_PARAM_set1_ip_asc(vp, a->o->host)) goto ssl_fail;
+  if (verify && (ip ? !X509_VERIFY_PARAM_set1_ip_asc(vp, name) : !X509_VERIFY_PARAM_set1_host(vp, name, strlen(name))))
+    goto ssl_fail;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
     snprintf(err, errlen, "tls: fcntl: %s", strerror(errno));
