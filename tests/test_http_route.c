@@ -439,7 +439,8 @@ Test(http_route, debug_pages) {
     route(req, false, &o);
     cr_assert_eq(o.status, 403);
     cr_assert_eq(o.action, HTTP_ACT_CLOSE);
-    cr_assert(has(&o, "forbidden"));
+    cr_assert(has(&o, "\r\n\r\ndebug access denied\n"), "tsweb's body"); /* http.Error, as derper */
+    cr_assert(has(&o, "X-Content-Type-Options: nosniff\r\n"));
     route(req, true, &o);
     cr_assert_eq(o.action, HTTP_ACT_DEBUG);
     cr_assert_eq(o.debug_page, t[i].page);

@@ -185,7 +185,10 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener 
   }
   int fd = cqe->res;
   STAT_INC(&sh->stats, accepts);
-  if (sh->stopping) {
+  /* Stopping for good: refused. In a live upgrade an accept that completed
+   * before the cancel (rings without DEFER_TASKRUN) is served like those
+   * accepted just before: continue_stop lets its handshake finish. */
+  if (sh->stopping && !atomic_load(&sh->srv->handover)) {
     close(fd);
     return;
   }

@@ -114,7 +114,7 @@ static bool queue_page(struct conn *c, const char *head, size_t hl, const char *
 
 void debug_reply(struct conn *c, const struct http_req *req, const struct http_reply *r) {
   struct server *s = c->sh->srv;
-  size_t cap = stats_page_cap(s->nshards);
+  size_t cap = stats_page_cap(s->nshards) + region_varz_cap(s);
   if (cap > DEBUG_PAGE_MAX) cap = DEBUG_PAGE_MAX;
   char *body = malloc(cap);
   if (!body) {
@@ -146,6 +146,12 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   if (r->debug_page == HTTP_DEBUG_VARZ) {
     n = stats_page_varz(body, cap, &v);
     if (n < cap) n += region_render_varz(body + n, cap - n, s); /* the mesh links */
+    /* Full (never at these sizes): whole lines only, so a scraper reads
+     * what there is rather than rejecting a cut line and its NUL. */
+    if (n >= cap) {
+      while (n > 0 && body[n - 1] != '\n') n--;
+      log_warn("debug: /debug/varz larger than its %zu-byte buffer: cut at a line", cap);
+    }
   } else if (r->debug_page == HTTP_DEBUG_VARS) {
     n = stats_page_vars(body, cap, &v);
     ctype = "application/json";

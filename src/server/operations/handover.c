@@ -49,7 +49,7 @@ static void read_env(void) {
   const char *rd = getenv(ENV_READY);
   if (rd) g_ready_fd = atoi(rd);
   if (!env) return;
-  char buf[8192];
+  static char buf[HANDOVER_ENV_MAX];
   snprintf(buf, sizeof buf, "%s", env);
   char *save1 = NULL;
   for (char *part = strtok_r(buf, ";", &save1); part; part = strtok_r(NULL, ";", &save1)) {
@@ -58,8 +58,16 @@ static void read_env(void) {
     *eq = 0;
     char *save2 = NULL;
     int idx = 0;
-    for (char *f = strtok_r(eq + 1, ",", &save2); f && g_nin < HANDOVER_FDS_MAX; f = strtok_r(NULL, ",", &save2)) {
+    for (char *f = strtok_r(eq + 1, ",", &save2); f; f = strtok_r(NULL, ",", &save2)) {
       int fd = atoi(f);
+      if (fd >= 3 && g_nin == HANDOVER_FDS_MAX && valid_listener(fd)) {
+        /* No room (the old process passed more than it may): closed, so no
+         * socket stays in a port's group with nobody reading it. */
+        log_warn("handover: %s fd %d: more than %d sockets passed; closed", part, fd, HANDOVER_FDS_MAX);
+        close(fd);
+        idx++;
+        continue;
+      }
       if (fd < 3 || !valid_listener(fd)) {
         log_warn("handover: %s fd %s is not a listening socket; ignored", part, f);
         idx++;
@@ -119,6 +127,9 @@ void handover_ready(void) {
 
 static int build_env(const struct handover_set *set, char *out, size_t cap) {
   size_t n = 0;
+  int total = 0;
+  for (int k = 0; k < set->nkinds; k++) total += set->k[k].n;
+  if (total > HANDOVER_FDS_MAX) return -1; /* more than the new process takes */
   for (int k = 0; k < set->nkinds; k++) {
     if (!set->k[k].n) continue;
     int w = snprintf(out + n, cap - n, "%s%s=", n ? ";" : "", set->k[k].kind);
@@ -169,7 +180,7 @@ static char **child_environ(char *fds, char *ready) {
 }
 
 int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child) {
-  char env[8192] = ENV_FDS "=";
+  static char env[HANDOVER_ENV_MAX] = ENV_FDS "="; /* main thread only */
   size_t pre = strlen(env);
   if (build_env(set, env + pre, sizeof env - pre) < 0) {
     log_error("upgrade: too many sockets to pass");

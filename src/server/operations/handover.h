@@ -17,7 +17,10 @@
 #include <sys/types.h>
 
 #define HANDOVER_KINDS_MAX 8
-#define HANDOVER_FDS_MAX 1024
+/* Four kinds in use (main, http80, metrics, stun), one socket each per shard,
+ * up to --shards' 1024; the environment that names them fits ENV_MAX. */
+#define HANDOVER_FDS_MAX (4 * 1024)
+#define HANDOVER_ENV_MAX 32768
 
 /* New process: the inherited socket of `kind` for shard i, or -1 if none
  * (then open one). Each is handed out once. */

@@ -392,7 +392,7 @@ static bool route_debug(const struct http_req *r, bool allowed, struct http_repl
   }
   if (strncmp(r->path, "/debug/", 7) != 0) return false;
   /* Refuse before matching, so outsiders cannot probe which pages exist. */
-  if (!allowed) { http_reply_whole(out, head, 403, TEXT_PLAIN, NULL, "forbidden\n"); return true; }
+  if (!allowed) { http_reply_go_error(out, head, 403, NULL, "debug access denied"); return true; } /* tsweb's */
   for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
     if (strcmp(r->path, pages[i].path) == 0) {
       out->action = HTTP_ACT_DEBUG;

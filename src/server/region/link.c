@@ -439,6 +439,13 @@ void region_links_free(struct region *rg) {
   free(rg->links);
 }
 
+size_t region_varz_cap(const struct server *s) {
+  const struct region *rg = s->region;
+  /* Per series: its two comment lines, then a line per link (a label of up
+   * to sizeof label, the name, a number). */
+  return rg ? 5 * (256 + (size_t)rg->nlinks * (sizeof rg->links[0].e.label + 64)) : 0;
+}
+
 size_t region_render_varz(char *out, size_t cap, struct server *s) {
   struct region *rg = s->region;
   size_t n = 0;

@@ -97,6 +97,8 @@ void region_ctrl(struct shard *sh, struct pkt *m);   /* a MSG_WATCH_* .. MSG_CLO
 void region_end_turn(struct shard *sh);              /* send what watchers may take */
 void region_tick(struct shard *sh);                  /* adopt links the diallers made */
 size_t region_render_varz(char *out, size_t cap, struct server *s);
+/* What region_render_varz may write at most. */
+size_t region_varz_cap(const struct server *s);
 
 /* watch.c. Key k changed on its owner shard: it has a conn now, or not. */
 void watch_note(struct shard *sh, const derp_key *k, uint64_t h, bool was_present);
