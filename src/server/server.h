@@ -346,6 +346,11 @@ struct shard {
    * when the receiver hears PeerGone about the sender, or the report found
    * no sender (MSG_UNSAW): the same key back later is reported again. */
   uint64_t saw_cache[4096];
+  /* MSG_UNSAW forgets at most this many pairs a second (relay.c): a sender
+   * that stays unknown (a forwarding node this one does not watch) would
+   * otherwise cost two messages per packet. */
+  int64_t unsaw_ms;
+  uint32_t unsaw_tokens;
   /* PeerGone(not here) made on this shard, limited per sender before it
    * crosses a ring (direct-mapped on the sender key's hash; collisions
    * share): 1 token/s, 3 at most, full at first. */

@@ -257,7 +257,15 @@ static void forget_seen(struct shard *sh, struct conn *r, uint64_t tag) {
   if (r->last_src_tag == tag) r->last_src_tag = 0;
 }
 
+#define UNSAW_PER_SEC 1024
+
 static void unsaw(struct shard *sh, const struct pkt *m) {
+  if (sh->now_ms - sh->unsaw_ms >= 1000) {
+    sh->unsaw_ms = sh->now_ms;
+    sh->unsaw_tokens = UNSAW_PER_SEC;
+  }
+  if (sh->unsaw_tokens == 0) return; /* the pair stays reported: at worst, one PeerGone missed */
+  sh->unsaw_tokens--;
   uint64_t tag;
   memcpy(&tag, m->dst.b, sizeof tag);
   struct peer *p = peer_find(&sh->peers, NULL, m->hash);
@@ -284,7 +292,11 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
     p->src_hash = key_hash(sh->srv, &sk);
   }
   if (owner_of(sh->srv, p->src_hash) == sh->id) {
-    if (!saw(sh, p->src_hash, r->key_hash)) forget_seen(sh, r, tag);
+    if (!saw(sh, p->src_hash, r->key_hash)) {
+      struct pkt u = {.hash = r->key_hash};
+      memcpy(u.dst.b, &tag, sizeof tag);
+      unsaw(sh, &u); /* the same bound as a MSG_UNSAW's */
+    }
     return;
   }
   struct pkt *m = pkt_alloc(sh, 0);
