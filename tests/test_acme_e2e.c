@@ -299,7 +299,8 @@ static struct derp_client *try_client_sni(const char *sni, bool verify, struct d
   derp_key_generate(&priv, &pub);
   struct derp_client_opts o = {.host = "127.0.0.1", .port = srv.port, .priv = &priv,
                                .server_key = &srv.server_key, .timeout_ms = 5000};
-  struct derp_tls_opts t = {.sni = sni, .ca_file = verify ? root_pem : NULL, .insecure_skip_verify = !verify};
+  struct derp_tls_opts t = {.sni = sni, .ca_file = verify ? root_pem : NULL, .insecure_skip_verify = !verify,
+                            .sni_ip = true};
   struct derp_client *c = NULL;
   if (derp_client_connect_tls(&c, &o, &t, info, err, errlen) < 0) return NULL;
   return c;

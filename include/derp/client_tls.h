@@ -18,6 +18,8 @@ struct derp_tls_opts {
                                    An IP address is never sent and is verified
                                    as an IP SAN; "" = none sent, opts->host
                                    verified */
+  bool sni_ip;                  /* send sni even when it is an IP address (RFC 6066
+                                   forbids it; for testing how servers treat it) */
   bool insecure_skip_verify;    /* do not verify the chain (pin_sha256 still applies) */
   const uint8_t *pin_sha256;    /* 32 bytes or NULL: the leaf certificate's SHA-256
                                    must equal it (Tailscale's "sha256-raw:" CertName);

@@ -212,7 +212,8 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
    * IP ServerName; sni "" sends none, and the host dialled is checked. */
   const char *name = t->sni && *t->sni ? t->sni : a->o->host;
   bool ip = is_ip(name);
-  if (!ip && !(t->sni && !*t->sni) && !SSL_set_tlsext_host_name(s->ssl, name)) goto ssl_fail;
+  if ((!ip || (t->sni_ip && t->sni)) && !(t->sni && !*t->sni) && !SSL_set_tlsext_host_name(s->ssl, name))
+    goto ssl_fail;
   X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
   if (verify && (ip ? !X509_VERIFY_PARAM_set1_ip_asc(vp, name) : !X509_VERIFY_PARAM_set1_host(vp, name, strlen(name))))
     goto ssl_fail;
