@@ -334,7 +334,7 @@ Test(e2e, keepalive_frames, E2E) {
  * cut after two keepalive intervals without progress (frame_stall); one that
  * keeps sending it in small pieces is not. */
 Test(e2e, stalled_frame_is_cut, E2E) {
-  start(1, "--keepalive-interval 300ms");
+  start(1, "--keepalive-interval 1s"); /* 10x the slow client's gaps: a late test thread (TSan) is no stall */
   struct derp_client *stall = e2e_client(&g_srv, NULL, false);
   struct derp_client *slow = e2e_client(&g_srv, NULL, false);
   uint8_t hdr[DERP_FRAME_HDR_LEN + 8];
@@ -342,12 +342,12 @@ Test(e2e, stalled_frame_is_cut, E2E) {
   memset(hdr + DERP_FRAME_HDR_LEN, 0x11, 8);
   cr_assert_eq(derp_client_write_bytes(stall, hdr, sizeof hdr), 0);
   cr_assert_eq(derp_client_write_bytes(slow, hdr, sizeof hdr), 0);
-  /* slow: 8 more bytes every 100 ms, for 1.5 s (about five intervals). */
-  for (int i = 0; i < 15; i++) {
+  /* slow: 8 more bytes every 100 ms, for 3.5 s (over three intervals). */
+  for (int i = 0; i < 35; i++) {
     e2e_sleep_ms(100);
     cr_assert_eq(derp_client_write_bytes(slow, hdr + DERP_FRAME_HDR_LEN, 8), 0);
   }
-  cr_assert(e2e_wait_closed(stall, 3000), "the stalled client was not cut");
+  cr_assert(e2e_wait_closed(stall, 5000), "the stalled client was not cut");
   cr_assert_eq(derpd_varz(&g_srv, "derpd_conn_closed{reason=\"frame_stall\"}"), 1,
                "only the stalled client is cut");
   cr_assert(derpd_alive(&g_srv));

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -300,7 +301,8 @@ static void stale_bytes_not_reused(void) {
   call_on(&cn, &sv, false, 0, &c);
   cr_assert(c.rc == HTTPC_OK && strcmp((char *)c.body, "a") == 0 && cn.fd >= 0, "kept alive");
   sem_post(&sv.go);
-  usleep(50 * 1000); /* the stray response is in our socket */
+  struct pollfd pf = {.fd = cn.fd, .events = POLLIN}; /* the stray response is in our socket */
+  cr_assert_eq(poll(&pf, 1, 5000), 1, "the stray response never came");
   call_on(&cn, &sv, false, 0, &c);
   cr_assert(c.rc == HTTPC_OK && c.r.status == 200 && strcmp((char *)c.body, "b") == 0,
             "rc %d, status %d, body %s (%s)", c.rc, c.r.status, (char *)c.body, c.err);

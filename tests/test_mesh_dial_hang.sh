@@ -26,13 +26,18 @@ fail() {
 (( EUID == 0 )) || fail "needs root (a mount namespace for its resolv.conf)"
 printf 'nameserver 127.0.0.77\noptions timeout:30 attempts:1\n' >"$tmp/resolv.conf"
 printf '%s\n' 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$tmp/mesh.key"
+# The silent resolver: says when it is bound, and when the first query came.
 python3 -c '
-import socket, time
+import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.77", 53))
-time.sleep(120)' &
+open(sys.argv[1] + "/bound", "w").close()
+s.recv(512)
+open(sys.argv[1] + "/asked", "w").close()
+time.sleep(120)' "$tmp" &
 pids+=($!)
-sleep 0.3
+for _ in $(seq 100); do [[ -e "$tmp/bound" ]] && break; sleep 0.1; done
+[[ -e "$tmp/bound" ]] || fail "the silent resolver did not start"
 
 : >"$tmp/derpd.log"
 unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
@@ -42,7 +47,9 @@ pid=$!
 pids+=("$pid")
 for _ in $(seq 100); do grep -q 'derpd: pid' "$tmp/derpd.log" && break; sleep 0.1; done
 grep -q 'derpd: pid' "$tmp/derpd.log" || fail "derpd did not start"
-sleep 1 # the dialler is in getaddrinfo now
+for _ in $(seq 100); do [[ -e "$tmp/asked" ]] && break; sleep 0.1; done
+[[ -e "$tmp/asked" ]] || fail "the dialler never asked the resolver"
+sleep 0.2 # and waits in getaddrinfo
 t0=$(date +%s%N)
 kill -TERM "$pid"
 rc=0
