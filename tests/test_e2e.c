@@ -580,7 +580,8 @@ Test(e2e, batched_sleeps_bounded_then_idle, E2E) {
   cr_assert_leq(p95, 1000, "p95 latency %lld ms", (long long)p95);
   /* Idle again within a window or two of the load stopping. */
   e2e_sleep_ms(1000);
-  int64_t worst = 0;
+  int64_t worst = 0, dts[4] = {0};
+  int nd = 0;
   for (int i = 0; i < BATCH_CLIENTS; i++) {
     uint8_t pkt[64] = {0};
     int64_t t0 = e2e_now_ms();
@@ -589,14 +590,23 @@ Test(e2e, batched_sleeps_bounded_then_idle, E2E) {
     e2e_recv_data(c[(i + 1) % BATCH_CLIENTS], &m, 2000);
     int64_t dt = e2e_now_ms() - t0;
     if (dt > worst) worst = dt;
+    dts[nd++] = dt;
     /* Each probe alone: a probe makes two or three arrivals per shard
      * (the packet, the ring item, the receiver's MSG_SAW back), well under
      * the two per 200 ms window that turn batching on. */
     e2e_sleep_ms(500);
     if (i == 3) break;
   }
-  cr_log_info("idle: worst lone-packet latency %lld ms", (long long)worst);
-  cr_assert_lt(worst, 100, "a lone packet after the load waited %lld ms: still batching", (long long)worst);
+  /* The second worst of the four: a still-batching shard holds every probe
+   * about a window (200 ms); one probe late by a stall of the test's own
+   * (a sanitizer run) is not that. */
+  for (int a = 0; a < nd; a++)
+    for (int b = a + 1; b < nd; b++)
+      if (dts[b] < dts[a]) { int64_t t = dts[a]; dts[a] = dts[b]; dts[b] = t; }
+  cr_log_info("idle: lone-packet latency worst %lld ms, second worst %lld ms", (long long)worst,
+              (long long)dts[nd - 2]);
+  cr_assert_lt(dts[nd - 2], 100, "lone packets after the load waited %lld ms: still batching",
+               (long long)dts[nd - 2]);
 }
 
 /* --batch-wait 0: every sleep ends at the first event, as before batching. */
