@@ -402,12 +402,16 @@ Test(admission, conn_gone_before_verdict, ADM) {
  * on the first for the full 5 s and the second's deadline passed). */
 Test(admission, deadline_frees_worker, ADM) {
   verifier_start(&g_v, "--default slow", false);
-  start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ --admission-workers 1 --handshake-timeout 3s",
+  /* The second starts about when the first's 2 s deadline frees the worker,
+   * and its own deadline (about 4.1 s) comes before the 5 s request timeout
+   * would have: asked in time only if the deadline ended the first check,
+   * with about 2 s to spare (the 1 s of a 3 s deadline was tight for TSan). */
+  start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ --admission-workers 1 --handshake-timeout 2s",
               g_v.port);
   struct attempt first = {0}, second = {0};
   attempt_start(&first, &g_srv, 9000);
   cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 4000), 1);
-  e2e_sleep_ms(1000);
+  e2e_sleep_ms(2000);
   derp_key_generate(&second.priv, &second.pub);
   verifier_mode(&g_v, &second.pub, "allow");
   second.p = &g_srv;
