@@ -211,6 +211,18 @@ Test(rate_limit, paces_websocket_clients_too, RL) {
   cr_assert(derpd_varz(&g_srv, "derpd_rate_limit_pauses") > 0);
 }
 
+/* Ping, wait (up to wait_ms) for the Pong behind whatever was sent before
+ * it; ms from t0 to the Pong. */
+static int64_t pong_after(struct derp_client *a, int64_t t0, int wait_ms) {
+  static const uint8_t ping[8] = "skipped!";
+  cr_assert_eq(derp_client_ping(a, ping), 0);
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv(a, &m, wait_ms)) == 1 && m.type != DERP_FRAME_PONG) {}
+  cr_assert_eq(r, 1, "no Pong");
+  return e2e_now_ms() - t0;
+}
+
 /* Frames derpd skips (an unknown type here; a client's Pong or KeepAlive
  * too) cost tokens as every frame does in derper: 40 x 16 KiB of them, then
  * a Ping, whose Pong waits for the rate. */
@@ -221,13 +233,7 @@ Test(rate_limit, skipped_frames_cost_tokens, RL) {
   memset(junk, 0x33, sizeof junk);
   int64_t t0 = e2e_now_ms();
   for (int i = 0; i < NPKT; i++) cr_assert_eq(derp_client_send_raw(a, 0x30, junk, sizeof junk), 0);
-  static const uint8_t ping[8] = "skipped!";
-  cr_assert_eq(derp_client_ping(a, ping), 0);
-  struct derp_client_msg m;
-  int r;
-  while ((r = derp_client_recv(a, &m, 10000)) == 1 && m.type != DERP_FRAME_PONG) {}
-  cr_assert_eq(r, 1, "no Pong");
-  int64_t ms = e2e_now_ms() - t0;
+  int64_t ms = pong_after(a, t0, 10000);
   int64_t floor_ms = (int64_t)(NPKT * (PKT + 32) - 65568) * 1000 / 400000;
   cr_log_info("skipped frames, then a Ping: Pong after %lld ms (rate floor %lld ms)", (long long)ms,
               (long long)floor_ms);
@@ -251,13 +257,7 @@ Test(rate_limit, skipped_frames_charged_while_paused, RL) {
     cr_assert_eq(derp_client_send_raw(a, 0x30, junk, sizeof junk), 0);
     cr_assert_eq(derp_client_send(a, &dst, pkt, sizeof pkt), 0);
   }
-  static const uint8_t ping[8] = "skipped!";
-  cr_assert_eq(derp_client_ping(a, ping), 0);
-  struct derp_client_msg m;
-  int r;
-  while ((r = derp_client_recv(a, &m, 20000)) == 1 && m.type != DERP_FRAME_PONG) {}
-  cr_assert_eq(r, 1, "no Pong");
-  int64_t ms = e2e_now_ms() - t0;
+  int64_t ms = pong_after(a, t0, 20000);
   int64_t floor_ms = (int64_t)(NPKT * (sizeof junk + sizeof pkt + 42) - 65568) * 1000 / 400000;
   cr_log_info("junk and packets, then a Ping: Pong after %lld ms (rate floor %lld ms)", (long long)ms,
               (long long)floor_ms);

@@ -485,6 +485,9 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 bool conn_queue_ctrl(struct conn *c, struct pkt *p);
+/* The conn's last words are queued (or none are due): it closes with why
+ * once they, and its transport's goodbye, are written. */
+void conn_close_after_send(struct conn *c, enum close_reason why);
 /* A copy of n bytes as a control pkt; ws_raw: already WebSocket framing (or
  * the 101), no batch header. False if out of memory. */
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);
@@ -509,10 +512,9 @@ void recv_pause_refresh(struct shard *sh);       /* at each tick: a new setting?
  * holds the rest of its bytes with recv_pause_hold). */
 bool recv_pause_take(struct conn *c, uint32_t frame_len);
 /* The same for the skipped frames of one input, summed (each already capped
- * at RECV_LIMIT_MIN_BURST): charged in pieces of that size, then paused. */
+ * at RECV_LIMIT_MIN_BURST): charged in pieces of that size, then paused; a
+ * conn paused already is charged and stays paused (false). */
 bool recv_pause_take_skipped(struct conn *c, uint64_t bytes);
-/* A paused conn's skipped bytes: charged (its pause only lengthens). */
-void recv_pause_charge(struct conn *c, uint64_t bytes);
 /* Stream bytes that came while paused, kept for the resume. -1 after
  * closing the conn (past RECV_HELD_MAX or out of memory). */
 int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);

@@ -211,16 +211,13 @@ static int install(struct slot *sl, char *err, size_t errlen) {
   return -1;
 }
 
-/* Whether the slot's files can be made: a temporary file beside them.
+/* Whether the certificate files can be made: a temporary file beside them.
  * Asked before each order, so that a -certdir derpd cannot write (read-only,
  * full) costs no certificate: each would count against the CA's limit on
  * duplicate certificates (Let's Encrypt: 5 a week) and be thrown away. */
-static int files_writable(const struct slot *sl, char *err, size_t errlen) {
-  char probe[1400];
-  snprintf(probe, sizeof probe, "%s", sl->crt);
-  char *slash = strrchr(probe, '/');
-  snprintf(slash ? slash + 1 : probe, sizeof probe - (size_t)(slash ? slash + 1 - probe : 0),
-           ".derpd-write-test-XXXXXX");
+static int certdir_writable(char *err, size_t errlen) {
+  char probe[1100]; /* every slot's files are in -certdir */
+  snprintf(probe, sizeof probe, "%s/.derpd-write-test-XXXXXX", W.cfg->certdir);
   int fd = mkstemp(probe);
   if (fd < 0) {
     snprintf(err, errlen, "cannot write to %.300s (%s): not asking the CA for a certificate that could "
@@ -245,7 +242,7 @@ static void drop_kept(struct slot *sl) {
  * instead of ordering another. */
 static int renew(struct acme_client *c, struct slot *sl, char *err, size_t errlen) {
   if (!sl->kept_chain) {
-    if (files_writable(sl, err, errlen) != 0) return -1;
+    if (certdir_writable(err, errlen) != 0) return -1;
     EVP_PKEY *key = NULL;
     char *chain = NULL;
     if (acme_client_obtain(c, sl->name, &key, &chain, err, errlen) != 0) {

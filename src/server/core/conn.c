@@ -277,10 +277,7 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
   if (c->rd.skipped_bytes) {
     uint64_t sb = c->rd.skipped_bytes;
     c->rd.skipped_bytes = 0;
-    if (c->sh->rl.bps && !c->is_mesh && c->state == CS_ESTABLISHED) {
-      if (c->rx_paused) recv_pause_charge(c, sb);
-      else recv_pause_take_skipped(c, sb);
-    }
+    if (c->sh->rl.bps && !c->is_mesh && c->state == CS_ESTABLISHED) recv_pause_take_skipped(c, sb);
   }
   return c->state == CS_CLOSING ? -1 : 0;
 }

@@ -55,6 +55,12 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
   return true;
 }
 
+void conn_close_after_send(struct conn *c, enum close_reason why) {
+  c->close_reason = (uint8_t)why;
+  c->close_after_send = 1;
+  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+}
+
 /* A watcher's presence batch (MSG_PRESENCE): bounded by the watch credits
  * (2 per shard), so not counted against CONN_CTRL_MAX, where 32 shards' or
  * more would crowd out the keepalives and pongs. */
@@ -277,12 +283,12 @@ void conn_flush(struct conn *c) {
   /* Last words (an HTTP reply, a WebSocket close) go out on the control
    * queue; what is queued behind them is dropped. */
   if (c->close_after_send && !c->ctrl_h) {
-    int g = 0;
+    int g = 0; /* the transport's goodbye, once: queued (1), none (0), closed (-1) */
     if (!c->goodbye_sent && c->xp->goodbye) {
       c->goodbye_sent = 1;
       g = c->xp->goodbye(c);
-      if (g < 0) return;
     }
+    if (g < 0) return;
     if (g == 0) {
       conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
       return;

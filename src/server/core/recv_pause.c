@@ -168,20 +168,19 @@ bool recv_pause_outbox(struct conn *c) {
   return true;
 }
 
-void recv_pause_charge(struct conn *c, uint64_t bytes) {
-  struct shard *sh = c->sh;
-  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
-  for (; bytes > 0; bytes -= bytes > RECV_LIMIT_MIN_BURST ? RECV_LIMIT_MIN_BURST : bytes)
-    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000,
-                     bytes > RECV_LIMIT_MIN_BURST ? RECV_LIMIT_MIN_BURST : bytes);
-}
-
 bool recv_pause_take_skipped(struct conn *c, uint64_t bytes) {
   struct shard *sh = c->sh;
   if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
-  for (; bytes > RECV_LIMIT_MIN_BURST; bytes -= RECV_LIMIT_MIN_BURST)
-    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, RECV_LIMIT_MIN_BURST);
-  return recv_pause_take(c, (uint32_t)bytes);
+  /* In pieces the bucket takes. Not paused: the last piece may start a
+   * pause. Paused already (by a frame of the same input): charged whole,
+   * the pause only grows. */
+  uint64_t keep = c->rx_paused ? 0 : RECV_LIMIT_MIN_BURST;
+  while (bytes > keep) {
+    uint64_t k = bytes - keep < RECV_LIMIT_MIN_BURST ? bytes - keep : RECV_LIMIT_MIN_BURST;
+    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, k);
+    bytes -= k;
+  }
+  return !c->rx_paused && recv_pause_take(c, (uint32_t)bytes);
 }
 
 void recv_pause_resume_due(struct shard *sh) {

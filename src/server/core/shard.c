@@ -98,6 +98,12 @@ bool shard_push_data(struct shard *sh, int to, struct pkt *p) { return push(sh, 
 bool shard_push_ctrl(struct shard *sh, int to, struct pkt *m) { return push(sh, ctrl_q(sh->srv, sh->id, to), to, m); }
 bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh, hand_q(sh->srv, sh->id, to), to, c); }
 
+/* A control message for this shard: region/ or relay.c's. */
+static void ctrl_dispatch(struct shard *sh, struct pkt *m) {
+  if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
+  else relay_send_to_key(sh, m);
+}
+
 /* Ring full: wait in the outbox, behind anything already waiting for that
  * target, so that messages to one shard keep their order. A shard sends
  * such messages only as fast as events happen on it (joins, leaves, link
@@ -105,11 +111,6 @@ bool shard_push_hand(struct shard *sh, int to, struct conn *c) { return push(sh,
  * empties; link frames, which a node can send as fast as TCP carries them,
  * stop being read while it holds OUTBOX_PAUSE (recv_pause_outbox), and its
  * size is logged if it ever grows large. */
-static void ctrl_dispatch(struct shard *sh, struct pkt *m) {
-  if (m->kind >= MSG_REGION_FIRST) region_ctrl(sh, m);
-  else relay_send_to_key(sh, m);
-}
-
 void shard_send_ctrl(struct shard *sh, int to, struct pkt *m) {
   if (to == sh->id) {
     ctrl_dispatch(sh, m);

@@ -259,16 +259,16 @@ static void forget_seen(struct shard *sh, struct conn *r, uint64_t tag) {
 
 #define UNSAW_PER_SEC 1024
 
-static void unsaw(struct shard *sh, const struct pkt *m) {
+/* The receiver hashed rh: forget that it got packets from the sender
+ * tagged tag (bounded: UNSAW_PER_SEC). */
+static void unsaw(struct shard *sh, uint64_t rh, uint64_t tag) {
   if (sh->now_ms - sh->unsaw_ms >= 1000) {
     sh->unsaw_ms = sh->now_ms;
     sh->unsaw_tokens = UNSAW_PER_SEC;
   }
   if (sh->unsaw_tokens == 0) return; /* the pair stays reported: at worst, one PeerGone missed */
   sh->unsaw_tokens--;
-  uint64_t tag;
-  memcpy(&tag, m->dst.b, sizeof tag);
-  struct peer *p = peer_find(&sh->peers, NULL, m->hash);
+  struct peer *p = peer_find(&sh->peers, NULL, rh);
   for (struct conn *c = p ? p->conns : NULL; c; c = c->pnext) forget_seen(sh, c, tag);
 }
 
@@ -292,11 +292,7 @@ static void report_seen(struct shard *sh, struct conn *r, struct pkt *p) {
     p->src_hash = key_hash(sh->srv, &sk);
   }
   if (owner_of(sh->srv, p->src_hash) == sh->id) {
-    if (!saw(sh, p->src_hash, r->key_hash)) {
-      struct pkt u = {.hash = r->key_hash};
-      memcpy(u.dst.b, &tag, sizeof tag);
-      unsaw(sh, &u); /* the same bound as a MSG_UNSAW's */
-    }
+    if (!saw(sh, p->src_hash, r->key_hash)) unsaw(sh, r->key_hash, tag);
     return;
   }
   struct pkt *m = pkt_alloc(sh, 0);
@@ -374,7 +370,9 @@ void relay_send_to_key(struct shard *sh, struct pkt *m) {
     return;
   }
   if (m->kind == MSG_UNSAW) {
-    unsaw(sh, m);
+    uint64_t tag;
+    memcpy(&tag, m->dst.b, sizeof tag);
+    unsaw(sh, m->hash, tag);
     pkt_free(sh, m);
     return;
   }

@@ -95,11 +95,7 @@ int ktls_recv_error(struct conn *c, int res, uint16_t version, bool tx_kernel) {
     STAT_INC(&c->sh->stats, ktls_close_notify);
     /* Ours back once what is queued before it is out (the transport's
      * goodbye), then the close; a reply queued already goes first. */
-    if (!c->close_after_send) {
-      c->close_reason = CLOSE_eof;
-      c->close_after_send = 1;
-      shard_mark_dirty(c->sh, c);
-    }
+    if (!c->close_after_send) conn_close_after_send(c, CLOSE_eof);
     return 1;
   case KTLS_ACT_KEY_UPDATE:
     /* Our TX keys are still the peer's RX keys until we update them, so a

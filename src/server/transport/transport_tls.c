@@ -252,8 +252,7 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
     if (t->out_len > 0) {
       if (flush_out(c, t) < 0) return -1;
       upgrade_set_detail(c, why);
-      c->close_reason = CLOSE_tls;
-      c->close_after_send = 1;
+      conn_close_after_send(c, CLOSE_tls);
       return 0;
     }
   }
@@ -294,10 +293,7 @@ static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
       /* Behind a request in the same read: its reply goes out first (the
        * conn closes once it is written), as Go's server answers. Either way
        * our close_notify answers the peer's (tls_goodbye), then the close. */
-      if (c->close_after_send) break;
-      c->close_reason = CLOSE_eof;
-      c->close_after_send = 1;
-      shard_mark_dirty(c->sh, c);
+      if (!c->close_after_send) conn_close_after_send(c, CLOSE_eof);
       break;
     }
     rc = fail(c, t, "read failed");

@@ -59,8 +59,7 @@ static void send_close(struct conn *c, uint16_t code, enum close_reason why, con
     conn_close(c, CLOSE_nomem, "websocket close");
     return;
   }
-  c->close_reason = (uint8_t)why;
-  c->close_after_send = 1;
+  conn_close_after_send(c, why);
 }
 
 /* The conn_input contract lets a layer write to the bytes it is given: they
