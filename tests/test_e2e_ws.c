@@ -4,8 +4,8 @@
  * routing, and the refusals of handshakes RFC 6455 forbids), relaying across shards between WebSocket and
  * plain clients and between two WebSocket clients (with writes split into tiny
  * fragments, so DERP frames and ClientInfo straddle WebSocket frames), ping ->
- * pong, close echoed and counted, and protocol errors (unmasked frame, text
- * frame, oversize frame) answered with a close frame that ends only the
+ * pong, close echoed and counted, a stop ending with close 1001, and
+ * protocol errors (unmasked frame, text frame, oversize frame) answered with a close frame that ends only the
  * offending connection. Frames the library would not write are written raw
  * with derp_client_write_bytes after a normal WebSocket handshake. */
 #include <criterion/criterion.h>
@@ -295,6 +295,31 @@ Test(e2e_ws, close_frame_closes_cleanly, E2E) {
   cr_assert_eq(r, 1, "no PeerGone for the closed websocket client");
   cr_assert_eq(m.type, DERP_FRAME_PEER_GONE);
   cr_assert(derp_key_equal(&m.src, derp_client_public_key(a)));
+}
+
+/* A stopping derpd ends a WebSocket conn in order: Restarting inside a
+ * binary frame, then a close frame 1001 (going away), then the end; a
+ * browser sees a clean close, not 1006. */
+Test(e2e_ws, stop_sends_going_away, E2E) {
+  start(2);
+  struct derp_client *c = e2e_client_ws(&g_srv, NULL, 0);
+  struct derp_client *d = e2e_client(&g_srv, NULL, false);
+  e2e_sync_route(d, c);
+  cr_assert_eq(kill(g_srv.pid, SIGTERM), 0);
+  uint8_t buf[256];
+  bool closed = false;
+  size_t n = raw_read_until_close(derp_client_fd(c), buf, sizeof buf, 5000, &closed);
+  cr_assert(closed, "connection not closed within 5 s of SIGTERM");
+  /* 0x82 13, then the Restarting frame (type, 4-byte length 8, two times), then the close. */
+  cr_assert_eq(n, 2 + 13 + 4, "%zu bytes after SIGTERM, want Restarting and a close frame", n);
+  cr_assert(buf[0] == 0x82 && buf[1] == 13 && buf[2] == DERP_FRAME_RESTARTING, "first frame %02x %02x %02x",
+            buf[0], buf[1], buf[2]);
+  uint8_t want[4] = {0x88, 2, 0x03, 0xe9};
+  cr_assert(memcmp(buf + 15, want, 4) == 0, "close frame %02x %02x %02x %02x", buf[15], buf[16], buf[17],
+            buf[18]);
+  int st = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 5000, &st), 0, "derpd did not exit");
+  cr_assert_eq(st, 0);
 }
 
 Test(e2e_ws, close_frame_without_code, E2E) {

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -614,8 +615,44 @@ static void verify_ip_san(void) {
   cr_assert(strstr(err, "CERTIFICATE_VERIFY_FAILED") && !strstr(err, "No such file"), "%s", err);
 }
 
+/* A stopping derpd ends a TLS conn in order: Restarting, then close_notify
+ * (Go's client reads io.EOF, not an unexpected EOF). */
+static void stop_ends_with_close_notify(void) {
+  start_tls(2, NULL);
+  char err[256] = "";
+  struct derp_tls_info info;
+  struct derp_client *c = try_client(&(struct tls_conn_opts){.version = 0}, &info, err, sizeof err);
+  cr_assert_not_null(c, "TLS client: %s", err);
+  struct derp_tls_conn tc;
+  cr_assert_eq(derp_client_tls_detach(c, &tc), 0, "detach: %s", strerror(errno));
+  cr_assert_eq(kill(srv.pid, SIGTERM), 0);
+  uint8_t buf[256];
+  size_t n = tc.buffered_len < sizeof buf ? tc.buffered_len : 0;
+  if (n) memcpy(buf, tc.buffered, n);
+  int64_t deadline = e2e_now_ms() + 5000;
+  int r = 0, e = 0;
+  while (e2e_now_ms() < deadline) {
+    r = SSL_read(tc.ssl, buf + n, (int)(sizeof buf - n));
+    if (r > 0) { n += (size_t)r; continue; }
+    e = SSL_get_error(tc.ssl, r);
+    if (e != SSL_ERROR_WANT_READ) break;
+    struct pollfd pfd = {.fd = tc.fd, .events = POLLIN};
+    poll(&pfd, 1, 100);
+  }
+  ERR_clear_error();
+  SSL_free(tc.ssl);
+  close(tc.fd);
+  free(tc.buffered);
+  cr_assert_eq(e, SSL_ERROR_ZERO_RETURN, "the conn did not end with close_notify: r %d, error %d", r, e);
+  cr_assert(n == 13 && buf[0] == DERP_FRAME_RESTARTING, "%zu bytes before the close, first %02x", n, buf[0]);
+  int st = -1;
+  cr_assert_eq(derpd_wait(&srv, 5000, &st), 0, "derpd did not exit");
+  cr_assert_eq(st, 0);
+}
+
 static const struct mini_test tests[] = {
     {"verify_ip_san", verify_ip_san},
+    {"stop_ends_with_close_notify", stop_ends_with_close_notify},
     {"websocket_over_tls", websocket_over_tls},
     {"port80_helper", port80_helper},
     {"tls13_relay_2_shards", tls13_relay_2_shards},

@@ -34,6 +34,7 @@ enum ws_opcode {
 
 enum ws_close_code {
   WS_CLOSE_NORMAL = 1000,
+  WS_CLOSE_GOING_AWAY = 1001,  /* the server is stopping or restarting */
   WS_CLOSE_PROTOCOL = 1002,
   WS_CLOSE_UNSUPPORTED = 1003,  /* text frames: DERP is binary */
   WS_CLOSE_NO_STATUS = 1005,    /* a close frame without a code (never sent) */

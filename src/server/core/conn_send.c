@@ -56,6 +56,7 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
 }
 
 void conn_close_after_send(struct conn *c, enum close_reason why) {
+  if (c->ws && !c->close_after_send) ws_conn_goodbye(c, why == CLOSE_shutdown);
   c->close_reason = (uint8_t)why;
   c->close_after_send = 1;
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);

@@ -499,12 +499,14 @@ static void continue_stop(struct shard *sh) {
     struct conn *c = list_entry(n, struct conn, all_node);
     if (c->state == CS_CLOSING) { pending = true; continue; }
     bool handshaking = c->state != CS_ESTABLISHED; /* only in a handover */
-    if (c->send || c->ctrl_h || handshaking) {
-      pending = true;
-      if (sh->now_ms < sh->stop_deadline_ms) continue;
-    }
-    conn_close(c, CLOSE_shutdown, NULL);
     pending = true;
+    if (c->send || c->ctrl_h || handshaking || c->close_after_send) {
+      if (sh->now_ms >= sh->stop_deadline_ms) conn_close(c, CLOSE_shutdown, NULL);
+      continue;
+    }
+    /* Its Restarting is out: end it in order (a WebSocket close 1001, TLS
+     * close_notify: conn_flush), so the client sees a clean end. */
+    conn_close_after_send(c, CLOSE_shutdown);
   }
   if (atomic_load(&sh->srv->handover) && sh->now_ms < sh->stop_deadline_ms) return;
   if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;

@@ -16,6 +16,7 @@
 struct ws_conn {
   struct ws_decoder dec;
   const char *detail; /* why the conn is closing, for the close log line */
+  bool close_sent;    /* our close frame is queued: never a second */
 };
 
 /* Queue bytes that are already WebSocket framing (or the 101): no batch header. */
@@ -26,6 +27,7 @@ int ws_conn_start(struct conn *c, const void *reply, size_t reply_len) {
   if (!w) return -1;
   ws_decoder_init(&w->dec, true);
   w->detail = NULL;
+  w->close_sent = false;
   if (!queue_raw(c, reply, reply_len)) {
     free(w);
     return -1;
@@ -52,14 +54,23 @@ size_t ws_batch_header(uint8_t out[10], size_t len) {
 
 /* Say goodbye with a close frame; the conn closes once it is written (queued
  * frames behind it are dropped, and nothing more is queued: conn.c). */
-static void send_close(struct conn *c, uint16_t code, enum close_reason why, const char *detail) {
+static bool queue_close(struct conn *c, uint16_t code) {
   uint8_t f[4] = {0x80 | WS_OP_CLOSE, 2, (uint8_t)(code >> 8), (uint8_t)code};
+  c->ws->close_sent = true;
+  return queue_raw(c, f, sizeof f);
+}
+
+static void send_close(struct conn *c, uint16_t code, enum close_reason why, const char *detail) {
   c->ws->detail = detail;
-  if (!queue_raw(c, f, sizeof f)) {
+  if (!queue_close(c, code)) {
     conn_close(c, CLOSE_nomem, "websocket close");
     return;
   }
   conn_close_after_send(c, why);
+}
+
+void ws_conn_goodbye(struct conn *c, bool stopping) {
+  if (c->ws && !c->ws->close_sent) queue_close(c, stopping ? WS_CLOSE_GOING_AWAY : WS_CLOSE_NORMAL);
 }
 
 /* The conn_input contract lets a layer write to the bytes it is given: they

@@ -16,6 +16,7 @@
 #ifndef DERPD_WEBSOCKET_H
 #define DERPD_WEBSOCKET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,10 @@ int ws_conn_start(struct conn *c, const void *reply, size_t reply_len);
 int ws_conn_input(struct conn *c, const uint8_t *p, size_t n);
 /* The header of one binary frame of len bytes (2 to 10 bytes into out). */
 size_t ws_batch_header(uint8_t out[10], size_t len);
+/* derpd ends the conn in order (conn_close_after_send, before the flag is
+ * set): queue a close frame, 1001 when stopping, else 1000, unless one is
+ * queued already (an echo). Best effort: a full control queue drops it. */
+void ws_conn_goodbye(struct conn *c, bool stopping);
 /* Static text about a pending WebSocket close, or NULL. */
 const char *ws_conn_detail(const struct conn *c);
 void ws_conn_free(struct conn *c);
