@@ -42,7 +42,14 @@ struct derp_client_opts {
   bool can_ack_pings;
   bool is_prober;
   int timeout_ms;              /* connect + handshake deadline (the name lookup
-                                  before it is the resolver's own); 0 = 10000 */
+                                  before it is the resolver's own, unless `dial`
+                                  bounds it); 0 = 10000 */
+  /* Optional: make the TCP connection instead of getaddrinfo + connect, by
+   * deadline_ms (CLOCK_MONOTONIC ms): a connected socket (the client makes it
+   * blocking and sets TCP_NODELAY), or -1 with err. derpd's mesh links use it
+   * to bound the name lookup and to stop a dial at once. */
+  int (*dial)(void *arg, const char *host, uint16_t port, int64_t deadline_ms, char *err, size_t errlen);
+  void *dial_arg;
   /* Optional, after the TCP connect and before HTTP: wrap the socket (TLS).
    * May set *learned + *have_learned (the server key seen on the way, from
    * the TLS meta certificate): fast start then uses it if server_key is NULL.

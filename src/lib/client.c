@@ -113,6 +113,20 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
   return fd;
 }
 
+/* The caller's dial: the socket as tcp_connect leaves its own. */
+static int dialled(const struct derp_client_opts *o, int64_t deadline, char *err, size_t errlen) {
+  int fd = o->dial(o->dial_arg, o->host, o->port, deadline, err, errlen);
+  if (fd < 0) return -1;
+  int fl = fcntl(fd, F_GETFL), one = 1;
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    cl_seterr(err, errlen, "dial: fcntl: %s", strerror(errno));
+    close(fd);
+    return -1;
+  }
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
 /* ---- HTTP ---- */
 
 static size_t build_request(char *out, size_t cap, const char *host, bool fast_start, const char *ideal) {
@@ -400,7 +414,7 @@ int derp_client_connect(struct derp_client **out, const struct derp_client_opts 
   derp_key_public(&c->priv, &c->pub);
   derp_frame_reader_init(&c->rd, DERP_FROM_SERVER);
   int64_t deadline = cl_now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
-  c->fd = tcp_connect(o->host, o->port, deadline, err, errlen);
+  c->fd = o->dial ? dialled(o, deadline, err, errlen) : tcp_connect(o->host, o->port, deadline, err, errlen);
   /* A stream wrapper (TLS) may learn the server key on the way (the DERP
    * meta certificate): fast start then needs no key from the caller. */
   derp_key learned;

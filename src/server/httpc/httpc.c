@@ -223,6 +223,12 @@ static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, int64_t deadli
   return rc;
 }
 
+enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, int64_t deadline_ms, int stop_fd, int *out,
+                                char *err, size_t errlen) {
+  struct httpc_endpoint ep = {.kind = HTTPC_TCP, .host = host, .port = port};
+  return connect_tcp(&ep, deadline_ms, stop_fd, out, err, errlen);
+}
+
 static enum httpc_rc connect_unix(const struct httpc_endpoint *ep, int64_t deadline, int stop_fd, int *out,
                                   char *err, size_t errlen) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};

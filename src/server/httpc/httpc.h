@@ -61,7 +61,7 @@ enum httpc_rc {
 /* Send req[0..len) (head and body) on cn, connecting it first if needed, and
  * read the response head, then body bytes into resp->body until the body
  * ends, body_cap is reached, or enough(body, len, arg) says so (may be NULL).
- * deadline_ms: CLOCK_MONOTONIC ms for everything but the name lookup.
+ * deadline_ms: CLOCK_MONOTONIC ms for everything, the name lookup included.
  * stop_fd: readable = give up now (-1: none). A kept-alive connection that
  * fails before any response byte is replaced once by a fresh one. On error,
  * err says what failed. cn stays open only when the response was read
@@ -70,6 +70,12 @@ enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *
                             size_t len, struct httpc_resp *resp,
                             bool (*enough)(const uint8_t *body, size_t len, void *arg), void *arg,
                             int64_t deadline_ms, int stop_fd, char *err, size_t errlen);
+
+/* A TCP connection to host:port, every address of the name in turn, by
+ * deadline_ms (the lookup included: it runs on a thread of its own) unless
+ * stop_fd becomes readable first. *out: non-blocking, TCP_NODELAY. */
+enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, int64_t deadline_ms, int stop_fd, int *out,
+                                char *err, size_t errlen);
 
 /* The client SSL_CTX for HTTPS: TLS 1.2+, peer verified against ca_file's
  * roots if not NULL or "", else the system roots with Go's rules

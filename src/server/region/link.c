@@ -1,7 +1,8 @@
 /* link.c: outbound mesh links, one per -mesh-with entry (not this node).
  *
- * Dialling blocks (DNS, TCP connect, TLS, the DERP handshake), so each link
- * has a dialler thread that does only that: libderp's client connects with
+ * Dialling blocks (DNS, TCP connect, TLS, the DERP handshake: all within
+ * DIAL_TIMEOUT_MS, the lookup on a thread of its own through httpc), so each
+ * link has a dialler thread that does only that: libderp's client connects with
  * our private key and the mesh key, sends WatchConns, and hands the socket
  * (and the SSL, and any bytes already read) to the link's shard through
  * `ready`. The shard adopts it at its next tick (conn_new_link) and from then
@@ -27,6 +28,7 @@
 
 #include "derp/client.h"
 #include "derp/client_tls.h"
+#include "server/httpc/httpc.h"
 #include "server/log.h"
 #include "server/region/region_internal.h"
 
@@ -81,11 +83,23 @@ static uint64_t wait_event(struct link *l, int ms) {
 
 static bool stopping(const struct link *l) { return atomic_load(&l->srv->stopping); }
 
+/* libderp's TCP connect for a link: the name lookup within the dial's
+ * deadline (not the resolver's own, up to 30 s), and a stop (evfd) ends it
+ * at once. */
+static int tcp_dial(void *arg, const char *host, uint16_t port, int64_t deadline, char *err, size_t errlen) {
+  struct link *l = arg;
+  char why[200] = "";
+  int fd = -1;
+  if (httpc_connect_tcp(host, port, deadline, l->evfd, &fd, why, sizeof why) == HTTPC_OK) return fd;
+  snprintf(err, errlen, "%s:%u: %s", host, port, why);
+  return -1;
+}
+
 static int dial(struct link *l, struct link_ready *out, bool *self, char *err, size_t errlen) {
   struct server *s = l->srv;
   struct derp_client_opts o = {
       .host = l->e.dial, .port = l->e.port, .priv = &s->priv,
-      .mesh_key = s->region->mesh_key, .timeout_ms = DIAL_TIMEOUT_MS};
+      .mesh_key = s->region->mesh_key, .timeout_ms = DIAL_TIMEOUT_MS, .dial = tcp_dial, .dial_arg = l};
   struct derp_client *c = NULL;
   int r;
   memset(out, 0, sizeof *out);
@@ -191,6 +205,7 @@ static void *link_main(void *arg) {
       continue;
     }
     free(r);
+    if (stopping(l)) break; /* the dial was cut short by the stop: nothing to say */
     if (self) {
       log_info("mesh: -mesh-with %s is this node (same server key): not dialled", l->e.label);
       break;
@@ -399,12 +414,13 @@ void region_start(struct server *s) {
   }
 }
 
-/* After the shards are joined: wake every dialler; one in a dial finishes it
- * (DIAL_TIMEOUT_MS at most) and sees `stopping`. A `ready` handed over too
- * late is freed by region_free. One deadline for all: a dialler stuck past
- * it (a name lookup the resolver never answers) is left running, and then
- * nothing it reads may be freed: region_leaked tells main.c to keep the
- * server and the region. */
+/* After the shards are joined: wake every dialler; one in its TCP connect
+ * (the name lookup included) stops at once, one in the TLS or DERP handshake
+ * finishes it (DIAL_TIMEOUT_MS at most), and each then sees `stopping`. A
+ * `ready` handed over too late is freed by region_free. One deadline for
+ * all: a dialler stuck past it (a wait in libderp that overran its
+ * deadline) is left running, and then nothing it reads may be freed:
+ * region_leaked tells main.c to keep the server and the region. */
 void region_stop(struct server *s) {
   struct region *rg = s->region;
   for (int i = 0; i < rg->nlinks; i++) {
