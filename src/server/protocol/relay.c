@@ -196,7 +196,10 @@ void relay_unregister(struct conn *c) {
     return;
   }
   p->active = NULL;
-  if (!forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
+  /* A stopping node tells its clients Restarting, not that the clients
+   * whose conns it closed first are gone (derper, stopping, says nothing). */
+  bool stopping = atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed);
+  if (!stopping && !forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
   STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to.n);
   derp_key k = p->key;
   uint64_t h = p->hash;
