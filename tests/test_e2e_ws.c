@@ -444,17 +444,24 @@ Test(e2e_ws, short_writes_keep_framing, E2E) {
   e2e_relay_check(tx, rx, 10);
 }
 
-/* A receiver that falls behind gets its queue in batches, each one binary
- * message: at most 32 KiB (coder/websocket's default read limit, which some
- * clients keep), and still more than one DERP frame each. */
-Test(e2e_ws, messages_within_default_read_limit, E2E) {
-  start(1);
-  struct derp_client *tx = e2e_client(&g_srv, NULL, false);
-  struct derp_client *rx = e2e_client_ws(&g_srv, NULL, 0);
-  e2e_sync_route(tx, rx);
+/* A plain sender and a WebSocket receiver, routed, the receiver's socket
+ * drained of the route check, so what it reads next is raw server frames. */
+static void plain_to_ws(struct derp_client **tx, struct derp_client **rx) {
+  *tx = e2e_client(&g_srv, NULL, false);
+  *rx = e2e_client_ws(&g_srv, NULL, 0);
+  e2e_sync_route(*tx, *rx);
   e2e_sleep_ms(200);
   static uint8_t drain[1 << 20];
-  raw_read_at_least(derp_client_fd(rx), drain, sizeof drain, sizeof drain, 200);
+  raw_read_at_least(derp_client_fd(*rx), drain, sizeof drain, sizeof drain, 200);
+}
+
+/* A receiver that falls behind gets its queue in batches, each one binary
+ * message: at most 32 KiB (coder/websocket's default read limit, which
+ * Tailscale's clients keep), and still more than one DERP frame each. */
+Test(e2e_ws, messages_within_default_read_limit, E2E) {
+  start(1);
+  struct derp_client *tx, *rx;
+  plain_to_ws(&tx, &rx);
   static uint8_t buf[1300];
   memset(buf, 0x5a, sizeof buf);
   for (int i = 0; i < 3000; i++)
@@ -489,3 +496,50 @@ Test(e2e_ws, messages_within_default_read_limit, E2E) {
                (unsigned long long)maxlen);
 }
 
+/* A frame larger than a message (a 64 KiB packet) goes as several binary
+ * messages of at most 32768 bytes, the read limit Tailscale's Go clients
+ * keep (a bigger message ends their connection); the bytes across them are
+ * the DERP stream, whole and in order, and a small packet after it follows. */
+Test(e2e_ws, big_frame_split_within_read_limit, E2E) {
+  start(1);
+  struct derp_client *tx, *rx;
+  plain_to_ws(&tx, &rx);
+  static uint8_t big[DERP_MAX_PACKET];
+  for (int k = 0; k < 3; k++) {
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 13 + k);
+    cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), big, sizeof big), 0);
+  }
+  cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), "tail", 4), 0);
+  const size_t want = 3 * (5 + 32 + sizeof big) + 5 + 32 + 4;
+  static uint8_t in[1 << 20], stream[1 << 20];
+  size_t n = 0, got = 0, messages = 0, off = 0;
+  int64_t deadline = e2e_now_ms() + 5000;
+  while (got < want && e2e_now_ms() < deadline) {
+    n += raw_read_at_least(derp_client_fd(rx), in + n, sizeof in - n, 1, 200);
+    while (off + 4 <= n) { /* server frames: unmasked, FIN binary, 16-bit lengths at most */
+      cr_assert_eq(in[off], 0x82, "frame byte %02x at %zu: not a whole binary message", in[off], off);
+      uint64_t len = in[off + 1] & 0x7f;
+      size_t h = 2;
+      cr_assert_neq(len, 127, "a message over 64 KiB at %zu", off);
+      if (len == 126) len = (uint64_t)in[off + 2] << 8 | in[off + 3], h = 4;
+      cr_assert_leq(len, 32768, "a message of %llu bytes", (unsigned long long)len);
+      if (off + h + len > n) break;
+      memcpy(stream + got, in + off + h, len);
+      got += len;
+      off += h + len;
+      messages++;
+    }
+  }
+  cr_assert_eq(got, want, "%zu of %zu stream bytes in %zu messages", got, want, messages);
+  cr_assert_geq(messages, 7, "%zu messages: the big frames were not split", messages);
+  size_t at = 0;
+  for (int k = 0; k < 3; k++) {
+    cr_assert_eq(stream[at], DERP_FRAME_RECV_PACKET, "frame %d type %02x", k, stream[at]);
+    uint32_t flen = (uint32_t)stream[at + 1] << 24 | (uint32_t)stream[at + 2] << 16 | (uint32_t)stream[at + 3] << 8 | stream[at + 4];
+    cr_assert_eq(flen, 32 + sizeof big, "frame %d length %u", k, flen);
+    for (size_t i = 0; i < sizeof big; i++)
+      if (stream[at + 37 + i] != (uint8_t)(i * 13 + k)) cr_assert_fail("packet %d corrupt at byte %zu", k, i);
+    at += 5 + flen;
+  }
+  cr_assert(stream[at] == DERP_FRAME_RECV_PACKET && memcmp(stream + at + 37, "tail", 4) == 0, "the small packet after");
+}

@@ -134,11 +134,14 @@ struct hs_state;
 struct send_ctx {
   struct send_ctx *next_free;
   struct pkt *pkts;        /* frames in this send, in order, one per iovec
-                              from iov[nhdr] on */
+                              from iov[nhdr] on (a split frame: one in all) */
   struct msghdr msg;
   int niov, first;         /* iov[first..niov) not yet fully written */
   int nhdr;                /* leading iovecs with no pkt: the WebSocket header */
-  uint8_t ws_hdr[10];      /* WebSocket conn: one binary frame header for the batch */
+  bool split;              /* WebSocket: one frame in WS_SPLIT_MAX messages at most,
+                              a header before each chunk; the pkt ends with the last iovec */
+  uint8_t ws_hdr[4][10];   /* WebSocket conn: the batch's binary message header
+                              ([0]), or one per chunk of a split frame */
   struct iovec iov[SEND_IOV_MAX];
 };
 

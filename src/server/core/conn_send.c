@@ -175,6 +175,7 @@ static struct send_ctx *send_ctx_get(struct shard *sh) {
   else if (!(x = malloc(sizeof *x))) return NULL;
   x->pkts = NULL;
   x->niov = x->first = x->nhdr = 0;
+  x->split = false;
   memset(&x->msg, 0, sizeof x->msg);
   return x;
 }
@@ -209,10 +210,24 @@ static struct pkt *next_out(struct conn *c) {
  * cannot keep a batch, and the packets it pins, pending for ever. */
 #define SEND_PROGRESS_MIN 16384
 
-/* A WebSocket batch is one binary message, of at most this many bytes unless
- * a single frame is larger: coder/websocket's default read limit, which
- * Tailscale's clients lift (NetConn) but other clients keep. */
+/* A WebSocket message carries at most this many bytes: coder/websocket's
+ * default read limit, which Tailscale's clients keep (net/wsconn never
+ * raises it, v1.78.3 to 2026-08; a bigger message ends their connection).
+ * A batch is one message; a frame larger than that (a packet over 32 KiB)
+ * goes alone, cut into several messages, which wsconn reads as one byte
+ * stream, as it does the frames of a batch. */
 #define WS_MSG_MAX 32768
+#define WS_SPLIT_MAX 4 /* sizeof ws_hdr / sizeof ws_hdr[0]: 128 KiB, above any DERP frame */
+
+static void build_ws_split(struct send_ctx *x, struct pkt *p) {
+  for (uint32_t off = 0, k = 0; off < p->len; off += WS_MSG_MAX, k++) {
+    size_t n = p->len - off < WS_MSG_MAX ? p->len - off : WS_MSG_MAX;
+    x->iov[x->niov++] = (struct iovec){.iov_base = x->ws_hdr[k], .iov_len = ws_batch_header(x->ws_hdr[k], n)};
+    x->iov[x->niov++] = (struct iovec){.iov_base = p->data + off, .iov_len = n};
+  }
+  x->pkts = p;
+  x->split = true;
+}
 
 /* fresh: a new batch (the write deadline starts); else the rest of a batch
  * after a short write of `wrote` bytes. */
@@ -268,6 +283,7 @@ static void consume_wrapped(struct conn *c, struct send_ctx *x) {
   }
   x->pkts = NULL;
   x->nhdr = 0; /* a WebSocket header, if any, is inside the wire bytes now */
+  x->split = false;
 }
 
 /* Coalesce every queued frame (up to the batch bounds) into one sendmsg. */
@@ -307,8 +323,15 @@ void conn_flush(struct conn *c) {
    * (iov[0], filled in below). Only wire bytes skip the transport's wrap. */
   const struct pkt *first = peek_out(c);
   bool wire = first->wire, ws_raw = first->ws_raw;
-  if (c->ws && !ws_raw && !wire) x->niov = x->nhdr = 1;
-  while (x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
+  static_assert(2 * WS_SPLIT_MAX <= SEND_IOV_MAX, "a split frame fits one send");
+  static_assert(sizeof x->ws_hdr / sizeof x->ws_hdr[0] == WS_SPLIT_MAX, "a header per chunk");
+  if (c->ws && !ws_raw && !wire) {
+    if (first->len > WS_MSG_MAX && first->len <= (uint32_t)WS_SPLIT_MAX * WS_MSG_MAX)
+      build_ws_split(x, next_out(c));
+    else
+      x->niov = x->nhdr = 1;
+  }
+  while (!x->split && x->niov < SEND_IOV_MAX && bytes < SEND_BYTES_MAX) {
     struct pkt *p = peek_out(c);
     if (!p || p->wire != wire || p->ws_raw != ws_raw) break;
     if (x->nhdr && bytes && bytes + p->len > WS_MSG_MAX) break;
@@ -322,9 +345,9 @@ void conn_flush(struct conn *c) {
     tail = p;
   }
   if (x->nhdr)
-    x->iov[0] = (struct iovec){.iov_base = x->ws_hdr, .iov_len = ws_batch_header(x->ws_hdr, bytes)};
+    x->iov[0] = (struct iovec){.iov_base = x->ws_hdr[0], .iov_len = ws_batch_header(x->ws_hdr[0], bytes)};
   if (c->state == CS_ESTABLISHED && !wire) /* derp_buffered_write_frames */
-    hist_observe(&c->sh->stats.ops, HIST_write_frames, x->niov - x->nhdr);
+    hist_observe(&c->sh->stats.ops, HIST_write_frames, x->split ? 1 : x->niov - x->nhdr);
   c->send = x;
   int w = wire || !c->xp->wrap ? 0 : c->xp->wrap(c, x);
   if (w < 0) {
@@ -356,8 +379,9 @@ static void advance_send(struct conn *c, size_t res) {
   struct shard *sh = c->sh;
   while (x->first < x->niov && res >= x->iov[x->first].iov_len) {
     res -= x->iov[x->first].iov_len;
-    /* NULL when the transport wrapped the batch; none for a WebSocket header */
-    struct pkt *p = x->first >= x->nhdr ? x->pkts : NULL;
+    /* NULL when the transport wrapped the batch; none for a WebSocket
+     * header; a split frame's pkt with its last chunk */
+    struct pkt *p = x->split ? (x->first == x->niov - 1 ? x->pkts : NULL) : x->first >= x->nhdr ? x->pkts : NULL;
     if (p) {
       x->pkts = p->next;
       sent(sh, p);
