@@ -520,15 +520,20 @@ static void test_stalled_mesh_peer(void) {
   e2e_relay_check(a, b, 50);
 }
 
-/* ClosePeer closes every conn of its key and nothing else. */
+/* ClosePeer closes every conn of its key and nothing else, each in order
+ * as derper's Close does (a WebSocket conn gets a close frame 1000). */
 static void test_close_peer(void) {
   region_up(1, false, false);
   derp_privkey kp;
   struct derp_client *k1 = client_on(0, &kp);
   struct derp_client *k2 = connect_as(0, &kp, NULL);
+  char err[256] = "";
+  struct derp_client *k3 = derpd_client_ws(&g_r.node[0], &kp, 0, err, sizeof err);
+  cr_assert(k3, "WebSocket conn of the key: %s", err);
   struct derp_client *other = client_on(0, NULL);
   e2e_assert_ping_pong(k1);
   e2e_assert_ping_pong(k2);
+  e2e_assert_ping_pong(k3);
   derp_privkey mp;
   derp_key mpub;
   derp_key_generate(&mp, &mpub);
@@ -539,9 +544,15 @@ static void test_close_peer(void) {
   cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_CLOSE_PEER, pub_of(&kp).b, DERP_KEY_LEN), 0);
   cr_assert(e2e_wait_closed(k1, 3000), "first conn of the key not closed");
   cr_assert(e2e_wait_closed(k2, 3000), "second conn of the key not closed");
+  uint8_t buf[64];
+  bool closed = false;
+  size_t n = raw_read_until_close(derp_client_fd(k3), buf, sizeof buf, 3000, &closed);
+  derp_client_close(k3);
+  cr_assert(closed, "the WebSocket conn of the key not closed");
+  cr_assert(n == 4 && memcmp(buf, "\x88\x02\x03\xe8", 4) == 0, "WebSocket conn: %zu bytes, not a close 1000", n);
   e2e_assert_ping_pong(other);
   e2e_assert_ping_pong(m);
-  cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_closed{reason=\"close_peer\"}"), 2);
+  cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_closed{reason=\"close_peer\"}"), 3);
   cr_assert(derpd_log_contains(&g_r.node[0], "no such client here"), "unknown key not logged");
 }
 

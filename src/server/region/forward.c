@@ -263,9 +263,11 @@ static void close_peer(struct shard *sh, struct pkt *m) {
   }
   log_info("shard %d: ClosePeer %s: closing %u connection%s", sh->id, key, p->nconns,
            p->nconns == 1 ? "" : "s");
-  /* conn_close unlinks the conn from p (and frees p with the last one). */
-  while ((p = relay_peer(sh, &m->dst, m->hash)) && p->conns)
-    conn_close(p->conns, CLOSE_close_peer, "ClosePeer from a mesh peer");
+  /* Ended in order, as derper's Close does (TLS close_notify, a WebSocket
+   * close); each conn unlinks itself from p once its goodbye is written
+   * (a stuck one at its write timeout). */
+  for (struct conn *c = p->conns; c; c = c->pnext)
+    if (!c->close_after_send) conn_close_after_send(c, CLOSE_close_peer);
   pkt_free(sh, m);
 }
 
