@@ -115,13 +115,19 @@ Test(upgrade, no_connection_refused, E2E) {
   g_srv.pid = 0;
 }
 
+/* A copy of derpd that a test may remove (an upgrade then cannot exec it)
+ * and put back with `restore` (a shell command); DERPD_BIN names it. */
+static void derpd_copy(const char *tag, char bin[300], char restore[700]) {
+  snprintf(bin, 300, "/tmp/derpd-%s-%d", tag, (int)getpid());
+  snprintf(restore, 700, "cp '%s' '%s'", getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd", bin);
+  cr_assert_eq(system(restore), 0);
+  setenv("DERPD_BIN", bin, 1);
+}
+
 Test(upgrade, failed_new_process_keeps_serving, E2E) {
   /* A binary path that cannot be executed: copy derpd, start it, remove it. */
   char bin[300], cmd[700];
-  snprintf(bin, sizeof bin, "/tmp/derpd-upgrade-%d", (int)getpid());
-  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", getenv("DERPD_BIN") ? getenv("DERPD_BIN") : "build/src/derpd", bin);
-  cr_assert_eq(system(cmd), 0);
-  setenv("DERPD_BIN", bin, 1);
+  derpd_copy("upgrade", bin, cmd);
   e2e_start(&g_srv, 1, NULL);
   unlink(bin);
   struct derp_client *a = e2e_client(&g_srv, NULL, false);
@@ -132,6 +138,37 @@ Test(upgrade, failed_new_process_keeps_serving, E2E) {
   e2e_assert_ping_pong(a);
   struct derp_client *b = e2e_client(&g_srv, NULL, false);
   e2e_assert_ping_pong(b);
+}
+
+/* A failed upgrade, then another once the cause is fixed: the new process
+ * gets each socket once (the environment of the first attempt does not
+ * linger), uses them all, and accepts without error. */
+Test(upgrade, retry_after_failed_upgrade, E2E) {
+  char bin[300], cmd[700];
+  derpd_copy("upgrade-retry", bin, cmd);
+  e2e_start(&g_srv, 2, NULL);
+  pid_t old = g_srv.pid;
+  unlink(bin);
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  for (int i = 0; i < 100 && !derpd_log_contains(&g_srv, "this process serves on"); i++) e2e_sleep_ms(50);
+  cr_assert(derpd_log_contains(&g_srv, "exited with status 127 before listening"), "the first attempt's end");
+  cr_assert_eq(system(cmd), 0); /* the binary is back */
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  int status = -1;
+  int waited = derpd_wait(&g_srv, 15000, &status);
+  unlink(bin); /* the new process runs on from the unlinked file */
+  cr_assert_eq(waited, 0, "the old process did not exit");
+  cr_assert_eq(status, 0);
+  g_new_pid = derpd_new_pid(&g_srv, old);
+  cr_assert(g_new_pid > 0, "no new process in the log");
+  g_srv.pid = g_new_pid;
+  for (int i = 0; i < 8; i++) e2e_assert_ping_pong(e2e_client(&g_srv, NULL, false));
+  e2e_sleep_ms(500);
+  cr_assert(derpd_log_contains(&g_srv, "listening sockets from the previous process"), "nothing inherited");
+  cr_assert(!derpd_log_contains(&g_srv, "not used"), "an inherited socket was closed as unused");
+  cr_assert(!derpd_log_contains(&g_srv, "listed twice"), "a socket was passed twice");
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_accept_errors"), 0, "the new process's accepts fail");
+  g_srv.pid = 0;
 }
 
 /* --metrics-listen's sockets go to the new process too ("metrics" in

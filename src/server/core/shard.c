@@ -170,12 +170,14 @@ static void arm_accept(struct shard *sh, enum listener ls) {
 static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener ls) {
   int res = cqe->res;
   if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
-    /* Out of file descriptors or memory: re-armed at once, the accept would
-     * fail again at once while a connection waits; retry at the next tick. */
-    if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
-      sh->accept_rearm |= (uint8_t)(1u << ls);
-    else
+    /* A multishot that ended, or an accept that failed for one connection,
+     * re-arms at once. Any other failure is the listener's (no fds or
+     * memory, a socket that no longer listens): re-armed at once it would
+     * fail again at once, a spin; retry at the next tick. */
+    if (res >= 0 || res == -ECONNABORTED || res == -EPROTO || res == -EPERM || res == -EINTR || res == -EAGAIN)
       arm_accept(sh, ls);
+    else
+      sh->accept_rearm |= (uint8_t)(1u << ls);
   }
   if (res < 0) {
     if (res != -ECANCELED && res != -EINVAL) {

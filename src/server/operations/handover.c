@@ -41,6 +41,12 @@ static bool valid_listener(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) == 0 && acc;
 }
 
+static bool listed(int fd) {
+  for (int j = 0; j < g_nin; j++)
+    if (g_in[j].fd == fd) return true;
+  return false;
+}
+
 /* "main=5,6;http80=7" -> g_in. Anything malformed is ignored with a warning:
  * the process then opens its own sockets, as at a cold start. */
 static void read_env(void) {
@@ -70,6 +76,11 @@ static void read_env(void) {
       }
       if (fd < 3 || !valid_listener(fd)) {
         log_warn("handover: %s fd %s is not a listening socket; ignored", part, f);
+        idx++;
+        continue;
+      }
+      if (listed(fd)) { /* once only: a second entry would be closed as unused under its owner */
+        log_warn("handover: %s fd %d listed twice; the second ignored", part, fd);
         idx++;
         continue;
       }
@@ -181,7 +192,7 @@ static char **child_environ(char *fds, char *ready) {
 
 int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child) {
   static char env[HANDOVER_ENV_MAX] = ENV_FDS "="; /* main thread only */
-  size_t pre = strlen(env);
+  const size_t pre = sizeof ENV_FDS; /* "DERPD_HANDOVER=": each attempt writes after it anew */
   if (build_env(set, env + pre, sizeof env - pre) < 0) {
     log_error("upgrade: too many sockets to pass");
     return -1;
@@ -224,18 +235,20 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
   }
   log_info("upgrade: started %s as pid %d; waiting for it to listen", argv[0], (int)pid);
   int64_t deadline = mono_ms() + timeout_ms;
-  int rc = -1;
+  int rc = -1, status = 0;
+  bool eof = false;
   for (;;) {
     int64_t left = deadline - mono_ms();
     struct pollfd pfd = {.fd = p[0], .events = POLLIN};
     int r = left > 0 ? poll(&pfd, 1, (int)(left > 200 ? 200 : left)) : 0;
     if (r > 0) {
       char c;
-      rc = read(p[0], &c, 1) == 1 ? 0 : -1; /* EOF: it died before listening */
+      rc = read(p[0], &c, 1) == 1 ? 0 : -1;
+      eof = rc < 0; /* it closed the pipe without a word: it is exiting */
       break;
     }
     if (r < 0 && errno != EINTR) break;
-    if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
+    if (waitpid(pid, &status, WNOHANG) == pid) { pid = -1; break; }
     if (left <= 0) break;
     service_watchdog_due(); /* systemd's watchdog still watches this process */
   }
@@ -244,13 +257,23 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
     *child = pid;
     return 0;
   }
+  /* A child that closed the pipe gets a second to be reaped, so that its
+   * exit is reported as such rather than as a timeout. */
+  for (int i = 0; eof && pid > 0 && i < 20; i++) {
+    if (waitpid(pid, &status, WNOHANG) == pid) pid = -1;
+    else usleep(50 * 1000);
+  }
   if (pid > 0) {
-    log_error("upgrade: pid %d did not start listening within %d ms; stopping it, this process serves on",
-              (int)pid, timeout_ms);
+    log_error("upgrade: pid %d did not start listening%s; stopping it, this process serves on", (int)pid,
+              eof ? " (it closed the handover pipe)" : "");
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+  } else if (WIFEXITED(status)) {
+    log_error("upgrade: the new process exited with status %d before listening (its log says why); "
+              "this process serves on", WEXITSTATUS(status));
   } else {
-    log_error("upgrade: the new process exited before listening; this process serves on");
+    log_error("upgrade: the new process died of signal %d before listening; this process serves on",
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   }
   return -1;
 }
