@@ -186,7 +186,10 @@ int derp_stun_parse_response(const uint8_t *p, size_t n, uint8_t txid[DERP_STUN_
     size_t alen = len >= 4 && val[1] == 1 ? 4 : len >= 4 && val[1] == 2 ? 16 : 0;
     if (!alen || len < 4 + alen) return -1;
     *port = be16(val + 2) ^ 0x2112;
-    for (size_t i = 0; i < alen; i++) ip[i] = val[4 + i] ^ (i < 4 ? cookie[i] : txid[i - 4]);
+    /* Constant bounds: gcc -O3 misreads a loop to alen as overflowing ip. */
+    for (size_t i = 0; i < 4; i++) ip[i] = val[4 + i] ^ cookie[i];
+    if (alen == 16)
+      for (size_t i = 4; i < 16; i++) ip[i] = val[4 + i] ^ txid[i - 4];
     *iplen = alen;
     if (alen == 16 && memcmp(ip, v4_mapped, 12) == 0) {
       memmove(ip, ip + 12, 4);
