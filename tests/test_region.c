@@ -554,6 +554,15 @@ static void test_close_peer(void) {
   e2e_assert_ping_pong(m);
   cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_closed{reason=\"close_peer\"}"), 3);
   cr_assert(derpd_log_contains(&g_r.node[0], "no such client here"), "unknown key not logged");
+  /* A mesh peer sending ClosePeer in a loop: the log keeps to its budget
+   * (50 lines a second per shard), the requester stays. */
+  for (int i = 0; i < 500; i++) {
+    e2e_random_key(&unknown);
+    cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_CLOSE_PEER, unknown.b, DERP_KEY_LEN), 0);
+  }
+  e2e_assert_ping_pong(m);
+  int lines = count_in_log(&g_r.node[0], "ClosePeer");
+  cr_assert(lines <= 2 * 50 + 3, "%d ClosePeer log lines for 502 ClosePeer frames", lines);
 }
 
 /* derp-mesh, the operator's tool, against a real node: its watch output is

@@ -258,6 +258,42 @@ static void test_presence_flood(void) {
   close(f.lfd);
 }
 
+/* A node that sends frames too short for their type (PeerPresent, PeerGone,
+ * Restarting) and Health and Restarting in a loop: the short ones are
+ * dropped as derper's client drops them, the link stays up (one dial), what
+ * comes after is applied, and the log gets a line per 10 s, not per frame. */
+static void test_odd_frames(void) {
+  struct fake_node f = fake_node_linked("");
+  struct region *r = &g_r;
+  static uint8_t buf[4000 * 16 + 64];
+  size_t n = 0;
+  const uint8_t short_types[] = {DERP_FRAME_PEER_PRESENT, DERP_FRAME_PEER_GONE, DERP_FRAME_RESTARTING};
+  for (size_t i = 0; i < sizeof short_types; i++) {
+    derp_frame_put_header(buf + n, short_types[i], 3);
+    memcpy(buf + n + 5, "abc", 3);
+    n += 8;
+  }
+  for (int i = 0; i < 2000; i++) {
+    n += derp_enc_health(buf + n, sizeof buf - n, "bad");
+    n += derp_enc_restarting(buf + n, sizeof buf - n, 1000, 30000);
+  }
+  derp_key k2;
+  e2e_random_key(&k2);
+  derp_frame_put_header(buf + n, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN);
+  memcpy(buf + n + 5, k2.b, DERP_KEY_LEN);
+  n += 5 + DERP_KEY_LEN;
+  cr_assert(n <= sizeof buf);
+  cr_assert_eq(raw_write_all(f.fd, buf, n), 0);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 2, 5000), 2,
+               "the PeerPresent after the odd frames was not applied");
+  cr_assert_eq(derpd_varz(&r->node[0], "derpd_unknown_frames"), 3, "the short frames were not dropped and counted");
+  cr_assert_eq(derpd_varz(&r->node[0], "derpd_conn_closed{reason=\"bad_frame_length\"}"), 0, "the link was cut");
+  int lines = count_in_log(&r->node[0], "the node sent");
+  cr_assert(lines >= 1 && lines <= 2, "%d log lines for 4000 Health and Restarting frames", lines);
+  close(f.fd);
+  close(f.lfd);
+}
+
 int main(int argc, char **argv) {
   e2e_test_init();
   static const struct mini_test tests[] = {
@@ -266,6 +302,7 @@ int main(int argc, char **argv) {
       {"delete_other", test_delete_other},
       {"hung_link", test_hung_link},
       {"presence_flood", test_presence_flood},
+      {"odd_frames", test_odd_frames},
   };
   return mini_run(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL, region_teardown);
 }

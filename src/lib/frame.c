@@ -58,6 +58,22 @@ static bool server_limit(uint8_t type, struct limit *l) {
   }
 }
 
+/* Derper's client drops these from a server when too short ("[unexpected]
+ * dropping short ... frame") and reads on; the handshake's frames (ServerKey,
+ * ServerInfo) still fail it, and a client's short frame still closes it
+ * (derper's server). */
+static bool short_server_frame_skips(uint8_t type) {
+  switch (type) {
+  case DERP_FRAME_RECV_PACKET:
+  case DERP_FRAME_PEER_GONE:
+  case DERP_FRAME_PEER_PRESENT:
+  case DERP_FRAME_PING:
+  case DERP_FRAME_PONG:
+  case DERP_FRAME_RESTARTING: return true;
+  default: return false;
+  }
+}
+
 enum derp_frame_verdict derp_frame_check(enum derp_frame_dir dir, uint8_t type, uint32_t len) {
   struct limit l;
   bool known = dir == DERP_FROM_CLIENT ? client_limit(type, &l) : server_limit(type, &l);
@@ -66,6 +82,8 @@ enum derp_frame_verdict derp_frame_check(enum derp_frame_dir dir, uint8_t type, 
    * buffers. A client reading a server keeps a bound. */
   if (!known)
     return dir == DERP_FROM_CLIENT || len <= DERP_MAX_UNKNOWN_FRAME ? DERP_FRAME_SKIP : DERP_FRAME_REJECT;
+  if (len < l.min && dir == DERP_FROM_SERVER && short_server_frame_skips(type))
+    return DERP_FRAME_SKIP;
   return len >= l.min && len <= l.max ? DERP_FRAME_DELIVER : DERP_FRAME_REJECT;
 }
 

@@ -256,13 +256,15 @@ static void close_peer(struct shard *sh, struct pkt *m) {
   char key[DERP_KEY_STRLEN];
   derp_key_format(&m->dst, key);
   struct peer *p = relay_peer(sh, &m->dst, m->hash);
+  /* Within the shard's log budget: a mesh peer sending ClosePeer in a loop
+   * must not flood the log. */
   if (!p) {
-    log_info("shard %d: ClosePeer %s: no such client here; ignored", sh->id, key);
+    if (shard_log_allowed(sh)) log_info("shard %d: ClosePeer %s: no such client here; ignored", sh->id, key);
     pkt_free(sh, m);
     return;
   }
-  log_info("shard %d: ClosePeer %s: closing %u connection%s", sh->id, key, p->nconns,
-           p->nconns == 1 ? "" : "s");
+  if (shard_log_allowed(sh))
+    log_info("shard %d: ClosePeer %s: closing %u connection%s", sh->id, key, p->nconns, p->nconns == 1 ? "" : "s");
   /* Ended in order, as derper's Close does (TLS close_notify, a WebSocket
    * close); each conn unlinks itself from p once its goodbye is written
    * (a stuck one at its write timeout). */

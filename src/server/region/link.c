@@ -59,6 +59,8 @@ struct link {
   struct conn *c;
   struct pkt *down;                  /* while c is up: a MSG_LINK_DOWN per shard,
                                         made at adoption so the drop is never lost */
+  int64_t note_ms;                   /* the last Health/Restarting line logged */
+  uint32_t notes_quiet;              /* such frames not logged since (NOTE_MS) */
   /* Metrics: single writer each (shard: up, drops, pkts, bytes; dialler: dials). */
   _Atomic int64_t up, dials, drops, pkts, bytes;
 };
@@ -358,6 +360,26 @@ static void presence(struct conn *c, const struct derp_frame *f, bool present) {
   shard_send_ctrl(sh, owner_of(sh->srv, m->hash), m);
 }
 
+/* Health and Restarting from the node: said in the log, at most one line
+ * per link per NOTE_MS (a node that sends them in a loop must not flood the
+ * log); the line counts those not said since the last. */
+#define NOTE_MS 10000
+static void note_frame(struct shard *sh, struct link *l, const struct derp_frame *f) {
+  if (l->note_ms && sh->now_ms - l->note_ms < NOTE_MS) {
+    l->notes_quiet++;
+    return;
+  }
+  char more[64] = "";
+  if (l->notes_quiet) snprintf(more, sizeof more, " (and %u more not logged)", l->notes_quiet);
+  if (f->type == DERP_FRAME_HEALTH)
+    log_info("mesh: link to %s: the node sent Health: \"%.*s\"%s", l->e.label, f->len > 200 ? 200 : (int)f->len,
+             (const char *)f->payload, more);
+  else
+    log_info("mesh: link to %s: the node sent Restarting%s", l->e.label, more);
+  l->note_ms = sh->now_ms;
+  l->notes_quiet = 0;
+}
+
 int link_frame(struct conn *c, const struct derp_frame *f) {
   c->link_ping_out = 0; /* any frame shows the node is alive */
   struct link *hl = link_of(c);
@@ -374,11 +396,9 @@ int link_frame(struct conn *c, const struct derp_frame *f) {
     return 0;
   }
   case DERP_FRAME_RESTARTING:
-  case DERP_FRAME_HEALTH: {
-    struct link *l = link_of(c);
-    log_info("mesh: link to %s: the node sent %s", l ? l->e.label : "?", derp_frame_type_name(f->type));
+  case DERP_FRAME_HEALTH:
+    if (hl) note_frame(c->sh, hl, f);
     return 0;
-  }
   default:
     return 0; /* KeepAlive, Pong, RecvPacket for our server key: nothing to do */
   }
