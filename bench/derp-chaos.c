@@ -445,10 +445,10 @@ static bool garbage_one(int k, char *err, size_t errlen) {
     if (k == G_RANDOM) {
       n = 64 + (size_t)(random() % 448);
       for (size_t i = 0; i < n; i++) b[i] = (uint8_t)random();
-      /* Not a TLS record header (second byte 3: major version 3), which one
-       * time in about a thousand would declare a record longer than what
-       * follows: that is a slow handshake, not garbage, and a TLS node
-       * rightly waits for it until its handshake timeout (10 s). */
+      /* Not a TLS record header (second byte 3: major version 3): with a
+       * handshake or alert type that is a slow handshake, not garbage, and a
+       * TLS node rightly waits for the record it declares until its
+       * handshake timeout (10 s); with any other type derpd closes at once. */
       if (b[1] == 3) b[1] = 4;
     } else {
       static const char *const reqs[] = {"BREW /derp HTCPCP/1.0\r\n\r\n",

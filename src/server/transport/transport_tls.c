@@ -78,6 +78,7 @@ struct tls_conn {
   bool done;               /* handshake complete */
   bool failed;             /* fatal error: the alert is on its way, then close */
   bool ktls_tried;         /* the RX switch was decided (installed or not) */
+  bool first_seen;         /* the first record's header was looked at */
   uint16_t ktls_version;   /* with TLS_RX in the kernel: TLS_1_x_VERSION */
 };
 
@@ -261,9 +262,26 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
   return -1;
 }
 
+/* As Go's server: a first record with TLS's major version that is neither a
+ * handshake nor an alert is no TLS client. BoringSSL would wait for the
+ * whole record its header declares, so garbage such as `45 03 01 10 00`
+ * held the conn until the handshake timeout; derper closes it at once.
+ * (Plain HTTP, an SSLv2 hello and other versions fail in BoringSSL at once.) */
+static bool first_record_plausible(struct tls_conn *t, const uint8_t *p, size_t n) {
+  if (t->first_seen || t->done || n < 2) return true;
+  t->first_seen = true;
+  return p[1] != 3 || p[0] == 21 || p[0] == 22;
+}
+
 static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
   struct tls_conn *t = c->xp_state;
   if (t->failed) return 0; /* the alert is on its way; ignore the rest */
+  if (!first_record_plausible(t, p, n)) {
+    t->failed = true;
+    out_free(t);
+    conn_close(c, CLOSE_tls, "first record does not look like a TLS handshake");
+    return -1;
+  }
   t->in = p;
   t->in_len = n;
   int rc = 0;
