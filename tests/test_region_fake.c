@@ -259,8 +259,9 @@ static void test_presence_flood(void) {
 }
 
 /* A node that sends frames too short for their type (PeerPresent, PeerGone,
- * Restarting) and Health and Restarting in a loop: the short ones are
- * dropped as derper's client drops them, the link stays up (one dial), what
+ * Restarting), longer than today's (fields a newer server might append), and
+ * Health and Restarting in a loop: the short ones are dropped and the long
+ * ones read from the front, as derper's client does; the link stays up, what
  * comes after is applied, and the log gets a line per 10 s, not per frame. */
 static void test_odd_frames(void) {
   struct fake_node f = fake_node_linked("");
@@ -277,15 +278,29 @@ static void test_odd_frames(void) {
     n += derp_enc_health(buf + n, sizeof buf - n, "bad");
     n += derp_enc_restarting(buf + n, sizeof buf - n, 1000, 30000);
   }
-  derp_key k2;
+  derp_key k2, k3;
   e2e_random_key(&k2);
+  e2e_random_key(&k3);
   derp_frame_put_header(buf + n, DERP_FRAME_PEER_PRESENT, DERP_KEY_LEN);
   memcpy(buf + n + 5, k2.b, DERP_KEY_LEN);
   n += 5 + DERP_KEY_LEN;
+  /* Long ones: k3 present in 600 bytes, then gone in 65, then Restarting in 100. */
+  derp_frame_put_header(buf + n, DERP_FRAME_PEER_PRESENT, 600);
+  memcpy(buf + n + 5, k3.b, DERP_KEY_LEN);
+  n += 5 + 600;
   cr_assert(n <= sizeof buf);
   cr_assert_eq(raw_write_all(f.fd, buf, n), 0);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 3, 5000), 3,
+               "the PeerPresent frames after the odd frames were not applied");
+  n = 0;
+  derp_frame_put_header(buf + n, DERP_FRAME_PEER_GONE, 65);
+  memcpy(buf + n + 5, k3.b, DERP_KEY_LEN);
+  n += 5 + 65;
+  derp_frame_put_header(buf + n, DERP_FRAME_RESTARTING, 100);
+  n += 5 + 100;
+  cr_assert_eq(raw_write_all(f.fd, buf, n), 0);
   cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 2, 5000), 2,
-               "the PeerPresent after the odd frames was not applied");
+               "the long PeerGone was not applied");
   cr_assert_eq(derpd_varz(&r->node[0], "derpd_unknown_frames"), 3, "the short frames were not dropped and counted");
   cr_assert_eq(derpd_varz(&r->node[0], "derpd_conn_closed{reason=\"bad_frame_length\"}"), 0, "the link was cut");
   int lines = count_in_log(&r->node[0], "the node sent");

@@ -35,25 +35,28 @@ static bool client_limit(uint8_t type, struct limit *l) {
   }
 }
 
-/* Limits for frames a server sends (a client reads them). Upper bounds leave
- * room for fields newer servers append (ServerKey, PeerGone, PeerPresent and
- * Restarting all grew or may grow trailing bytes); client-only types coming
- * from a server are skipped like unknown ones, for the same reason as above. */
+/* Limits for frames a server sends (a client reads them). derper's client
+ * takes any frame up to 1 MiB and reads the fields it knows from the front,
+ * ignoring what follows (ServerKey, PeerGone, PeerPresent and Restarting all
+ * grew trailing bytes over the years), so the control frames' upper bound is
+ * the unknown-frame bound (64 KiB + 64: one assembly buffer at most, as a
+ * RecvPacket needs), not their present size; client-only types coming from a
+ * server are skipped like unknown ones, for the same reason as above. */
+#define TAIL DERP_MAX_UNKNOWN_FRAME
 static bool server_limit(uint8_t type, struct limit *l) {
   switch (type) {
   case DERP_FRAME_SERVER_KEY: *l = (struct limit){DERP_MAGIC_LEN + KEY, 1024}; return true;
   case DERP_FRAME_SERVER_INFO: *l = (struct limit){DERP_NONCE_LEN + 16, 64 * 1024}; return true;
   case DERP_FRAME_RECV_PACKET: *l = (struct limit){KEY, KEY + DERP_MAX_PACKET}; return true;
-  case DERP_FRAME_KEEP_ALIVE: *l = (struct limit){0, 64}; return true;
-  /* key + optional reason byte; slack for future fields. */
-  case DERP_FRAME_PEER_GONE: *l = (struct limit){KEY, 64}; return true;
-  /* key (32) [+ ip16 + port2 (50)] [+ flags1 (51, v1.70+)]; fields a newer
-   * server may append are left to newer readers (derp_peer_present_parse). */
-  case DERP_FRAME_PEER_PRESENT: *l = (struct limit){KEY, 512}; return true;
+  case DERP_FRAME_KEEP_ALIVE: *l = (struct limit){0, TAIL}; return true;
+  /* key + optional reason byte */
+  case DERP_FRAME_PEER_GONE: *l = (struct limit){KEY, TAIL}; return true;
+  /* key (32) [+ ip16 + port2 (50)] [+ flags1 (51, v1.70+)] (derp_peer_present_parse) */
+  case DERP_FRAME_PEER_PRESENT: *l = (struct limit){KEY, TAIL}; return true;
   case DERP_FRAME_PING:
-  case DERP_FRAME_PONG: *l = (struct limit){DERP_PING_MIN, DERP_PING_MAX}; return true;
+  case DERP_FRAME_PONG: *l = (struct limit){DERP_PING_MIN, TAIL}; return true;
   case DERP_FRAME_HEALTH: *l = (struct limit){0, 64 * 1024}; return true;
-  case DERP_FRAME_RESTARTING: *l = (struct limit){8, 64}; return true;
+  case DERP_FRAME_RESTARTING: *l = (struct limit){8, TAIL}; return true;
   default: return false;
   }
 }
