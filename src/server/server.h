@@ -131,6 +131,10 @@ struct hs_state;
  * shard; a conn holds one only while a send is in flight. */
 #define SEND_IOV_MAX 64
 #define SEND_BYTES_MAX (256 * 1024)
+/* A WebSocket frame larger than one message goes as at most this many
+ * (conn_send.c): 4 x 32 KiB, above any DERP frame. */
+#define WS_SPLIT_MAX 4
+
 struct send_ctx {
   struct send_ctx *next_free;
   struct pkt *pkts;        /* frames in this send, in order, one per iovec
@@ -140,8 +144,8 @@ struct send_ctx {
   int nhdr;                /* leading iovecs with no pkt: the WebSocket header */
   bool split;              /* WebSocket: one frame in WS_SPLIT_MAX messages at most,
                               a header before each chunk; the pkt ends with the last iovec */
-  uint8_t ws_hdr[4][10];   /* WebSocket conn: the batch's binary message header
-                              ([0]), or one per chunk of a split frame */
+  uint8_t ws_hdr[WS_SPLIT_MAX][10]; /* WebSocket conn: the batch's binary message
+                              header ([0]), or one per chunk of a split frame */
   struct iovec iov[SEND_IOV_MAX];
 };
 

@@ -56,7 +56,7 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
 }
 
 void conn_close_after_send(struct conn *c, enum close_reason why) {
-  if (c->ws && !c->close_after_send) ws_conn_goodbye(c, why == CLOSE_shutdown);
+  if (!c->close_after_send) ws_conn_goodbye(c, why == CLOSE_shutdown); /* a no-op unless WebSocket */
   c->close_reason = (uint8_t)why;
   c->close_after_send = 1;
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
@@ -217,7 +217,6 @@ static struct pkt *next_out(struct conn *c) {
  * goes alone, cut into several messages, which wsconn reads as one byte
  * stream, as it does the frames of a batch. */
 #define WS_MSG_MAX 32768
-#define WS_SPLIT_MAX 4 /* sizeof ws_hdr / sizeof ws_hdr[0]: 128 KiB, above any DERP frame */
 
 static void build_ws_split(struct send_ctx *x, struct pkt *p) {
   for (uint32_t off = 0, k = 0; off < p->len; off += WS_MSG_MAX, k++) {
@@ -324,7 +323,6 @@ void conn_flush(struct conn *c) {
   const struct pkt *first = peek_out(c);
   bool wire = first->wire, ws_raw = first->ws_raw;
   static_assert(2 * WS_SPLIT_MAX <= SEND_IOV_MAX, "a split frame fits one send");
-  static_assert(sizeof x->ws_hdr / sizeof x->ws_hdr[0] == WS_SPLIT_MAX, "a header per chunk");
   if (c->ws && !ws_raw && !wire) {
     if (first->len > WS_MSG_MAX && first->len <= (uint32_t)WS_SPLIT_MAX * WS_MSG_MAX)
       build_ws_split(x, next_out(c));
@@ -379,9 +377,11 @@ static void advance_send(struct conn *c, size_t res) {
   struct shard *sh = c->sh;
   while (x->first < x->niov && res >= x->iov[x->first].iov_len) {
     res -= x->iov[x->first].iov_len;
-    /* NULL when the transport wrapped the batch; none for a WebSocket
-     * header; a split frame's pkt with its last chunk */
-    struct pkt *p = x->split ? (x->first == x->niov - 1 ? x->pkts : NULL) : x->first >= x->nhdr ? x->pkts : NULL;
+    /* An iovec ends a pkt unless it is the batch's WebSocket header or a
+     * split frame's header or chunk before its last (x->pkts is NULL once
+     * the transport wrapped the batch). */
+    bool ends_pkt = x->first >= x->nhdr && (!x->split || x->first == x->niov - 1);
+    struct pkt *p = ends_pkt ? x->pkts : NULL;
     if (p) {
       x->pkts = p->next;
       sent(sh, p);

@@ -162,9 +162,14 @@ static bool send_key_msg(struct shard *sh, struct pkt *m) {
 /* PeerGone(key about, reason) for the holder of the key hashed to_hash.
  * PeerGone(disconnected) comes in bursts (a client that talked to thousands
  * of keys leaves; a node leaves the region and with it all its keys) and
- * must not be lost to a full ring: it waits in the outbox. PeerGone(not
- * here) answers a sender's packets, limited per sender, and may be dropped. */
+ * must not be lost to a full ring: it waits in the outbox. A stopping node
+ * sends none: its clients hear Restarting, not that the clients it closed
+ * first, or the remote keys its links dropped, are gone (derper, stopping,
+ * says nothing). PeerGone(not here) answers a sender's packets, limited per
+ * sender, and may be dropped. */
 void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason) {
+  if (reason == DERP_PEER_GONE_DISCONNECTED && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
+    return;
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
   if (!m) return;
   m->len = (uint32_t)derp_enc_peer_gone(m->data, m->cap, about, reason);
@@ -196,10 +201,7 @@ void relay_unregister(struct conn *c) {
     return;
   }
   p->active = NULL;
-  /* A stopping node tells its clients Restarting, not that the clients
-   * whose conns it closed first are gone (derper, stopping, says nothing). */
-  bool stopping = atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed);
-  if (!stopping && !forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
+  if (!forward_keep_contacts(sh, &p->key, p->hash, &p->sent_to)) notify_gone(sh, p);
   STAT_ADD(&sh->stats, sent_to_keys, -(int64_t)p->sent_to.n);
   derp_key k = p->key;
   uint64_t h = p->hash;

@@ -99,10 +99,8 @@ static void remote_unlink(struct fwd_shard *t, struct remote *r) {
 
 /* K is in no forwarder's list any more: if no local conn holds it either,
  * it left the region; whoever here sent to it hears PeerGone. */
+/* (Not while this node stops: relay_peer_gone sends no PeerGone then.) */
 static void gone_from_region(struct shard *sh, struct remote *r) {
-  /* This node is stopping (its links close first): its clients are told
-   * Restarting, not that every remote key left, as derper tells them. */
-  if (atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed)) return;
   struct peer *p = relay_peer(sh, &r->key, r->hash);
   if (p && p->active) { /* it moved here: its contacts hear when it leaves this node */
     relay_keep_contacts(sh, p, &r->contacts);

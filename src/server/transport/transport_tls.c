@@ -268,9 +268,9 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
  * held the conn until the handshake timeout; derper closes it at once.
  * (Plain HTTP, an SSLv2 hello and other versions fail in BoringSSL at once.) */
 static bool first_record_plausible(struct tls_conn *t, const uint8_t *p, size_t n) {
-  if (t->first_seen || t->done || n < 2) return true;
-  t->first_seen = true;
-  return p[1] != 3 || p[0] == 21 || p[0] == 22;
+  if (t->first_seen || t->done) return true;
+  t->first_seen = true; /* a later input's first bytes are not the stream's */
+  return n < 2 || p[1] != 3 || p[0] == 21 || p[0] == 22;
 }
 
 static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
