@@ -113,7 +113,7 @@ static void exec_child(const struct derpd_proc *p, char **argv, pid_t parent) {
   dup2(log, 2);
   /* Criterion's pipes must not stay open in the server. */
   close_range(3, ~0U, 0);
-  execv(argv[0], argv);
+  execvp(argv[0], argv); /* DERPD_BIN may be a bare name, found in $PATH */
   fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
   _exit(127);
 }

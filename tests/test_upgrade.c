@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,10 +149,18 @@ Test(upgrade, retry_after_failed_upgrade, E2E) {
   derpd_copy("upgrade-retry", bin, cmd);
   e2e_start(&g_srv, 2, NULL);
   pid_t old = g_srv.pid;
+  /* In its place, a program that starts and exits before listening: the
+   * first attempt gets as far as the fork and the environment. */
   unlink(bin);
+  FILE *f = fopen(bin, "w");
+  cr_assert_not_null(f);
+  fputs("#!/bin/sh\nexit 3\n", f);
+  fclose(f);
+  cr_assert_eq(chmod(bin, 0755), 0);
   cr_assert_eq(kill(old, SIGUSR2), 0);
   for (int i = 0; i < 100 && !derpd_log_contains(&g_srv, "this process serves on"); i++) e2e_sleep_ms(50);
-  cr_assert(derpd_log_contains(&g_srv, "exited with status 127 before listening"), "the first attempt's end");
+  cr_assert(derpd_log_contains(&g_srv, "exited with status 3 before listening"), "the first attempt's end");
+  unlink(bin);
   cr_assert_eq(system(cmd), 0); /* the binary is back */
   cr_assert_eq(kill(old, SIGUSR2), 0);
   int status = -1;
@@ -168,6 +177,38 @@ Test(upgrade, retry_after_failed_upgrade, E2E) {
   cr_assert(!derpd_log_contains(&g_srv, "not used"), "an inherited socket was closed as unused");
   cr_assert(!derpd_log_contains(&g_srv, "listed twice"), "a socket was passed twice");
   cr_assert_eq(derpd_varz(&g_srv, "derpd_accept_errors"), 0, "the new process's accepts fail");
+  g_srv.pid = 0;
+}
+
+/* derpd started by a bare name from $PATH (as a shell or a service manager
+ * may start it): the upgrade finds the binary in $PATH again, before its
+ * fork, and the new process takes over. */
+Test(upgrade, bare_name_found_in_path, E2E) {
+  char dir[128], bin[300], cmd[700], path[4096];
+  snprintf(dir, sizeof dir, "/tmp/derpd-path-%d", (int)getpid());
+  cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST);
+  snprintf(bin, sizeof bin, "%s/derpd-bare", dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", e2e_derpd_bin(), bin);
+  cr_assert_eq(system(cmd), 0);
+  const char *old_path = getenv("PATH");
+  snprintf(path, sizeof path, "/nonexistent-dir::%s:%s", dir, old_path ? old_path : "/usr/bin:/bin");
+  setenv("PATH", path, 1);
+  setenv("DERPD_BIN", "derpd-bare", 1);
+  e2e_start(&g_srv, 1, NULL);
+  pid_t old = g_srv.pid;
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  int status = -1;
+  int waited = derpd_wait(&g_srv, 15000, &status);
+  unlink(bin);
+  rmdir(dir);
+  cr_assert_eq(waited, 0, "the old process did not exit: %s",
+               derpd_log_contains(&g_srv, "no such executable") ? "binary not found" : "?");
+  cr_assert_eq(status, 0);
+  cr_assert(derpd_log_contains(&g_srv, bin), "the upgrade did not start the file found in PATH");
+  g_new_pid = derpd_new_pid(&g_srv, old);
+  cr_assert(g_new_pid > 0, "no new process in the log");
+  g_srv.pid = g_new_pid;
+  e2e_assert_ping_pong(e2e_client(&g_srv, NULL, false));
   g_srv.pid = 0;
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,7 +191,39 @@ static char **child_environ(char *fds, char *ready) {
   return e;
 }
 
+/* The file to exec, found before fork: execvp's PATH search may allocate,
+ * which a child of a threaded process must not. argv[0] with a slash is
+ * taken as it is (a path relative to the cwd, as execvp takes it); a bare
+ * name is looked up in $PATH (default "/bin:/usr/bin"), the first regular
+ * executable file winning. The file is read again at each upgrade, so a
+ * binary replaced in place is the one started. 0, or -1 if none. */
+static int exec_path(const char *arg0, char *out, size_t cap) {
+  if (strchr(arg0, '/')) {
+    int n = snprintf(out, cap, "%s", arg0);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+  }
+  const char *path = getenv("PATH");
+  if (!path || !*path) path = "/bin:/usr/bin";
+  for (const char *d = path;; ) {
+    const char *end = strchr(d, ':');
+    size_t dl = end ? (size_t)(end - d) : strlen(d);
+    /* An empty entry is the cwd, as for execvp. */
+    int n = dl ? snprintf(out, cap, "%.*s/%s", (int)dl, d, arg0) : snprintf(out, cap, "%s", arg0);
+    struct stat st;
+    if (n >= 0 && (size_t)n < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
+        access(out, X_OK) == 0)
+      return 0;
+    if (!end) return -1;
+    d = end + 1;
+  }
+}
+
 int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child) {
+  char file[4096];
+  if (exec_path(argv[0], file, sizeof file) < 0) {
+    log_error("upgrade: %s: no such executable in PATH", argv[0]);
+    return -1;
+  }
   static char env[HANDOVER_ENV_MAX] = ENV_FDS "="; /* main thread only */
   const size_t pre = sizeof ENV_FDS; /* "DERPD_HANDOVER=": each attempt writes after it anew */
   if (build_env(set, env + pre, sizeof env - pre) < 0) {
@@ -219,7 +252,7 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the shards' blocked mask is not the new main's */
-    execvpe(argv[0], argv, envp);
+    execve(file, argv, envp);
     static const char msg[] = "derpd: upgrade: exec of the new binary failed\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
@@ -233,7 +266,7 @@ int handover_spawn(char *const argv[], const struct handover_set *set, int timeo
     close(p[0]);
     return -1;
   }
-  log_info("upgrade: started %s as pid %d; waiting for it to listen", argv[0], (int)pid);
+  log_info("upgrade: started %s as pid %d; waiting for it to listen", file, (int)pid);
   int64_t deadline = mono_ms() + timeout_ms;
   int rc = -1, status = 0;
   bool eof = false;

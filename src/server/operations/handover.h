@@ -36,8 +36,8 @@ struct handover_set {
   int nkinds;
   struct { const char *kind; int n; const int *fds; } k[HANDOVER_KINDS_MAX];
 };
-/* Old process: start the new derpd (execvp(argv[0], argv)) with the sockets,
- * wait up to timeout_ms for it to say it listens. 0 with *child = its pid, or
+/* Old process: start the new derpd (argv[0], found in $PATH as execvp
+ * would) with the sockets, wait up to timeout_ms for it to say it listens. 0 with *child = its pid, or
  * -1 after logging why (the new process, if any, was stopped; nothing
  * changed here). */
 int handover_spawn(char *const argv[], const struct handover_set *set, int timeout_ms, pid_t *child);
