@@ -1,8 +1,9 @@
 /* fake_mesh_server.c: a scripted DERP server for test_derp_mesh_tool.sh.
  *
- * derpd has no WatchConns / ClosePeer yet; this stands in for a mesh-capable
- * server so that derp-mesh and libderp's mesh frames are tested end to end
- * over a real socket. Plain TCP, one connection at a time, on 127.0.0.1.
+ * A mesh-capable server that answers with scripted edge cases (odd flags,
+ * unknown keys, a lost connection) on cue, so that derp-mesh and libderp's
+ * mesh frames are tested end to end over a real socket; test region_tool
+ * runs derp-mesh against derpd itself. Plain TCP, one connection at a time, on 127.0.0.1.
  *
  *   fake_mesh_server KEYFILE [close]
  *

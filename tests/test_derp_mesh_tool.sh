@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # derp-mesh, the operator's tool: --help, every usage error (exit 2 with a
 # message), connection failures (exit 1), and watch / close-peer against
-# fake_mesh_server, a scripted mesh-capable server (derpd has no WatchConns
-# yet): the exact text and JSON lines, --count, --timeout, the mesh key from
+# fake_mesh_server, a scripted mesh-capable server (it sends edge cases on
+# cue; region_tool covers derpd itself): the exact text and JSON lines, --count, --timeout, the mesh key from
 # the environment, a server that does not share the key, and a lost connection.
 set -euo pipefail
 
