@@ -105,6 +105,29 @@ Test(e2e_signals, sighup_storm_is_reloads, E2E) {
   cr_assert_eq(st, 0, "exit status %d after the SIGHUPs and SIGTERM", st);
 }
 
+/* A process frozen (SIGSTOP) for longer than the shards' 5 s stop budget
+ * while it drains a client that does not read: the freeze is not charged to
+ * the shards, and derpd exits 0 once it runs again (found by a chaos run,
+ * which froze a node in the middle of its stop). */
+Test(e2e_signals, frozen_during_stop_exits_0, E2E) {
+  e2e_start(&g_srv, 1, NULL);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  struct derp_client *b = e2e_client(&g_srv, NULL, false); /* never reads */
+  static uint8_t pkt[64 * 1024 - 1];
+  for (int i = 0; i < 96; i++)
+    cr_assert_eq(derp_client_send(a, derp_client_public_key(b), pkt, sizeof pkt), 0);
+  cr_assert_eq(kill(g_srv.pid, SIGTERM), 0);
+  e2e_sleep_ms(300); /* inside the drain: b's bytes are still queued */
+  cr_assert(derpd_alive(&g_srv), "derpd stopped before the freeze: nothing was left to drain");
+  cr_assert_eq(kill(g_srv.pid, SIGSTOP), 0);
+  e2e_sleep_ms(6000);
+  cr_assert_eq(kill(g_srv.pid, SIGCONT), 0);
+  int st = -1;
+  cr_assert_eq(derpd_wait(&g_srv, 10000, &st), 0, "derpd did not exit after SIGCONT");
+  cr_assert_eq(st, 0, "exit status %d after a freeze during the stop", st);
+  cr_assert(!derpd_log_contains(&g_srv, "did not stop"), "the freeze was charged to the shards");
+}
+
 /* SIGPIPE (sent, or raised by a write to a closed pipe) stops nothing. */
 Test(e2e_signals, sigpipe_is_ignored, E2E) {
   e2e_start(&g_srv, 1, NULL);
