@@ -565,6 +565,35 @@ static void test_close_peer(void) {
   cr_assert(lines <= 2 * 50 + 3, "%d ClosePeer log lines for 502 ClosePeer frames", lines);
 }
 
+/* ClosePeer of a client that stopped reading, with -tcp-write-timeout 0
+ * (no write deadline): its goodbye cannot be written, and the conn, with its
+ * key, still goes within the 5 s derper gives a close_notify; other clients
+ * are not held up meanwhile. */
+static void test_goodbye_bounded(void) {
+  g_node_extra = "-tcp-write-timeout 0";
+  region_up(1, false, false);
+  derp_privkey kp;
+  struct derp_client *k = client_on(0, &kp); /* never reads */
+  struct derp_client *a = client_on(0, NULL), *b = client_on(0, NULL);
+  static uint8_t pkt[64 * 1024 - 1];
+  for (int i = 0; i < 200; i++) cr_assert_eq(derp_client_send(a, derp_client_public_key(k), pkt, sizeof pkt), 0);
+  e2e_relay_check(a, b, 20); /* the floods are through: k's socket is full */
+  derp_privkey mp;
+  derp_key mpub;
+  derp_key_generate(&mp, &mpub);
+  struct derp_client *m = connect_as(0, &mp, mesh_key());
+  cr_assert_eq(derp_client_send_raw(m, DERP_FRAME_CLOSE_PEER, pub_of(&kp).b, DERP_KEY_LEN), 0);
+  int64_t t0 = e2e_now_ms();
+  const char *wt = "derpd_conn_closed{reason=\"write_timeout\"}";
+  cr_assert_eq(derpd_varz_eventually(&g_r.node[0], wt, 1, 9000), 1,
+               "the stuck conn of the closed key was not cut (-tcp-write-timeout 0)");
+  int64_t took = e2e_now_ms() - t0;
+  cr_assert(took >= 3000 && took <= 8000, "cut after %lld ms, not about 5 s", (long long)took);
+  e2e_relay_check(a, b, 20);
+  e2e_assert_ping_pong(m);
+  (void)k; /* closed by the teardown, as every client_on */
+}
+
 /* derp-mesh, the operator's tool, against a real node: its watch output is
  * the node's clients as they come and go, and close-peer closes one. */
 static bool file_has(const char *path, const char *s) {
@@ -691,6 +720,7 @@ int main(int argc, char **argv) {
       {"node_gone_burst", test_node_gone_burst}, {"stop_no_peer_gone", test_stop_no_peer_gone},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"close_peer", test_close_peer},
+      {"goodbye_bounded", test_goodbye_bounded},
       {"tool", test_tool},
       {"remote_bound", test_remote_bound},   {"stalled_mesh_peer", test_stalled_mesh_peer},
   };

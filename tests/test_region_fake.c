@@ -275,7 +275,8 @@ static void test_odd_frames(void) {
     n += 8;
   }
   for (int i = 0; i < 2000; i++) {
-    n += derp_enc_health(buf + n, sizeof buf - n, "bad");
+    /* The first is logged: its newline must not forge a log line. */
+    n += derp_enc_health(buf + n, sizeof buf - n, i ? "bad" : "bad\nERROR forged");
     n += derp_enc_restarting(buf + n, sizeof buf - n, 1000, 30000);
   }
   derp_key k2, k3;
@@ -305,6 +306,7 @@ static void test_odd_frames(void) {
   cr_assert_eq(derpd_varz(&r->node[0], "derpd_conn_closed{reason=\"bad_frame_length\"}"), 0, "the link was cut");
   int lines = count_in_log(&r->node[0], "the node sent");
   cr_assert(lines >= 1 && lines <= 2, "%d log lines for 4000 Health and Restarting frames", lines);
+  cr_assert_eq(count_in_log(&r->node[0], "bad\\x0aERROR forged"), 1, "the Health text was not escaped");
   close(f.fd);
   close(f.lfd);
 }

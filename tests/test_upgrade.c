@@ -180,6 +180,70 @@ Test(upgrade, retry_after_failed_upgrade, E2E) {
   g_srv.pid = 0;
 }
 
+/* A pids cgroup for the new process (v1's pids hierarchy, else v2's root):
+ * with room for few threads its admission workers cannot start, which fails
+ * it after its shards run, the late failure of a start. The path, or the
+ * test fails saying why. */
+static void pids_cgroup(char out[256], int max) {
+  const char *roots[] = {"/sys/fs/cgroup/pids", "/sys/fs/cgroup"};
+  for (int i = 0; i < 2; i++) {
+    char probe[300];
+    snprintf(probe, sizeof probe, "%s/cgroup.procs", roots[i]);
+    if (access(probe, W_OK) != 0) continue;
+    if (i == 1) { /* v2: pids must be enabled for children */
+      FILE *f = fopen("/sys/fs/cgroup/cgroup.subtree_control", "w");
+      if (f) { fputs("+pids", f); fclose(f); }
+    }
+    snprintf(out, 256, "%s/derpd-upgrade-%d", roots[i], (int)getpid());
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) continue;
+    snprintf(probe, sizeof probe, "%s/pids.max", out);
+    FILE *f = fopen(probe, "w");
+    if (f && fprintf(f, "%d\n", max) > 0 && fclose(f) == 0) return;
+    if (f) fclose(f);
+    rmdir(out);
+  }
+  cr_assert_fail("no writable pids cgroup (v1 /sys/fs/cgroup/pids or v2 /sys/fs/cgroup): "
+                 "this test needs root and cgroups");
+}
+
+/* The new process fails after its shards run (its admission workers cannot
+ * start): the sockets it inherited are the old process's too, and they
+ * must stay listening for it; a shutdown() of them in the failing process
+ * would leave the old one serving nobody. */
+Test(upgrade, late_failure_leaves_listeners, E2E) {
+  char bin[300], cmd[700], real[320], cg[256];
+  derpd_copy("upgrade-late", bin, cmd);
+  e2e_start(&g_srv, 1, "-verify-client-url http://127.0.0.1:9/ -admission-workers 32");
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  pids_cgroup(cg, 4);
+  snprintf(real, sizeof real, "%s.real", bin);
+  cr_assert_eq(rename(bin, real), 0);
+  FILE *f = fopen(bin, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "#!/bin/sh\necho $$ > %s/cgroup.procs || exit 9\nexec %s \"$@\"\n", cg, real);
+  fclose(f);
+  cr_assert_eq(chmod(bin, 0755), 0);
+  cr_assert_eq(kill(g_srv.pid, SIGUSR2), 0);
+  for (int i = 0; i < 200 && !derpd_log_contains(&g_srv, "this process serves on"); i++) e2e_sleep_ms(50);
+  unlink(bin);
+  unlink(real);
+  for (int i = 0; i < 50 && rmdir(cg) != 0; i++) e2e_sleep_ms(20); /* empty once the child is reaped */
+  cr_assert(derpd_log_contains(&g_srv, "this process serves on"), "the new process did not fail");
+  cr_assert(derpd_log_contains(&g_srv, "cannot start worker"), "it failed, but not late (admission workers)");
+  cr_assert(derpd_alive(&g_srv));
+  for (int i = 0; i < 5; i++) {
+    char err[256] = "";
+    derp_privkey priv;
+    derp_key pub;
+    derp_key_generate(&priv, &pub);
+    struct derp_client *c = derpd_client(&g_srv, &priv, false, err, sizeof err);
+    cr_assert_not_null(c, "connection %d after the failed upgrade: %s", i, err);
+    e2e_assert_ping_pong(c);
+    derp_client_close(c);
+  }
+  e2e_assert_ping_pong(a);
+}
+
 /* derpd started by a bare name from $PATH (as a shell or a service manager
  * may start it): the upgrade finds the binary in $PATH again, before its
  * fork, and the new process takes over. */

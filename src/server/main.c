@@ -279,6 +279,15 @@ static void shutdown_shards(struct server *s) {
   }
 }
 
+/* A start that fails once the shards run: sockets inherited in a live
+ * upgrade are the old process's too, and it serves on them. Stop as the old
+ * process does in an upgrade (cancel the accepts): a shutdown() would take
+ * the shared sockets out of listening for both processes. */
+static void stop_failed_start(struct server *s) {
+  if (handover_active()) atomic_store(&s->handover, true);
+  shutdown_shards(s);
+}
+
 static void free_server(struct server *s) {
   drain_rings(s);
   for (int i = 0; i < s->nshards; i++) {
@@ -560,7 +569,7 @@ int main(int argc, char **argv) {
   pthread_barrier_t bar;
   pthread_barrier_init(&bar, NULL, (unsigned)s->nshards + 1);
   if (start_shards(s, &bar) != 0) {
-    shutdown_shards(s);
+    stop_failed_start(s);
     return 1;
   }
   log_info("derpd: listening on %s%s%s:%u (%s, %d shard%s, max %d conns)",
@@ -577,7 +586,7 @@ int main(int argc, char **argv) {
              strchr(s->cfg.metrics_host, ':') ? "]" : "", pm);
   log_info("derpd: pid %d", (int)getpid());
   if (admission_start(s) != 0) {
-    shutdown_shards(s);
+    stop_failed_start(s);
     return 1;
   }
   service_ready(s); /* READY=1 (after a live upgrade, MAINPID= too) before the old process stops */

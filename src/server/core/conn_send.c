@@ -55,10 +55,36 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
   return true;
 }
 
+/* A goodbye is bounded even where writes are not (-tcp-write-timeout 0): a
+ * client that stopped reading would otherwise keep its conn, and its key,
+ * for ever after a ClosePeer. derper's Close gives its close_notify 5 s.
+ * With that flag at 0 wr_fifo holds only these, all GOODBYE_MS: still in
+ * deadline order. Armed here for a send already stuck; submit_send re-arms
+ * at each send of the goodbye. */
+#define GOODBYE_MS 5000
+static int64_t write_timeout_ms(const struct conn *c) {
+  int64_t wt = c->is_link   ? LINK_WRITE_TIMEOUT_MS
+               : c->is_mesh ? MESH_WRITE_TIMEOUT_MS
+                            : c->sh->srv->cfg.tcp_write_timeout_ms;
+  return wt > 0 || !c->close_after_send ? wt : GOODBYE_MS;
+}
+
+static void arm_goodbye(struct conn *c) {
+  if (c->state != CS_ESTABLISHED || c->is_link || c->is_mesh || c->sh->srv->cfg.tcp_write_timeout_ms > 0 ||
+      list_linked(&c->dl_node))
+    return;
+  c->deadline_ms = c->sh->now_ms + GOODBYE_MS;
+  list_add_tail(&c->sh->wr_fifo, &c->dl_node);
+}
+
+/* The first reason stands: a WebSocket client's echo of our close frame
+ * (websocket_close) must not recount a stop or a ClosePeer. */
 void conn_close_after_send(struct conn *c, enum close_reason why) {
-  if (!c->close_after_send) ws_conn_goodbye(c, why == CLOSE_shutdown); /* a no-op unless WebSocket */
+  if (c->close_after_send) return;
+  ws_conn_goodbye(c, why == CLOSE_shutdown); /* a no-op unless WebSocket */
   c->close_reason = (uint8_t)why;
   c->close_after_send = 1;
+  arm_goodbye(c);
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
 }
 
@@ -248,9 +274,7 @@ static void submit_send(struct conn *c, bool fresh, size_t wrote) {
    * client's ForwardPacket); each in a FIFO of its own, so that each FIFO
    * stays ordered by deadline. */
   struct shard *sh = c->sh;
-  int64_t wt = c->is_link   ? LINK_WRITE_TIMEOUT_MS
-               : c->is_mesh ? MESH_WRITE_TIMEOUT_MS
-                            : sh->srv->cfg.tcp_write_timeout_ms;
+  int64_t wt = write_timeout_ms(c);
   if (c->state == CS_ESTABLISHED && wt > 0 && (fresh || wrote >= SEND_PROGRESS_MIN)) {
     c->deadline_ms = sh->now_ms + wt;
     list_move_tail(c->is_link ? &sh->link_wr_fifo : c->is_mesh ? &sh->mesh_wr_fifo : &sh->wr_fifo, &c->dl_node);

@@ -67,6 +67,11 @@ static void read_env(void) {
     int idx = 0;
     for (char *f = strtok_r(eq + 1, ",", &save2); f; f = strtok_r(NULL, ",", &save2)) {
       int fd = atoi(f);
+      if (listed(fd)) { /* once only: a second entry would be closed as unused under its owner */
+        log_warn("handover: %s fd %d listed twice; the second ignored", part, fd);
+        idx++;
+        continue;
+      }
       if (fd >= 3 && g_nin == HANDOVER_FDS_MAX && valid_listener(fd)) {
         /* No room (the old process passed more than it may): closed, so no
          * socket stays in a port's group with nobody reading it. */
@@ -77,11 +82,6 @@ static void read_env(void) {
       }
       if (fd < 3 || !valid_listener(fd)) {
         log_warn("handover: %s fd %s is not a listening socket; ignored", part, f);
-        idx++;
-        continue;
-      }
-      if (listed(fd)) { /* once only: a second entry would be closed as unused under its owner */
-        log_warn("handover: %s fd %d listed twice; the second ignored", part, fd);
         idx++;
         continue;
       }

@@ -371,9 +371,19 @@ static void note_frame(struct shard *sh, struct link *l, const struct derp_frame
   }
   char more[64] = "";
   if (l->notes_quiet) snprintf(more, sizeof more, " (and %u more not logged)", l->notes_quiet);
-  if (f->type == DERP_FRAME_HEALTH)
-    log_info("mesh: link to %s: the node sent Health: \"%.*s\"%s", l->e.label, f->len > 200 ? 200 : (int)f->len,
-             (const char *)f->payload, more);
+  if (f->type == DERP_FRAME_HEALTH) {
+    /* The node's text, up to 200 bytes, with anything outside printable
+     * ASCII (a newline would forge a log line) as \xNN. */
+    char text[200 * 4 + 1];
+    size_t o = 0;
+    for (uint32_t i = 0; i < f->len && i < 200; i++) {
+      uint8_t ch = f->payload[i];
+      if (ch >= 0x20 && ch < 0x7f && ch != '\\') text[o++] = (char)ch;
+      else o += (size_t)snprintf(text + o, sizeof text - o, "\\x%02x", ch);
+    }
+    text[o] = 0;
+    log_info("mesh: link to %s: the node sent Health: \"%s\"%s", l->e.label, text, more);
+  }
   else
     log_info("mesh: link to %s: the node sent Restarting%s", l->e.label, more);
   l->note_ms = sh->now_ms;
