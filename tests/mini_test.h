@@ -33,7 +33,7 @@ struct mini_test {
   void (*fn)(void);
 };
 
-/* Runs every test whose name contains filter (NULL = all; a filter that
+/* Runs the test named filter exactly (NULL = all; a name that
  * matches none fails); teardown runs after each test, passed or failed, and
  * fails the test by returning nonzero. Returns 0 if all passed, else 1. */
 int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*teardown)(void));
@@ -71,7 +71,7 @@ static int mini_run_one(void (*fn)(void)) {
 int mini_run(const struct mini_test *tests, size_t n, const char *filter, int (*teardown)(void)) {
   int passed = 0, failed = 0;
   for (size_t i = 0; i < n; i++) {
-    if (filter && !strstr(tests[i].name, filter)) continue;
+    if (filter && strcmp(tests[i].name, filter) != 0) continue;
     fprintf(stderr, "[ RUN  ] %s\n", tests[i].name);
     int ok = mini_run_one(tests[i].fn);
     if (teardown && teardown() != 0) ok = 0;
