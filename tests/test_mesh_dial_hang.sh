@@ -2,7 +2,8 @@
 # A -mesh-with name the resolver never answers (it would wait 30 s): the
 # link's dial gives up on the lookup within its 5 s dial deadline, says so
 # once, and retries; a SIGTERM while the dialler sits in a lookup stops derpd
-# at once (the stop cuts the dial short), exit 0, no dialler left behind.
+# at once (the stop cuts the dial short), exit 0, no dialler left behind;
+# and retries do not pile up lookup threads (2 per link at most).
 # Needs root: a mount namespace of its own binds a resolv.conf that names a
 # silent UDP socket on 127.0.0.77:53. ASan and UBSan builds run this too.
 set -euo pipefail
@@ -69,4 +70,31 @@ grep -q 'dialler did not stop; leaving it' "$tmp/derpd.log" && fail "the dialler
 grep -q 'derpd: stopped$' "$tmp/derpd.log" || fail "no last line"
 (( $(grep -c 'cannot connect' "$tmp/derpd.log") == 1 )) || fail "the failure was logged more than once"
 (( stop_ms < 3000 )) || fail "took $stop_ms ms to stop"
-echo "mesh_dial_hang: ok: lookup timed out after $ms ms; stopped in $stop_ms ms with the dialler in a lookup"
+
+# Retries against the silent resolver: each link holds at most 2 lookup
+# threads (the one its dial waits for, one abandoned), however often it
+# retries, not one more per retry (dials at 0, 5.5, 11.5 s ...: a third
+# lookup per link from 11.5 s without the bound). Two links, sampled 12-16 s.
+: >"$tmp/derpd2.log"
+unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
+  "$tmp/resolv.conf" "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
+  -mesh-with http://hang1.derpd-test.example:3340,http://hang2.derpd-test.example:3340 >"$tmp/derpd2.log" 2>&1 &
+pid2=$!
+pids+=("$pid2")
+for _ in $(seq 100); do grep -q 'derpd: pid' "$tmp/derpd2.log" && break; sleep 0.1; done
+grep -q 'derpd: pid' "$tmp/derpd2.log" || fail "the second derpd did not start"
+sleep 12
+most=0
+for _ in $(seq 40); do
+  n=$(cat /proc/"$pid2"/task/*/comm 2>/dev/null | grep -c '^dns-lookup' || true)
+  (( n > most )) && most=$n
+  sleep 0.1
+done
+(( most >= 2 )) || fail "only $most lookup threads: the links did not dial"
+(( most <= 4 )) || fail "$most lookup threads for 2 links after 3 retries each: retries pile up lookups"
+kill -TERM "$pid2"
+rc=0
+wait "$pid2" || rc=$?
+(( rc == 0 )) || fail "the second derpd exited $rc"
+echo "mesh_dial_hang: ok: lookup timed out after $ms ms; stopped in $stop_ms ms with the dialler in a lookup;" \
+  "2 links retrying for 16 s held at most $most lookup threads"

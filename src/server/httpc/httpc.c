@@ -108,13 +108,13 @@ static enum httpc_rc connect_one(const struct sockaddr *sa, socklen_t salen, int
  * walk away; the thread and the caller each hold a reference, and the last
  * to let go frees it, so an abandoned lookup finishes and is freed on its
  * own. (Not glibc's getaddrinfo_a: its notification threads are invisible
- * to TSan, and derpd's TSan build must stay green.) At most LOOKUPS_MAX run
- * at once, abandoned ones included, so a resolver that never answers costs
- * that many threads at most, each until the resolver's own timeout. */
-#define LOOKUPS_MAX 64
+ * to TSan, and derpd's TSan build must stay green.) Each runs within a
+ * budget (struct httpc_lookups), abandoned ones included, so a resolver that
+ * never answers costs that many threads at most, each until the resolver's
+ * own timeout. */
 #define LOOKUP_STACK (256 * 1024)
 
-static atomic_int lookups_running;
+static struct httpc_lookups shared_lookups = {.max = 64};
 
 struct lookup {
   char host[256], port[8];
@@ -123,6 +123,7 @@ struct lookup {
   atomic_bool finished; /* res and rc are set (release) */
   int done;             /* eventfd, written once finished */
   atomic_int refs;
+  struct httpc_lookups *budget;
 };
 
 static void lookup_unref(struct lookup *l) {
@@ -142,21 +143,23 @@ static void *lookup_main(void *arg) {
   uint64_t one = 1;
   ssize_t w = write(l->done, &one, sizeof one); /* one write to a fresh eventfd: cannot fail */
   (void)w;
+  struct httpc_lookups *b = l->budget;
   lookup_unref(l);
-  atomic_fetch_sub(&lookups_running, 1);
+  atomic_fetch_sub(&b->running, 1);
   return NULL;
 }
 
 /* Starts the lookup; NULL (err set) if it cannot. */
-static struct lookup *lookup_start(const struct httpc_endpoint *ep, char *err, size_t errlen) {
+static struct lookup *lookup_start(const struct httpc_endpoint *ep, struct httpc_lookups *b, char *err,
+                                   size_t errlen) {
   if (strlen(ep->host) >= sizeof ((struct lookup *)0)->host) {
     snprintf(err, errlen, "lookup %s: name too long", ep->host);
     return NULL;
   }
-  if (atomic_fetch_add(&lookups_running, 1) >= LOOKUPS_MAX) {
-    atomic_fetch_sub(&lookups_running, 1);
-    snprintf(err, errlen, "lookup %s: %d lookups already running (the resolver does not answer?)", ep->host,
-             LOOKUPS_MAX);
+  if (atomic_fetch_add(&b->running, 1) >= b->max) {
+    atomic_fetch_sub(&b->running, 1);
+    snprintf(err, errlen, "lookup %s: %d lookup%s already running (the resolver does not answer?)", ep->host,
+             b->max, b->max == 1 ? "" : "s");
     return NULL;
   }
   struct lookup *l = calloc(1, sizeof *l);
@@ -164,11 +167,12 @@ static struct lookup *lookup_start(const struct httpc_endpoint *ep, char *err, s
   if (!l || l->done < 0) {
     snprintf(err, errlen, "lookup %s: %s", ep->host, l ? strerror(errno) : "out of memory");
     free(l);
-    atomic_fetch_sub(&lookups_running, 1);
+    atomic_fetch_sub(&b->running, 1);
     return NULL;
   }
   strcpy(l->host, ep->host);
   snprintf(l->port, sizeof l->port, "%u", ep->port);
+  l->budget = b;
   atomic_init(&l->refs, 2);
   pthread_attr_t at;
   pthread_t t;
@@ -181,7 +185,7 @@ static struct lookup *lookup_start(const struct httpc_endpoint *ep, char *err, s
     snprintf(err, errlen, "lookup %s: cannot start its thread: %s", ep->host, strerror(r));
     close(l->done);
     free(l);
-    atomic_fetch_sub(&lookups_running, 1);
+    atomic_fetch_sub(&b->running, 1);
     return NULL;
   }
   return l;
@@ -189,9 +193,9 @@ static struct lookup *lookup_start(const struct httpc_endpoint *ep, char *err, s
 
 /* Every address of the name in turn, each within an equal share of the time
  * left but at least 2 s (Go's dialer does the same). */
-static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, int64_t deadline, int stop_fd, int *out,
-                                 char *err, size_t errlen) {
-  struct lookup *l = lookup_start(ep, err, errlen);
+static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, struct httpc_lookups *b, int64_t deadline,
+                                 int stop_fd, int *out, char *err, size_t errlen) {
+  struct lookup *l = lookup_start(ep, b, err, errlen);
   if (!l) return HTTPC_ERROR;
   int w = wait_fd(l->done, POLLIN, deadline, stop_fd);
   if (w != W_READY) {
@@ -223,10 +227,10 @@ static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, int64_t deadli
   return rc;
 }
 
-enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, int64_t deadline_ms, int stop_fd, int *out,
-                                char *err, size_t errlen) {
+enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, struct httpc_lookups *budget,
+                                int64_t deadline_ms, int stop_fd, int *out, char *err, size_t errlen) {
   struct httpc_endpoint ep = {.kind = HTTPC_TCP, .host = host, .port = port};
-  return connect_tcp(&ep, deadline_ms, stop_fd, out, err, errlen);
+  return connect_tcp(&ep, budget ? budget : &shared_lookups, deadline_ms, stop_fd, out, err, errlen);
 }
 
 static enum httpc_rc connect_unix(const struct httpc_endpoint *ep, int64_t deadline, int stop_fd, int *out,
@@ -313,7 +317,7 @@ static enum httpc_rc tls_start(struct httpc_conn *cn, const struct httpc_endpoin
 static enum httpc_rc dial(struct httpc_conn *cn, const struct httpc_endpoint *ep, int64_t deadline, int stop_fd,
                           char *err, size_t errlen) {
   enum httpc_rc rc = ep->kind == HTTPC_UNIX ? connect_unix(ep, deadline, stop_fd, &cn->fd, err, errlen)
-                                            : connect_tcp(ep, deadline, stop_fd, &cn->fd, err, errlen);
+                                            : connect_tcp(ep, &shared_lookups, deadline, stop_fd, &cn->fd, err, errlen);
   if (rc == HTTPC_OK && ep->kind == HTTPC_TLS) rc = tls_start(cn, ep, deadline, stop_fd, err, errlen);
   if (rc != HTTPC_OK) httpc_conn_close(cn);
   cn->used = false;

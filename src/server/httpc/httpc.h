@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct ssl_ctx_st;
@@ -71,11 +72,22 @@ enum httpc_rc httpc_request(struct httpc_conn *cn, const struct httpc_endpoint *
                             bool (*enough)(const uint8_t *body, size_t len, void *arg), void *arg,
                             int64_t deadline_ms, int stop_fd, char *err, size_t errlen);
 
+/* Name lookups that may run at once, abandoned ones included (each lives
+ * until the resolver's own timeout). Static storage: a lookup may outlive
+ * its caller. httpc_request's lookups share one budget of 64; a caller that
+ * dials in a loop (a mesh link) brings its own, so that a silent resolver
+ * cannot make its retries use up everyone else's. */
+struct httpc_lookups {
+  atomic_int running;
+  int max;
+};
+
 /* A TCP connection to host:port, every address of the name in turn, by
- * deadline_ms (the lookup included: it runs on a thread of its own) unless
- * stop_fd becomes readable first. *out: non-blocking, TCP_NODELAY. */
-enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, int64_t deadline_ms, int stop_fd, int *out,
-                                char *err, size_t errlen);
+ * deadline_ms (the lookup included: it runs on a thread of its own, counted
+ * in budget) unless stop_fd becomes readable first. *out: non-blocking,
+ * TCP_NODELAY. */
+enum httpc_rc httpc_connect_tcp(const char *host, uint16_t port, struct httpc_lookups *budget,
+                                int64_t deadline_ms, int stop_fd, int *out, char *err, size_t errlen);
 
 /* The client SSL_CTX for HTTPS: TLS 1.2+, peer verified against ca_file's
  * roots if not NULL or "", else the system roots with Go's rules

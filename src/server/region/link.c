@@ -85,6 +85,15 @@ static uint64_t wait_event(struct link *l, int ms) {
 
 static bool stopping(const struct link *l) { return atomic_load(&l->srv->stopping); }
 
+/* Each link's own lookups: the one its dial waits for and one it abandoned
+ * (at its dial deadline, the resolver silent), which lives on until the
+ * resolver's own timeout. A link that retries every few seconds then holds
+ * two threads, not one per retry, and the lookups of admission checks and
+ * ACME (httpc's shared budget) are not crowded out. Static: an abandoned
+ * lookup may outlive the links. */
+#define LINK_LOOKUPS 2
+static struct httpc_lookups link_lookups[REGION_MAX_LINKS];
+
 /* libderp's TCP connect for a link: the name lookup within the dial's
  * deadline (not the resolver's own, up to 30 s), and a stop (evfd) ends it
  * at once. */
@@ -92,7 +101,8 @@ static int tcp_dial(void *arg, const char *host, uint16_t port, int64_t deadline
   struct link *l = arg;
   char why[200] = "";
   int fd = -1;
-  if (httpc_connect_tcp(host, port, deadline, l->evfd, &fd, why, sizeof why) == HTTPC_OK) return fd;
+  if (httpc_connect_tcp(host, port, &link_lookups[l->idx], deadline, l->evfd, &fd, why, sizeof why) == HTTPC_OK)
+    return fd;
   snprintf(err, errlen, "%s:%u: %s", host, port, why);
   return -1;
 }
@@ -426,6 +436,7 @@ int region_links_setup(struct server *s, const struct mesh_entry *e, int n) {
     l->srv = s;
     l->idx = i;
     l->shard = i % s->nshards;
+    link_lookups[i].max = LINK_LOOKUPS;
     l->e = e[i];
     l->evfd = eventfd(0, EFD_CLOEXEC);
     if (l->evfd < 0) return -1;
