@@ -56,13 +56,15 @@ size_t ws_batch_header(uint8_t out[10], size_t len) {
  * frames behind it are dropped, and nothing more is queued: conn.c). */
 static bool queue_close(struct conn *c, uint16_t code) {
   uint8_t f[4] = {0x80 | WS_OP_CLOSE, 2, (uint8_t)(code >> 8), (uint8_t)code};
+  if (!queue_raw(c, f, sizeof f)) return false;
   c->ws->close_sent = true;
-  return queue_raw(c, f, sizeof f);
+  return true;
 }
 
+/* The peer's close after ours (its echo) needs no second close frame. */
 static void send_close(struct conn *c, uint16_t code, enum close_reason why, const char *detail) {
   c->ws->detail = detail;
-  if (!queue_close(c, code)) {
+  if (!c->ws->close_sent && !queue_close(c, code)) {
     conn_close(c, CLOSE_nomem, "websocket close");
     return;
   }
