@@ -93,6 +93,9 @@ CASES = [
     ("/debug/ page that does not exist", "GET /debug/nope HTTP/1.1\r\nHost: a\r\n\r\n", None),
     ("path //derp", "GET //derp HTTP/1.1\r\nHost: a\r\n\r\n",
      "derper's ServeMux cleans paths with a 301; derpd does not"),
+    ("target without a slash", "GET *@evil.example HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("target '*'", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    ("target 'derp'", "GET derp HTTP/1.1\r\nHost: a\r\n\r\n", None),
     ("absolute-form target", "GET http://a/derp HTTP/1.1\r\nHost: a\r\n\r\n",
      "derper routes the URL's path; derpd routes only origin-form targets (the home page)"),
 ]

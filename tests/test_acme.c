@@ -332,6 +332,10 @@ static void url_split(void) {
   cr_assert(!strcmp(h, "::1") && !strcmp(p, "8443") && !strcmp(path, "/"));
   cr_assert_eq(acme_url_split("http://ca.example/dir", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://:443/", h, sizeof h, p, sizeof p, &path), -1);
+  /* From a CA's JSON: a port past 65535, a space or CR LF in the URL. */
+  cr_assert_eq(acme_url_split("https://ca.example:99999/x", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://ca.example/a b", h, sizeof h, p, sizeof p, &path), -1);
+  cr_assert_eq(acme_url_split("https://ca.example/a\r\nHost: evil", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://ca:44x3/", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://ca:/", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://[::1/", h, sizeof h, p, sizeof p, &path), -1);

@@ -229,6 +229,9 @@ Test(http_parse, go_host_rules) {
       {"GET / HTTP/2.0\r\nHost: a\r\nHost: b\r\n\r\n", 400, NULL}, /* read error first */
       {"GET / HTTP/0.9\r\n\r\n", 505, "unsupported protocol version"},
       {"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400, NULL},
+      /* Go's ParseRequestURI: neither origin-form, "*" nor absolute-form. */
+      {"GET *@evil.example HTTP/1.1\r\nHost: a\r\n\r\n", 400, NULL},
+      {"GET *x HTTP/1.1\r\n\r\n", 400, NULL}, /* before the Host checks */
   };
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
     struct http_req r;
@@ -244,6 +247,7 @@ Test(http_parse, go_host_rules) {
       "GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "GET / HTTP/1.1\r\nHOST: [::1]:80\r\n\r\n",
       "GET / HTTP/1.1\r\nHost:  a.b-c_d~e!$&'()*+,;=%:9 \t\r\n\r\n", "CONNECT a:1 HTTP/1.1\r\n\r\n",
       "GET / HTTP/1.2\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nX-A: \xff\r\n\r\n",
+      "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "GET http://a/derp HTTP/1.1\r\nHost: a\r\n\r\n",
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     struct http_req r;

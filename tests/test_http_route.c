@@ -505,6 +505,13 @@ Test(http_route, port80_helper) {
   route80("POST /derp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", false, 443, &o);
   cr_assert_eq(o.status, 400);
   cr_assert_str_eq(body_of(&o), "Use HTTPS\n");
+  /* A target with no path of ours ("*", absolute-form) is not carried into
+   * a Location, where `*@evil.example` would read as another host. */
+  route80("GET * HTTP/1.1\r\nHost: x\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 400);
+  cr_assert(!has(&o, "Location:"));
+  route80("GET http://evil.example/x HTTP/1.1\r\nHost: x\r\n\r\n", false, 443, &o);
+  cr_assert_eq(o.status, 400);
   route80("GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", false, 443, &o);
   cr_assert_eq(o.status, 403);
   route80("GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", true, 443, &o);

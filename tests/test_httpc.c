@@ -222,6 +222,13 @@ static void head_and_204(void) {
   one("HTTP/1.1 204 No Content\r\n\r\n", 0, false, true, 0, &c);
   cr_assert(c.rc == HTTPC_OK && c.r.status == 204 && c.r.complete, "%d %s", c.rc, c.err);
   cr_assert(c.ms < 900, "204 waited %lld ms for a body that does not come", (long long)c.ms);
+  /* Nor for a Content-Length on a 204 or a 304 (RFC 9112 §6.3: they have no body). */
+  one("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", 0, false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 204 && c.r.complete && c.ms < 900,
+            "204 with Content-Length: %d %s after %lld ms", c.rc, c.err, (long long)c.ms);
+  one("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", 0, false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 304 && c.r.complete && c.ms < 900,
+            "304 with Content-Length: %d %s after %lld ms", c.rc, c.err, (long long)c.ms);
 }
 
 static void informational_skipped(void) {
@@ -230,6 +237,12 @@ static void informational_skipped(void) {
       false, false, 0, &c);
   cr_assert(c.rc == HTTPC_OK && c.r.status == 200 && strcmp((char *)c.body, "ok") == 0, "%d", c.r.status);
   cr_assert(c.got.nonce[0] == 0 && c.got.headers == 1, "a 1xx response's headers are not the answer's");
+  /* A 1xx has no body whatever it says: what follows its head is the next
+   * response, and nothing of it lands in the answer's body. */
+  one("HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0,
+      false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.status == 200 && c.r.complete && strcmp((char *)c.body, "ok") == 0,
+            "1xx with Content-Length: rc %d status %d body \"%s\" (%s)", c.rc, c.r.status, c.body, c.err);
 }
 
 static void cap_and_cut(void) {

@@ -28,6 +28,10 @@ void log_msg(int level, const char *fmt, ...) {
   va_end(ap);
   size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
   if (len > sizeof line - 2) len = sizeof line - 2;
+  /* One event, one line: a control byte in text that came from the network
+   * (an SNI, a header, a node's Health) must not start a forged line. */
+  for (size_t i = (size_t)n; i < len; i++)
+    if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f) line[i] = '?';
   line[len++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, len);
   (void)w;

@@ -39,6 +39,10 @@ void acme_resp_free(struct acme_resp *r) {
 
 int acme_url_split(const char *url, char *host, size_t hcap, char *port, size_t pcap, const char **path) {
   if (strncasecmp(url, "https://", 8) != 0) return -1;
+  /* URLs come from the CA's JSON, whose escapes allow any byte: a space or
+   * a control byte would end or split our request line. */
+  for (const char *q = url; *q; q++)
+    if ((unsigned char)*q <= 0x20 || *q == 0x7f) return -1;
   const char *h = url + 8, *end = h + strcspn(h, "/?#");
   const char *hend = end, *p = NULL;
   if (*h == '[') {
@@ -62,8 +66,12 @@ int acme_url_split(const char *url, char *host, size_t hcap, char *port, size_t 
   memcpy(host, h, hl);
   host[hl] = 0;
   if (p) {
-    for (size_t i = 0; i < pl; i++)
+    long v = 0;
+    for (size_t i = 0; i < pl; i++) {
       if (p[i] < '0' || p[i] > '9') return -1;
+      v = v * 10 + (p[i] - '0');
+    }
+    if (v == 0 || v > 65535) return -1;
     memcpy(port, p, pl);
     port[pl] = 0;
   } else {
@@ -85,7 +93,13 @@ static void on_header(const char *name, size_t nlen, const char *v, size_t vl, v
   if (IS("Replay-Nonce")) header_copy(r->nonce, sizeof r->nonce, v, vl);
   else if (IS("Location")) header_copy(r->location, sizeof r->location, v, vl);
   else if (IS("Content-Type")) header_copy(r->content_type, sizeof r->content_type, v, vl);
-  else if (IS("Retry-After") && vl > 0 && v[0] >= '0' && v[0] <= '9') r->retry_after = strtol(v, NULL, 10);
+  else if (IS("Retry-After") && vl > 0 && v[0] >= '0' && v[0] <= '9') {
+    /* Seconds, from the value's own bytes only (v is not NUL-terminated),
+     * saturating: the caller caps the wait anyway. */
+    long s = 0;
+    for (size_t i = 0; i < vl && v[i] >= '0' && v[i] <= '9'; i++) s = s < 100000000 ? s * 10 + (v[i] - '0') : s;
+    r->retry_after = s;
+  }
 #undef IS
 }
 

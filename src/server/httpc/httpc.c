@@ -449,10 +449,12 @@ static int on_headers_complete(http_parser *p) {
    * an answer. */
   if (p->status_code < 100) return -1;
   header_done(ps, p);
-  /* 1xx (but 101) is informational: the real response follows (Go skips them). */
+  /* 1xx (but 101) is informational: the real response follows (Go skips
+   * them). It has no body whatever Content-Length says, as 204 and 304 have
+   * none (RFC 9112 §6.3); http_parser would read one unless told (1). */
   if (p->status_code / 100 == 1 && p->status_code != 101) {
     ps->informational = true;
-    return 0;
+    return 1;
   }
   ps->r->status = p->status_code;
   ps->head = true;
@@ -460,12 +462,14 @@ static int on_headers_complete(http_parser *p) {
     ps->done = true; /* nothing we can read follows */
     http_parser_pause(p, 1);
   }
-  return ps->r->head ? 1 : 0; /* 1: no body, whatever Content-Length says */
+  bool no_body = ps->r->head || p->status_code == 204 || p->status_code == 304;
+  return no_body ? 1 : 0; /* 1: no body, whatever Content-Length says */
 }
 
 static int on_body(http_parser *p, const char *at, size_t len) {
   struct parse *ps = p->data;
   struct httpc_resp *r = ps->r;
+  if (!ps->head) return 0; /* never an informational response's */
   size_t room = r->body_cap - r->body_len, take = len < room ? len : room;
   memcpy(r->body + r->body_len, at, take);
   r->body_len += take;

@@ -380,6 +380,11 @@ static int go_request_checks(struct http_req *r, const http_parser *p) {
     status = 505;
     text = "unsupported protocol version";
     r->error_reason = "http_bad_version";
+  } else if (r->path[0] != '/' && strcmp(r->path, "*") != 0 && !strstr(r->path, "://") &&
+             p->method != HTTP_CONNECT) {
+    /* Go's url.ParseRequestURI: origin-form, "*" or absolute-form only
+     * (`GET *@evil.example` would otherwise reach the port-80 redirect). */
+    r->error_reason = "http_bad_target";
   } else if (p->http_minor >= 1 && r->host_count == 0 && p->method != HTTP_CONNECT) {
     text = "missing required Host header";
     r->error_reason = "http_missing_host";

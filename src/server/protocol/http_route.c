@@ -423,6 +423,10 @@ void http_route_port80(const struct http_req *r, const char *fqdn, uint16_t http
     http_reply_whole(out, false, 400, TEXT_PLAIN, NULL, "Use HTTPS\n");
     return;
   }
+  if (r->path[0] != '/') { /* "*" or an absolute-form target: no path of ours to carry over */
+    http_reply_whole(out, head, 400, NULL, NULL, NULL);
+    return;
+  }
   const char *path = strcmp(r->path, "/") == 0 && debug_allowed ? "/debug/" : r->path;
   char port[8] = "";
   if (https_port != 443) snprintf(port, sizeof port, ":%u", https_port);
@@ -448,7 +452,9 @@ void http_route(const struct http_req *r, const struct http_site *site, bool deb
   bool head = r->method == HTTP_HEAD;
   bool get_or_head = r->method == HTTP_GET || head;
   const char *path = r->path;
-  if (strcmp(path, "/derp") == 0) {
+  if (strcmp(path, "*") == 0) {
+    http_reply_whole(out, head, 400, NULL, NULL, NULL); /* Go's ServeMux, for any method */
+  } else if (strcmp(path, "/derp") == 0) {
     route_derp(r, site, out);
   } else if (strcmp(path, "/derp/probe") == 0 || strcmp(path, "/derp/latency-check") == 0) {
     if (get_or_head)

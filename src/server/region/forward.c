@@ -212,7 +212,11 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
   uint32_t plen = p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN;
   struct pkt *f = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen);
-  if (!f) return false;
+  if (!f) { /* the key is in the region: no room to queue is a mesh_queue drop, not unknown_dest */
+    STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
+    pkt_free(sh, p);
+    return true;
+  }
   derp_key sk;
   memcpy(sk.b, src, DERP_KEY_LEN);
   derp_enc_forward_packet(f->data, f->cap, &sk, &p->dst, src + DERP_KEY_LEN, plen);
