@@ -359,7 +359,13 @@ static void presence(struct conn *c, const struct derp_frame *f, bool present) {
   struct link *l = link_of(c);
   if (!l || f->len < DERP_KEY_LEN) return;
   struct pkt *m = pkt_alloc(sh, DERP_KEY_LEN);
-  if (!m) { log_error("shard %d: out of memory: mesh presence lost", sh->id); return; }
+  if (!m) {
+    /* A lost change would leave the key's forwarders wrong until the link
+     * drops: drop it now (everything learned through it goes), and the
+     * redial brings a fresh snapshot. */
+    conn_close(c, CLOSE_nomem, "mesh presence: out of memory; redialling for a fresh view");
+    return;
+  }
   m->kind = present ? MSG_FWD_ADD : MSG_FWD_DEL;
   memcpy(m->data, f->payload, DERP_KEY_LEN);
   m->len = DERP_KEY_LEN;

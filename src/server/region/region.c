@@ -119,4 +119,7 @@ void region_ctrl(struct shard *sh, struct pkt *m) {
 
 void region_end_turn(struct shard *sh) { region_watch_end_turn(sh); }
 
-void region_tick(struct shard *sh) { region_links_tick(sh); }
+void region_tick(struct shard *sh) {
+  region_links_tick(sh);
+  region_watch_tick(sh);
+}

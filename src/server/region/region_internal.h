@@ -21,6 +21,7 @@ struct watch_shard *region_watch_new(void);
 void region_watch_free(struct shard *sh, struct watch_shard *ws);
 void region_watch_ctrl(struct shard *sh, struct pkt *m);
 void region_watch_end_turn(struct shard *sh);
+void region_watch_tick(struct shard *sh);
 
 struct fwd_shard *region_fwd_new(uint32_t max_keys);
 void region_fwd_free(struct fwd_shard *t);

@@ -245,7 +245,8 @@ static size_t put_present(uint8_t *o, const derp_key *k, const struct conn *c) {
 
 /* One MSG_PRESENCE from s's dirty keys, in the state they are in now: the
  * frames in it (0: every dirty key had come and gone unseen), or -1 when out
- * of memory (the keys stay dirty; tried again at the next change or ack). */
+ * of memory (the keys stay dirty; tried again at the next change, ack or
+ * tick: region_watch_tick). */
 static int flush_sub(struct shard *sh, struct wsub *s) {
   /* Sized for what it can carry: a churn batch is often one frame, and a
    * full batch would take the 64 KiB class every time. */
@@ -284,6 +285,15 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
   s->credits--;
   shard_send_ctrl(sh, s->wshard, m);
   return (int)n;
+}
+
+/* Every tick: a sub with dirty keys and credits but not queued is one whose
+ * batch could not be allocated. Nothing else may come to queue it (a quiet
+ * shard, no batch in flight to be acked), and its watcher would miss those
+ * keys for good; this queues it again. At most a few hundred subs a shard. */
+void region_watch_tick(struct shard *sh) {
+  struct watch_shard *ws = region_watch(sh);
+  for (uint32_t i = 0; i < ws->nsubs; i++) want_flush(ws, ws->subs[i]);
 }
 
 void region_watch_end_turn(struct shard *sh) {
