@@ -487,6 +487,22 @@ static void ca_down_then_up_then_down(void) {
   cr_assert_eq(varz("derpd_tls_cert_not_after"), na, "the certificate served is the same");
 }
 
+/* A new certificate that is due for renewal at once (here by the test's
+ * renewal clock; in life a clock ahead of the CA's): the next request waits
+ * as after a failure (5 s here), not a second, so a CA's rate limits are not
+ * spent in a loop. */
+static void due_at_once_backs_off(void) {
+  prepare();
+  start_ca();
+  static const char *const env[] = {"DERPD_TEST_ACME_RETRY_MS=5000", "DERPD_TEST_ACME_RENEW_AFTER=0", NULL};
+  start_derpd(env);
+  wait_log_count(INSTALLED, 1, 20000);
+  e2e_sleep_ms(3500);
+  cr_assert_eq(log_count("requesting a certificate"), 1, "asked the CA again within 3.5 s of a certificate");
+  cr_assert_eq(log_count("due for renewal already"), 1, "the due certificate was not reported");
+  cr_assert(derpd_alive(&srv));
+}
+
 /* derper v1.94's -certmode gcp against a CA that requires External Account
  * Binding (pebble, standing in for Google Trust Services): a wrong HMAC key
  * is refused by the CA and logged, with no certificate; the right one (given
@@ -630,6 +646,7 @@ static const struct mini_test tests[] = {
     {"tls_alpn_obtain_and_renew", tls_alpn_obtain_and_renew},
     {"http01_obtain_and_restart", http01_obtain_and_restart},
     {"ca_down_then_up_then_down", ca_down_then_up_then_down},
+    {"due_at_once_backs_off", due_at_once_backs_off},
     {"gcp_eab_and_contact", gcp_eab_and_contact},
     {"ip_certs_on_demand", ip_certs_on_demand},
     {"ip_only_restart", ip_only_restart},

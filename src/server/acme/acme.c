@@ -328,15 +328,25 @@ static int64_t step(struct acme_client *c, struct slot *sl) {
   if (renew(c, sl, err, sizeof err) == 0) {
     atomic_fetch_add_explicit(&n_issued, 1, memory_order_relaxed);
     sl->installed = time(NULL);
-    sl->backoff = W.retry_first_ms;
     sl->told = false;
     inspect(sl, &cs);
     iso_time(cs.not_after, t1);
     log_info("acme: %s: new certificate installed (valid until %s); new connections use it", sl->name, t1);
-    /* A second look no sooner than a second from now: a certificate that
-     * is due at once (a clock far ahead) must not be asked for in a loop. */
-    sl->next_try_ms = mono_ms() + 1000;
-    return 1000;
+    if (cs.usable && renew_time(&cs, sl->installed) > time(NULL)) {
+      sl->backoff = W.retry_first_ms;
+      sl->next_try_ms = mono_ms() + 1000; /* then its renewal date */
+      return 1000;
+    }
+    /* Due already (a clock ahead of the CA's, a CA that issues short or
+     * expired certificates): asking again at once, every second, would
+     * spend the CA's rate limits (Let's Encrypt: 5 duplicates a week) and
+     * lock the name out. The next request waits as after a failure. */
+    log_error("acme: %s: the new certificate is due for renewal already (valid until %s): is this "
+              "machine's clock ahead? next request in %ld s", sl->name, t1, sl->backoff / 1000);
+    sl->next_try_ms = mono_ms() + sl->backoff;
+    int64_t wait = sl->backoff;
+    sl->backoff = sl->backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : sl->backoff * 2;
+    return wait;
   }
   if (stop_requested()) return -1;
   atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
