@@ -337,6 +337,16 @@ static void url_split(void) {
   cr_assert_eq(acme_url_split("https://ca.example/a b", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://ca.example/a\r\nHost: evil", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://ca:44x3/", h, sizeof h, p, sizeof p, &path), -1);
+  /* Retry-After from its own bytes: a value in a reused buffer is followed
+   * by an older, longer one's digits ("1" then "9999" of "19999"). */
+  cr_assert_eq(acme_retry_after("19999", 1), 1);
+  cr_assert_eq(acme_retry_after("120 ", 4), 120);
+  cr_assert_eq(acme_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", 29), -1);
+  cr_assert_eq(acme_retry_after("", 0), -1);
+  char many[2000];
+  memset(many, '9', sizeof many);
+  long big = acme_retry_after(many, sizeof many);
+  cr_assert(big >= 100000000 && big < 1000000000, "%ld: saturated", big);
   cr_assert_eq(acme_url_split("https://ca:/", h, sizeof h, p, sizeof p, &path), -1);
   cr_assert_eq(acme_url_split("https://[::1/", h, sizeof h, p, sizeof p, &path), -1);
 }

@@ -81,6 +81,13 @@ int acme_url_split(const char *url, char *host, size_t hcap, char *port, size_t 
   return 0;
 }
 
+long acme_retry_after(const char *v, size_t vl) {
+  if (vl == 0 || v[0] < '0' || v[0] > '9') return -1;
+  long s = 0;
+  for (size_t i = 0; i < vl && v[i] >= '0' && v[i] <= '9'; i++) s = s < 100000000 ? s * 10 + (v[i] - '0') : s;
+  return s;
+}
+
 static void header_copy(char *dst, size_t cap, const char *v, size_t n) {
   if (n >= cap) n = cap - 1;
   memcpy(dst, v, n);
@@ -93,13 +100,7 @@ static void on_header(const char *name, size_t nlen, const char *v, size_t vl, v
   if (IS("Replay-Nonce")) header_copy(r->nonce, sizeof r->nonce, v, vl);
   else if (IS("Location")) header_copy(r->location, sizeof r->location, v, vl);
   else if (IS("Content-Type")) header_copy(r->content_type, sizeof r->content_type, v, vl);
-  else if (IS("Retry-After") && vl > 0 && v[0] >= '0' && v[0] <= '9') {
-    /* Seconds, from the value's own bytes only (v is not NUL-terminated),
-     * saturating: the caller caps the wait anyway. */
-    long s = 0;
-    for (size_t i = 0; i < vl && v[i] >= '0' && v[i] <= '9'; i++) s = s < 100000000 ? s * 10 + (v[i] - '0') : s;
-    r->retry_after = s;
-  }
+  else if (IS("Retry-After") && acme_retry_after(v, vl) >= 0) r->retry_after = acme_retry_after(v, vl);
 #undef IS
 }
 

@@ -48,4 +48,9 @@ void acme_resp_free(struct acme_resp *r);
  * brackets), port ("443" if absent), path ("/" if absent). 0 or -1. */
 int acme_url_split(const char *url, char *host, size_t hcap, char *port, size_t pcap, const char **path);
 
+/* A Retry-After value's seconds, from its vl bytes only (v need not be
+ * NUL-terminated), saturating at 10^9; -1 unless it starts with a digit
+ * (an HTTP date is not used: the caller then waits its own backoff). */
+long acme_retry_after(const char *v, size_t vl);
+
 #endif
