@@ -105,6 +105,9 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "rbad":
             self.send(307, "", extra={"Location": "ftp://127.0.0.1/final/x"})
             return
+        if mode == "rlong":  # a Location past derpd's 1 KiB of header value
+            self.send(307, "", extra={"Location": "final/" + "a" * 1500 + "/" + key})
+            return
         if mode == "allow":
             self.send(200, '{"Allow":true}')
         elif mode == "deny":

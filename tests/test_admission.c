@@ -640,16 +640,16 @@ Test(admission, https_controller, ADM) {
 
 /* Redirects as derper's Go client follows them: 307 (relative, dot segments)
  * repeats the POST, 302 (absolute) turns it into a GET; a 307 without a
- * Location is the answer (not 200: refused); a loop stops after 10 and an
- * ftp Location fails the request (both "unreachable": refused without
- * fail-open). */
+ * Location is the answer (not 200: refused); a loop stops after 10, an ftp
+ * Location and one over 1 KiB (never followed cut) fail the request (all
+ * "unreachable": refused without fail-open). */
 Test(admission, controller_redirects, ADM) {
   verifier_start(&g_v, "--default deny", false);
   start_derpd(&g_srv, 2, "-verify-client-url http://127.0.0.1:%u/verify?x=1 -verify-client-url-fail-open=false",
               g_v.port);
   static const struct { const char *mode; bool admit; int requests; const char *result; } k[] = {
       {"r307", true, 2, "allow"}, {"r302", true, 2, "allow"}, {"rnoloc", false, 1, "deny"},
-      {"rloop", false, 10, "error"}, {"rbad", false, 1, "error"},
+      {"rloop", false, 10, "error"}, {"rbad", false, 1, "error"}, {"rlong", false, 1, "error"},
   };
   enum { N = sizeof k / sizeof k[0] };
   derp_privkey priv[N];
@@ -684,8 +684,9 @@ Test(admission, controller_redirects, ADM) {
   }
   cr_assert_eq(varz(&g_srv, "allow"), 2);
   cr_assert_eq(varz(&g_srv, "deny"), 1);
-  cr_assert_eq(varz(&g_srv, "error"), 2);
+  cr_assert_eq(varz(&g_srv, "error"), 3);
   cr_assert(derpd_log_contains(&g_srv, "stopped after 10 redirects"), "the loop's reason is not logged");
+  cr_assert(derpd_log_contains(&g_srv, "Location over 1 KiB"), "a Location too long to follow was followed cut");
   cr_assert(derpd_log_contains(&g_srv, "failed to follow redirect"), "the bad Location's reason is not logged");
 }
 

@@ -121,10 +121,11 @@ static void server_stop(struct server *sv) {
 struct got {
   char nonce[64], location[64], x[2048];
   size_t xlen;
-  int headers;
+  bool xcut;
+  int headers, cuts;
 };
 
-static void on_header(const char *name, size_t nlen, const char *v, size_t vl, void *arg) {
+static void on_header(const char *name, size_t nlen, const char *v, size_t vl, bool cut, void *arg) {
   struct got *g = arg;
   g->headers++;
   char *dst = NULL;
@@ -134,7 +135,11 @@ static void on_header(const char *name, size_t nlen, const char *v, size_t vl, v
     memcpy(dst, v, vl);
     dst[vl] = 0;
   }
-  if (nlen == 5 && strncasecmp(name, "X-Big", 5) == 0) g->xlen = vl;
+  if (nlen == 5 && strncasecmp(name, "X-Big", 5) == 0) {
+    g->xlen = vl;
+    g->xcut = cut;
+  }
+  if (cut) g->cuts++;
 }
 
 struct call {
@@ -193,6 +198,13 @@ static void long_header_cut(void) {
   one(resp, 0, false, false, 0, &c);
   cr_assert_eq(c.rc, HTTPC_OK, "%s", c.err);
   cr_assert(c.got.xlen == 1024, "a 2999-byte value reaches the caller cut to 1024, got %zu", c.got.xlen);
+  cr_assert(c.got.xcut && c.got.cuts == 1, "the cut value is not said to be cut (or another is)");
+  /* Exactly 1024 bytes fit: not cut. */
+  big[1024] = 0;
+  snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 0\r\n\r\n", big);
+  one(resp, 7, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.got.xlen == 1024 && !c.got.xcut && c.got.cuts == 0, "1024 bytes: %zu, cut %d",
+            c.got.xlen, c.got.xcut);
 }
 
 static void chunked(void) {

@@ -13,9 +13,10 @@
 #include "fuzz.h"
 #include "server/httpc/httpc.h"
 
-static void on_header(const char *name, size_t nlen, const char *v, size_t vl, void *arg) {
+static void on_header(const char *name, size_t nlen, const char *v, size_t vl, bool cut, void *arg) {
   (void)name;
   (void)arg;
+  (void)cut;
   FUZZ_CHECK(nlen <= 1024 && vl <= 1024);
   FUZZ_CHECK(vl == 0 || (v[0] != ' ' && v[0] != '\t' && v[vl - 1] != ' ' && v[vl - 1] != '\t'));
 }

@@ -94,10 +94,14 @@ static void header_copy(char *dst, size_t cap, const char *v, size_t n) {
   dst[n] = 0;
 }
 
-static void on_header(const char *name, size_t nlen, const char *v, size_t vl, void *arg) {
+static void on_header(const char *name, size_t nlen, const char *v, size_t vl, bool cut, void *arg) {
   struct acme_resp *r = arg;
 #define IS(s) (nlen == sizeof s - 1 && strncasecmp(name, s, nlen) == 0)
-  if (IS("Replay-Nonce")) header_copy(r->nonce, sizeof r->nonce, v, vl);
+  /* A cut nonce or URL would be used as something it is not (a wrong kid,
+   * a request to a truncated URL): the response is refused instead. */
+  if (IS("Replay-Nonce") && (cut || vl >= sizeof r->nonce)) r->too_long = "Replay-Nonce";
+  else if (IS("Location") && (cut || vl >= sizeof r->location)) r->too_long = "Location";
+  else if (IS("Replay-Nonce")) header_copy(r->nonce, sizeof r->nonce, v, vl);
   else if (IS("Location")) header_copy(r->location, sizeof r->location, v, vl);
   else if (IS("Content-Type")) header_copy(r->content_type, sizeof r->content_type, v, vl);
   else if (IS("Retry-After") && acme_retry_after(v, vl) >= 0) r->retry_after = acme_retry_after(v, vl);
@@ -152,6 +156,10 @@ int acme_https_do(struct acme_https *h, const char *method, const char *url, con
       size_t l = strlen(err);
       snprintf(err + l, errlen - l, " (roots: --acme-ca-file)");
     }
+    goto out;
+  }
+  if (r->too_long) {
+    snprintf(err, errlen, "response from %s: its %s header is longer than derpd takes", host, r->too_long);
     goto out;
   }
   if (!hr.complete) {

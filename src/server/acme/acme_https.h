@@ -28,6 +28,7 @@ struct acme_resp {
   char location[1024];     /* Location */
   char content_type[128];
   long retry_after;        /* Retry-After in seconds (delta form), -1 if absent */
+  const char *too_long;    /* a header we use whose value did not fit: the response is refused */
   char *body;              /* NUL-terminated (free with acme_resp_free) */
   size_t body_len;
 };

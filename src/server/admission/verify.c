@@ -145,11 +145,16 @@ static bool answer_enough(const uint8_t *body, size_t len, void *arg) {
 struct location {
   char v[2048];
   size_t len;
+  bool too_long; /* over httpc's 1 KiB: refused, never followed cut */
 };
 
-static void on_location(const char *name, size_t nlen, const char *value, size_t vlen, void *arg) {
+static void on_location(const char *name, size_t nlen, const char *value, size_t vlen, bool cut, void *arg) {
   struct location *l = arg;
-  if (nlen != 8 || strncasecmp(name, "Location", 8) != 0 || vlen >= sizeof l->v) return;
+  if (nlen != 8 || strncasecmp(name, "Location", 8) != 0) return;
+  if (cut || vlen >= sizeof l->v) {
+    l->too_long = true;
+    return;
+  }
   memcpy(l->v, value, vlen);
   l->v[vlen] = 0;
   l->len = vlen;
@@ -198,9 +203,15 @@ static bool ask_controller(const struct adm_config *cfg, struct adm_worker_io *i
   enum httpc_rc rc;
   for (int redirects = 0;; redirects++) {
     loc.len = 0;
+    loc.too_long = false;
     r = (struct httpc_resp){.on_header = on_location, .header_arg = &loc, .body = ans, .body_cap = sizeof ans};
     rc = request(cfg, io, u, get, body, bl, &tmp, &r, &w, deadline, stop_fd, err, sizeof err);
     enum adm_redirect kind = adm_redirect_kind(r.status);
+    if (rc == HTTPC_OK && kind != ADM_REDIRECT_NONE && loc.too_long) {
+      snprintf(err, sizeof err, "redirect with a Location over 1 KiB: not followed");
+      rc = HTTPC_ERROR;
+      break;
+    }
     if (rc != HTTPC_OK || kind == ADM_REDIRECT_NONE || loc.len == 0) break;
     /* Go's CheckRedirect: the 10th redirect is refused (10 requests made). */
     if (redirects + 1 == ADM_REDIRECTS_MAX) {

@@ -406,14 +406,17 @@ struct parse {
   struct httpc_resp *r;
   bool head, done, informational;
   bool in_value;               /* the last piece was of a value */
+  bool value_cut;              /* the value being assembled outgrew HDR_MAX */
   size_t nlen, vlen;           /* the header being assembled (pieces may span reads) */
   char name[HDR_MAX], value[HDR_MAX];
 };
 
-static void append(char *dst, size_t *len, const char *at, size_t n) {
+/* false if not all of it fit */
+static bool append(char *dst, size_t *len, const char *at, size_t n) {
   size_t take = n < HDR_MAX - *len ? n : HDR_MAX - *len;
   memcpy(dst + *len, at, take);
   *len += take;
+  return take == n;
 }
 
 /* The header assembled so far goes to the caller (final responses only). */
@@ -422,10 +425,11 @@ static void header_done(struct parse *ps, http_parser *p) {
     const char *v = ps->value, *e = ps->value + ps->vlen;
     while (v < e && (*v == ' ' || *v == '\t')) v++;
     while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
-    ps->r->on_header(ps->name, ps->nlen, v, (size_t)(e - v), ps->r->header_arg);
+    ps->r->on_header(ps->name, ps->nlen, v, (size_t)(e - v), ps->value_cut, ps->r->header_arg);
   }
   ps->nlen = ps->vlen = 0;
   ps->in_value = false;
+  ps->value_cut = false;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
@@ -438,7 +442,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   struct parse *ps = p->data;
   ps->in_value = true;
-  append(ps->value, &ps->vlen, at, len);
+  if (!append(ps->value, &ps->vlen, at, len)) ps->value_cut = true;
   return 0;
 }
 

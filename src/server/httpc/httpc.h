@@ -34,9 +34,10 @@ struct httpc_conn {
 #define HTTPC_CONN_INIT {.fd = -1}
 void httpc_conn_close(struct httpc_conn *c);
 
-/* A header of the final response, name and value each cut to 1 KiB, value
- * without surrounding blanks. */
-typedef void httpc_header_fn(const char *name, size_t nlen, const char *value, size_t vlen, void *arg);
+/* A header of the final response, name and value each cut to 1 KiB (cut:
+ * the value was longer), value without surrounding blanks. A caller that
+ * acts on a value (a Location) must refuse a cut one, not use a prefix. */
+typedef void httpc_header_fn(const char *name, size_t nlen, const char *value, size_t vlen, bool cut, void *arg);
 
 struct httpc_resp {
   /* Set by the caller. */
