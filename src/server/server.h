@@ -529,6 +529,13 @@ int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n);
  * shard's outbox holds OUTBOX_PAUSE region messages, about 6 MiB of small
  * pkts (the caller holds the rest of its bytes with recv_pause_hold). */
 #define OUTBOX_PAUSE 16384
+/* PeerGone(disconnected) waits in the outbox rather than be lost to a full
+ * ring, up to this many region messages waiting (about 24 MiB): a link drop
+ * whose keys had hundreds of thousands of contacts here must not hold a
+ * message for each. Past it they are dropped and counted (ctrl_drops); a
+ * client keeps at most CONN_GONE_MAX of them anyway, and derper drops past
+ * its per-client queue. */
+#define OUTBOX_GONE_MAX (4 * OUTBOX_PAUSE)
 bool recv_pause_outbox(struct conn *c);
 void recv_pause_resume_due(struct shard *sh);    /* when now passes rl_next_ns */
 void recv_pause_forget(struct conn *c);          /* the conn closes: unlink, free held */

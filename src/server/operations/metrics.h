@@ -88,7 +88,7 @@
   X(sent_to_keys, "derpd_sent_to_keys", "gauge", "receivers remembered for PeerGone")    \
   X(restarting_sent, "derpd_restarting_sent", "counter", "Restarting frames at shutdown")   \
   X(handoff_waits, "derpd_handoff_waits", "counter", "handoffs delayed: handoff ring full") \
-  X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full") \
+  X(ctrl_drops, "derpd_control_drops", "counter", "PeerGone/SAW messages dropped: ring full (PeerGone(disconnected): outbox past 65536)") \
   X(ctrl_frames_dropped, "derpd_conn_control_frames_dropped", "counter", "control frames (PeerGone, pong) a client's queue had no room for") \
   X(wake_failures, "derpd_wake_failures", "counter", "MSG_RING wake-ups that failed") \
   X(tls_handshakes, "derpd_tls_handshakes", "counter", "TLS handshakes completed")       \

@@ -162,7 +162,8 @@ static bool send_key_msg(struct shard *sh, struct pkt *m) {
 /* PeerGone(key about, reason) for the holder of the key hashed to_hash.
  * PeerGone(disconnected) comes in bursts (a client that talked to thousands
  * of keys leaves; a node leaves the region and with it all its keys) and
- * must not be lost to a full ring: it waits in the outbox. A stopping node
+ * must not be lost to a full ring: it waits in the outbox (up to
+ * OUTBOX_GONE_MAX waiting, then dropped and counted). A stopping node
  * sends none: its clients hear Restarting, not that the clients it closed
  * first, or the remote keys its links dropped, are gone (derper, stopping,
  * says nothing). PeerGone(not here) answers a sender's packets, limited per
@@ -170,6 +171,11 @@ static bool send_key_msg(struct shard *sh, struct pkt *m) {
 void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason) {
   if (reason == DERP_PEER_GONE_DISCONNECTED && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
     return;
+  if (reason == DERP_PEER_GONE_DISCONNECTED && sh->outbox_n >= OUTBOX_GONE_MAX &&
+      owner_of(sh->srv, to_hash) != sh->id) {
+    STAT_INC(&sh->stats, ctrl_drops);
+    return;
+  }
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + DERP_KEY_LEN + 1);
   if (!m) return;
   m->len = (uint32_t)derp_enc_peer_gone(m->data, m->cap, about, reason);
