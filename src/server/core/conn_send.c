@@ -62,17 +62,19 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
  * deadline order. Armed here for a send already stuck; submit_send re-arms
  * at each send of the goodbye. */
 #define GOODBYE_MS 5000
+static int64_t own_timeout_ms(const struct conn *c) { /* 0: none */
+  return c->is_link   ? LINK_WRITE_TIMEOUT_MS
+         : c->is_mesh ? MESH_WRITE_TIMEOUT_MS
+                      : c->sh->srv->cfg.tcp_write_timeout_ms;
+}
+
 static int64_t write_timeout_ms(const struct conn *c) {
-  int64_t wt = c->is_link   ? LINK_WRITE_TIMEOUT_MS
-               : c->is_mesh ? MESH_WRITE_TIMEOUT_MS
-                            : c->sh->srv->cfg.tcp_write_timeout_ms;
+  int64_t wt = own_timeout_ms(c);
   return wt > 0 || !c->close_after_send ? wt : GOODBYE_MS;
 }
 
 static void arm_goodbye(struct conn *c) {
-  if (c->state != CS_ESTABLISHED || c->is_link || c->is_mesh || c->sh->srv->cfg.tcp_write_timeout_ms > 0 ||
-      list_linked(&c->dl_node))
-    return;
+  if (c->state != CS_ESTABLISHED || own_timeout_ms(c) > 0 || list_linked(&c->dl_node)) return;
   c->deadline_ms = c->sh->now_ms + GOODBYE_MS;
   list_add_tail(&c->sh->wr_fifo, &c->dl_node);
 }

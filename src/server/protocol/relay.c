@@ -171,8 +171,8 @@ static bool send_key_msg(struct shard *sh, struct pkt *m) {
 void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, uint8_t reason) {
   if (reason == DERP_PEER_GONE_DISCONNECTED && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
     return;
-  if (reason == DERP_PEER_GONE_DISCONNECTED && sh->outbox_n >= OUTBOX_GONE_MAX &&
-      owner_of(sh->srv, to_hash) != sh->id) {
+  int owner = owner_of(sh->srv, to_hash);
+  if (reason == DERP_PEER_GONE_DISCONNECTED && owner != sh->id && sh->outbox_n >= OUTBOX_GONE_MAX) {
     STAT_INC(&sh->stats, ctrl_drops);
     return;
   }
@@ -183,7 +183,7 @@ void relay_peer_gone(struct shard *sh, uint64_t to_hash, const derp_key *about, 
   m->not_here = reason == DERP_PEER_GONE_NOT_HERE;
   m->hash = to_hash;
   if (m->not_here) send_key_msg(sh, m);
-  else shard_send_ctrl(sh, owner_of(sh->srv, to_hash), m);
+  else shard_send_ctrl(sh, owner, m);
 }
 
 static void notify_gone(struct shard *sh, struct peer *p) {

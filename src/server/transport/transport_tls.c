@@ -78,8 +78,7 @@ struct tls_conn {
   bool done;               /* handshake complete */
   bool failed;             /* fatal error: the alert is on its way, then close */
   bool ktls_tried;         /* the RX switch was decided (installed or not) */
-  bool first_seen;         /* the first record's header was looked at */
-  bool have_byte0;         /* the stream's first byte came alone: byte0 */
+  uint8_t head_n;          /* stream bytes judged so far (2: done), the first in byte0 */
   uint8_t byte0;
   uint16_t ktls_version;   /* with TLS_RX in the kernel: TLS_1_x_VERSION */
 };
@@ -270,17 +269,11 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
  * held the conn until the handshake timeout; derper closes it at once.
  * (Plain HTTP, an SSLv2 hello and other versions fail in BoringSSL at once.) */
 static bool first_record_plausible(struct tls_conn *t, const uint8_t *p, size_t n) {
-  if (t->first_seen || t->done || n == 0) return true;
-  uint8_t b0 = t->have_byte0 ? t->byte0 : p[0], b1;
-  if (t->have_byte0) b1 = p[0];
-  else if (n >= 2) b1 = p[1];
-  else { /* one byte so far: judged with the next input's first */
-    t->byte0 = p[0];
-    t->have_byte0 = true;
-    return true;
-  }
-  t->first_seen = true; /* a later input's first bytes are not the stream's */
-  return b1 != 3 || b0 == 21 || b0 == 22;
+  if (t->head_n == 2 || t->done) return true;
+  for (size_t i = 0; i < n && t->head_n < 2; i++) /* the stream's first two bytes, whatever the inputs */
+    if (t->head_n++ == 0) t->byte0 = p[i];
+    else return p[i] != 3 || t->byte0 == 21 || t->byte0 == 22;
+  return true;
 }
 
 static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
