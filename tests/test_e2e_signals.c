@@ -50,14 +50,19 @@ static bool ours(const char *comm) {
   return false;
 }
 
-Test(e2e_signals, every_thread_blocks_the_stop_signals, E2E) {
-  e2e_start(&g_srv, 2, EARLY_THREADS);
+struct thread_scan {
+  int checked, shards, dns, admission;
+};
+
+/* One pass over /proc/PID/task: every thread of ours must block the stop
+ * signals; counts the threads by name. */
+static struct thread_scan scan_threads(pid_t pid) {
+  struct thread_scan t = {0};
   char dir[64];
-  snprintf(dir, sizeof dir, "/proc/%d/task", (int)g_srv.pid);
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
   DIR *d = opendir(dir);
   cr_assert(d, "opendir %s", dir);
   const unsigned long long want = bit(SIGINT) | bit(SIGTERM) | bit(SIGHUP) | bit(SIGUSR2);
-  int checked = 0, shards = 0, dns = 0, admission = 0;
   struct dirent *de;
   while ((de = readdir(d))) {
     if (de->d_name[0] == '.') continue;
@@ -68,20 +73,33 @@ Test(e2e_signals, every_thread_blocks_the_stop_signals, E2E) {
     if (!fgets(comm, sizeof comm, f)) comm[0] = 0;
     fclose(f);
     comm[strcspn(comm, "\n")] = 0;
-    if (atoi(de->d_name) == (int)g_srv.pid || !ours(comm)) continue;
+    if (atoi(de->d_name) == (int)pid || !ours(comm)) continue;
     snprintf(path, sizeof path, "%s/%s/status", dir, de->d_name);
     unsigned long long blk = status_mask(path, "SigBlk:");
     cr_expect_eq(blk & want, want, "thread %s (%s) blocks %llx, not all of %llx", de->d_name, comm, blk, want);
-    checked++;
-    shards += strncmp(comm, "shard-", 6) == 0;
-    dns += strcmp(comm, "bootstrap-dns") == 0;
-    admission += strcmp(comm, "admission") == 0;
+    t.checked++;
+    t.shards += strncmp(comm, "shard-", 6) == 0;
+    t.dns += strcmp(comm, "bootstrap-dns") == 0;
+    t.admission += strcmp(comm, "admission") == 0;
   }
   closedir(d);
-  cr_assert_eq(shards, 2, "%d threads named shard-N, not 2", shards);
-  cr_assert_eq(dns, 1, "no bootstrap-dns thread");
-  cr_assert_eq(admission, 2, "%d admission threads, not 2", admission);
-  cr_assert_geq(checked, 5);
+  return t;
+}
+
+Test(e2e_signals, every_thread_blocks_the_stop_signals, E2E) {
+  e2e_start(&g_srv, 2, EARLY_THREADS);
+  /* A thread names itself once it runs, which may be after derpd answers
+   * its first request: scan until all five have names (at most 5 s). */
+  struct thread_scan t;
+  for (int i = 0;; i++) {
+    t = scan_threads(g_srv.pid);
+    if ((t.shards == 2 && t.dns == 1 && t.admission == 2) || i == 250) break;
+    e2e_sleep_ms(20);
+  }
+  cr_assert_eq(t.shards, 2, "%d threads named shard-N, not 2", t.shards);
+  cr_assert_eq(t.dns, 1, "no bootstrap-dns thread");
+  cr_assert_eq(t.admission, 2, "%d admission threads, not 2", t.admission);
+  cr_assert_geq(t.checked, 5);
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/status", (int)g_srv.pid);
   cr_assert(status_mask(path, "SigIgn:") & bit(SIGPIPE), "SIGPIPE is not ignored");
