@@ -322,6 +322,49 @@ Test(e2e_ws, stop_sends_going_away, E2E) {
   cr_assert_eq(st, 0);
 }
 
+/* Our close frame is not lost behind a full control queue: a client that
+ * stopped reading, asked for 100 pongs (64 fit in its queue) and then sent
+ * its close still gets the echo of that close, last, when it reads again. */
+Test(e2e_ws, close_frame_past_full_control_queue, E2E) {
+  cr_assert_eq(derpd_start(&g_srv, 1, "-tcp-write-timeout 0"), 0, "derpd did not start");
+  struct derp_client *tx = e2e_client(&g_srv, NULL, false);
+  struct derp_client *b = e2e_client(&g_srv, NULL, false);
+  struct derp_client *rx = e2e_client_ws(&g_srv, NULL, 0); /* stops reading */
+  e2e_sync_route(tx, rx);
+  e2e_sync_route(tx, b);
+  static uint8_t pkt[64 * 1024 - 1];
+  /* Flood rx until its socket is full: packets for it still drop behind a
+   * pending write after a pause in which any write that could go went. */
+  const char *qh = "derp_packets_dropped_reason{reason=\"queue_head\"}";
+  int round = 0;
+  for (; round < 40; round++) {
+    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
+    e2e_relay_check(tx, b, 4);
+    e2e_sleep_ms(200);
+    long long d0 = derpd_varz(&g_srv, qh);
+    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
+    e2e_relay_check(tx, b, 4);
+    if (derpd_varz(&g_srv, qh) - d0 >= 16) break;
+  }
+  cr_assert(round < 40, "rx's socket never filled");
+  uint8_t frames[101 * 8];
+  size_t n = 0;
+  for (int i = 0; i < 100; i++) n += raw_frame(frames + n, 0x80 | WS_OP_PING, "", 0, true);
+  n += raw_frame(frames + n, 0x80 | WS_OP_CLOSE, "\x03\xe8", 2, true);
+  cr_assert_eq(derp_client_write_bytes(rx, frames, n), 0);
+  const char *cd = "derpd_conn_control_frames_dropped";
+  cr_assert_eq(derpd_varz_eventually(&g_srv, cd, 36, 3000), 36, "the pongs did not fill the control queue");
+  static uint8_t all[16 << 20];
+  bool closed = false;
+  size_t got = raw_read_until_close(derp_client_fd(rx), all, sizeof all, 5000, &closed);
+  cr_assert(closed, "connection not closed within 5 s");
+  cr_assert(got >= 4 && got < sizeof all, "%zu bytes read", got);
+  uint8_t want[4] = {0x88, 2, 0x03, 0xe8};
+  cr_assert(memcmp(all + got - 4, want, 4) == 0, "last bytes %02x %02x %02x %02x, not the close frame 1000",
+            all[got - 4], all[got - 3], all[got - 2], all[got - 1]);
+  wait_closes("websocket_close", 1);
+}
+
 Test(e2e_ws, close_frame_without_code, E2E) {
   start(1);
   struct derp_client *a = e2e_client_ws(&g_srv, NULL, 0);

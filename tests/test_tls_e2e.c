@@ -432,6 +432,57 @@ static void garbage_closes(void) {
   tls_client(&(struct tls_conn_opts){0}, NULL); /* still serving */
 }
 
+/* A corrupt record in the same read as the ClientInfo that admits a client
+ * (fast start): a TLS error, closed at once. It was closed after its alert
+ * was sent, by which time the admitted conn had moved to its owner shard and
+ * registered there (a doomed conn taking over the key), then counted as a
+ * write_error. */
+static void bad_record_after_client_info(void) {
+  start_tls(2, NULL);
+  long long acc0 = tls_varz("derpd_clients_accepted");
+  long long tls0 = tls_varz("derpd_conn_closed{reason=\"tls_error\"}");
+  long long we0 = tls_varz("derpd_conn_closed{reason=\"write_error\"}");
+  int fd = raw_connect(&srv);
+  cr_assert_geq(fd, 0);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  SSL *ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  cr_assert_eq(SSL_connect(ssl), 1, "TLS handshake");
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  static uint8_t req[1024 + DERP_FRAME_HDR_LEN + DERP_CLIENT_INFO_SEAL_MAX];
+  int rl = snprintf((char *)req, 1024,
+                    "GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+                    "Derp-Fast-Start: 1\r\n\r\n");
+  struct derp_client_info ci = {.version = DERP_PROTOCOL_VERSION};
+  size_t cl = derp_client_info_seal(req + rl + DERP_FRAME_HDR_LEN, sizeof req - (size_t)rl - DERP_FRAME_HDR_LEN,
+                                    &priv, &srv.server_key, &ci);
+  cr_assert(cl > 0, "ClientInfo seal");
+  derp_frame_put_header(req + rl, DERP_FRAME_CLIENT_INFO, (uint32_t)cl);
+  int on = 1, off = 0;
+  setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+  int len = rl + DERP_FRAME_HDR_LEN + (int)cl;
+  cr_assert_eq(SSL_write(ssl, req, len), len);
+  uint8_t bad[5 + 32] = {0x17, 0x03, 0x03, 0x00, 0x20}; /* application data that will not decrypt */
+  for (size_t i = 5; i < sizeof bad; i++) bad[i] = (uint8_t)(i * 37);
+  cr_assert_eq(raw_write_all(fd, bad, sizeof bad), 0);
+  setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  char buf[4096];
+  bool closed = false;
+  raw_read_until_close(fd, buf, sizeof buf, 3000, &closed);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  cr_assert(closed, "not closed");
+  long long tls1 = -1;
+  for (int i = 0; i < 100 && (tls1 = tls_varz("derpd_conn_closed{reason=\"tls_error\"}")) == tls0; i++) e2e_sleep_ms(20);
+  cr_assert_eq(tls1, tls0 + 1, "tls_error closes %lld, then %lld", tls0, tls1);
+  cr_assert_eq(tls_varz("derpd_conn_closed{reason=\"write_error\"}"), we0);
+  cr_assert_eq(tls_varz("derpd_clients_accepted"), acc0, "the conn was registered as a client");
+}
+
 static void stalled_handshake_deadline(void) {
   start_tls(2, "--handshake-timeout 1s");
   int fd = raw_connect(&srv);
@@ -700,6 +751,7 @@ static const struct mini_test tests[] = {
     {"pin_and_verify", pin_and_verify},
     {"sighup_reload", sighup_reload},
     {"garbage_closes", garbage_closes},
+    {"bad_record_after_client_info", bad_record_after_client_info},
     {"close_notify_after_request", close_notify_after_request},
     {"stalled_handshake_deadline", stalled_handshake_deadline},
     {"plain_http_to_tls_port", plain_http_to_tls_port},

@@ -368,6 +368,7 @@ struct shard {
   struct pkt *free_pkts[3];
   uint32_t nfree_pkts[3];
   struct send_ctx *free_send;
+  uint32_t nfree_send;
   /* Outbound rings that have staged items this turn (bitmap by target). */
   uint64_t *pending_pub;
   /* Control messages that must not be lost, waiting for room in the ring to
@@ -496,8 +497,12 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p);
  * once they, and its transport's goodbye, are written. */
 void conn_close_after_send(struct conn *c, enum close_reason why);
 /* A copy of n bytes as a control pkt; ws_raw: already WebSocket framing (or
- * the 101), no batch header. False if out of memory. */
+ * the 101), no batch header. False if out of memory; past the control bound
+ * the copy is dropped and counted, as conn_queue_ctrl does. */
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);
+/* The WebSocket close frame, past the control bound; false: not queued (out
+ * of memory, or the conn is closing or has said its last words). */
+bool conn_queue_ws_close(struct conn *c, const void *p, size_t n);
 bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */
 void conn_queue_packet(struct conn *c, struct pkt *p);
 /* A frame that must not be dropped to the control bound (a watcher's

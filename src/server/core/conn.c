@@ -195,20 +195,24 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe, bool hs) {
   int res = cqe->res;
   if (!more) c->ops--;
   if (!more && !hs) c->recv_armed = 0;
-  if (res > 0) {
+  /* The flag, not res, says a ring buffer was used: a recv that ran from
+   * io-wq takes its buffer before it learns of EOF or an error, and that
+   * buffer must come back too, or the ring shrinks for good. */
+  if (cqe->flags & IORING_CQE_F_BUFFER) {
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-    const uint8_t *p = sh->bufs + (size_t)bid * sh->buf_size;
-    if (c->state != CS_CLOSING) {
+    if (res > 0 && c->state != CS_CLOSING) {
+      const uint8_t *p = sh->bufs + (size_t)bid * sh->buf_size;
       if (c->xp->recv) c->xp->recv(c, p, (size_t)res);
       else conn_input(c, p, (size_t)res);
     }
     shard_recycle_buf(sh, bid);
-  } else if (res == -ENOBUFS) {
+  }
+  if (res == -ENOBUFS) {
     STAT_INC(&sh->stats, recv_nobufs); /* buffers come back this turn; re-arm */
     shard_note_nobufs(sh);
   } else if (res == -ECANCELED && (hs ? c->state == CS_MOVING : c->rx_cancel)) {
     /* conn_cancel_hs_recv: the conn moves now; conn_cancel_recv: paused */
-  } else if (c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
+  } else if (res <= 0 && c->state != CS_CLOSING && !(res < 0 && c->xp->recv_error && c->xp->recv_error(c, res))) {
     close_on_read(c, res);
   }
   if (c->state == CS_CLOSING) {

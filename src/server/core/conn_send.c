@@ -112,6 +112,21 @@ bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
   return true;
 }
 
+/* Past CONN_CTRL_MAX: a WebSocket close frame (one per conn at most, its
+ * close_sent) must not be lost behind pongs a client asked for and never
+ * read, or the conn would end without it. */
+bool conn_queue_ws_close(struct conn *c, const void *p, size_t n) {
+  if (c->state == CS_CLOSING || c->close_after_send) return false;
+  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
+  if (!m) return false;
+  memcpy(m->data, p, n);
+  m->ws_raw = true;
+  q_append(&c->ctrl_h, &c->ctrl_t, m);
+  c->nctrl++;
+  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
+  return true;
+}
+
 /* Wire bytes made by the transport outside wrap (TLS handshake flights,
  * alerts). Every record made later carries a later TLS sequence number, so
  * these must reach the socket before anything not yet wrapped: they go at the
@@ -199,8 +214,10 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
 
 static struct send_ctx *send_ctx_get(struct shard *sh) {
   struct send_ctx *x = sh->free_send;
-  if (x) sh->free_send = x->next_free;
-  else if (!(x = malloc(sizeof *x))) return NULL;
+  if (x) {
+    sh->free_send = x->next_free;
+    sh->nfree_send--;
+  } else if (!(x = malloc(sizeof *x))) return NULL;
   x->pkts = NULL;
   x->niov = x->first = x->nhdr = 0;
   x->split = false;
@@ -208,9 +225,18 @@ static struct send_ctx *send_ctx_get(struct shard *sh) {
   return x;
 }
 
+/* Kept for reuse up to SEND_KEEP (about 1.2 MiB a shard); the rest go
+ * back to malloc, so a burst of stuck receivers (a send each until its
+ * write timeout) does not hold its peak for good. */
+#define SEND_KEEP 1024
 static void send_ctx_put(struct shard *sh, struct send_ctx *x) {
+  if (sh->nfree_send >= SEND_KEEP) {
+    free(x);
+    return;
+  }
   x->next_free = sh->free_send;
   sh->free_send = x;
+  sh->nfree_send++;
 }
 
 /* The next frame to send, left queued. */
@@ -425,6 +451,9 @@ void conn_on_send(struct conn *c, int res) {
   c->ops--;
   STAT_INC(&sh->stats, sends);
   if (c->state == CS_CLOSING) {
+    /* Closed while the send was in flight (an EOF in the same batch of
+     * completions): what it wrote was sent, only the rest is dropped. */
+    if (res > 0) advance_send(c, (size_t)res);
     conn_release_send(c, true);
     if (c->ops == 0) shard_mark_dirty(sh, c);
     return;

@@ -78,4 +78,5 @@ void pool_destroy(struct shard *sh) {
     free(sh->free_send);
     sh->free_send = n;
   }
+  sh->nfree_send = 0;
 }

@@ -231,9 +231,11 @@ static int flush_out(struct conn *c, struct tls_conn *t) {
   return 0;
 }
 
-/* A fatal TLS error. During the handshake the alert BoringSSL wrote (or, for
- * plain HTTP sent to the TLS port, a 400 as Go's servers answer) goes out
- * before the close; an established conn just closes. */
+/* A fatal TLS error. During the TLS handshake and the HTTP request the alert
+ * BoringSSL wrote (or, for plain HTTP sent to the TLS port, a 400 as Go's
+ * servers answer) goes out before the close; from the DERP handshake on the
+ * conn just closes: an admitted conn would otherwise move to its owner shard
+ * and register there before its alert was out. */
 static int fail(struct conn *c, struct tls_conn *t, const char *what) {
   uint32_t e = ERR_peek_error();
   const char *why = tls_take_reject_reason();
@@ -241,7 +243,7 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
   bool http = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
   ERR_clear_error();
   t->failed = true;
-  if (c->hs) {
+  if (c->hs && c->state == CS_HTTP) {
     if (http) {
       static const char msg[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
                                 "Client sent an HTTP request to an HTTPS server.\n";

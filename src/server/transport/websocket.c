@@ -56,7 +56,7 @@ size_t ws_batch_header(uint8_t out[10], size_t len) {
  * frames behind it are dropped, and nothing more is queued: conn.c). */
 static bool queue_close(struct conn *c, uint16_t code) {
   uint8_t f[4] = {0x80 | WS_OP_CLOSE, 2, (uint8_t)(code >> 8), (uint8_t)code};
-  if (!queue_raw(c, f, sizeof f)) return false;
+  if (!conn_queue_ws_close(c, f, sizeof f)) return false;
   c->ws->close_sent = true;
   return true;
 }
