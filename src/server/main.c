@@ -23,6 +23,7 @@
 
 #include "server/acme/acme.h"
 #include "server/admission/admission.h"
+#include "server/core/listen.h"
 #include "server/transport/ktls.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
@@ -34,77 +35,11 @@
 #include "server/stun/stun_server.h"
 #include "server/transport/tls.h"
 
-static int open_listener(const char *host, uint16_t port, char *err, size_t errlen) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-  if (!host[0]) hints.ai_family = AF_INET6; /* [::] dual-stack; falls back below */
-  char ps[8];
-  snprintf(ps, sizeof ps, "%u", port);
-  struct addrinfo *res = NULL;
-  int r = getaddrinfo(host[0] ? host : NULL, ps, &hints, &res);
-  if (r != 0 && !host[0]) {
-    hints.ai_family = AF_INET;
-    r = getaddrinfo(NULL, ps, &hints, &res);
-  }
-  if (r != 0) {
-    snprintf(err, errlen, "resolve %s: %s", host, gai_strerror(r));
-    return -1;
-  }
-  int fd = -1;
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (ai->ai_family == AF_INET6 && !host[0])
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    /* The kernel caps the backlog at net.core.somaxconn, which is what Go's
-     * net.Listen (derper) asks for: an operator who raised it gets it. */
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, INT_MAX) == 0) break;
-    snprintf(err, errlen, "listen on %s:%u: %s", host[0] ? host : "*", port, strerror(errno));
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  return fd;
-}
-
 /* Every shard's listener sets SO_REUSEPORT, which would let a second derpd
- * (same user) quietly share a port with the first; derper's second instance
- * fails to bind. A bind without it first finds a listener already there.
- * Not after a live upgrade: the old process holds the port on purpose. */
+ * (same user) quietly share a port with the first. Not after a live
+ * upgrade: the old process holds the port on purpose. */
 static int port_in_use(const char *host, uint16_t port, char *err, size_t errlen) {
-  if (port == 0 || handover_active()) return 0;
-  struct addrinfo hints = {.ai_family = host[0] ? AF_UNSPEC : AF_INET6, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-  char ps[8];
-  snprintf(ps, sizeof ps, "%u", port);
-  struct addrinfo *res = NULL;
-  if (getaddrinfo(host[0] ? host : NULL, ps, &hints, &res) != 0) return 0; /* open_listener says why */
-  int busy = 0;
-  for (struct addrinfo *ai = res; ai && !busy; ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no owner */
-    if (ai->ai_family == AF_INET6 && !host[0]) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE) busy = 1;
-    close(fd);
-  }
-  freeaddrinfo(res);
-  if (busy)
-    snprintf(err, errlen, "listen on %s:%u: address already in use (another derpd or derper?)",
-             host[0] ? host : "*", port);
-  return busy;
-}
-
-static uint16_t bound_port(int fd) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
-  if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return !handover_active() && listen_port_in_use(host, port, err, errlen);
 }
 
 /* CPUs this process may run on (taskset, cpusets), as Go's GOMAXPROCS counts
@@ -528,10 +463,10 @@ int main(int argc, char **argv) {
   for (int i = 0; i < s->nshards; i++) {
     /* After a live upgrade the old process's sockets, else new ones. */
     int fd = handover_inherited("main", i);
-    if (fd >= 0 && i == 0) port = bound_port(fd);
-    s->shards[i].listen_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, port, err, sizeof err);
+    if (fd >= 0 && i == 0) port = listen_bound_port(fd);
+    s->shards[i].listen_fd = fd >= 0 ? fd : listen_open(s->cfg.listen_host, port, err, sizeof err);
     if (s->shards[i].listen_fd < 0) { log_error("%s", err); return 1; }
-    if (i == 0) port = bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
+    if (i == 0) port = listen_bound_port(s->shards[0].listen_fd); /* -a :0 picks one for all */
   }
   s->port = port;
   /* derper: with TLS, a plain-HTTP helper on -http-port (80) answers
@@ -545,10 +480,10 @@ int main(int argc, char **argv) {
     s->shards[i].listen80_fd = -1;
     if (p80 < 0) continue;
     int fd = handover_inherited("http80", i);
-    if (fd >= 0 && i == 0) p80 = bound_port(fd);
-    s->shards[i].listen80_fd = fd >= 0 ? fd : open_listener(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
+    if (fd >= 0 && i == 0) p80 = listen_bound_port(fd);
+    s->shards[i].listen80_fd = fd >= 0 ? fd : listen_open(s->cfg.listen_host, (uint16_t)p80, err, sizeof err);
     if (s->shards[i].listen80_fd < 0) { log_error("-http-port: %s", err); return 1; }
-    if (i == 0) p80 = bound_port(s->shards[0].listen80_fd);
+    if (i == 0) p80 = listen_bound_port(s->shards[0].listen80_fd);
   }
   if (p80 >= 0) s->port80 = (uint16_t)p80;
   /* --metrics-listen: plain HTTP, /debug/ only (operations/debug_http.c). */
@@ -561,10 +496,10 @@ int main(int argc, char **argv) {
     s->shards[i].metrics_fd = -1;
     if (pm < 0) continue;
     int fd = handover_inherited("metrics", i);
-    if (fd >= 0 && i == 0) pm = bound_port(fd);
-    s->shards[i].metrics_fd = fd >= 0 ? fd : open_listener(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
+    if (fd >= 0 && i == 0) pm = listen_bound_port(fd);
+    s->shards[i].metrics_fd = fd >= 0 ? fd : listen_open(s->cfg.metrics_host, (uint16_t)pm, err, sizeof err);
     if (s->shards[i].metrics_fd < 0) { log_error("--metrics-listen: %s", err); return 1; }
-    if (i == 0) pm = bound_port(s->shards[0].metrics_fd);
+    if (i == 0) pm = listen_bound_port(s->shards[0].metrics_fd);
   }
 
   pthread_barrier_t bar;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "derp/stun.h"
+#include "server/core/listen.h"
 #include "server/log.h"
 #include "server/operations/handover.h"
 #include "server/server.h"
@@ -74,47 +75,6 @@ _Static_assert(DERP_STUN_NVERDICTS == 10, "a new verdict needs its derpd_stun_dr
 static void count(struct shard *sh, enum stat_scalar s) { stat_add_slot(&sh->stats.v[s], 1); }
 
 /* ---- start-up (main thread) ------------------------------------------------ */
-
-/* Where to bind: -a's host, or every address (IPv6 with IPv4 mapped in,
- * where the kernel has IPv6). */
-static int stun_addr(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len,
-                     bool *dual, char *err, size_t errlen) {
-  memset(ss, 0, sizeof *ss);
-  *dual = false;
-  if (!host[0]) {
-    int probe = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0) {
-      close(probe);
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-      a->sin6_family = AF_INET6;
-      a->sin6_addr = in6addr_any;
-      a->sin6_port = htons(port);
-      *len = sizeof *a;
-      *dual = true;
-    } else {
-      struct sockaddr_in *a = (struct sockaddr_in *)ss;
-      a->sin_family = AF_INET;
-      a->sin_addr.s_addr = htonl(INADDR_ANY);
-      a->sin_port = htons(port);
-      *len = sizeof *a;
-    }
-    return 0;
-  }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM, .ai_flags = AI_PASSIVE};
-  struct addrinfo *res = NULL;
-  int r = getaddrinfo(host, NULL, &hints, &res);
-  if (r != 0 || !res || res->ai_addrlen > sizeof *ss) {
-    snprintf(err, errlen, "STUN: resolve %s: %s", host, r ? gai_strerror(r) : "no address");
-    if (res) freeaddrinfo(res);
-    return -1;
-  }
-  memcpy(ss, res->ai_addr, res->ai_addrlen);
-  *len = res->ai_addrlen;
-  freeaddrinfo(res);
-  if (ss->ss_family == AF_INET6) ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-  else ((struct sockaddr_in *)ss)->sin_port = htons(port);
-  return 0;
-}
 
 static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap) {
   char ip[INET6_ADDRSTRLEN] = "?";
@@ -174,7 +134,13 @@ int stun_open(struct server *s, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t len;
   bool dual;
-  if (stun_addr(c->listen_host, (uint16_t)c->stun_port, &ss, &len, &dual, err, errlen) != 0) return -1;
+  /* -a's host, as the TCP listeners take it (core/listen.c). */
+  if (listen_resolve(c->listen_host, (uint16_t)c->stun_port, SOCK_DGRAM, &ss, &len, &dual, err, errlen) != 0) {
+    char why[200];
+    snprintf(why, sizeof why, "%s", err);
+    snprintf(err, errlen, "STUN: %s", why);
+    return -1;
+  }
   char where[INET6_ADDRSTRLEN + 16];
   addr_str(&ss, where, sizeof where);
   /* Alone first: a port another process holds (derper, a second derpd, with
