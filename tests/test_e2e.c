@@ -804,3 +804,25 @@ Test(e2e, tcp_rtt_sampled, E2E) {
   cr_assert_eq(derpd_varz(&g_srv, "derp_tcp_rtt{le=\"error\"}"), 0);
   cr_assert_eq(derpd_varz(&g_srv, "derp_tcp_rtt{le=\"inf\"}"), 0);
 }
+
+/* Once per lap, however few clients a shard has: with a lap of 1 s, four
+ * clients give about 4 samples a second. A shard with a handful of conns
+ * sampled one every 100 ms tick (a new lap at once), up to 10 a second
+ * each: about 20 a second here (derper: one per client per 10 s). */
+Test(e2e, tcp_rtt_once_per_lap, E2E) {
+  setenv("DERPD_TEST_RTT_LAP_MS", "1000", 1);
+  start(2, NULL);
+  unsetenv("DERPD_TEST_RTT_LAP_MS");
+  const char *le10 = "derp_tcp_rtt{le=\"10ms\"}";
+  for (int i = 0; i < 4; i++) e2e_client(&g_srv, NULL, false);
+  cr_assert_geq(derpd_varz_eventually(&g_srv, le10, 4, 3000), 4, "the first lap");
+  long long v0 = derpd_varz(&g_srv, le10);
+  int64_t t0 = e2e_now_ms();
+  e2e_sleep_ms(2000);
+  long long v1 = derpd_varz(&g_srv, le10);
+  int64_t ms = e2e_now_ms() - t0;
+  /* At most one lap start per second on each shard, plus the one under way. */
+  long long most = 4 * (ms / 1000 + 2);
+  cr_assert_leq(v1 - v0, most, "%lld samples of 4 clients in %lld ms (a 1 s lap)", v1 - v0, (long long)ms);
+  cr_assert_geq(v1 - v0, 4, "%lld samples of 4 clients in %lld ms", v1 - v0, (long long)ms);
+}

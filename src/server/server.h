@@ -364,6 +364,7 @@ struct shard {
   struct { int64_t ms; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
   struct list *rtt_cursor;     /* next of conns for derp_tcp_rtt (operations/tcp_rtt.c) */
+  int64_t rtt_lap_ms;          /* when its lap began */
   /* Pools. */
   struct pkt *free_pkts[3];
   uint32_t nfree_pkts[3];

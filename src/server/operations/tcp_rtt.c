@@ -2,12 +2,14 @@
  * round-trip time (TCP_INFO's tcpi_rtt) counted in derper's buckets about
  * every 10 s, as derper's per-client stats timer does.
  *
- * Owns one cursor per shard over the shard's conns list (shard->rtt_cursor);
- * touches a conn only on the shard that owns it. Bounded: a tick visits
- * nconns / ticks-per-lap + 1 conns, one getsockopt each, so a lap of the list
- * takes about the lap time whatever the count, and no tick walks them all.
- * A conn's first sample falls somewhere in its first lap (derper's: 10 s
- * after the connect); the buckets are the same. */
+ * Owns one cursor per shard over the shard's conns list (shard->rtt_cursor,
+ * rtt_lap_ms); touches a conn only on the shard that owns it. Bounded: a
+ * tick visits nconns / ticks-per-lap + 1 conns, one getsockopt each, so a
+ * lap of the list takes at most the lap time whatever the count, and no tick
+ * walks them all; the next lap starts a lap time after this one started, so
+ * each client is sampled once per 10 s however few there are. A conn's first
+ * sample falls somewhere in its first lap (derper's: 10 s after the
+ * connect); the buckets are the same. */
 #include "server/operations/tcp_rtt.h"
 
 #include <netinet/in.h>
@@ -22,7 +24,9 @@
 
 _Static_assert(STAT_rtt_nontcp == STAT_rtt_10ms + TCP_RTT_NONTCP, "derp_tcp_rtt counters out of order");
 
-static int lap_ticks = LAP_MS / SHARD_TICK_MS; /* written once before the shards start */
+/* Written once before the shards start. */
+static int lap_ms = LAP_MS;
+static int lap_ticks = LAP_MS / SHARD_TICK_MS;
 
 void tcp_rtt_init(void) {
   int lap = LAP_MS;
@@ -31,6 +35,7 @@ void tcp_rtt_init(void) {
     lap = atoi(v);
     log_warn("tcp_rtt: DERPD_TEST_RTT_LAP_MS=%s (tests only)", v);
   }
+  lap_ms = lap > 0 ? lap : 1;
   lap_ticks = lap / SHARD_TICK_MS > 0 ? lap / SHARD_TICK_MS : 1;
 }
 
@@ -59,10 +64,14 @@ void tcp_rtt_first(struct conn *c) {
 
 void tcp_rtt_tick(struct shard *sh) {
   if (list_empty(&sh->conns)) return;
+  struct list *cur = sh->rtt_cursor ? sh->rtt_cursor : &sh->conns;
+  if (cur == &sh->conns) { /* the head: the last lap is done */
+    if (sh->rtt_cursor && sh->now_ms - sh->rtt_lap_ms < lap_ms) return;
+    sh->rtt_lap_ms = sh->now_ms;
+    cur = cur->next;
+  }
   uint32_t n = sh->nconns / (uint32_t)lap_ticks + 1;
-  struct list *cur = sh->rtt_cursor ? sh->rtt_cursor : sh->conns.next;
-  for (uint32_t i = 0; i < n; i++) {
-    if (cur == &sh->conns) cur = cur->next; /* the head: a lap ends */
+  for (uint32_t i = 0; i < n && cur != &sh->conns; i++) {
     struct conn *c = list_entry(cur, struct conn, all_node);
     uint32_t us;
     if (c->rtt_sampled && c->state == CS_ESTABLISHED && rtt_us(c, &us) == 0)
