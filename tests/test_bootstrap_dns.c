@@ -156,21 +156,25 @@ Test(bootstrap_dns, shuffled_addresses, .init = setup) {
 /* Unpublished names: never in the list; answered alone to ?q=NAME for the
  * clients inside the TXT percentage. */
 Test(bootstrap_dns, unpublished, .init = setup) {
-  struct fake f = {.a = "pub=192.0.2.1;all=192.0.2.2;half=192.0.2.3;none=192.0.2.4;gone=192.0.2.5;bad=192.0.2.6",
+  struct fake f = {.a = "pub=192.0.2.1;all=192.0.2.2;half=192.0.2.3;none=192.0.2.4;gone=192.0.2.5;bad=192.0.2.6;"
+                        "slash=192.0.2.7",
                    .txt = "half.pct=50;none.pct=abc|0;bad.pct=101|+1x|-1"};
   struct bdns_lookup lk = {fake_ip, fake_txt, &f};
-  struct bootstrap_dns *b = bootstrap_dns_new("pub", "all,half/half.pct,none/none.pct,gone/missing.pct,bad/bad.pct", &lk);
+  struct bootstrap_dns *b =
+      bootstrap_dns_new("pub", "all,half/half.pct,none/none.pct,gone/missing.pct,bad/bad.pct,slash/", &lk);
   bootstrap_dns_refresh(b);
   static const char list[] = "{\n\t\"pub\": [\n\t\t\"192.0.2.1\"\n\t]\n}";
   assert_ask(b, NULL, list);
   assert_ask(b, "q=all", "{\n\t\"all\": [\n\t\t\"192.0.2.2\"\n\t]\n}");
   assert_ask(b, "x=1&q=%61ll&q=pub", "{\n\t\"all\": [\n\t\t\"192.0.2.2\"\n\t]\n}"); /* the first q, unescaped */
-  cr_assert_eq(stat(STAT_bdns_unpub_hits), 2);
+  /* NAME/ (no TXT name after the slash): every client, as bare NAME (derper's strings.Cut). */
+  assert_ask(b, "q=slash", "{\n\t\"slash\": [\n\t\t\"192.0.2.7\"\n\t]\n}");
+  cr_assert_eq(stat(STAT_bdns_unpub_hits), 3);
   /* 0%: no TXT value 0..100 (or the TXT lookup failed): never answered. */
   assert_ask(b, "q=none", list);
   assert_ask(b, "q=gone", list);
   assert_ask(b, "q=bad", list);
-  cr_assert_eq(stat(STAT_bdns_unpub_hits), 5);
+  cr_assert_eq(stat(STAT_bdns_unpub_hits), 6);
   cr_assert_eq(stat(STAT_bdns_unpub_pct_misses), 3);
   cr_assert_eq(stat(STAT_bdns_unpub_misses), 3, "then, not published either: a miss (derper)");
   /* 50%: PEER 198.51.100.10 draws 0.739 (Go's PCG over its 16 bytes): out. */
@@ -186,7 +190,7 @@ Test(bootstrap_dns, unpublished, .init = setup) {
   assert_ask(b, "q=", list);
   assert_ask(b, "q;=all", list);
   cr_assert_eq(stat(STAT_bdns_unpub_misses), 5); /* half (outside), nothing */
-  cr_assert_eq(bootstrap_dns_queried(b), 6); /* all, none, gone, bad, half, nothing */
+  cr_assert_eq(bootstrap_dns_queried(b), 7); /* all, slash, none, gone, bad, half, nothing */
   bootstrap_dns_free(b);
 }
 

@@ -228,7 +228,7 @@ static struct bdns_set *resolve_list(struct bootstrap_dns *b, const char *list, 
     if (!(e->ips = malloc((size_t)n * sizeof *e->ips))) { e->nips = 0; goto oom; }
     memcpy(e->ips, ips, (size_t)n * sizeof *ips);
     e->nips = n;
-    if (!txt) { e->percent = 1; continue; }
+    if (!txt || !txt[0]) { e->percent = 1; continue; } /* NAME or NAME/: all clients (derper) */
     int k = b->lookup.txt(b->lookup.ctx, txt, txts, BDNS_TXTS_MAX, why, sizeof why);
     if (k < 0) {
       log_warn("bootstrap DNS: lookup \"%s\": %s", txt, why);
