@@ -785,6 +785,36 @@ Test(e2e, sigterm_restarting_and_exit, E2E) {
   cr_assert_eq(status, 0, "derpd exit status %d", status);
 }
 
+/* derp_accepts and derp_current_connections count what derper counts: DERP
+ * upgrades, and client conns registered (a duplicate key's included); probes,
+ * scrapes and handshakes in progress are only in derpd_tcp_accepts and
+ * derpd_open_connections. */
+Test(e2e, connection_counts_as_derper, E2E) {
+  start(2, NULL);
+  char resp[4096];
+  cr_assert_eq(http_request(&g_srv, "GET /derp/probe HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 200);
+  cr_assert_eq(http_request(&g_srv, "GET /generate_204 HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp), 204);
+  derp_privkey k;
+  struct derp_client *a = e2e_client(&g_srv, &k, false);
+  struct derp_client *a2 = e2e_client_with_key(&g_srv, &k, false); /* a duplicate */
+  struct derp_client *b = e2e_client_ws(&g_srv, NULL, 0);
+  int half = raw_connect(&g_srv); /* TCP only: no request yet */
+  cr_assert_geq(half, 0);
+  e2e_sync_route(b, a2);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_current_connections", 3, 3000), 3);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_accepts"), 3, "three DERP upgrades (plain, plain, WebSocket)");
+  /* Each scrape is a TCP accept and an open conn of its own. */
+  long long tcp = derpd_varz(&g_srv, "derpd_tcp_accepts");
+  cr_assert_geq(tcp, 2 + 3 + 1 + 1, "probes, clients, the half-open conn, a scrape: %lld", tcp);
+  long long open = derpd_varz(&g_srv, "derpd_open_connections");
+  cr_assert_geq(open, 3 + 1 + 1, "clients, the half-open conn, this scrape: %lld", open);
+  close(half);
+  e2e_close(a);
+  e2e_close(b);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_current_connections", 1, 3000), 1, "a2 left");
+  cr_assert_eq(derpd_varz(&g_srv, "derp_accepts"), 3);
+}
+
 /* derper's derp_tcp_rtt: every TCP client sampled once per lap (10 s; 200 ms
  * here through the test-only variable), WebSocket clients counted once as
  * non-tcp. Loopback round trips are far under 10 ms. */

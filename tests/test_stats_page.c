@@ -31,6 +31,7 @@ static void fill(void) {
   for (int i = 0; i < NS; i++) {
     STAT_ADD(&shards[i], pkts_recv, 100 * (i + 1));
     STAT_ADD(&shards[i], cur_conns, i);
+    STAT_ADD(&shards[i], open_conns, 2 * i);
   }
   STAT_DROP_T(&shards[0], queue_head, true, 2);
   STAT_DROP_T(&shards[1], unknown_dest, false, 5);
@@ -73,6 +74,7 @@ Test(stats_page, sums_and_derived) {
   render();
   cr_assert_eq(sample(page, "derp_packets_received"), 600);
   cr_assert_eq(sample(page, "derp_current_connections"), 3);
+  cr_assert_eq(sample(page, "derpd_open_connections"), 6);
   cr_assert_eq(sample(page, "derp_packets_dropped"), 8);
   cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"disco\"}"), 2);
   cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"other\"}"), 6);
@@ -138,7 +140,7 @@ Test(stats_page, per_shard_series) {
     snprintf(s, sizeof s, "derpd_shard_packets_received{shard=\"%d\"}", i);
     cr_assert_eq(sample(page, s), 100 * (i + 1));
     snprintf(s, sizeof s, "derpd_shard_connections{shard=\"%d\"}", i);
-    cr_assert_eq(sample(page, s), i);
+    cr_assert_eq(sample(page, s), 2 * i, "every open conn, not only clients");
   }
   cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"0\"}"), 2);
   cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"1\"}"), 5);

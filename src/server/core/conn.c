@@ -79,7 +79,7 @@ static void conn_register(struct shard *sh, struct conn *c) {
   list_init(&c->rl_node);
   list_add_tail(&sh->conns, &c->all_node);
   sh->nconns++;
-  STAT_INC(&sh->stats, cur_conns);
+  STAT_INC(&sh->stats, open_conns);
 }
 
 struct conn *conn_new(struct shard *sh, int fd, bool port80) {
@@ -292,7 +292,7 @@ void conn_attach(struct shard *sh, struct conn *c) {
   c->sh = sh;
   list_add_tail(&sh->conns, &c->all_node);
   sh->nconns++;
-  STAT_INC(&sh->stats, cur_conns);
+  STAT_INC(&sh->stats, open_conns);
 }
 
 void conn_adopt(struct shard *sh, struct conn *c) {
@@ -418,7 +418,7 @@ void conn_destroy(struct conn *c) {
   if (list_linked(&c->dl_node)) list_del(&c->dl_node);
   if (list_linked(&c->ka_node)) list_del(&c->ka_node);
   sh->nconns--;
-  STAT_ADD(&sh->stats, cur_conns, -1);
+  STAT_ADD(&sh->stats, open_conns, -1);
   if (c->ws) STAT_ADD(&sh->stats, ws_conns, -1);
   atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
   free_conn_memory(c);
@@ -433,7 +433,7 @@ void conn_detach(struct conn *c) {
   c->dirty = 0;
   if (list_linked(&c->dl_node)) list_del(&c->dl_node);
   sh->nconns--;
-  STAT_ADD(&sh->stats, cur_conns, -1);
+  STAT_ADD(&sh->stats, open_conns, -1);
 }
 
 void conn_free_orphan(struct conn *c) {

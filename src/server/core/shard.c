@@ -187,7 +187,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener 
     return;
   }
   int fd = cqe->res;
-  STAT_INC(&sh->stats, accepts);
+  STAT_INC(&sh->stats, tcp_accepts);
   /* Stopping for good: refused. In a live upgrade an accept that completed
    * before the cancel (rings without DEFER_TASKRUN) is served like those
    * accepted just before: continue_stop lets its handshake finish. */

@@ -18,8 +18,10 @@
 /* X(name, prometheus name, type, help); an empty name is internal, not
  * rendered as it is (operations/stats_page.c derives metrics from it). */
 #define STATS_SCALARS(X)                                                                  \
-  X(accepts, "derp_accepts", "counter", "TCP connections accepted")                       \
-  X(cur_conns, "derp_current_connections", "gauge", "connections open, any state")       \
+  X(accepts, "derp_accepts", "counter", "connections that asked for DERP (an upgrade to DERP or WebSocket), as derper counts") \
+  X(cur_conns, "derp_current_connections", "gauge", "client connections registered here (duplicates and mesh peers included), as derper counts") \
+  X(tcp_accepts, "derpd_tcp_accepts", "counter", "TCP connections accepted, every listener and purpose") \
+  X(open_conns, "derpd_open_connections", "gauge", "connections open, any state (handshakes, HTTP requests, mesh links)") \
   X(cur_home, "derp_current_home_connections", "gauge", "clients that said this is home") \
   X(clients_total, "derp_clients_total", "gauge", "keys this node knows in the region: local or remote") \
   X(clients_accepted, "derpd_clients_accepted", "counter", "clients that completed the handshake") \

@@ -31,10 +31,10 @@ const struct hist_def hist_defs[HIST_N] = {
 /* The per-shard series, {shard="i"}: what shows one shard busier than the
  * rest. X(name, type, help, scalar) */
 #define SHARD_SERIES(X)                                                                           \
-  X("derpd_shard_connections", "gauge", "open connections on the shard, any state", cur_conns)    \
+  X("derpd_shard_connections", "gauge", "open connections on the shard, any state", open_conns)    \
   X("derpd_shard_clients", "gauge", "clients whose key the shard owns", cur_clients)              \
   X("derpd_shard_accepts", "counter", "connections the shard accepted (SO_REUSEPORT's spread)",   \
-    accepts)                                                                                      \
+    tcp_accepts)                                                                                      \
   X("derpd_shard_handoffs", "counter", "connections moved to the shard, their key's owner",       \
     handoffs)                                                                                     \
   X("derpd_shard_packets_received", "counter", "packets received from clients on the shard",     \

@@ -142,6 +142,7 @@ void relay_register(struct conn *c) {
   else if (p->nconns > 2) STAT_INC(&sh->stats, dup_conns);
   if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_accepted);
+  STAT_INC(&sh->stats, cur_conns);
   if (c->not_ideal) STAT_INC(&sh->stats, notideal);
   watch_note(sh, &p->key, p->hash, was_present);
 }
@@ -200,6 +201,7 @@ void relay_unregister(struct conn *c) {
   if (p->nconns == 2) { STAT_ADD(&sh->stats, dup_keys, -1); STAT_ADD(&sh->stats, dup_conns, -2); }
   else if (p->nconns > 2) STAT_ADD(&sh->stats, dup_conns, -1);
   p->nconns--;
+  STAT_ADD(&sh->stats, cur_conns, -1);
   if (c->preferred) STAT_ADD(&sh->stats, cur_home, -1);
   if (c->not_ideal) STAT_ADD(&sh->stats, notideal, -1);
   if (p->nconns > 0) {

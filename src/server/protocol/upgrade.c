@@ -188,6 +188,7 @@ void upgrade_admission_done(struct conn *c, bool admit, const char *detail) {
 
 static int start_derp(struct conn *c, const struct http_reply *r) {
   struct server *s = c->sh->srv;
+  STAT_INC(&c->sh->stats, accepts); /* derper's Accept: every DERP upgrade, before its handshake */
   uint8_t sk[DERP_FRAME_HDR_LEN + DERP_SERVER_KEY_PAYLOAD_LEN];
   size_t n = derp_enc_server_key(sk, sizeof sk, &s->pub);
   if ((r->len && !queue_bytes(c, r->buf, r->len)) || !queue_bytes(c, sk, n)) {
