@@ -483,6 +483,31 @@ static void bad_record_after_client_info(void) {
   cr_assert_eq(tls_varz("derpd_clients_accepted"), acc0, "the conn was registered as a client");
 }
 
+/* derper's TLS version metrics: each request on the TLS port counted by
+ * its conn's version, and the ones being served (a DERP conn's whole life;
+ * each scrape here is a TLS 1.3 request of its own, served while it renders). */
+static void tls_version_metrics(void) {
+  start_tls(1, NULL);
+  struct derp_client *a = tls_client(&(struct tls_conn_opts){.version = TLS1_3_VERSION}, NULL);
+  char err[256] = "";
+  struct derp_tls_info info;
+  struct derp_client *b = try_client(&(struct tls_conn_opts){.version = TLS1_2_VERSION}, &info, err, sizeof err);
+  cr_assert_not_null(b, "%s", err); /* untracked: closed below */
+  e2e_sync_route(a, b);
+  cr_assert_eq(tls_varz("derper_tls_request_version{version=\"1.2\"}"), 1);
+  cr_assert_eq(tls_varz("derper_tls_active_version{version=\"1.2\"}"), 1);
+  /* a, the scrape before, and this one */
+  cr_assert_eq(tls_varz("derper_tls_request_version{version=\"1.3\"}"), 4);
+  cr_assert_eq(tls_varz("derper_tls_active_version{version=\"1.3\"}"), 2, "a and this scrape");
+  derp_client_close(b);
+  long long act = -1;
+  for (int i = 0; i < 100 && (act = tls_varz("derper_tls_active_version{version=\"1.2\"}")) != 0; i++)
+    e2e_sleep_ms(20);
+  cr_assert_eq(act, 0, "b closed, still active");
+  cr_assert_eq(tls_varz("derper_tls_request_version{version=\"1.2\"}"), 1);
+  (void)a;
+}
+
 static void stalled_handshake_deadline(void) {
   start_tls(2, "--handshake-timeout 1s");
   int fd = raw_connect(&srv);
@@ -752,6 +777,7 @@ static const struct mini_test tests[] = {
     {"sighup_reload", sighup_reload},
     {"garbage_closes", garbage_closes},
     {"bad_record_after_client_info", bad_record_after_client_info},
+    {"tls_version_metrics", tls_version_metrics},
     {"close_notify_after_request", close_notify_after_request},
     {"stalled_handshake_deadline", stalled_handshake_deadline},
     {"plain_http_to_tls_port", plain_http_to_tls_port},

@@ -174,6 +174,8 @@ struct conn {
   uint8_t rx_paused : 1, rx_cancel : 1, recv_armed : 1, rx_was_paused : 1, rx_single : 1;
   uint8_t dup_hist : 1;    /* in its key's duplicate history (protocol/relay.c) */
   uint8_t goodbye_sent : 1; /* the transport's goodbye (TLS close_notify) is queued */
+  uint8_t tls_ver : 2;     /* TLS 1.2: 2, 1.3: 3, once its handshake is done; 0: not TLS */
+  uint8_t tls_active : 1;  /* counted in derper_tls_active_version until it closes */
   uint8_t ops;             /* SQEs in flight that reference this conn */
   uint8_t nothere_tokens;  /* PeerGone(not here) rate limit: 1/s, burst 3 */
   uint16_t ndisco, ndata, nctrl; /* 16 bits: a link's queue and a watcher's

@@ -58,6 +58,10 @@
   X(drops_other, "", "", "") /* internal: the other packets dropped, counted on their own so \
                                 that each series only rises (not total minus disco) */ \
   X(rl_waited, "", "", "") /* internal: derp_rate_limit_per_client_waited (-rate-config only) */ \
+  X(tls_req12, "", "", "") /* internal: derper_tls_request_version{version="1.2"} */ \
+  X(tls_req13, "", "", "") /* internal: derper_tls_request_version{version="1.3"} */ \
+  X(tls_active12, "", "", "") /* internal: derper_tls_active_version{version="1.2"} */ \
+  X(tls_active13, "", "", "") /* internal: derper_tls_active_version{version="1.3"} */ \
   X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
   X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
   X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \

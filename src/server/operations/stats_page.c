@@ -89,7 +89,7 @@ struct derived {
   double f;
 };
 
-#define DERIVED_MAX 40 /* derive() makes at most 27 */
+#define DERIVED_MAX 40 /* derive() makes at most 31 */
 
 static int derive(const struct stats_view *v, struct derived *d) {
   const struct proc_facts *p = v->proc;
@@ -115,9 +115,20 @@ static int derive(const struct stats_view *v, struct derived *d) {
   I("bootstrap_dns_queried_domains", "counter", "names asked for at /bootstrap-dns (forgotten past 500)",
     v->bdns_queried);
   /* derpd's: what an operator alerts on before a certificate runs out. */
-  if (v->tls)
+  if (v->tls) {
     I("derpd_tls_cert_not_after", "gauge",
       "NotAfter of the certificate new connections get, unix seconds (0: none yet)", v->cert_not_after);
+    /* derper's, by the TLS version of the request's conn: each request
+     * (untyped), and those being served (a DERP conn's whole life); a
+     * version is listed once it was seen, as in derper's label maps. */
+    int64_t r12 = sum_v(v, STAT_tls_req12), r13 = sum_v(v, STAT_tls_req13);
+    const char *rt = "";
+    if (r12) I("derper_tls_request_version{version=\"1.2\"}", rt, "", r12);
+    if (r13) I("derper_tls_request_version{version=\"1.3\"}", rt, "", r13);
+    const char *help = "requests on the TLS port being served, by TLS version";
+    if (r12) I("derper_tls_active_version{version=\"1.2\"}", "gauge", help, sum_v(v, STAT_tls_active12));
+    if (r13) I("derper_tls_active_version{version=\"1.3\"}", "gauge", r12 ? "" : help, sum_v(v, STAT_tls_active13));
+  }
   if (v->acme) {
     I("derpd_acme_certificates{result=\"issued\"}", "counter",
       "-certmode letsencrypt: certificates obtained and installed, and attempts that failed (each retry)",

@@ -295,6 +295,7 @@ static int tls_recv(struct conn *c, const uint8_t *p, size_t n) {
       int r = SSL_do_handshake(t->ssl);
       if (r == 1) {
         t->done = true;
+        c->tls_ver = SSL_version(t->ssl) == TLS1_3_VERSION ? 3 : 2; /* 1.2 at least */
         STAT_INC(&c->sh->stats, tls_handshakes);
         continue;
       }
