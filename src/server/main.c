@@ -439,14 +439,18 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
   tcp_rtt_init();
+  /* Before the first thread (bootstrap DNS, below): it reads and clears
+   * DERPD_HANDOVER* and may rewrite WATCHDOG_PID, and a setenv or unsetenv
+   * races any thread's getenv (the resolver's). */
+  (void)handover_active();
   if (service_init(s->nshards) != 0) return 1;
+  if (debug_state_init(s, err, sizeof err) != 0) { log_error("debug: %s", err); return 1; }
   if (region_setup(s) != 0) return 1;
   if (admission_setup(s) != 0) return 1;
   /* 64-byte aligned: each shard's `sleeping` has its cache line to itself. */
