@@ -135,6 +135,15 @@ Test(config, metrics_listen) {
   cr_assert_eq(PARSE(&c, "-dev", "--metrics-listen", ":9100"), 0, "%s", err);
   cr_assert_str_eq(c.metrics_host, "");
   cr_assert_eq(c.listen_port, 3340, "--metrics-listen is not -a: -dev keeps its port");
+  /* Go's Listen: a service name, and an empty port (0). */
+  cr_assert_eq(PARSE(&c, MANUAL, "-a", ":https"), 0, "%s", err);
+  cr_assert_eq(c.listen_port, 443);
+  cr_assert(c.tls, "port 443 by name is TLS too");
+  cr_assert_eq(PARSE(&c, "-dev", "-a", "127.0.0.1:http"), 0, "%s", err);
+  cr_assert_eq(c.listen_port, 80);
+  cr_assert_eq(PARSE(&c, "-dev", "-a", "127.0.0.1:"), 0, "%s", err);
+  cr_assert_eq(c.listen_port, 0);
+  ERR("or a service name", "-a", ":no-such-service");
   ERR("missing port in address", "--metrics-listen", "10.0.0.5");
   ERR("port must be a number", "--metrics-listen", "10.0.0.5:99999");
   ERR("too many colons", "--metrics-listen", "fd00::5:9100");
@@ -192,6 +201,8 @@ Test(config, addresses) {
   static const struct { const char *a; const char *host; int port; } ok[] = {
       {":443", "", 443}, {"0.0.0.0:80", "0.0.0.0", 80}, {"[::1]:3340", "::1", 3340},
       {"[::]:0", "::", 0}, {"localhost:65535", "localhost", 65535},
+      /* as Go's Listen: no port is 0, a service name its port */
+      {":", "", 0}, {":http", "", 80}, {"[::1]:https", "::1", 443}, {"localhost:HTTPS", "localhost", 443},
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     struct config c;
@@ -199,7 +210,7 @@ Test(config, addresses) {
     cr_assert_str_eq(c.listen_host, ok[i].host);
     cr_assert_eq(c.listen_port, ok[i].port);
   }
-  static const char *bad[] = {"443", "::1:443", "[::1]", "[::1]443", ":", ":65536", ":http", ":-1",
+  static const char *bad[] = {"443", "::1:443", "[::1]", "[::1]443", ":65536", ":htp", ":-1",
                               "host:1234567"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char want[64];
@@ -339,6 +350,11 @@ Test(config, derp_and_home) {
   cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
   cr_assert_str_eq(c.home, "https://example.com/derp?x=1");
   cr_assert_eq(PARSE(&c, MANUAL, "-home", "http://x"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  /* Go's url.Parse: the scheme in any case, opaque or not. */
+  cr_assert_eq(PARSE(&c, MANUAL, "-home", "HTTPS://Example.com/"), 0, "%s", err);
+  cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
+  cr_assert_eq(PARSE(&c, MANUAL, "-home", "https:x"), 0, "%s", err);
   cr_assert_eq(c.home_mode, HTTP_HOME_REDIRECT);
   ERR("for flag -home: want \"blank\"", "-home", "Blank");
   ERR("for flag -home: want \"blank\"", "-home", "ftp://example.com/");

@@ -11,11 +11,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define DEFAULT_PORT 443
@@ -213,10 +215,16 @@ static int parse_addr(struct perr *e, const char *name, const char *val, char *h
   const char *p = colon + 1;
   long port = 0;
   size_t pl = strlen(p);
-  if (pl == 0 || pl > 5) return bad_value(e, name, val, "port must be a number 0..65535");
-  for (size_t i = 0; i < pl; i++) {
-    if (!is_digit(p[i])) return bad_value(e, name, val, "port must be a number 0..65535");
-    port = port * 10 + (p[i] - '0');
+  bool digits = pl <= 5;
+  for (size_t i = 0; i < pl && digits; i++) digits = is_digit(p[i]);
+  if (digits) { /* "" is port 0, as Go's Listen takes it */
+    for (size_t i = 0; i < pl; i++) port = port * 10 + (p[i] - '0');
+  } else if (strcasecmp(p, "https") == 0 || strcasecmp(p, "http") == 0) {
+    port = p[4] ? 443 : 80; /* Go knows these without /etc/services */
+  } else { /* another service name, as Go's Listen resolves it */
+    const struct servent *se = pl < 32 ? getservbyname(p, "tcp") : NULL;
+    if (!se) return bad_value(e, name, val, "port must be a number 0..65535 or a service name (https)");
+    port = ntohs((uint16_t)se->s_port);
   }
   if (port > 65535) return bad_value(e, name, val, "port must be a number 0..65535");
   if (hl >= hcap) return bad_value(e, name, val, "host too long");
@@ -447,7 +455,8 @@ void config_ring_depths(int n, int queue_depth, uint32_t *data, uint32_t *ctrl) 
 
 /* ---- derper's other flags ------------------------------------------------------ */
 
-/* -home as derper v1.82 reads it: "", "blank", or an http:// or https:// URL
+/* -home as derper v1.82 reads it: "", "blank", or a URL whose scheme is
+ * http or https, in any case (Go's url.Parse)
  * (derpd also refuses control bytes: the URL goes into a Location header).
  * The setec flags of derper v1.82: -secrets-url would fetch the mesh key from
  * a setec server, which derpd cannot; the other two only matter with it. */
@@ -455,7 +464,7 @@ static int check_derper_flags(struct config *c, struct perr *e) {
   c->home_mode = HTTP_HOME_DEFAULT;
   if (strcmp(c->home, "blank") == 0) {
     c->home_mode = HTTP_HOME_BLANK;
-  } else if (strncmp(c->home, "http://", 7) == 0 || strncmp(c->home, "https://", 8) == 0) {
+  } else if (strncasecmp(c->home, "http:", 5) == 0 || strncasecmp(c->home, "https:", 6) == 0) {
     for (const unsigned char *p = (const unsigned char *)c->home; *p; p++)
       if (*p < 0x20 || *p == 0x7f) return bad_value(e, "home", c->home, "control character in the URL");
     c->home_mode = HTTP_HOME_REDIRECT;
@@ -592,8 +601,10 @@ void config_usage(FILE *out, const char *prog) {
 "\n"
 "Listening:\n"
 "  -a string\n"
-"        listen address: \"host:port\", \":port\" or \"[::1]:port\"\n"
-"        (default \":443\"; \":3340\" with -dev)\n"
+"        listen address: \"host:port\", \":port\" or \"[::1]:port\"; the port\n"
+"        may be a service name (\":https\"); no host: every address; a name:\n"
+"        its first IPv4 address, as Go's Listen (default \":443\"; \":3340\"\n"
+"        with -dev)\n"
 "  -dev\n"
 "        development mode: plain HTTP on :3340 unless -a is given, and an\n"
 "        ephemeral key unless -c is given\n"
