@@ -60,6 +60,15 @@ else fail "tls.ko loaded on demand" "not in /proc/modules"; fi
 if echo "$out" | grep -q '^HTTP/1.1 204' && grep -q 'userspace TLS: TLS_RX refused: No such file' /tmp/derpd-8440.log
 then pass "RX key refused (no chacha module): auto falls back to userspace TLS"
 else echo "$out"; tail -5 /tmp/derpd-8440.log; fail "RX key refused, auto" "no 204 or no fallback logged"; fi
+# Remembered: the next conn of that suite stays in userspace without asking
+# the kernel (and modprobe) again.
+f1="$(varz 8440 derpd_ktls_failures)"
+out="$(https 8440 /generate_204 -tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256)"
+f2="$(varz 8440 derpd_ktls_failures)"
+if echo "$out" | grep -q '^HTTP/1.1 204' && [ -n "$f1" ] && [ "$f1" = "$f2" ] &&
+   grep -q "the kernel refused this suite's key before" /tmp/derpd-8440.log
+then pass "the refused suite is remembered: the next conn asks the kernel no more ($f1 refused)"
+else echo "$out"; tail -5 /tmp/derpd-8440.log; fail "refused suite remembered" "refused ${f1:-none} then ${f2:-none}"; fi
 out="$(https 8440 /generate_204 -tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256)"
 k="$(varz 8440 derpd_ktls_installs)"; f="$(varz 8440 derpd_ktls_failures)"
 if echo "$out" | grep -q '^HTTP/1.1 204' && [ "${k:-0}" -ge 1 ] && [ "${f:-0}" -ge 1 ]; then

@@ -2,6 +2,7 @@
  * when a TLS connection may hand its RX and TX keys to the kernel, when it
  * must wait, and when it stays in userspace; and the --ktls mode names. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
 
 #include "server/transport/ktls.h"
@@ -93,4 +94,19 @@ Test(ktls_policy, ignorable_records_have_a_budget) {
   cr_assert_not(ktls_may_ignore(KTLS_IGNORED_MAX));
   /* The count lives in a 2-bit field of struct conn: the budget must fit. */
   cr_assert_leq(KTLS_IGNORED_MAX, 3);
+}
+
+/* A suite the kernel could not load crypto for is remembered per TLS
+ * version and cipher; other errors (a bad key, a busy socket) are not. */
+Test(ktls_policy, refused_suites_are_remembered) {
+  cr_assert(!ktls_note_refusal(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_256, EINVAL));
+  cr_assert(!ktls_note_refusal(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_256, EBUSY));
+  cr_assert(!ktls_suite_refused(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_256));
+  cr_assert(ktls_note_refusal(TLS_1_3_VERSION, TLS_CIPHER_CHACHA20_POLY1305, ENOENT));
+  cr_assert(ktls_suite_refused(TLS_1_3_VERSION, TLS_CIPHER_CHACHA20_POLY1305));
+  cr_assert(!ktls_suite_refused(TLS_1_2_VERSION, TLS_CIPHER_CHACHA20_POLY1305), "another version");
+  cr_assert(!ktls_suite_refused(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_128), "another suite");
+  cr_assert(ktls_note_refusal(TLS_1_2_VERSION, TLS_CIPHER_AES_GCM_128, EOPNOTSUPP));
+  cr_assert(ktls_suite_refused(TLS_1_2_VERSION, TLS_CIPHER_AES_GCM_128));
+  cr_assert(!ktls_suite_refused(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_128));
 }

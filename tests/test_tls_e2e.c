@@ -790,6 +790,7 @@ static const struct mini_test tests[] = {
     {"ktls_assumed_require", ktls_assumed_require},
     {"ktls_key_refused", ktls_key_refused},
     {"ktls_key_refused_require", ktls_key_refused_require},
+    {"ktls_suite_remembered", ktls_suite_remembered},
     {"warning_alerts_are_capped", warning_alerts_are_capped},
 };
 

@@ -220,6 +220,25 @@ void ktls_key_refused(void) {
   stop_and_check_totals("kTLS: 0 switched,");
 }
 
+/* A kernel that cannot load a suite's crypto refuses its key with ENOENT,
+ * after running modprobe inside the setsockopt (on a shard). derpd asks once
+ * per TLS version and suite: later conns of a refused one stay in userspace
+ * without asking (faked on any kernel). */
+void ktls_suite_remembered(void) {
+  setenv("DERPD_TEST_ASSUME_KTLS", "refuse-suites", 1);
+  start_tls(2, "-v");
+  unsetenv("DERPD_TEST_ASSUME_KTLS");
+  enum { N = 6 };
+  relay_mixed(N); /* TLS 1.3 and 1.2, each with one AES-GCM suite */
+  wait_log("userspace TLS: TLS_RX refused: No such file or directory");
+  wait_log("userspace TLS: the kernel refused this suite's key before");
+  cr_assert_eq(tls_varz("derpd_ktls_failures"), 2, "one refusal per version and suite");
+  cr_assert_geq(tls_varz("derpd_ktls_fallbacks"), N);
+  cr_assert_eq(tls_varz("derpd_conns_mode{mode=\"tls\"}"), N);
+  cr_assert_eq(tls_varz("derpd_ktls_installs"), 0);
+  stop_and_check_totals("kTLS: 0 switched,");
+}
+
 /* The same under --ktls=require: the connection is closed, with the reason. */
 void ktls_key_refused_require(void) {
   setenv("DERPD_TEST_ASSUME_KTLS", "refuse-keys", 1);

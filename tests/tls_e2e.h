@@ -47,5 +47,6 @@ void ktls_assumed_fallback(void);
 void ktls_assumed_require(void);
 void ktls_key_refused(void);
 void ktls_key_refused_require(void);
+void ktls_suite_remembered(void);
 
 #endif

@@ -251,11 +251,14 @@ static void free_server(struct server *s) {
 }
 
 /* DERPD_TEST_ASSUME_KTLS=refuse-keys: TCP_ULP "succeeds" without reaching
- * the kernel and every key is refused, on any kernel. */
+ * the kernel and every key is refused (EINVAL), on any kernel;
+ * =refuse-suites: refused as a kernel that cannot load the crypto does
+ * (ENOENT), which derpd remembers per suite. */
+static int refuse_errno = EINVAL;
 static int refuse_keys(int fd, int level, int name, const void *val, socklen_t len) {
   (void)fd, (void)name, (void)val, (void)len;
   if (level == SOL_TCP) return 0;
-  errno = EINVAL;
+  errno = refuse_errno;
   return -1;
 }
 
@@ -272,8 +275,9 @@ static int setup_ktls(struct server *s) {
   }
   const char *assume = getenv("DERPD_TEST_ASSUME_KTLS");
   bool avail = ktls_probe() == 1;
-  if (assume && strcmp(assume, "refuse-keys") == 0) {
-    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=refuse-keys: faking TCP_ULP, refusing every key (tests only)");
+  if (assume && (strcmp(assume, "refuse-keys") == 0 || strcmp(assume, "refuse-suites") == 0)) {
+    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=%s: faking TCP_ULP, refusing every key (tests only)", assume);
+    if (assume[7] == 's') refuse_errno = ENOENT;
     ktls_setsockopt = refuse_keys;
     avail = true;
   } else if (!avail && assume && strcmp(assume, "1") == 0) {

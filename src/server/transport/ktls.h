@@ -78,6 +78,16 @@ enum ktls_step ktls_tx_step(const struct ktls_switch_in *s);
 #define KTLS_IGNORED_MAX 3
 bool ktls_may_ignore(unsigned so_far);
 
+/* Suites whose key the kernel refused for lack of their crypto (ENOENT: no
+ * module it could load; ENOPROTOOPT, EOPNOTSUPP: not built in): remembered
+ * for the process (any shard, atomically), so that later connections of
+ * that TLS version and cipher_type (linux/tls.h) stay in userspace without
+ * asking again. Each such refusal runs modprobe inside the setsockopt, on a
+ * shard, where any client that offers only that suite could call for it.
+ * ktls_note_refusal: true if err is such a refusal (now remembered). */
+bool ktls_note_refusal(uint16_t version, uint16_t cipher_type, int err);
+bool ktls_suite_refused(uint16_t version, uint16_t cipher_type);
+
 /* 1 if this kernel accepts TCP_ULP "tls" on a connected TCP socket, 0 if not
  * (ENOENT: no tls module; EOPNOTSUPP etc.). Makes and closes a loopback
  * socket pair. Call once at start. */

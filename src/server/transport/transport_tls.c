@@ -473,9 +473,13 @@ static int ktls_switch_tx(struct conn *c, struct tls_conn *t, const struct send_
     conn_close(c, CLOSE_ktls, why);
     return -1;
   }
+  uint16_t suite = tx.info.cipher_type;
   int r = ktls_set_key(c->fd, KTLS_TX, &tx);
   ktls_info_wipe(&tx);
-  if (r < 0) return ktls_fail(c, "TLS_TX", -r);
+  if (r < 0) {
+    ktls_note_refusal(t->ktls_version, suite, -r); /* the next conns of this suite stay in userspace */
+    return ktls_fail(c, "TLS_TX", -r);
+  }
   char detail[96];
   const SSL_CIPHER *cipher = SSL_get_current_cipher(t->ssl);
   snprintf(detail, sizeof detail, "%s %s", SSL_get_version(t->ssl),
@@ -512,6 +516,10 @@ static int ktls_switch_rx(struct conn *c, struct tls_conn *t) {
     ktls_info_wipe(&rx);
     return ktls_fallback(c, why);
   }
+  if (ktls_suite_refused(rx.info.version, rx.info.cipher_type)) {
+    ktls_info_wipe(&rx);
+    return ktls_fallback(c, "the kernel refused this suite's key before (its crypto is missing)");
+  }
   int r = ktls_set_ulp(c->fd);
   if (r < 0) {
     ktls_info_wipe(&rx);
@@ -519,9 +527,11 @@ static int ktls_switch_rx(struct conn *c, struct tls_conn *t) {
     return ktls_fallback(c, why);
   }
   t->ktls_version = rx.info.version;
+  uint16_t suite = rx.info.cipher_type;
   r = ktls_set_key(c->fd, KTLS_RX, &rx);
   ktls_info_wipe(&rx);
   if (r < 0) {
+    ktls_note_refusal(t->ktls_version, suite, -r);
     /* A refused key leaves the socket as it was: the kernel frees what it
      * set up and keeps the ULP's pass-through (net/tls/tls_main.c,
      * do_tls_setsockopt_conf), so userspace TLS goes on. ENOENT here means
