@@ -604,6 +604,22 @@ Test(frame, type_masks_skip_and_reject) {
   cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_FRAME);
   cr_assert_eq(f.type, DERP_FRAME_PING, "the skipped frame must not be delivered");
   cr_assert_eq(r.skipped_frames, 1);
+  /* Outside ClientInfo's own limits (1 byte; 1 MiB): skipped too, as derper
+   * discards a late ClientInfo of any length. */
+  static const uint32_t odd[] = {1, 1u << 20};
+  for (int k = 0; k < 2; k++) {
+    uint8_t h[DERP_FRAME_HDR_LEN + 8];
+    derp_frame_put_header(h, DERP_FRAME_CLIENT_INFO, odd[k]);
+    in = h;
+    left = DERP_FRAME_HDR_LEN;
+    cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_MORE, "a %u-byte late ClientInfo", odd[k]);
+    cr_assert_null(r.buf);
+    static uint8_t zeros[1u << 20];
+    in = zeros;
+    left = odd[k];
+    cr_assert_eq(derp_frame_read(&r, &in, &left, &f), DERP_READ_MORE);
+    cr_assert_eq(r.skipped_frames, 2 + (uint64_t)k);
+  }
   derp_frame_reader_reset(&r);
 
   derp_frame_reader_init(&r, DERP_FROM_CLIENT);

@@ -157,10 +157,11 @@ struct derp_frame_reader {
                               server charges them to -rate-config, as derper
                               charges every frame; the caller resets it */
   uint32_t skip_charge_max;
-  /* Per-connection overrides for types below 32, applied after the limits:
-   * a type in skip_types is skipped (never buffered), a type in
-   * reject_types fails at its header. A server skips a late ClientInfo and
-   * rejects mesh-only frames from clients without the mesh key. */
+  /* Per-connection overrides for types below 32: a type in skip_types is
+   * skipped at any length (never buffered), as an unknown type is; a type
+   * in reject_types fails at its header. A server skips a late ClientInfo
+   * (derper discards it, whatever its length) and rejects mesh-only frames
+   * from clients without the mesh key. */
   uint32_t skip_types, reject_types;
 };
 

@@ -324,9 +324,9 @@ static enum derp_read_status read_one(struct derp_frame_reader *r, const uint8_t
     if (r->hdr_have < DERP_FRAME_HDR_LEN) {
       if (*inlen == 0 || !take_header(r, in, inlen)) return DERP_READ_MORE;
       enum derp_frame_verdict v = derp_frame_check(r->dir, r->type, r->len);
-      if (v == DERP_FRAME_DELIVER && r->type < 32) {
-        if (r->reject_types & (1u << r->type)) v = DERP_FRAME_REJECT;
-        else if (r->skip_types & (1u << r->type)) v = DERP_FRAME_SKIP;
+      if (r->type < 32) {
+        if (v == DERP_FRAME_DELIVER && (r->reject_types & (1u << r->type))) v = DERP_FRAME_REJECT;
+        else if (r->skip_types & (1u << r->type)) v = DERP_FRAME_SKIP; /* at any length, as unknown ones */
       }
       if (v == DERP_FRAME_REJECT) {
         out->type = r->type;
