@@ -504,6 +504,33 @@ Test(e2e, peer_gone_not_here, E2E) {
   cr_assert_eq(m.reason, DERP_PEER_GONE_NOT_HERE, "reason %u", m.reason);
 }
 
+/* Each sender has its own PeerGone(not here) budget (derper's per
+ * connection): 60 senders at once, one shard, 3 disco packets each, and
+ * each hears 3 PeerGone. Senders whose keys fell in one of the shard's 256
+ * slots shared its tokens (70 of 200 heard nothing in a helper's run). */
+Test(e2e, peer_gone_not_here_every_sender, E2E) {
+  enum { N = 60 };
+  start(1, NULL);
+  struct derp_client *c[N];
+  for (int i = 0; i < N; i++) c[i] = e2e_client(&g_srv, NULL, false);
+  derp_key unknown;
+  e2e_random_key(&unknown);
+  uint8_t disco[64] = DERP_DISCO_MAGIC;
+  for (int k = 0; k < 3; k++) /* derper's burst: 3 answered at once */
+    for (int i = 0; i < N; i++) cr_assert_eq(derp_client_send(c[i], &unknown, disco, sizeof disco), 0);
+  int short_of = 0, first = -1;
+  for (int i = 0; i < N; i++) {
+    int heard = 0;
+    struct derp_client_msg m;
+    while (heard < 3 && derp_client_recv_packet(c[i], &m, 2000) == 1)
+      if (m.type == DERP_FRAME_PEER_GONE && m.reason == DERP_PEER_GONE_NOT_HERE && derp_key_equal(&m.src, &unknown))
+        heard++;
+    if (heard < 3 && short_of++ == 0) first = i;
+  }
+  cr_assert_eq(short_of, 0, "%d of %d senders heard fewer than 3 PeerGone(not here) (the first: %d)", short_of, N,
+               first);
+}
+
 /* ---- Batched sleeps (core/shard.c, wait_events) ---- */
 
 enum { BATCH_CLIENTS = 16 };

@@ -363,7 +363,7 @@ struct shard {
   /* PeerGone(not here) made on this shard, limited per sender before it
    * crosses a ring (direct-mapped on the sender key's hash; collisions
    * share): 1 token/s, 3 at most, full at first. */
-  struct { int64_t ms; uint8_t tokens; } nothere_rl[256];
+  struct { int64_t ms; uint64_t hash; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
   struct list *rtt_cursor;     /* next of conns for derp_tcp_rtt (operations/tcp_rtt.c) */
   int64_t rtt_lap_ms;          /* when its lap began */

@@ -336,11 +336,21 @@ static bool take_not_here_token(int64_t now, int64_t *ms, uint8_t *tokens) {
 }
 
 /* The limit per sender, applied where the PeerGone is made, before it takes
- * room in a ring; the sender's shard applies it again per connection. Slots
- * are picked by the keyed hash of the sender's key, and senders that share
- * one share its tokens: alternating keys cannot refill a slot. */
+ * room in a ring; the sender's shard applies it exactly per connection
+ * (relay_send_to_key), as derper does. A slot, picked by the keyed hash of
+ * the sender's key, holds one sender: another one that finds it taken is let
+ * through to that exact limit (each PeerGone answers one packet of its own,
+ * so nothing is amplified), and takes the slot over once it has been still
+ * long enough to be full again. Shared tokens cost 70 of 200 senders their
+ * PeerGone (a helper's test against derper). */
 static bool not_here_allowed(struct shard *sh, uint64_t src_hash) {
   __typeof__(sh->nothere_rl[0]) *e = &sh->nothere_rl[src_hash & 255];
+  if (e->hash != src_hash) {
+    if (e->tokens < 3 && sh->now_ms - e->ms < 3000) return true;
+    e->hash = src_hash;
+    e->tokens = 3;
+    e->ms = sh->now_ms;
+  }
   return take_not_here_token(sh->now_ms, &e->ms, &e->tokens);
 }
 
