@@ -776,6 +776,25 @@ Test(e2e, duplicate_keys_derper_pick, E2E) {
   dup_close_then(s, b, 0, a, s, "the one left");
 }
 
+/* derper's derp_home_moves_in/out: the NotePreferred a client sends as it
+ * connects is no move (derper skips the first 5 s); one later is. Pings
+ * answered count in derp_sent_pong. */
+Test(e2e, home_moves_as_derper, E2E) {
+  start(1, NULL);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  cr_assert_eq(derp_client_note_preferred(a, true), 0);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_current_home_connections", 1, 2000), 1);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_home_moves_in"), 0, "the connect's NotePreferred counted as a move");
+  e2e_sleep_ms(5200);
+  cr_assert_eq(derp_client_note_preferred(a, false), 0);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_current_home_connections", 0, 2000), 0);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_home_moves_out"), 1);
+  cr_assert_eq(derp_client_note_preferred(a, true), 0);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derp_home_moves_in", 1, 2000), 1);
+  e2e_assert_ping_pong(a);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_sent_pong"), 1);
+}
+
 /* ---- shutdown ---- */
 
 /* Every client hears Restarting, then the end; none hears PeerGone about

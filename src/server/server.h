@@ -182,6 +182,7 @@ struct conn {
                                     presence frames pass 255 */
   uint16_t link_kib;       /* a link: KiB in its disco and data queues (pkt_kib) */
   uint16_t ngone;          /* PeerGone frames in the control queue (CONN_GONE_MAX) */
+  uint32_t reg_ms;         /* shard now_ms when registered, mod 2^32 (derp_home_moves_*) */
   uint64_t id;             /* process-unique, for logs */
   const struct transport *xp;
   void *xp_state;          /* the transport's per-conn state (TLS: SSL and buffers);

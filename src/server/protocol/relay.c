@@ -143,6 +143,7 @@ void relay_register(struct conn *c) {
   if (p->nconns > 1) STAT_INC(&sh->stats, dup_total);
   STAT_INC(&sh->stats, clients_accepted);
   STAT_INC(&sh->stats, cur_conns);
+  c->reg_ms = (uint32_t)sh->now_ms;
   if (c->not_ideal) STAT_INC(&sh->stats, notideal);
   watch_note(sh, &p->key, p->hash, was_present);
 }
@@ -478,17 +479,20 @@ static int on_ping(struct conn *c, const struct derp_frame *f) {
   struct pkt *m = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 8);
   if (!m) return 0;
   m->len = (uint32_t)derp_enc_ping(m->data, m->cap, DERP_FRAME_PONG, f->payload);
-  conn_queue_ctrl(c, m);
-  STAT_INC(&sh->stats, sent_pong);
+  if (conn_queue_ctrl(c, m)) STAT_INC(&sh->stats, sent_pong); /* derper: enqueued */
   return 0;
 }
 
+#define HOME_MOVE_QUIET_MS 5000
 static void on_note_preferred(struct conn *c, const struct derp_frame *f) {
   struct shard *sh = c->sh;
   bool pref = f->payload[0] != 0;
   if (pref == (bool)c->preferred) return;
   c->preferred = pref;
   STAT_ADD(&sh->stats, cur_home, pref ? 1 : -1);
+  /* derper counts a move only 5 s or more after the connect: the
+   * NotePreferred every client sends as it connects is no move. */
+  if ((uint32_t)sh->now_ms - c->reg_ms <= HOME_MOVE_QUIET_MS) return;
   if (pref) STAT_INC(&sh->stats, home_moves_in);
   else STAT_INC(&sh->stats, home_moves_out);
 }
