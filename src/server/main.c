@@ -187,8 +187,7 @@ static int start_shards(struct server *s, pthread_barrier_t *bar) {
  * drain ends after 1 s, 2 s at an upgrade). Joined in 100 ms slices, a slice
  * that overran counting once: a process frozen meanwhile (SIGSTOP, a paused
  * VM) does not charge the freeze to the shards, which stop within a tick of
- * waking because their deadlines have passed too. On CLOCK_MONOTONIC: a
- * clock stepped back must not stretch a slice. */
+ * waking because their deadlines have passed too. */
 #define STOP_SLICE_MS 100
 #define STOP_SLICES 50
 
@@ -198,13 +197,13 @@ static void shutdown_shards(struct server *s) {
   for (int i = 0; i < s->nshards; i++) {
     for (;;) {
       struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
+      clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_nsec += STOP_SLICE_MS * 1000000L;
       if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
       }
-      int r = pthread_clockjoin_np(s->shards[i].thread, NULL, CLOCK_MONOTONIC, &ts);
+      int r = pthread_timedjoin_np(s->shards[i].thread, NULL, &ts);
       if (r == 0) break;
       if (r != ETIMEDOUT || --left == 0) {
         log_error("shard %d did not stop within %ds; exiting anyway", i,

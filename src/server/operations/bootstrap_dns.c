@@ -411,9 +411,9 @@ void bootstrap_dns_free(struct bootstrap_dns *b) {
     pthread_cond_signal(&b->cond);
     pthread_mutex_unlock(&b->mu);
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_REALTIME, &t);
     t.tv_sec += 2;
-    if (pthread_clockjoin_np(b->thread, NULL, CLOCK_MONOTONIC, &t) != 0) {
+    if (pthread_timedjoin_np(b->thread, NULL, &t) != 0) {
       /* A lookup hangs (the resolver's own timeouts): the process is
        * ending, so leave b to the thread rather than free it under it. */
       log_warn("bootstrap DNS: a lookup is still running; not waiting for it");

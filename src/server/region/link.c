@@ -476,12 +476,12 @@ void region_stop(struct server *s) {
       log_error("mesh: waking a dialler: %s", strerror(errno));
   }
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_REALTIME, &ts);
   ts.tv_sec += DIAL_TIMEOUT_MS / 1000 + 1;
   for (int i = 0; i < rg->nlinks; i++) {
     struct link *l = &rg->links[i];
     if (!l->started) continue;
-    if (pthread_clockjoin_np(l->thread, NULL, CLOCK_MONOTONIC, &ts) != 0) {
+    if (pthread_timedjoin_np(l->thread, NULL, &ts) != 0) {
       log_warn("mesh: link to %s: dialler did not stop; leaving it", l->e.label);
       pthread_detach(l->thread);
       rg->leaked = true;
