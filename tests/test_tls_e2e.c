@@ -480,7 +480,12 @@ static void bad_record_after_client_info(void) {
   for (int i = 0; i < 100 && (tls1 = tls_varz("derpd_conn_closed{reason=\"tls_error\"}")) == tls0; i++) e2e_sleep_ms(20);
   cr_assert_eq(tls1, tls0 + 1, "tls_error closes %lld, then %lld", tls0, tls1);
   cr_assert_eq(tls_varz("derpd_conn_closed{reason=\"write_error\"}"), we0);
-  cr_assert_eq(tls_varz("derpd_clients_accepted"), acc0, "the conn was registered as a client");
+  /* In userspace TLS the error is seen in the same read as the ClientInfo:
+   * closed before it moves. Under kTLS (the qemu phase) the kernel hands
+   * over the good records first and the error on the next read, as Go's
+   * crypto/tls does for derper: the client registers, then closes. */
+  if (!kernel_has_ktls())
+    cr_assert_eq(tls_varz("derpd_clients_accepted"), acc0, "the conn was registered as a client");
 }
 
 /* derper's TLS version metrics: each request on the TLS port counted by
