@@ -100,13 +100,18 @@ static void make_certs(struct region *r) {
     setenv("SSL_CERT_FILE", r->ca_file, 1); /* the nodes inherit it */
     return;
   }
-  /* Go's other variable: a directory of hashed roots, beside the system bundle. */
+  /* Go's other variable: a directory of hashed roots. SSL_CERT_FILE names a
+   * file that does not exist, which Go skips (root_unix.go: a missing file is
+   * no error) and so must derpd: a host without ca-certificates whose
+   * environment still names Debian's bundle. */
   snprintf(cmd, sizeof cmd, "mkdir -p '%.100s/roots' && cp '%.100s' '%.100s/roots/' && openssl rehash '%.100s/roots'",
            r->dir, r->ca_file, r->dir, r->dir);
   cr_assert_eq(system(cmd), 0, "%s", cmd);
   char dir[700];
   snprintf(dir, sizeof dir, "%.100s/roots", r->dir);
   setenv("SSL_CERT_DIR", dir, 1);
+  snprintf(dir, sizeof dir, "%.100s/no-such-bundle.pem", r->dir);
+  setenv("SSL_CERT_FILE", dir, 1);
 }
 
 void region_up(int n, bool tls, bool chain) {

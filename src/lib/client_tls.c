@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -159,15 +160,18 @@ static void find_meta(SSL *ssl, struct derp_tls_info *info) {
 }
 
 int derp_tls_load_roots(SSL_CTX *ctx, const char *ca_file, const char *ca_dirs) {
-  /* As Go: an empty SSL_CERT_FILE is unset, and a missing default bundle
-   * is no error (SSL_CERT_DIR may hold the roots; a host without
-   * ca-certificates then fails at verification, saying so). Debian's
-   * BoringSSL has no default verify paths: Debian's bundle is the default. */
+  /* As Go (crypto/x509, root_unix.go): an empty SSL_CERT_FILE is unset, and
+   * a file that does not exist, named or the default bundle, is no error
+   * (SSL_CERT_DIR may hold the roots; a host without any then fails at
+   * verification, saying so); a file that exists but cannot be read or
+   * parsed is. Debian's BoringSSL has no default verify paths: Debian's
+   * bundle is the default. */
   if (ca_file && !*ca_file) ca_file = NULL;
-  if (ca_file) {
-    if (!SSL_CTX_load_verify_locations(ctx, ca_file, NULL)) return 0;
-  } else if (!SSL_CTX_load_verify_locations(ctx, "/etc/ssl/certs/ca-certificates.crt", NULL)) {
-    ERR_clear_error();
+  const char *file = ca_file ? ca_file : "/etc/ssl/certs/ca-certificates.crt";
+  struct stat st;
+  if (stat(file, &st) == 0 && !SSL_CTX_load_verify_locations(ctx, file, NULL)) {
+    if (ca_file) return 0;
+    ERR_clear_error(); /* the default bundle, unreadable: as Go, the dirs may do */
   }
   for (const char *d = ca_dirs; d && *d;) {
     const char *colon = strchr(d, ':');
