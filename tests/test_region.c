@@ -459,6 +459,58 @@ static void test_churn_views(void) {
   }
 }
 
+/* How many of keys[0..n) w hears PeerPresent for within ms. */
+static int heard_present(struct derp_client *w, const derp_key *keys, int n, int ms) {
+  bool seen[16] = {false};
+  int got = 0;
+  int64_t deadline = e2e_now_ms() + ms;
+  struct derp_client_msg m;
+  while (got < n && e2e_now_ms() < deadline) {
+    int r = derp_client_recv(w, &m, 100);
+    cr_assert_geq(r, 0, "watcher connection closed");
+    if (r == 0 || m.type != DERP_FRAME_PEER_PRESENT || m.len < DERP_KEY_LEN) continue;
+    for (int i = 0; i < n; i++)
+      if (!seen[i] && memcmp(m.payload, keys[i].b, DERP_KEY_LEN) == 0) {
+        seen[i] = true;
+        got++;
+      }
+  }
+  return got;
+}
+
+/* A second WatchConns on a watching conn gets the snapshot again, as from
+ * derper's addWatcher (derpd ignored it); then nothing more is sent. */
+static void test_watch_again(void) {
+  enum { N = 6 };
+  region_up(1, false, false);
+  derp_key keys[N];
+  for (int i = 0; i < N; i++) keys[i] = *derp_client_public_key(client_on(0, NULL));
+  derp_privkey p;
+  derp_key pub;
+  derp_key_generate(&p, &pub);
+  struct derp_client *w = connect_as(0, &p, mesh_key());
+  cr_assert_eq(derp_client_send_raw(w, DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+  cr_assert_eq(heard_present(w, keys, N, 5000), N, "the first snapshot");
+  e2e_sleep_ms(1100); /* one snapshot a second per watcher */
+  cr_assert_eq(derp_client_send_raw(w, DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+  cr_assert_eq(heard_present(w, keys, N, 5000), N, "the second WatchConns brought no snapshot");
+  /* A flood of them within that second: covered by the snapshot under way,
+   * nothing more made (a message per shard per frame, unbounded, else). */
+  static uint8_t flood[2000 * DERP_FRAME_HDR_LEN];
+  for (int i = 0; i < 2000; i++) derp_frame_put_header(flood + i * DERP_FRAME_HDR_LEN, DERP_FRAME_WATCH_CONNS, 0);
+  cr_assert_eq(derp_client_write_bytes(w, flood, sizeof flood), 0);
+  e2e_assert_ping_pong(w);
+  /* At most one more snapshot (N clients and the watcher itself), had the
+   * flood straddled the second; not 2000. */
+  int frames = 0;
+  struct derp_client_msg m;
+  int64_t until = e2e_now_ms() + 1500;
+  int r;
+  while (e2e_now_ms() < until && (r = derp_client_recv(w, &m, 100)) >= 0)
+    frames += r == 1 && m.type == DERP_FRAME_PEER_PRESENT;
+  cr_assert_leq(frames, N + 1, "a flood of WatchConns made %d PeerPresent frames", frames);
+}
+
 /* ---- bad mesh peers --------------------------------------------------------- */
 
 static void test_wrong_mesh_key(void) {
@@ -733,7 +785,7 @@ int main(int argc, char **argv) {
       {"node_gone_burst", test_node_gone_burst}, {"stop_no_peer_gone", test_stop_no_peer_gone},
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"close_peer", test_close_peer},
-      {"goodbye_bounded", test_goodbye_bounded},
+      {"goodbye_bounded", test_goodbye_bounded}, {"watch_again", test_watch_again},
       {"tool", test_tool},
       {"remote_bound", test_remote_bound},   {"stalled_mesh_peer", test_stalled_mesh_peer},
   };

@@ -56,6 +56,7 @@ enum msg_kind {
   MSG_FWD_DEL,       /* link L no longer forwards for key dst */
   MSG_LINK_DOWN,     /* link L dropped: forget all it forwarded */
   MSG_CLOSE_PEER,    /* a mesh peer asked to close key dst's connections */
+  MSG_WATCH_RESNAP,  /* the watcher sent WatchConns again: tell it every key here again */
   MSG_FWD_PKT,       /* data ring: a ForwardPacket frame for link L's conn */
 };
 

@@ -111,6 +111,7 @@ void region_ctrl(struct shard *sh, struct pkt *m) {
   switch (m->kind) {
   case MSG_WATCH_SUB:
   case MSG_WATCH_UNSUB:
+  case MSG_WATCH_RESNAP:
   case MSG_PRESENCE:
   case MSG_WATCH_ACK: region_watch_ctrl(sh, m); break;
   default: region_fwd_ctrl(sh, m); break;

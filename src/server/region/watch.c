@@ -18,7 +18,10 @@
  *  - a watcher that stops reading stops the credits, not the shards; its
  *    write timeout (30 s for mesh peers) cuts it.
  * The snapshot at WatchConns is the same mechanism: every present key is
- * marked dirty, as "not known to the watcher". */
+ * marked dirty, as "not known to the watcher". A second WatchConns on the
+ * same conn asks for the snapshot again, as derper's addWatcher gives it:
+ * every present key marked dirty once more (at most one such request per
+ * watcher a second; those in between are covered by the one under way). */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,7 @@ struct watcher {
   uint32_t gen;
   struct pkt *unsub;           /* a MSG_WATCH_UNSUB per shard, made with the
                                   MSG_WATCH_SUBs: the end is never lost */
+  int64_t snap_ms;             /* when its last snapshot was asked for */
 };
 
 struct watch_shard {
@@ -201,6 +205,25 @@ static void on_sub(struct shard *sh, struct pkt *m) {
     for (struct peer *p = t->buckets[b]; p; p = p->hnext)
       if (p->active) ds_mark(s, &p->key, p->hash, false, true);
   want_flush(ws, s);
+  pkt_free(sh, m);
+}
+
+/* The watcher asked again: everything present here, once more. Marked as
+ * told (it was): should a key leave before its frame is made, the watcher
+ * hears PeerGone. */
+static void on_resnap(struct shard *sh, struct pkt *m) {
+  struct watch_shard *ws = region_watch(sh);
+  struct rmsg *r = rmsg(m);
+  struct wsub *s = sub_find(ws, r->from, r->slot, r->gen, NULL);
+  if (s) {
+    struct peer_table *t = &sh->peers;
+    bool oom = false;
+    for (uint32_t b = 0; b <= t->mask; b++)
+      for (struct peer *p = t->buckets[b]; p; p = p->hnext)
+        if (p->active && !ds_mark(s, &p->key, p->hash, true, true)) oom = true;
+    if (oom) log_error("shard %d: out of memory for a watcher's new snapshot; some keys are not told again", sh->id);
+    want_flush(ws, s);
+  }
   pkt_free(sh, m);
 }
 
@@ -355,10 +378,27 @@ static void send_all(struct shard *sh, struct pkt *list) {
   }
 }
 
+/* A second WatchConns: the snapshot again (derper's addWatcher sends one per
+ * request). At most one a second per watcher, so a flood of these 5-byte
+ * frames costs a message per shard a second, not per frame. */
+static int watch_again(struct shard *sh, struct watch_shard *ws, struct conn *c) {
+  for (int i = 0; i < WATCH_SLOTS; i++) {
+    struct watcher *w = &ws->w[i];
+    if (w->c != c) continue;
+    if (sh->now_ms - w->snap_ms < 1000) return 0;
+    struct pkt *list = for_every_shard(sh, MSG_WATCH_RESNAP, (uint16_t)i, w->gen);
+    if (!list) return 0; /* out of memory: the watcher has every change already */
+    w->snap_ms = sh->now_ms;
+    send_all(sh, list);
+    return 0;
+  }
+  return 0;
+}
+
 int watch_start(struct conn *c) {
   struct shard *sh = c->sh;
   struct watch_shard *ws = region_watch(sh);
-  if (c->is_watcher) return 0; /* a second WatchConns: nothing new to send */
+  if (c->is_watcher) return watch_again(sh, ws, c);
   struct region *rg = sh->srv->region;
   int slot = -1;
   for (int i = 0; i < WATCH_SLOTS && slot < 0; i++)
@@ -380,6 +420,7 @@ int watch_start(struct conn *c) {
   ws->w[slot].c = c;
   ws->w[slot].gen = gen;
   ws->w[slot].unsub = unsub;
+  ws->w[slot].snap_ms = sh->now_ms;
   c->is_watcher = 1;
   STAT_INC(&sh->stats, watchers);
   send_all(sh, sub);
@@ -428,6 +469,7 @@ void region_watch_ctrl(struct shard *sh, struct pkt *m) {
   switch (m->kind) {
   case MSG_WATCH_SUB: on_sub(sh, m); break;
   case MSG_WATCH_UNSUB: on_unsub(sh, m); break;
+  case MSG_WATCH_RESNAP: on_resnap(sh, m); break;
   case MSG_PRESENCE: on_presence(sh, m); break;
   case MSG_WATCH_ACK: on_ack(sh, m); break;
   default: pkt_free(sh, m); break;
