@@ -276,7 +276,7 @@ static int setup_ktls(struct server *s) {
   bool avail = ktls_probe() == 1;
   if (assume && (strcmp(assume, "refuse-keys") == 0 || strcmp(assume, "refuse-suites") == 0)) {
     log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=%s: faking TCP_ULP, refusing every key (tests only)", assume);
-    if (assume[7] == 's') refuse_errno = ENOENT;
+    if (strcmp(assume, "refuse-suites") == 0) refuse_errno = ENOENT;
     ktls_setsockopt = refuse_keys;
     avail = true;
   } else if (!avail && assume && strcmp(assume, "1") == 0) {

@@ -363,8 +363,8 @@ struct shard {
   int64_t unsaw_ms;
   uint32_t unsaw_tokens;
   /* PeerGone(not here) made on this shard, limited per sender before it
-   * crosses a ring (direct-mapped on the sender key's hash; collisions
-   * share): 1 token/s, 3 at most, full at first. */
+   * crosses a ring (direct-mapped on the sender key's hash, one sender a
+   * slot: relay.c, not_here_allowed): 1 token/s, 3 at most, full at first. */
   struct { int64_t ms; uint64_t hash; uint8_t tokens; } nothere_rl[256];
   uint32_t nconns;
   struct list *rtt_cursor;     /* next of conns for derp_tcp_rtt (operations/tcp_rtt.c) */

@@ -99,12 +99,17 @@ static void on_header(const char *name, size_t nlen, const char *v, size_t vl, b
 #define IS(s) (nlen == sizeof s - 1 && strncasecmp(name, s, nlen) == 0)
   /* A cut nonce or URL would be used as something it is not (a wrong kid,
    * a request to a truncated URL): the response is refused instead. */
-  if (IS("Replay-Nonce") && (cut || vl >= sizeof r->nonce)) r->too_long = "Replay-Nonce";
-  else if (IS("Location") && (cut || vl >= sizeof r->location)) r->too_long = "Location";
-  else if (IS("Replay-Nonce")) header_copy(r->nonce, sizeof r->nonce, v, vl);
-  else if (IS("Location")) header_copy(r->location, sizeof r->location, v, vl);
+  char *dst = NULL;
+  size_t cap = 0;
+  if (IS("Replay-Nonce")) dst = r->nonce, cap = sizeof r->nonce;
+  else if (IS("Location")) dst = r->location, cap = sizeof r->location;
+  if (dst && (cut || vl >= cap)) r->too_long = dst == r->nonce ? "Replay-Nonce" : "Location";
+  else if (dst) header_copy(dst, cap, v, vl);
   else if (IS("Content-Type")) header_copy(r->content_type, sizeof r->content_type, v, vl);
-  else if (IS("Retry-After") && acme_retry_after(v, vl) >= 0) r->retry_after = acme_retry_after(v, vl);
+  else if (IS("Retry-After")) {
+    long s = acme_retry_after(v, vl);
+    if (s >= 0) r->retry_after = s;
+  }
 #undef IS
 }
 

@@ -420,7 +420,7 @@ void conn_destroy(struct conn *c) {
   sh->nconns--;
   STAT_ADD(&sh->stats, open_conns, -1);
   if (c->ws) STAT_ADD(&sh->stats, ws_conns, -1);
-  if (c->tls_active) stat_add_slot(&sh->stats.v[c->tls_ver == 3 ? STAT_tls_active13 : STAT_tls_active12], -1);
+  if (c->tls_active) stat_add_slot(&sh->stats.v[STAT_TLS_ACTIVE(c->tls_ver)], -1);
   atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
   free_conn_memory(c);
 }

@@ -40,9 +40,9 @@ static struct pkt *q_pop(struct pkt **h, struct pkt **t) {
  * more. PeerGone frames (MSG_FRAME_TO_KEY) have their own bound, so a burst
  * of them neither crowds out pongs nor is cut at CONN_CTRL_MAX. false: not
  * queued (freed; counted when a bound refused it). */
-bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
+static bool ctrl_enqueue(struct conn *c, struct pkt *p, bool bounded) {
   bool gone = p->kind == MSG_FRAME_TO_KEY;
-  bool full = gone ? c->ngone >= CONN_GONE_MAX : c->nctrl >= CONN_CTRL_MAX;
+  bool full = bounded && (gone ? c->ngone >= CONN_GONE_MAX : c->nctrl >= CONN_CTRL_MAX);
   if (c->state == CS_CLOSING || c->close_after_send || full) {
     if (full && c->state != CS_CLOSING && !c->close_after_send) STAT_INC(&c->sh->stats, ctrl_frames_dropped);
     pkt_free(c->sh, p);
@@ -54,6 +54,8 @@ bool conn_queue_ctrl(struct conn *c, struct pkt *p) {
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
   return true;
 }
+
+bool conn_queue_ctrl(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, true); }
 
 /* A goodbye is bounded even where writes are not (-tcp-write-timeout 0): a
  * client that stopped reading would otherwise keep its conn, and its key,
@@ -103,11 +105,17 @@ void conn_queue_ctrl_nodrop(struct conn *c, struct pkt *p) {
   if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
 }
 
-bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
+static struct pkt *copy_pkt(struct conn *c, const void *p, size_t n, bool ws_raw) {
   struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
-  if (!m) return false;
+  if (!m) return NULL;
   memcpy(m->data, p, n);
   m->ws_raw = ws_raw;
+  return m;
+}
+
+bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
+  struct pkt *m = copy_pkt(c, p, n, ws_raw);
+  if (!m) return false;
   conn_queue_ctrl(c, m);
   return true;
 }
@@ -116,15 +124,8 @@ bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
  * close_sent) must not be lost behind pongs a client asked for and never
  * read, or the conn would end without it. */
 bool conn_queue_ws_close(struct conn *c, const void *p, size_t n) {
-  if (c->state == CS_CLOSING || c->close_after_send) return false;
-  struct pkt *m = pkt_alloc(c->sh, (uint32_t)n);
-  if (!m) return false;
-  memcpy(m->data, p, n);
-  m->ws_raw = true;
-  q_append(&c->ctrl_h, &c->ctrl_t, m);
-  c->nctrl++;
-  if (c->state != CS_MOVING) shard_mark_dirty(c->sh, c);
-  return true;
+  struct pkt *m = copy_pkt(c, p, n, true);
+  return m && ctrl_enqueue(c, m, false);
 }
 
 /* Wire bytes made by the transport outside wrap (TLS handshake flights,

@@ -58,12 +58,12 @@
   X(drops_other, "", "", "") /* internal: the other packets dropped, counted on their own so \
                                 that each series only rises (not total minus disco) */ \
   X(rl_waited, "", "", "") /* internal: derp_rate_limit_per_client_waited (-rate-config only) */ \
+  X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
+  X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
   X(tls_req12, "", "", "") /* internal: derper_tls_request_version{version="1.2"} */ \
   X(tls_req13, "", "", "") /* internal: derper_tls_request_version{version="1.3"} */ \
   X(tls_active12, "", "", "") /* internal: derper_tls_active_version{version="1.2"} */ \
   X(tls_active13, "", "", "") /* internal: derper_tls_active_version{version="1.3"} */ \
-  X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
-  X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
   X(bootstrap_dns, "bootstrap_dns_requests", "counter", "/bootstrap-dns requests") \
   X(bdns_pub_hits, "bootstrap_dns_published_hits", "counter", "/bootstrap-dns?q= for a published name") \
   X(bdns_unpub_hits, "bootstrap_dns_unpublished_hits", "counter", "/bootstrap-dns?q= for an unpublished name") \
@@ -190,6 +190,11 @@
 
 #define STAT_ENUM(name, ...) STAT_##name,
 enum stat_scalar { STATS_SCALARS(STAT_ENUM) STAT_NSCALARS };
+/* derper_tls_{request,active}_version's slot for a conn's tls_ver (2, 3). */
+_Static_assert(STAT_tls_req13 == STAT_tls_req12 + 1 && STAT_tls_active13 == STAT_tls_active12 + 1,
+               "TLS version counters out of order");
+#define STAT_TLS_REQ(ver) (STAT_tls_req12 + ((ver) == 3))
+#define STAT_TLS_ACTIVE(ver) (STAT_tls_active12 + ((ver) == 3))
 #define DROP_ENUM(name, ...) DROP_##name,
 enum drop_reason { STATS_DROPS(DROP_ENUM) DROP_NREASONS };
 #define CLOSE_ENUM(name, ...) CLOSE_##name,

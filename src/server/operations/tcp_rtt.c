@@ -24,9 +24,7 @@
 
 _Static_assert(STAT_rtt_nontcp == STAT_rtt_10ms + TCP_RTT_NONTCP, "derp_tcp_rtt counters out of order");
 
-/* Written once before the shards start. */
-static int lap_ms = LAP_MS;
-static int lap_ticks = LAP_MS / SHARD_TICK_MS;
+static int lap_ms = LAP_MS; /* written once before the shards start */
 
 void tcp_rtt_init(void) {
   int lap = LAP_MS;
@@ -36,7 +34,6 @@ void tcp_rtt_init(void) {
     log_warn("tcp_rtt: DERPD_TEST_RTT_LAP_MS=%s (tests only)", v);
   }
   lap_ms = lap > 0 ? lap : 1;
-  lap_ticks = lap / SHARD_TICK_MS > 0 ? lap / SHARD_TICK_MS : 1;
 }
 
 static int rtt_us(const struct conn *c, uint32_t *out) {
@@ -70,7 +67,8 @@ void tcp_rtt_tick(struct shard *sh) {
     sh->rtt_lap_ms = sh->now_ms;
     cur = cur->next;
   }
-  uint32_t n = sh->nconns / (uint32_t)lap_ticks + 1;
+  uint32_t lap_ticks = lap_ms > SHARD_TICK_MS ? (uint32_t)(lap_ms / SHARD_TICK_MS) : 1;
+  uint32_t n = sh->nconns / lap_ticks + 1;
   for (uint32_t i = 0; i < n && cur != &sh->conns; i++) {
     struct conn *c = list_entry(cur, struct conn, all_node);
     uint32_t us;

@@ -205,9 +205,8 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
   debug_route(c, &c->hs->req, &r); /* operations/: /debug/ access, the listener's routes */
   STAT_INC(&sh->stats, http_requests);
   if (c->tls_ver) { /* derper counts each request on its TLS port, and those being served */
-    bool v13 = c->tls_ver == 3;
-    stat_add_slot(&sh->stats.v[v13 ? STAT_tls_req13 : STAT_tls_req12], 1);
-    stat_add_slot(&sh->stats.v[v13 ? STAT_tls_active13 : STAT_tls_active12], 1);
+    stat_add_slot(&sh->stats.v[STAT_TLS_REQ(c->tls_ver)], 1);
+    stat_add_slot(&sh->stats.v[STAT_TLS_ACTIVE(c->tls_ver)], 1);
     c->tls_active = 1;
   }
   switch (r.action) {

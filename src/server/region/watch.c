@@ -176,6 +176,18 @@ static struct pkt *region_msg(struct shard *sh, enum msg_kind kind, uint32_t len
   return m;
 }
 
+/* Every key present here, dirty for s: told (a new snapshot: should a key
+ * leave before its frame is made, the watcher hears PeerGone) or not (the
+ * first one). false if the set could not grow for some. */
+static bool mark_present(struct shard *sh, struct wsub *s, bool told) {
+  struct peer_table *t = &sh->peers;
+  bool ok = true;
+  for (uint32_t b = 0; b <= t->mask; b++)
+    for (struct peer *p = t->buckets[b]; p; p = p->hnext)
+      if (p->active && !ds_mark(s, &p->key, p->hash, told, true)) ok = false;
+  return ok;
+}
+
 /* A watcher appeared: everything present here is news to it. */
 static void on_sub(struct shard *sh, struct pkt *m) {
   struct watch_shard *ws = region_watch(sh);
@@ -200,28 +212,20 @@ static void on_sub(struct shard *sh, struct pkt *m) {
   s->gen = r->gen;
   s->credits = PRESENCE_CREDITS;
   ws->subs[ws->nsubs++] = s;
-  struct peer_table *t = &sh->peers;
-  for (uint32_t b = 0; b <= t->mask; b++)
-    for (struct peer *p = t->buckets[b]; p; p = p->hnext)
-      if (p->active) ds_mark(s, &p->key, p->hash, false, true);
+  if (!mark_present(sh, s, false))
+    log_error("shard %d: out of memory for a watcher's snapshot; some keys are not told", sh->id);
   want_flush(ws, s);
   pkt_free(sh, m);
 }
 
-/* The watcher asked again: everything present here, once more. Marked as
- * told (it was): should a key leave before its frame is made, the watcher
- * hears PeerGone. */
+/* The watcher asked again: everything present here, once more. */
 static void on_resnap(struct shard *sh, struct pkt *m) {
   struct watch_shard *ws = region_watch(sh);
   struct rmsg *r = rmsg(m);
   struct wsub *s = sub_find(ws, r->from, r->slot, r->gen, NULL);
   if (s) {
-    struct peer_table *t = &sh->peers;
-    bool oom = false;
-    for (uint32_t b = 0; b <= t->mask; b++)
-      for (struct peer *p = t->buckets[b]; p; p = p->hnext)
-        if (p->active && !ds_mark(s, &p->key, p->hash, true, true)) oom = true;
-    if (oom) log_error("shard %d: out of memory for a watcher's new snapshot; some keys are not told again", sh->id);
+    if (!mark_present(sh, s, true))
+      log_error("shard %d: out of memory for a watcher's new snapshot; some keys are not told again", sh->id);
     want_flush(ws, s);
   }
   pkt_free(sh, m);

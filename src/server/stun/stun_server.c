@@ -135,9 +135,8 @@ int stun_open(struct server *s, char *err, size_t errlen) {
   socklen_t len;
   bool dual;
   /* -a's host, as the TCP listeners take it (core/listen.c). */
-  if (listen_resolve(c->listen_host, (uint16_t)c->stun_port, SOCK_DGRAM, &ss, &len, &dual, err, errlen) != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "%s", err);
+  char why[200];
+  if (listen_resolve(c->listen_host, (uint16_t)c->stun_port, SOCK_DGRAM, &ss, &len, &dual, why, sizeof why) != 0) {
     snprintf(err, errlen, "STUN: %s", why);
     return -1;
   }
