@@ -788,6 +788,13 @@ Test(config, mesh_with_forms) {
   /* derper's name:port/dialhost: the name's port, dialled on dialhost. */
   cr_assert(e[7].tls && e[7].port == 8443 && !strcmp(e[7].name, "derp8.example") && !strcmp(e[7].dial, "10.0.0.8"));
   cr_assert_str_eq(e[1].label, "derp2.example.com:8443");
+  /* A bare IPv6 dial address, as derper's net.JoinHostPort takes it. */
+  cr_assert_eq(mesh_with_parse("derp9.example/fd00::9,derp10.example:8443/::1,derp11/[fd00::11]:444", e, 8, &n, why,
+                               sizeof why), 0, "%s", why);
+  cr_assert_eq(n, 3);
+  cr_assert(e[0].port == 443 && !strcmp(e[0].name, "derp9.example") && !strcmp(e[0].dial, "fd00::9"));
+  cr_assert(e[1].port == 8443 && !strcmp(e[1].dial, "::1"));
+  cr_assert(e[2].port == 444 && !strcmp(e[2].dial, "fd00::11"));
   cr_assert_eq(mesh_with_parse("", e, 8, &n, why, sizeof why), 0);
   cr_assert_eq(n, 0);
 }
@@ -797,7 +804,8 @@ Test(config, mesh_with_rejects) {
   int n;
   char why[256];
   static const char *bad[] = {"host:0", "host:99999", "host:x", "::1", "/10.0.0.1", "a b",
-                              "http://", "h\"q", "[::1", "a,b,c", "name:x/10.0.0.1", "name:/10.0.0.1"};
+                              "http://", "h\"q", "[::1", "a,b,c", "name:x/10.0.0.1", "name:/10.0.0.1",
+                              "fd00::1/name", "name/:443"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     why[0] = 0;
     cr_assert_eq(mesh_with_parse(bad[i], e, 2, &n, why, sizeof why), -1, "accepted %s", bad[i]);

@@ -484,7 +484,11 @@ static void test_watch_again(void) {
   enum { N = 6 };
   region_up(1, false, false);
   derp_key keys[N];
-  for (int i = 0; i < N; i++) keys[i] = *derp_client_public_key(client_on(0, NULL));
+  struct derp_client *cl[N];
+  for (int i = 0; i < N; i++) {
+    cl[i] = client_on(0, NULL);
+    keys[i] = *derp_client_public_key(cl[i]);
+  }
   derp_privkey p;
   derp_key pub;
   derp_key_generate(&p, &pub);
@@ -500,15 +504,70 @@ static void test_watch_again(void) {
   for (int i = 0; i < 2000; i++) derp_frame_put_header(flood + i * DERP_FRAME_HDR_LEN, DERP_FRAME_WATCH_CONNS, 0);
   cr_assert_eq(derp_client_write_bytes(w, flood, sizeof flood), 0);
   e2e_assert_ping_pong(w);
-  /* At most one more snapshot (N clients and the watcher itself), had the
-   * flood straddled the second; not 2000. */
+  /* The flood came within the second: one more snapshot when it is up (a
+   * request is never dropped), two had it straddled the second; not 2000.
+   * Counted over the clients' keys (the watcher's own may trail the last). */
   int frames = 0;
   struct derp_client_msg m;
-  int64_t until = e2e_now_ms() + 1500;
+  int64_t until = e2e_now_ms() + 3000;
   int r;
-  while (e2e_now_ms() < until && (r = derp_client_recv(w, &m, 100)) >= 0)
-    frames += r == 1 && m.type == DERP_FRAME_PEER_PRESENT;
-  cr_assert_leq(frames, N + 1, "a flood of WatchConns made %d PeerPresent frames", frames);
+  while (e2e_now_ms() < until && (r = derp_client_recv(w, &m, 100)) >= 0) {
+    if (r != 1 || m.type != DERP_FRAME_PEER_PRESENT) continue;
+    for (int i = 0; i < N; i++) frames += memcmp(m.src.b, keys[i].b, DERP_KEY_LEN) == 0;
+  }
+  cr_assert_geq(frames, N, "WatchConns within the second after a snapshot: %d of %d keys again", frames, N);
+  cr_assert_leq(frames, 2 * N, "a flood of WatchConns made %d PeerPresent frames", frames);
+  /* A PeerGone to a watcher counts in derp_peer_gone_disconnected_frames,
+   * as derper's sendPeerGone counts every one (no other client heard of
+   * this key). */
+  long long gone = derpd_varz(&g_r.node[0], "derp_peer_gone_disconnected_frames");
+  close_client(cl[0]);
+  bool told = false;
+  for (int64_t end = e2e_now_ms() + 5000; !told && e2e_now_ms() < end;) {
+    r = derp_client_recv(w, &m, 100);
+    cr_assert_geq(r, 0, "watcher connection closed");
+    told = r == 1 && m.type == DERP_FRAME_PEER_GONE && memcmp(m.src.b, keys[0].b, DERP_KEY_LEN) == 0;
+  }
+  cr_assert(told, "the watcher heard no PeerGone");
+  cr_assert_eq(derpd_varz(&g_r.node[0], "derp_peer_gone_disconnected_frames"), gone + 1);
+}
+
+/* Watchers that are not the region's nodes (tools with the mesh key) are
+ * limited, and never take the slots kept for the nodes: a node whose link
+ * redials into a node full of them is let in (it was refused for good). */
+static void test_watch_limit(void) {
+  region_up(2, false, false);
+  wait_meshed(1);
+  /* 2 shards: (64 - 16) tool slots each; the node's link holds one of its
+   * shard's others. Then 10 more, all refused. */
+  const int most = 2 * (64 - 16);
+  int tools = 0, refused = 0, after = 0;
+  for (int i = 0; i < 450 && after < 10; i++) {
+    after += tools == most;
+    derp_privkey tp;
+    derp_key tk;
+    derp_key_generate(&tp, &tk);
+    struct derp_client *t = connect_as(0, &tp, mesh_key());
+    cr_assert_eq(derp_client_send_raw(t, DERP_FRAME_WATCH_CONNS, NULL, 0), 0);
+    uint8_t data[8] = {7};
+    cr_assert_eq(derp_client_ping(t, data), 0);
+    struct derp_client_msg m;
+    int r;
+    while ((r = derp_client_recv(t, &m, 3000)) == 1 && m.type != DERP_FRAME_PONG) {}
+    if (r == 1) tools++;
+    else refused++;
+  }
+  cr_assert_eq(tools, most, "%d tools admitted", tools);
+  cr_assert_eq(after, 10, "the tool slots did not fill");
+  cr_assert_eq(derpd_varz(&g_r.node[0], "derpd_conn_closed{reason=\"watchers_full\"}"), refused);
+  /* Node 1 again, with a new key: node 0 meets it on its link's redial, and
+   * node 1's link, refused until then, gets in. */
+  derpd_kill(&g_r.node[1]);
+  start_node(&g_r, 1, false, g_r.key_file);
+  long long w = derpd_varz_eventually(&g_r.node[0], "derp_watchers", tools + 1, 25000);
+  cr_assert_eq(w, tools + 1, "node 0: %lld watchers, want the tools and node 1's link", w);
+  long long rem = derpd_varz_eventually(&g_r.node[1], "derp_clients_remote", tools, 10000);
+  cr_assert_geq(rem, tools, "node 1 sees %lld of node 0's clients", rem);
 }
 
 /* ---- bad mesh peers --------------------------------------------------------- */
@@ -786,6 +845,7 @@ int main(int argc, char **argv) {
       {"chain_one_hop", test_chain_one_hop}, {"churn_views", test_churn_views},
       {"wrong_mesh_key", test_wrong_mesh_key}, {"close_peer", test_close_peer},
       {"goodbye_bounded", test_goodbye_bounded}, {"watch_again", test_watch_again},
+      {"watch_limit", test_watch_limit},
       {"tool", test_tool},
       {"remote_bound", test_remote_bound},   {"stalled_mesh_peer", test_stalled_mesh_peer},
   };

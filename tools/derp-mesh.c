@@ -4,7 +4,7 @@
  * pre-shared key as meshKey) over http:// or https://, and either watches the
  * server's clients come and go (WatchConns: PeerPresent / PeerGone, one line
  * each on stdout) or closes a client's connections there (ClosePeer, then a
- * Ping whose Pong says the server has processed it). The output formats and
+ * Ping whose Pong says the server has read it). The output formats and
  * exit codes are in the help text below; docs/operations.md repeats them.
  * Built on libderp's blocking client (libderp_tls for https). */
 #include <arpa/inet.h>
@@ -60,8 +60,10 @@ static const char help_text[] =
     "close-peer  Sends ClosePeer for each KEY (nodekey:<64 hex> or the bare 64 hex\n"
     "            digits): the server closes that client's connections to it (a key\n"
     "            not connected there is no error). Then sends a Ping and waits for\n"
-    "            its Pong, so that the server has processed every ClosePeer when\n"
-    "            derp-mesh exits 0. Prints nothing on success.\n"
+    "            its Pong, so that the server has read every ClosePeer when\n"
+    "            derp-mesh exits 0; the closing itself follows on the server's\n"
+    "            own time (derper starts it in the background; derpd hands it to\n"
+    "            the key's shard, within milliseconds). Prints nothing on success.\n"
     "\n"
     "Options:\n"
     "  --server URL          http://HOST:PORT (plain; port 80 if left out) or\n"
@@ -439,7 +441,7 @@ static int run_close_peer(const struct opts *o, struct derp_client *c, const der
     struct derp_client_msg m;
     int r = left <= 0 ? 0 : derp_client_recv(c, &m, left > 0x7fffffff ? 0x7fffffff : (int)left);
     if (r == 0)
-      return fail(EXIT_FAIL, "%s: no Pong within --timeout: not confirmed that the server processed ClosePeer",
+      return fail(EXIT_FAIL, "%s: no Pong within --timeout: not confirmed that the server read ClosePeer",
                   o->server);
     if (r < 0) return lost(o, "before the server confirmed ClosePeer", true);
     if (m.type == DERP_FRAME_PONG && memcmp(m.ping_data, ping, sizeof ping) == 0) return EXIT_OK;

@@ -60,6 +60,13 @@ void config_defaults(struct config *c) {
     snprintf(c->certdir, sizeof c->certdir, "%s/tailscale/derper-certs", xdg);
   else if (home && home[0])
     snprintf(c->certdir, sizeof c->certdir, "%s/.cache/tailscale/derper-certs", home);
+  /* derper's defaultMeshPSKFile: the first of these that exists, else ""
+   * (so an explicit -mesh-psk-file "" means no key, as there). */
+  char in_home[sizeof c->mesh_psk_file];
+  snprintf(in_home, sizeof in_home, "%s/keys/derp-mesh.key", home ? home : "");
+  const char *cands[] = {"/home/derp/keys/derp-mesh.key", home && home[0] ? in_home : NULL};
+  for (size_t i = 0; i < 2 && !c->mesh_psk_file[0]; i++)
+    if (cands[i] && access(cands[i], F_OK) == 0) snprintf(c->mesh_psk_file, sizeof c->mesh_psk_file, "%s", cands[i]);
 }
 
 /* ---- Go durations ---------------------------------------------------------- */
@@ -691,8 +698,9 @@ void config_usage(FILE *out, const char *prog) {
 "  -mesh-psk-file string\n"
 "        file with the region's mesh key (64+ hex digits); default\n"
 "        /home/derp/keys/derp-mesh.key, else $HOME/keys/derp-mesh.key, when\n"
-"        present. With -dev, TAILSCALE_DERPER_MESH_KEY may hold the key.\n"
-"        Clients with the key may watch, close and forward (mesh peers)\n"
+"        present; \"\" for none. With -dev, TAILSCALE_DERPER_MESH_KEY, when\n"
+"        set, is the key instead. Clients with the key may watch, close and\n"
+"        forward (mesh peers)\n"
 "  -mesh-with string\n"
 "        comma-separated nodes of this region to dial: host[:port]\n"
 "        (https://host:port/derp), name[:port]/dialaddr[:port] (TLS name,\n"

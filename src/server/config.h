@@ -55,7 +55,7 @@ struct config {
   int http_port;             /* -http-port: port-80 helper when serving TLS; -1 = off */
   int ktls_mode;             /* --ktls: enum ktls_mode (ktls.h), default auto */
   /* Region (derper's flags). */
-  char mesh_psk_file[1024];  /* -mesh-psk-file; "" = derper's default paths if present */
+  char mesh_psk_file[1024];  /* -mesh-psk-file (default: derper's paths, if present); "" = no key */
   char mesh_with[8192];      /* -mesh-with: comma-separated nodes (region/mesh_config.c) */
   int mesh_max_remote;       /* -mesh-max-remote-keys: keys learned from mesh peers, at most */
   /* Admission (derper's flags; admission/). */

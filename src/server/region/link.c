@@ -55,6 +55,8 @@ struct link {
   _Atomic(struct link_ready *) ready; /* dialler -> shard */
   _Atomic int down_reason;           /* enum close_reason of the last drop */
   _Atomic bool heard;                /* a frame came on the link since it was adopted */
+  _Atomic uint64_t peer_hash;        /* key_hash of the node's server key, once met
+                                        (dialler writes; watch.c reads: region_is_peer) */
   /* Shard-owned. */
   struct conn *c;
   struct pkt *down;                  /* while c is up: a MSG_LINK_DOWN per shard,
@@ -66,6 +68,13 @@ struct link {
 };
 
 int region_link_shard(const struct server *s, uint8_t link) { return s->region->links[link].shard; }
+
+bool region_is_peer(const struct server *s, uint64_t key_hash) {
+  const struct region *rg = s->region;
+  for (int i = 0; rg && i < rg->nlinks; i++)
+    if (atomic_load_explicit(&rg->links[i].peer_hash, memory_order_relaxed) == key_hash) return true;
+  return false;
+}
 
 static void stat_set(_Atomic int64_t *x, int64_t v) { atomic_store_explicit(x, v, memory_order_relaxed); }
 static void stat_bump(_Atomic int64_t *x, int64_t d) {
@@ -132,6 +141,7 @@ static int dial(struct link *l, struct link_ready *out, bool *self, char *err, s
     return -1;
   }
   out->server_key = *derp_client_server_key(c);
+  atomic_store(&l->peer_hash, key_hash(s, &out->server_key));
   if (derp_client_send_raw(c, DERP_FRAME_WATCH_CONNS, NULL, 0) < 0) {
     snprintf(err, errlen, "sending WatchConns: %s", strerror(errno));
     derp_client_close(c);
@@ -201,7 +211,7 @@ static void *link_main(void *arg) {
       if (ev && !atomic_load(&l->heard)) {
         snprintf(msg, sizeof msg,
                  "mesh: link to %s: closed right after connecting (%s): a wrong mesh key does "
-                 "that; retrying, at most 5s apart", l->e.label, close_reason_name((enum close_reason)why));
+                 "that, or the node's limit of watchers; retrying, at most 5s apart", l->e.label, close_reason_name((enum close_reason)why));
         log_state(last, sizeof last, true, msg);
         wait_event(l, backoff);
         backoff = backoff * 2 < RETRY_MS ? backoff * 2 : RETRY_MS;

@@ -16,9 +16,10 @@ static int fail(char *err, size_t errlen, const char *entry, size_t n, const cha
   return -1;
 }
 
-/* "host", "host:port", "[v6]" or "[v6]:port" into host and port. */
+/* "host", "host:port", "[v6]" or "[v6]:port" into host and port; with
+ * bare_v6, also an unbracketed v6 address (two colons or more: no port). */
 static int split_host_port(const char *s, size_t n, char *host, size_t hcap, uint16_t *port,
-                           uint16_t defport) {
+                           uint16_t defport, bool bare_v6) {
   const char *colon = NULL;
   size_t hl;
   const char *h = s;
@@ -33,7 +34,10 @@ static int split_host_port(const char *s, size_t n, char *host, size_t hcap, uin
     }
   } else {
     colon = memchr(s, ':', n);
-    if (colon && memchr(colon + 1, ':', n - (size_t)(colon + 1 - s))) return -1; /* bare v6 */
+    if (colon && memchr(colon + 1, ':', n - (size_t)(colon + 1 - s))) { /* bare v6 */
+      if (!bare_v6) return -1;
+      colon = NULL;
+    }
     hl = colon ? (size_t)(colon - s) : n;
   }
   if (hl == 0 || hl >= hcap) return -1;
@@ -76,17 +80,18 @@ static int parse_entry(const char *s, size_t n, struct mesh_entry *e, char *err,
   const char *slash = memchr(p, '/', m);
   if (slash) {
     /* derper's name[:port]/dialhost: TLS name and port, then the host to
-     * connect to on that port (derper dials dialhost at the name's port);
-     * derpd also takes name/dialhost:port. */
+     * connect to on that port (derper dials dialhost at the name's port,
+     * a bare IPv6 address included: net.JoinHostPort); derpd also takes
+     * name/dialhost:port and name/[v6]:port. */
     size_t nl = (size_t)(slash - p);
     uint16_t name_port;
-    if (split_host_port(p, nl, e->name, sizeof e->name, &name_port, e->tls ? DEFAULT_MESH_PORT : 80) < 0)
+    if (split_host_port(p, nl, e->name, sizeof e->name, &name_port, e->tls ? DEFAULT_MESH_PORT : 80, false) < 0)
       return fail(err, errlen, s, n, "bad name before '/' (want name or name:port)");
-    if (split_host_port(slash + 1, m - nl - 1, e->dial, sizeof e->dial, &e->port, name_port) < 0)
+    if (split_host_port(slash + 1, m - nl - 1, e->dial, sizeof e->dial, &e->port, name_port, true) < 0)
       return fail(err, errlen, s, n, "bad dial address after '/' (want host or host:port)");
     return 0;
   }
-  if (split_host_port(p, m, e->dial, sizeof e->dial, &e->port, e->tls ? DEFAULT_MESH_PORT : 80) < 0)
+  if (split_host_port(p, m, e->dial, sizeof e->dial, &e->port, e->tls ? DEFAULT_MESH_PORT : 80, false) < 0)
     return fail(err, errlen, s, n, "want host, host:port, name/dialaddr, or http://host:port");
   snprintf(e->name, sizeof e->name, "%s", e->dial);
   return 0;

@@ -15,27 +15,15 @@
 int region_links_setup(struct server *s, const struct mesh_entry *e, int n);
 void region_links_free(struct region *rg);
 
-/* derper's defaults, used when present and -mesh-psk-file is not given. */
-static const char *const default_key_paths[] = {"/home/derp/keys/derp-mesh.key", NULL};
-
+/* The key: with -dev, TAILSCALE_DERPER_MESH_KEY when set (newer derper
+ * reads only it then); else -mesh-psk-file, whose default (config.c) is
+ * derper's: the first of its two paths that exists, and an explicit empty
+ * value means no key. The variable without -dev is ignored, as newer derper
+ * ignores it, but said. */
 static int load_mesh_key(struct server *s) {
   struct region *rg = s->region;
-  const char *path = s->cfg.mesh_psk_file[0] ? s->cfg.mesh_psk_file : NULL;
-  char home_path[1100];
-  if (!path) {
-    const char *home = getenv("HOME");
-    snprintf(home_path, sizeof home_path, "%s/keys/derp-mesh.key", home ? home : "");
-    const char *cands[] = {default_key_paths[0], home && home[0] ? home_path : NULL};
-    for (size_t i = 0; i < 2 && !path; i++)
-      if (cands[i] && access(cands[i], F_OK) == 0) path = cands[i];
-  }
-  if (!path) {
-    const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
-    if (!env || !env[0]) return 0;
-    if (!s->cfg.dev) {
-      log_error("TAILSCALE_DERPER_MESH_KEY is only read with -dev (use -mesh-psk-file)");
-      return -1;
-    }
+  const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
+  if (env && env[0] && s->cfg.dev) {
     const char *why = "";
     if (derp_mesh_key_parse(env, strlen(env), rg->mesh_key, sizeof rg->mesh_key, &why) < 0) {
       log_error("TAILSCALE_DERPER_MESH_KEY: %s", why);
@@ -44,6 +32,10 @@ static int load_mesh_key(struct server *s) {
     log_info("mesh: key from TAILSCALE_DERPER_MESH_KEY");
     return 0;
   }
+  if (env && env[0])
+    log_warn("TAILSCALE_DERPER_MESH_KEY is read only with -dev (as derper): ignored; use -mesh-psk-file");
+  const char *path = s->cfg.mesh_psk_file;
+  if (!path[0]) return 0;
   char msg[1200];
   if (derp_mesh_key_load(path, rg->mesh_key, sizeof rg->mesh_key, msg, sizeof msg) < 0) {
     log_error("-mesh-psk-file %s", msg);

@@ -33,7 +33,8 @@
 
 #define REGION_MAX_LINKS 64   /* -mesh-with entries */
 #define WATCH_SLOTS 64        /* watchers per shard */
-#define WATCH_MAX 256         /* watchers per node */
+#define WATCH_PEER_SLOTS 16   /* of those, kept for the region's nodes */
+#define WATCH_TOOLS 256       /* watchers per node that are not its region's nodes */
 #define FWD_MAX 8             /* forwarders remembered per key */
 #define MESH_WRITE_TIMEOUT_MS 30000 /* derper's write timeout for mesh peers (inbound) */
 #define LINK_WRITE_TIMEOUT_MS 5000  /* derper's for its own mesh client's ForwardPacket */
@@ -72,7 +73,7 @@ struct region {
   char mesh_key[DERP_MESH_KEY_MAX + 1]; /* "" = no mesh key: nobody is a mesh peer */
   int nlinks;
   struct link *links;              /* nlinks of them (link.c) */
-  _Atomic int nwatchers;           /* node-wide, for WATCH_MAX */
+  _Atomic int ntools;              /* node-wide, for WATCH_TOOLS (watch.c) */
   bool leaked;                     /* a dialler did not stop (main thread only) */
 };
 
@@ -89,6 +90,9 @@ void region_stop(struct server *s);
 bool region_leaked(const struct server *s);
 void region_free(struct server *s);
 bool region_is_mesh_key(const struct region *r, const char *key);
+/* A key (by key_hash) is the server key one of our links met when it last
+ * connected: a node of this region (any thread). */
+bool region_is_peer(const struct server *s, uint64_t key_hash);
 
 /* Per shard (shard.c). */
 int region_shard_init(struct shard *sh);

@@ -20,8 +20,14 @@
  * The snapshot at WatchConns is the same mechanism: every present key is
  * marked dirty, as "not known to the watcher". A second WatchConns on the
  * same conn asks for the snapshot again, as derper's addWatcher gives it:
- * every present key marked dirty once more (at most one such request per
- * watcher a second; those in between are covered by the one under way). */
+ * every present key marked dirty once more (at most one a second per
+ * watcher: one that comes sooner is remembered and made when the second is
+ * up, however many came meanwhile).
+ * Limits: WATCH_SLOTS per shard, WATCH_TOOLS per node for watchers that are
+ * not this region's nodes (operators' tools, monitors); WATCH_PEER_SLOTS of
+ * each shard's slots are kept for the nodes (a watcher whose key is the
+ * server key one of our links met: region_is_peer), so leaked or looping
+ * tools with the mesh key can never lock a sibling out of the region. */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +66,8 @@ struct watcher {
   struct pkt *unsub;           /* a MSG_WATCH_UNSUB per shard, made with the
                                   MSG_WATCH_SUBs: the end is never lost */
   int64_t snap_ms;             /* when its last snapshot was asked for */
+  bool resnap_due;             /* asked again within the second: made at the tick */
+  bool tool;                   /* not one of the region's nodes: counts to WATCH_TOOLS */
 };
 
 struct watch_shard {
@@ -69,6 +77,7 @@ struct watch_shard {
   uint32_t nflush;
   struct watcher w[WATCH_SLOTS];
   uint32_t next_gen;
+  uint32_t ntools;             /* slots held by tools */
 };
 
 /* ---- the dirty set: open addressing, tombstones ---------------------------- */
@@ -280,7 +289,7 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
   uint32_t most = s->live < PRESENCE_BATCH ? s->live : PRESENCE_BATCH;
   struct pkt *m = region_msg(sh, MSG_PRESENCE, most * PRESENT_FRAME_LEN);
   if (!m) return -1;
-  uint32_t n = 0;
+  uint32_t n = 0, gone = 0;
   for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++) {
     uint32_t j = (s->cursor + i) & (s->cap - 1);
     struct dirty_ent *e = &s->tab[j];
@@ -293,6 +302,7 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
     } else if (e->was_present) {
       m->len += (uint32_t)derp_enc_peer_gone(o, PRESENT_FRAME_LEN, &e->key, DERP_PEER_GONE_DISCONNECTED);
       n++;
+      gone++;
     }
     e->state = SLOT_TOMB;
     s->live--;
@@ -305,6 +315,7 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
   }
   if (n == 0) { pkt_free(sh, m); return 0; }
   STAT_ADD(&sh->stats, presence_frames, n);
+  STAT_ADD(&sh->stats, peer_gone_disc, gone); /* derper's sendPeerGone counts a watcher's too */
   hist_observe(&sh->stats.ops, HIST_mesh_batch, n);
   struct rmsg *r = rmsg(m);
   r->slot = s->slot;
@@ -318,9 +329,13 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
  * batch could not be allocated. Nothing else may come to queue it (a quiet
  * shard, no batch in flight to be acked), and its watcher would miss those
  * keys for good; this queues it again. At most a few hundred subs a shard. */
+static void resnap(struct shard *sh, struct watch_shard *ws, int i);
+
 void region_watch_tick(struct shard *sh) {
   struct watch_shard *ws = region_watch(sh);
   for (uint32_t i = 0; i < ws->nsubs; i++) want_flush(ws, ws->subs[i]);
+  for (int i = 0; i < WATCH_SLOTS; i++)
+    if (ws->w[i].c && ws->w[i].resnap_due && sh->now_ms - ws->w[i].snap_ms >= 1000) resnap(sh, ws, i);
 }
 
 void region_watch_end_turn(struct shard *sh) {
@@ -385,18 +400,36 @@ static void send_all(struct shard *sh, struct pkt *list) {
 /* A second WatchConns: the snapshot again (derper's addWatcher sends one per
  * request). At most one a second per watcher, so a flood of these 5-byte
  * frames costs a message per shard a second, not per frame. */
+static void resnap(struct shard *sh, struct watch_shard *ws, int i) {
+  struct watcher *w = &ws->w[i];
+  w->resnap_due = false;
+  w->snap_ms = sh->now_ms;
+  struct pkt *list = for_every_shard(sh, MSG_WATCH_RESNAP, (uint16_t)i, w->gen);
+  if (!list) return; /* out of memory: the watcher has every change already */
+  send_all(sh, list);
+}
+
 static int watch_again(struct shard *sh, struct watch_shard *ws, struct conn *c) {
   for (int i = 0; i < WATCH_SLOTS; i++) {
     struct watcher *w = &ws->w[i];
     if (w->c != c) continue;
-    if (sh->now_ms - w->snap_ms < 1000) return 0;
-    struct pkt *list = for_every_shard(sh, MSG_WATCH_RESNAP, (uint16_t)i, w->gen);
-    if (!list) return 0; /* out of memory: the watcher has every change already */
-    w->snap_ms = sh->now_ms;
-    send_all(sh, list);
+    if (sh->now_ms - w->snap_ms < 1000) w->resnap_due = true; /* region_watch_tick makes it */
+    else resnap(sh, ws, i);
     return 0;
   }
   return 0;
+}
+
+/* A node's link that came before our link to that node met its key counted
+ * as a tool: it stops counting once the key is known. */
+static void recount_tools(struct shard *sh, struct watch_shard *ws) {
+  for (int i = 0; i < WATCH_SLOTS; i++) {
+    struct watcher *w = &ws->w[i];
+    if (!w->c || !w->tool || !region_is_peer(sh->srv, w->c->key_hash)) continue;
+    w->tool = false;
+    ws->ntools--;
+    atomic_fetch_sub(&sh->srv->region->ntools, 1);
+  }
 }
 
 int watch_start(struct conn *c) {
@@ -404,12 +437,18 @@ int watch_start(struct conn *c) {
   struct watch_shard *ws = region_watch(sh);
   if (c->is_watcher) return watch_again(sh, ws, c);
   struct region *rg = sh->srv->region;
+  bool tool = !region_is_peer(sh->srv, c->key_hash);
   int slot = -1;
   for (int i = 0; i < WATCH_SLOTS && slot < 0; i++)
     if (!ws->w[i].c) slot = i;
-  if (slot < 0 || atomic_fetch_add(&rg->nwatchers, 1) >= WATCH_MAX) {
-    if (slot >= 0) atomic_fetch_sub(&rg->nwatchers, 1);
-    conn_close(c, CLOSE_watchers_full, "too many watchers");
+  if (slot >= 0 && tool && ws->ntools >= WATCH_SLOTS - WATCH_PEER_SLOTS) {
+    recount_tools(sh, ws);
+    if (ws->ntools >= WATCH_SLOTS - WATCH_PEER_SLOTS) slot = -1;
+  }
+  if (slot < 0 || (tool && atomic_fetch_add(&rg->ntools, 1) >= WATCH_TOOLS)) {
+    if (slot >= 0) atomic_fetch_sub(&rg->ntools, 1);
+    conn_close(c, CLOSE_watchers_full, tool ? "too many watchers (other than this region's nodes)"
+                                            : "too many watchers");
     return -1;
   }
   uint32_t gen = ++ws->next_gen;
@@ -417,7 +456,7 @@ int watch_start(struct conn *c) {
   struct pkt *unsub = sub ? for_every_shard(sh, MSG_WATCH_UNSUB, (uint16_t)slot, gen) : NULL;
   if (!unsub) { /* before any shard hears of it: nothing to undo */
     pkt_free_list(sh, sub);
-    atomic_fetch_sub(&rg->nwatchers, 1);
+    if (tool) atomic_fetch_sub(&rg->ntools, 1);
     conn_close(c, CLOSE_nomem, "WatchConns: the watcher's messages");
     return -1;
   }
@@ -425,6 +464,9 @@ int watch_start(struct conn *c) {
   ws->w[slot].gen = gen;
   ws->w[slot].unsub = unsub;
   ws->w[slot].snap_ms = sh->now_ms;
+  ws->w[slot].resnap_due = false;
+  ws->w[slot].tool = tool;
+  ws->ntools += tool;
   c->is_watcher = 1;
   STAT_INC(&sh->stats, watchers);
   send_all(sh, sub);
@@ -437,7 +479,10 @@ void watch_conn_closed(struct conn *c) {
   for (int i = 0; i < WATCH_SLOTS; i++) {
     if (ws->w[i].c != c) continue;
     ws->w[i].c = NULL;
-    atomic_fetch_sub(&sh->srv->region->nwatchers, 1);
+    if (ws->w[i].tool) {
+      ws->ntools--;
+      atomic_fetch_sub(&sh->srv->region->ntools, 1);
+    }
     STAT_ADD(&sh->stats, watchers, -1);
     send_all(sh, ws->w[i].unsub);
     ws->w[i].unsub = NULL;
