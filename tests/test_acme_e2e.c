@@ -15,7 +15,8 @@
  * left them) without asking the CA, a
  * CA that is down at start (no certificate, retried until it is up) and down
  * at renewal (the current certificate keeps serving), and a clean SIGTERM
- * exit while the worker runs.
+ * exit while the worker runs, and CA roots that do not load as a start-up
+ * error.
  *
  * Not Criterion (libderp_tls links BoringSSL). Exits 77 (skipped) when
  * pebble is not installed (scripts/setup installs it).
@@ -641,7 +642,30 @@ static void unwritable_file_no_second_order(void) {
   e2e_sync_route(a, b);
 }
 
+/* CA roots that do not load: the worker found that only after the start,
+ * and derpd served on without a certificate for good. A start-up error that
+ * names the file now, as an EAB key that does not decode is (flags). */
+static void bad_roots_or_eab_at_start(void) {
+  prepare();
+  char args[1024];
+  snprintf(args, sizeof args,
+           "-certmode letsencrypt -hostname " HOST " -certdir %s -http-port %u "
+           "--acme-directory https://127.0.0.1:%u/dir --acme-ca-file %s/missing.pem",
+           certdir, p_http, p_acme, dir);
+  cr_assert_neq(derpd_start_port(&srv, 1, p_tls, args), 0, "derpd started with CA roots that do not load");
+  cr_assert(derpd_log_contains(&srv, "acme: TLS roots from") && derpd_log_contains(&srv, "/missing.pem"),
+            "the start-up error does not name the roots file");
+  snprintf(args, sizeof args,
+           "-certmode gcp -acme-eab-kid " EAB_KID " -acme-eab-key @@@@ -acme-email ops@derp.acme.test "
+           "-hostname " HOST " -certdir %s -http-port %u --acme-directory https://127.0.0.1:%u/dir "
+           "--acme-ca-file %s/pebble.crt",
+           certdir, p_http, p_acme, dir);
+  cr_assert_neq(derpd_start_port(&srv, 1, p_tls, args), 0, "derpd started with an EAB key that does not decode");
+  cr_assert(derpd_log_contains(&srv, "-acme-eab-key: not base64url"), "no start-up error for the EAB key");
+}
+
 static const struct mini_test tests[] = {
+    {"bad_roots_or_eab_at_start", bad_roots_or_eab_at_start},
     {"unwritable_file_no_second_order", unwritable_file_no_second_order},
     {"tls_alpn_obtain_and_renew", tls_alpn_obtain_and_renew},
     {"http01_obtain_and_restart", http01_obtain_and_restart},

@@ -50,6 +50,7 @@
 #include "server/acme/acme_ipcert.h"
 #include "server/acme/acme_jws.h"
 #include "server/config.h"
+#include "server/httpc/httpc.h"
 #include "server/log.h"
 #include "server/transport/tls.h"
 
@@ -448,6 +449,15 @@ int acme_init(const struct config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "create -certdir %s: %s", cfg->certdir, strerror(errno));
     return -1;
   }
+  /* What the worker would find only after the start, and then give up on
+   * for good (no certificate, no renewal): a start-up error instead. */
+  char terr[400];
+  SSL_CTX *roots = httpc_tls_ctx(cfg->acme_ca_file, terr, sizeof terr);
+  if (!roots) {
+    snprintf(err, errlen, "%s", terr);
+    return -1;
+  }
+  SSL_CTX_free(roots); /* (-acme-eab-key was checked with the flags) */
   bool created = false;
   char kerr[400];
   if (acme_key_load_or_create(W.account, &W.account_key, &created, kerr, sizeof kerr) != 0) {
