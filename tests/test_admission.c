@@ -426,6 +426,31 @@ Test(admission, deadline_frees_worker, ADM) {
   cr_assert_eq(varz(&g_srv, "timeout"), 0, "a check cut at its client's deadline gave a verdict");
 }
 
+/* A check cut short by its client's deadline gives no verdict, whichever
+ * comes first after a stall: derpd is stopped (SIGSTOP) across the 1 s
+ * deadline and the checks' end 250 ms after it, so that the workers' failed
+ * checks and the shard's deadline tick all come due in one wake-up. No
+ * client may get in by fail-open (a verdict applied in a turn before the
+ * tick's used to admit it). */
+Test(admission, stalled_past_deadline_no_fail_open, ADM) {
+  enum { N = 8 };
+  verifier_start(&g_v, "--default slow", false);
+  start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ --admission-workers 8 --handshake-timeout 1s",
+              g_v.port);
+  struct attempt at[N];
+  memset(at, 0, sizeof at);
+  for (int i = 0; i < N; i++) attempt_start(&at[i], &g_srv, 9000);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", N, 4000), N);
+  e2e_sleep_ms(500);
+  cr_assert_eq(kill(g_srv.pid, SIGSTOP), 0);
+  e2e_sleep_ms(1500);
+  cr_assert_eq(kill(g_srv.pid, SIGCONT), 0);
+  for (int i = 0; i < N; i++) attempt_join(&at[i]);
+  for (int i = 0; i < N; i++) cr_assert_null(at[i].c, "client %d admitted after its deadline", i);
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_admission_fail_open"), 0, "a check cut at its client's deadline was failed open");
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_conn_closed{reason=\"handshake_timeout\"}"), N);
+}
+
 /* One worker, a queue of one: the third check finds no room and is refused
  * at once, with fail-open as without it (fail-open is for a controller that
  * cannot be asked, not for a full queue that anyone can fill). Both servers

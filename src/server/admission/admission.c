@@ -233,9 +233,13 @@ static void *worker_main(void *arg) {
       j->v.result = ADM_R_ERROR; /* nobody is waiting: not asked */
     else if (httpc_now_ms() >= j->deadline_ms)
       snprintf(j->v.detail, sizeof j->v.detail, "the handshake deadline passed while the check waited"),
-          j->v.result = ADM_R_TIMEOUT;
+          j->v.result = ADM_R_TIMEOUT, j->v.past_deadline = true;
     else
       verify_run(&a->cfg, &io, &j->key, j->ip, a->stop_fd, j->deadline_ms, &j->abandoned, &j->v);
+    /* Judged on this clock, not the shard's: a shard turn that started
+     * before the deadline may apply the verdict. */
+    if ((j->v.result == ADM_R_ERROR || j->v.result == ADM_R_TIMEOUT) && httpc_now_ms() >= j->deadline_ms)
+      j->v.past_deadline = true;
     deliver(a, j, r < 0 ? NULL : &ring);
   }
   httpc_conn_close(&io.url);
@@ -324,6 +328,14 @@ static void apply(struct shard *sh, struct admission *a, struct adm_job *j) {
   if (c->state != CS_CLIENT_INFO) { /* closing, not yet freed: as if gone */
     STAT_INC(&sh->stats, adm_abandoned);
     upgrade_admission_done(c, false, NULL);
+    return;
+  }
+  if ((v->result == ADM_R_ERROR || v->result == ADM_R_TIMEOUT) && (v->past_deadline || sh->now_ms >= c->deadline_ms)) {
+    /* A check cut short by the client's deadline (request_deadline) is no
+     * verdict, so never a fail-open: closed, and counted, as the deadline's
+     * tick would have (a turn that ran late applies it first). */
+    STAT_INC(&sh->stats, adm_abandoned);
+    upgrade_admission_expired(c);
     return;
   }
   switch ((enum adm_result)v->result) {

@@ -23,6 +23,8 @@ struct adm_verdict {
   uint8_t result;         /* enum adm_result */
   bool may_fail_open;     /* ERROR / TIMEOUT that -verify-client-url-fail-open
                              turns into a yes: the controller was unreachable */
+  bool past_deadline;     /* ended (failed) after the client's handshake
+                             deadline: cut short, so no verdict at all */
   char detail[300];       /* for the log */
 };
 

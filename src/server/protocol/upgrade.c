@@ -186,6 +186,12 @@ void upgrade_admission_done(struct conn *c, bool admit, const char *detail) {
   admitted(c, &hs->k);
 }
 
+void upgrade_admission_expired(struct conn *c) {
+  c->hs->adm = NULL;
+  if (c->state == CS_CLIENT_INFO)
+    conn_close(c, CLOSE_handshake_timeout, "the admission check outlived the handshake deadline");
+}
+
 static int start_derp(struct conn *c, const struct http_reply *r) {
   struct server *s = c->sh->srv;
   STAT_INC(&c->sh->stats, accepts); /* derper's Accept: every DERP upgrade, before its handshake */

@@ -20,6 +20,9 @@ void upgrade_finish(struct conn *c);
 /* The admission verdict for a conn waiting in CS_CLIENT_INFO (admission/):
  * admit moves it on, else it is closed (admission_denied) with detail. */
 void upgrade_admission_done(struct conn *c, bool admit, const char *detail);
+/* A failed check that ended past the conn's handshake deadline: no verdict;
+ * closed as the deadline closes it (handshake_timeout). */
+void upgrade_admission_expired(struct conn *c);
 /* Static detail for the pending close of a failed HTTP request, or NULL. */
 const char *upgrade_detail(const struct conn *c);
 /* Set that detail (static text) for a close that waits for a reply or alert. */
