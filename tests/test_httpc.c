@@ -276,6 +276,28 @@ static void malformed(void) {
   cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "malformed"), "a two-digit status: %d %s", c.rc, c.err);
   one("", 0, false, false, 0, &c);
   cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "without a response"), "%d %s", c.rc, c.err);
+  /* Content-Length lines that disagree: Go refuses the response too. */
+  one("HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 3\r\n\r\nok!", 0, false, false, 0, &c);
+  cr_assert(c.rc == HTTPC_ERROR && strstr(c.err, "malformed"), "Content-Length 2 and 3: %d %s", c.rc, c.err);
+}
+
+/* Heads Go's client reads (net/http's transfer.go), though http_parser
+ * refuses them by default: a repeated Content-Length with one value, and
+ * Transfer-Encoding: chunked beside a Content-Length (chunked wins). An
+ * admission controller's answer must not turn into "unreachable" (and so a
+ * fail-open) where derper reads it. */
+static void go_lenient_heads(void) {
+  struct call c;
+  one("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCONTENT-LENGTH:  2 \r\n\r\nok", 0, false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.complete && strcmp((char *)c.body, "ok") == 0,
+            "a repeated Content-Length: rc %d (%s)", c.rc, c.err);
+  one("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", 1, false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.complete && strcmp((char *)c.body, "ok") == 0,
+            "a repeated Content-Length, a byte a read: rc %d (%s)", c.rc, c.err);
+  one("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n2\r\nok\r\n0\r\n\r\n", 0,
+      false, true, 0, &c);
+  cr_assert(c.rc == HTTPC_OK && c.r.complete && strcmp((char *)c.body, "ok") == 0,
+            "chunked beside Content-Length: rc %d (%s)", c.rc, c.err);
 }
 
 /* A kept-alive conn carries the next request; when the server has dropped
@@ -387,6 +409,7 @@ static const struct mini_test tests[] = {
     {"informational_skipped", informational_skipped},
     {"cap_and_cut", cap_and_cut},
     {"malformed", malformed},
+    {"go_lenient_heads", go_lenient_heads},
     {"keep_alive_and_retry", keep_alive_and_retry},
     {"stale_bytes_not_reused", stale_bytes_not_reused},
     {"lookup_bounded", lookup_bounded},

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -409,6 +410,13 @@ struct parse {
   bool value_cut;              /* the value being assembled outgrew HDR_MAX */
   size_t nlen, vlen;           /* the header being assembled (pieces may span reads) */
   char name[HDR_MAX], value[HDR_MAX];
+  /* Content-Length as Go takes it (net/http's fixLength): repeated lines
+   * with one value are that value, different values an error. http_parser
+   * refuses any repeat, so its flag is cleared at each repeat and the values
+   * are compared here. */
+  char cl[24];
+  size_t cllen;                /* 0: none seen yet */
+  bool cl_differs;
 };
 
 /* false if not all of it fit */
@@ -419,14 +427,22 @@ static bool append(char *dst, size_t *len, const char *at, size_t n) {
   return take == n;
 }
 
+static bool is_content_length(const struct parse *ps) {
+  return ps->nlen == 14 && strncasecmp(ps->name, "content-length", 14) == 0;
+}
+
 /* The header assembled so far goes to the caller (final responses only). */
 static void header_done(struct parse *ps, http_parser *p) {
-  if (ps->nlen && ps->r->on_header && !(p->status_code / 100 == 1 && p->status_code != 101)) {
-    const char *v = ps->value, *e = ps->value + ps->vlen;
-    while (v < e && (*v == ' ' || *v == '\t')) v++;
-    while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
-    ps->r->on_header(ps->name, ps->nlen, v, (size_t)(e - v), ps->value_cut, ps->r->header_arg);
+  const char *v = ps->value, *e = ps->value + ps->vlen;
+  while (v < e && (*v == ' ' || *v == '\t')) v++;
+  while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+  size_t vl = (size_t)(e - v);
+  if (ps->nlen && is_content_length(ps)) {
+    if (ps->cllen == 0 && vl > 0 && vl < sizeof ps->cl) memcpy(ps->cl, v, ps->cllen = vl);
+    else if (vl != ps->cllen || memcmp(ps->cl, v, vl) != 0) ps->cl_differs = true;
   }
+  if (ps->nlen && ps->r->on_header && !(p->status_code / 100 == 1 && p->status_code != 101))
+    ps->r->on_header(ps->name, ps->nlen, v, vl, ps->value_cut, ps->r->header_arg);
   ps->nlen = ps->vlen = 0;
   ps->in_value = false;
   ps->value_cut = false;
@@ -435,7 +451,9 @@ static void header_done(struct parse *ps, http_parser *p) {
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   struct parse *ps = p->data;
   if (ps->in_value) header_done(ps, p);
+  if (ps->cl_differs) return -1;
   append(ps->name, &ps->nlen, at, len);
+  if (is_content_length(ps)) p->flags &= (uint8_t)~F_CONTENTLENGTH; /* a repeat: compared in header_done */
   return 0;
 }
 
@@ -453,11 +471,13 @@ static int on_headers_complete(http_parser *p) {
    * an answer. */
   if (p->status_code < 100) return -1;
   header_done(ps, p);
+  if (ps->cl_differs) return -1;
   /* 1xx (but 101) is informational: the real response follows (Go skips
    * them). It has no body whatever Content-Length says, as 204 and 304 have
    * none (RFC 9112 §6.3); http_parser would read one unless told (1). */
   if (p->status_code / 100 == 1 && p->status_code != 101) {
     ps->informational = true;
+    ps->cllen = 0; /* the final response's own */
     return 1;
   }
   ps->r->status = p->status_code;
@@ -515,6 +535,7 @@ static enum httpc_rc attempt(struct httpc_conn *cn, const void *req, size_t len,
   }
   http_parser p;
   http_parser_init(&p, HTTP_RESPONSE);
+  p.allow_chunked_length = 1; /* chunked wins over a Content-Length beside it, as in Go */
   struct parse ps = {.r = resp};
   p.data = &ps;
   uint8_t buf[4096];
