@@ -35,7 +35,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 #define CONNECT_TIMEOUT_MS 10000
 #define CLOSE_PEER_TIMEOUT_MS 10000
 #define MESH_KEY_ENV "TAILSCALE_DERPER_MESH_KEY"
-#define LOSS_HINT "(a server closes the connection of a client whose mesh key it does not share)"
+#define LOSS_HINT "(a server closes the connection of a client whose mesh key it does not share; derpd also one past its limit of watchers)"
 
 static const char help_text[] =
     "derp-mesh: the operator's tool for a DERP region's mesh (derpd or Tailscale's derper)\n"
