@@ -66,7 +66,9 @@ run 2 "--count: want a whole number" watch --server "$closed" --count -1
 run 2 "--count: want a whole number" watch --server "$closed" --count x
 run 2 "--timeout: want a positive duration" watch --server "$closed" --timeout abc
 run 2 "--timeout: want a positive duration" watch --server "$closed" --timeout 0
-run 2 "--count and --json are for watch" close-peer --server "$closed" --json "$(key_of aa)"
+run 2 "--count, --idle and --json are for watch" close-peer --server "$closed" --json "$(key_of aa)"
+run 2 "--count, --idle and --json are for watch" close-peer --server "$closed" --idle 5s "$(key_of aa)"
+run 2 "--idle: want a positive duration" watch --server "$closed" --idle 0
 run 2 "close-peer: no KEY given" close-peer --server "$closed" --mesh-psk-file "$tmp/mesh.key"
 run 2 'close-peer: bad KEY "nodekey:zz"' close-peer --server "$closed" --mesh-psk-file "$tmp/mesh.key" nodekey:zz
 run 2 "--ca-file and --insecure are for https://" watch --server "$closed" --insecure
@@ -144,6 +146,14 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 ((ms >= 1000 && ms < 8000)) || fail "watch --timeout 1s took $ms ms"
 diff -u "$tmp/want.txt" "$tmp/out" >&2 || fail "watch --timeout: text lines differ"
 grep -q '^pong ok$' "$tmp/fake.log" || fail "the server's Ping was not answered"
+# A server silent for --idle is lost (a host gone without a FIN or RST):
+# the fake server says nothing after its script.
+t0=$(date +%s%N)
+run 1 "connection lost while watching: nothing from the server for 1000 ms (--idle)" \
+  watch --server "$srv" --mesh-psk-file "$tmp/mesh.key" --idle 1s
+ms=$((($(date +%s%N) - t0) / 1000000))
+((ms >= 1000 && ms < 8000)) || fail "watch --idle 1s took $ms ms"
+diff -u "$tmp/want.txt" "$tmp/out" >&2 || fail "watch --idle: text lines differ"
 
 run 0 "" close-peer --server "$srv" --mesh-psk-file "$tmp/mesh.key" "$k44" "$(key_of ab | cut -d: -f2)"
 [[ ! -s "$tmp/out" ]] || fail "close-peer printed on stdout"
@@ -169,5 +179,44 @@ run 1 "connection lost while watching: connection closed by the server" \
   watch --server "http://127.0.0.1:$port" --mesh-psk-file "$tmp/mesh.key"
 diff -u "$tmp/want.txt" "$tmp/out" >&2 || fail "watch until the connection is lost: lines differ"
 ! grep -qF "mesh key" "$tmp/err" || fail "a loss after events blamed the mesh key"
+
+# The connect bound holds whatever the name gives (libderp's tcp_connect):
+# three addresses that all drop SYNs (a listener with a full queue on each)
+# and --timeout 3s: exit 1 in about 3 s, not the kernel's minutes of SYN
+# retries for the last address (root: /etc/hosts in a mount namespace).
+python3 - "$tmp/synsink.port" <<'PY' &
+import socket, sys, time
+port, held = 0, []
+for a in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+    s = socket.socket()
+    s.bind((a, port))
+    s.listen(0)
+    port = s.getsockname()[1]
+    held.append(s)
+    for _ in range(4):  # fill the accept queue: further SYNs are dropped
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect((a, port))
+        except BlockingIOError:
+            pass
+        held.append(c)
+with open(sys.argv[1], "w") as f:
+    f.write(str(port))
+time.sleep(30)
+PY
+pids+=($!)
+for _ in $(seq 100); do [[ -s "$tmp/synsink.port" ]] && break; sleep 0.05; done
+[[ -s "$tmp/synsink.port" ]] || fail "the SYN sink did not start"
+printf '127.0.0.1 localhost\n127.0.0.1 multi.test\n127.0.0.2 multi.test\n127.0.0.3 multi.test\n' >"$tmp/hosts"
+t0=$(date +%s%N)
+rc=0
+unshare -m sh -c 'mount --bind "$1" /etc/hosts && shift && exec timeout 30 "$@"' sh "$tmp/hosts" \
+  "$mesh" watch --server "http://multi.test:$(cat "$tmp/synsink.port")" --mesh-psk-file "$tmp/mesh.key" \
+  --timeout 3s >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+((rc == 1)) || fail "connect to three SYN-dropping addresses: exit $rc after $ms ms, want 1"
+((ms < 8000)) || fail "connect to three SYN-dropping addresses took $ms ms (--timeout 3s)"
+grep -qF "connect multi.test:" "$tmp/err" || fail "no connect error: $(cat "$tmp/err")"
 
 echo "derp_mesh_tool: ok"

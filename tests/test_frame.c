@@ -356,9 +356,10 @@ Test(limits, wrong_direction_types_are_unknown) {
   for (int t = 0x16; t < 0x100; t++) {
     cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, (uint8_t)t, 0), DERP_FRAME_SKIP);
     cr_assert_eq(derp_frame_check(DERP_FROM_CLIENT, (uint8_t)t, UINT32_MAX), DERP_FRAME_SKIP);
-    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, DERP_MAX_UNKNOWN_FRAME), DERP_FRAME_SKIP);
-    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, DERP_MAX_UNKNOWN_FRAME + 1),
-                 DERP_FRAME_REJECT);
+    /* Go's client skips a server's unknown frame up to 1 MiB. */
+    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, DERP_MAX_UNKNOWN_FRAME + 1), DERP_FRAME_SKIP);
+    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, 1u << 20), DERP_FRAME_SKIP);
+    cr_assert_eq(derp_frame_check(DERP_FROM_SERVER, (uint8_t)t, (1u << 20) + 1), DERP_FRAME_REJECT);
   }
 }
 
@@ -431,7 +432,7 @@ Test(reader, huge_unknown_from_client_streams_past) {
 
 Test(reader, oversized_unknown_from_server_rejected_before_buffering) {
   uint8_t buf[64] = {0};
-  derp_frame_put_header(buf, 0x99, DERP_MAX_UNKNOWN_FRAME + 1);
+  derp_frame_put_header(buf, 0x99, DERP_MAX_SERVER_FRAME + 1);
   struct derp_frame_reader r;
   struct derp_frame f;
   derp_frame_reader_init(&r, DERP_FROM_SERVER);
@@ -439,7 +440,7 @@ Test(reader, oversized_unknown_from_server_rejected_before_buffering) {
   size_t n = sizeof buf;
   cr_assert_eq(derp_frame_read(&r, &p, &n, &f), DERP_READ_ERROR);
   cr_assert_eq(f.type, 0x99);
-  cr_assert_eq(f.len, DERP_MAX_UNKNOWN_FRAME + 1);
+  cr_assert_eq(f.len, DERP_MAX_SERVER_FRAME + 1);
   cr_assert_null(r.buf);
   cr_assert_eq(n, sizeof buf - 5, "no payload byte consumed");
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <errno.h>
 
 #include "derp/hex.h"
 #include "derp/key.h"
@@ -156,6 +157,13 @@ Test(keyfile, unmakeable_directory_fails) {
   cr_assert_neq(msg[0], '\0');
   cr_assert_eq(created, 0);
   unlink(file);
+}
+
+/* An empty path is mkdir("")'s ENOENT (it read past the string). */
+Test(keyfile, mkdir_p_empty_path) {
+  errno = 0;
+  cr_assert_eq(derp_mkdir_p("", 0700), -1);
+  cr_assert_eq(errno, ENOENT);
 }
 
 Test(key, format_parse_round_trip) {

@@ -35,6 +35,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 #define CONNECT_TIMEOUT_MS 10000
 #define CLOSE_PEER_TIMEOUT_MS 10000
 #define MESH_KEY_ENV "TAILSCALE_DERPER_MESH_KEY"
+#define IDLE_MS 120000
 #define LOSS_HINT "(a server closes the connection of a client whose mesh key it does not share; derpd also one past its limit of watchers)"
 
 static const char help_text[] =
@@ -42,7 +43,7 @@ static const char help_text[] =
     "\n"
     "Usage:\n"
     "  derp-mesh watch --server URL [--mesh-psk-file FILE] [--count N] [--timeout DUR]\n"
-    "                  [--json] [--ca-file FILE] [--insecure]\n"
+    "                  [--idle DUR] [--json] [--ca-file FILE] [--insecure]\n"
     "  derp-mesh close-peer --server URL [--mesh-psk-file FILE] [--timeout DUR]\n"
     "                  [--ca-file FILE] [--insecure] KEY...\n"
     "  derp-mesh help | -h | --help\n"
@@ -82,6 +83,9 @@ static const char help_text[] =
     "                        limit); close-peer: give up (exit 1) if the Pong has not come\n"
     "                        DUR after start (default 10s). Go durations: 500ms, 10s,\n"
     "                        1m30s. Connecting gives up after 10s (or DUR if shorter).\n"
+    "  --idle DUR            watch: a server that sends nothing for DUR (default 120s, as\n"
+    "                        Go's DERP client; derper and derpd send a KeepAlive every\n"
+    "                        60s) is lost (exit 1): a host gone without a word\n"
     "  --json                watch: one JSON object per line instead of text\n"
     "  --ca-file FILE        https: PEM roots to verify against instead of the system's\n"
     "  --insecure            https: do not verify the certificate (tests, self-signed)\n"
@@ -126,6 +130,7 @@ struct opts {
   bool insecure, json;
   long count;
   int64_t timeout_ms; /* -1: none given */
+  int64_t idle_ms;    /* watch: a server silent this long is lost (Go's recvTimeout) */
   char **args;        /* positional arguments (close-peer's keys) */
   int nargs;
 };
@@ -203,7 +208,7 @@ static int parse_url(const char *s, struct url *u, const char **why) {
   return 0;
 }
 
-enum { O_SERVER = 256, O_PSK, O_COUNT, O_TIMEOUT, O_JSON, O_CA, O_INSECURE };
+enum { O_SERVER = 256, O_PSK, O_COUNT, O_TIMEOUT, O_IDLE, O_JSON, O_CA, O_INSECURE };
 
 static int parse_args(int argc, char **argv, struct opts *o) {
   static const struct option longs[] = {
@@ -211,6 +216,7 @@ static int parse_args(int argc, char **argv, struct opts *o) {
       {"mesh-psk-file", required_argument, NULL, O_PSK},
       {"count", required_argument, NULL, O_COUNT},
       {"timeout", required_argument, NULL, O_TIMEOUT},
+      {"idle", required_argument, NULL, O_IDLE},
       {"json", no_argument, NULL, O_JSON},
       {"ca-file", required_argument, NULL, O_CA},
       {"insecure", no_argument, NULL, O_INSECURE},
@@ -240,6 +246,11 @@ static int parse_args(int argc, char **argv, struct opts *o) {
         return fail(EXIT_USAGE, "--timeout: want a positive duration like 500ms, 10s or 1m30s, not \"%s\"",
                     optarg);
       break;
+    case O_IDLE:
+      o->idle_ms = config_parse_duration_ms(optarg);
+      if (o->idle_ms <= 0)
+        return fail(EXIT_USAGE, "--idle: want a positive duration like 30s or 2m, not \"%s\"", optarg);
+      break;
     case ':': return fail(EXIT_USAGE, "%s needs a value", argv[optind - 1]);
     default: return fail(EXIT_USAGE, "unknown option %s", argv[optind - 1]);
     }
@@ -247,8 +258,8 @@ static int parse_args(int argc, char **argv, struct opts *o) {
   o->args = argv + optind;
   o->nargs = argc - optind;
   bool watch = strcmp(o->cmd, "watch") == 0;
-  if (!watch && (o->count || o->json))
-    return fail(EXIT_USAGE, "%s: --count and --json are for watch", o->cmd);
+  if (!watch && (o->count || o->json || o->idle_ms != IDLE_MS))
+    return fail(EXIT_USAGE, "%s: --count, --idle and --json are for watch", o->cmd);
   if (watch && o->nargs > 0) return fail(EXIT_USAGE, "watch: unexpected argument \"%s\"", o->args[0]);
   if (!watch && o->nargs == 0) return fail(EXIT_USAGE, "close-peer: no KEY given");
   if (!o->server) return fail(EXIT_USAGE, "%s: --server URL is required", o->cmd);
@@ -408,13 +419,19 @@ static int run_watch(const struct opts *o, struct derp_client *c, int64_t deadli
   derp_key_format(derp_client_server_key(c), skey);
   fprintf(stderr, "%s: watching %s (server %s)\n", prog, o->server, skey);
   long events = 0;
+  int64_t idle_until = now_ms() + o->idle_ms;
   for (;;) {
-    int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+    int64_t now = now_ms(), left = deadline < 0 ? -1 : deadline - now, wait = idle_until - now;
     if (deadline >= 0 && left <= 0) return EXIT_OK;
+    if (wait <= 0) /* a server gone without a FIN or RST (host down, partition) */
+      return fail(EXIT_FAIL, "%s: connection lost while watching: nothing from the server for %lld ms (--idle)",
+                  o->server, (long long)o->idle_ms);
+    if (left >= 0 && left < wait) wait = left;
     struct derp_client_msg m;
-    int r = derp_client_recv(c, &m, left < 0 ? -1 : left > 0x7fffffff ? 0x7fffffff : (int)left);
-    if (r == 0) continue; /* the deadline, checked above */
+    int r = derp_client_recv(c, &m, wait > 0x7fffffff ? 0x7fffffff : (int)wait);
+    if (r == 0) continue; /* the deadline or the idle bound, checked above */
     if (r < 0) return lost(o, "while watching", events == 0);
+    idle_until = now_ms() + o->idle_ms;
     if (m.type != DERP_FRAME_PEER_PRESENT && m.type != DERP_FRAME_PEER_GONE) {
       if (side_frame(c, &m) < 0) return lost(o, "answering a Ping", events == 0);
       continue;
@@ -459,7 +476,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "watch") != 0 && strcmp(cmd, "close-peer") != 0)
     return fail(EXIT_USAGE, "unknown command \"%s\": want watch or close-peer", cmd);
-  struct opts o = {.cmd = cmd, .timeout_ms = -1};
+  struct opts o = {.cmd = cmd, .timeout_ms = -1, .idle_ms = IDLE_MS};
   int rc = parse_args(argc - 1, argv + 1, &o);
   if (rc < 0) return EXIT_OK; /* help printed */
   if (rc > 0) return rc;

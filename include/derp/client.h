@@ -101,7 +101,9 @@ void derp_client_close(struct derp_client *c);
  * malloc'd copy of the bytes received after the last frame read but not
  * yet parsed, *buflen of them (NULL and 0 when none). Nothing is lost: the
  * frame reader holds no partial frame between derp_client_* calls that
- * returned whole frames (connect, recv). 0, or -1 with errno ENOMEM (c is
+ * returned whole frames (connect, recv). Over WebSocket the bytes handed
+ * back are unwrapped but the decoder's state is not: the stream that
+ * follows must start at a WebSocket frame boundary (derp-bench's use). 0, or -1 with errno ENOMEM (c is
  * then left as it was). */
 int derp_client_detach(struct derp_client *c, int *fd, struct derp_client_stream *st,
                        bool *has_stream, uint8_t **buf, size_t *buflen);

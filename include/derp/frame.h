@@ -21,8 +21,13 @@
 #define DERP_FRAME_HDR_LEN 5
 #define DERP_NONCE_LEN 24
 #define DERP_MAX_PACKET 65536
-/* Unknown frame types are skipped, never buffered; longer than this closes. */
+/* Known frames from a server longer than this close (one assembly buffer at
+ * most, as a RecvPacket needs). */
 #define DERP_MAX_UNKNOWN_FRAME (DERP_MAX_PACKET + 64)
+/* Unknown frame types are skipped, never buffered: from a client at any
+ * length (derper's server), from a server up to Go's client's 1 MiB bound
+ * (derp_client.go: "unexpectedly large frame"); longer closes. */
+#define DERP_MAX_SERVER_FRAME (1u << 20)
 #define DERP_MAX_CLIENT_INFO (256 * 1024)
 #define DERP_MIN_CLIENT_INFO (DERP_KEY_LEN + DERP_NONCE_LEN)
 #define DERP_PING_MIN 8
@@ -80,7 +85,8 @@ enum derp_frame_verdict {
 };
 
 /* Limits check for a frame header. A known type with a length no frame of that
- * type may have is REJECT; an unknown type is SKIP up to DERP_MAX_UNKNOWN_FRAME. */
+ * type may have is REJECT; an unknown type is SKIP (from a server, up to
+ * DERP_MAX_SERVER_FRAME). */
 enum derp_frame_verdict derp_frame_check(enum derp_frame_dir dir, uint8_t type, uint32_t len);
 const char *derp_frame_type_name(uint8_t type);
 

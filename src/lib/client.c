@@ -88,17 +88,25 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, char *
   int fd = -1, last_errno = 0, left = 0;
   for (struct addrinfo *ai = res; ai; ai = ai->ai_next) left++;
   for (struct addrinfo *ai = res; ai; ai = ai->ai_next, left--) {
+    /* Each address gets its share of the time left, at least 2 s (Go's
+     * partialDeadline): an address that drops SYNs (a dead IPv6 path,
+     * sorted first) must not use up the others' time. None left (the
+     * lookup or the addresses before used it up): a timeout, as Go's. */
+    int64_t now = cl_now_ms(), until = -1;
+    if (deadline >= 0) {
+      if (now >= deadline) {
+        last_errno = ETIMEDOUT;
+        break;
+      }
+      int64_t share = (deadline - now) / left;
+      until = now + (share >= 2000 ? share : deadline - now < 2000 ? deadline - now : 2000);
+    }
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
       last_errno = errno;
       continue;
     }
-    /* Each address gets its share of the time left, at least 2 s (Go's
-     * partialDeadline): an address that drops SYNs (a dead IPv6 path,
-     * sorted first) must not use up the others' time. */
-    int64_t now = cl_now_ms(), share = deadline < 0 ? -1 : (deadline - now) / left;
-    if (share >= 0 && share < 2000) share = deadline - now < 2000 ? deadline - now : 2000;
-    if (connect_deadline(fd, ai->ai_addr, ai->ai_addrlen, share < 0 ? -1 : now + share) == 0) break;
+    if (connect_deadline(fd, ai->ai_addr, ai->ai_addrlen, until) == 0) break;
     last_errno = errno;
     close(fd);
     fd = -1;

@@ -84,7 +84,7 @@ enum derp_frame_verdict derp_frame_check(enum derp_frame_dir dir, uint8_t type, 
    * (io.CopyN to io.Discard), so the server side does too; skipping never
    * buffers. A client reading a server keeps a bound. */
   if (!known)
-    return dir == DERP_FROM_CLIENT || len <= DERP_MAX_UNKNOWN_FRAME ? DERP_FRAME_SKIP : DERP_FRAME_REJECT;
+    return dir == DERP_FROM_CLIENT || len <= DERP_MAX_SERVER_FRAME ? DERP_FRAME_SKIP : DERP_FRAME_REJECT;
   if (len < l.min && dir == DERP_FROM_SERVER && short_server_frame_skips(type))
     return DERP_FRAME_SKIP;
   return len >= l.min && len <= l.max ? DERP_FRAME_DELIVER : DERP_FRAME_REJECT;

@@ -87,6 +87,10 @@ out:
 
 int derp_mkdir_p(const char *dir, unsigned mode) {
   char p[4096];
+  if (!dir[0]) { /* as mkdir(""): the loop below would start past the NUL */
+    errno = ENOENT;
+    return -1;
+  }
   if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
     errno = ENAMETOOLONG;
     return -1;
