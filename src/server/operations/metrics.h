@@ -34,6 +34,7 @@
   X(fwd_delete_other, "derp_packet_forwarder_delete_other_value", "counter", "PeerGone from a node that was not the key's forwarder (a move, or a repeated broadcast)") \
   X(notideal, "derp_current_notideal_connections", "gauge", "clients whose Ideal-Node header named another node") \
   X(presence_frames, "derpd_mesh_presence_frames", "counter", "PeerPresent/PeerGone frames made for watchers") \
+  X(watch_slots, "derpd_watch_dirty_slots", "gauge", "slots (48 bytes each) of the watchers' sets of keys not yet told, every shard's: at most 64 a watcher per shard once all is told") \
   X(presence_in, "derpd_mesh_presence_applied", "counter", "PeerPresent/PeerGone from mesh links applied to the forwarders") \
   X(mesh_paused, "derpd_mesh_reads_paused", "counter", "times a mesh conn's reads stopped for 1 ms: too many region messages waiting for inter-shard ring space") \
   X(outbox, "derpd_region_outbox_messages", "gauge", "region messages waiting for inter-shard ring space") \

@@ -50,6 +50,7 @@ struct dirty_ent {
 
 /* This shard's side of one watcher. */
 struct wsub {
+  struct stats *st;            /* its shard's: derpd_watch_dirty_slots follows cap */
   uint16_t wshard, slot;
   uint32_t gen;
   uint8_t credits;
@@ -104,9 +105,12 @@ static struct dirty_ent *ds_find(struct wsub *s, const derp_key *k, uint64_t h, 
   return NULL;
 }
 
+#define DS_MIN_CAP 64
+
 static bool ds_rehash(struct wsub *s, uint32_t ncap) {
   struct dirty_ent *nt = calloc(ncap, sizeof *nt);
   if (!nt) return false;
+  STAT_ADD(s->st, watch_slots, (int64_t)ncap - (int64_t)s->cap);
   for (uint32_t i = 0; i < s->cap; i++) {
     struct dirty_ent *e = &s->tab[i];
     if (e->state != SLOT_LIVE) continue;
@@ -137,7 +141,7 @@ static bool ds_mark(struct wsub *s, const derp_key *k, uint64_t h, bool was_pres
   }
   if (!was_present && !now_present) return true;
   if ((s->used + 1) * 4 > s->cap * 3) {
-    uint32_t ncap = s->cap ? s->cap : 64;
+    uint32_t ncap = s->cap ? s->cap : DS_MIN_CAP;
     while ((s->live + 1) * 2 > ncap) ncap *= 2;
     if (!ds_rehash(s, ncap)) return false;
     ds_find(s, k, h, &slot);
@@ -171,6 +175,7 @@ static struct wsub *sub_find(struct watch_shard *ws, uint16_t wshard, uint16_t s
 }
 
 static void sub_free(struct wsub *s) {
+  STAT_ADD(s->st, watch_slots, -(int64_t)s->cap);
   free(s->tab);
   free(s);
 }
@@ -216,6 +221,7 @@ static void on_sub(struct shard *sh, struct pkt *m) {
     pkt_free(sh, m);
     return;
   }
+  s->st = &sh->stats;
   s->wshard = r->from;
   s->slot = r->slot;
   s->gen = r->gen;
@@ -290,8 +296,10 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
   struct pkt *m = region_msg(sh, MSG_PRESENCE, most * PRESENT_FRAME_LEN);
   if (!m) return -1;
   uint32_t n = 0, gone = 0;
-  for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++) {
-    uint32_t j = (s->cursor + i) & (s->cap - 1);
+  /* From the cursor, one slot at a time (a cursor moved inside the loop,
+   * added to i, skipped slots: a snapshot took many more batches). */
+  uint32_t j = s->cursor;
+  for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++, j = (j + 1) & (s->cap - 1)) {
     struct dirty_ent *e = &s->tab[j];
     if (e->state != SLOT_LIVE) continue;
     struct peer *p = relay_peer(sh, &e->key, e->hash);
@@ -308,10 +316,22 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
     s->live--;
     s->cursor = (j + 1) & (s->cap - 1);
   }
-  if (s->live == 0 && s->cap) { /* all told: start clean */
+  /* A set that held a snapshot keeps its size for good unless shrunk, and
+   * every later change would scan and clear all of it: all told, it goes
+   * back to the smallest size; nearly all told, to what it holds. */
+  if (s->live == 0 && s->cap > DS_MIN_CAP) {
+    STAT_ADD(s->st, watch_slots, -(int64_t)s->cap);
+    free(s->tab);
+    s->tab = NULL;
+    s->cap = s->used = s->cursor = 0;
+  } else if (s->live == 0 && s->cap) { /* all told: start clean */
     memset(s->tab, 0, s->cap * sizeof *s->tab);
     s->used = 0;
     s->cursor = 0;
+  } else if (s->cap > DS_MIN_CAP && (uint64_t)s->live * 8 < s->cap) {
+    uint32_t ncap = DS_MIN_CAP;
+    while (s->live * 2 > ncap) ncap *= 2;
+    ds_rehash(s, ncap); /* out of memory: stays as it is */
   }
   if (n == 0) { pkt_free(sh, m); return 0; }
   STAT_ADD(&sh->stats, presence_frames, n);
