@@ -233,7 +233,7 @@ static void *worker_main(void *arg) {
       j->v.result = ADM_R_ERROR; /* nobody is waiting: not asked */
     else if (httpc_now_ms() >= j->deadline_ms)
       snprintf(j->v.detail, sizeof j->v.detail, "the handshake deadline passed while the check waited"),
-          j->v.result = ADM_R_TIMEOUT, j->v.past_deadline = true;
+          j->v.result = ADM_R_TIMEOUT;
     else
       verify_run(&a->cfg, &io, &j->key, j->ip, a->stop_fd, j->deadline_ms, &j->abandoned, &j->v);
     /* Judged on this clock, not the shard's: a shard turn that started
@@ -330,7 +330,8 @@ static void apply(struct shard *sh, struct admission *a, struct adm_job *j) {
     upgrade_admission_done(c, false, NULL);
     return;
   }
-  if ((v->result == ADM_R_ERROR || v->result == ADM_R_TIMEOUT) && (v->past_deadline || sh->now_ms >= c->deadline_ms)) {
+  bool failed = v->result == ADM_R_ERROR || v->result == ADM_R_TIMEOUT;
+  if (failed && (v->past_deadline || sh->now_ms >= c->deadline_ms)) {
     /* A check cut short by the client's deadline (request_deadline) is no
      * verdict, so never a fail-open: closed, and counted, as the deadline's
      * tick would have (a turn that ran late applies it first). */
@@ -344,7 +345,6 @@ static void apply(struct shard *sh, struct admission *a, struct adm_job *j) {
   case ADM_R_ERROR: STAT_INC(&sh->stats, adm_error); break;
   case ADM_R_TIMEOUT: STAT_INC(&sh->stats, adm_timeout); break;
   }
-  bool failed = v->result == ADM_R_ERROR || v->result == ADM_R_TIMEOUT;
   bool admit = v->result == ADM_R_ALLOW || (failed && v->may_fail_open && a->cfg.fail_open);
   if (admit && failed) {
     STAT_INC(&sh->stats, adm_fail_open);

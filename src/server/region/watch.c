@@ -78,7 +78,6 @@ struct watch_shard {
   uint32_t nflush;
   struct watcher w[WATCH_SLOTS];
   uint32_t next_gen;
-  uint32_t ntools;             /* slots held by tools */
 };
 
 /* ---- the dirty set: open addressing, tombstones ---------------------------- */
@@ -296,8 +295,7 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
   struct pkt *m = region_msg(sh, MSG_PRESENCE, most * PRESENT_FRAME_LEN);
   if (!m) return -1;
   uint32_t n = 0, gone = 0;
-  /* From the cursor, one slot at a time (a cursor moved inside the loop,
-   * added to i, skipped slots: a snapshot took many more batches). */
+  /* From the cursor, one slot at a time. */
   uint32_t j = s->cursor;
   for (uint32_t i = 0; i < s->cap && s->live && n < PRESENCE_BATCH; i++, j = (j + 1) & (s->cap - 1)) {
     struct dirty_ent *e = &s->tab[j];
@@ -314,8 +312,8 @@ static int flush_sub(struct shard *sh, struct wsub *s) {
     }
     e->state = SLOT_TOMB;
     s->live--;
-    s->cursor = (j + 1) & (s->cap - 1);
   }
+  s->cursor = j; /* the next batch starts past what this one took */
   /* A set that held a snapshot keeps its size for good unless shrunk, and
    * every later change would scan and clear all of it: all told, it goes
    * back to the smallest size; nearly all told, to what it holds. */
@@ -440,16 +438,22 @@ static int watch_again(struct shard *sh, struct watch_shard *ws, struct conn *c)
   return 0;
 }
 
-/* A node's link that came before our link to that node met its key counted
- * as a tool: it stops counting once the key is known. */
-static void recount_tools(struct shard *sh, struct watch_shard *ws) {
+/* Tools watching from this shard. A node's link that came before our link
+ * to that node met its key counted as a tool: it stops counting once the key
+ * is known (checked here, on the rare WatchConns, not kept up to date). */
+static uint32_t tools_here(struct shard *sh, struct watch_shard *ws) {
+  uint32_t n = 0;
   for (int i = 0; i < WATCH_SLOTS; i++) {
     struct watcher *w = &ws->w[i];
-    if (!w->c || !w->tool || !region_is_peer(sh->srv, w->c->key_hash)) continue;
-    w->tool = false;
-    ws->ntools--;
-    atomic_fetch_sub(&sh->srv->region->ntools, 1);
+    if (!w->c || !w->tool) continue;
+    if (region_is_peer(sh->srv, w->c->key_hash)) {
+      w->tool = false;
+      atomic_fetch_sub(&sh->srv->region->ntools, 1);
+    } else {
+      n++;
+    }
   }
+  return n;
 }
 
 int watch_start(struct conn *c) {
@@ -461,10 +465,7 @@ int watch_start(struct conn *c) {
   int slot = -1;
   for (int i = 0; i < WATCH_SLOTS && slot < 0; i++)
     if (!ws->w[i].c) slot = i;
-  if (slot >= 0 && tool && ws->ntools >= WATCH_SLOTS - WATCH_PEER_SLOTS) {
-    recount_tools(sh, ws);
-    if (ws->ntools >= WATCH_SLOTS - WATCH_PEER_SLOTS) slot = -1;
-  }
+  if (slot >= 0 && tool && tools_here(sh, ws) >= WATCH_SLOTS - WATCH_PEER_SLOTS) slot = -1;
   if (slot < 0 || (tool && atomic_fetch_add(&rg->ntools, 1) >= WATCH_TOOLS)) {
     if (slot >= 0) atomic_fetch_sub(&rg->ntools, 1);
     conn_close(c, CLOSE_watchers_full, tool ? "too many watchers (other than this region's nodes)"
@@ -486,7 +487,6 @@ int watch_start(struct conn *c) {
   ws->w[slot].snap_ms = sh->now_ms;
   ws->w[slot].resnap_due = false;
   ws->w[slot].tool = tool;
-  ws->ntools += tool;
   c->is_watcher = 1;
   STAT_INC(&sh->stats, watchers);
   send_all(sh, sub);
@@ -499,10 +499,7 @@ void watch_conn_closed(struct conn *c) {
   for (int i = 0; i < WATCH_SLOTS; i++) {
     if (ws->w[i].c != c) continue;
     ws->w[i].c = NULL;
-    if (ws->w[i].tool) {
-      ws->ntools--;
-      atomic_fetch_sub(&sh->srv->region->ntools, 1);
-    }
+    if (ws->w[i].tool) atomic_fetch_sub(&sh->srv->region->ntools, 1);
     STAT_ADD(&sh->stats, watchers, -1);
     send_all(sh, ws->w[i].unsub);
     ws->w[i].unsub = NULL;
