@@ -397,6 +397,25 @@ Test(e2e_ws, text_frame_1003, E2E) {
   frame_closes(c, 0x80 | WS_OP_TEXT, "hi", 2, true, 1003, "websocket_protocol");
 }
 
+/* A client that leaves right after its bad frame (EOF or reset while our
+ * close frame is on its way) is still counted under the reason we closed it
+ * for: the first reason stands. The soak's TLS node once counted these eof. */
+Test(e2e_ws, error_then_peer_gone_keeps_reason, E2E) {
+  start(2);
+  enum { N = 40 };
+  long long gone0 = closes("eof") + closes("read_error") + closes("write_error");
+  for (int i = 0; i < N; i++) {
+    struct derp_client *c = e2e_client_ws(&g_srv, NULL, 0);
+    uint8_t f[16];
+    size_t n = raw_frame(f, 0x80 | WS_OP_TEXT, "hi", 2, true);
+    cr_assert_eq(derp_client_write_bytes(c, f, n), 0);
+    e2e_close(c);
+  }
+  wait_closes("websocket_protocol", N);
+  long long gone = closes("eof") + closes("read_error") + closes("write_error");
+  cr_assert_eq(gone, gone0, "eof, read_error, write_error: %lld, %lld before", gone, gone0);
+}
+
 Test(e2e_ws, oversize_frame_1009, E2E) {
   start(1);
   struct derp_client *c = e2e_client_ws(&g_srv, NULL, 0);

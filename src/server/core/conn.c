@@ -364,6 +364,12 @@ static bool reason_is_quiet(enum close_reason why) {
 
 void conn_close(struct conn *c, enum close_reason why, const char *detail) {
   if (c->state == CS_CLOSING) return;
+  /* Our last words were queued for a reason (a WebSocket protocol error, a
+   * ClosePeer, a stop): the peer leaving before they are sent is the end we
+   * asked for, not a new reason. The first reason stands. */
+  if (c->close_after_send && c->close_reason != CLOSE_none &&
+      (why == CLOSE_eof || why == CLOSE_read_error || why == CLOSE_write_error))
+    why = c->close_reason;
   struct shard *sh = c->sh;
   uint8_t prev = c->state;
   c->state = CS_CLOSING;
