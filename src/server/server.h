@@ -388,6 +388,8 @@ struct shard {
   int64_t log_window_ms;
   bool stopping, stopped;
   uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
+  uint8_t accept_seen;         /* listeners with an accept completion since the last tick: same bits */
+  uint8_t accept_backlog;      /* listeners whose queue held connections at the last tick: same bits */
   struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };

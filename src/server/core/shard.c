@@ -14,6 +14,7 @@
  * shards then leave it to wake by itself instead of waking it. */
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -159,6 +160,10 @@ static int listener_fd(const struct shard *sh, enum listener ls) {
   return ls == LS_MAIN ? sh->listen_fd : ls == LS_PORT80 ? sh->listen80_fd : sh->metrics_fd;
 }
 
+/* In the pointer bits of a UD_ACCEPT80: a one-shot accept (accept_nudge),
+ * which is not re-armed when it completes. */
+#define ACCEPT_ONESHOT 4u
+
 static void arm_accept(struct shard *sh, enum listener ls) {
   struct io_uring_sqe *sqe = shard_sqe(sh);
   io_uring_prep_multishot_accept(sqe, listener_fd(sh, ls), NULL, NULL, SOCK_CLOEXEC);
@@ -167,9 +172,39 @@ static void arm_accept(struct shard *sh, enum listener ls) {
   io_uring_sqe_set_data64(sqe, ud);
 }
 
-static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, enum listener ls) {
+/* A listening socket's queue can hold connections that no armed accept
+ * will take until the next connection comes: io_uring's accepts wait
+ * exclusively (one waiter woken per arrival), and a waiter that took the
+ * wake-up and was then cancelled (the old process's accepts in a live
+ * upgrade, which share these sockets with ours) passes it on to no one.
+ * Such a queue is non-empty at two ticks in a row with no accept completed
+ * between them: a one-shot accept then tries at once and takes them (its
+ * multishot sibling drains the rest, as it does after any wake-up). */
+static void accept_nudge(struct shard *sh) {
+  for (int ls = 0; ls < LS_COUNT; ls++) {
+    int fd = listener_fd(sh, (enum listener)ls);
+    uint8_t bit = (uint8_t)(1u << ls);
+    if (fd < 0 || (sh->accept_rearm & bit)) continue;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    bool queued = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+    if (queued && (sh->accept_backlog & bit) && !(sh->accept_seen & bit)) {
+      struct io_uring_sqe *sqe = shard_sqe(sh);
+      io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+      io_uring_sqe_set_data64(sqe, ud_make((void *)(uintptr_t)(((unsigned)ls | ACCEPT_ONESHOT) << UD_TAG_BITS),
+                                           UD_ACCEPT80));
+      log_debug("shard %d: listener %d: connections queued with no accept woken; accepting", sh->id, ls);
+    }
+    sh->accept_backlog = (uint8_t)(queued ? sh->accept_backlog | bit : sh->accept_backlog & ~bit);
+  }
+  sh->accept_seen = 0;
+}
+
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which) {
   int res = cqe->res;
-  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
+  bool oneshot = which & ACCEPT_ONESHOT;
+  enum listener ls = (enum listener)(which & ~ACCEPT_ONESHOT);
+  sh->accept_seen |= (uint8_t)(1u << ls);
+  if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping && !oneshot) {
     /* A multishot that ended, or an accept that failed for one connection,
      * re-arms at once. Any other failure is the listener's (no fds or
      * memory, a socket that no longer listens): re-armed at once it would
@@ -424,7 +459,7 @@ static bool handle_cqe(struct shard *sh, struct io_uring_cqe *cqe) {
   uint64_t ud = io_uring_cqe_get_data64(cqe);
   switch (ud_tag(ud)) {
   case UD_ACCEPT: on_accept(sh, cqe, LS_MAIN); break;
-  case UD_ACCEPT80: on_accept(sh, cqe, (enum listener)((uintptr_t)ud_ptr(ud) >> UD_TAG_BITS)); break;
+  case UD_ACCEPT80: on_accept(sh, cqe, (unsigned)((uintptr_t)ud_ptr(ud) >> UD_TAG_BITS)); break;
   case UD_RECV: {
     struct conn *c = ud_ptr(ud);
     if (c->rate_win != sh->rate_win_id) {
@@ -636,6 +671,7 @@ static void loop(struct shard *sh) {
           if (sh->accept_rearm & (1u << ls)) arm_accept(sh, (enum listener)ls);
         sh->accept_rearm = 0;
       }
+      if (!sh->stopping) accept_nudge(sh);
       if (sh->stopping) continue_stop(sh);
     }
     region_end_turn(sh);
