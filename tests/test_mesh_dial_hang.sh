@@ -5,7 +5,9 @@
 # at once (the stop cuts the dial short), exit 0, no dialler left behind;
 # and retries do not pile up lookup threads (2 per link at most).
 # Needs root: a mount namespace of its own binds a resolv.conf that names a
-# silent UDP socket on 127.0.0.77:53. ASan and UBSan builds run this too.
+# silent UDP socket on port 53 of a random 127.x.y.z (a fixed address is
+# taken when two builds run this test at once, as CI's phases may). ASan and
+# UBSan builds run this too.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,20 +27,30 @@ fail() {
 }
 
 (( EUID == 0 )) || fail "needs root (a mount namespace for its resolv.conf)"
-printf 'nameserver 127.0.0.77\noptions timeout:30 attempts:1\n' >"$tmp/resolv.conf"
 printf '%s\n' 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$tmp/mesh.key"
-# The silent resolver: says when it is bound, and when the first query came.
+# The silent resolver: says where it is bound (written to bound.tmp, then
+# renamed: the shell never reads half a line), and when the first query came.
 python3 -c '
-import socket, sys, time
+import errno, os, random, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.77", 53))
-open(sys.argv[1] + "/bound", "w").close()
+for _ in range(50):
+    addr = "127.%d.%d.%d" % (random.randint(1, 254), random.randint(0, 255), random.randint(1, 254))
+    try:
+        s.bind((addr, 53))
+        break
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE: raise
+else:
+    sys.exit("no free 127.x.y.z:53")
+with open(sys.argv[1] + "/bound.tmp", "w") as f: f.write(addr + "\n")
+os.rename(sys.argv[1] + "/bound.tmp", sys.argv[1] + "/bound")
 s.recv(512)
 open(sys.argv[1] + "/asked", "w").close()
 time.sleep(120)' "$tmp" &
 pids+=($!)
 for _ in $(seq 100); do [[ -e "$tmp/bound" ]] && break; sleep 0.1; done
 [[ -e "$tmp/bound" ]] || fail "the silent resolver did not start"
+printf 'nameserver %s\noptions timeout:30 attempts:1\n' "$(cat "$tmp/bound")" >"$tmp/resolv.conf"
 
 : >"$tmp/derpd.log"
 unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
