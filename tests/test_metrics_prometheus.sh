@@ -32,7 +32,16 @@ for tool in prometheus promtool curl python3; do
 done
 [[ -x "$derpd" && -x "$send" ]] || fail "build derpd and tests/derp_send first"
 
-tag=$(($$ % 250 + 1))
+# The subnet's third byte: one nobody else holds (two builds may run this test
+# at once, as CI's phases do): a lock per tag, held until this shell exits.
+tag=
+for i in $(seq 0 249); do
+  t=$(( ($$ + i) % 250 + 1 ))
+  exec {lockfd}>"${TMPDIR:-/tmp}/derpd-metrics-prom-$t.lock"
+  if flock -n "$lockfd"; then tag=$t; break; fi
+  exec {lockfd}>&-
+done
+[[ -n "$tag" ]] || fail "no free 10.213.N.0/29 (250 runs at once?)"
 net="10.213.$tag"
 ns="derpd-prom-$$"
 veth="dpm$$"            # this machine's end; the namespace's is ${veth}n
