@@ -128,16 +128,34 @@ Test(e2e_signals, sighup_storm_is_reloads, E2E) {
  * the shards, and derpd exits 0 once it runs again (found by a chaos run,
  * which froze a node in the middle of its stop). */
 Test(e2e_signals, frozen_during_stop_exits_0, E2E) {
-  e2e_start(&g_srv, 1, NULL);
-  struct derp_client *a = e2e_client(&g_srv, NULL, false);
-  struct derp_client *b = e2e_client(&g_srv, NULL, false); /* never reads */
-  static uint8_t pkt[64 * 1024 - 1];
-  for (int i = 0; i < 96; i++)
-    cr_assert_eq(derp_client_send(a, derp_client_public_key(b), pkt, sizeof pkt), 0);
-  cr_assert_eq(kill(g_srv.pid, SIGTERM), 0);
-  e2e_sleep_ms(300); /* inside the drain: b's bytes are still queued */
-  cr_assert(derpd_alive(&g_srv), "derpd stopped before the freeze: nothing was left to drain");
-  cr_assert_eq(kill(g_srv.pid, SIGSTOP), 0);
+  /* The freeze must land inside the stop's 1 s drain. A test thread not
+   * scheduled for most of that second (a loaded CI machine) misses it: then,
+   * and only then (measured), the attempt is made again, at most 3 times. */
+  for (int attempt = 1;; attempt++) {
+    e2e_start(&g_srv, 1, NULL);
+    struct derp_client *a = e2e_client(&g_srv, NULL, false);
+    struct derp_client *b = e2e_client(&g_srv, NULL, false); /* never reads */
+    static uint8_t pkt[64 * 1024 - 1];
+    for (int i = 0; i < 96; i++)
+      cr_assert_eq(derp_client_send(a, derp_client_public_key(b), pkt, sizeof pkt), 0);
+    int64_t t0 = e2e_now_ms();
+    cr_assert_eq(kill(g_srv.pid, SIGTERM), 0);
+    e2e_sleep_ms(300); /* inside the drain: b's bytes are still queued */
+    bool alive = derpd_alive(&g_srv);
+    int64_t late = e2e_now_ms() - t0;
+    if (alive) cr_assert_eq(kill(g_srv.pid, SIGSTOP), 0);
+    if (!alive && late >= 800 && attempt < 3) {
+      cr_log_warn("attempt %d: the test ran %lld ms after SIGTERM, past the drain; again", attempt,
+                  (long long)late);
+      e2e_close(a);
+      e2e_close(b);
+      derpd_kill(&g_srv);
+      continue;
+    }
+    cr_assert(alive, "derpd stopped before the freeze (%lld ms after SIGTERM): nothing was left to drain",
+              (long long)late);
+    break;
+  }
   e2e_sleep_ms(6000);
   cr_assert_eq(kill(g_srv.pid, SIGCONT), 0);
   int st = -1;
