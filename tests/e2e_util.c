@@ -418,6 +418,12 @@ void derpd_dump_log(const struct derpd_proc *p, size_t max) {
   size_t n = 0;
   char *buf = read_log(p, &n);
   if (!buf) return;
+  /* The head too: a start that failed says why in its first lines, and a
+   * sanitizer's exit report (leaks of the early return) can fill the tail. */
+  size_t head = max / 2;
+  if (n > max + head)
+    fprintf(stderr, "---- %s (first %zu bytes) ----\n%.*s\n[... %zu bytes ...]\n", p->log_path, head,
+            (int)head, buf, n - max - head);
   size_t from = n > max ? n - max : 0;
   fprintf(stderr, "---- %s (last %zu bytes) ----\n%s\n----\n", p->log_path, n - from, buf + from);
   free(buf);
