@@ -390,6 +390,7 @@ struct shard {
   uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
   uint8_t accept_seen;         /* listeners with an accept completion since the last tick: same bits */
   uint8_t accept_backlog;      /* listeners whose queue held connections at the last tick: same bits */
+  uint8_t accept_oneshot;      /* listeners with accept_nudge's single-shot accept in flight: same bits */
   struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };

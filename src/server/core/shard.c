@@ -184,7 +184,7 @@ static void accept_nudge(struct shard *sh) {
   for (int ls = 0; ls < LS_COUNT; ls++) {
     int fd = listener_fd(sh, (enum listener)ls);
     uint8_t bit = (uint8_t)(1u << ls);
-    if (fd < 0 || (sh->accept_rearm & bit)) continue;
+    if (fd < 0 || (sh->accept_rearm & bit) || (sh->accept_oneshot & bit)) continue; /* one at a time */
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     bool queued = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
     if (queued && (sh->accept_backlog & bit) && !(sh->accept_seen & bit)) {
@@ -192,6 +192,7 @@ static void accept_nudge(struct shard *sh) {
       io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
       io_uring_sqe_set_data64(sqe, ud_make((void *)(uintptr_t)(((unsigned)ls | ACCEPT_ONESHOT) << UD_TAG_BITS),
                                            UD_ACCEPT80));
+      sh->accept_oneshot |= bit;
       log_debug("shard %d: listener %d: connections queued with no accept woken; accepting", sh->id, ls);
     }
     sh->accept_backlog = (uint8_t)(queued ? sh->accept_backlog | bit : sh->accept_backlog & ~bit);
@@ -204,6 +205,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which
   bool oneshot = which & ACCEPT_ONESHOT;
   enum listener ls = (enum listener)(which & ~ACCEPT_ONESHOT);
   sh->accept_seen |= (uint8_t)(1u << ls);
+  if (oneshot) sh->accept_oneshot &= (uint8_t)~(1u << ls);
   if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping && !oneshot) {
     /* A multishot that ended, or an accept that failed for one connection,
      * re-arms at once. Any other failure is the listener's (no fds or
