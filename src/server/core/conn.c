@@ -366,12 +366,11 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
   if (c->state == CS_CLOSING) return;
   /* Our last words were queued for a reason (a WebSocket protocol error, a
    * ClosePeer, a stop, an HTTP reply): the peer leaving before they are sent
-   * is the end we asked for, not a new reason. The first reason stands (an
-   * HTTP reply's is http_done, as conn_flush would count it: a client that
-   * reads the reply and closes at once can be seen in the same batch of
-   * completions as the reply's send, before the flush that closes). */
+   * is the end we asked for, not a new reason: the first reason stands (a
+   * client that reads an HTTP reply and closes at once can be seen in the
+   * same batch of completions as the reply's send, before the flush). */
   if (c->close_after_send && (why == CLOSE_eof || why == CLOSE_read_error || why == CLOSE_write_error))
-    why = c->close_reason != CLOSE_none ? c->close_reason : CLOSE_http_done; /* as conn_flush's */
+    why = conn_last_words_reason(c);
   struct shard *sh = c->sh;
   uint8_t prev = c->state;
   c->state = CS_CLOSING;

@@ -81,6 +81,10 @@ static void arm_goodbye(struct conn *c) {
   list_add_tail(&c->sh->wr_fifo, &c->dl_node);
 }
 
+enum close_reason conn_last_words_reason(const struct conn *c) {
+  return c->close_reason != CLOSE_none ? (enum close_reason)c->close_reason : CLOSE_http_done;
+}
+
 /* The first reason stands: a WebSocket client's echo of our close frame
  * (websocket_close) must not recount a stop or a ClosePeer. */
 void conn_close_after_send(struct conn *c, enum close_reason why) {
@@ -359,7 +363,7 @@ void conn_flush(struct conn *c) {
     }
     if (g < 0) return;
     if (g == 0) {
-      conn_close(c, c->close_reason ? c->close_reason : CLOSE_http_done, upgrade_detail(c));
+      conn_close(c, conn_last_words_reason(c), upgrade_detail(c));
       return;
     }
   }
