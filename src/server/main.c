@@ -33,6 +33,7 @@
 #include "server/region/region.h"
 #include "server/server.h"
 #include "server/stun/stun_server.h"
+#include "server/thread_join.h"
 #include "server/transport/tls.h"
 
 /* Every shard's listener sets SO_REUSEPORT, which would let a second derpd
@@ -196,16 +197,8 @@ static void shutdown_shards(struct server *s) {
   int left = STOP_SLICES;
   for (int i = 0; i < s->nshards; i++) {
     for (;;) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += STOP_SLICE_MS * 1000000L;
-      if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-      }
-      int r = pthread_timedjoin_np(s->shards[i].thread, NULL, &ts);
-      if (r == 0) break;
-      if (r != ETIMEDOUT || --left == 0) {
+      if (join_within(s->shards[i].thread, STOP_SLICE_MS) == 0) break;
+      if (--left == 0) {
         log_error("shard %d did not stop within %ds; exiting anyway", i,
                   STOP_SLICES * STOP_SLICE_MS / 1000);
         _exit(1);

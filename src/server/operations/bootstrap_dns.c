@@ -22,6 +22,7 @@
 #include "server/operations/debug_access.h"
 #include "server/operations/metrics.h"
 #include "server/protocol/http.h"
+#include "server/thread_join.h"
 
 #define REFRESH_S (10 * 60) /* derper: every 10 minutes */
 
@@ -410,10 +411,7 @@ void bootstrap_dns_free(struct bootstrap_dns *b) {
     b->stop = true;
     pthread_cond_signal(&b->cond);
     pthread_mutex_unlock(&b->mu);
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    t.tv_sec += 2;
-    if (pthread_timedjoin_np(b->thread, NULL, &t) != 0) {
+    if (join_within(b->thread, 2000) != 0) {
       /* A lookup hangs (the resolver's own timeouts): the process is
        * ending, so leave b to the thread rather than free it under it. */
       log_warn("bootstrap DNS: a lookup is still running; not waiting for it");

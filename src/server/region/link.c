@@ -31,6 +31,7 @@
 #include "server/httpc/httpc.h"
 #include "server/log.h"
 #include "server/region/region_internal.h"
+#include "server/thread_join.h"
 
 #define RETRY_MS 5000       /* derper's retry interval: the backoff's cap */
 #define RETRY_FIRST_MS 500  /* nodes of a region often start together */
@@ -485,13 +486,12 @@ void region_stop(struct server *s) {
     if (rg->links[i].started && write(rg->links[i].evfd, &one, sizeof one) < 0)
       log_error("mesh: waking a dialler: %s", strerror(errno));
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += DIAL_TIMEOUT_MS / 1000 + 1;
+  int64_t end = join_now_ns() + (DIAL_TIMEOUT_MS + 1000) * 1000000LL;
   for (int i = 0; i < rg->nlinks; i++) {
     struct link *l = &rg->links[i];
     if (!l->started) continue;
-    if (pthread_timedjoin_np(l->thread, NULL, &ts) != 0) {
+    int64_t left_ms = (end - join_now_ns()) / 1000000;
+    if (join_within(l->thread, left_ms > 0 ? left_ms : 0) != 0) {
       log_warn("mesh: link to %s: dialler did not stop; leaving it", l->e.label);
       pthread_detach(l->thread);
       rg->leaked = true;
