@@ -115,6 +115,9 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "slow":  # past derper's 5 s timeout
             time.sleep(7)
             self.send(200, '{"Allow":true}')
+        elif mode == "allow_1s":  # in time, but still running at a stop
+            time.sleep(1)
+            self.send(200, '{"Allow":true}')
         elif mode == "500":
             self.send(500, '{"Allow":true}')
         elif mode == "garbage":

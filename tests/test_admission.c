@@ -363,6 +363,39 @@ Test(admission, slow_check_does_not_block_the_shard, ADM) {
   cr_assert_eq(varz(&g_srv, "allow"), 2);
 }
 
+/* A check still running at a live upgrade finishes during the old
+ * process's drain: the client is admitted and told Restarting (it was
+ * refused as "admission controller unreachable ... stopped" when the workers
+ * stopped before the shards). Fail-open off, so a cut check would refuse. */
+Test(admission, check_in_flight_at_upgrade_finishes, ADM) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1); /* the new derpd is orphaned to us */
+  verifier_start(&g_v, "--default allow", false);
+  start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ -verify-client-url-fail-open=false", g_v.port);
+  pid_t old = g_srv.pid;
+  struct attempt late = {0};
+  derp_key_generate(&late.priv, &late.pub);
+  verifier_mode(&g_v, &late.pub, "allow_1s");
+  late.p = &g_srv;
+  late.timeout_ms = 9000;
+  cr_assert_eq(pthread_create(&late.t, NULL, attempt_main, &late), 0);
+  cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 3000), 1);
+  cr_assert_eq(kill(old, SIGUSR2), 0);
+  attempt_join(&late);
+  int st = -1;
+  int waited = derpd_wait(&g_srv, 15000, &st);
+  pid_t new_pid = derpd_new_pid(&g_srv, old);
+  e2e_reap(&new_pid);
+  cr_assert_eq(waited, 0, "the old process did not exit");
+  cr_assert_eq(st, 0, "the old process exited %d", st);
+  cr_assert_not_null(late.c, "refused at the upgrade: %s", late.err);
+  struct derp_client_msg m;
+  int r;
+  while ((r = derp_client_recv(late.c, &m, 3000)) == 1 && m.type != DERP_FRAME_RESTARTING) {}
+  cr_assert_eq(r, 1, "no Restarting frame");
+  derp_client_close(late.c);
+  cr_assert(!derpd_log_contains(&g_srv, "admission_denied"));
+}
+
 /* Conns that go away while their check is outstanding: the client gives up
  * (EOF), or the handshake deadline passes. The late verdicts touch nothing
  * (ASan and TSan builds run this too) and are counted as abandoned. */

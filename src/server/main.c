@@ -213,6 +213,7 @@ static void shutdown_shards(struct server *s) {
  * the shared sockets out of listening for both processes. */
 static void stop_failed_start(struct server *s) {
   if (handover_active()) atomic_store(&s->handover, true);
+  admission_quiesce(s); /* workers started (admission_start failed midway) wake no ring */
   shutdown_shards(s);
 }
 
@@ -540,8 +541,11 @@ int main(int argc, char **argv) {
     log_info("derpd: upgrade: the new process serves; telling clients to reconnect, then exiting");
   else
     log_info("derpd: %s: telling clients to reconnect, then exiting", strsignal(sig));
-  admission_stop(s);
+  /* Checks run on while the shards drain (a live upgrade lets handshakes
+   * in progress finish): the workers stop only once the shards are joined. */
+  admission_quiesce(s);
   shutdown_shards(s);
+  admission_stop(s);
   acme_stop();
   region_stop(s);
   pthread_barrier_destroy(&bar);

@@ -72,6 +72,8 @@ struct admission {
   pthread_t *threads;
   int nthreads;
   struct adm_inbox *inbox;   /* [nshards] */
+  pthread_mutex_t wake_mu;   /* orders no_wake against a wake-up being sent */
+  bool no_wake;              /* (wake_mu) the shards may be gone: no MSG_RING */
 };
 
 /* ---- set-up and tear-down (main thread) ----------------------------------- */
@@ -126,6 +128,7 @@ int admission_setup(struct server *s) {
   for (int i = 0; i < s->nshards; i++) atomic_init(&a->inbox[i].head, NULL);
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->cv, NULL);
+  pthread_mutex_init(&a->wake_mu, NULL);
   return 0;
 }
 
@@ -149,6 +152,14 @@ int admission_start(struct server *s) {
   log_info("admission: %d workers, at most %d checks waiting for one (--admission-workers, --admission-queue)",
            a->nworkers, a->qcap);
   return 0;
+}
+
+void admission_quiesce(struct server *s) {
+  struct admission *a = s->admission;
+  if (!a) return;
+  pthread_mutex_lock(&a->wake_mu);
+  a->no_wake = true;
+  pthread_mutex_unlock(&a->wake_mu);
 }
 
 void admission_stop(struct server *s) {
@@ -177,6 +188,7 @@ void admission_free(struct server *s) {
   if (a->q) {
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->wake_mu);
   }
   free(a->q);
   free(a->threads);
@@ -212,12 +224,15 @@ static void deliver(struct admission *a, struct adm_job *j, struct io_uring *rin
   do j->next = head;
   while (!atomic_compare_exchange_weak_explicit(&in->head, &head, j, memory_order_release, memory_order_relaxed));
   if (!ring) return;
-  struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-  if (!sqe) return;
-  io_uring_prep_msg_ring(sqe, a->srv->shards[shard].ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
-  io_uring_sqe_set_data64(sqe, 0);
-  struct io_uring_cqe *cqe;
-  if (io_uring_submit_and_wait(ring, 1) >= 0 && io_uring_peek_cqe(ring, &cqe) == 0) io_uring_cqe_seen(ring, cqe);
+  pthread_mutex_lock(&a->wake_mu);
+  struct io_uring_sqe *sqe = a->no_wake ? NULL : io_uring_get_sqe(ring);
+  if (sqe) {
+    io_uring_prep_msg_ring(sqe, a->srv->shards[shard].ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    struct io_uring_cqe *cqe;
+    if (io_uring_submit_and_wait(ring, 1) >= 0 && io_uring_peek_cqe(ring, &cqe) == 0) io_uring_cqe_seen(ring, cqe);
+  }
+  pthread_mutex_unlock(&a->wake_mu);
 }
 
 static void *worker_main(void *arg) {

@@ -35,8 +35,14 @@ struct adm_job;
 int admission_setup(struct server *s);
 /* main.c, once the shards run: starts the workers. 0, or -1 (logged). */
 int admission_start(struct server *s);
-/* main.c, at exit, before the shards stop: workers give up what they are
- * doing and are joined; the queue takes nothing more. */
+/* main.c, at exit, before the shards are told to stop: verdicts still reach
+ * their inboxes (drained every loop turn, so within a 100 ms tick), but no
+ * worker sends a shard's ring a wake-up any more, so the shards may exit
+ * (and close their rings) while checks run on: a handshake in progress at a
+ * live upgrade finishes during the drain and hears Restarting. */
+void admission_quiesce(struct server *s);
+/* main.c, once the shards are joined: workers give up what they are doing
+ * and are joined; the queue takes nothing more. */
 void admission_stop(struct server *s);
 /* main.c, after the shards are joined: frees what is left. */
 void admission_free(struct server *s);
