@@ -160,11 +160,18 @@ static void *attempt_main(void *arg) {
   return NULL;
 }
 
-static void attempt_start(struct attempt *a, const struct derpd_proc *p, int timeout_ms) {
+/* mode: what verifier v answers for the attempt's new key (NULL: its default). */
+static void attempt_start_as(struct attempt *a, const struct derpd_proc *p, struct verifier *v, const char *mode,
+                             int timeout_ms) {
   a->p = p;
   a->timeout_ms = timeout_ms;
   derp_key_generate(&a->priv, &a->pub);
+  if (mode) verifier_mode(v, &a->pub, mode);
   cr_assert_eq(pthread_create(&a->t, NULL, attempt_main, a), 0);
+}
+
+static void attempt_start(struct attempt *a, const struct derpd_proc *p, int timeout_ms) {
+  attempt_start_as(a, p, NULL, NULL, timeout_ms);
 }
 
 static void attempt_join(struct attempt *a) { pthread_join(a->t, NULL); }
@@ -339,11 +346,7 @@ Test(admission, slow_check_does_not_block_the_shard, ADM) {
   verifier_start(&g_v, "--default allow", false);
   start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/", g_v.port);
   struct attempt slow = {0};
-  derp_key_generate(&slow.priv, &slow.pub);
-  verifier_mode(&g_v, &slow.pub, "slow");
-  slow.p = &g_srv;
-  slow.timeout_ms = 9000;
-  cr_assert_eq(pthread_create(&slow.t, NULL, attempt_main, &slow), 0);
+  attempt_start_as(&slow, &g_srv, &g_v, "slow", 9000);
   cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 3000), 1);
   int64_t t0 = e2e_now_ms();
   struct derp_client *a = e2e_client(&g_srv, NULL, false);
@@ -373,11 +376,7 @@ Test(admission, check_in_flight_at_upgrade_finishes, ADM) {
   start_derpd(&g_srv, 1, "-verify-client-url http://127.0.0.1:%u/ -verify-client-url-fail-open=false", g_v.port);
   pid_t old = g_srv.pid;
   struct attempt late = {0};
-  derp_key_generate(&late.priv, &late.pub);
-  verifier_mode(&g_v, &late.pub, "allow_1s");
-  late.p = &g_srv;
-  late.timeout_ms = 9000;
-  cr_assert_eq(pthread_create(&late.t, NULL, attempt_main, &late), 0);
+  attempt_start_as(&late, &g_srv, &g_v, "allow_1s", 9000);
   cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 3000), 1);
   cr_assert_eq(kill(old, SIGUSR2), 0);
   attempt_join(&late);
@@ -445,11 +444,7 @@ Test(admission, deadline_frees_worker, ADM) {
   attempt_start(&first, &g_srv, 9000);
   cr_assert_eq(derpd_varz_eventually(&g_srv, "derpd_admission_pending", 1, 4000), 1);
   e2e_sleep_ms(2000);
-  derp_key_generate(&second.priv, &second.pub);
-  verifier_mode(&g_v, &second.pub, "allow");
-  second.p = &g_srv;
-  second.timeout_ms = 9000;
-  cr_assert_eq(pthread_create(&second.t, NULL, attempt_main, &second), 0);
+  attempt_start_as(&second, &g_srv, &g_v, "allow", 9000);
   attempt_join(&first);
   attempt_join(&second);
   cr_assert_null(first.c, "admitted past the handshake deadline");
