@@ -395,6 +395,56 @@ Test(admission, check_in_flight_at_upgrade_finishes, ADM) {
   cr_assert(!derpd_log_contains(&g_srv, "admission_denied"));
 }
 
+/* Connections up to --max-conns leave a check the descriptors it needs
+ * (each worker's ring, its connection to the controller, a lookup's): with
+ * the default 32 workers and 512 open files, max-conns idle connections less
+ * one, then a client, whom the controller must be asked about. Before the
+ * reserve counted admission, the descriptors ran out below the limit: here
+ * the /debug/varz request was not even accepted, and with a few idle
+ * connections fewer the check failed with EMFILE ("lookup 127.0.0.1: Too
+ * many open files") and the client was refused (under fail-open, admitted
+ * unasked). */
+Test(admission, conns_at_the_limit_leave_checks_their_descriptors, ADM) {
+  enum { NOFILE = 512 };
+  verifier_start(&g_v, "--default allow", false);
+  char args[256];
+  snprintf(args, sizeof args, "-verify-client-url http://127.0.0.1:%u/ -verify-client-url-fail-open=false",
+           g_v.port);
+  e2e_derpd_nofile = NOFILE;
+  int started = derpd_start(&g_srv, 1, args);
+  e2e_derpd_nofile = 0;
+  cr_assert_eq(started, 0, "derpd did not start with %d open files", NOFILE);
+  char line[160] = "";
+  int max = 0;
+  for (int64_t end = e2e_now_ms() + 3000; max == 0 && e2e_now_ms() < end; e2e_sleep_ms(20)) {
+    FILE *f = fopen(g_srv.log_path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+      const char *m = strstr(line, ", max ");
+      if (m) max = atoi(m + 6);
+    }
+    if (f) fclose(f);
+  }
+  cr_assert_gt(max, 16, "no usable --max-conns in the log (%d)", max);
+  cr_assert_lt(max, NOFILE);
+  static int fds[NOFILE];
+  int n = max - 1;
+  for (int i = 0; i < n; i++) cr_assert_geq(fds[i] = raw_connect(&g_srv), 0);
+  long long open = 0; /* the idle ones, and the /debug/varz request's own */
+  for (int64_t end = e2e_now_ms() + 5000; open < n + 1 && e2e_now_ms() < end; e2e_sleep_ms(20))
+    open = derpd_varz(&g_srv, "derpd_shard_connections{shard=\"0\"}");
+  cr_assert_eq(open, n + 1, "derpd holds %lld connections, not the %d idle ones and the request", open, n);
+  derp_privkey priv;
+  derp_key pub;
+  new_key(&priv, &pub);
+  char err[256];
+  struct derp_client *c = try_connect(&g_srv, &priv, NULL, 5000, err, sizeof err);
+  for (int i = 0; i < n; i++) close(fds[i]);
+  cr_assert_not_null(c, "refused with %d of %d connections open: %s", n, max, err);
+  derp_client_close(c);
+  cr_assert_eq(verifier_requests(&g_v, &pub, NULL, 0), 1, "the controller was not asked");
+  cr_assert_eq(varz(&g_srv, "allow"), 1);
+}
+
 /* Conns that go away while their check is outstanding: the client gives up
  * (EOF), or the handshake deadline passes. The late verdicts touch nothing
  * (ASan and TSan builds run this too) and are counted as abandoned. */

@@ -25,6 +25,7 @@
 #include "server/admission/admission.h"
 #include "server/core/listen.h"
 #include "server/transport/ktls.h"
+#include "server/httpc/httpc.h"
 #include "server/log.h"
 #include "server/operations/debug_http.h"
 #include "server/operations/handover.h"
@@ -52,18 +53,39 @@ static int usable_cpus(void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* The descriptors derpd holds besides its clients' connections, so that
+ * connections up to --max-conns cannot take the ones the rest needs (an
+ * admission check that cannot open its socket fails, and under fail-open
+ * admits the client unasked). Each shard: a ring, up to three listeners (the
+ * main port, the port-80 helper, --metrics-listen) and a STUN socket; logs,
+ * key and certificate files, and spares: 32. Admission: per worker a ring,
+ * its kept-alive connections to the controller and to tailscaled, and a
+ * lookup's eventfd and resolver socket. Admission and ACME share httpc's
+ * lookups, abandoned ones included (an eventfd and a socket each). A mesh
+ * link: its dialler's eventfd, the socket being dialled and the link conn,
+ * and its own lookups. */
+static long fd_reserve(const struct config *c, int nshards) {
+  long r = 32 + 5L * nshards;
+  bool adm = c->verify_client_url[0] || c->verify_clients;
+  if (adm) r += 5L * c->admission_workers;
+  if (adm || config_acme(c)) r += 2L * HTTPC_SHARED_LOOKUPS + 8;
+  if (c->mesh_with[0]) {
+    long links = 1;
+    for (const char *p = c->mesh_with; *p; p++) links += *p == ',';
+    r += (3 + 2L * REGION_LINK_LOOKUPS) * links;
+  }
+  return r;
+}
+
 /* Raise the open-file limit to its hard cap; derive the connection bound. */
-static int conn_budget(int nshards, int configured) {
+static int conn_budget(const struct config *cfg, int nshards, int configured) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  /* Each shard holds a ring fd, up to three listeners (the main port, the
-   * port-80 helper, --metrics-listen) and a STUN socket; keep some for logs,
-   * key and certificate files, and spares. */
-  long avail = (long)rl.rlim_cur - 32 - 5L * nshards;
+  long avail = (long)rl.rlim_cur - fd_reserve(cfg, nshards);
   if (avail < 16) avail = 16;
   if (configured > 0 && configured < avail) return configured;
   if (configured > avail)
@@ -442,7 +464,7 @@ int main(int argc, char **argv) {
   randombytes_buf(s->hash_key, sizeof s->hash_key);
   int cpus = usable_cpus();
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
-  s->max_conns = conn_budget(s->nshards, s->cfg.max_conns);
+  s->max_conns = conn_budget(&s->cfg, s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
   tcp_rtt_init();
   /* Before the first thread (bootstrap DNS, below): it reads and clears

@@ -115,7 +115,7 @@ static enum httpc_rc connect_one(const struct sockaddr *sa, socklen_t salen, int
  * own timeout. */
 #define LOOKUP_STACK (256 * 1024)
 
-static struct httpc_lookups shared_lookups = {.max = 64};
+static struct httpc_lookups shared_lookups = {.max = HTTPC_SHARED_LOOKUPS};
 
 struct lookup {
   char host[256], port[8];

@@ -82,6 +82,7 @@ struct httpc_lookups {
   atomic_int running;
   int max;
 };
+#define HTTPC_SHARED_LOOKUPS 64
 
 /* A TCP connection to host:port, every address of the name in turn, by
  * deadline_ms (the lookup included: it runs on a thread of its own, counted

@@ -101,7 +101,6 @@ static bool stopping(const struct link *l) { return atomic_load(&l->srv->stoppin
  * two threads, not one per retry, and the lookups of admission checks and
  * ACME (httpc's shared budget) are not crowded out. Static: an abandoned
  * lookup may outlive the links. */
-#define LINK_LOOKUPS 2
 static struct httpc_lookups link_lookups[REGION_MAX_LINKS];
 
 /* libderp's TCP connect for a link: the name lookup within the dial's
@@ -453,7 +452,7 @@ int region_links_setup(struct server *s, const struct mesh_entry *e, int n) {
     l->srv = s;
     l->idx = i;
     l->shard = i % s->nshards;
-    link_lookups[i].max = LINK_LOOKUPS;
+    link_lookups[i].max = REGION_LINK_LOOKUPS;
     l->e = e[i];
     l->evfd = eventfd(0, EFD_CLOEXEC);
     if (l->evfd < 0) return -1;

@@ -32,6 +32,7 @@
 #include "server/server.h"
 
 #define REGION_MAX_LINKS 64   /* -mesh-with entries */
+#define REGION_LINK_LOOKUPS 2 /* a link's name lookups at once: the one its dial waits for, one abandoned */
 #define WATCH_SLOTS 64        /* watchers per shard */
 #define WATCH_PEER_SLOTS 16   /* of those, kept for the region's nodes */
 #define WATCH_TOOLS 256       /* watchers per node that are not its region's nodes */
