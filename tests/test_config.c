@@ -797,6 +797,14 @@ Test(config, mesh_with_forms) {
   cr_assert(e[2].port == 444 && !strcmp(e[2].dial, "fd00::11"));
   cr_assert_eq(mesh_with_parse("", e, 8, &n, why, sizeof why), 0);
   cr_assert_eq(n, 0);
+  /* The same entry twice is dialled once (its metrics would repeat); the
+   * same node written two ways is two entries, as in derper. */
+  cr_assert_eq(mesh_with_parse("a.example,b.example,a.example,a.example:443,b.example", e, 8, &n, why, sizeof why), 0);
+  cr_assert_eq(n, 5);
+  cr_assert_eq(mesh_with_drop_repeats(e, n), 3);
+  cr_assert_str_eq(e[0].label, "a.example");
+  cr_assert_str_eq(e[1].label, "b.example");
+  cr_assert_str_eq(e[2].label, "a.example:443");
 }
 
 Test(config, mesh_with_rejects) {

@@ -117,3 +117,14 @@ int mesh_with_parse(const char *list, struct mesh_entry *out, int max, int *n, c
   }
   return 0;
 }
+
+int mesh_with_drop_repeats(struct mesh_entry *e, int n) {
+  int kept = 0;
+  for (int i = 0; i < n; i++) {
+    bool seen = false;
+    for (int j = 0; j < kept && !seen; j++) seen = strcmp(e[j].label, e[i].label) == 0;
+    if (!seen && kept != i) e[kept] = e[i];
+    kept += !seen;
+  }
+  return kept;
+}

@@ -59,6 +59,11 @@ int region_setup(struct server *s) {
     free(e);
     return -1;
   }
+  int listed = n;
+  n = mesh_with_drop_repeats(e, n);
+  if (n < listed)
+    log_warn("-mesh-with: %d entr%s listed more than once; each is dialled once", listed - n,
+             listed - n == 1 ? "y" : "ies");
   if (n && !rg->mesh_key[0]) {
     log_error("-mesh-with needs a mesh key (-mesh-psk-file)");
     free(e);

@@ -67,6 +67,10 @@ struct mesh_entry {
  * 0 with *n entries, or -1 with err. */
 int mesh_with_parse(const char *list, struct mesh_entry *out, int max, int *n, char *err,
                     size_t errlen);
+/* Drops every entry written the same as an earlier one (derper would dial
+ * it twice; derpd's per-link series would repeat, and Prometheus refuses a
+ * scrape with a repeated series). Returns how many are kept, in order. */
+int mesh_with_drop_repeats(struct mesh_entry *e, int n);
 
 struct link;
 
