@@ -6,8 +6,8 @@
  * relay on, its queue stays within its bounds in packets and bytes), one that stops answering while its kernel still ACKs (cut
  * after a keepalive interval without a frame), one that floods PeerPresent
  * faster than the shards take it in (the link's reads stop, nothing is
- * lost), and PeerGone from a node that is not the key's forwarder (derper's
- * delete_other count).
+ * lost), PeerGone from a node that is not the key's forwarder (derper's
+ * delete_other count), and a key on more nodes than a remote entry lists.
  *
  * Not Criterion, as test_region.c (whose region_util.c it shares); one
  * meson test per case. */
@@ -48,7 +48,7 @@ static void fake_accept(struct fake_node *f) {
   f->fd = accept(f->lfd, NULL, NULL);
   cr_assert_geq(f->fd, 0);
   f->accepts++;
-  char req[4096];
+  char req[4096] = "";
   size_t got = 0;
   while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
     ssize_t r = read(f->fd, req + got, sizeof req - 1 - got);
@@ -83,19 +83,22 @@ static void fake_accept(struct fake_node *f) {
   setsockopt(f->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
 }
 
-/* A fake node listening on loopback, and one derpd node (g_r) with a mesh
- * key that will dial it; returns the fake node. */
-static struct fake_node fake_node_up(void) {
-  struct fake_node f = {0};
-  derp_key_generate(&f.priv, &f.pub);
-  e2e_random_key(&f.k);
-  f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+/* A fake node listening on loopback, with a key of its own to announce. */
+static void fake_listen(struct fake_node *f) {
+  memset(f, 0, sizeof *f);
+  derp_key_generate(&f->priv, &f->pub);
+  e2e_random_key(&f->k);
+  f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  cr_assert_eq(bind(f.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  cr_assert_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
   socklen_t sl = sizeof sa;
-  getsockname(f.lfd, (struct sockaddr *)&sa, &sl);
-  f.port = ntohs(sa.sin_port);
-  cr_assert_eq(listen(f.lfd, 8), 0);
+  getsockname(f->lfd, (struct sockaddr *)&sa, &sl);
+  f->port = ntohs(sa.sin_port);
+  cr_assert_eq(listen(f->lfd, 8), 0);
+}
+
+/* The one derpd node's region (g_r): its directory, mesh key and port. */
+static void region_of_one(void) {
   struct region *r = &g_r;
   memset(r, 0, sizeof *r);
   r->n = 1;
@@ -104,6 +107,14 @@ static struct fake_node fake_node_up(void) {
   snprintf(r->key_file, sizeof r->key_file, "%.100s/mesh.key", r->dir);
   make_key_file(r->key_file);
   cr_assert_eq(e2e_pick_port(&r->port[0]), 0);
+}
+
+/* A fake node, and one derpd node (g_r) with a mesh key that will dial it;
+ * returns the fake node. */
+static struct fake_node fake_node_up(void) {
+  struct fake_node f;
+  fake_listen(&f);
+  region_of_one();
   return f;
 }
 
@@ -206,6 +217,46 @@ static void test_delete_other(void) {
   cr_assert_eq(derpd_varz(&r->node[0], other), 1);
   close(f.fd);
   close(f.lfd);
+}
+
+/* A key on more nodes than a remote entry lists (FWD_MAX, 8): ten nodes
+ * say K is present, then the first eight say it went. K is still on two, so
+ * it stays remote and packets to it go out (the 9th and 10th were dropped:
+ * K was taken for gone from the region, its senders told PeerGone). */
+static void test_many_forwarders(void) {
+  enum { NODES = 10 };
+  static struct fake_node f[NODES];
+  struct region *r = &g_r;
+  region_of_one();
+  derp_key k;
+  e2e_random_key(&k);
+  char list[NODES * 32] = "", args[NODES * 32 + 300];
+  size_t n = 0;
+  for (int i = 0; i < NODES; i++) {
+    fake_listen(&f[i]);
+    f[i].k = k;
+    n += (size_t)snprintf(list + n, sizeof list - n, "%shttp://127.0.0.1:%u", i ? "," : "", f[i].port);
+  }
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with %s", r->key_file, list);
+  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
+  for (int i = 0; i < NODES; i++) fake_accept(&f[i]);
+  const char *applied = "derpd_mesh_presence_applied";
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, NODES, 5000), NODES);
+  cr_assert_eq(derpd_varz(&r->node[0], "derp_clients_remote"), 1);
+  for (int i = 0; i < 8; i++) fake_gone(&f[i], &k);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, NODES + 8, 5000), NODES + 8);
+  cr_assert_eq(derpd_varz(&r->node[0], "derp_clients_remote"), 1, "K is on two nodes still");
+  struct derp_client *c = client_on(0, NULL);
+  static const uint8_t pl[100];
+  cr_assert_eq(derp_client_send(c, &k, pl, sizeof pl), 0);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_packets_forwarded_out", 1, 5000), 1,
+               "the packet to K was not forwarded");
+  for (int i = 8; i < NODES; i++) fake_gone(&f[i], &k);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 0, 5000), 0);
+  for (int i = 0; i < NODES; i++) {
+    close(f[i].fd);
+    close(f[i].lfd);
+  }
 }
 
 /* A node that stops answering (SIGSTOP, a black hole) while its kernel still
@@ -317,6 +368,7 @@ int main(int argc, char **argv) {
       {"stalled_link", test_stalled_link},
       {"stalled_link_bytes", test_stalled_link_bytes},
       {"delete_other", test_delete_other},
+      {"many_forwarders", test_many_forwarders},
       {"hung_link", test_hung_link},
       {"presence_flood", test_presence_flood},
       {"odd_frames", test_odd_frames},

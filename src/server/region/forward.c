@@ -31,9 +31,13 @@ struct remote {
   derp_key key;
   uint8_t nfwd;
   uint8_t fwd[FWD_MAX];      /* link indexes, first registered first */
+  uint64_t more;             /* links past FWD_MAX that have K too (bit = link index):
+                                promoted into fwd[] as those go, so K is not taken
+                                for gone while a node still has it */
   struct hashset contacts;   /* local keys that sent to K or got packets from it */
   uint64_t last_contact;     /* the last one added: skips the set for repeats */
 };
+_Static_assert(REGION_MAX_LINKS <= 64, "a link index is a bit of remote.more");
 
 struct fwd_shard {
   struct remote **buckets;
@@ -148,7 +152,10 @@ static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8
   }
   for (uint8_t i = 0; i < r->nfwd; i++)
     if (r->fwd[i] == link) return; /* a repeated PeerPresent (a dup conn there) */
-  if (r->nfwd == FWD_MAX) return;  /* seen on more nodes than we remember */
+  if (r->nfwd == FWD_MAX) {        /* seen on more nodes than fwd[] holds: kept aside */
+    r->more |= 1ull << link;
+    return;
+  }
   r->fwd[r->nfwd++] = link;
   if (r->nfwd == 1) {
     struct peer *p = relay_peer(sh, k, h);
@@ -161,6 +168,10 @@ static void add_forwarder(struct shard *sh, const derp_key *k, uint64_t h, uint8
 /* Removes link from r; frees r when nothing is left. */
 static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
   uint8_t i = 0;
+  if (r->more & (1ull << link)) { /* one of those past fwd[]: K stays */
+    r->more &= ~(1ull << link);
+    return;
+  }
   while (i < r->nfwd && r->fwd[i] != link) i++;
   if (i == r->nfwd) {
     /* derper's removePktForwardOther: one forwarder, and not this link (a
@@ -170,6 +181,12 @@ static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
   }
   memmove(&r->fwd[i], &r->fwd[i + 1], (size_t)(r->nfwd - i - 1));
   r->nfwd--;
+  if (r->more) { /* the oldest-numbered of those kept aside takes the free place */
+    uint8_t l = (uint8_t)__builtin_ctzll(r->more);
+    r->more &= r->more - 1;
+    r->fwd[r->nfwd++] = l;
+    return;
+  }
   if (r->nfwd == 1) STAT_INC(&sh->stats, multifwd_deleted);
   if (r->nfwd) return;
   struct peer *p = relay_peer(sh, &r->key, r->hash);

@@ -36,7 +36,7 @@
 #define WATCH_SLOTS 64        /* watchers per shard */
 #define WATCH_PEER_SLOTS 16   /* of those, kept for the region's nodes */
 #define WATCH_TOOLS 256       /* watchers per node that are not its region's nodes */
-#define FWD_MAX 8             /* forwarders remembered per key */
+#define FWD_MAX 8             /* forwarders kept in order per key (more: a bitmask of links) */
 #define MESH_WRITE_TIMEOUT_MS 30000 /* derper's write timeout for mesh peers (inbound) */
 #define LINK_WRITE_TIMEOUT_MS 5000  /* derper's for its own mesh client's ForwardPacket */
 
