@@ -219,6 +219,40 @@ static void test_delete_other(void) {
   close(f.lfd);
 }
 
+/* n fake nodes, and one derpd node (one shard) that dials them all; each
+ * says its key is present (k: all the same key). */
+static void fakes_linked(struct fake_node *f, int n, const derp_key *k) {
+  struct region *r = &g_r;
+  region_of_one();
+  char list[16 * 32] = "", args[16 * 32 + 300];
+  cr_assert_leq(n, 16);
+  size_t len = 0;
+  for (int i = 0; i < n; i++) {
+    fake_listen(&f[i]);
+    if (k) f[i].k = *k;
+    len += (size_t)snprintf(list + len, sizeof list - len, "%shttp://127.0.0.1:%u", i ? "," : "", f[i].port);
+  }
+  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with %s", r->key_file, list);
+  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
+  for (int i = 0; i < n; i++) fake_accept(&f[i]);
+}
+
+/* A link's drop takes what it said was present, and is no PeerGone from a
+ * non-forwarder for the keys of other links (it counted one
+ * derp_packet_forwarder_delete_other_value for each of them). */
+static void test_link_drop_is_not_delete_other(void) {
+  struct fake_node f[2];
+  struct region *r = &g_r;
+  fakes_linked(f, 2, NULL);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 2, 5000), 2);
+  close(f[0].fd);
+  cr_assert_eq(derpd_varz_eventually(&r->node[0], "derp_clients_remote", 1, 5000), 1);
+  cr_assert_eq(derpd_varz(&r->node[0], "derp_packet_forwarder_delete_other_value"), 0);
+  close(f[0].lfd);
+  close(f[1].fd);
+  close(f[1].lfd);
+}
+
 /* A key on more nodes than a remote entry lists (FWD_MAX, 8): ten nodes
  * say K is present, then the first eight say it went. K is still on two, so
  * it stays remote and packets to it go out (the 9th and 10th were dropped:
@@ -227,19 +261,9 @@ static void test_many_forwarders(void) {
   enum { NODES = 10 };
   static struct fake_node f[NODES];
   struct region *r = &g_r;
-  region_of_one();
   derp_key k;
   e2e_random_key(&k);
-  char list[NODES * 32] = "", args[NODES * 32 + 300];
-  size_t n = 0;
-  for (int i = 0; i < NODES; i++) {
-    fake_listen(&f[i]);
-    f[i].k = k;
-    n += (size_t)snprintf(list + n, sizeof list - n, "%shttp://127.0.0.1:%u", i ? "," : "", f[i].port);
-  }
-  snprintf(args, sizeof args, "-mesh-psk-file %.200s -mesh-with %s", r->key_file, list);
-  cr_assert_eq(derpd_start_port(&r->node[0], 1, r->port[0], args), 0);
-  for (int i = 0; i < NODES; i++) fake_accept(&f[i]);
+  fakes_linked(f, NODES, &k);
   const char *applied = "derpd_mesh_presence_applied";
   cr_assert_eq(derpd_varz_eventually(&r->node[0], applied, NODES, 5000), NODES);
   cr_assert_eq(derpd_varz(&r->node[0], "derp_clients_remote"), 1);
@@ -369,6 +393,7 @@ int main(int argc, char **argv) {
       {"stalled_link_bytes", test_stalled_link_bytes},
       {"delete_other", test_delete_other},
       {"many_forwarders", test_many_forwarders},
+      {"link_drop_is_not_delete_other", test_link_drop_is_not_delete_other},
       {"hung_link", test_hung_link},
       {"presence_flood", test_presence_flood},
       {"odd_frames", test_odd_frames},

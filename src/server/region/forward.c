@@ -195,12 +195,21 @@ static void del_forwarder(struct shard *sh, struct remote *r, uint8_t link) {
   remote_unlink(region_fwd(sh), r);
 }
 
+static bool has_forwarder(const struct remote *r, uint8_t link) {
+  if (r->more & (1ull << link)) return true;
+  for (uint8_t i = 0; i < r->nfwd; i++)
+    if (r->fwd[i] == link) return true;
+  return false;
+}
+
+/* Only the keys learned through link: to del_forwarder, any other one is a
+ * PeerGone from a node that is not its forwarder (delete_other). */
 static void link_down(struct shard *sh, uint8_t link) {
   struct fwd_shard *t = region_fwd(sh);
   for (uint32_t b = 0; t->buckets && b <= t->mask; b++) {
     for (struct remote *r = t->buckets[b], *n; r; r = n) {
       n = r->hnext;
-      del_forwarder(sh, r, link);
+      if (has_forwarder(r, link)) del_forwarder(sh, r, link);
     }
   }
 }
