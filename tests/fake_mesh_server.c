@@ -59,7 +59,9 @@ static int send_script(int fd) {
   uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
   derp_key k1 = key_of(0x11), k2 = key_of(0x22), k3 = key_of(0x33), k4 = key_of(0x44),
            k5 = key_of(0x55), k6 = key_of(0x66);
-  n += derp_enc_health(buf + n, sizeof buf - n, "fake health");
+  /* The text is the server's: a newline or an escape in it must not forge a
+   * line of the tool's or reach the terminal. */
+  n += derp_enc_health(buf + n, sizeof buf - n, "fake health\nderp-mesh: forged \x1b[31mred");
   n += derp_enc_peer_present(buf + n, sizeof buf - n, &k1, v4, 5678, DERP_PEER_PRESENT_REGULAR);
   n += derp_enc_ping(buf + n, sizeof buf - n, DERP_FRAME_PING, ping_data);
   n += derp_enc_peer_present(buf + n, sizeof buf - n, &k2, v6, 443,

@@ -813,7 +813,7 @@ Test(config, mesh_with_rejects) {
   char why[256];
   static const char *bad[] = {"host:0", "host:99999", "host:x", "::1", "/10.0.0.1", "a b",
                               "http://", "h\"q", "[::1", "a,b,c", "name:x/10.0.0.1", "name:/10.0.0.1",
-                              "fd00::1/name", "name/:443"};
+                              "fd00::1/name", "name/:443", "a/b/c", "name//10.0.0.1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     why[0] = 0;
     cr_assert_eq(mesh_with_parse(bad[i], e, 2, &n, why, sizeof why), -1, "accepted %s", bad[i]);

@@ -133,7 +133,9 @@ EOF
 
 run 0 "derp-mesh: watching $srv (server nodekey:" watch --server "$srv" --mesh-psk-file "$tmp/mesh.key" --count 9
 diff -u "$tmp/want.txt" "$tmp/out" >&2 || fail "watch: text lines differ"
-grep -qF "derp-mesh: server health: fake health" "$tmp/err" || fail "watch: Health not on stderr"
+grep -qF 'derp-mesh: server health: fake health\x0aderp-mesh: forged \x1b[31mred' "$tmp/err" ||
+  fail "watch: Health not on stderr, escaped"
+! grep -q '^derp-mesh: forged' "$tmp/err" || fail "watch: the server's Health text forged a line"
 run 0 "" watch --server "$srv/derp" --mesh-psk-file "$tmp/mesh.key" --count 9 --json
 diff -u "$tmp/want.json" "$tmp/out" >&2 || fail "watch --json: lines differ"
 run 0 "" watch --server "$srv" --mesh-psk-file "$tmp/mesh.key" --count 3

@@ -112,8 +112,9 @@ static const char help_text[] =
     "  PORT a number, FLAG the names above; addr, ip and port are null when the server\n"
     "  sent no address, flags and flags_raw null when it sent no flags byte.\n"
     "Other frames are not printed on stdout: a Health message or a Restarting notice\n"
-    "from the server goes to stderr (\"derp-mesh: server health: TEXT\", \"derp-mesh:\n"
-    "server restarting: reconnect in N ms, keep trying for N ms\"); Pings are answered.\n"
+    "from the server goes to stderr (\"derp-mesh: server health: TEXT\", with TEXT's\n"
+    "backslashes and bytes other than printable ASCII as \\xNN; \"derp-mesh: server\n"
+    "restarting: reconnect in N ms, keep trying for N ms\"); Pings are answered.\n"
     "\n"
     "Exit status:\n"
     "  0  watch: --count events printed or --timeout passed; close-peer: the Pong came\n"
@@ -328,8 +329,19 @@ static int side_frame(struct derp_client *c, const struct derp_client_msg *m) {
   switch (m->type) {
   case DERP_FRAME_PING: return derp_client_pong(c, m->ping_data);
   case DERP_FRAME_HEALTH:
-    if (m->len == 0) fprintf(stderr, "%s: server health: ok again\n", prog);
-    else fprintf(stderr, "%s: server health: %.*s\n", prog, (int)m->len, (const char *)m->payload);
+    if (m->len == 0) {
+      fprintf(stderr, "%s: server health: ok again\n", prog);
+      return 0;
+    }
+    /* The server's text, not ours: a newline would forge a line of this
+     * tool's, an escape sequence would drive the terminal (as derpd logs it). */
+    fprintf(stderr, "%s: server health: ", prog);
+    for (uint32_t i = 0; i < m->len && i < 1024; i++) {
+      uint8_t ch = m->payload[i];
+      if (ch >= 0x20 && ch < 0x7f && ch != '\\') fputc(ch, stderr);
+      else fprintf(stderr, "\\x%02x", ch);
+    }
+    fputc('\n', stderr);
     return 0;
   case DERP_FRAME_RESTARTING:
     fprintf(stderr, "%s: server restarting: reconnect in %u ms, keep trying for %u ms\n", prog,

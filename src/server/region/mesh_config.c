@@ -84,6 +84,8 @@ static int parse_entry(const char *s, size_t n, struct mesh_entry *e, char *err,
      * a bare IPv6 address included: net.JoinHostPort); derpd also takes
      * name/dialhost:port and name/[v6]:port. */
     size_t nl = (size_t)(slash - p);
+    if (memchr(slash + 1, '/', m - nl - 1)) /* derper: "too many components in host tuple" */
+      return fail(err, errlen, s, n, "more than one '/' (want name/dialaddr)");
     uint16_t name_port;
     if (split_host_port(p, nl, e->name, sizeof e->name, &name_port, e->tls ? DEFAULT_MESH_PORT : 80, false) < 0)
       return fail(err, errlen, s, n, "bad name before '/' (want name or name:port)");
