@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "derp/handshake.h"
 #include "e2e_util.h"
 #include "lib/wsframe.h"
 
@@ -426,18 +427,20 @@ Test(e2e_ws, oversize_frame_1009, E2E) {
   wait_closes("websocket_protocol", 1);
 }
 
+/* A WebSocket upgrade of /derp, as a raw request head. */
+static const char ws_req[] = "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derp\r\n"
+                             "Sec-WebSocket-Version: 13\r\n\r\n";
+
 /* Errors during the handshake (before ClientInfo) end the same way. */
 Test(e2e_ws, error_before_client_info, E2E) {
   start(2);
   int fd = raw_connect(&g_srv);
   cr_assert_geq(fd, 0);
-  const char req[] = "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: derp\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n";
   uint8_t buf[4096];
-  memcpy(buf, req, sizeof req - 1);
+  memcpy(buf, ws_req, sizeof ws_req - 1);
   /* Behind the request head: a masked ping, then an unmasked frame. */
-  size_t n = sizeof req - 1;
+  size_t n = sizeof ws_req - 1;
   n += raw_frame(buf + n, 0x80 | WS_OP_PING, "p", 1, true);
   n += raw_frame(buf + n, 0x82, "x", 1, false);
   cr_assert_eq(raw_write_all(fd, buf, n), 0);
@@ -462,6 +465,53 @@ Test(e2e_ws, error_before_client_info, E2E) {
   cr_assert(memcmp(f, "\x8a\x01p", 3) == 0, "pong: %02x %02x", f[0], f[1]);
   cr_assert(memcmp(f + 3, "\x88\x02\x03\xea", 4) == 0, "close: %02x %02x", f[3], f[4]);
   wait_closes("websocket_protocol", 1);
+}
+
+/* 64 pings in the read that finishes ClientInfo fill the control queue with
+ * pongs: ServerInfo must still be queued (it was dropped to CONN_CTRL_MAX and
+ * the conn was registered without it, hearing DERP frames before ServerInfo). */
+Test(e2e_ws, server_info_past_pongs, E2E) {
+  start(2);
+  int fd = raw_connect(&g_srv);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(raw_write_all(fd, ws_req, sizeof ws_req - 1), 0);
+  /* The 101 and ServerKey: the key is the server's own (g_srv.server_key). */
+  static uint8_t buf[65536];
+  size_t want = 0;
+  size_t got = 0;
+  for (int i = 0; i < 50; i++) {
+    got += raw_read_at_least(fd, buf + got, sizeof buf - got, got + 1, 100);
+    char *end = memmem(buf, got, "\r\n\r\n", 4);
+    if (end && got >= (size_t)((uint8_t *)end + 4 - buf) + 2 + 5 + DERP_SERVER_KEY_PAYLOAD_LEN) {
+      want = (size_t)((uint8_t *)end + 4 - buf) + 2 + 5 + DERP_SERVER_KEY_PAYLOAD_LEN;
+      break;
+    }
+  }
+  cr_assert(want, "no 101 and ServerKey");
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  struct derp_client_info ci = {.version = 2};
+  uint8_t cif[DERP_FRAME_HDR_LEN + 512];
+  size_t cn = derp_client_info_seal(cif + DERP_FRAME_HDR_LEN, sizeof cif - DERP_FRAME_HDR_LEN, &priv,
+                                    &g_srv.server_key, &ci);
+  cr_assert(cn > 0);
+  derp_frame_put_header(cif, DERP_FRAME_CLIENT_INFO, (uint32_t)cn);
+  static uint8_t out[64 * 6 + sizeof cif + 14];
+  size_t n = 0;
+  for (int i = 0; i < 64; i++) n += raw_frame(out + n, 0x80 | WS_OP_PING, NULL, 0, true);
+  n += raw_frame(out + n, 0x82, cif, DERP_FRAME_HDR_LEN + cn, true);
+  cr_assert_eq(raw_write_all(fd, out, n), 0); /* one write: one read on the server */
+  /* 64 pongs, then a binary frame that starts with ServerInfo. */
+  got = raw_read_at_least(fd, buf, sizeof buf, 64 * 2 + 2 + 5, 3000);
+  close(fd);
+  size_t off = 0;
+  int pongs = 0;
+  while (off + 2 <= got && buf[off] == (0x80 | WS_OP_PONG)) { off += 2 + (buf[off + 1] & 0x7f); pongs++; }
+  cr_assert_eq(pongs, 64, "pongs: %d", pongs);
+  cr_assert(off + 3 <= got, "nothing after the pongs");
+  cr_assert_eq(buf[off], 0x82);
+  cr_assert_eq(buf[off + 2], DERP_FRAME_SERVER_INFO, "first DERP frame: %u, want ServerInfo", buf[off + 2]);
 }
 
 /* ---- short writes ---- */

@@ -501,6 +501,8 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 bool conn_queue_ctrl(struct conn *c, struct pkt *p);
+/* As conn_queue_ctrl, past the control bound: a handshake frame (ServerInfo). */
+bool conn_queue_ctrl_handshake(struct conn *c, struct pkt *p);
 /* The conn's last words are queued (or none are due): it closes with why
  * once they, and its transport's goodbye, are written. */
 void conn_close_after_send(struct conn *c, enum close_reason why);

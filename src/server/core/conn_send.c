@@ -57,6 +57,11 @@ static bool ctrl_enqueue(struct conn *c, struct pkt *p, bool bounded) {
 
 bool conn_queue_ctrl(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, true); }
 
+/* A handshake frame (ServerInfo): one per conn, so never dropped to the
+ * control bound, which pongs a client asked for may have filled (64
+ * WebSocket pings in the read that finished ClientInfo did). */
+bool conn_queue_ctrl_handshake(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, false); }
+
 /* A goodbye is bounded even where writes are not (-tcp-write-timeout 0): a
  * client that stopped reading would otherwise keep its conn, and its key,
  * for ever after a ClosePeer. derper's Close gives its close_notify 5 s.

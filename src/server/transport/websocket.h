@@ -33,7 +33,8 @@ int ws_conn_input(struct conn *c, const uint8_t *p, size_t n);
 size_t ws_batch_header(uint8_t out[10], size_t len);
 /* derpd ends the conn in order (conn_close_after_send, before the flag is
  * set): queue a close frame, 1001 when stopping, else 1000, unless one is
- * queued already (an echo). Best effort: a full control queue drops it. */
+ * queued already (an echo). Past the control bound (conn_queue_ws_close):
+ * only a lack of memory loses it. */
 void ws_conn_goodbye(struct conn *c, bool stopping);
 /* Static text about a pending WebSocket close, or NULL. */
 const char *ws_conn_detail(const struct conn *c);
