@@ -20,10 +20,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -530,6 +534,59 @@ static void stalled_handshake_deadline(void) {
   cr_assert(tls_varz("derpd_conn_closed{reason=\"handshake_timeout\"}") >= 1);
 }
 
+/* A caller bounds a TLS client's writes with SO_SNDTIMEO (derp/client.h),
+ * as on plain TCP: to a server that reads no more (-rate-config at 1000 B/s
+ * after its 64 KiB burst) a send fails with EAGAIN about the bound later.
+ * Under TLS it waited for ever: the socket is non-blocking there, so the
+ * kernel never applied the option. The sends run on a thread, so that a
+ * regression fails the test instead of hanging it. */
+struct sndtimeo_run {
+  struct derp_client *c;
+  int r, err, sends;
+  int64_t blocked_ms;
+  _Atomic bool done;
+};
+
+static void *sndtimeo_sender(void *arg) {
+  struct sndtimeo_run *run = arg;
+  static uint8_t pkt[DERP_MAX_PACKET];
+  derp_key dst;
+  e2e_random_key(&dst);
+  int64_t last = e2e_now_ms();
+  for (run->sends = 0; run->sends < 1000 && run->r == 0; run->sends++) {
+    last = e2e_now_ms();
+    run->r = derp_client_send(run->c, &dst, pkt, sizeof pkt);
+  }
+  run->err = errno;
+  run->blocked_ms = e2e_now_ms() - last;
+  atomic_store(&run->done, true);
+  return NULL;
+}
+
+static void tls_write_keeps_sndtimeo(void) {
+  char rate[96], more[160];
+  snprintf(rate, sizeof rate, "/tmp/derpd-tls-rate-%d.json", (int)getpid());
+  FILE *f = fopen(rate, "w");
+  cr_assert_not_null(f);
+  fputs("{\"PerClientRateLimitBytesPerSec\": 1000}", f);
+  fclose(f);
+  snprintf(more, sizeof more, "-rate-config %s", rate);
+  start_tls(1, more);
+  unlink(rate);
+  struct sndtimeo_run run = {.c = tls_client(&(struct tls_conn_opts){0}, NULL)};
+  struct timeval tv = {.tv_sec = 1};
+  cr_assert_eq(setsockopt(derp_client_fd(run.c), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, sndtimeo_sender, &run), 0);
+  for (int64_t end = e2e_now_ms() + 30000; !atomic_load(&run.done) && e2e_now_ms() < end;) e2e_sleep_ms(20);
+  cr_assert(atomic_load(&run.done), "a TLS send still blocked 30 s on, SO_SNDTIMEO 1 s");
+  pthread_join(t, NULL);
+  cr_assert_eq(run.r, -1, "%d sends of 64 KiB to a server that reads 1000 B/s", run.sends);
+  cr_assert(run.err == EAGAIN || run.err == EWOULDBLOCK, "errno %d", run.err);
+  cr_assert(run.blocked_ms >= 800 && run.blocked_ms < 5000, "the last send failed after %lld ms",
+            (long long)run.blocked_ms);
+}
+
 static void plain_http_to_tls_port(void) {
   start_tls(2, NULL);
   int fd = raw_connect(&srv);
@@ -785,6 +842,7 @@ static const struct mini_test tests[] = {
     {"tls_version_metrics", tls_version_metrics},
     {"close_notify_after_request", close_notify_after_request},
     {"stalled_handshake_deadline", stalled_handshake_deadline},
+    {"tls_write_keeps_sndtimeo", tls_write_keeps_sndtimeo},
     {"plain_http_to_tls_port", plain_http_to_tls_port},
     {"manual_mode_needs_files", manual_mode_needs_files},
     {"idle_memory", idle_memory},

@@ -12,9 +12,11 @@
  * sees them (server frames are unmasked, so payload only moves down over the
  * headers). Pings are answered; a close frame reads as EOF.
  *
- * Sockets stay blocking; poll() enforces deadlines on reads and on connect.
- * Writes block (a caller that needs a bound sets SO_SNDTIMEO on the fd: a
- * timed-out write then fails with EAGAIN). Every write uses MSG_NOSIGNAL so a
+ * Sockets stay blocking; poll() enforces deadlines on reads and on connect,
+ * each deadline bounding the whole wait (bytes that make no frame for the
+ * caller, skipped frames or WebSocket framing, do not extend it). Writes
+ * block (a caller that needs a bound sets SO_SNDTIMEO on the fd, which the
+ * TLS stream honours too: a timed-out write then fails with EAGAIN). Every write uses MSG_NOSIGNAL so a
  * closed peer is an EPIPE error, never a SIGPIPE.
  *
  * derp_client_recv_packet, exactly: it returns 1 when a RecvPacket *or a
@@ -214,6 +216,7 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
 /* Next frame from the stream. 1 = frame, 0 = timeout, -1 = closed/protocol
  * error (errno EPIPE on EOF, EPROTO on a bad frame). */
 static int next_frame(struct derp_client *c, struct derp_frame *f, int64_t deadline) {
+  bool filled = false;
   for (;;) {
     const uint8_t *in = c->rbuf + c->rpos;
     size_t inlen = c->rend - c->rpos;
@@ -232,8 +235,14 @@ static int next_frame(struct derp_client *c, struct derp_frame *f, int64_t deadl
      * buffer), so rbuf can be reused from the start. This is what makes the
      * previous frame's payload invalid, as documented. */
     c->rpos = c->rend = 0;
+    /* The deadline bounds the whole wait, not each read: a peer that keeps
+     * bytes coming that make no frame for us (skipped frames, a frame
+     * trickled in) must not hold the caller past it. One read is always
+     * tried, so a timeout of 0 still takes what is already there. */
+    if (filled && deadline >= 0 && cl_now_ms() >= deadline) return 0;
     int r = cl_fill(c, RBUF_CAP, deadline);
     if (r <= 0) return r;
+    filled = true;
   }
 }
 
@@ -618,5 +627,8 @@ int derp_client_recv_packet(struct derp_client *c, struct derp_client_msg *m, in
     if (r <= 0) return r;
     if (m->type == DERP_FRAME_RECV_PACKET || m->type == DERP_FRAME_PEER_GONE) return 1;
     if (m->type == DERP_FRAME_PING && derp_client_pong(c, m->ping_data) < 0) return -1;
+    /* Skipped frames do not extend the wait: past the deadline, with no
+     * more bytes already read, it is a timeout. */
+    if (deadline >= 0 && c->rpos == c->rend && cl_now_ms() >= deadline) return 0;
   }
 }

@@ -167,7 +167,10 @@ int cl_fill(struct derp_client *c, size_t cap, int64_t deadline) {
     if (c->ws) { /* WebSocket rides on either: unwrap in place */
       size_t before = c->rend;
       if (cl_ws_unwrap(c, (size_t)n) < 0) return -1;
-      if (c->rend == before) continue; /* only framing so far */
+      if (c->rend == before) { /* only framing so far (control frames, empty frames) */
+        if (deadline >= 0 && cl_now_ms() >= deadline) return 0;
+        continue;
+      }
       return 1;
     }
     c->rend += (size_t)n;

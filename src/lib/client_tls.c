@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,9 +92,20 @@ static long st_read(void *ctx, void *buf, size_t cap, int64_t deadline) {
   }
 }
 
+/* The bound a caller set with SO_SNDTIMEO on the socket (derp/client.h: "a
+ * caller that needs a bound sets SO_SNDTIMEO"): the socket is non-blocking
+ * under TLS, so the kernel never applies it; each wait for room does. -1: none. */
+static int64_t sndtimeo_ms(int fd) {
+  struct timeval tv = {0};
+  socklen_t l = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0)) return -1;
+  return (int64_t)tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+}
+
 static int st_write(void *ctx, const void *buf, size_t n) {
   struct tls_stream *s = ctx;
   const uint8_t *p = buf;
+  int64_t bound = sndtimeo_ms(s->fd);
   while (n > 0) {
     int k = n > INT_MAX ? INT_MAX : (int)n;
     errno = 0;
@@ -103,9 +116,10 @@ static int st_write(void *ctx, const void *buf, size_t n) {
       continue;
     }
     int saved = errno;
-    if (ssl_wait(s, r, -1) > 0) continue;
+    int w = ssl_wait(s, r, bound < 0 ? -1 : mono_ms() + bound);
+    if (w > 0) continue;
     ERR_clear_error();
-    errno = saved ? saved : EPIPE;
+    errno = w == 0 ? EAGAIN : saved ? saved : EPIPE; /* w == 0: as a blocking socket's SO_SNDTIMEO */
     return -1;
   }
   return 0;
@@ -248,7 +262,7 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
   const uint8_t *proto;
   unsigned plen;
   SSL_get0_alpn_selected(s->ssl, &proto, &plen);
-  if (plen < sizeof info->alpn) memcpy(info->alpn, proto, plen);
+  if (proto != NULL && plen < sizeof info->alpn) memcpy(info->alpn, proto, plen); /* none chosen: NULL, 0 */
   find_meta(s->ssl, info);
   if (t->pin_sha256 && memcmp(info->leaf_sha256, t->pin_sha256, 32) != 0) {
     snprintf(err, errlen, "tls: server certificate does not match the pinned sha256");
