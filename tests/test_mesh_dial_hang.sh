@@ -3,7 +3,8 @@
 # link's dial gives up on the lookup within its 5 s dial deadline, says so
 # once, and retries; a SIGTERM while the dialler sits in a lookup stops derpd
 # at once (the stop cuts the dial short), exit 0, no dialler left behind;
-# and retries do not pile up lookup threads (2 per link at most).
+# retries do not pile up lookup threads (2 per link at most); and a lookup
+# that fails logs the resolver's reason.
 # Needs root: a mount namespace of its own binds a resolv.conf that names a
 # silent UDP socket on port 53 of a random 127.x.y.z (a fixed address is
 # taken when two builds run this test at once, as CI's phases may). ASan and
@@ -52,12 +53,18 @@ for _ in $(seq 100); do [[ -e "$tmp/bound" ]] && break; sleep 0.1; done
 [[ -e "$tmp/bound" ]] || fail "the silent resolver did not start"
 printf 'nameserver %s\noptions timeout:30 attempts:1\n' "$(cat "$tmp/bound")" >"$tmp/resolv.conf"
 
+# derpd in a mount namespace whose /etc/resolv.conf is CONF, meshing with
+# the -mesh-with list MESH, logging to LOG; in the background, in pids.
+#   derpd_resolving_with CONF MESH LOG
+derpd_resolving_with() {
+  unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
+    "$1" "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" -mesh-with "$2" >"$3" 2>&1 &
+  pids+=($!)
+}
+
 : >"$tmp/derpd.log"
-unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
-  "$tmp/resolv.conf" "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
-  -mesh-with http://hang.derpd-test.example:3340 >"$tmp/derpd.log" 2>&1 &
+derpd_resolving_with "$tmp/resolv.conf" http://hang.derpd-test.example:3340 "$tmp/derpd.log"
 pid=$!
-pids+=("$pid")
 for _ in $(seq 100); do grep -q 'derpd: pid' "$tmp/derpd.log" && break; sleep 0.1; done
 grep -q 'derpd: pid' "$tmp/derpd.log" || fail "derpd did not start"
 for _ in $(seq 100); do [[ -e "$tmp/asked" ]] && break; sleep 0.1; done
@@ -88,11 +95,9 @@ grep -q 'derpd: stopped$' "$tmp/derpd.log" || fail "no last line"
 # retries, not one more per retry (dials at 0, 5.5, 11.5 s ...: a third
 # lookup per link from 11.5 s without the bound). Two links, sampled 12-16 s.
 : >"$tmp/derpd2.log"
-unshare -m sh -c 'mount --make-rprivate / && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh \
-  "$tmp/resolv.conf" "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
-  -mesh-with http://hang1.derpd-test.example:3340,http://hang2.derpd-test.example:3340 >"$tmp/derpd2.log" 2>&1 &
+derpd_resolving_with "$tmp/resolv.conf" http://hang1.derpd-test.example:3340,http://hang2.derpd-test.example:3340 \
+  "$tmp/derpd2.log"
 pid2=$!
-pids+=("$pid2")
 for _ in $(seq 100); do grep -q 'derpd: pid' "$tmp/derpd2.log" && break; sleep 0.1; done
 grep -q 'derpd: pid' "$tmp/derpd2.log" || fail "the second derpd did not start"
 sleep 12
@@ -108,5 +113,22 @@ kill -TERM "$pid2"
 rc=0
 wait "$pid2" || rc=$?
 (( rc == 0 )) || fail "the second derpd exited $rc"
+
+# A resolver that refuses (nothing on port 53 there: an ICMP error at once):
+# the lookup's own error is logged (getaddrinfo's EAI_AGAIN), not an errno
+# read from its code ("No such process").
+printf 'nameserver 127.%d.%d.%d\noptions timeout:1 attempts:1\n' $((RANDOM % 254 + 1)) $((RANDOM % 256)) \
+  $((RANDOM % 254 + 1)) >"$tmp/refused.conf"
+: >"$tmp/derpd3.log"
+derpd_resolving_with "$tmp/refused.conf" http://refused.derpd-test.example:3340 "$tmp/derpd3.log"
+pid3=$!
+for _ in $(seq 100); do grep -q 'cannot connect' "$tmp/derpd3.log" && break; sleep 0.1; done
+line=$(grep -m1 'cannot connect' "$tmp/derpd3.log" || true)
+[[ "$line" == *"lookup refused.derpd-test.example: Temporary failure in name resolution"* ]] ||
+  fail "a refused lookup logged as: ${line:-nothing within 10 s}"
+kill -TERM "$pid3"
+rc=0
+wait "$pid3" || rc=$?
+(( rc == 0 )) || fail "the third derpd exited $rc"
 echo "mesh_dial_hang: ok: lookup timed out after $ms ms; stopped in $stop_ms ms with the dialler in a lookup;" \
-  "2 links retrying for 16 s held at most $most lookup threads"
+  "2 links retrying for 16 s held at most $most lookup threads; a refused lookup says so"

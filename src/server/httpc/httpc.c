@@ -120,7 +120,8 @@ static struct httpc_lookups shared_lookups = {.max = HTTPC_SHARED_LOOKUPS};
 struct lookup {
   char host[256], port[8];
   struct addrinfo *res;
-  int rc;
+  int rc;        /* getaddrinfo's: 0 or an EAI_* code (negative in glibc) */
+  int sys_errno; /* with EAI_SYSTEM: the errno it left (0 if none) */
   atomic_bool finished; /* res and rc are set (release) */
   int done;             /* eventfd, written once finished */
   atomic_int refs;
@@ -139,7 +140,8 @@ static void *lookup_main(void *arg) {
   pthread_setname_np(pthread_self(), "dns-lookup");
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
   int rc = getaddrinfo(l->host, l->port, &hints, &l->res);
-  l->rc = rc == EAI_SYSTEM && errno ? -errno : rc; /* errno is this thread's */
+  l->rc = rc;
+  l->sys_errno = rc == EAI_SYSTEM ? errno : 0; /* errno is this thread's */
   atomic_store_explicit(&l->finished, true, memory_order_release);
   uint64_t one = 1;
   ssize_t w = write(l->done, &one, sizeof one); /* one write to a fresh eventfd: cannot fail */
@@ -208,7 +210,7 @@ static enum httpc_rc connect_tcp(const struct httpc_endpoint *ep, struct httpc_l
   bool fin = atomic_load_explicit(&l->finished, memory_order_acquire);
   if (!fin || l->rc != 0) {
     snprintf(err, errlen, "lookup %s: %s", ep->host,
-             !fin ? "no result" : l->rc < 0 ? strerror(-l->rc) : gai_strerror(l->rc));
+             !fin ? "no result" : l->sys_errno ? strerror(l->sys_errno) : gai_strerror(l->rc));
     lookup_unref(l);
     return HTTPC_ERROR;
   }
