@@ -569,6 +569,39 @@ static int partial_record_pending(void) {
   return PASS;
 }
 
+/* A TLS 1.3 KeyUpdate that the server handles in userspace before the
+ * switch (the client sent it right behind its Finished, and tls_recv's read
+ * loop took it): the keys are past the *_TRAFFIC_SECRET_0 the key log gave,
+ * so ktls_crypto_info refuses both directions and the conn stays in
+ * userspace TLS (it handed the kernel the stale keys: EBADMSG on the
+ * client's next record, and BoringSSL's own KeyUpdate answer lost). */
+static int key_update_before_switch(void) {
+  SSL_CTX *sctx = make_ctx(true, TLS1_3_VERSION, &ciphers[0], false);
+  SSL_CTX *cctx = make_ctx(false, TLS1_3_VERSION, &ciphers[0], false);
+  SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+  mem_link(s, c);
+  mem_handshake(s, c);
+  CHECK(!SSL_in_init(s) && !SSL_in_init(c), "handshake");
+  union ktls_info info;
+  char err[160] = "";
+  CHECK(ktls_crypto_info(s, KTLS_RX, &info, err, sizeof err) == 0, "before any KeyUpdate: %s", err);
+  CHECK(SSL_key_update(c, SSL_KEY_UPDATE_REQUESTED) == 1, "client KeyUpdate");
+  static const char msg[] = "GET /derp HTTP/1.1";
+  CHECK(SSL_write(c, msg, sizeof msg) == (int)sizeof msg, "write");
+  pump(SSL_get_wbio(c), SSL_get_rbio(s));
+  uint8_t out[256];
+  CHECK(SSL_read(s, out, sizeof out) == (int)sizeof msg, "the request behind the KeyUpdate");
+  CHECK(ktls_crypto_info(s, KTLS_RX, &info, err, sizeof err) < 0, "RX keys given after a KeyUpdate");
+  CHECK(strstr(err, "KeyUpdate") != NULL, "reason: %s", err);
+  CHECK(ktls_crypto_info(s, KTLS_TX, &info, err, sizeof err) < 0, "TX keys given after a KeyUpdate");
+  ktls_info_wipe(&info);
+  SSL_free(s);
+  SSL_free(c);
+  SSL_CTX_free(sctx);
+  SSL_CTX_free(cctx);
+  return PASS;
+}
+
 /* ktls_install's steps through the ktls_setsockopt hook: the ULP first, then
  * each key with its own struct size; the first failure stops the rest. */
 struct call { int level, name; socklen_t len; };
@@ -725,6 +758,7 @@ static const struct test {
   {"mode_flag", mode_flag},
   {"info_errors", info_errors},
   {"partial_record_pending", partial_record_pending},
+  {"key_update_before_switch", key_update_before_switch},
   {"install_steps", install_steps},
   {"tls12_aes128gcm", t12_aes128},
   {"tls12_aes256gcm", t12_aes256},

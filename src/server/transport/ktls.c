@@ -110,6 +110,7 @@ void ktls_info_wipe(union ktls_info *ki) { OPENSSL_cleanse(ki, sizeof *ki); }
 struct ktls_secrets {
   uint8_t client[EVP_MAX_MD_SIZE], server[EVP_MAX_MD_SIZE];
   uint8_t client_len, server_len;
+  bool key_updated; /* a KeyUpdate was read or written: the _0 secrets are stale */
 };
 
 static int secrets_idx = -1;
@@ -154,9 +155,23 @@ void ktls_keylog(const SSL *ssl, const char *line) {
   else s->server_len = (uint8_t)(hl / 2);
 }
 
+/* A TLS 1.3 KeyUpdate handled in userspace (e.g. one sent right behind the
+ * client Finished, read by the SSL_read loop before the switch) moves the
+ * keys past the *_TRAFFIC_SECRET_0 the key log gave: note it, so that
+ * ktls_crypto_info refuses rather than hand the kernel stale keys. */
+static void ktls_msg_cb(int is_write, int version, int content_type, const void *buf, size_t len, SSL *ssl,
+                        void *arg) {
+  (void)is_write, (void)version, (void)arg;
+  if (content_type != SSL3_RT_HANDSHAKE || len < 1 || ((const uint8_t *)buf)[0] != SSL3_MT_KEY_UPDATE) return;
+  pthread_once(&secrets_once, secrets_init);
+  struct ktls_secrets *s = secrets_idx >= 0 ? SSL_get_ex_data(ssl, secrets_idx) : NULL;
+  if (s) s->key_updated = true;
+}
+
 void ktls_ctx_init(SSL_CTX *ctx) {
   pthread_once(&secrets_once, secrets_init);
   SSL_CTX_set_keylog_callback(ctx, ktls_keylog);
+  SSL_CTX_set_msg_callback(ctx, ktls_msg_cb);
 }
 
 /* RFC 8446 §7.1 HKDF-Expand-Label with an empty context. */
@@ -214,6 +229,7 @@ int ktls_crypto_info(SSL *ssl, int dir, union ktls_info *out, char *err, size_t 
     size_t secret_len = !s ? 0 : server_keys ? s->server_len : s->client_len;
     const EVP_MD *md = EVP_get_digestbynid(SSL_CIPHER_get_prf_nid(c));
     if (!secret_len) return ERR("no TLS 1.3 traffic secret (ktls_ctx_init not called?)");
+    if (s->key_updated) return ERR("a KeyUpdate was handled in userspace: the traffic secrets moved on");
     if (!md || EVP_MD_size(md) != secret_len) return ERR("traffic secret does not match the hash");
     if (!expand_label(md, secret, secret_len, "key", key, key_len) ||
         !expand_label(md, secret, secret_len, "iv", iv, sizeof iv)) {

@@ -14,6 +14,8 @@
  *    rec_seq comes from SSL_get_read_sequence / SSL_get_write_sequence.
  *  - TLS 1.3: install before any KeyUpdate is processed in userspace; the
  *    key-log callback only reports the first application traffic secrets.
+ *    A message callback notes a KeyUpdate read or written, and
+ *    ktls_crypto_info then refuses (the conn stays in userspace TLS).
  *
  * Under kTLS RX a plain recv() returns application data only; the first
  * non-data record makes it fail with EIO (Documentation/networking/tls.rst).
