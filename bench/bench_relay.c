@@ -432,13 +432,16 @@ static void gen_open(struct worker *w, bool measured, int64_t now) {
     if (by_time < max_n) max_n = by_time ? by_time : 1;
   }
   if (n > max_n) {
-    CTR_ADD(w->skipped, n - max_n);
+    if (measured) CTR_ADD(w->skipped, n - max_n); /* like sent: the measured window only */
     n = max_n;
   }
   w->paced = due;
   for (uint64_t k = 0; k < n; k++) {
-    struct client *c = w->senders[w->rr++ % w->nsenders];
-    if (c->olen - c->opos >= OUT_HIGH) CTR_ADD(w->skipped, 1);
+    struct client *c = w->senders[w->rr];
+    if (++w->rr == (unsigned)w->nsenders) w->rr = 0; /* no int overflow after 2^31 packets */
+    if (c->olen - c->opos >= OUT_HIGH) {
+      if (measured) CTR_ADD(w->skipped, 1);
+    }
     else if (send_data(c, 0, measured, now) < 0) return;
   }
 }

@@ -116,7 +116,8 @@ struct worker {
   struct client **cl;       /* clients this thread owns */
   int ncl;
   struct client **senders;  /* the senders among them */
-  int nsenders, rr;         /* rr: open-loop round robin */
+  int nsenders;
+  unsigned rr;              /* open-loop round robin: next sender, < nsenders */
   struct client **dirty;
   int ndirty;
   struct client **ready;

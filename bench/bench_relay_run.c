@@ -315,6 +315,10 @@ static void collect(struct relay *r, struct relay_totals *t) {
   for (int i = 0; i < r->nw; i++) hist_merge(&t->lat, &r->w[i].lat);
   if (r->error[0]) snprintf(t->error, sizeof t->error, "%s", r->error);
   else if (atomic_load(&bench_interrupted)) snprintf(t->error, sizeof t->error, "interrupted");
+  /* Nothing delivered: no latency, no per-packet cost (they would read 0). */
+  else if (t->delivered == 0)
+    snprintf(t->error, sizeof t->error, "no packet sent in the measured window was delivered "
+             "(%llu sent)", (unsigned long long)t->sent);
 }
 
 static int run_workers(struct relay *r, struct relay_totals *t) {

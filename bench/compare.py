@@ -68,7 +68,8 @@ def stats(server, exp, key, shards=None):
            for r in runs
            if r["server"] == server and r["exp"] == exp and r["key"] == key and r.get("result")
            and (shards is None or r.get("shards") == shards)
-           and not r["result"].get("error") and r.get("rc") == 0 and not r.get("note")]
+           and not r["result"].get("error") and r.get("rc") == 0 and not r.get("note")
+           and r["result"].get("delivered")]  # an empty run's p99 and CPU/pkt read 0
     if not res:
         return None
     out = {"n": len(res)}

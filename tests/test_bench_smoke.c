@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,8 +135,8 @@ static json_t *g_intervals;
 
 /* Run derp-bench on the given servers (n of them: --server, or --servers
  * with every one's pid) with the given extra flags; returns its parsed JSON
- * report (caller decrefs) and asserts it exited 0 within the deadline. */
-static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const char *extra_flags) {
+ * report (caller decrefs) and asserts it exited `want` within the deadline. */
+static json_t *run_bench_want(const struct derpd_proc *const *srv, int n, const char *extra_flags, int want) {
   char server[256] = "", pid[128] = "", extra[512], *argv[MAX_ARGV];
   for (int i = 0; i < n; i++) {
     size_t sl = strlen(server), pl = strlen(pid);
@@ -167,8 +168,8 @@ static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const ch
     waitpid(child, &st, 0);
     cr_assert_fail("derp-bench %s: did not finish in %d ms", extra_flags, BENCH_DEADLINE_MS);
   }
-  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "derp-bench %s: exit status %d; stdout: %s",
-            extra_flags, WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == want, "derp-bench %s: exit status %d, want %d; stdout: %s",
+            extra_flags, WIFEXITED(st) ? WEXITSTATUS(st) : -1, want, out);
   json_decref(g_intervals);
   g_intervals = json_array();
   json_t *j = NULL;
@@ -183,6 +184,10 @@ static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const ch
   cr_assert_not_null(j, "derp-bench %s: no output", extra_flags);
   cr_assert(json_is_object(j), "report is not an object");
   return j;
+}
+
+static json_t *run_bench_on(const struct derpd_proc *const *srv, int n, const char *extra_flags) {
+  return run_bench_want(srv, n, extra_flags, 0);
 }
 
 static json_t *run_bench(const char *extra_flags) {
@@ -229,6 +234,34 @@ Test(bench_smoke, relay_pairs_closed_loop, SMOKE) {
   cr_expect_gt(get_num(lat, "p99_us"), 0);
   cr_expect_geq(get_num(lat, "p999_us"), get_num(lat, "p50_us"));
   cr_expect_str_eq(json_string_value(json_object_get(j, "transport")), "plain");
+  json_decref(j);
+}
+
+/* A server that relays nothing in the measured window (frozen once the
+ * route sync is through): the run is an error, exit 1, not a report of p99
+ * 0 µs and 0 CPU s per packet that bench/compare would take for a result. */
+static void *freeze_after_sync(void *arg) {
+  (void)arg;
+  for (int64_t end = e2e_now_ms() + 10000; e2e_now_ms() < end; e2e_sleep_ms(5))
+    if (derpd_varz(&g_srv, "derp_packets_sent") >= 2) {
+      kill(g_srv.pid, SIGSTOP);
+      return NULL;
+    }
+  return NULL;
+}
+
+Test(bench_smoke, nothing_delivered_is_an_error, SMOKE) {
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, freeze_after_sync, NULL), 0);
+  const struct derpd_proc *srv = &g_srv;
+  json_t *j = run_bench_want(&srv, 1, "--mode relay --topology pairs --clients 2 --pps 200 --duration 1s "
+                                      "--warmup 1s", 1);
+  pthread_join(t, NULL);
+  kill(g_srv.pid, SIGCONT);
+  const char *err = json_string_value(json_object_get(j, "error"));
+  cr_assert_not_null(err, "no error for a run that delivered nothing");
+  cr_expect(strstr(err, "delivered") != NULL, "error: %s", err);
+  cr_expect_eq(get_int(j, "delivered"), 0);
   json_decref(j);
 }
 
