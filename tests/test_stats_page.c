@@ -19,7 +19,8 @@
 #define NS 3
 static struct stats shards[NS];
 static struct stats *all[NS] = {&shards[0], &shards[1], &shards[2]};
-static struct proc_start start = {.start_time = 1700000000.25, .start_mono_ms = 1000, .rss0 = 4096};
+static struct proc_start start = {.start_time = 1700000000.25, .boot_time = 1699990000, .start_mono_ms = 1000,
+                                  .rss0 = 4096};
 static struct proc_facts proc = {.cpu_seconds = 1.5, .rss = 8192, .vsize = 65536, .open_fds = 12,
                                  .max_fds = 1024, .vsize_max = 18446744073709551615.0};
 static struct stats_view view = {.all = all, .n = NS, .start = &start, .proc = &proc, .now_mono_ms = 62400,
@@ -86,6 +87,8 @@ Test(stats_page, sums_and_derived) {
   cr_assert_eq(sample(page, "derp_memstats_sys0"), 4096);
   cr_assert_eq(sample(page, "uptime_sec"), 61, "(62400 - 1000) ms, rounded");
   cr_assert_eq(sample(page, "process_start_unix_time"), 1700000000);
+  cr_assert_eq(sample(page, "node_boot_time_seconds"), 1699990000);
+  cr_assert_eq(sample(page, "version{version=\"" DERPD_VERSION "\"}"), 1, "derper's version series");
   cr_assert_eq(sample(page, "process_start_time_seconds"), 1700000000.25);
   cr_assert_eq(sample(page, "process_cpu_seconds_total"), 1.5);
   cr_assert_eq(sample(page, "process_open_fds"), 12);
@@ -192,6 +195,8 @@ Test(stats_page, vars_json) {
   cr_assert_eq(json_integer_value(json_object_get(j, "uptime_sec")), 61);
   cr_assert_float_eq(json_number_value(json_object_get(j, "process_cpu_seconds_total")), 1.5, 1e-9);
   cr_assert(json_object_get(j, "derpd_shards"));
+  cr_assert_str_eq(json_string_value(json_object_get(j, "version")), DERPD_VERSION, "derper's expvar string");
+  cr_assert_eq(json_integer_value(json_object_get(j, "node_boot_time_seconds")), 1699990000);
   cr_assert(!json_object_get(j, ""), "no internal counter");
   json_decref(j);
 }
@@ -250,6 +255,8 @@ Test(procstats, facts) {
   struct proc_start ps;
   proc_start_init(&ps);
   cr_assert_gt(ps.start_time, 1.5e9);
+  cr_assert_gt(ps.boot_time, 1.5e9, "btime read line by line from /proc/stat");
+  cr_assert_geq(ps.start_time, (double)ps.boot_time);
   cr_assert_gt(ps.rss0, 0);
   struct proc_facts f;
   proc_facts_read(&f, 0);

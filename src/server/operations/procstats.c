@@ -35,9 +35,26 @@ static void read_statm(int64_t *vsize, int64_t *rss) {
   *rss = (int64_t)res * page;
 }
 
-/* The kernel's start time of this process: boot time (/proc/stat btime) plus
- * starttime, field 22 of /proc/self/stat, in clock ticks. 0 if unreadable. */
-static double kernel_start_time(void) {
+/* The machine's boot time (the btime line of /proc/stat), Unix seconds; 0 if
+ * unreadable. Line by line: on a machine with many CPUs and interrupts the
+ * lines before it (cpuN, intr) run to tens of KiB. */
+static int64_t boot_time(void) {
+  FILE *f = fopen("/proc/stat", "re");
+  if (!f) return 0;
+  char line[256];
+  bool at_start = true;
+  long long bt = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (at_start && strncmp(line, "btime ", 6) == 0 && sscanf(line + 6, "%lld", &bt) == 1) break;
+    at_start = strchr(line, '\n') != NULL; /* a long line comes in pieces */
+  }
+  fclose(f);
+  return bt > 0 ? bt : 0;
+}
+
+/* The kernel's start time of this process: boot time plus starttime, field
+ * 22 of /proc/self/stat, in clock ticks. 0 if unreadable. */
+static double kernel_start_time(int64_t btime) {
   char buf[4096];
   if (read_small("/proc/self/stat", buf, sizeof buf) < 0) return 0;
   const char *p = strrchr(buf, ')'); /* the command name may hold anything */
@@ -45,12 +62,7 @@ static double kernel_start_time(void) {
   unsigned long long ticks = 0;
   /* After ')': field 3 (state) onwards; starttime is the 20th of those. */
   for (int field = 3; field <= 22 && p; field++) p = strchr(p + 1, ' ');
-  if (!p || sscanf(p + 1, "%llu", &ticks) != 1) return 0;
-  char st[8192];
-  if (read_small("/proc/stat", st, sizeof st) < 0) return 0;
-  const char *b = strstr(st, "\nbtime ");
-  unsigned long long btime = 0;
-  if (!b || sscanf(b + 7, "%llu", &btime) != 1) return 0;
+  if (!p || sscanf(p + 1, "%llu", &ticks) != 1 || btime <= 0) return 0;
   long hz = sysconf(_SC_CLK_TCK);
   return (double)btime + (double)ticks / (double)(hz > 0 ? hz : 100);
 }
@@ -60,7 +72,8 @@ void proc_start_init(struct proc_start *ps) {
   clock_gettime(CLOCK_MONOTONIC, &mono);
   clock_gettime(CLOCK_REALTIME, &real);
   ps->start_mono_ms = (int64_t)mono.tv_sec * 1000 + mono.tv_nsec / 1000000;
-  ps->start_time = kernel_start_time();
+  ps->boot_time = boot_time();
+  ps->start_time = kernel_start_time(ps->boot_time);
   if (ps->start_time <= 0) ps->start_time = (double)real.tv_sec + real.tv_nsec / 1e9;
   int64_t vsize;
   read_statm(&vsize, &ps->rss0);

@@ -20,6 +20,7 @@
 /* Taken once at start. */
 struct proc_start {
   double start_time;      /* process start, Unix seconds (kernel's /proc/self/stat) */
+  int64_t boot_time;      /* the machine's boot, Unix seconds (/proc/stat btime); 0 unknown */
   int64_t start_mono_ms;  /* CLOCK_MONOTONIC at proc_start_init */
   int64_t rss0;           /* resident bytes at start (derp_memstats_sys0) */
 };

@@ -148,6 +148,9 @@ static int derive(const struct stats_view *v, struct derived *d) {
       sum_v(v, STAT_rl_pauses));
   }
   I("uptime_sec", "counter", "seconds since start", (up_ms + 500) / 1000);
+  I("version{version=\"" DERPD_VERSION "\"}", "", "", 1); /* derper's (tsweb), untyped */
+  /* derper v1.102+ (tsweb), named as Prometheus' node exporter names it. */
+  if (v->start->boot_time) I("node_boot_time_seconds", "", "", v->start->boot_time);
   I("process_start_unix_time", "", "", (int64_t)v->start->start_time);
   /* A Prometheus client library's process collector. */
   F("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
@@ -241,6 +244,10 @@ size_t stats_page_vars(char *buf, size_t cap, const struct stats_view *v) {
   struct derived d[DERIVED_MAX];
   int nd = derive(v, d);
   for (int k = 0; k < nd; k++) {
+    if (strncmp(d[k].name, "version{", 8) == 0) { /* derper's expvar: "version": "<version>" */
+      put(&o, ",\n  \"version\": \"%s\"", DERPD_VERSION);
+      continue;
+    }
     const char *lb = strchr(d[k].name, '"'); /* a label value joins the name: _disco */
     if (lb) put(&o, ",\n  \"%.*s_%.*s\": ", (int)base_len(d[k].name), d[k].name,
                 (int)(strchr(lb + 1, '"') - lb - 1), lb + 1);
