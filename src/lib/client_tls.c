@@ -105,7 +105,7 @@ static int64_t sndtimeo_ms(int fd) {
 static int st_write(void *ctx, const void *buf, size_t n) {
   struct tls_stream *s = ctx;
   const uint8_t *p = buf;
-  int64_t bound = sndtimeo_ms(s->fd);
+  int64_t bound = -2; /* read when a write first has to wait: no syscall on the common path */
   while (n > 0) {
     int k = n > INT_MAX ? INT_MAX : (int)n;
     errno = 0;
@@ -116,6 +116,7 @@ static int st_write(void *ctx, const void *buf, size_t n) {
       continue;
     }
     int saved = errno;
+    if (bound == -2) bound = sndtimeo_ms(s->fd);
     int w = ssl_wait(s, r, bound < 0 ? -1 : mono_ms() + bound);
     if (w > 0) continue;
     ERR_clear_error();
