@@ -501,8 +501,9 @@ void conn_detach(struct conn *c);                /* before a handoff */
 void conn_attach(struct shard *sh, struct conn *c);
 void upgrade_retry_handoffs(struct shard *sh);
 bool conn_queue_ctrl(struct conn *c, struct pkt *p);
-/* As conn_queue_ctrl, past the control bound: a handshake frame (ServerInfo). */
-bool conn_queue_ctrl_handshake(struct conn *c, struct pkt *p);
+/* As conn_queue_ctrl, past the control bound: a frame a conn sends at most
+ * once (ServerInfo, a WebSocket close). */
+bool conn_queue_ctrl_once(struct conn *c, struct pkt *p);
 /* The conn's last words are queued (or none are due): it closes with why
  * once they, and its transport's goodbye, are written. */
 void conn_close_after_send(struct conn *c, enum close_reason why);
@@ -510,7 +511,7 @@ void conn_close_after_send(struct conn *c, enum close_reason why);
  * the 101), no batch header. False if out of memory; past the control bound
  * the copy is dropped and counted, as conn_queue_ctrl does. */
 bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw);
-/* The WebSocket close frame, past the control bound; false: not queued (out
+/* The WebSocket close frame, a copy, by conn_queue_ctrl_once; false: not queued (out
  * of memory, or the conn is closing or has said its last words). */
 bool conn_queue_ws_close(struct conn *c, const void *p, size_t n);
 bool conn_queue_wire(struct conn *c, struct pkt *p); /* false: refused (freed) */

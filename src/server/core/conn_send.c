@@ -57,10 +57,12 @@ static bool ctrl_enqueue(struct conn *c, struct pkt *p, bool bounded) {
 
 bool conn_queue_ctrl(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, true); }
 
-/* A handshake frame (ServerInfo): one per conn, so never dropped to the
- * control bound, which pongs a client asked for may have filled (64
- * WebSocket pings in the read that finished ClientInfo did). */
-bool conn_queue_ctrl_handshake(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, false); }
+/* A frame a conn sends at most once (ServerInfo, a WebSocket close) passes
+ * the control bound: the bound is for what a peer can ask for without end
+ * (pongs), and pongs a client asked for and never read may have filled it
+ * (64 WebSocket pings in the read that finished ClientInfo did); losing the
+ * one-off frame would break the stream or end it without its close. */
+bool conn_queue_ctrl_once(struct conn *c, struct pkt *p) { return ctrl_enqueue(c, p, false); }
 
 /* A goodbye is bounded even where writes are not (-tcp-write-timeout 0): a
  * client that stopped reading would otherwise keep its conn, and its key,
@@ -129,12 +131,10 @@ bool conn_queue_copy(struct conn *c, const void *p, size_t n, bool ws_raw) {
   return true;
 }
 
-/* Past CONN_CTRL_MAX: a WebSocket close frame (one per conn at most, its
- * close_sent) must not be lost behind pongs a client asked for and never
- * read, or the conn would end without it. */
+/* The WebSocket close frame (one per conn: its close_sent), as a copy. */
 bool conn_queue_ws_close(struct conn *c, const void *p, size_t n) {
   struct pkt *m = copy_pkt(c, p, n, true);
-  return m && ctrl_enqueue(c, m, false);
+  return m && conn_queue_ctrl_once(c, m);
 }
 
 /* Wire bytes made by the transport outside wrap (TLS handshake flights,

@@ -98,7 +98,7 @@ static int queue_server_info(struct conn *c, const derp_box_key *k) {
   if (n == 0) { pkt_free(sh, m); return -1; }
   derp_frame_put_header(m->data, DERP_FRAME_SERVER_INFO, (uint32_t)n);
   m->len = (uint32_t)(DERP_FRAME_HDR_LEN + n);
-  conn_queue_ctrl_handshake(c, m); /* refused only when the conn is ending anyway */
+  conn_queue_ctrl_once(c, m); /* refused only when the conn is ending anyway */
   return 0;
 }
 
