@@ -767,6 +767,21 @@ long long derpd_varz(const struct derpd_proc *p, const char *name) {
   return -1;
 }
 
+long long derpd_varz_sum(const struct derpd_proc *p, const char *family) {
+  static char resp[128 * 1024];
+  if (http_request(p, "GET /debug/varz HTTP/1.1\r\nHost: x\r\n\r\n", resp, sizeof resp) != 200)
+    return -1;
+  size_t nl = strlen(family);
+  long long sum = 0;
+  int found = 0;
+  for (const char *l = resp; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+    if (strncmp(l, family, nl) != 0 || (l[nl] != ' ' && l[nl] != '{')) continue;
+    const char *v = l[nl] == ' ' ? l + nl : strstr(l + nl, "} ");
+    if (v && v < strchrnul(l, '\n')) sum += strtoll(v + (*v == '}' ? 2 : 1), NULL, 10), found++;
+  }
+  return found ? sum : -1;
+}
+
 long long derpd_varz_eventually(const struct derpd_proc *p, const char *name, long long want, int ms) {
   int64_t deadline = e2e_now_ms() + ms;
   long long v;

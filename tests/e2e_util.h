@@ -154,6 +154,9 @@ bool http_header(const char *resp, const char *name, char *out, size_t cap);
 
 /* Value of a /debug/varz line "name value" (name includes any {labels}), or -1. */
 long long derpd_varz(const struct derpd_proc *p, const char *name);
+/* The sum of every sample of a family (labelled or not); -1 if the page
+ * failed or has none. */
+long long derpd_varz_sum(const struct derpd_proc *p, const char *family);
 /* Polls derpd_varz every 20 ms until it reads `want` or ms pass; the last value. */
 long long derpd_varz_eventually(const struct derpd_proc *p, const char *name, long long want, int ms);
 

@@ -430,6 +430,37 @@ Test(e2e, sent_to_only_real_receivers, E2E) {
   cr_assert_eq(varz_eventually("derpd_sent_to_keys", 0, 2000), 0);
 }
 
+/* derper v1.80+'s derp_packets_dropped{reason,kind} and derp_bytes_dropped:
+ * payload bytes, disco told from other by the payload's magic. */
+Test(e2e, drops_by_reason_kind_and_bytes, E2E) {
+  start(2, NULL);
+  struct derp_client *a = e2e_client(&g_srv, NULL, false);
+  static uint8_t other[300], disco[DERP_DISCO_MIN_LEN + 8];
+  memset(other, 0x11, sizeof other);
+  memcpy(disco, DERP_DISCO_MAGIC, DERP_DISCO_MAGIC_LEN);
+  for (int i = 0; i < 3; i++) {
+    derp_key k;
+    garbage_key(&k);
+    cr_assert_eq(derp_client_send(a, &k, other, sizeof other - (size_t)i * 100), 0);
+  }
+  for (int i = 0; i < 2; i++) {
+    derp_key k;
+    garbage_key(&k);
+    cr_assert_eq(derp_client_send(a, &k, disco, sizeof disco), 0);
+  }
+  const char *po = "derp_packets_dropped{reason=\"unknown_dest\",kind=\"other\"}";
+  const char *pd = "derp_packets_dropped{reason=\"unknown_dest\",kind=\"disco\"}";
+  cr_assert_eq(varz_eventually(po, 3, 3000), 3);
+  cr_assert_eq(varz_eventually(pd, 2, 3000), 2);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_bytes_dropped{reason=\"unknown_dest\",kind=\"other\"}"), 300 + 200 + 100);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_bytes_dropped{reason=\"unknown_dest\",kind=\"disco\"}"),
+               2 * (long long)sizeof disco);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_packets_dropped_reason{reason=\"unknown_dest\"}"), 5);
+  cr_assert_eq(derpd_varz(&g_srv, "derp_packets_dropped_type{type=\"disco\"}"), 2);
+  cr_assert_eq(derpd_varz_sum(&g_srv, "derp_packets_dropped"), 5);
+  cr_assert_eq(derpd_varz_sum(&g_srv, "derp_bytes_dropped"), 600 + 2 * (long long)sizeof disco);
+}
+
 struct disco_flood { struct derp_client *c; int64_t until; int sent; };
 
 static void *disco_flood_run(void *arg) {

@@ -334,7 +334,7 @@ Test(overload, flood_one_receiver, OVERLOAD) {
     e2e_sync_route(s[i].c, r.c); /* its marker arrives, so it is not counted below */
   }
   long long drops0 = derpd_varz(&g_srv, QUEUE_HEAD) + derpd_varz(&g_srv, SHARD_QUEUE);
-  long long all0 = derpd_varz(&g_srv, DROPPED), rx0 = derpd_varz(&g_srv, "derp_packets_received");
+  long long all0 = derpd_varz_sum(&g_srv, DROPPED), rx0 = derpd_varz(&g_srv, "derp_packets_received");
   long rss0 = derpd_rss_kb(&g_srv);
   struct rss_watch rw;
   rss_watch_start(&rw);
@@ -355,7 +355,7 @@ Test(overload, flood_one_receiver, OVERLOAD) {
   }
   drops -= 100 - pair_got;
   long rss_max = rss_watch_stop(&rw);
-  cr_assert_eq(derpd_varz(&g_srv, DROPPED) - all0, drops + 100 - pair_got, "drops for other reasons");
+  cr_assert_eq(derpd_varz_sum(&g_srv, DROPPED) - all0, drops + 100 - pair_got, "drops for other reasons");
   atomic_store(&r.stop, true);
   pthread_join(rth, NULL);
   long bound = sanitizer_bound(flood_bound_kb(SHARDS, 1, SENDERS));
@@ -367,7 +367,7 @@ Test(overload, flood_one_receiver, OVERLOAD) {
   cr_assert_eq(atomic_load(&r.got) + drops, sent,
                "delivered %d + dropped %lld != sent %ld (all drops %lld, receiver closed: %d, write_timeout "
                "closes %lld)",
-               atomic_load(&r.got), drops, sent, derpd_varz(&g_srv, DROPPED) - all0, atomic_load(&r.closed),
+               atomic_load(&r.got), drops, sent, derpd_varz_sum(&g_srv, DROPPED) - all0, atomic_load(&r.closed),
                derpd_varz(&g_srv, "derpd_conn_closed{reason=\"write_timeout\"}"));
   cr_assert_lt(rss_max - rss0, bound, "RSS grew by %ld KiB, bound %ld", rss_max - rss0, bound);
   e2e_relay_check(x, y, 50);
@@ -387,7 +387,7 @@ Test(overload, flood_unknown_keys, OVERLOAD) {
   pthread_t th[SENDERS];
   for (int i = 0; i < SENDERS; i++) s[i] = (struct sender){.c = e2e_client(&g_srv, NULL, false), .n = EACH};
   long rss0 = derpd_rss_kb(&g_srv);
-  long long rx0 = derpd_varz(&g_srv, "derp_packets_received"), all0 = derpd_varz(&g_srv, DROPPED);
+  long long rx0 = derpd_varz(&g_srv, "derp_packets_received"), all0 = derpd_varz_sum(&g_srv, DROPPED);
   long long unknown0 = derpd_varz(&g_srv, UNKNOWN_DEST), ring0 = derpd_varz(&g_srv, SHARD_QUEUE);
   struct rss_watch rw;
   rss_watch_start(&rw);
@@ -400,7 +400,7 @@ Test(overload, flood_unknown_keys, OVERLOAD) {
   wait_received(rx0 + 100 + total); /* the pair's 100, the flood */
   long long unknown = 0, ring = 0, all = 0;
   for (int64_t end = e2e_now_ms() + 3000; e2e_now_ms() < end; e2e_sleep_ms(50)) {
-    all = derpd_varz(&g_srv, DROPPED) - all0;
+    all = derpd_varz_sum(&g_srv, DROPPED) - all0;
     if (all == total + (100 - got)) break;
   }
   unknown = derpd_varz(&g_srv, UNKNOWN_DEST) - unknown0;

@@ -180,6 +180,10 @@ static void test_stalled_link_bytes(void) {
    * MiB) hold the rest; with a bound in packets only, none would drop. */
   cr_assert(drops >= 700, "%lld of 1000 full-size packets dropped; want >= 700", drops);
   cr_assert(drops < 1000, "every packet dropped (%lld): the link took none", drops);
+  /* derper v1.80+'s families: ForwardPackets dropped, counted by their payload. */
+  long long bytes = derpd_varz(r->node, "derp_bytes_dropped{reason=\"mesh_queue\",kind=\"other\"}");
+  cr_assert_eq(derpd_varz(r->node, "derp_packets_dropped{reason=\"mesh_queue\",kind=\"other\"}"), drops);
+  cr_assert_eq(bytes, drops * (long long)sizeof pkt, "%lld bytes dropped for %lld packets", bytes, drops);
   close(f.fd);
   close(f.lfd);
 }

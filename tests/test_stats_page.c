@@ -34,9 +34,10 @@ static void fill(void) {
     STAT_ADD(&shards[i], cur_conns, i);
     STAT_ADD(&shards[i], open_conns, 2 * i);
   }
-  STAT_DROP_T(&shards[0], queue_head, true, 2);
-  STAT_DROP_T(&shards[1], unknown_dest, false, 5);
-  STAT_DROP(&shards[2], shard_queue, 1); /* untyped: counts as other */
+  STAT_DROP_N(&shards[0], queue_head, true, 2, 60);
+  STAT_DROP_N(&shards[1], unknown_dest, false, 5, 5000);
+  STAT_DROP_N(&shards[2], unknown_dest, false, 1, 1280);
+  STAT_DROP_N(&shards[2], shard_queue, true, 1, 40);
   STAT_CLOSE(&shards[1], CLOSE_write_timeout);
   STAT_CLOSE(&shards[2], CLOSE_write_timeout);
   STAT_ADD(&shards[0], unknown_frames, 3);
@@ -76,8 +77,19 @@ Test(stats_page, sums_and_derived) {
   cr_assert_eq(sample(page, "derp_packets_received"), 600);
   cr_assert_eq(sample(page, "derp_current_connections"), 3);
   cr_assert_eq(sample(page, "derpd_open_connections"), 6);
-  cr_assert_eq(sample(page, "derp_packets_dropped"), 8);
-  cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"disco\"}"), 2);
+  /* derper v1.80+'s families, summed over shards; v1.78's by reason and type. */
+  cr_assert_eq(sample(page, "derp_packets_dropped{reason=\"queue_head\",kind=\"disco\"}"), 2);
+  cr_assert_eq(sample(page, "derp_packets_dropped{reason=\"queue_head\",kind=\"other\"}"), 0);
+  cr_assert_eq(sample(page, "derp_packets_dropped{reason=\"unknown_dest\",kind=\"other\"}"), 6);
+  cr_assert_eq(sample(page, "derp_packets_dropped{reason=\"shard_queue\",kind=\"disco\"}"), 1);
+  cr_assert_eq(sample(page, "derp_bytes_dropped{reason=\"queue_head\",kind=\"disco\"}"), 60);
+  cr_assert_eq(sample(page, "derp_bytes_dropped{reason=\"unknown_dest\",kind=\"other\"}"), 6280);
+  cr_assert_eq(sample(page, "derp_bytes_dropped{reason=\"dup_client\",kind=\"other\"}"), 0);
+  cr_assert(strstr(page, "# TYPE derp_packets_dropped counter\n") && strstr(page, "# TYPE derp_bytes_dropped counter\n"));
+  cr_assert(!strstr(page, "\nderp_packets_dropped "), "no unlabelled sample beside the labelled family");
+  cr_assert_eq(sample(page, "derp_packets_dropped_reason{reason=\"unknown_dest\"}"), 6);
+  cr_assert_eq(sample(page, "derp_packets_dropped_reason{reason=\"queue_head\"}"), 2);
+  cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"disco\"}"), 3);
   cr_assert_eq(sample(page, "derp_packets_dropped_type{type=\"other\"}"), 6);
   cr_assert_eq(sample(page, "derp_sclient_write_timeouts"), 2);
   cr_assert_eq(sample(page, "derp_unknown_frames"), 3);
@@ -147,7 +159,7 @@ Test(stats_page, per_shard_series) {
   }
   cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"0\"}"), 2);
   cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"1\"}"), 5);
-  cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"2\"}"), 1);
+  cr_assert_eq(sample(page, "derpd_shard_packets_dropped{shard=\"2\"}"), 2);
 }
 
 /* The text format's grouping: a family's TYPE comes once, before its
@@ -189,8 +201,12 @@ Test(stats_page, vars_json) {
   json_t *j = json_loadb(page, n, 0, &e);
   cr_assert(j, "bad JSON at line %d: %s", e.line, e.text);
   cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_received")), 600);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_disco")), 2);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_disco")), 3);
   cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_other")), 6);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped")), 9);
+  cr_assert_eq(json_integer_value(json_object_get(j, "derp_bytes_dropped")), 6380);
+  json_t *r = json_object_get(j, "derp_packets_dropped_reason");
+  cr_assert_eq(json_integer_value(json_object_get(r, "unknown_dest")), 6);
   cr_assert_eq(json_integer_value(json_object_get(j, "process_open_fds")), 12);
   cr_assert_eq(json_integer_value(json_object_get(j, "uptime_sec")), 61);
   cr_assert_float_eq(json_number_value(json_object_get(j, "process_cpu_seconds_total")), 1.5, 1e-9);
@@ -236,7 +252,9 @@ Test(stats_page, cap_holds_1024_shards) {
   for (int i = 0; i < N; i++) {
     ptrs[i] = &big[i];
     for (int j = 0; j < STAT_NSCALARS; j++) big[i].v[j] = INT64_MIN / N;
-    for (int j = 0; j < DROP_NREASONS; j++) big[i].drops[j] = INT64_MIN / N / DROP_NREASONS;
+    for (int j = 0; j < DROP_NREASONS; j++)
+      for (int k = 0; k < DROP_NKINDS; k++)
+        big[i].drops[j][k] = big[i].drop_bytes[j][k] = INT64_MIN / N / DROP_NREASONS / DROP_NKINDS;
   }
   struct stats_view v = {.all = ptrs, .n = N, .start = &start, .proc = &proc, .now_mono_ms = 62400,
                         .tls = true, .cert_not_after = INT64_MIN, .acme = true, .acme_issued = INT64_MIN,

@@ -349,8 +349,9 @@ void conn_establish(struct conn *c) {
 
 static void drop_queues(struct conn *c) {
   struct shard *sh = c->sh;
-  STAT_DROP_T(&sh->stats, gone_disconnected, true, c->ndisco);
-  STAT_DROP_T(&sh->stats, gone_disconnected, false, c->ndata);
+  /* Each packet, for its bytes: the queues are bounded (CONN_QUEUE_MAX, LINK_QUEUE_MAX). */
+  for (const struct pkt *p = c->disco_h; p; p = p->next) STAT_DROP_PKT(&sh->stats, gone_disconnected, p);
+  for (const struct pkt *p = c->data_h; p; p = p->next) STAT_DROP_PKT(&sh->stats, gone_disconnected, p);
   pkt_free_list(sh, c->ctrl_h);
   pkt_free_list(sh, c->disco_h);
   pkt_free_list(sh, c->data_h);

@@ -171,7 +171,7 @@ static void link_trim(struct conn *c, uint16_t adding) {
     if (d) c->ndata--;
     else c->ndisco--;
     c->link_kib -= pkt_kib(o);
-    STAT_DROP_T(&c->sh->stats, mesh_queue, o->disco, 1);
+    STAT_DROP_PKT(&c->sh->stats, mesh_queue, o);
     region_link_note_drop(c);
     pkt_free(c->sh, o);
   }
@@ -182,7 +182,7 @@ static void link_trim(struct conn *c, uint16_t adding) {
 void conn_queue_packet(struct conn *c, struct pkt *p) {
   struct shard *sh = c->sh;
   if (c->state != CS_ESTABLISHED || c->close_after_send) {
-    STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, gone_disconnected, p);
     pkt_free(sh, p);
     return;
   }
@@ -196,7 +196,7 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
      * receiver whose previous write is still pending loses packets. */
     conn_flush(c);
     if (c->state != CS_ESTABLISHED) {
-      STAT_DROP_T(&sh->stats, gone_disconnected, p->disco, 1);
+      STAT_DROP_PKT(&sh->stats, gone_disconnected, p);
       pkt_free(sh, p);
       return;
     }
@@ -206,10 +206,10 @@ void conn_queue_packet(struct conn *c, struct pkt *p) {
     (*n)--;
     if (c->is_link) {
       c->link_kib -= pkt_kib(o);
-      STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
+      STAT_DROP_PKT(&sh->stats, mesh_queue, o);
       region_link_note_drop(c);
     } else {
-      STAT_DROP_T(&sh->stats, queue_head, p->disco, 1); /* same queue: same kind */
+      STAT_DROP_PKT(&sh->stats, queue_head, o);
     }
     pkt_free(sh, o);
   }
@@ -424,7 +424,7 @@ void conn_release_send(struct conn *c, bool count_drops) {
   struct shard *sh = c->sh;
   for (struct pkt *p = x->pkts; p;) {
     struct pkt *n = p->next;
-    if (count_drops && p->kind == MSG_PKT) STAT_DROP_T(&sh->stats, write_error, p->disco, 1);
+    if (count_drops && p->kind == MSG_PKT) STAT_DROP_PKT(&sh->stats, write_error, p);
     pkt_free(sh, p);
     p = n;
   }

@@ -9,6 +9,7 @@
 #define NAME_STR(name, str, ...) str,
 static const char *const close_names[] = {"none", STATS_CLOSES(NAME_STR)};
 static const char *const drop_names[] = {STATS_DROPS(NAME_STR)};
+static const char *const kind_names[DROP_NKINDS] = {[DROP_KIND_OTHER] = "other", [DROP_KIND_DISCO] = "disco"};
 #define SCALAR_NAME(name, prom, ...) prom,
 static const char *const scalar_names[] = {STATS_SCALARS(SCALAR_NAME)};
 #define SCALAR_TYPE(name, prom, type, ...) type,
@@ -21,7 +22,9 @@ const char *close_reason_name(enum close_reason r) {
 }
 
 struct sum {
-  int64_t v[STAT_NSCALARS], drops[DROP_NREASONS], closes[CLOSE_NREASONS], dropped;
+  int64_t v[STAT_NSCALARS], closes[CLOSE_NREASONS];
+  int64_t drops[DROP_NREASONS][DROP_NKINDS], drop_bytes[DROP_NREASONS][DROP_NKINDS];
+  int64_t by_reason[DROP_NREASONS], dropped, bytes_dropped;
 };
 
 static void sum_all(struct sum *s, struct stats *const *all, int n) {
@@ -30,11 +33,26 @@ static void sum_all(struct sum *s, struct stats *const *all, int n) {
     for (int j = 0; j < STAT_NSCALARS; j++)
       s->v[j] += atomic_load_explicit(&all[i]->v[j], memory_order_relaxed);
     for (int j = 0; j < DROP_NREASONS; j++)
-      s->drops[j] += atomic_load_explicit(&all[i]->drops[j], memory_order_relaxed);
+      for (int k = 0; k < DROP_NKINDS; k++) {
+        s->drops[j][k] += atomic_load_explicit(&all[i]->drops[j][k], memory_order_relaxed);
+        s->drop_bytes[j][k] += atomic_load_explicit(&all[i]->drop_bytes[j][k], memory_order_relaxed);
+      }
     for (int j = 0; j < CLOSE_NREASONS; j++)
       s->closes[j] += atomic_load_explicit(&all[i]->closes[j], memory_order_relaxed);
   }
-  for (int j = 0; j < DROP_NREASONS; j++) s->dropped += s->drops[j];
+  for (int j = 0; j < DROP_NREASONS; j++)
+    for (int k = 0; k < DROP_NKINDS; k++) {
+      s->by_reason[j] += s->drops[j][k];
+      s->dropped += s->drops[j][k];
+      s->bytes_dropped += s->drop_bytes[j][k];
+    }
+}
+
+int64_t metrics_dropped_kind(struct stats *const *all, int n, enum drop_kind k) {
+  int64_t sum = 0;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < DROP_NREASONS; j++) sum += atomic_load_explicit(&all[i]->drops[j][k], memory_order_relaxed);
+  return sum;
 }
 
 void put(struct out *o, const char *fmt, ...) {
@@ -53,6 +71,16 @@ static void base_name(const char *full, char *out, size_t cap) {
   out[i] = 0;
 }
 
+/* derp_<what>_dropped{reason,kind}, as derper v1.80+ renders it. */
+static void put_drops(struct out *o, const char *what, const int64_t cell[DROP_NREASONS][DROP_NKINDS]) {
+  put(o, "# TYPE derp_%s_dropped counter\n# HELP derp_%s_dropped DERP %s dropped by reason and by kind\n",
+      what, what, what);
+  for (int j = 0; j < DROP_NREASONS; j++)
+    for (int k = DROP_NKINDS - 1; k >= 0; k--)
+      put(o, "derp_%s_dropped{reason=\"%s\",kind=\"%s\"} %lld\n", what, drop_names[j], kind_names[k],
+          (long long)cell[j][k]);
+}
+
 size_t metrics_render_varz(char *buf, size_t cap, struct stats *const *all, int n) {
   struct sum s;
   sum_all(&s, all, n);
@@ -69,10 +97,13 @@ size_t metrics_render_varz(char *buf, size_t cap, struct stats *const *all, int 
     }
     put(&o, "%s %lld\n", scalar_names[j], (long long)s.v[j]);
   }
-  put(&o, "# TYPE derp_packets_dropped counter\nderp_packets_dropped %lld\n", (long long)s.dropped);
+  /* derper v1.80+'s families (v1.78's unlabelled total had the same name:
+   * sum() of these is that total), then v1.78's by reason. */
+  put_drops(&o, "packets", s.drops);
+  put_drops(&o, "bytes", s.drop_bytes);
   put(&o, "# TYPE derp_packets_dropped_reason counter\n");
   for (int j = 0; j < DROP_NREASONS; j++)
-    put(&o, "derp_packets_dropped_reason{reason=\"%s\"} %lld\n", drop_names[j], (long long)s.drops[j]);
+    put(&o, "derp_packets_dropped_reason{reason=\"%s\"} %lld\n", drop_names[j], (long long)s.by_reason[j]);
   put(&o, "# HELP derpd_conn_closed connections closed, by reason\n# TYPE derpd_conn_closed counter\n");
   for (int j = 1; j < CLOSE_NREASONS; j++)
     put(&o, "derpd_conn_closed{reason=\"%s\"} %lld\n", close_names[j], (long long)s.closes[j]);
@@ -96,9 +127,11 @@ size_t metrics_render_vars(char *buf, size_t cap, struct stats *const *all, int 
       put(&o, "  \"%s\": %lld,\n", base, (long long)s.v[j]);
     }
   }
-  put(&o, "  \"derp_packets_dropped\": %lld,\n  \"derp_packets_dropped_reason\": {", (long long)s.dropped);
+  put(&o, "  \"derp_packets_dropped\": %lld,\n  \"derp_bytes_dropped\": %lld,\n", (long long)s.dropped,
+      (long long)s.bytes_dropped);
+  put(&o, "  \"derp_packets_dropped_reason\": {");
   for (int j = 0; j < DROP_NREASONS; j++)
-    put(&o, "%s\"%s\": %lld", j ? ", " : "", drop_names[j], (long long)s.drops[j]);
+    put(&o, "%s\"%s\": %lld", j ? ", " : "", drop_names[j], (long long)s.by_reason[j]);
   put(&o, "},\n  \"derpd_conn_closed\": {");
   for (int j = 1; j < CLOSE_NREASONS; j++)
     put(&o, "%s\"%s\": %lld", j > 1 ? ", " : "", close_names[j], (long long)s.closes[j]);

@@ -55,9 +55,6 @@
   X(dup_keys, "derp_current_dup_client_keys", "gauge", "keys with more than one connection") \
   X(dup_conns, "derp_current_dup_client_conns", "gauge", "connections of duplicate keys") \
   X(dup_total, "derp_total_dup_client_conns", "counter", "connections registered while their key had another") \
-  X(drops_disco, "", "", "") /* internal: disco packets dropped (derp_packets_dropped_type) */ \
-  X(drops_other, "", "", "") /* internal: the other packets dropped, counted on their own so \
-                                that each series only rises (not total minus disco) */ \
   X(rl_waited, "", "", "") /* internal: derp_rate_limit_per_client_waited (-rate-config only) */ \
   X(rl_paused, "", "", "") /* internal: derpd_rate_limit_paused_connections (-rate-config only) */ \
   X(rl_pauses, "", "", "") /* internal: derpd_rate_limit_pauses (-rate-config only) */ \
@@ -201,9 +198,15 @@ enum drop_reason { STATS_DROPS(DROP_ENUM) DROP_NREASONS };
 #define CLOSE_ENUM(name, ...) CLOSE_##name,
 enum close_reason { CLOSE_none = 0, STATS_CLOSES(CLOSE_ENUM) CLOSE_NREASONS };
 
+/* A dropped packet's kind, derper's: payload that looks like disco or not. */
+enum drop_kind { DROP_KIND_OTHER, DROP_KIND_DISCO, DROP_NKINDS };
+
 struct stats {
   _Atomic int64_t v[STAT_NSCALARS];
-  _Atomic int64_t drops[DROP_NREASONS];
+  /* derp_packets_dropped{reason,kind} and derp_bytes_dropped{reason,kind}
+   * (payload bytes, as derper); each cell only rises. */
+  _Atomic int64_t drops[DROP_NREASONS][DROP_NKINDS];
+  _Atomic int64_t drop_bytes[DROP_NREASONS][DROP_NKINDS];
   _Atomic int64_t closes[CLOSE_NREASONS];
   struct stats_ops ops;   /* histograms and averages (stats_hist.h) */
 };
@@ -214,12 +217,11 @@ static inline void stat_add_slot(_Atomic int64_t *x, int64_t d) {
 }
 #define STAT_ADD(st, name, d) stat_add_slot(&(st)->v[STAT_##name], (d))
 #define STAT_INC(st, name) STAT_ADD(st, name, 1)
-#define STAT_DROP_R(st, reason, n) stat_add_slot(&(st)->drops[DROP_##reason], (n))
-#define STAT_DROP(st, reason, n) (STAT_DROP_R(st, reason, n), STAT_ADD(st, drops_other, (n)))
-/* The same, telling whether the n packets are disco (derp_packets_dropped_type;
- * drops counted with plain STAT_DROP count as "other"). */
-#define STAT_DROP_T(st, reason, disco, n) \
-  (STAT_DROP_R(st, reason, n), (disco) ? STAT_ADD(st, drops_disco, (n)) : STAT_ADD(st, drops_other, (n)))
+/* n packets of `bytes` payload bytes in all, disco or not, dropped for reason
+ * (server.h's STAT_DROP_PKT counts one struct pkt). */
+#define STAT_DROP_N(st, reason, disco, n, bytes)                                  \
+  (stat_add_slot(&(st)->drops[DROP_##reason][(disco) ? DROP_KIND_DISCO : DROP_KIND_OTHER], (n)), \
+   stat_add_slot(&(st)->drop_bytes[DROP_##reason][(disco) ? DROP_KIND_DISCO : DROP_KIND_OTHER], (bytes)))
 #define STAT_CLOSE(st, reason) stat_add_slot(&(st)->closes[(reason)], 1)
 
 const char *close_reason_name(enum close_reason r);
@@ -232,5 +234,7 @@ void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * Returns bytes written (truncated at cap). */
 size_t metrics_render_varz(char *out, size_t cap, struct stats *const *all, int nstats);
 size_t metrics_render_vars(char *out, size_t cap, struct stats *const *all, int nstats);
+/* Packets of kind k dropped, every reason, summed over nstats shards. */
+int64_t metrics_dropped_kind(struct stats *const *all, int nstats, enum drop_kind k);
 
 #endif

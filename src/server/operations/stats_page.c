@@ -59,9 +59,7 @@ static int64_t sum_close(const struct stats_view *v, enum close_reason r) {
 }
 
 static int64_t shard_drops(struct stats *st) {
-  int64_t t = 0;
-  for (int j = 0; j < DROP_NREASONS; j++) t += load(&st->drops[j]);
-  return t;
+  return metrics_dropped_kind(&st, 1, DROP_KIND_DISCO) + metrics_dropped_kind(&st, 1, DROP_KIND_OTHER);
 }
 
 /* derper keeps one moving average; derpd one per shard: their mean, over the
@@ -93,7 +91,8 @@ struct derived {
 
 static int derive(const struct stats_view *v, struct derived *d) {
   const struct proc_facts *p = v->proc;
-  int64_t disco = sum_v(v, STAT_drops_disco), other = sum_v(v, STAT_drops_other);
+  int64_t disco = metrics_dropped_kind(v->all, v->n, DROP_KIND_DISCO);
+  int64_t other = metrics_dropped_kind(v->all, v->n, DROP_KIND_OTHER);
   int64_t up_ms = v->now_mono_ms - v->start->start_mono_ms;
   int n = 0;
 #define I(nm, ty, hp, val) (assert(n < DERIVED_MAX), d[n++] = (struct derived){nm, ty, hp, D_INT, (val), 0})

@@ -364,9 +364,9 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
     return;
   }
   if (peer) {
-    STAT_DROP_T(&sh->stats, dup_client, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, dup_client, p);
   } else if (p->from_fwd) { /* one hop: never forwarded again */
-    STAT_DROP_T(&sh->stats, unknown_dest_on_fwd, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, unknown_dest_on_fwd, p);
     /* As derper: the node that forwarded a disco packet hears that the key
      * is not here, and drops its forwarder for it (link.c does the same). */
     if (p->disco && not_here_allowed(sh, p->via_hash))
@@ -374,7 +374,7 @@ void relay_deliver(struct shard *sh, struct pkt *p) {
   } else if (forward_out(sh, p)) {
     return;
   } else {
-    STAT_DROP_T(&sh->stats, unknown_dest, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, unknown_dest, p);
     /* So the sender's disco stops waiting; a local sender, so its hash is known. */
     if (p->disco && not_here_allowed(sh, p->src_hash))
       relay_peer_gone(sh, p->src_hash, &p->dst, DERP_PEER_GONE_NOT_HERE);
@@ -447,7 +447,7 @@ void relay_route(struct shard *sh, struct pkt *p) {
   } else if (shard_push_data(sh, o, p)) {
     STAT_INC(&sh->stats, xshard_pkts);
   } else {
-    STAT_DROP_T(&sh->stats, shard_queue, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, shard_queue, p);
     pkt_free(sh, p);
   }
 }

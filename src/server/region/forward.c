@@ -239,7 +239,7 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   uint32_t plen = p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN;
   struct pkt *f = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen);
   if (!f) { /* the key is in the region: no room to queue is a mesh_queue drop, not unknown_dest */
-    STAT_DROP_T(&sh->stats, mesh_queue, p->disco, 1);
+    STAT_DROP_PKT(&sh->stats, mesh_queue, p);
     pkt_free(sh, p);
     return true;
   }
@@ -261,7 +261,7 @@ bool forward_out(struct shard *sh, struct pkt *p) {
   if (o == sh->id) {
     link_deliver(sh, f);
   } else if (!shard_push_data(sh, o, f)) {
-    STAT_DROP(&sh->stats, shard_queue, 1);
+    STAT_DROP_PKT(&sh->stats, shard_queue, f);
     pkt_free(sh, f);
   }
   return true;

@@ -347,7 +347,7 @@ void link_conn_closed(struct conn *c) {
 void link_deliver(struct shard *sh, struct pkt *p) {
   struct link *l = &sh->srv->region->links[rmsg(p)->link];
   if (!l->c || l->c->state != CS_ESTABLISHED) {
-    STAT_DROP(&sh->stats, mesh_link_down, 1);
+    STAT_DROP_PKT(&sh->stats, mesh_link_down, p);
     pkt_free(sh, p);
     return;
   }
