@@ -241,13 +241,31 @@ static int spawn_ready(struct derpd_proc *p, int shards, const char *extra_args)
   return r;
 }
 
-/* SIGKILL and reap p's process, if any. */
-static void reap(struct derpd_proc *p) {
-  if (p->pid > 0) {
+/* SIGKILL and reap p's process, if any. One that had already died on its
+ * own, of a signal the tests do not send (a sanitizer's abort, a crash) or
+ * with a failing status, has its log shown: the test around it failed
+ * somewhere else, and the log says why. */
+static bool reap(struct derpd_proc *p) {
+  bool crashed = false;
+  if (p->pid <= 0) return false;
+  int st = 0;
+  if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
+    int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+    bool sent = sig == SIGKILL || sig == SIGTERM || sig == SIGINT;
+    if (!sent && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+      fprintf(stderr, "e2e: derpd (port %u) had died: %s %d; log:\n", p->port, sig ? "signal" : "exit status",
+              sig ? sig : WEXITSTATUS(st));
+      derpd_dump_log(p, 8192);
+    }
+    /* ASan and UBSan abort (abort_on_error), TSan exits 66. */
+    crashed = sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
+              (WIFEXITED(st) && WEXITSTATUS(st) == 66);
+  } else {
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);
-    p->pid = 0;
   }
+  p->pid = 0;
+  return crashed;
 }
 
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
@@ -498,7 +516,13 @@ void e2e_test_init(void) {
 void e2e_test_fini(struct derpd_proc *p) {
   if (getenv("E2E_LOG") && p->dir[0]) derpd_dump_log(p, 8192);
   e2e_close_all();
+  /* A server that crashed fails the test, even one whose checks had passed. */
+  bool crashed = reap(p);
   derpd_kill(p);
+  if (crashed) { /* Criterion ignores a failed assertion or an exit in .fini; a crash fails the run */
+    fprintf(stderr, "e2e: derpd crashed during the test (its log is above)\n");
+    abort();
+  }
 }
 
 void e2e_rm_dir(const char *dir) {
