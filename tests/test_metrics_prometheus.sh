@@ -13,7 +13,8 @@
 #   - a real Prometheus server (Debian's package) in the namespace scrapes
 #     derpd every second through the metrics listener; after derp_send relays
 #     a known number of packets, its HTTP API must return exactly that many
-#     for derp_packets_received and derp_packets_sent (within 30 s).
+#     for derp_packets_received and derp_packets_sent (within 30 s), and
+#     /debug/vars has them in derper's expvar tree ("derp": {...}).
 # Needs root and `ip netns` (CI runs as root): without them it FAILS, never
 # skips. Cleans up the namespace, the veth pair and its processes on exit.
 set -euo pipefail
@@ -184,6 +185,25 @@ wait_for 'derp_packets_sent' "$COUNT"
 wait_for 'derp_bytes_received' "$((COUNT * 200))"
 wait_for 'derpd_queue_wait_seconds_count' "$COUNT"
 wait_for 'sum(derpd_shard_packets_received)' "$COUNT"
+wait_for 'count(derp_packets_dropped)' 20   # v1.80's family: 10 reasons x 2 kinds
+# /debug/vars: derper's expvar tree, the same counts.
+inns curl -s --max-time 5 --interface "$net.2" "$P/debug/vars" >"$tmp/vars.json"
+python3 - "$tmp/vars.json" "$COUNT" <<'PY' || fail "/debug/vars: not derper's tree with these counts"
+import json, sys
+j = json.load(open(sys.argv[1]))
+n, d = int(sys.argv[2]), j["derp"]
+checks = [
+    (d["packets_received"], n), (d["packets_sent"], n), (d["bytes_received"], n * 200),
+    (d["packets_dropped"], 0), (sum(d["counter_packets_received_kind"].values()), n),
+    (d["gauge_current_connections"], 0), (j["derpd"]["derpd_shards"], 2),
+    (type(j["version"]), str), (d["counter_buffered_write_frames"]["+Inf"] > 0, True),
+]
+bad = [i for i, (got, want) in enumerate(checks) if got != want]
+if bad:
+    print("metrics_prometheus: /debug/vars checks failed:", [checks[i] for i in bad], file=sys.stderr)
+    sys.exit(1)
+PY
+say "ok: /debug/vars in derper's shape: derp.packets_received = $COUNT"
 # derpd stops cleanly (under ASan: no leak at exit either).
 kill -TERM "${pids[0]}" 2>/dev/null || { cat "$tmp/derpd.log" >&2; fail "derpd died"; }
 rc=0

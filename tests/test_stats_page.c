@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/operations/expvar.h"
 #include "server/operations/stats_page.h"
 #include "server/operations/tcp_rtt.h"
 
@@ -193,28 +194,105 @@ Test(stats_page, families_grouped) {
   }
 }
 
+/* /debug/vars: the page read back into derper's expvar tree. */
+static json_t *vars(void) {
+  static char json[256 * 1024];
+  size_t vn = render();
+  size_t n = expvar_render(json, sizeof json, page, vn);
+  cr_assert(n > 0 && n < sizeof json - 1);
+  json_error_t e;
+  json_t *j = json_loadb(json, n, 0, &e);
+  cr_assert(j, "bad JSON at line %d: %s", e.line, e.text);
+  return j;
+}
+
+static long long jint(json_t *o, const char *path) { /* "a/b/c" */
+  char buf[128];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *k = strtok(buf, "/"); k && o; k = strtok(NULL, "/")) o = json_object_get(o, k);
+  cr_assert(json_is_integer(o), "%s: not an integer", path);
+  return (long long)json_integer_value(o);
+}
+
 Test(stats_page, vars_json) {
   fill();
-  size_t n = stats_page_vars(page, sizeof page, &view);
-  cr_assert(n > 0 && n < sizeof page - 1);
-  json_error_t e;
-  json_t *j = json_loadb(page, n, 0, &e);
-  cr_assert(j, "bad JSON at line %d: %s", e.line, e.text);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_received")), 600);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_disco")), 3);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped_type_other")), 6);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_packets_dropped")), 9);
-  cr_assert_eq(json_integer_value(json_object_get(j, "derp_bytes_dropped")), 6380);
-  json_t *r = json_object_get(j, "derp_packets_dropped_reason");
-  cr_assert_eq(json_integer_value(json_object_get(r, "unknown_dest")), 6);
-  cr_assert_eq(json_integer_value(json_object_get(j, "process_open_fds")), 12);
-  cr_assert_eq(json_integer_value(json_object_get(j, "uptime_sec")), 61);
-  cr_assert_float_eq(json_number_value(json_object_get(j, "process_cpu_seconds_total")), 1.5, 1e-9);
-  cr_assert(json_object_get(j, "derpd_shards"));
+  json_t *j = vars();
+  json_t *d = json_object_get(j, "derp");
+  cr_assert(json_is_object(d), "derper's \"derp\" map");
+  cr_assert_eq(jint(d, "packets_received"), 600);
+  cr_assert_eq(jint(d, "gauge_current_connections"), 3);
+  cr_assert_eq(jint(d, "packets_dropped"), 9, "v1.78's total, from v1.80's family");
+  cr_assert_eq(jint(d, "counter_packets_dropped_reason/unknown_dest"), 6);
+  cr_assert_eq(jint(d, "counter_packets_dropped_reason/shard_queue"), 1);
+  cr_assert_eq(jint(d, "counter_packets_dropped_type/disco"), 3);
+  cr_assert_eq(jint(d, "counter_packets_dropped_type/other"), 6);
+  cr_assert_eq(jint(d, "counter_packets_received_kind/other"), 0);
+  cr_assert_eq(jint(d, "sclient_write_timeouts"), 2);
+  cr_assert_eq(jint(d, "gauge_current_file_descriptors"), 12);
+  cr_assert_eq(jint(d, "gauge_memstats_sys0"), 4096);
+  /* A histogram as tsweb writes one: cumulative counts by bound, sum, count. */
+  cr_assert_eq(jint(d, "counter_buffered_write_frames/0"), 1);
+  cr_assert_eq(jint(d, "counter_buffered_write_frames/7"), 3);
+  cr_assert_eq(jint(d, "counter_buffered_write_frames/+Inf"), 5);
+  cr_assert_eq(jint(d, "counter_buffered_write_frames/sum"), 1072);
+  cr_assert_eq(jint(d, "counter_buffered_write_frames/count"), 5);
+  cr_assert_float_eq(json_number_value(json_object_get(d, "average_queue_duration_ms")), (0.011 + 3000.0) / 2, 1e-6);
+  cr_assert_str_eq(json_string_value(json_object_get(d, "version")), DERPD_VERSION);
   cr_assert_str_eq(json_string_value(json_object_get(j, "version")), DERPD_VERSION, "derper's expvar string");
-  cr_assert_eq(json_integer_value(json_object_get(j, "node_boot_time_seconds")), 1699990000);
-  cr_assert(!json_object_get(j, ""), "no internal counter");
+  cr_assert_eq(jint(j, "counter_uptime_sec"), 61);
+  cr_assert_eq(jint(j, "counter_bootstrap_dns_queried_domains"), 7);
+  cr_assert_eq(jint(j, "derp_websocket_accepts"), 4);
+  cr_assert_eq(jint(j, "process_start_unix_time"), 1700000000);
+  cr_assert_eq(jint(j, "stun/counter_requests/success"), 0);
+  cr_assert(!json_object_get(j, "derper_tls_request_version"), "no TLS request seen: no TLS map");
+  /* derpd's own, flat; what derper's tree holds is not repeated there. */
+  json_t *o = json_object_get(j, "derpd");
+  cr_assert_eq(jint(o, "derpd_open_connections"), 6);
+  cr_assert_eq(jint(o, "derpd_conn_closed_write_timeout"), 2);
+  cr_assert_eq(jint(o, "derp_bytes_dropped_unknown_dest_other"), 6280);
+  cr_assert_eq(jint(o, "process_open_fds"), 12);
+  cr_assert_eq(jint(o, "node_boot_time_seconds"), 1699990000);
+  cr_assert_float_eq(json_number_value(json_object_get(o, "process_cpu_seconds_total")), 1.5, 1e-9);
+  cr_assert(json_object_get(o, "derpd_shards"));
+  cr_assert(!json_object_get(o, "derp_packets_received") && !json_object_get(o, "derp_packets_dropped_reason_unknown_dest"),
+            "a series in derper's tree is not repeated");
+  const char *k;
+  json_t *v;
+  json_object_foreach(o, k, v) {
+    cr_assert(json_is_number(v), "%s: not a number", k);
+    cr_assert(!strstr(k, "_bucket") && !strstr(k, "derpd_shard_packets") && !strstr(k, "derpd_shard_connections") &&
+                  !strstr(k, "queue_wait_seconds"),
+              "%s: histograms and per-shard series stay on /debug/varz", k);
+  }
   json_decref(j);
+}
+
+/* expvar.c reads any page without running past it: odd lines are skipped,
+ * a label value keeps its escapes (JSON reads them the same), and a small
+ * buffer cuts the output at its cap. */
+Test(stats_page, vars_from_odd_pages) {
+  static const char odd[] = "# TYPE derp_accepts counter\nderp_accepts 5\nnovalue\nderp_x{a=\"}\" 1\n"
+                            "derp_packets_received_kind{kind=\"q\\\"x\"} 2\n{} 3\nderp_bytes_sent{kind=\"a\",b=\"c\"} 7\n"
+                            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nversion{version=\"v\"} 1";
+  static char json[4096];
+  size_t n = expvar_render(json, sizeof json, odd, sizeof odd - 1);
+  cr_assert(n > 0 && n < sizeof json);
+  json_error_t e;
+  json_t *j = json_loadb(json, n, 0, &e);
+  cr_assert(j, "bad JSON at line %d: %s: %.*s", e.line, e.text, (int)n, json);
+  cr_assert_eq(jint(j, "derp/accepts"), 5);
+  cr_assert_eq(jint(j, "derp/counter_packets_received_kind/q\"x"), 2);
+  cr_assert_eq(jint(j, "derp/bytes_sent"), 7, "a two-label family: its total");
+  cr_assert(!json_object_get(json_object_get(j, "derpd"), "h_bucket_1"), "histograms stay on /debug/varz");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "version")), "v");
+  json_decref(j);
+  for (size_t cap = 0; cap < 64; cap++) {
+    char small[64];
+    memset(small, 0x55, sizeof small);
+    size_t m = expvar_render(small, cap, odd, sizeof odd - 1);
+    cr_assert(m <= cap || cap == 0, "%zu bytes into %zu", m, cap);
+    for (size_t i = cap; i < sizeof small; i++) cr_assert_eq((uint8_t)small[i], 0x55, "wrote past %zu", cap);
+  }
 }
 
 /* The certificate's NotAfter with TLS, ACME's results with letsencrypt, and
@@ -236,10 +314,12 @@ Test(stats_page, cert_and_acme) {
   cr_assert_eq(sample(page, "derpd_acme_certificates{result=\"issued\"}"), 2);
   cr_assert_eq(sample(page, "derpd_acme_certificates{result=\"failed\"}"), 3);
   cr_assert(strstr(page, "# TYPE derpd_acme_certificates counter\n"));
-  size_t n = stats_page_vars(page, sizeof page, &view);
-  page[n] = 0;
-  cr_assert(strstr(page, "\"derpd_tls_cert_not_after\": 1767225600") || strstr(page, "\"derpd_tls_cert_not_after\":1767225600"),
-            "and in /debug/vars");
+  STAT_INC(&shards[1], tls_req13);
+  STAT_INC(&shards[1], tls_active13);
+  json_t *j = vars();
+  cr_assert_eq(jint(j, "derpd/derpd_tls_cert_not_after"), 1767225600, "and in /debug/vars");
+  cr_assert_eq(jint(j, "derpd/derpd_acme_certificates_failed"), 3);
+  cr_assert_eq(jint(j, "derper_tls_request_version/1.3"), 1);
   view.tls = view.acme = false;
 }
 

@@ -12,6 +12,7 @@
 #include "server/log.h"
 #include "server/operations/bootstrap_dns.h"
 #include "server/operations/debug_http.h"
+#include "server/operations/expvar.h"
 #include "server/operations/stats_page.h"
 #include "server/protocol/http.h"
 #include "server/region/region.h"
@@ -102,6 +103,19 @@ static size_t render_index(char *body, size_t cap, const struct server *s) {
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+/* /debug/varz: the counters, then the mesh links. */
+static size_t render_varz(char *body, size_t cap, const struct stats_view *v, struct server *s) {
+  size_t n = stats_page_varz(body, cap, v);
+  if (n < cap) n += region_render_varz(body + n, cap - n, s);
+  /* Full (never at these sizes): whole lines only, so a scraper reads
+   * what there is rather than rejecting a cut line and its NUL. */
+  if (n >= cap) {
+    while (n > 0 && body[n - 1] != '\n') n--;
+    log_warn("debug: /debug/varz larger than its %zu-byte buffer: cut at a line", cap);
+  }
+  return n;
+}
+
 /* The page's head and body as control pkts; false if out of memory. */
 static bool queue_page(struct conn *c, const char *head, size_t hl, const char *body, size_t n) {
   if (!conn_queue_copy(c, head, hl, false)) return false;
@@ -144,16 +158,16 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   /* derper's varz type: Prometheus text format 0.0.4. */
   const char *ctype = "text/plain; version=0.0.4; charset=utf-8";
   if (r->debug_page == HTTP_DEBUG_VARZ) {
-    n = stats_page_varz(body, cap, &v);
-    if (n < cap) n += region_render_varz(body + n, cap - n, s); /* the mesh links */
-    /* Full (never at these sizes): whole lines only, so a scraper reads
-     * what there is rather than rejecting a cut line and its NUL. */
-    if (n >= cap) {
-      while (n > 0 && body[n - 1] != '\n') n--;
-      log_warn("debug: /debug/varz larger than its %zu-byte buffer: cut at a line", cap);
+    n = render_varz(body, cap, &v, s);
+  } else if (r->debug_page == HTTP_DEBUG_VARS) { /* derper's tree, read off the varz page */
+    char *varz = malloc(cap);
+    n = varz ? expvar_render(body, cap, varz, render_varz(varz, cap, &v, s)) : 0;
+    free(varz);
+    if (n == 0 || n >= cap) {
+      free(body);
+      conn_close(c, CLOSE_nomem, n ? "debug page: /debug/vars larger than its buffer" : "debug page");
+      return;
     }
-  } else if (r->debug_page == HTTP_DEBUG_VARS) {
-    n = stats_page_vars(body, cap, &v);
     ctype = "application/json";
   } else {
     n = render_index(body, cap, s);

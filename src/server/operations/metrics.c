@@ -1,4 +1,5 @@
-/* metrics.c: renders the shards' counters for /debug/varz and /debug/vars.
+/* metrics.c: renders the shards' counters for /debug/varz (expvar.c makes
+ * /debug/vars from that page).
  * Reads other shards' counters with relaxed loads only (see metrics.h). */
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,7 +25,7 @@ const char *close_reason_name(enum close_reason r) {
 struct sum {
   int64_t v[STAT_NSCALARS], closes[CLOSE_NREASONS];
   int64_t drops[DROP_NREASONS][DROP_NKINDS], drop_bytes[DROP_NREASONS][DROP_NKINDS];
-  int64_t by_reason[DROP_NREASONS], dropped, bytes_dropped;
+  int64_t by_reason[DROP_NREASONS];
 };
 
 static void sum_all(struct sum *s, struct stats *const *all, int n) {
@@ -41,11 +42,7 @@ static void sum_all(struct sum *s, struct stats *const *all, int n) {
       s->closes[j] += atomic_load_explicit(&all[i]->closes[j], memory_order_relaxed);
   }
   for (int j = 0; j < DROP_NREASONS; j++)
-    for (int k = 0; k < DROP_NKINDS; k++) {
-      s->by_reason[j] += s->drops[j][k];
-      s->dropped += s->drops[j][k];
-      s->bytes_dropped += s->drop_bytes[j][k];
-    }
+    for (int k = 0; k < DROP_NKINDS; k++) s->by_reason[j] += s->drops[j][k];
 }
 
 int64_t metrics_dropped_kind(struct stats *const *all, int n, enum drop_kind k) {
@@ -108,33 +105,5 @@ size_t metrics_render_varz(char *buf, size_t cap, struct stats *const *all, int 
   for (int j = 1; j < CLOSE_NREASONS; j++)
     put(&o, "derpd_conn_closed{reason=\"%s\"} %lld\n", close_names[j], (long long)s.closes[j]);
   put(&o, "# TYPE derpd_shards gauge\nderpd_shards %d\n", n);
-  return o.len;
-}
-
-size_t metrics_render_vars(char *buf, size_t cap, struct stats *const *all, int n) {
-  struct sum s;
-  sum_all(&s, all, n);
-  struct out o = {buf, cap, 0};
-  put(&o, "{\n");
-  for (int j = 0; j < STAT_NSCALARS; j++) {
-    char base[96];
-    if (!scalar_names[j][0]) continue; /* internal */
-    base_name(scalar_names[j], base, sizeof base);
-    if (strchr(scalar_names[j], '{')) { /* derp_packets_received_kind{kind="x"} */
-      const char *k = strchr(scalar_names[j], '"') + 1;
-      put(&o, "  \"%s_%.*s\": %lld,\n", base, (int)(strchr(k, '"') - k), k, (long long)s.v[j]);
-    } else {
-      put(&o, "  \"%s\": %lld,\n", base, (long long)s.v[j]);
-    }
-  }
-  put(&o, "  \"derp_packets_dropped\": %lld,\n  \"derp_bytes_dropped\": %lld,\n", (long long)s.dropped,
-      (long long)s.bytes_dropped);
-  put(&o, "  \"derp_packets_dropped_reason\": {");
-  for (int j = 0; j < DROP_NREASONS; j++)
-    put(&o, "%s\"%s\": %lld", j ? ", " : "", drop_names[j], (long long)s.by_reason[j]);
-  put(&o, "},\n  \"derpd_conn_closed\": {");
-  for (int j = 1; j < CLOSE_NREASONS; j++)
-    put(&o, "%s\"%s\": %lld", j > 1 ? ", " : "", close_names[j], (long long)s.closes[j]);
-  put(&o, "},\n  \"derpd_shards\": %d\n}\n", n);
   return o.len;
 }

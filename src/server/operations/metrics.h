@@ -1,5 +1,5 @@
 /* metrics.h: per-shard counters and their rendering for /debug/varz (Prometheus
- * text) and /debug/vars (JSON).
+ * text; expvar.c makes /debug/vars, JSON, from that page).
  *
  * Ownership: each shard's struct stats has exactly one writer, its shard
  * thread, which updates with relaxed load + store (no read-modify-write lock).
@@ -233,7 +233,6 @@ void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Render the sum of nstats shards' counters (plus process facts) into out.
  * Returns bytes written (truncated at cap). */
 size_t metrics_render_varz(char *out, size_t cap, struct stats *const *all, int nstats);
-size_t metrics_render_vars(char *out, size_t cap, struct stats *const *all, int nstats);
 /* Packets of kind k dropped, every reason, summed over nstats shards. */
 int64_t metrics_dropped_kind(struct stats *const *all, int nstats, enum drop_kind k);
 

@@ -234,25 +234,3 @@ size_t stats_page_varz(char *buf, size_t cap, const struct stats_view *v) {
   put_shard_series(&o, v);
   return o.len;
 }
-
-size_t stats_page_vars(char *buf, size_t cap, const struct stats_view *v) {
-  size_t n = metrics_render_vars(buf, cap, v->all, v->n);
-  /* metrics.c closes its object with "\n}\n": open it again for ours. */
-  if (n < 3 || memcmp(buf + n - 3, "\n}\n", 3) != 0) return n;
-  struct out o = {buf, cap, n - 3};
-  struct derived d[DERIVED_MAX];
-  int nd = derive(v, d);
-  for (int k = 0; k < nd; k++) {
-    if (strncmp(d[k].name, "version{", 8) == 0) { /* derper's expvar: "version": "<version>" */
-      put(&o, ",\n  \"version\": \"%s\"", DERPD_VERSION);
-      continue;
-    }
-    const char *lb = strchr(d[k].name, '"'); /* a label value joins the name: _disco */
-    if (lb) put(&o, ",\n  \"%.*s_%.*s\": ", (int)base_len(d[k].name), d[k].name,
-                (int)(strchr(lb + 1, '"') - lb - 1), lb + 1);
-    else put(&o, ",\n  \"%s\": ", d[k].name);
-    put_value(&o, &d[k]);
-  }
-  put(&o, "\n}\n");
-  return o.len;
-}

@@ -1,5 +1,5 @@
-/* stats_page.h: the whole /debug/varz (Prometheus text) and /debug/vars
- * (JSON) pages: metrics.c's counters summed over the shards, then the rest of
+/* stats_page.h: the /debug/varz page (Prometheus text; expvar.c reads
+ * /debug/vars, JSON, off it): metrics.c's counters summed over the shards, then the rest of
  * what derper v1.78 serves, the process facts a Prometheus client library
  * exports, derpd's histograms and its per-shard series.
  *
@@ -33,6 +33,5 @@ struct stats_view {
 /* Bytes a page may need for n shards (a bound, not an estimate). */
 size_t stats_page_cap(int nshards);
 size_t stats_page_varz(char *buf, size_t cap, const struct stats_view *v);
-size_t stats_page_vars(char *buf, size_t cap, const struct stats_view *v);
 
 #endif
