@@ -256,6 +256,15 @@ Test(meshkey, trims_and_keeps_the_text) {
   cr_assert_eq(mk_parse(in, out, sizeof out, &why), 0);
   cr_assert_null(why);
   cr_assert_str_eq(out, hex64, "kept as written, upper case included");
+  /* Unicode white space too, as Go's strings.TrimSpace: a no-break space
+   * (U+00A0), U+2028, U+3000, U+0085; a lone lead byte is not space. */
+  snprintf(in, sizeof in, "\xc2\xa0\xe3\x80\x80%s\xe2\x80\xa8\xc2\x85 ", hex64);
+  cr_assert_eq(mk_parse(in, out, sizeof out, &why), 0, "%s", why);
+  cr_assert_str_eq(out, hex64);
+  snprintf(in, sizeof in, "%s\xc2", hex64);
+  cr_assert_eq(mk_parse(in, out, sizeof out, &why), -1);
+  snprintf(in, sizeof in, "%s\xe2\x80\x8b", hex64); /* U+200B: not space in Go */
+  cr_assert_eq(mk_parse(in, out, sizeof out, &why), -1);
   cr_assert_eq(mk_parse(hex64, out, 65, NULL), 0, "cap of exactly len + 1");
   cr_assert_eq(mk_parse(hex64, out, 64, &why), -1);
   cr_assert_str_eq(why, "output buffer too small");

@@ -20,10 +20,26 @@
 _Static_assert(DERP_MESH_KEY_MIN == 64 && DERP_MESH_KEY_MAX == 512,
                "the messages below name the bounds");
 
-/* Go's strings.TrimSpace, for the ASCII white space a key file can hold
- * (other Unicode spaces are not hex either, so they fail as such). */
-static bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+/* Go's strings.TrimSpace trims unicode.IsSpace: ASCII's six, and these in
+ * UTF-8 (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
+ * U+205F, U+3000): a key an editor saved with a no-break space after it
+ * works in derper, so here too. */
+static const char *const uspaces[] = {
+    "\xc2\x85",     "\xc2\xa0",     "\xe1\x9a\x80", "\xe2\x80\x80", "\xe2\x80\x81", "\xe2\x80\x82",
+    "\xe2\x80\x83", "\xe2\x80\x84", "\xe2\x80\x85", "\xe2\x80\x86", "\xe2\x80\x87", "\xe2\x80\x88",
+    "\xe2\x80\x89", "\xe2\x80\x8a", "\xe2\x80\xa8", "\xe2\x80\xa9", "\xe2\x80\xaf", "\xe2\x81\x9f",
+    "\xe3\x80\x80"};
+
+/* The length of the white space that starts (at_end: ends) text[0..n), 0 if none. */
+static size_t space_len(const char *text, size_t n, bool at_end) {
+  if (n == 0) return 0;
+  char c = at_end ? text[n - 1] : text[0];
+  if (c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r') return 1;
+  for (size_t i = 0; i < sizeof uspaces / sizeof *uspaces; i++) {
+    size_t k = strlen(uspaces[i]);
+    if (n >= k && memcmp(at_end ? text + n - k : text, uspaces[i], k) == 0) return k;
+  }
+  return 0;
 }
 
 static bool is_hex(char c) {
@@ -34,8 +50,8 @@ int derp_mesh_key_parse(const char *text, size_t n, char *out, size_t cap, const
   const char *dummy;
   if (why == NULL) why = &dummy;
   if (text == NULL) n = 0;
-  while (n > 0 && is_space(text[0])) text++, n--;
-  while (n > 0 && is_space(text[n - 1])) n--;
+  for (size_t k; (k = space_len(text, n, false)) > 0;) text += k, n -= k;
+  for (size_t k; (k = space_len(text, n, true)) > 0;) n -= k;
   if (n == 0) return *why = "empty", -1;
   for (size_t i = 0; i < n; i++)
     if (!is_hex(text[i]))
