@@ -82,12 +82,6 @@ static void iso_time(time_t t, char out[32]) {
   strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static time_t asn1_epoch(const ASN1_TIME *t) {
-  int days = 0, secs = 0;
-  if (!ASN1_TIME_diff(&days, &secs, NULL, t)) return 0;
-  return time(NULL) + (time_t)days * 86400 + secs;
-}
-
 struct cert_state {
   bool usable;              /* a chain for -hostname with its key */
   time_t not_before, not_after;
@@ -139,8 +133,8 @@ static void inspect(const struct slot *sl, struct cert_state *s) {
   else
     s->usable = true;
   if (s->usable) {
-    s->not_before = asn1_epoch(X509_get0_notBefore(leaf));
-    s->not_after = asn1_epoch(X509_get0_notAfter(leaf));
+    s->not_before = (time_t)tls_asn1_epoch(X509_get0_notBefore(leaf));
+    s->not_after = (time_t)tls_asn1_epoch(X509_get0_notAfter(leaf));
   }
   X509_free(leaf);
   EVP_PKEY_free(key);

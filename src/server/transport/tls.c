@@ -362,12 +362,19 @@ SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t 
   return build_ctx_files(crt, key, err, errlen);
 }
 
+int64_t tls_asn1_epoch(const ASN1_TIME *t) {
+  /* From the epoch itself, not from now: two readings of one certificate
+   * agree even across a second boundary (acme.c compares them). */
+  ASN1_TIME *zero = ASN1_TIME_set(NULL, 0);
+  int days = 0, secs = 0;
+  bool ok = zero && t && ASN1_TIME_diff(&days, &secs, zero, t);
+  ASN1_TIME_free(zero);
+  return ok ? (int64_t)days * 86400 + secs : 0;
+}
+
 int64_t tls_ctx_not_after(SSL_CTX *ctx) {
   X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  int days = 0, secs = 0;
-  return leaf && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf))
-             ? (int64_t)time(NULL) + (int64_t)days * 86400 + secs
-             : 0;
+  return leaf ? tls_asn1_epoch(X509_get0_notAfter(leaf)) : 0;
 }
 
 void tls_set_ktls(bool on, bool require) {

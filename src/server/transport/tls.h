@@ -31,6 +31,8 @@ int tls_reload(char *err, size_t errlen);
 /* The ACME worker (-acme-ip-certs): an SSL_CTX as the server's, with the
  * chain in crt and its key (and the meta certificate). NULL with err. */
 SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t errlen);
+/* An ASN.1 time as unix seconds (0 if unreadable). Any thread. */
+int64_t tls_asn1_epoch(const ASN1_TIME *t);
 /* ctx's leaf certificate's NotAfter, unix seconds; 0 without one. */
 int64_t tls_ctx_not_after(SSL_CTX *ctx);
 struct tls_ref;
