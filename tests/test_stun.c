@@ -111,6 +111,50 @@ Test(stun, parse_response_roundtrip) {
   cr_assert_eq(derp_stun_parse_response(buf, DERP_STUN_REQUEST_LEN, id, ip, &iplen, &port), -1);
 }
 
+/* A Binding Success with the given attributes (each 4-byte aligned). */
+static size_t success_with(uint8_t *out, const uint8_t *attrs, size_t alen) {
+  static const uint8_t head[8] = {0x01, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42};
+  memcpy(out, head, 8);
+  out[2] = (uint8_t)(alen >> 8);
+  out[3] = (uint8_t)alen;
+  memcpy(out + 8, txid, 12);
+  memcpy(out + 20, attrs, alen);
+  return 20 + alen;
+}
+
+/* As Go's stun.ParseResponse: the last XOR-MAPPED-ADDRESS wins,
+ * MAPPED-ADDRESS is read when there is none, and one malformed address
+ * attribute fails the whole response. */
+Test(stun, parse_response_as_go) {
+  /* XOR-MAPPED 10.0.0.1:1 (port ^ 0x2112, address ^ cookie), then 10.0.0.2:2. */
+  static const uint8_t xor1[] = {0, 0x20, 0, 8, 0, 1, 0x21, 0x13, 10 ^ 0x21, 0 ^ 0x12, 0 ^ 0xa4, 1 ^ 0x42};
+  static const uint8_t xor2[] = {0, 0x20, 0, 8, 0, 1, 0x21, 0x10, 10 ^ 0x21, 0 ^ 0x12, 0 ^ 0xa4, 2 ^ 0x42};
+  static const uint8_t mapped[] = {0, 0x01, 0, 8, 0, 1, 0, 9, 192, 0, 2, 9}; /* 192.0.2.9:9 */
+  static const uint8_t bad_mapped[] = {0, 0x01, 0, 4, 0, 3, 0, 9};          /* family 3 */
+  uint8_t attrs[64], buf[96], id[12], ip[16];
+  size_t iplen = 0, n;
+  uint16_t port = 0;
+  memcpy(attrs, xor1, 12);
+  memcpy(attrs + 12, xor2, 12);
+  n = success_with(buf, attrs, 24);
+  cr_assert_eq(derp_stun_parse_response(buf, n, id, ip, &iplen, &port), 0);
+  cr_assert(iplen == 4 && ip[3] == 2 && port == 2, "last XOR-MAPPED-ADDRESS: .%u:%u", ip[3], port);
+  n = success_with(buf, mapped, 12);
+  cr_assert_eq(derp_stun_parse_response(buf, n, id, ip, &iplen, &port), 0, "MAPPED-ADDRESS alone");
+  cr_assert(iplen == 4 && ip[0] == 192 && ip[3] == 9 && port == 9);
+  memcpy(attrs, mapped, 12);
+  memcpy(attrs + 12, xor1, 12);
+  n = success_with(buf, attrs, 24);
+  cr_assert_eq(derp_stun_parse_response(buf, n, id, ip, &iplen, &port), 0);
+  cr_assert(ip[0] == 10 && ip[3] == 1 && port == 1, "XOR-MAPPED-ADDRESS over MAPPED-ADDRESS");
+  memcpy(attrs, xor1, 12);
+  memcpy(attrs + 12, bad_mapped, 8);
+  n = success_with(buf, attrs, 20);
+  cr_assert_eq(derp_stun_parse_response(buf, n, id, ip, &iplen, &port), -1, "a malformed MAPPED-ADDRESS");
+  n = success_with(buf, (const uint8_t[]){0x80, 0x22, 0, 0}, 4);
+  cr_assert_eq(derp_stun_parse_response(buf, n, id, ip, &iplen, &port), -1, "no address at all");
+}
+
 Test(stun, short_and_not_stun) {
   uint8_t b[64];
   derp_stun_request(b, txid);

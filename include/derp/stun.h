@@ -75,10 +75,11 @@ size_t derp_stun_reply(uint8_t *out, size_t cap, const uint8_t txid[DERP_STUN_TX
 /* A Tailscale client's Binding Request (DERP_STUN_REQUEST_LEN bytes) into out. */
 void derp_stun_request(uint8_t out[DERP_STUN_REQUEST_LEN], const uint8_t txid[DERP_STUN_TXID_LEN]);
 
-/* Read a Binding Success: its transaction id, and the address of its
- * XOR-MAPPED-ADDRESS (ip: 16 bytes of room; *iplen 4 or 16; an IPv4-mapped
- * IPv6 address comes back as its 4 bytes, as Tailscale clients read it).
- * 0, or -1 if p[0..n) is not a Binding Success with that attribute. */
+/* Read a Binding Success as Tailscale clients do (Go's stun.ParseResponse):
+ * its transaction id, and the address of its last XOR-MAPPED-ADDRESS, or of
+ * its MAPPED-ADDRESS without one (ip: 16 bytes of room; *iplen 4 or 16; an
+ * IPv4-mapped IPv6 address comes back as its 4 bytes). 0, or -1 if p[0..n)
+ * is not a Binding Success, an attribute is malformed or none is an address. */
 int derp_stun_parse_response(const uint8_t *p, size_t n, uint8_t txid[DERP_STUN_TXID_LEN],
                              uint8_t ip[16], size_t *iplen, uint16_t *port);
 

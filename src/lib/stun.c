@@ -8,6 +8,7 @@
 
 #define TYPE_BINDING_REQUEST 0x0001
 #define TYPE_BINDING_SUCCESS 0x0101
+#define ATTR_MAPPED_ADDRESS 0x0001
 #define ATTR_XOR_MAPPED_ADDRESS 0x0020
 #define ATTR_XOR_MAPPED_ADDRESS_ALT 0x8020 /* what some servers send; clients read it too */
 #define ATTR_SOFTWARE 0x8022
@@ -168,6 +169,27 @@ void derp_stun_request(uint8_t out[DERP_STUN_REQUEST_LEN], const uint8_t txid[DE
 
 static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+/* An address attribute's value: family, port, address (XORed with the
+ * cookie and txid when xor). 0, or -1 when malformed. */
+static int read_addr(const uint8_t *val, size_t len, bool xor, const uint8_t *txid, uint8_t ip[16], size_t *iplen,
+                     uint16_t *port) {
+  size_t alen = len >= 4 && val[1] == 1 ? 4 : len >= 4 && val[1] == 2 ? 16 : 0;
+  if (!alen || len < 4 + alen) return -1;
+  *port = be16(val + 2) ^ (xor ? 0x2112 : 0);
+  /* Constant bounds: gcc -O3 misreads a loop to alen as overflowing ip. */
+  for (size_t i = 0; i < 4; i++) ip[i] = val[4 + i] ^ (xor ? cookie[i] : 0);
+  if (alen == 16)
+    for (size_t i = 4; i < 16; i++) ip[i] = val[4 + i] ^ (xor ? txid[i - 4] : 0);
+  *iplen = alen;
+  if (alen == 16 && memcmp(ip, v4_mapped, 12) == 0) {
+    memmove(ip, ip + 12, 4);
+    *iplen = 4;
+  }
+  return 0;
+}
+
+/* Go's stun.ParseResponse: every attribute must parse; the last
+ * XOR-MAPPED-ADDRESS wins, MAPPED-ADDRESS is the fallback. */
 int derp_stun_parse_response(const uint8_t *p, size_t n, uint8_t txid[DERP_STUN_TXID_LEN],
                              uint8_t ip[16], size_t *iplen, uint16_t *port) {
   if (n < DERP_STUN_HDR_LEN || (p[0] & 0xc0) || memcmp(p + 4, cookie, 4) != 0 ||
@@ -177,25 +199,27 @@ int derp_stun_parse_response(const uint8_t *p, size_t n, uint8_t txid[DERP_STUN_
   if (body > n - DERP_STUN_HDR_LEN) return -1;
   n = DERP_STUN_HDR_LEN + body;
   memcpy(txid, p + 8, DERP_STUN_TXID_LEN);
+  uint8_t fip[16];
+  size_t flen = 0;
+  uint16_t fport = 0;
+  bool have = false, fallback = false;
   for (size_t off = DERP_STUN_HDR_LEN; off < n;) {
     uint16_t type;
     const uint8_t *val;
     size_t len;
     if (!next_attr(p, n, &off, &type, &val, &len)) return -1;
-    if (type != ATTR_XOR_MAPPED_ADDRESS && type != ATTR_XOR_MAPPED_ADDRESS_ALT) continue;
-    size_t alen = len >= 4 && val[1] == 1 ? 4 : len >= 4 && val[1] == 2 ? 16 : 0;
-    if (!alen || len < 4 + alen) return -1;
-    *port = be16(val + 2) ^ 0x2112;
-    /* Constant bounds: gcc -O3 misreads a loop to alen as overflowing ip. */
-    for (size_t i = 0; i < 4; i++) ip[i] = val[4 + i] ^ cookie[i];
-    if (alen == 16)
-      for (size_t i = 4; i < 16; i++) ip[i] = val[4 + i] ^ txid[i - 4];
-    *iplen = alen;
-    if (alen == 16 && memcmp(ip, v4_mapped, 12) == 0) {
-      memmove(ip, ip + 12, 4);
-      *iplen = 4;
+    if (type == ATTR_XOR_MAPPED_ADDRESS || type == ATTR_XOR_MAPPED_ADDRESS_ALT) {
+      if (read_addr(val, len, true, txid, ip, iplen, port) != 0) return -1;
+      have = true;
+    } else if (type == ATTR_MAPPED_ADDRESS) {
+      if (read_addr(val, len, false, txid, fip, &flen, &fport) != 0) return -1;
+      fallback = true;
     }
-    return 0;
   }
-  return -1;
+  if (!have && fallback) {
+    memcpy(ip, fip, 16);
+    *iplen = flen;
+    *port = fport;
+  }
+  return have || fallback ? 0 : -1;
 }
