@@ -427,13 +427,15 @@ static int run_storm(int n) {
       if (!was_up && c->st == S_UP) {
         reserved++;
         lat[nlat++] = now - c->first_try;
-        all_served = now;
+        if (reserved == n) all_served = now; /* stays 0 (reported -1) unless every one was */
       }
     }
   }
   qsort(lat, (size_t)nlat, sizeof *lat, cmp_i64);
-  double p50 = nlat ? (double)lat[nlat / 2] / 1e6 : 0, p99 = nlat ? (double)lat[(nlat * 99) / 100] / 1e6 : 0,
-         mx = nlat ? (double)lat[nlat - 1] / 1e6 : 0;
+  /* Nearest rank: the smallest value with at least pct% of them at or below it. */
+#define RANK(pct) ((double)lat[((int64_t)nlat * (pct) + 99) / 100 - 1] / 1e6)
+  double p50 = nlat ? RANK(50) : 0, p99 = nlat ? RANK(99) : 0, mx = nlat ? RANK(100) : 0;
+#undef RANK
   json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "kind", "storm", "clients", n,
                         "served", reserved, "not_served", n - reserved, "retries", g.retries,
                         "spread_s", (double)g.spread_ns / 1e9,
