@@ -271,7 +271,8 @@ Test(stats_page, vars_json) {
  * a label value keeps its escapes (JSON reads them the same), and a small
  * buffer cuts the output at its cap. */
 Test(stats_page, vars_from_odd_pages) {
-  static const char odd[] = "# TYPE derp_accepts counter\nderp_accepts 5\nnovalue\nderp_x{a=\"}\" 1\n"
+  static const char odd[] = "# TYPE derp_accepts counter\nderp_accepts 5\nderp_accepts 6\nnovalue\nderp_x{a=\"}\" 1\n"
+                            "derp_got_ping 1\nderp_got_ping{x=\"y\"} 2\nderp_sent_pong{a=\"1\",b=\"2\"} 3\nderp_sent_pong{a=\"4\"} 5\n"
                             "derp_packets_received_kind{kind=\"q\\\"x\"} 2\n{} 3\nderp_bytes_sent{kind=\"a\",b=\"c\"} 7\n"
                             "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nversion{version=\"v\"} 1";
   static char json[4096];
@@ -280,7 +281,9 @@ Test(stats_page, vars_from_odd_pages) {
   json_error_t e;
   json_t *j = json_loadb(json, n, 0, &e);
   cr_assert(j, "bad JSON at line %d: %s: %.*s", e.line, e.text, (int)n, json);
-  cr_assert_eq(jint(j, "derp/accepts"), 5);
+  cr_assert_eq(jint(j, "derp/accepts"), 5, "a name twice: its first value");
+  cr_assert_eq(jint(j, "derp/got_ping/y"), 2, "labelled and not: the label map");
+  cr_assert_eq(jint(j, "derp/sent_pong/4"), 5, "one label and two: the one-label samples");
   cr_assert_eq(jint(j, "derp/counter_packets_received_kind/q\"x"), 2);
   cr_assert_eq(jint(j, "derp/bytes_sent"), 7, "a two-label family: its total");
   cr_assert(!json_object_get(json_object_get(j, "derpd"), "h_bucket_1"), "histograms stay on /debug/varz");

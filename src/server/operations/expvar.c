@@ -172,18 +172,19 @@ static bool put_var(struct out *o, struct page *pg, const char *prefix, const ch
     s->used = true;
     const char *v;
     size_t vl;
-    if (!s->labels) {
-      put(o, "%.*s", (int)s->vlen, s->val);
-    } else if (str) {
-      if (first && first_label(s, &v, &vl)) put(o, "\"%.*s\"", (int)vl, v);
-    } else if (!obj) {
-      sum += strtoll(s->val, NULL, 10);
-    } else if (first_label(s, &v, &vl)) {
-      put(o, "%s\"%.*s\": %.*s", first ? "" : ", ", (int)vl, v, (int)s->vlen, s->val);
+    bool lab = s->labels && first_label(s, &v, &vl);
+    if (str) { /* one JSON value whatever the page holds */
+      if (first && lab) put(o, "\"%.*s\"", (int)vl, v), first = false;
+    } else if (obj) {
+      if (lab && !multi_label(s)) put(o, "%s\"%.*s\": %.*s", first ? "" : ", ", (int)vl, v, (int)s->vlen, s->val), first = false;
+    } else if (labelled) {
+      if (s->labels) sum += strtoll(s->val, NULL, 10);
+    } else if (first) {
+      put(o, "%.*s", (int)s->vlen, s->val), first = false;
     }
-    first = false;
   }
   if (obj) put(o, "}");
+  else if (str && first) put(o, "\"\"");
   else if (labelled && !str) put(o, "%lld", sum);
   return true;
 }
