@@ -244,7 +244,9 @@ Test(stats_page, vars_json) {
   cr_assert_eq(jint(j, "derp_websocket_accepts"), 4);
   cr_assert_eq(jint(j, "process_start_unix_time"), 1700000000);
   cr_assert_eq(jint(j, "stun/counter_requests/success"), 0);
-  cr_assert(!json_object_get(j, "derper_tls_request_version"), "no TLS request seen: no TLS map");
+  json_t *tv = json_object_get(j, "derper_tls_request_version");
+  cr_assert(json_is_object(tv) && json_object_size(tv) == 0, "no TLS request seen: {}, as derper");
+  cr_assert(json_is_object(json_object_get(j, "gauge_derper_tls_active_version")));
   /* derpd's own, flat; what derper's tree holds is not repeated there. */
   json_t *o = json_object_get(j, "derpd");
   cr_assert_eq(jint(o, "derpd_open_connections"), 6);

@@ -263,14 +263,15 @@ size_t expvar_render(char *buf, size_t cap, const char *varz, size_t vlen) {
     any |= put_var(&o, &pg, "", top_before[i], any);
   put_map(&o, &pg, any, "derp", "derp_", derp_keys, sizeof derp_keys / sizeof *derp_keys);
   put_var(&o, &pg, "", "derp_websocket_accepts", true);
-  static const char *const top_after[] = {"derper_tls_request_version", "gauge_derper_tls_active_version",
-                                          "process_start_unix_time"};
+  static const char *const tls_maps[] = {"derper_tls_request_version", "gauge_derper_tls_active_version"};
   static const char *const stun_keys[] = {"counter_addrfamily", "counter_requests"};
   static const char *const tls_keys[] = {"counter_accepted_connections", "counter_rejected_connections"};
   /* Claimed before "derpd" is written (it takes what is left), shown after it. */
   char tail[8192];
   struct out t = {tail, sizeof tail, 0};
-  for (size_t i = 0; i < sizeof top_after / sizeof *top_after; i++) put_var(&t, &pg, "", top_after[i], true);
+  for (size_t i = 0; i < 2; i++) /* derper publishes these two always, {} until a TLS request */
+    if (!put_var(&t, &pg, "", tls_maps[i], true)) put(&t, ",\n  \"%s\": {}", tls_maps[i]);
+  put_var(&t, &pg, "", "process_start_unix_time", true);
   put_map(&t, &pg, true, "stun", "stun_", stun_keys, 2);
   if (has_family(&pg, "tls_listener_accepted_connections")) /* derper: with TLS only */
     put_map(&t, &pg, true, "tls_listener", "tls_listener_", tls_keys, 2);
