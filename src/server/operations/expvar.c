@@ -36,7 +36,7 @@ struct page {
 static bool eq(const char *a, size_t an, const char *b) { return strlen(b) == an && memcmp(a, b, an) == 0; }
 
 /* The page's sample lines, in order, and its histograms; malformed lines
- * are skipped. */
+ * and the per-shard and per-link series are skipped. */
 static void parse(struct page *pg, const char *t, size_t len, size_t cap) {
   struct sample *out = pg->s;
   size_t n = 0;
@@ -72,6 +72,9 @@ static void parse(struct page *pg, const char *t, size_t len, size_t cap) {
     }
     s.val = sp + 1;
     s.vlen = (size_t)(l + ll - s.val);
+    /* Per-shard and per-link series: never in the tree, and most of a big
+     * page's lines (every lookup below walks the samples). */
+    if (s.labels && (memmem(s.labels, s.llen, "shard=", 6) || memmem(s.labels, s.llen, "peer=", 5))) continue;
     out[n++] = s;
   }
   pg->n = n;
@@ -222,7 +225,6 @@ static void put_rest(struct out *o, struct page *pg) {
   for (size_t i = 0; i < pg->n; i++) {
     const struct sample *s = &pg->s[i];
     if (s->used) continue;
-    if (s->labels && (memmem(s->labels, s->llen, "shard=", 6) || memmem(s->labels, s->llen, "peer=", 5))) continue;
     bool part = false; /* of a histogram */
     static const char *const sufs[] = {"_bucket", "_sum", "_count"};
     for (int k = 0; k < 3 && !part; k++) {
