@@ -14,7 +14,8 @@
 #     derpd every second through the metrics listener; after derp_send relays
 #     a known number of packets, its HTTP API must return exactly that many
 #     for derp_packets_received and derp_packets_sent (within 30 s), and
-#     /debug/vars has them in derper's expvar tree ("derp": {...}).
+#     /debug/vars has them in derper's expvar tree ("derp": {...}); and every
+#     query of deploy/grafana/derpd-dashboard.json runs on that Prometheus.
 # Needs root and `ip netns` (CI runs as root): without them it FAILS, never
 # skips. Cleans up the namespace, the veth pair and its processes on exit.
 set -euo pipefail
@@ -204,6 +205,40 @@ if bad:
     sys.exit(1)
 PY
 say "ok: /debug/vars in derper's shape: derp.packets_received = $COUNT"
+# deploy/grafana/derpd-dashboard.json: every panel's query is valid PromQL
+# against this Prometheus, and returns series but for those that need TLS, a
+# mesh or drops (none here).
+inns python3 - "$ROOT/deploy/grafana/derpd-dashboard.json" "$API" <<'PY' || fail "the Grafana dashboard's queries"
+import json, sys, urllib.error, urllib.parse, urllib.request
+d = json.load(open(sys.argv[1]))
+api = sys.argv[2]
+ids, exprs = set(), []
+for p in d["panels"]:
+    assert p["id"] not in ids, "panel id %s twice" % p["id"]
+    ids.add(p["id"])
+    for t in p.get("targets", []):
+        assert t["datasource"]["uid"] == "${datasource}", p["title"]
+        exprs.append((p["title"], t["expr"]))
+exprs.append(("$instance", "derpd_shards"))
+bad = []
+for title, e in exprs:
+    q = e.replace('$instance', '.*').replace('$__rate_interval', '1m')
+    url = api + "?" + urllib.parse.urlencode({"query": q})
+    try:
+        r = json.load(urllib.request.urlopen(url, timeout=5))
+    except urllib.error.HTTPError as err:  # 400: a query that does not parse
+        r = json.load(err)
+    may_be_empty = any(k in e for k in ("derpd_mesh_link_up", "derpd_tls_cert_not_after")) or e.endswith("> 0")
+    if r.get("status") != "success":
+        bad.append("%s: %s: %s" % (title, e, r.get("error")))
+    elif not r["data"]["result"] and not may_be_empty:
+        bad.append("%s: %s: no series" % (title, e))
+for b in bad:
+    print("metrics_prometheus: dashboard:", b, file=sys.stderr)
+print("metrics_prometheus: dashboard: %d queries checked" % len(exprs))
+sys.exit(1 if bad else 0)
+PY
+say "ok: the Grafana dashboard's queries all run"
 # derpd stops cleanly (under ASan: no leak at exit either).
 kill -TERM "${pids[0]}" 2>/dev/null || { cat "$tmp/derpd.log" >&2; fail "derpd died"; }
 rc=0
