@@ -325,6 +325,7 @@ Test(stats_page, cert_and_acme) {
   cr_assert_eq(jint(j, "derpd/derpd_tls_cert_not_after"), 1767225600, "and in /debug/vars");
   cr_assert_eq(jint(j, "derpd/derpd_acme_certificates_failed"), 3);
   cr_assert_eq(jint(j, "derper_tls_request_version/1.3"), 1);
+  json_decref(j);
   view.tls = view.acme = false;
 }
 
