@@ -516,6 +516,13 @@ void e2e_test_init(void) {
 void e2e_test_fini(struct derpd_proc *p) {
   if (getenv("E2E_LOG") && p->dir[0]) derpd_dump_log(p, 8192);
   e2e_close_all();
+  /* Let it take those closes first (200 ms at most: a test may leave mesh
+   * links or raw sockets open): a crash on the close path is found too. */
+  for (int64_t end = e2e_now_ms() + 200; p->pid > 0 && e2e_now_ms() < end;) {
+    long long open = derpd_varz(p, "derpd_open_connections"); /* 1: this request */
+    if (open <= 1) break;
+    e2e_sleep_ms(5);
+  }
   /* A server that crashed fails the test, even one whose checks had passed. */
   bool crashed = reap(p);
   derpd_kill(p);
