@@ -193,6 +193,31 @@ Test(overload, conn_flood_past_open_file_limit, OVERLOAD) {
   cr_assert(derpd_alive(&g_srv));
 }
 
+/* Connections that connect and send nothing (a slow or idle flood) cost a
+ * struct conn each: the HTTP handshake state (about 1.5 KB) comes with the
+ * first bytes. Measured: 447 bytes a conn with it so, 1903 when it came at
+ * accept; the bound sits between. */
+Test(overload, silent_conns_cost_a_conn_each, OVERLOAD) {
+  enum { N = 3000 };
+  e2e_start(&g_srv, 2, NULL);
+  long rss0 = derpd_rss_kb(&g_srv);
+  static int fds[N];
+  cr_assert_eq(flood_open(fds, N), N, "the flood's TCP connects failed");
+  wait_accepted();
+  long long open = derpd_varz_eventually(&g_srv, "derpd_open_connections", N + 1, 3000);
+  cr_assert_eq(open, N + 1, "derpd holds %lld of the %d connections", open - 1, N);
+  long grown = derpd_rss_kb(&g_srv) - rss0;
+  flood_close(fds, N);
+  long per = grown * 1024 / N;
+  cr_log_info("RSS %ld KiB -> +%ld KiB for %d silent connections: %ld bytes each", rss0, grown, N, per);
+#if defined(__SANITIZE_ADDRESS__)
+  long bound = 1536; /* redzones around each allocation */
+#else
+  long bound = 1024;
+#endif
+  cr_assert_lt(per, bound, "%ld bytes of RSS per silent connection", per);
+}
+
 /* ---- packet floods ---- */
 
 /* What a packet flood may make the server hold, from docs/architecture.md

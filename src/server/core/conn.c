@@ -85,8 +85,8 @@ static void conn_register(struct shard *sh, struct conn *c) {
 struct conn *conn_new(struct shard *sh, int fd, bool port80) {
   struct conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->hs = upgrade_new();
-  if (!c->hs) { free(c); return NULL; }
+  /* No handshake state until the first bytes (upgrade_input): a flood of
+   * connections that send nothing costs a struct conn each, not 1.5 KB more. */
   c->fd = fd;
   c->sh = sh;
   c->state = CS_HTTP;

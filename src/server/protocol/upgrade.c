@@ -65,6 +65,7 @@ const char *upgrade_detail(const struct conn *c) {
 }
 
 void upgrade_set_detail(struct conn *c, const char *static_text) {
+  if (!c->hs) c->hs = upgrade_new(); /* a TLS failure before any request: kept for the close's log */
   if (c->hs) c->hs->req.error_reason = static_text;
 }
 
@@ -245,6 +246,10 @@ static int http_done(struct conn *c, const uint8_t *rest, size_t nrest) {
 }
 
 int upgrade_input(struct conn *c, const uint8_t *p, size_t n) {
+  if (c->state == CS_HTTP && !c->hs && !c->close_after_send && !(c->hs = upgrade_new())) {
+    conn_close(c, CLOSE_nomem, "handshake state");
+    return -1;
+  }
   struct hs_state *hs = c->hs;
   if (c->state == CS_HTTP) {
     if (c->close_after_send) return 0; /* reply pending: ignore what follows */

@@ -243,7 +243,7 @@ static int fail(struct conn *c, struct tls_conn *t, const char *what) {
   bool http = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
   ERR_clear_error();
   t->failed = true;
-  if (c->hs && c->state == CS_HTTP) {
+  if (c->state == CS_HTTP) { /* an accepted conn before any request */
     if (http) {
       static const char msg[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
                                 "Client sent an HTTP request to an HTTPS server.\n";
