@@ -222,9 +222,8 @@ struct conn {
   struct list ka_node;     /* shard's keepalive FIFO; or, while CS_MOVING,
                               the shard's list of handoffs waiting for room */
   struct list dirty_node;  /* shard's flush list for this loop turn */
-  struct recv_bucket rl;   /* -rate-config: this client's bucket (core/recv_limit.h) */
-  struct recv_held *held;  /* -rate-config: stream bytes received while paused */
-  struct list rl_node;     /* shard's rl_paused while rx_paused */
+  struct conn_pace *pace;  /* -rate-config and a mesh conn's outbox pauses
+                              (core/recv_pause.c): NULL until first needed */
 };
 
 #define SHARD_TICK_MS 100  /* a shard's timers (deadlines, keepalives, samples) run this often */

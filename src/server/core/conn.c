@@ -76,7 +76,6 @@ static void conn_register(struct shard *sh, struct conn *c) {
   list_init(&c->dl_node);
   list_init(&c->ka_node);
   list_init(&c->dirty_node);
-  list_init(&c->rl_node);
   list_add_tail(&sh->conns, &c->all_node);
   sh->nconns++;
   STAT_INC(&sh->stats, open_conns);
@@ -260,7 +259,7 @@ int conn_stream_input(struct conn *c, const uint8_t *p, size_t n) {
     /* -rate-config: every client frame counts, mesh peers' none; the
      * frame that runs the bucket into debt passes, the bytes behind it wait. */
     bool pause = c->sh->rl.bps && !c->is_mesh && recv_pause_take(c, f.len);
-    if (relay_frame(c, &f) < 0) break;
+    if (c->state != CS_ESTABLISHED || relay_frame(c, &f) < 0) break; /* closed: out of memory */
     /* A mesh conn's frames become region messages: not past a bound. */
     if (c->is_mesh && c->sh->outbox_n >= OUTBOX_PAUSE) pause = recv_pause_outbox(c);
     if (pause) {

@@ -22,8 +22,9 @@
  * reads stop for OUTBOX_RETRY_NS at a time, so that a node flooding us is
  * paced by TCP, not by our memory (recv_pause_outbox).
  *
- * Owns sh->rl*, c->rl, c->held and c->rl_node; only the conn's shard
- * touches them. */
+ * Owns sh->rl* and c->pace (allocated at a conn's first use of it, so that
+ * a node without -rate-config carries none per idle client); only the
+ * conn's shard touches them. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,16 +49,42 @@ struct recv_held {
   uint8_t b[];
 };
 
+/* A conn's pacing state, apart from struct conn: most conns never need it. */
+struct conn_pace {
+  struct recv_bucket rl;   /* -rate-config: this client's bucket (core/recv_limit.h);
+                              a mesh conn's tat_ns: when to look at the outbox again */
+  struct recv_held *held;  /* stream bytes received while paused */
+  struct list node;        /* shard's rl_paused while rx_paused */
+  struct conn *c;
+};
+
 /* The held bytes resume() is parsing now (one at a time: the shard's thread). */
 static _Thread_local struct recv_held *feeding;
 
+/* c's pacing state, made at its first use; NULL after closing c (no memory). */
+static struct conn_pace *pace(struct conn *c) {
+  if (c->pace) return c->pace;
+  struct conn_pace *z = calloc(1, sizeof *z);
+  if (!z) {
+    conn_close(c, CLOSE_nomem, "-rate-config state");
+    return NULL;
+  }
+  list_init(&z->node);
+  z->c = c;
+  return c->pace = z;
+}
+
+static struct conn *paused_conn(struct list *n) { return list_entry(n, struct conn_pace, node)->c; }
+
 int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n) {
-  struct recv_held *h = c->held;
+  struct conn_pace *z = pace(c);
+  if (!z) return -1;
+  struct recv_held *h = z->held;
   /* Paused again while resume() parses its held bytes: the rest stays
    * where it is, not copied once per frame. */
   if (!h && feeding && p >= feeding->b && p + n == feeding->b + feeding->len) {
     feeding->off = (uint32_t)(p - feeding->b);
-    c->held = feeding;
+    z->held = feeding;
     return 0;
   }
   if (h && h->off) { /* parsed bytes at the front: drop them before growing */
@@ -81,7 +108,7 @@ int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n) {
     g->off = 0;
     g->len = (uint32_t)len;
     g->cap = (uint32_t)cap;
-    c->held = h = g;
+    z->held = h = g;
   }
   memcpy(h->b + h->len, p, n);
   h->len += (uint32_t)n;
@@ -89,19 +116,20 @@ int recv_pause_hold(struct conn *c, const uint8_t *p, size_t n) {
 }
 
 static void unpause(struct shard *sh, struct conn *c) {
-  list_del(&c->rl_node);
+  list_del(&c->pace->node);
   c->rx_paused = 0;
   sh->rl_npaused--;
   if (!c->is_mesh) STAT_ADD(&sh->stats, rl_paused, -1);
 }
 
-/* Reads stop until c->rl.tat_ns: the rest of this input is held by the
- * caller, the recv in flight is cancelled. */
+/* Reads stop until the bucket's tat_ns: the rest of this input is held by
+ * the caller, the recv in flight is cancelled. */
 static void pause_until_tat(struct shard *sh, struct conn *c) {
+  struct conn_pace *z = c->pace;
   c->rx_paused = 1;
   c->rx_was_paused = 1;
-  list_add_tail(&sh->rl_paused, &c->rl_node);
-  if (sh->rl_npaused++ == 0 || c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
+  list_add_tail(&sh->rl_paused, &z->node);
+  if (sh->rl_npaused++ == 0 || z->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = z->rl.tat_ns;
   if (c->recv_armed && !c->rx_cancel) conn_cancel_recv(c);
 }
 
@@ -109,13 +137,14 @@ static void pause_until_tat(struct shard *sh, struct conn *c) {
  * be held anew); then the socket, unless paused again. */
 static void resume(struct shard *sh, struct conn *c) {
   unpause(sh, c);
-  struct recv_held *h = c->held;
-  c->held = NULL;
+  struct recv_held *h = c->pace->held;
+  c->pace->held = NULL;
   if (h) {
     feeding = h;
     conn_stream_input(c, h->b + h->off, h->len - h->off);
     feeding = NULL;
-    if (c->held != h) free(h); /* else paused again and kept (recv_pause_hold) */
+    /* Paused again: kept (recv_pause_hold); closed: c->pace is gone. */
+    if (!c->pace || c->pace->held != h) free(h);
   }
   /* A cancel still in flight: its completion arms the recv again. */
   if (c->state == CS_ESTABLISHED && !c->rx_paused && !c->recv_armed) conn_arm_recv(c);
@@ -136,8 +165,8 @@ void recv_pause_refresh(struct shard *sh) {
   struct list all;
   list_take(&all, &sh->rl_paused);
   while (!list_empty(&all)) {
-    struct conn *c = list_entry(all.next, struct conn, rl_node);
-    list_move_tail(&sh->rl_paused, &c->rl_node);
+    struct conn *c = paused_conn(all.next);
+    list_move_tail(&sh->rl_paused, &c->pace->node);
     resume(sh, c);
   }
 }
@@ -145,8 +174,10 @@ void recv_pause_refresh(struct shard *sh) {
 bool recv_pause_take(struct conn *c, uint32_t frame_len) {
   struct shard *sh = c->sh;
   assert(!c->rx_paused); /* a paused conn's bytes are held, not parsed */
-  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
-  if (recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, frame_len) == 0) return false;
+  struct conn_pace *z = pace(c);
+  if (!z) return true; /* closed */
+  if (z->rl.gen != sh->rl_gen) recv_bucket_reset(&z->rl, sh->rl_gen);
+  if (recv_bucket_take(&z->rl, sh->rl, sh->now_us * 1000, frame_len) == 0) return false;
   STAT_INC(&sh->stats, rl_waited); /* derper: a frame that waited for tokens */
   c->rx_single = 1;
   STAT_INC(&sh->stats, rl_paused);
@@ -162,7 +193,9 @@ bool recv_pause_outbox(struct conn *c) {
   struct shard *sh = c->sh;
   assert(c->is_mesh && !c->rx_paused);
   if (sh->outbox_n < OUTBOX_PAUSE || c->state != CS_ESTABLISHED) return false;
-  c->rl.tat_ns = sh->now_us * 1000 + OUTBOX_RETRY_NS;
+  struct conn_pace *z = pace(c);
+  if (!z) return true; /* closed */
+  z->rl.tat_ns = sh->now_us * 1000 + OUTBOX_RETRY_NS;
   STAT_INC(&sh->stats, mesh_paused);
   pause_until_tat(sh, c);
   return true;
@@ -170,14 +203,16 @@ bool recv_pause_outbox(struct conn *c) {
 
 bool recv_pause_take_skipped(struct conn *c, uint64_t bytes) {
   struct shard *sh = c->sh;
-  if (c->rl.gen != sh->rl_gen) recv_bucket_reset(&c->rl, sh->rl_gen);
+  struct conn_pace *z = pace(c);
+  if (!z) return true; /* closed */
+  if (z->rl.gen != sh->rl_gen) recv_bucket_reset(&z->rl, sh->rl_gen);
   /* In pieces the bucket takes. Not paused: the last piece may start a
    * pause. Paused already (by a frame of the same input): charged whole,
    * the pause only grows. */
   uint64_t keep = c->rx_paused ? 0 : RECV_LIMIT_MIN_BURST;
   while (bytes > keep) {
     uint64_t k = bytes - keep < RECV_LIMIT_MIN_BURST ? bytes - keep : RECV_LIMIT_MIN_BURST;
-    recv_bucket_take(&c->rl, sh->rl, sh->now_us * 1000, k);
+    recv_bucket_take(&z->rl, sh->rl, sh->now_us * 1000, k);
     bytes -= k;
   }
   return !c->rx_paused && recv_pause_take(c, (uint32_t)bytes);
@@ -189,15 +224,18 @@ void recv_pause_resume_due(struct shard *sh) {
   list_take(&all, &sh->rl_paused);
   sh->rl_next_ns = INT64_MAX;
   while (!list_empty(&all)) {
-    struct conn *c = list_entry(all.next, struct conn, rl_node);
-    list_move_tail(&sh->rl_paused, &c->rl_node);
-    if (c->rl.tat_ns <= due) resume(sh, c); /* may pause it again: then it set rl_next_ns */
-    else if (c->rl.tat_ns < sh->rl_next_ns) sh->rl_next_ns = c->rl.tat_ns;
+    struct conn *c = paused_conn(all.next);
+    list_move_tail(&sh->rl_paused, &c->pace->node);
+    int64_t tat = c->pace->rl.tat_ns;
+    if (tat <= due) resume(sh, c); /* may pause it again: then it set rl_next_ns */
+    else if (tat < sh->rl_next_ns) sh->rl_next_ns = tat;
   }
 }
 
 void recv_pause_forget(struct conn *c) {
+  if (!c->pace) return;
   if (c->rx_paused) unpause(c->sh, c);
-  free(c->held);
-  c->held = NULL;
+  free(c->pace->held);
+  free(c->pace);
+  c->pace = NULL;
 }
