@@ -439,10 +439,11 @@ static void gen_open(struct worker *w, bool measured, int64_t now) {
   for (uint64_t k = 0; k < n; k++) {
     struct client *c = w->senders[w->rr];
     if (++w->rr == (unsigned)w->nsenders) w->rr = 0; /* no int overflow after 2^31 packets */
-    if (c->olen - c->opos >= OUT_HIGH) {
-      if (measured) CTR_ADD(w->skipped, 1);
+    if (c->olen - c->opos < OUT_HIGH) {
+      if (send_data(c, 0, measured, now) < 0) return;
+    } else if (measured) {
+      CTR_ADD(w->skipped, 1);
     }
-    else if (send_data(c, 0, measured, now) < 0) return;
   }
 }
 

@@ -90,6 +90,7 @@ struct pkt {
 struct pkt *pkt_alloc(struct shard *sh, uint32_t len);
 void pkt_free(struct shard *sh, struct pkt *p);
 void pkt_free_list(struct shard *sh, struct pkt *p);
+void pool_destroy(struct shard *sh);
 
 /* A packet's payload bytes, as derper counts them in derp_bytes_dropped: a
  * RecvPacket frame past its sender's key, a ForwardPacket past both keys. */
@@ -100,7 +101,6 @@ static inline uint32_t pkt_payload_len(const struct pkt *p) {
   return p->len > head ? p->len - head : 0;
 }
 #define STAT_DROP_PKT(st, reason, p) STAT_DROP_N(st, reason, (p)->disco, 1, pkt_payload_len(p))
-void pool_destroy(struct shard *sh);
 
 /* ---- peers: a key and its connections (relay.c) ------------------------- */
 

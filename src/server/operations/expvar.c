@@ -87,13 +87,6 @@ static bool is_hist(const struct page *pg, const char *fam, size_t fl) {
   return false;
 }
 
-static bool has_family(const struct page *pg, const char *fam) {
-  size_t fl = strlen(fam);
-  for (size_t i = 0; i < pg->n; i++)
-    if (pg->s[i].nlen == fl && memcmp(pg->s[i].name, fam, fl) == 0) return true;
-  return false;
-}
-
 /* A label's value (still escaped as Prometheus escapes it: \\ \" \n, which
  * JSON reads the same) and whether the sample has more than one label. */
 static bool first_label(const struct sample *s, const char **v, size_t *vl) {
@@ -268,18 +261,14 @@ size_t expvar_render(char *buf, size_t cap, const char *varz, size_t vlen) {
   static const char *const tls_maps[] = {"derper_tls_request_version", "gauge_derper_tls_active_version"};
   static const char *const stun_keys[] = {"counter_addrfamily", "counter_requests"};
   static const char *const tls_keys[] = {"counter_accepted_connections", "counter_rejected_connections"};
-  /* Claimed before "derpd" is written (it takes what is left), shown after it. */
-  char tail[8192];
-  struct out t = {tail, sizeof tail, 0};
   for (size_t i = 0; i < 2; i++) /* derper publishes these two always, {} until a TLS request */
-    if (!put_var(&t, &pg, "", tls_maps[i], true)) put(&t, ",\n  \"%s\": {}", tls_maps[i]);
-  put_var(&t, &pg, "", "process_start_unix_time", true);
-  put_map(&t, &pg, true, "stun", "stun_", stun_keys, 2);
-  if (has_family(&pg, "tls_listener_accepted_connections")) /* derper: with TLS only */
-    put_map(&t, &pg, true, "tls_listener", "tls_listener_", tls_keys, 2);
-  put_var(&t, &pg, "", "version", true);
-  put_rest(&o, &pg);
-  put(&o, "%.*s\n}\n", (int)t.len, tail);
+    if (!put_var(&o, &pg, "", tls_maps[i], true)) put(&o, ",\n  \"%s\": {}", tls_maps[i]);
+  put_var(&o, &pg, "", "process_start_unix_time", true);
+  put_map(&o, &pg, true, "stun", "stun_", stun_keys, 2);
+  put_map(&o, &pg, true, "tls_listener", "tls_listener_", tls_keys, 2);
+  put_var(&o, &pg, "", "version", true);
+  put_rest(&o, &pg); /* last: it takes what the tree above left */
+  put(&o, "\n}\n");
   free(pg.s);
   return o.len;
 }
