@@ -216,6 +216,7 @@ static int start_shards(struct server *s, pthread_barrier_t *bar) {
 
 static void shutdown_shards(struct server *s) {
   atomic_store(&s->stopping, true);
+  shards_wake_for_stop(s);
   int left = STOP_SLICES;
   for (int i = 0; i < s->nshards; i++) {
     for (;;) {

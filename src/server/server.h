@@ -395,7 +395,7 @@ struct shard {
   uint32_t log_budget;         /* close-log lines left this second */
   uint32_t log_suppressed;
   int64_t log_window_ms;
-  bool stopping, stopped;
+  bool stopping;
   uint8_t accept_rearm;        /* listeners to re-arm at the next tick: bit 1 << enum listener */
   uint8_t accept_seen;         /* listeners with an accept completion since the last tick: same bits */
   uint8_t accept_backlog;      /* listeners whose queue held connections at the last tick: same bits */
@@ -465,6 +465,7 @@ void shard_note_nobufs(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct conn *c);
 bool shard_log_allowed(struct shard *sh);
 void shard_send_restarting(struct shard *sh, struct conn *c);
+void shards_wake_for_stop(struct server *s);
 
 /* user_data tags in the low UD_TAG_BITS bits of a pointer (conns come from
  * calloc, aligned for max_align_t; STUN's ops are declared 16-aligned). */

@@ -531,30 +531,62 @@ static void begin_stop(struct shard *sh) {
       conn_close(c, CLOSE_shutdown, NULL);
       continue;
     }
-    if (c->state == CS_ESTABLISHED) shard_send_restarting(sh, c);
+    if (c->state != CS_ESTABLISHED) continue; /* a handover's late handshake: conn.c says Restarting */
+    /* Restarting, then an orderly end once it is out (a WebSocket close
+     * 1001, TLS close_notify: conn_flush): the client sees a clean end as
+     * soon as it can, so the port is free for the next process sooner.
+     * What is queued behind Restarting is dropped, as at any goodbye. */
+    shard_send_restarting(sh, c);
+    conn_close_after_send(c, CLOSE_shutdown);
   }
 }
 
-/* Once the Restarting frames are out (or the grace period ends), close all. */
+/* Each tick while stopping: a conn whose goodbye is not out by the
+ * deadline (a client that stopped reading) is cut, and a handover's late
+ * handshakes that have heard Restarting get their orderly end. */
 static void continue_stop(struct shard *sh) {
-  bool pending = false;
   struct list *n, *next;
   for (n = sh->conns.next; n != &sh->conns; n = next) {
     next = n->next;
     struct conn *c = list_entry(n, struct conn, all_node);
-    if (c->state == CS_CLOSING) { pending = true; continue; }
+    if (c->state == CS_CLOSING) continue;
     bool handshaking = c->state != CS_ESTABLISHED; /* only in a handover */
-    pending = true;
     if (c->send || c->ctrl_h || handshaking || c->close_after_send) {
       if (sh->now_ms >= sh->stop_deadline_ms) conn_close(c, CLOSE_shutdown, NULL);
       continue;
     }
-    /* Its Restarting is out: end it in order (a WebSocket close 1001, TLS
-     * close_notify: conn_flush), so the client sees a clean end. */
     conn_close_after_send(c, CLOSE_shutdown);
   }
-  if (atomic_load(&sh->srv->handover) && sh->now_ms < sh->stop_deadline_ms) return;
-  if (!pending || sh->now_ms > sh->stop_deadline_ms + 1000) sh->stopped = true;
+}
+
+/* Checked every turn, not at ticks: the process exits as soon as its last
+ * conn is reaped. A handover keeps the shard running for its drain (late
+ * handshakes handed between shards land); conns the kernel never finishes
+ * closing are given up a second after the deadline. */
+static bool stop_done(struct shard *sh) {
+  if (atomic_load(&sh->srv->handover) && sh->now_ms < sh->stop_deadline_ms) return false;
+  return list_empty(&sh->conns) || sh->now_ms > sh->stop_deadline_ms + 1000;
+}
+
+/* From the main thread, once `stopping` is set: wake every shard sleeping
+ * idle now rather than at its next tick (up to SHARD_TICK_MS later). A
+ * batched sleeper wakes within --batch-wait by itself. The CAS pairs with
+ * wait_events' re-check of `stopping`, as publish_to's does with inbound. A
+ * shard that stopped and closed its ring meanwhile fails that MSG_RING,
+ * harmlessly: its result is not looked at. */
+void shards_wake_for_stop(struct server *s) {
+  struct io_uring r;
+  if (io_uring_queue_init(4, &r, 0) < 0) return; /* they stop at their next tick */
+  for (int i = 0; i < s->nshards; i++) {
+    struct shard *ts = &s->shards[i];
+    int idle = SLEEP_IDLE;
+    if (!atomic_compare_exchange_strong(&ts->sleeping, &idle, AWAKE)) continue;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r);
+    io_uring_prep_msg_ring(sqe, ts->ring_fd, 0, ud_make(NULL, UD_WAKE), 0);
+    struct io_uring_cqe *cqe;
+    if (io_uring_submit_and_wait(&r, 1) >= 0 && io_uring_peek_cqe(&r, &cqe) == 0) io_uring_cqe_seen(&r, cqe);
+  }
+  io_uring_queue_exit(&r);
 }
 
 /* Whether this shard's sleeps should gather events: once per window, from
@@ -621,6 +653,7 @@ static void wait_events(struct shard *sh, int64_t next_tick) {
   /* Items published before the flag was seen: no one will wake an idle
    * sleeper for them. A batched sleeper takes them when it wakes. */
   if (!batch && !inbound_empty(sh)) wait_us = 0;
+  if (!sh->stopping && atomic_load(&sh->srv->stopping)) wait_us = 0; /* shards_wake_for_stop may have missed us */
   /* A full ring held back a handoff or a region message: try again within
    * a millisecond (draining a ring does not wake its producer), not at the
    * next event or tick. */
@@ -652,8 +685,9 @@ static void process_cqes(struct shard *sh) {
 
 static void loop(struct shard *sh) {
   int64_t next_tick = now_ms() + SHARD_TICK_MS;
-  while (!sh->stopped) {
+  for (;;) {
     shard_clock(sh);
+    if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed)) begin_stop(sh);
     drain_inbound(sh);
     if (sh->rl_npaused && sh->now_us * 1000 >= sh->rl_next_ns) recv_pause_resume_due(sh);
     update_batching(sh);
@@ -661,8 +695,6 @@ static void loop(struct shard *sh) {
     if (sh->now_ms >= next_tick) {
       next_tick = sh->now_ms + SHARD_TICK_MS;
       service_shard_tick(sh->id, sh->now_ms); /* the watchdog's heartbeat */
-      if (!sh->stopping && atomic_load_explicit(&sh->srv->stopping, memory_order_relaxed))
-        begin_stop(sh);
       conn_tick(sh);
       recv_pause_refresh(sh);
       tcp_rtt_tick(sh);
@@ -681,6 +713,7 @@ static void loop(struct shard *sh) {
     upgrade_retry_handoffs(sh);
     if (sh->outbox_n) drain_outbox(sh);
     publish_and_wake(sh);
+    if (sh->stopping && stop_done(sh)) break;
     wait_events(sh, next_tick);
     shard_clock(sh);
     sh->turn_arrivals = 0;
