@@ -241,31 +241,49 @@ static int spawn_ready(struct derpd_proc *p, int shards, const char *extra_args)
   return r;
 }
 
-/* SIGKILL and reap p's process, if any. One that had already died on its
- * own, of a signal the tests do not send (a sanitizer's abort, a crash) or
- * with a failing status, has its log shown: the test around it failed
- * somewhere else, and the log says why. */
-static bool reap(struct derpd_proc *p) {
-  bool crashed = false;
-  if (p->pid <= 0) return false;
+/* A derpd the test reaped without killing it. One that died of a signal
+ * the tests do not send (a sanitizer's abort, a crash), or (unless the
+ * caller takes the status itself) with a failing status, has its log shown:
+ * the test around it fails somewhere else, and the log says why. A crash
+ * is remembered (any derpd of this test: Criterion runs each test in a
+ * process of its own), which fails the test at teardown (e2e_test_fini)
+ * even where the test asserted nothing about it. */
+static bool g_crashed;
+
+static void note_death(struct derpd_proc *p, int st, bool status_taken) {
+  int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  bool sent = sig == SIGKILL || sig == SIGTERM || sig == SIGINT;
+  /* ASan and UBSan abort (abort_on_error), TSan exits 66. */
+  bool crashed = sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
+                 (WIFEXITED(st) && WEXITSTATUS(st) == 66);
+  bool failed = !sent && !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  if (crashed || (failed && !status_taken)) {
+    fprintf(stderr, "e2e: derpd (port %u) had died: %s %d; log:\n", p->port, sig ? "signal" : "exit status",
+            sig ? sig : WEXITSTATUS(st));
+    derpd_dump_log(p, 8192);
+  }
+  g_crashed |= crashed;
+  p->pid = 0;
+}
+
+bool e2e_crash_seen(void) {
+  bool c = g_crashed;
+  g_crashed = false;
+  return c;
+}
+
+/* SIGKILL and reap p's process, if any (note_death for one that had died
+ * on its own). */
+static void reap(struct derpd_proc *p) {
+  if (p->pid <= 0) return;
   int st = 0;
   if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-    int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-    bool sent = sig == SIGKILL || sig == SIGTERM || sig == SIGINT;
-    if (!sent && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-      fprintf(stderr, "e2e: derpd (port %u) had died: %s %d; log:\n", p->port, sig ? "signal" : "exit status",
-              sig ? sig : WEXITSTATUS(st));
-      derpd_dump_log(p, 8192);
-    }
-    /* ASan and UBSan abort (abort_on_error), TSan exits 66. */
-    crashed = sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE ||
-              (WIFEXITED(st) && WEXITSTATUS(st) == 66);
+    note_death(p, st, false);
   } else {
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);
   }
   p->pid = 0;
-  return crashed;
 }
 
 int derpd_start(struct derpd_proc *p, int shards, const char *extra_args) {
@@ -319,7 +337,7 @@ int derpd_wait(struct derpd_proc *p, int timeout_ms, int *exit_status) {
     int st = 0;
     pid_t r = waitpid(p->pid, &st, WNOHANG);
     if (r == p->pid) {
-      p->pid = 0;
+      note_death(p, st, exit_status != NULL);
       if (exit_status) *exit_status = decode_status(st);
       return 0;
     }
@@ -366,8 +384,10 @@ void derpd_kill(struct derpd_proc *p) {
 
 bool derpd_alive(struct derpd_proc *p) {
   if (p->pid <= 0) return false;
-  int st;
-  if (waitpid(p->pid, &st, WNOHANG) == 0) return true;
+  int st = 0;
+  pid_t r = waitpid(p->pid, &st, WNOHANG);
+  if (r == 0) return true;
+  if (r == p->pid) note_death(p, st, false);
   p->pid = 0;
   return false;
 }
@@ -425,10 +445,17 @@ pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old) {
   return found;
 }
 
-void e2e_reap(pid_t *pid) {
+void e2e_reap(pid_t *pid, const struct derpd_proc *log_of) {
   if (*pid <= 0) return;
-  kill(*pid, SIGKILL);
-  waitpid(*pid, NULL, 0);
+  int st = 0;
+  if (waitpid(*pid, &st, WNOHANG) == *pid) { /* died on its own: a crash counts */
+    struct derpd_proc p = *log_of;
+    p.pid = *pid;
+    note_death(&p, st, false);
+  } else {
+    kill(*pid, SIGKILL);
+    waitpid(*pid, NULL, 0);
+  }
   *pid = 0;
 }
 
@@ -523,10 +550,11 @@ void e2e_test_fini(struct derpd_proc *p) {
     if (open <= 1) break;
     e2e_sleep_ms(5);
   }
-  /* A server that crashed fails the test, even one whose checks had passed. */
-  bool crashed = reap(p);
+  /* A server that crashed fails the test, even one whose checks had passed,
+   * and even one the test had seen gone (derpd_alive, derpd_wait). */
+  reap(p);
   derpd_kill(p);
-  if (crashed) { /* Criterion ignores a failed assertion or an exit in .fini; a crash fails the run */
+  if (e2e_crash_seen()) { /* Criterion ignores a failed assertion or an exit in .fini; a crash fails the run */
     fprintf(stderr, "e2e: derpd crashed during the test (its log is above)\n");
     abort();
   }

@@ -62,14 +62,20 @@ int derpd_restart(struct derpd_proc *p, int shards, const char *extra_args, int 
 void derpd_kill(struct derpd_proc *p);
 /* True while the process has not exited (reaps it if it has). */
 bool derpd_alive(struct derpd_proc *p);
+/* Whether a derpd this test reaped had died of a crash (a sanitizer's
+ * abort, SEGV, ..., TSan's exit 66: its log was printed then), and forget
+ * it. For teardowns: e2e_test_fini checks it; derpd_kill all servers first. */
+bool e2e_crash_seen(void);
 /* VmRSS in KiB, -1 if unreadable. */
 long derpd_rss_kb(const struct derpd_proc *p);
 bool derpd_log_contains(const struct derpd_proc *p, const char *substr);
 /* After a live upgrade (SIGUSR2): the pid of the last "derpd: pid N" line in
  * the log other than old's, or 0. */
 pid_t derpd_new_pid(const struct derpd_proc *p, pid_t old);
-/* SIGKILL and reap *pid if it is > 0 (a process a live upgrade started); *pid = 0. */
-void e2e_reap(pid_t *pid);
+/* SIGKILL and reap *pid if it is > 0 (a process a live upgrade started,
+ * logging into log_of's file); *pid = 0. One that had died on its own is
+ * judged as derpd_alive does (a crash fails the test at teardown). */
+void e2e_reap(pid_t *pid, const struct derpd_proc *log_of);
 /* $DERPD_BIN, else ./build/src/derpd. */
 const char *e2e_derpd_bin(void);
 /* Run the shell command cmd, its stdout (add 2>&1 for stderr too) into out

@@ -206,6 +206,7 @@ int region_teardown(void) {
     if (getenv("E2E_LOG") && g_r.node[i].pid) derpd_dump_log(&g_r.node[i], 8192);
     derpd_kill(&g_r.node[i]);
   }
+  int rc = e2e_crash_seen() ? 1 : 0;
   if (g_r.dir[0]) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_r.dir);
@@ -217,7 +218,7 @@ int region_teardown(void) {
   g_mixed = false;
   g_node_extra = NULL;
   memset(&g_r, 0, sizeof g_r);
-  return 0;
+  return rc;
 }
 
 void send_big(struct derp_client *a, struct derp_client *b) {

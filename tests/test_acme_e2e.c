@@ -70,6 +70,7 @@ static int teardown(void) {
     rc = 1;
   if (rc || getenv("E2E_LOG")) derpd_dump_log(&srv, 12000);
   derpd_kill(&srv);
+  if (e2e_crash_seen()) rc = 1;
   stop_child(&pebble_pid);
   stop_child(&dns_pid);
   if (dir[0]) {

@@ -383,7 +383,7 @@ Test(admission, check_in_flight_at_upgrade_finishes, ADM) {
   int st = -1;
   int waited = derpd_wait(&g_srv, 15000, &st);
   pid_t new_pid = derpd_new_pid(&g_srv, old);
-  e2e_reap(&new_pid);
+  e2e_reap(&new_pid, &g_srv);
   cr_assert_eq(waited, 0, "the old process did not exit");
   cr_assert_eq(st, 0, "the old process exited %d", st);
   cr_assert_not_null(late.c, "refused at the upgrade: %s", late.err);

@@ -36,8 +36,16 @@ static void setup(void) {
   cr_assert_eq(derpd_start(&g_srv, 2, NULL), 0, "derpd did not start");
 }
 
+/* Criterion ignores a failed assertion in .fini: a crash aborts instead. */
+static void fail_if_crashed(void) {
+  if (!e2e_crash_seen()) return;
+  fprintf(stderr, "bench_smoke: derpd crashed during the test (its log is above)\n");
+  abort();
+}
+
 static void teardown(void) {
   derpd_kill(&g_srv);
+  fail_if_crashed();
 }
 
 /* ---- TLS: derpd with -certmode selfsigned, as test_tls_e2e.c starts it ---- */
@@ -56,6 +64,7 @@ static void setup_tls(void) {
 
 static void teardown_tls(void) {
   derpd_kill(&g_srv);
+  fail_if_crashed();
   e2e_rm_dir(g_certdir);
 }
 
@@ -386,6 +395,7 @@ static void setup_region(void) {
 static void teardown_region(void) {
   derpd_kill(&g_node2);
   derpd_kill(&g_srv);
+  fail_if_crashed();
   e2e_rm_dir(g_meshdir);
 }
 

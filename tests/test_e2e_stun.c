@@ -28,7 +28,7 @@ static pid_t g_new_pid; /* the process a live upgrade started */
 
 static void setup(void) { e2e_test_init(); }
 static void teardown(void) {
-  e2e_reap(&g_new_pid);
+  e2e_reap(&g_new_pid, &g_srv);
   e2e_test_fini(&g_srv);
 }
 

@@ -68,6 +68,7 @@ static int teardown(void) {
     rc = 1;
   }
   derpd_kill(&srv);
+  if (e2e_crash_seen()) rc = 1;
   rm_certdir();
   return rc;
 }

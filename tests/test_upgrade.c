@@ -30,7 +30,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  e2e_reap(&g_new_pid);
+  e2e_reap(&g_new_pid, &g_srv);
   e2e_test_fini(&g_srv);
 }
 
