@@ -227,7 +227,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which
   STAT_INC(&sh->stats, tcp_accepts);
   /* Stopping for good: refused. In a live upgrade an accept that completed
    * before the cancel (rings without DEFER_TASKRUN) is served like those
-   * accepted just before: continue_stop lets its handshake finish. */
+   * accepted just before: shard_continue_stop lets its handshake finish. */
   if (sh->stopping && !atomic_load(&sh->srv->handover)) {
     close(fd);
     return;

@@ -1,6 +1,6 @@
 /* handover.c: live upgrade (see handover.h). Owns the environment protocol
  * between an old and a new derpd and the fork+exec; the shards' part (stop
- * accepting without closing) is in shard.c's begin_stop. */
+ * accepting without closing) is in core/shard_stop.c's shard_begin_stop. */
 #include "server/operations/handover.h"
 
 #include <errno.h>
