@@ -17,21 +17,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${GRAFANA_WORK:-$ROOT/build-grafana-validate}"
 dashboard="$ROOT/deploy/grafana/derpd-dashboard.json"
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  if [[ "${CI:-}" == true ]]; then echo "grafana_dashboard: FAIL: no node/npm"; exit 1; fi
-  echo "grafana_dashboard: no node or npm here (apt-get install nodejs npm): skipped"; exit 77
-fi
-
-# npm ci once per lock file: the validator then runs offline.
-mkdir -p "$work"
-if ! cmp -s "$ROOT/tests/grafana/package-lock.json" "$work/package-lock.json" || [[ ! -d "$work/node_modules" ]]; then
-  cp "$ROOT/tests/grafana/package.json" "$ROOT/tests/grafana/package-lock.json" "$work/"
-  rm -rf "$work/node_modules"
-  if ! (cd "$work" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$work/npm.log" 2>&1; then
-    echo "grafana_dashboard: FAIL: npm ci"; cat "$work/npm.log"; exit 1
-  fi
-fi
-cp "$ROOT/tests/grafana/validate.js" "$work/"
+# shellcheck source=tests/npm_validator.sh
+source "$ROOT/tests/npm_validator.sh"
+npm_validator_setup grafana_dashboard "$ROOT/tests/grafana" "$work"
 
 fails=0
 fail() { printf 'grafana_dashboard: FAIL: %s\n' "$*"; fails=$((fails + 1)); }

@@ -13,21 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 check_flags="${CHECK_FLAGS_BIN:-$ROOT/build/tests/check_flags}"
 work="${K8S_WORK:-$ROOT/build-k8s-validate}"
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  if [[ "${CI:-}" == true ]]; then echo "k8s_manifests: FAIL: no node/npm"; exit 1; fi
-  echo "k8s_manifests: no node or npm here (apt-get install nodejs npm): skipped"; exit 77
-fi
-
-# npm ci once per lock file: the validators then run offline.
-mkdir -p "$work"
-if ! cmp -s "$ROOT/tests/k8s/package-lock.json" "$work/package-lock.json" || [[ ! -d "$work/node_modules" ]]; then
-  cp "$ROOT/tests/k8s/package.json" "$ROOT/tests/k8s/package-lock.json" "$work/"
-  rm -rf "$work/node_modules"
-  if ! (cd "$work" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) >"$work/npm.log" 2>&1; then
-    echo "k8s_manifests: FAIL: npm ci"; cat "$work/npm.log"; exit 1
-  fi
-fi
-cp "$ROOT/tests/k8s/validate.js" "$work/"
+# shellcheck source=tests/npm_validator.sh
+source "$ROOT/tests/npm_validator.sh"
+npm_validator_setup k8s_manifests "$ROOT/tests/k8s" "$work"
 
 fails=0
 fail() { printf 'k8s_manifests: FAIL: %s\n' "$*"; fails=$((fails + 1)); }
