@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the tests whose validators are npm packages (k8s_manifests,
 # grafana_dashboard).
 # npm_validator_setup NAME PKGDIR WORK: node and npm must be here (without
