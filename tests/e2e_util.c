@@ -635,6 +635,23 @@ static void fill_payload(uint8_t *buf, size_t len, uint32_t tag, uint32_t seq) {
   for (size_t i = 8; i < len; i++) buf[i] = (uint8_t)(i * 31 + seq + tag);
 }
 
+void e2e_fill_receiver(const struct derpd_proc *p, struct derp_client *tx, struct derp_client *rx,
+                       struct derp_client *sync) {
+  static uint8_t pkt[64 * 1024 - 1];
+  const char *qh = "derp_packets_dropped_reason{reason=\"queue_head\"}";
+  int round = 0;
+  for (; round < 40; round++) {
+    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
+    e2e_relay_check(tx, sync, 4); /* the flood is through */
+    e2e_sleep_ms(200);
+    long long d0 = derpd_varz(p, qh);
+    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
+    e2e_relay_check(tx, sync, 4);
+    if (derpd_varz(p, qh) - d0 >= 16) break; /* its write stayed pending: stuck */
+  }
+  cr_assert(round < 40, "the receiver's socket never filled");
+}
+
 int64_t e2e_relay_check(struct derp_client *a, struct derp_client *b, int n) {
   enum { LEN = 100, WINDOW = 16 };
   uint32_t tag = (uint32_t)random();

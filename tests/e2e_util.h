@@ -137,6 +137,14 @@ void e2e_recv_data(struct derp_client *c, struct derp_client_msg *m, int timeout
 /* Relay n packets from a to b (window of 16), asserting order, content and
  * source key; returns elapsed ms. */
 int64_t e2e_relay_check(struct derp_client *a, struct derp_client *b, int n);
+/* Flood rx (a client that does not read) from tx with 64 KiB packets until
+ * its socket is full and derpd's write to it stays pending: packets for it
+ * still drop (queue_head: a full queue behind a pending write) after a
+ * pause long enough for any write the socket could take to complete. sync,
+ * a reading client, tells when tx's packets are through (e2e_relay_check).
+ * Asserts it got there within 40 rounds (slow builds need more than one). */
+void e2e_fill_receiver(const struct derpd_proc *p, struct derp_client *tx, struct derp_client *rx,
+                       struct derp_client *sync);
 /* Wait until the connection reports closed (recv -1), skipping frames, within
  * timeout_ms. True if closed in time. */
 bool e2e_wait_closed(struct derp_client *c, int timeout_ms);

@@ -333,21 +333,7 @@ Test(e2e_ws, close_frame_past_full_control_queue, E2E) {
   struct derp_client *rx = e2e_client_ws(&g_srv, NULL, 0); /* stops reading */
   e2e_sync_route(tx, rx);
   e2e_sync_route(tx, b);
-  static uint8_t pkt[64 * 1024 - 1];
-  /* Flood rx until its socket is full: packets for it still drop behind a
-   * pending write after a pause in which any write that could go went. */
-  const char *qh = "derp_packets_dropped_reason{reason=\"queue_head\"}";
-  int round = 0;
-  for (; round < 40; round++) {
-    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
-    e2e_relay_check(tx, b, 4);
-    e2e_sleep_ms(200);
-    long long d0 = derpd_varz(&g_srv, qh);
-    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(tx, derp_client_public_key(rx), pkt, sizeof pkt), 0);
-    e2e_relay_check(tx, b, 4);
-    if (derpd_varz(&g_srv, qh) - d0 >= 16) break;
-  }
-  cr_assert(round < 40, "rx's socket never filled");
+  e2e_fill_receiver(&g_srv, tx, rx, b);
   uint8_t frames[101 * 8];
   size_t n = 0;
   for (int i = 0; i < 100; i++) n += raw_frame(frames + n, 0x80 | WS_OP_PING, "", 0, true);

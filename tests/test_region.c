@@ -742,22 +742,7 @@ static void test_goodbye_bounded(void) {
   derp_privkey kp;
   struct derp_client *k = client_on(0, &kp); /* never reads */
   struct derp_client *a = client_on(0, NULL), *b = client_on(0, NULL);
-  static uint8_t pkt[64 * 1024 - 1];
-  /* Flood k until its socket is full: packets for it still drop (a full
-   * queue behind a pending write) after a pause long enough for any write
-   * the socket could take to complete. Slow builds need more rounds. */
-  const char *qh = "derp_packets_dropped_reason{reason=\"queue_head\"}";
-  int round = 0;
-  for (; round < 40; round++) {
-    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(a, derp_client_public_key(k), pkt, sizeof pkt), 0);
-    e2e_relay_check(a, b, 4); /* the floods are through */
-    e2e_sleep_ms(200);
-    long long d0 = derpd_varz(&g_r.node[0], qh);
-    for (int i = 0; i < 48; i++) cr_assert_eq(derp_client_send(a, derp_client_public_key(k), pkt, sizeof pkt), 0);
-    e2e_relay_check(a, b, 4);
-    if (derpd_varz(&g_r.node[0], qh) - d0 >= 16) break; /* its write stayed pending: stuck */
-  }
-  cr_assert(round < 40, "k's socket never filled");
+  e2e_fill_receiver(&g_r.node[0], a, k, b);
   derp_privkey mp;
   derp_key mpub;
   derp_key_generate(&mp, &mpub);
