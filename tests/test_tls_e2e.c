@@ -855,6 +855,7 @@ static const struct mini_test tests[] = {
     {"ktls_key_refused", ktls_key_refused},
     {"ktls_key_refused_require", ktls_key_refused_require},
     {"ktls_suite_remembered", ktls_suite_remembered},
+    {"ktls_tx_refused_after_rx", ktls_tx_refused_after_rx},
     {"warning_alerts_are_capped", warning_alerts_are_capped},
 };
 

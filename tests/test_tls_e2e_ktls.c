@@ -5,12 +5,21 @@
 #include "mini_test.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
+#include "derp/frame.h"
+#include "derp/handshake.h"
+#include "derp/key.h"
 #include "e2e_util.h"
 #include "server/transport/ktls.h"
 #include "tls_e2e.h"
@@ -253,4 +262,63 @@ void ktls_key_refused_require(void) {
   wait_log("closed: ktls_error: --ktls=require, but TLS_RX refused: Invalid argument");
   cr_assert(derpd_alive(&srv));
   stop_and_check_totals("kTLS: 0 switched, 2 kept in userspace, 2 refused by the kernel");
+}
+
+/* The kernel takes the RX key and then refuses TX (short of memory, or a
+ * bug; faked with refuse-tx): the records it reads are no longer in
+ * userspace's view, so the conn is closed, and only it. Reached here at its
+ * worst: TLS 1.2 with False Start, the client's Finished, a fast-start
+ * request and ClientInfo in one segment, so the conn is established with a
+ * recv armed when its first batch meets the refusal, between the batch
+ * being built and its send being submitted (a close there had aborted
+ * derpd on an assertion about the requests in flight). */
+void ktls_tx_refused_after_rx(void) {
+  /* The counters on a plain listener: every TLS conn meets the refusal. */
+  uint16_t mport;
+  cr_assert_eq(e2e_pick_port(&mport), 0);
+  char more[64];
+  snprintf(more, sizeof more, "-v --metrics-listen 127.0.0.1:%u", mport);
+  setenv("DERPD_TEST_ASSUME_KTLS", "refuse-tx", 1);
+  start_tls(1, more);
+  unsetenv("DERPD_TEST_ASSUME_KTLS");
+  struct derpd_proc metrics = srv;
+  metrics.port = mport;
+  int fd = raw_connect(&srv);
+  cr_assert(fd >= 0);
+  int on = 1, off = 0;
+  setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on); /* Finished and what follows: one segment */
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_FALSE_START);
+  static const uint8_t alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+  SSL *ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  cr_assert_eq(SSL_connect(ssl), 1, "TLS handshake");
+  uint8_t buf[2048];
+  int rl = snprintf((char *)buf, 512, "GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\n"
+                                      "Connection: Upgrade\r\nDerp-Fast-Start: 1\r\n\r\n");
+  derp_privkey priv;
+  derp_key pub;
+  derp_key_generate(&priv, &pub);
+  struct derp_client_info ci = {.version = 2};
+  size_t n = derp_client_info_seal(buf + rl + DERP_FRAME_HDR_LEN, sizeof buf - rl - DERP_FRAME_HDR_LEN, &priv,
+                                   &srv.server_key, &ci);
+  cr_assert(n > 0);
+  derp_frame_put_header(buf + rl, DERP_FRAME_CLIENT_INFO, (uint32_t)n);
+  int len = (int)(rl + DERP_FRAME_HDR_LEN + n);
+  cr_assert_eq(SSL_write(ssl, buf, len), len);
+  setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  wait_log("closed: ktls_error: TLS_TX");
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  cr_assert(derpd_alive(&srv), "derpd died of the refused TX key");
+  cr_assert_eq(derpd_varz(&metrics, "derpd_conn_closed{reason=\"ktls_error\"}"), 1);
+  cr_assert_eq(derpd_varz(&metrics, "derpd_ktls_failures"), 1);
+  cr_assert_eq(derpd_varz_eventually(&metrics, "derpd_open_connections", 1, 3000), 1, "the closed conn was not reaped");
+  int st = -1;
+  cr_assert_eq(derpd_stop(&srv, &st), 0);
+  cr_assert_eq(st, 0);
 }

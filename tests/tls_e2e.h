@@ -48,5 +48,6 @@ void ktls_assumed_require(void);
 void ktls_key_refused(void);
 void ktls_key_refused_require(void);
 void ktls_suite_remembered(void);
+void ktls_tx_refused_after_rx(void);
 
 #endif

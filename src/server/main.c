@@ -269,11 +269,15 @@ static void free_server(struct server *s) {
 /* DERPD_TEST_ASSUME_KTLS=refuse-keys: TCP_ULP "succeeds" without reaching
  * the kernel and every key is refused (EINVAL), on any kernel;
  * =refuse-suites: refused as a kernel that cannot load the crypto does
- * (ENOENT), which derpd remembers per suite. */
+ * (ENOENT), which derpd remembers per suite; =refuse-tx: the RX key is
+ * "taken" (nothing reaches the kernel, so only bytes derpd read before the
+ * switch are plaintext) and the TX key refused, as a kernel short of memory
+ * would: the conn cannot go back and is closed. */
 static int refuse_errno = EINVAL;
+static bool refuse_tx_only;
 static int refuse_keys(int fd, int level, int name, const void *val, socklen_t len) {
-  (void)fd, (void)name, (void)val, (void)len;
-  if (level == SOL_TCP) return 0;
+  (void)fd, (void)val, (void)len;
+  if (level == SOL_TCP || (refuse_tx_only && name == TLS_RX)) return 0;
   errno = refuse_errno;
   return -1;
 }
@@ -291,9 +295,12 @@ static int setup_ktls(struct server *s) {
   }
   const char *assume = getenv("DERPD_TEST_ASSUME_KTLS");
   bool avail = ktls_probe() == 1;
-  if (assume && (strcmp(assume, "refuse-keys") == 0 || strcmp(assume, "refuse-suites") == 0)) {
-    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=%s: faking TCP_ULP, refusing every key (tests only)", assume);
+  if (assume && (strcmp(assume, "refuse-keys") == 0 || strcmp(assume, "refuse-suites") == 0 ||
+                 strcmp(assume, "refuse-tx") == 0)) {
+    log_warn("kTLS: DERPD_TEST_ASSUME_KTLS=%s: faking TCP_ULP, refusing %s (tests only)", assume,
+             strcmp(assume, "refuse-tx") == 0 ? "the TX key" : "every key");
     if (strcmp(assume, "refuse-suites") == 0) refuse_errno = ENOENT;
+    refuse_tx_only = strcmp(assume, "refuse-tx") == 0;
     ktls_setsockopt = refuse_keys;
     avail = true;
   } else if (!avail && assume && strcmp(assume, "1") == 0) {

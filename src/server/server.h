@@ -183,6 +183,8 @@ struct conn {
    * paused since the last keepalive (no frame_stall check); reads one
    * buffer at a time (paced since the setting began). */
   uint8_t rx_paused : 1, rx_cancel : 1, recv_armed : 1, rx_was_paused : 1, rx_single : 1;
+  uint8_t send_armed : 1;  /* a send in flight (c->send is set before the transport's wrap,
+                              which may close the conn before the send is submitted) */
   uint8_t dup_hist : 1;    /* in its key's duplicate history (protocol/relay.c) */
   uint8_t goodbye_sent : 1; /* the transport's goodbye (TLS close_notify) is queued */
   uint8_t tls_ver : 2;     /* TLS 1.2: 2, 1.3: 3, once its handshake is done; 0: not TLS */

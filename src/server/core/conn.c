@@ -399,10 +399,12 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
    * in flight: a cancel that finds nothing still walks its hash bucket and
    * io-wq's lists (a stop with 15,000 clients spent 15% of its CPU on
    * cancels). ops counts one of each kind at most: the single-shot
-   * handshake recv, the recv (recv_armed) and the send (c->send); so no
-   * CANCEL_ALL, which looks again after the match until it finds none. */
+   * handshake recv, the recv (recv_armed) and the send (send_armed: not
+   * c->send, which is set before a transport's wrap that may close the
+   * conn); so no CANCEL_ALL, which looks again after the match until it
+   * finds none. */
   static const enum ud_tag kinds[] = {UD_HSRECV, UD_RECV, UD_SEND};
-  bool sending = c->send != NULL;
+  bool sending = c->send_armed;
   assert(c->ops <= 3 && c->ops >= c->recv_armed + sending);
   bool inflight[] = {c->ops > c->recv_armed + sending, c->recv_armed, sending};
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {

@@ -308,6 +308,7 @@ static void submit_send(struct conn *c, bool fresh, size_t wrote) {
   }
   io_uring_sqe_set_data64(sqe, ud_make(c, UD_SEND));
   c->ops++;
+  c->send_armed = 1;
   /* derper's: 30 s for mesh peers, 5 s for our own links (its mesh
    * client's ForwardPacket); each in a FIFO of its own, so that each FIFO
    * stays ordered by deadline. */
@@ -459,6 +460,7 @@ static void advance_send(struct conn *c, size_t res) {
 void conn_on_send(struct conn *c, int res) {
   struct shard *sh = c->sh;
   c->ops--;
+  c->send_armed = 0;
   STAT_INC(&sh->stats, sends);
   if (c->state == CS_CLOSING) {
     /* Closed while the send was in flight (an EOF in the same batch of
