@@ -612,7 +612,10 @@ static void loop(struct shard *sh) {
     upgrade_retry_handoffs(sh);
     if (sh->outbox_n) drain_outbox(sh);
     publish_and_wake(sh);
-    if (sh->stopping && shard_stop_done(sh)) break;
+    if (sh->stopping && shard_stop_done(sh)) {
+      io_uring_submit(&sh->ring); /* this turn's wake-ups of other shards */
+      break;
+    }
     wait_events(sh, next_tick);
     shard_clock(sh);
     sh->turn_arrivals = 0;
