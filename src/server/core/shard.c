@@ -22,18 +22,17 @@
 #include <unistd.h>
 
 #include "server/admission/admission.h"
+#include "server/core/shard_internal.h"
 #include "server/log.h"
 #include "server/operations/service.h"
 #include "server/operations/tcp_rtt.h"
 #include "server/region/region.h"
 #include "server/server.h"
-#include "server/core/shard_internal.h"
 #include "server/stun/stun_server.h"
 
 #define DRAIN_BATCH 256
 /* Shortest arrival-rate window of the batching decision (wait_events). */
 #define RATE_WINDOW_US 1000
-
 
 int64_t now_ms(void) {
   struct timespec ts;

@@ -7,7 +7,6 @@
  * not out by the deadline, and the moment a shard may leave its loop. Runs
  * on the shard's own thread, but for shards_wake_for_stop (the main thread).
  * Does not touch the ring's teardown or the conns' memory (shard.c, conn.c). */
-#include <errno.h>
 #include <sys/socket.h>
 
 #include "server/core/shard_internal.h"
