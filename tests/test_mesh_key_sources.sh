@@ -9,6 +9,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tests/log_wait.sh
+source "$ROOT/tests/log_wait.sh"
 derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
 mesh="${DERP_MESH_BIN:-$ROOT/build/tools/derp-mesh}"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-key-sources.XXXXXX")"
@@ -48,14 +50,8 @@ start() {
   env HOME="$tmp/home" "${envs[@]}" "$derpd" -a 127.0.0.1:0 -c "$tmp/server.key" -stun=false -http-port -1 \
     "$@" >"$tmp/log" 2>&1 &
   pid=$!
-  port=
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$tmp/log" | head -1)
-    [[ -n "$port" ]] && return 0
-    kill -0 "$pid" 2>/dev/null || fail "derpd $* exited at start"
-    sleep 0.1
-  done
-  fail "derpd $* did not listen"
+  port="$(log_value "$tmp/log" "$pid" 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p')" ||
+    fail "derpd $* did not listen (its log is above)"
 }
 
 # served KEYFILE: a WatchConns with that key is served (exit 0), or not (1).

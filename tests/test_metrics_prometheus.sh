@@ -25,6 +25,8 @@ derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
 send="${DERP_SEND_BIN:-$ROOT/build/tests/derp_send}"
 COUNT=500
 fail() { printf 'metrics_prometheus: FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/log_wait.sh
+source "$ROOT/tests/log_wait.sh"
 say() { printf 'metrics_prometheus: %s\n' "$*"; }
 
 [[ "$(id -u)" == 0 ]] || fail "needs root (network namespaces); CI runs as root"
@@ -80,14 +82,8 @@ TS_ALLOW_DEBUG_IP="$net.4" TS_DEBUG_KEY_PATH="$tmp/debugkey" \
   "$derpd" -dev -a :0 --shards 2 -stun-port 0 --metrics-listen "$net.1:$MPORT" --debug-allow "$net.2/32" \
   >"$tmp/derpd.log" 2>&1 &
 pids+=($!)
-port=""
-for _ in $(seq 100); do
-  port="$(sed -n 's/.*derpd: listening on .*:\([0-9][0-9]*\) (.*/\1/p' "$tmp/derpd.log")"
-  [[ -n "$port" ]] && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$tmp/derpd.log" >&2; fail "derpd exited"; }
-  sleep 0.1
-done
-[[ -n "$port" ]] || { cat "$tmp/derpd.log" >&2; fail "derpd did not start"; }
+port="$(log_value "$tmp/derpd.log" "${pids[0]}" 's/.*derpd: listening on .*:\([0-9][0-9]*\) (.*/\1/p')" ||
+  fail "derpd did not start (its log is above)"
 grep -q "metrics listener on $net.1:$MPORT" "$tmp/derpd.log" || fail "no metrics listener line in the log"
 
 # code FROM_ADDR URL [curl args...]: the HTTP status a request from the

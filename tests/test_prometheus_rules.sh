@@ -12,6 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
 rules="$ROOT/deploy/prometheus/derpd-alerts.yml"
 fail() { printf 'prometheus_rules: FAIL: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/log_wait.sh
+source "$ROOT/tests/log_wait.sh"
 command -v promtool >/dev/null || fail "promtool not installed (scripts/setup --deps installs it)"
 [[ -x "$derpd" ]] || fail "build derpd first"
 
@@ -29,20 +31,14 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/mesh.key"
   -mesh-psk-file "$tmp/mesh.key" -mesh-with 127.0.0.1:1 --metrics-listen 127.0.0.1:0 -c "$tmp/k" \
   >"$tmp/derpd.log" 2>&1 &
 pid=$!
-mport=""
-for _ in $(seq 100); do
-  mport="$(sed -n 's/.*metrics listener on 127.0.0.1:\([0-9][0-9]*\) .*/\1/p' "$tmp/derpd.log")"
-  [[ -n "$mport" ]] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$tmp/derpd.log" >&2; fail "derpd exited"; }
-  sleep 0.1
-done
-[[ -n "$mport" ]] || { cat "$tmp/derpd.log" >&2; fail "derpd did not start"; }
+mport="$(log_value "$tmp/derpd.log" "$pid" 's/.*metrics listener on 127.0.0.1:\([0-9][0-9]*\) .*/\1/p')" ||
+  fail "derpd did not start (its log is above)"
 curl -s --max-time 5 "http://127.0.0.1:$mport/debug/varz" >"$tmp/varz" || fail "no /debug/varz"
 names="$(grep -oE '\b(derp|derpd|process)_[a-z0-9_]+' "$rules" | sort -u)"
 [[ "$(wc -l <<<"$names")" -ge 12 ]] || fail "too few metric names found in the rules: $names"
 missing=0
 for n in $names; do
-  if ! grep -qE "^$n[{ ]" "$tmp/varz"; then
+  if ! grep -qE "^${n}[{ ]" "$tmp/varz"; then
     echo "prometheus_rules: the rules name $n, which /debug/varz does not serve" >&2
     missing=$((missing + 1))
   fi
