@@ -221,14 +221,24 @@ int region_teardown(void) {
   return rc;
 }
 
-void send_big(struct derp_client *a, struct derp_client *b) {
-  static uint8_t big[DERP_MAX_PACKET];
-  for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7 + 3);
-  cr_assert_eq(derp_client_send(a, derp_client_public_key(b), big, sizeof big), 0);
-  struct derp_client_msg m;
-  e2e_recv_data(b, &m, 5000);
-  cr_assert_eq(m.packet_len, sizeof big, "64 KiB packet arrived with %u bytes", m.packet_len);
-  cr_assert(memcmp(m.packet, big, sizeof big) == 0, "64 KiB packet corrupted");
+/* Sizes at the edges of derpd's buffer classes (a RecvPacket of 256 and 2048
+ * bytes fills one; as a ForwardPacket it needs the next) and the largest:
+ * forwarding rewrites a packet in its buffer or copies it to a bigger one. */
+void send_sizes(struct derp_client *a, struct derp_client *b) {
+  static const uint32_t sizes[] = {1, 218, 219, 220, 251, 2010, 2011, 2012, DERP_MAX_PACKET};
+  static uint8_t buf[DERP_MAX_PACKET];
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    for (uint32_t i = 0; i < sizes[k]; i++) buf[i] = (uint8_t)(i * 7 + 3 + k);
+    cr_assert_eq(derp_client_send(a, derp_client_public_key(b), buf, sizes[k]), 0);
+  }
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    struct derp_client_msg m;
+    e2e_recv_data(b, &m, 5000);
+    cr_assert_eq(m.packet_len, sizes[k], "packet %zu: %u bytes arrived, %u sent", k, m.packet_len, sizes[k]);
+    cr_assert(memcmp(m.src.b, derp_client_public_key(a)->b, DERP_KEY_LEN) == 0, "packet %zu: wrong source", k);
+    for (uint32_t i = 0; i < sizes[k]; i++)
+      cr_assert_eq(m.packet[i], (uint8_t)(i * 7 + 3 + k), "packet of %u bytes corrupted at %u", sizes[k], i);
+  }
 }
 
 

@@ -40,7 +40,7 @@ struct derp_client *connect_as(int i, const derp_privkey *priv, const char *mkey
 struct derp_client *client_on(int i, derp_privkey *priv_out);
 void close_client(struct derp_client *c);
 const char *mesh_key(void);               /* the region's key, as a client sends it */
-void send_big(struct derp_client *a, struct derp_client *b); /* one 64 KiB packet, checked */
+void send_sizes(struct derp_client *a, struct derp_client *b); /* buffer-class edges and 64 KiB, in order, checked */
 int count_in_log(const struct derpd_proc *p, const char *s);
 long long varz_until(int i, const char *name, bool (*ok)(long long));
 int region_teardown(void);

@@ -1,7 +1,8 @@
 /* test_region.c: regions of derpd nodes on loopback, end to end.
  *
  * Owns the region contract as clients and operators see it: every ordered
- * pair of nodes relays both ways in order (64 KiB packets too), over plain
+ * pair of nodes relays both ways in order (64 KiB packets and sizes at the
+ * edges of derpd's buffers too), over plain
  * links and TLS links (self-signed, trusted through SSL_CERT_FILE); a client
  * that moves between nodes keeps receiving, and its contacts hear PeerGone
  * when it leaves the region, not when it leaves a node; a node killed with SIGKILL costs
@@ -47,7 +48,7 @@ static void all_pairs(bool tls) {
     for (int j = 0; j < 3; j++) {
       e2e_sync_route(c[i], c[j]); /* waits for the mesh to learn the key */
       e2e_relay_check(c[i], c[j], 100);
-      send_big(c[i], c[j]);
+      send_sizes(c[i], c[j]);
     }
   }
   if (!tls) {
@@ -79,7 +80,7 @@ static void test_relay_mixed(void) {
   for (int i = 0; i < 2; i++) {
     e2e_sync_route(c[i], c[1 - i]);
     e2e_relay_check(c[i], c[1 - i], 100);
-    send_big(c[i], c[1 - i]);
+    send_sizes(c[i], c[1 - i]);
   }
   cr_assert(derpd_alive(&g_r.node[0]) && derpd_alive(&g_r.node[1]));
 }

@@ -232,31 +232,49 @@ bool forward_keep_contacts(struct shard *sh, const derp_key *k, uint64_t h, cons
   return true;
 }
 
+/* p as a ForwardPacket: rewritten in place when its buffer has room for the
+ * second key (always, but for a RecvPacket near its size class's top), so a
+ * forwarded packet costs no buffer more than a local one; else copied. */
+static struct pkt *as_forward_packet(struct shard *sh, struct pkt *p) {
+  const uint32_t klen = DERP_KEY_LEN, hdr = DERP_FRAME_HDR_LEN;
+  uint32_t plen = p->len - hdr - klen;
+  uint32_t flen = hdr + 2 * klen + plen;
+  if (p->cap >= flen) {
+    memmove(p->data + hdr + 2 * klen, p->data + hdr + klen, plen);
+    memcpy(p->data + hdr + klen, p->dst.b, klen);
+    derp_frame_put_header(p->data, DERP_FRAME_FORWARD_PACKET, 2 * klen + plen);
+    p->len = flen;
+    return p;
+  }
+  struct pkt *f = pkt_alloc(sh, flen);
+  if (!f) return NULL;
+  derp_key sk;
+  memcpy(sk.b, p->data + hdr, klen);
+  derp_enc_forward_packet(f->data, f->cap, &sk, &p->dst, p->data + hdr + klen, plen);
+  f->disco = p->disco;
+  f->src_hash = p->src_hash;
+  f->t_us = p->t_us; /* the queue wait counts from the packet's arrival */
+  pkt_free(sh, p);
+  return f;
+}
+
 bool forward_out(struct shard *sh, struct pkt *p) {
   struct remote *r = remote_find(region_fwd(sh), &p->dst, p->hash);
   if (!r || !r->nfwd) return false;
-  const uint8_t *src = p->data + DERP_FRAME_HDR_LEN;
-  uint32_t plen = p->len - DERP_FRAME_HDR_LEN - DERP_KEY_LEN;
-  struct pkt *f = pkt_alloc(sh, DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen);
-  if (!f) { /* the key is in the region: no room to queue is a mesh_queue drop, not unknown_dest */
-    STAT_DROP_PKT(&sh->stats, mesh_queue, p);
-    pkt_free(sh, p);
-    return true;
-  }
-  derp_key sk;
-  memcpy(sk.b, src, DERP_KEY_LEN);
-  derp_enc_forward_packet(f->data, f->cap, &sk, &p->dst, src + DERP_KEY_LEN, plen);
-  f->len = DERP_FRAME_HDR_LEN + 2 * DERP_KEY_LEN + plen;
-  f->kind = MSG_FWD_PKT;
-  f->disco = p->disco;
-  memset(f->dst.b, 0, sizeof f->dst.b);
-  rmsg(f)->link = r->fwd[0];
   assert(p->src_hash); /* a local sender's packet: ForwardPackets are never forwarded */
   if (r->last_contact != p->src_hash) {
     r->last_contact = p->src_hash;
     relay_hashset_add(sh, &r->contacts, p->src_hash);
   }
-  pkt_free(sh, p);
+  struct pkt *f = as_forward_packet(sh, p);
+  if (!f) { /* the key is in the region: no room to queue is a mesh_queue drop, not unknown_dest */
+    STAT_DROP_PKT(&sh->stats, mesh_queue, p);
+    pkt_free(sh, p);
+    return true;
+  }
+  f->kind = MSG_FWD_PKT;
+  memset(f->dst.b, 0, sizeof f->dst.b);
+  rmsg(f)->link = r->fwd[0];
   int o = region_link_shard(sh->srv, rmsg(f)->link);
   if (o == sh->id) {
     link_deliver(sh, f);
