@@ -52,6 +52,15 @@ static void all_pairs(bool tls) {
     }
   }
   if (!tls) {
+    /* Each node's list names it too: that entry is found and has no series,
+     * so an alert on "link up == 0" hears only real links. */
+    for (int i = 0; i < 3; i++) {
+      char own[96];
+      snprintf(own, sizeof own, "derpd_mesh_link_up{peer=\"http://127.0.0.1:%u\"}", g_r.port[i]);
+      cr_assert_eq(derpd_varz_eventually(&g_r.node[i], own, -1, 10000), -1, "node %d: its own entry has a series", i);
+      cr_assert_eq(derpd_varz_sum(&g_r.node[i], "derpd_mesh_link_up"), 2, "node %d: links up", i);
+      cr_assert_eq(count_in_log(&g_r.node[i], "is this node (same server key)"), 1, "node %d: own entry not logged once", i);
+    }
     long long in = 0, out = 0;
     for (int i = 0; i < 3; i++) {
       in += derpd_varz(&g_r.node[i], "derp_packets_forwarded_in");

@@ -1,4 +1,5 @@
-/* link.c: outbound mesh links, one per -mesh-with entry (not this node).
+/* link.c: outbound mesh links, one per -mesh-with entry (this node's own entry
+ * is dialled once, found by its server key, and then has no metrics).
  *
  * Dialling blocks (DNS, TCP connect, TLS, the DERP handshake: all within
  * DIAL_TIMEOUT_MS, the lookup on a thread of its own through httpc), so each
@@ -58,6 +59,9 @@ struct link {
   _Atomic bool heard;                /* a frame came on the link since it was adopted */
   _Atomic uint64_t peer_hash;        /* key_hash of the node's server key, once met
                                         (dialler writes; watch.c reads: region_is_peer) */
+  _Atomic bool self;                 /* the entry is this node (dialler writes, once):
+                                        no series of its own, so "link up == 0" means
+                                        a node down, not the shared list's own entry */
   /* Shard-owned. */
   struct conn *c;
   struct pkt *down;                  /* while c is up: a MSG_LINK_DOWN per shard,
@@ -230,6 +234,7 @@ static void *link_main(void *arg) {
     if (stopping(l)) break; /* the dial was cut short by the stop: nothing to say */
     if (self) {
       log_info("mesh: -mesh-with %s is this node (same server key): not dialled", l->e.label);
+      atomic_store(&l->self, true);
       break;
     }
     snprintf(msg, sizeof msg, "mesh: link to %s: cannot connect: %s; retrying, at most 5s apart", l->e.label, err);
@@ -533,6 +538,7 @@ size_t region_render_varz(char *out, size_t cap, struct server *s) {
     n += (size_t)snprintf(out + n, cap - n, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name,
                           m[k].type);
     for (int i = 0; i < rg->nlinks && n < cap; i++) {
+      if (atomic_load_explicit(&rg->links[i].self, memory_order_relaxed)) continue;
       const _Atomic int64_t *v = (const _Atomic int64_t *)(const void *)((const char *)&rg->links[i] + m[k].off);
       n += (size_t)snprintf(out + n, cap - n, "%s{peer=\"%s\"} %lld\n", m[k].name, rg->links[i].e.label,
                             (long long)atomic_load_explicit(v, memory_order_relaxed));
