@@ -3,7 +3,9 @@
 # file ($HOME/keys/derp-mesh.key; /home/derp/keys/derp-mesh.key first, which
 # must not exist here), an explicit -mesh-psk-file "" for none, a malformed
 # default file as a start-up error, and TAILSCALE_DERPER_MESH_KEY: the key
-# with -dev (over any file, as newer derper), ignored with a warning without.
+# with -dev (over any file, as newer derper), ignored with a warning without;
+# a key of other than 64 digits served, with a warning that derper v1.86+
+# takes exactly 64.
 # Each case starts derpd on a free loopback port and asks it with derp-mesh
 # (a WatchConns with the key is served only when the key is derpd's).
 set -euo pipefail
@@ -65,6 +67,7 @@ served() {
 # 1. The default file in $HOME.
 start -- 
 grep -qF "mesh: key from $tmp/home/keys/derp-mesh.key" "$tmp/log" || fail "default file: no 'key from' line"
+grep -qF "take exactly 64" "$tmp/log" && fail "a 64-digit key: warned about its length"
 served "$tmp/file.key" || fail "default file: its key is not served"
 stop
 
@@ -88,7 +91,15 @@ served "$tmp/env.key" || fail "-dev: the variable's key is not served"
 served "$tmp/file.key" && fail "-dev: the file's key is served over the variable"
 stop
 
-# 5. A malformed default file: a start-up error naming it.
+# 5. 128 digits: served (derper v1.78's rule), with a warning (v1.86's).
+printf '%s%s\n' "$(hex c)" "$(hex c)" >"$tmp/long.key"
+start -- -mesh-psk-file "$tmp/long.key"
+grep -qF "mesh: the key from $tmp/long.key is 128 hex digits: derper v1.86 and later take exactly 64" "$tmp/log" ||
+  fail "a 128-digit key: no warning about its length"
+served "$tmp/long.key" || fail "a 128-digit key is not served"
+stop
+
+# 6. A malformed default file: a start-up error naming it.
 printf 'xyz\n' >"$tmp/home/keys/derp-mesh.key"
 rc=0
 env HOME="$tmp/home" timeout 10 "$derpd" -a 127.0.0.1:0 -c "$tmp/server.key" -stun=false -http-port -1 \

@@ -20,6 +20,16 @@ void region_links_free(struct region *rg);
  * derper's: the first of its two paths that exists, and an explicit empty
  * value means no key. The variable without -dev is ignored, as newer derper
  * ignores it, but said. */
+/* derper up to v1.84 took 64 or more hex digits, as derpd does; v1.86 and
+ * later (key.ParseDERPMesh) take exactly 64, refusing to start with any other
+ * key and refusing a ClientInfo that carries one. */
+static void note_key_length(const char *from, const char *key) {
+  size_t n = strlen(key);
+  if (n != 64)
+    log_warn("mesh: the key from %s is %zu hex digits: derper v1.86 and later take exactly 64, "
+             "so none of them can join this region", from, n);
+}
+
 static int load_mesh_key(struct server *s) {
   struct region *rg = s->region;
   const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
@@ -30,6 +40,7 @@ static int load_mesh_key(struct server *s) {
       return -1;
     }
     log_info("mesh: key from TAILSCALE_DERPER_MESH_KEY");
+    note_key_length("TAILSCALE_DERPER_MESH_KEY", rg->mesh_key);
     return 0;
   }
   if (env && env[0])
@@ -42,6 +53,7 @@ static int load_mesh_key(struct server *s) {
     return -1;
   }
   log_info("mesh: key from %s", path);
+  note_key_length(path, rg->mesh_key);
   return 0;
 }
 
