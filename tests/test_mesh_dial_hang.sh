@@ -3,8 +3,9 @@
 # link's dial gives up on the lookup within its 5 s dial deadline, says so
 # once, and retries; a SIGTERM while the dialler sits in a lookup stops derpd
 # at once (the stop cuts the dial short), exit 0, no dialler left behind;
-# retries do not pile up lookup threads (2 per link at most); and a lookup
-# that fails logs the resolver's reason.
+# retries do not pile up lookup threads (2 per link at most); a lookup
+# that fails logs the resolver's reason; and a certificate the link cannot
+# trust logs why (no CA for it: self-signed) and where links take roots from.
 # Needs root: a mount namespace of its own binds a resolv.conf that names a
 # silent UDP socket on port 53 of a random 127.x.y.z (a fixed address is
 # taken when two builds run this test at once, as CI's phases may). ASan and
@@ -12,6 +13,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tests/log_wait.sh
+source "$ROOT/tests/log_wait.sh"
 derpd="${DERPD_BIN:-$ROOT/build/src/derpd}"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/derpd-dial-hang.XXXXXX")"
 pids=()
@@ -130,5 +133,22 @@ kill -TERM "$pid3"
 rc=0
 wait "$pid3" || rc=$?
 (( rc == 0 )) || fail "the third derpd exited $rc"
+
+# A TLS node whose self-signed certificate the link has no root for.
+derpd_bg() { "$derpd" "$@" >>"$tmp/tls.log" 2>&1 & pids+=($!); }
+: >"$tmp/tls.log"
+derpd_bg -a 127.0.0.1:0 -c "$tmp/tls.key" -stun=false -http-port -1 -certmode selfsigned -hostname localhost \
+  -certdir "$tmp/certs"
+tls_port="$(log_value "$tmp/tls.log" "${pids[-1]}" 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p')" ||
+  fail "the TLS derpd did not listen"
+: >"$tmp/derpd4.log"
+env -u SSL_CERT_FILE -u SSL_CERT_DIR "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
+  -mesh-with "localhost:$tls_port" >"$tmp/derpd4.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'cannot connect' "$tmp/derpd4.log" && break; sleep 0.1; done
+line=$(grep -m1 'cannot connect' "$tmp/derpd4.log" || true)
+[[ "$line" == *"CERTIFICATE_VERIFY_FAILED: self signed certificate (checked for localhost) (links trust the system roots, or SSL_CERT_FILE and SSL_CERT_DIR)"* ]] ||
+  fail "an untrusted certificate logged as: ${line:-nothing within 10 s}"
 echo "mesh_dial_hang: ok: lookup timed out after $ms ms; stopped in $stop_ms ms with the dialler in a lookup;" \
-  "2 links retrying for 16 s held at most $most lookup threads; a refused lookup says so"
+  "2 links retrying for 16 s held at most $most lookup threads; a refused lookup says so; an untrusted" \
+  "certificate says why"

@@ -251,7 +251,12 @@ static int tls_wrap_stream(void *argp, int fd, int64_t deadline, struct derp_cli
       goto fail;
     }
     int saved = errno;
-    if (ERR_peek_error()) {
+    long vr = verify ? SSL_get_verify_result(s->ssl) : X509_V_OK;
+    if (vr != X509_V_OK) { /* say why, as Go's x509 errors do: the library's code alone does not */
+      ERR_clear_error();
+      snprintf(err, errlen, "tls: handshake: CERTIFICATE_VERIFY_FAILED: %s (checked for %s)",
+               X509_verify_cert_error_string(vr), name);
+    } else if (ERR_peek_error()) {
       ssl_errf(err, errlen, "handshake");
     } else {
       snprintf(err, errlen, "tls: handshake: %s", saved ? strerror(saved) : "connection closed");

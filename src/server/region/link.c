@@ -237,7 +237,8 @@ static void *link_main(void *arg) {
       atomic_store(&l->self, true);
       break;
     }
-    snprintf(msg, sizeof msg, "mesh: link to %s: cannot connect: %s; retrying, at most 5s apart", l->e.label, err);
+    snprintf(msg, sizeof msg, "mesh: link to %s: cannot connect: %s%s; retrying, at most 5s apart", l->e.label, err,
+             strstr(err, "CERTIFICATE_VERIFY_FAILED") ? " (links trust the system roots, or SSL_CERT_FILE and SSL_CERT_DIR)" : "");
     log_state(last, sizeof last, true, msg);
     wait_event(l, backoff);
     backoff = backoff * 2 < RETRY_MS ? backoff * 2 : RETRY_MS;
