@@ -65,7 +65,10 @@ _Atomic int bench_tls_negotiated;
  * The fd comes back non-blocking (the TLS client runs it that way). */
 static int connect_tls(const struct bench_cfg *cfg, const struct derp_client_opts *o,
                        struct bench_peer *p, char *err, size_t errlen) {
+  const char *ca = getenv("SSL_CERT_FILE"); /* Go's rules, as derpd's links and derp-mesh */
   struct derp_tls_opts t = {.sni = cfg->tls_sni,
+                            .ca_file = ca && *ca ? ca : NULL,
+                            .ca_dirs = getenv("SSL_CERT_DIR"),
                             .insecure_skip_verify = cfg->tls_insecure,
                             .pin_sha256 = cfg->tls_have_pin ? cfg->tls_pin : NULL,
                             .min_version = cfg->tls_version,
