@@ -282,6 +282,11 @@ static void every_mode(bool fail_open) {
     cr_assert_geq(n, 1, "mode %s: the verifier saw no request", cases[i].mode);
     char want_body[200], key[DERP_KEY_STRLEN];
     derp_key_format(&at[i].pub, key);
+    if (!at[i].c) { /* a refusal's close line names the client */
+      char line[200];
+      snprintf(line, sizeof line, "%s: closed: admission_denied", key);
+      cr_assert(derpd_log_contains(&g_srv, line), "mode %s: no '%s' in the log", cases[i].mode, line);
+    }
     snprintf(want_body, sizeof want_body, "{\"NodePublic\":\"%s\",\"Source\":\"127.0.0.1\"}", key);
     for (int r = 0; r < n && r < 4; r++) {
       cr_assert_str_eq(json_string_value(json_object_get(reqs[r], "method")), "POST");

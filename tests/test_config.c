@@ -173,7 +173,10 @@ Test(config, bool_forms) {
   }
   ERR("invalid boolean value \"yes\" for -dev", "-dev=yes");
   /* A bool takes no separate value: "false" is then a stray argument. */
-  ERR("unexpected argument \"false\"", "-dev", "false");
+  ERR("unexpected argument \"false\": a boolean flag takes its value after '=': -dev=false", "-dev", "false");
+  ERR("unexpected argument \"0\": a boolean flag takes its value after '=': -stun=0", "--stun", "0");
+  ERR("unexpected argument \"x\": derpd takes flags only", "-dev", "x"); /* not a boolean's value */
+  ERR("unexpected argument \"false\": derpd takes flags only", "-v", "false"); /* a count, not a boolean */
 }
 
 Test(config, verbose_counts) {
@@ -247,6 +250,7 @@ Test(config, duration_flags) {
   ERR("invalid value \"0s\" for flag -keepalive-interval", "--keepalive-interval=0s");
   ERR("invalid value \"2\" for flag -tcp-write-timeout", "-tcp-write-timeout", "2");
   ERR("invalid value \"25h\" for flag -tcp-write-timeout", "-tcp-write-timeout", "25h");
+  ERR("invalid value \"-1s\" for flag -tcp-user-timeout: must not be negative", "-tcp-user-timeout", "-1s");
 }
 
 Test(config, batch_flags) {

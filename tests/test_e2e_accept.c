@@ -33,6 +33,7 @@ static long long varz_limited(const char *name) {
 
 Test(e2e_accept, limit_closes_the_rest_at_once, E2E) {
   e2e_start(&g_srv, 2, "-accept-connection-limit 5 -accept-connection-burst 5");
+  cr_assert(!derpd_log_contains(&g_srv, "limits nothing"));
   /* The readiness probe took a token; let the bucket fill again. */
   e2e_sleep_ms(1100);
   int fds[STORM];
@@ -73,9 +74,8 @@ Test(e2e_accept, limit_closes_the_rest_at_once, E2E) {
                 admitted, served);
 }
 
-/* Without the flags nothing is refused. */
-Test(e2e_accept, no_limit_by_default, E2E) {
-  e2e_start(&g_srv, 1, NULL);
+/* STORM connections at once, each served. */
+static void storm_all_served(void) {
   int fds[STORM];
   for (int i = 0; i < STORM; i++) cr_assert_geq(fds[i] = raw_connect(&g_srv), 0);
   for (int i = 0; i < STORM; i++) {
@@ -86,6 +86,20 @@ Test(e2e_accept, no_limit_by_default, E2E) {
     close(fds[i]);
   }
   cr_assert_eq(derpd_varz(&g_srv, "tls_listener_rejected_connections"), 0);
+}
+
+/* Without the flags nothing is refused. */
+Test(e2e_accept, no_limit_by_default, E2E) {
+  e2e_start(&g_srv, 1, NULL);
+  storm_all_served();
+}
+
+/* A limit without a burst limits nothing (derper's default burst is
+ * MaxInt), and derpd says so at start. */
+Test(e2e_accept, limit_without_burst_warns, E2E) {
+  e2e_start(&g_srv, 1, "-accept-connection-limit 5");
+  cr_assert(derpd_log_contains(&g_srv, "-accept-connection-limit 5 limits nothing without -accept-connection-burst"));
+  storm_all_served();
 }
 
 /* The server's end of a connection, found by the client's local port in

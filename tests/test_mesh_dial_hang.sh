@@ -5,7 +5,9 @@
 # at once (the stop cuts the dial short), exit 0, no dialler left behind;
 # retries do not pile up lookup threads (2 per link at most); a lookup
 # that fails logs the resolver's reason; and a certificate the link cannot
-# trust logs why (no CA for it: self-signed) and where links take roots from.
+# trust logs why (no CA for it: self-signed) and where links take roots from
+# (its entry listed twice: dialled once, the repeat named in a warning); an
+# http:// entry for that TLS node shows the node's answer.
 # Needs root: a mount namespace of its own binds a resolv.conf that names a
 # silent UDP socket on port 53 of a random 127.x.y.z (a fixed address is
 # taken when two builds run this test at once, as CI's phases may). ASan and
@@ -143,12 +145,23 @@ tls_port="$(log_value "$tmp/tls.log" "${pids[-1]}" 's/.*listening on 127\.0\.0\.
   fail "the TLS derpd did not listen"
 : >"$tmp/derpd4.log"
 env -u SSL_CERT_FILE -u SSL_CERT_DIR "$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" \
-  -mesh-with "localhost:$tls_port" >"$tmp/derpd4.log" 2>&1 &
+  -mesh-with "localhost:$tls_port,localhost:$tls_port" >"$tmp/derpd4.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'cannot connect' "$tmp/derpd4.log" && break; sleep 0.1; done
 line=$(grep -m1 'cannot connect' "$tmp/derpd4.log" || true)
 [[ "$line" == *"CERTIFICATE_VERIFY_FAILED: self signed certificate (checked for localhost) (links trust the system roots, or SSL_CERT_FILE and SSL_CERT_DIR)"* ]] ||
   fail "an untrusted certificate logged as: ${line:-nothing within 10 s}"
+grep -qF -- "-mesh-with: localhost:$tls_port is listed more than once; it is dialled once" "$tmp/derpd4.log" ||
+  fail "the repeated entry is not named"
+(( $(grep -c 'cannot connect' "$tmp/derpd4.log") == 1 )) || fail "the repeated entry was dialled as two links"
+: >"$tmp/derpd5.log"
+"$derpd" -dev -a 127.0.0.1:0 -stun=false -mesh-psk-file "$tmp/mesh.key" -mesh-with "http://127.0.0.1:$tls_port" \
+  >"$tmp/derpd5.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'cannot connect' "$tmp/derpd5.log" && break; sleep 0.1; done
+line=$(grep -m1 'cannot connect' "$tmp/derpd5.log" || true)
+[[ "$line" == *"http: expected 101, got 400: Client sent an HTTP request to an HTTPS server."* ]] ||
+  fail "plain HTTP to a TLS node logged as: ${line:-nothing within 10 s}"
 echo "mesh_dial_hang: ok: lookup timed out after $ms ms; stopped in $stop_ms ms with the dialler in a lookup;" \
   "2 links retrying for 16 s held at most $most lookup threads; a refused lookup says so; an untrusted" \
   "certificate says why"

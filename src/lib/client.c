@@ -203,8 +203,13 @@ static int read_http_101(struct derp_client *c, int64_t deadline, char *err, siz
   }
   int status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
   c->http_status = status;
-  if (status != 101) {
-    cl_seterr(err, errlen, "http: expected 101, got %d", status);
+  if (status != 101) { /* with the body's first line where it came along: it often says why */
+    char why[121];
+    size_t n = 0;
+    for (const uint8_t *b = end + 4; b < c->rbuf + c->rend && *b != '\n' && n < sizeof why - 1; b++)
+      if (*b >= 0x20 && *b < 0x7f) why[n++] = (char)*b;
+    why[n] = 0;
+    cl_seterr(err, errlen, "http: expected 101, got %d%s%s", status, n ? ": " : "", why);
     return -1;
   }
   c->rpos = (size_t)(end + 4 - c->rbuf);

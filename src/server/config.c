@@ -366,6 +366,8 @@ static int set_duration(struct perr *e, const struct flag *f, const char *val, s
     return 0;
   }
   int64_t ms = config_parse_duration_ms(val);
+  if (ms < 0 && val[0] == '-' && config_parse_duration_ms(val + 1) >= 0)
+    return bad_value(e, f->name, val, "must not be negative");
   if (ms < 0) return bad_value(e, f->name, val, "want a duration like 500ms, 2s or 1m30s");
   if (ms == 0 && !(f->opts & DUR_ZERO_OK)) return bad_value(e, f->name, val, "must be positive");
   if (ms > MAX_DURATION_MS) return bad_value(e, f->name, val, "must be at most 24h");
@@ -527,8 +529,18 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
     }
     if (rc < 0) return -1;
   }
-  if (i < argc)
+  if (i < argc) {
+    /* "-stun false": Go's flag package reads a boolean's value only after '='. */
+    const char *prev = i > 1 && argv[i - 1][0] == '-' ? argv[i - 1] + 1 + (argv[i - 1][1] == '-') : NULL;
+    const struct flag *pf = prev && !strchr(prev, '=') ? find_flag(prev, strlen(prev)) : NULL;
+    static const char *const bools[] = {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"};
+    bool word = false;
+    for (size_t k = 0; k < sizeof bools / sizeof bools[0]; k++) word |= strcmp(argv[i], bools[k]) == 0;
+    if (pf && pf->kind == K_BOOL && word)
+      return errf(&e, "unexpected argument \"%s\": a boolean flag takes its value after '=': -%s=%s", argv[i],
+                  pf->name, argv[i]);
     return errf(&e, "unexpected argument \"%s\": derpd takes flags only", argv[i]);
+  }
   /* As derper: -version is read once every flag parsed, before anything else. */
   if (c->version) {
     fprintf(out, "%s\n", DERPD_VERSION);

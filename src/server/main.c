@@ -4,6 +4,7 @@
  * threads start or after they have been joined, except the `stopping` flag,
  * which the signal loop sets and every shard polls on its tick. */
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <netdb.h>
 #include <sched.h>
@@ -474,6 +475,9 @@ int main(int argc, char **argv) {
   s->nshards = s->cfg.shards > 0 ? s->cfg.shards : cpus;
   s->max_conns = conn_budget(&s->cfg, s->nshards, s->cfg.max_conns);
   rate_limiter_init(&s->accept_lim, s->cfg.accept_limit, s->cfg.accept_burst);
+  if (isfinite(s->cfg.accept_limit) && s->cfg.accept_burst == INT64_MAX)
+    log_warn("-accept-connection-limit %g limits nothing without -accept-connection-burst: as in derper, "
+             "the default burst lets any number through at once", s->cfg.accept_limit);
   tcp_rtt_init();
   /* Before the first thread (bootstrap DNS, below): it reads and clears
    * DERPD_HANDOVER* and may rewrite WATCHDOG_PID, and a setenv or unsetenv

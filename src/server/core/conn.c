@@ -381,7 +381,7 @@ void conn_close(struct conn *c, enum close_reason why, const char *detail) {
   if (log_get_level() >= lvl && shard_log_allowed(sh)) {
     char addr[64], key[DERP_KEY_STRLEN] = "-";
     conn_addr_str(c, addr, sizeof addr);
-    if (prev == CS_ESTABLISHED || prev == CS_MOVING) derp_key_format(&c->key, key);
+    if (c->key_hash) derp_key_format(&c->key, key); /* known once its ClientInfo is opened */
     log_msg(lvl, "shard %d: conn %llu %s %s: closed: %s%s%s", sh->id, (unsigned long long)c->id,
             addr, key, close_reason_name(why), detail ? ": " : "", detail ? detail : "");
   }

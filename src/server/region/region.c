@@ -71,11 +71,12 @@ int region_setup(struct server *s) {
     free(e);
     return -1;
   }
-  int listed = n;
+  for (int i = 0; i < n; i++) { /* named at its second listing, once */
+    int before = 0;
+    for (int j = 0; j < i; j++) before += strcmp(e[j].label, e[i].label) == 0;
+    if (before == 1) log_warn("-mesh-with: %s is listed more than once; it is dialled once", e[i].label);
+  }
   n = mesh_with_drop_repeats(e, n);
-  if (n < listed)
-    log_warn("-mesh-with: %d entr%s listed more than once; each is dialled once", listed - n,
-             listed - n == 1 ? "y" : "ies");
   if (n && !rg->mesh_key[0]) {
     log_error("-mesh-with needs a mesh key (-mesh-psk-file)");
     free(e);
