@@ -4,8 +4,8 @@
  * threads start or after they have been joined, except the `stopping` flag,
  * which the signal loop sets and every shard polls on its tick. */
 #include <errno.h>
-#include <math.h>
 #include <limits.h>
+#include <math.h>
 #include <netdb.h>
 #include <sched.h>
 #include <signal.h>

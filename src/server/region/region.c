@@ -15,11 +15,6 @@
 int region_links_setup(struct server *s, const struct mesh_entry *e, int n);
 void region_links_free(struct region *rg);
 
-/* The key: with -dev, TAILSCALE_DERPER_MESH_KEY when set (newer derper
- * reads only it then); else -mesh-psk-file, whose default (config.c) is
- * derper's: the first of its two paths that exists, and an explicit empty
- * value means no key. The variable without -dev is ignored, as newer derper
- * ignores it, but said. */
 /* derper up to v1.84 took 64 or more hex digits, as derpd does; v1.86 and
  * later (key.ParseDERPMesh) take exactly 64, refusing to start with any other
  * key and refusing a ClientInfo that carries one. */
@@ -30,6 +25,11 @@ static void note_key_length(const char *from, const char *key) {
              "so none of them can join this region", from, n);
 }
 
+/* The key: with -dev, TAILSCALE_DERPER_MESH_KEY when set (newer derper
+ * reads only it then); else -mesh-psk-file, whose default (config.c) is
+ * derper's: the first of its two paths that exists, and an explicit empty
+ * value means no key. The variable without -dev is ignored, as newer derper
+ * ignores it, but said. */
 static int load_mesh_key(struct server *s) {
   struct region *rg = s->region;
   const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
