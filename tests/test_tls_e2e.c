@@ -603,12 +603,49 @@ static void plain_http_to_tls_port(void) {
   cr_assert(strncmp(buf, "HTTP/1.0 400", 12) == 0, "answer: %s", buf);
 }
 
+/* manual as derper: the files must be there and name -hostname, at start
+ * and at a reload; an IP -hostname without files gets a self-signed
+ * certificate (derper v1.82+), named without an IPv6 address's colons. */
 static void manual_mode_needs_files(void) {
   snprintf(certdir, sizeof certdir, "/tmp/derpd-tls-certs-XXXXXX");
   cr_assert(mkdtemp(certdir));
-  char args[256];
+  char args[256], cmd[600];
   snprintf(args, sizeof args, "-certmode manual -certdir %s -hostname localhost -http-port -1", certdir);
   cr_assert_neq(derpd_start(&srv, 1, args), 0, "started without certificates");
+  /* A pair for other.example, made by selfsigned, as localhost's files. */
+  snprintf(args, sizeof args, "-certmode selfsigned -certdir %s/o -hostname other.example -http-port -1", certdir);
+  cr_assert_eq(derpd_start(&srv, 1, args), 0);
+  derpd_kill(&srv);
+  snprintf(cmd, sizeof cmd, "cp %s/o/other.example.crt %s/localhost.crt && cp %s/o/other.example.key %s/localhost.key",
+           certdir, certdir, certdir, certdir);
+  cr_assert_eq(system(cmd), 0);
+  snprintf(args, sizeof args, "-certmode manual -certdir %s -hostname localhost -http-port -1", certdir);
+  cr_assert_neq(derpd_start(&srv, 1, args), 0, "started with a certificate for another name");
+  cr_assert(derpd_log_contains(&srv, "localhost.crt is not valid for -hostname localhost"));
+  derpd_kill(&srv);
+  /* An address: a self-signed certificate, made once, pinned by clients. */
+  snprintf(args, sizeof args, "-certmode manual -certdir %s/ip -hostname 127.0.0.1 -http-port -1", certdir);
+  cr_assert_eq(derpd_start(&srv, 1, args), 0, "manual for an address without files did not start");
+  uint8_t sha[32];
+  wait_logged_sha256(0, sha);
+  tls_client(&(struct tls_conn_opts){.pin = sha}, NULL);
+  /* A reload to a certificate that does not name the address keeps the old one. */
+  snprintf(cmd, sizeof cmd, "cp %s/o/other.example.crt %s/ip/127.0.0.1.crt && cp %s/o/other.example.key %s/ip/127.0.0.1.key",
+           certdir, certdir, certdir, certdir);
+  cr_assert_eq(system(cmd), 0);
+  kill(srv.pid, SIGHUP);
+  int64_t deadline = e2e_now_ms() + 5000;
+  while (!derpd_log_contains(&srv, "127.0.0.1.crt is not valid for -hostname 127.0.0.1")) {
+    cr_assert(e2e_now_ms() < deadline, "no refused reload logged");
+    e2e_sleep_ms(20);
+  }
+  tls_client(&(struct tls_conn_opts){.pin = sha}, NULL);
+  derpd_kill(&srv);
+  /* IPv6: derper's file name, colons dropped. */
+  snprintf(args, sizeof args, "-certmode manual -certdir %s/ip6 -hostname ::1 -http-port -1", certdir);
+  cr_assert_eq(derpd_start_on(&srv, 1, "::1", args), 0, "manual for ::1 did not start");
+  snprintf(cmd, sizeof cmd, "test -s %s/ip6/1.crt && test -s %s/ip6/1.key", certdir, certdir);
+  cr_assert_eq(system(cmd), 0, "no 1.crt and 1.key (derper's names for ::1)");
 }
 
 /* A few KiB per idle TLS connection, as the design asks. RSS also counts

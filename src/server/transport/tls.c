@@ -349,13 +349,43 @@ fail:
   return NULL;
 }
 
+/* The leaf must name -hostname, as derper's manual mode checks
+ * (VerifyHostname): a certificate for another name, served, fails every
+ * client's verification with nothing said here. An expired one is said. */
+static int check_leaf(SSL_CTX *ctx, char *err, size_t errlen) {
+  X509 *leaf = SSL_CTX_get0_certificate(ctx);
+  const char *h = g.cfg->hostname;
+  bool ok = leaf && (g.host_is_ip ? X509_check_ip_asc(leaf, h, 0) == 1 : X509_check_host(leaf, h, strlen(h), 0, NULL) == 1);
+  if (!ok) {
+    snprintf(err, errlen, "certificate %s is not valid for -hostname %s (derper: cert invalid for hostname)",
+             g.crt_path, h);
+    return -1;
+  }
+  int64_t na = tls_ctx_not_after(ctx);
+  if (na && na < (int64_t)time(NULL))
+    log_warn("tls: certificate %s expired %lld days ago: clients will refuse it", g.crt_path,
+             (long long)((time(NULL) - na) / 86400));
+  return 0;
+}
+
 /* The server's SSL_CTX: -hostname's files (cert), or none (letsencrypt
  * before ACME has one, when only validation handshakes can succeed; or an
- * IP-only server, whose certificates are per address). */
+ * IP-only server, whose certificates are per address). manual with an IP
+ * -hostname and no files makes a self-signed certificate, as derper v1.82+
+ * does (createSelfSignedIPCert). */
 static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
-  if (strcmp(g.cfg->certmode, "selfsigned") == 0 && make_selfsigned_files(err, errlen) != 0)
+  bool manual_ip = strcmp(g.cfg->certmode, "manual") == 0 && g.host_is_ip &&
+                   (access(g.crt_path, F_OK) != 0 || access(g.key_path, F_OK) != 0);
+  if ((strcmp(g.cfg->certmode, "selfsigned") == 0 || manual_ip) && make_selfsigned_files(err, errlen) != 0)
     return NULL;
-  return build_ctx_files(cert && !g.ip_only ? g.crt_path : NULL, g.key_path, err, errlen);
+  if (manual_ip) log_info("tls: -certmode manual for the address %s: self-signed, as derper", g.cfg->hostname);
+  bool with = cert && !g.ip_only;
+  SSL_CTX *ctx = build_ctx_files(with ? g.crt_path : NULL, g.key_path, err, errlen);
+  if (ctx && with && check_leaf(ctx, err, errlen) != 0) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
 }
 
 SSL_CTX *tls_ctx_from_files(const char *crt, const char *key, char *err, size_t errlen) {
@@ -409,8 +439,18 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
     snprintf(err, errlen, "-hostname \"%s\" cannot name certificate files", cfg->hostname);
     return -1;
   }
-  snprintf(g.crt_path, sizeof g.crt_path, "%s/%s.crt", cfg->certdir, cfg->hostname);
-  snprintf(g.key_path, sizeof g.key_path, "%s/%s.key", cfg->certdir, cfg->hostname);
+  /* manual: derper's file names, the hostname less any character outside
+   * [A-Za-z0-9.-] (an IPv6 address loses its colons); the other modes keep
+   * the names they have always written. */
+  char base[256];
+  size_t bn = 0;
+  bool manual = strcmp(cfg->certmode, "manual") == 0;
+  for (const char *p = cfg->hostname; *p && bn < sizeof base - 1; p++)
+    if (!manual || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-')
+      base[bn++] = *p;
+  base[bn] = 0;
+  snprintf(g.crt_path, sizeof g.crt_path, "%s/%s.crt", cfg->certdir, base);
+  snprintf(g.key_path, sizeof g.key_path, "%s/%s.key", cfg->certdir, base);
   g.host_is_ip = config_ip_literal(cfg->hostname);
   g.allow_no_sni = g.host_is_ip || strcmp(cfg->certmode, "selfsigned") == 0;
   g.acme = config_acme(cfg);
