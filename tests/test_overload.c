@@ -104,11 +104,14 @@ static int64_t recover_ms(struct derp_client *peer) {
 
 /* Past --max-conns: the excess is closed at accept and counted; the two
  * clients in place keep relaying; one more client is refused while the flood
- * holds every slot and served once it lets go. */
+ * holds every slot and served once it lets go; --metrics-listen, outside the
+ * limit, still answers a scrape. */
 Test(overload, conn_flood_past_max_conns, OVERLOAD) {
   enum { MAX = 40 };
-  char args[64];
-  snprintf(args, sizeof args, "--max-conns %d", MAX);
+  char args[96];
+  uint16_t mport;
+  cr_assert_eq(e2e_pick_port(&mport), 0);
+  snprintf(args, sizeof args, "--max-conns %d --metrics-listen 127.0.0.1:%u", MAX, mport);
   e2e_start(&g_srv, 2, args);
   struct derp_client *a = e2e_client(&g_srv, NULL, false);
   struct derp_client *b = e2e_client(&g_srv, NULL, false);
@@ -123,6 +126,9 @@ Test(overload, conn_flood_past_max_conns, OVERLOAD) {
   derp_key_generate(&priv, &pub);
   struct derp_client *refused = derpd_client(&g_srv, &priv, false, err, sizeof err);
   cr_assert_null(refused, "a client past --max-conns was served");
+  struct derpd_proc metrics = g_srv;
+  metrics.port = mport;
+  cr_assert_geq(derpd_varz(&metrics, CONN_LIMIT), 1, "a scrape on --metrics-listen was refused at --max-conns");
   wait_accepted();
   flood_close(fds, FLOOD);
   int64_t ms = recover_ms(a);

@@ -66,7 +66,7 @@ static int usable_cpus(void) {
  * link: its dialler's eventfd, the socket being dialled and the link conn,
  * and its own lookups. */
 static long fd_reserve(const struct config *c, int nshards) {
-  long r = 32 + 5L * nshards;
+  long r = 32 + 5L * nshards + (c->metrics_port >= 0 ? METRICS_CONNS_MAX : 0);
   bool adm = c->verify_client_url[0] || c->verify_clients;
   if (adm) r += 5L * c->admission_workers;
   if (adm || config_acme(c)) r += 2L * HTTPC_SHARED_LOOKUPS + 8;

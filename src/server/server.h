@@ -63,6 +63,8 @@ enum msg_kind {
 /* One frame on its way to a socket, or a message between shards. `data` holds
  * the whole wire frame: for MSG_PKT, [5 header][32 src key][payload], built
  * in place so the egress write needs no second copy. */
+#define METRICS_CONNS_MAX 16 /* --metrics-listen connections open at once */
+
 struct pkt {
   struct pkt *next;     /* conn queue / send batch link; owner: current shard */
   uint8_t kind;         /* enum msg_kind */
@@ -432,6 +434,8 @@ struct server {
   _Atomic bool handover;       /* stopping for a live upgrade: the listening
                                   sockets live on in the new process */
   _Atomic int64_t open_conns;  /* for --max-conns */
+  _Atomic int64_t metrics_conns; /* --metrics-listen's, outside --max-conns (METRICS_CONNS_MAX):
+                                    a scrape still answers while a flood holds the limit */
   struct rate_limiter accept_lim; /* -accept-connection-limit, all shards' main listeners */
   struct recv_limit_shared recv_lim; /* -rate-config in force (main thread writes) */
   _Atomic uint64_t next_conn_id;

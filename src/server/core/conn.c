@@ -439,7 +439,8 @@ void conn_destroy(struct conn *c) {
   STAT_ADD(&sh->stats, open_conns, -1);
   if (c->ws) STAT_ADD(&sh->stats, ws_conns, -1);
   if (c->tls_active) stat_add_slot(&sh->stats.v[STAT_TLS_ACTIVE(c->tls_ver)], -1);
-  atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(c->metrics_only ? &sh->srv->metrics_conns : &sh->srv->open_conns, 1,
+                            memory_order_relaxed);
   free_conn_memory(c);
 }
 

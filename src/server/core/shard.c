@@ -243,11 +243,14 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which
     }
     STAT_INC(&sh->stats, accepts_admitted);
   }
-  int64_t open = atomic_fetch_add_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
-  if (open >= sh->srv->max_conns) {
-    atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+  _Atomic int64_t *count = ls == LS_METRICS ? &sh->srv->metrics_conns : &sh->srv->open_conns;
+  int64_t open = atomic_fetch_add_explicit(count, 1, memory_order_relaxed);
+  if (open >= (ls == LS_METRICS ? METRICS_CONNS_MAX : sh->srv->max_conns)) {
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_conn_limit);
-    if (shard_log_allowed(sh))
+    if (shard_log_allowed(sh) && ls == LS_METRICS)
+      log_warn("shard %d: --metrics-listen connection refused: %d open already", sh->id, METRICS_CONNS_MAX);
+    else if (shard_log_allowed(sh))
       log_warn("shard %d: connection refused: --max-conns=%d reached", sh->id, sh->srv->max_conns);
     close(fd);
     return;
@@ -258,7 +261,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which
     c->metrics_only = 1;
   }
   if (!c) {
-    atomic_fetch_sub_explicit(&sh->srv->open_conns, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_nomem);
     close(fd);
     return;

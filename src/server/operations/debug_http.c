@@ -139,7 +139,8 @@ void debug_reply(struct conn *c, const struct http_req *req, const struct http_r
   for (int i = 0; i < s->nshards; i++) all[i] = &s->shards[i].stats;
   struct proc_facts pf;
   if (r->debug_page != HTTP_DEBUG_INDEX)
-    proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed));
+    proc_facts_read(&pf, atomic_load_explicit(&s->open_conns, memory_order_relaxed) +
+                             atomic_load_explicit(&s->metrics_conns, memory_order_relaxed));
   struct stats_view v = {.all = all, .n = s->nshards, .start = &s->debug->start, .proc = &pf,
                         .now_mono_ms = now_ms(), .bdns_queried = bootstrap_dns_queried(s->debug->bdns)};
   v.tls = s->tls;
