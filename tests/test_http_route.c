@@ -479,10 +479,14 @@ Test(http_route, other_paths_get_the_home_page) {
   cr_assert_str_eq(body_of(&o), "<a href=\"/debug/\">Moved Permanently</a>.\n\n");
 }
 
-static void route80(const char *s, bool debug, uint16_t port, struct http_reply *out) {
+static void route80_as(const char *fqdn, const char *s, bool debug, uint16_t port, struct http_reply *out) {
   struct http_req r;
   parse_ok(&r, s);
-  http_route_port80(&r, "derp.example.net", port, debug, out);
+  http_route_port80(&r, fqdn, port, debug, out);
+}
+
+static void route80(const char *s, bool debug, uint16_t port, struct http_reply *out) {
+  route80_as("derp.example.net", s, debug, port, out);
 }
 
 Test(http_route, port80_helper) {
@@ -495,9 +499,25 @@ Test(http_route, port80_helper) {
   cr_assert_eq(o.status, 302);
   cr_assert_eq(o.action, HTTP_ACT_CLOSE);
   cr_assert(has(&o, "Location: https://derp.example.net/derp\r\n"));
+  /* The query carried over, as derper's RequestURI; Go's body for GET. */
   route80("HEAD /x?y=1 HTTP/1.1\r\nHost: x\r\n\r\n", false, 8443, &o);
   cr_assert_eq(o.status, 302);
-  cr_assert(has(&o, "Location: https://derp.example.net:8443/x\r\n"));
+  cr_assert(has(&o, "Location: https://derp.example.net:8443/x?y=1\r\n"));
+  route80("GET /x?a=1&b=2 HTTP/1.1\r\nHost: x\r\n\r\n", false, 443, &o);
+  cr_assert(has(&o, "Location: https://derp.example.net/x?a=1&b=2\r\n"));
+  cr_assert_str_eq(body_of(&o), "<a href=\"https://derp.example.net/x?a=1&amp;b=2\">Found</a>.\n\n");
+  /* An IPv6 -hostname in brackets, or the URL is not one. */
+  route80_as("2001:db8::1", "GET /y HTTP/1.1\r\nHost: x\r\n\r\n", false, 8443, &o);
+  cr_assert(has(&o, "Location: https://[2001:db8::1]:8443/y\r\n"));
+  /* A path and query of non-ASCII bytes too long once escaped: 400, not a cut URL. */
+  char big[1024] = "GET /";
+  for (int i = 0; i < 250; i++) strcat(big, "\xc3");
+  strcat(big, "?");
+  for (int i = 0; i < 250; i++) strcat(big, "\xc3");
+  strcat(big, " HTTP/1.1\r\nHost: x\r\n\r\n");
+  route80(big, false, 443, &o);
+  cr_assert_eq(o.status, 400);
+  cr_assert(!has(&o, "Location:"));
   route80("GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, 443, &o);
   cr_assert(has(&o, "Location: https://derp.example.net/\r\n"));
   route80("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true, 443, &o);

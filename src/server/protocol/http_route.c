@@ -337,11 +337,14 @@ static void route_generate_204(const struct http_req *r, struct http_reply *out)
 }
 
 /* Go's http.Redirect of an absolute URL: Location with non-ASCII bytes
- * %-escaped, and for GET a short HTML body with the URL HTML-escaped. */
-static void route_redirect(const struct http_req *r, const char *url, struct http_reply *out) {
+ * %-escaped, and for GET a short HTML body with the URL HTML-escaped; with
+ * tsweb's browser headers where derper's handler adds them (the home page's).
+ * A URL too long for the reply once escaped (a port-80 path and query of
+ * non-ASCII bytes) is a 400. */
+static void route_redirect(const struct http_req *r, const char *url, bool browser, struct http_reply *out) {
   char loc[HTTP_REPLY_MAX / 2], esc[HTTP_REPLY_MAX / 2];
   struct sbuf l = {loc, sizeof loc, 0, false}, e = {esc, sizeof esc, 0, false};
-  sb_printf(&l, "%sLocation: ", http_browser_headers);
+  sb_printf(&l, "%sLocation: ", browser ? http_browser_headers : "");
   for (const uint8_t *p = (const uint8_t *)url; *p; p++) {
     if (*p >= 0x80) sb_printf(&l, "%%%x", *p);
     else sb_printf(&l, "%c", *p);
@@ -360,14 +363,14 @@ static void route_redirect(const struct http_req *r, const char *url, struct htt
   sb_printf(&bb, "<a href=\"%s\">Found</a>.\n\n", esc);
   bool get = r->method == HTTP_GET, head = r->method == HTTP_HEAD;
   /* Go writes the body for GET only; HEAD gets GET's length, as everywhere. */
-  http_reply_whole(out, !get, 302, get || head ? TEXT_HTML : NULL, loc, get || head ? body : NULL);
-  if (l.over || e.over || bb.over) out->len = 0; /* config.c bounds the URL well below this */
+  if (l.over || e.over || bb.over) http_reply_whole(out, head, 400, NULL, NULL, NULL);
+  else http_reply_whole(out, !get, 302, get || head ? TEXT_HTML : NULL, loc, get || head ? body : NULL);
 }
 
 static void route_home(const struct http_req *r, const struct http_site *site, bool debug_allowed,
                        struct http_reply *out) {
   bool head = r->method == HTTP_HEAD;
-  if (site->home == HTTP_HOME_REDIRECT) { route_redirect(r, site->home_url, out); return; }
+  if (site->home == HTTP_HOME_REDIRECT) { route_redirect(r, site->home_url, true, out); return; }
   if (site->home == HTTP_HOME_BLANK) { http_reply_whole(out, head, 200, TEXT_HTML, http_browser_headers, NULL); return; }
   char page[1024];
   snprintf(page, sizeof page,
@@ -408,8 +411,10 @@ static bool route_debug(const struct http_req *r, bool allowed, struct http_repl
 
 /* derper's port-80 helper (tsweb.Port80Handler behind /generate_204): the
  * captive-portal check and /debug as on the main port, 400 for methods
- * other than GET/HEAD, and a redirect to https for the rest, /derp included.
- * The query string is not carried over (derpd keeps only the path). */
+ * other than GET/HEAD, and a redirect to https for the rest, /derp included,
+ * as Go's http.Redirect writes it, with the query string (derper's
+ * RequestURI; one past HTTP_MAX_QUERY, which derpd keeps only in part, is
+ * left off) and an IPv6 -hostname in brackets. */
 void http_route_port80(const struct http_req *r, const char *fqdn, uint16_t https_port,
                        bool debug_allowed, struct http_reply *out) {
   memset(out, 0, offsetof(struct http_reply, buf));
@@ -430,9 +435,11 @@ void http_route_port80(const struct http_req *r, const char *fqdn, uint16_t http
   const char *path = strcmp(r->path, "/") == 0 && debug_allowed ? "/debug/" : r->path;
   char port[8] = "";
   if (https_port != 443) snprintf(port, sizeof port, ":%u", https_port);
-  char loc[HTTP_MAX_PATH + 400];
-  snprintf(loc, sizeof loc, "Location: https://%.255s%s%s\r\n", fqdn, port, path);
-  http_reply_whole(out, head, 302, NULL, loc, NULL);
+  bool v6 = strchr(fqdn, ':') != NULL, query = r->query_len && !r->query_cut;
+  char url[HTTP_MAX_PATH + HTTP_MAX_QUERY + 300];
+  snprintf(url, sizeof url, "https://%s%.255s%s%s%s%s%s", v6 ? "[" : "", fqdn, v6 ? "]" : "", port, path,
+           query ? "?" : "", query ? r->query : "");
+  route_redirect(r, url, false, out);
 }
 
 /* The paths with routes of their own; everything else is derper's "/". */
