@@ -209,7 +209,7 @@ Test(config, addresses) {
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     struct config c;
-    cr_assert_eq(PARSE(&c, MANUAL, "-a", ok[i].a), 0, "%s: %s", ok[i].a, err);
+    cr_assert_eq(PARSE(&c, MANUAL, "-a", ok[i].a, "-http-port=-1"), 0, "%s: %s", ok[i].a, err);
     cr_assert_str_eq(c.listen_host, ok[i].host);
     cr_assert_eq(c.listen_port, ok[i].port);
   }
@@ -251,6 +251,8 @@ Test(config, duration_flags) {
   ERR("invalid value \"2\" for flag -tcp-write-timeout", "-tcp-write-timeout", "2");
   ERR("invalid value \"25h\" for flag -tcp-write-timeout", "-tcp-write-timeout", "25h");
   ERR("invalid value \"-1s\" for flag -tcp-user-timeout: must not be negative", "-tcp-user-timeout", "-1s");
+  ERR("-http-port 8443 is -a's port: the port-80 helper needs one of its own (-1 for none)", "-a", ":8443",
+      "-certmode", "manual", "-http-port", "8443");
 }
 
 Test(config, batch_flags) {

@@ -582,6 +582,8 @@ int config_parse(struct config *c, int argc, char **argv, FILE *out, char *err, 
   }
   if (c->tls && !c->certdir[0])
     return errf(&e, "TLS needs -certdir (no $HOME or $XDG_CACHE_HOME for the default)");
+  if (c->tls && c->http_port > 0 && c->http_port == c->listen_port)
+    return errf(&e, "-http-port %d is -a's port: the port-80 helper needs one of its own (-1 for none)", c->http_port);
   if (!c->tls && c->ktls_mode == KTLS_REQUIRE)
     return errf(&e, "--ktls=require needs TLS (port 443 or -certmode)");
   if (c->verify_client_url[0]) {

@@ -325,7 +325,8 @@ enum adm_begin admission_begin(struct conn *c, struct adm_job **job, char *detai
    * That is for a controller that cannot be asked; a busy queue is not one,
    * and admitting on it would let anyone who keeps the queue full in. The
    * client retries (Tailscale's clients redial with backoff). */
-  snprintf(detail, cap, "%d checks waiting already (--admission-queue): refusing %s", a->qcap, key);
+  snprintf(detail, cap, "%d check%s waiting already (--admission-queue): refusing %s", a->qcap,
+           a->qcap == 1 ? "" : "s", key);
   return ADM_REFUSE;
 }
 
@@ -363,9 +364,12 @@ static void apply(struct shard *sh, struct admission *a, struct adm_job *j) {
   bool admit = v->result == ADM_R_ALLOW || (failed && v->may_fail_open && a->cfg.fail_open);
   if (admit && failed) {
     STAT_INC(&sh->stats, adm_fail_open);
-    if (shard_log_allowed(sh))
-      log_info("shard %d: conn %llu: %s; allowing the client (-verify-client-url-fail-open)", sh->id,
-               (unsigned long long)c->id, v->detail);
+    if (shard_log_allowed(sh)) {
+      char addr[64];
+      conn_addr_str(c, addr, sizeof addr);
+      log_info("shard %d: conn %llu %s: %s; allowing the client (-verify-client-url-fail-open)", sh->id,
+               (unsigned long long)c->id, addr, v->detail);
+    }
   }
   upgrade_admission_done(c, admit, admit ? NULL : v->detail);
 }
