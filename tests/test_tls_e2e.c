@@ -629,6 +629,9 @@ static void manual_mode_needs_files(void) {
   uint8_t sha[32];
   wait_logged_sha256(0, sha);
   tls_client(&(struct tls_conn_opts){.pin = sha}, NULL);
+  snprintf(cmd, sizeof cmd, "mkdir %s/w && cp %s/ip/127.0.0.1.key %s/w/ && cat %s/o/other.example.crt %s/ip/127.0.0.1.crt"
+           " > %s/w/127.0.0.1.crt", certdir, certdir, certdir, certdir, certdir, certdir);
+  cr_assert_eq(system(cmd), 0); /* for below: the address's key, its certificate second in the chain */
   /* A reload to a certificate that does not name the address keeps the old one. */
   snprintf(cmd, sizeof cmd, "cp %s/o/other.example.crt %s/ip/127.0.0.1.crt && cp %s/o/other.example.key %s/ip/127.0.0.1.key",
            certdir, certdir, certdir, certdir);
@@ -640,6 +643,11 @@ static void manual_mode_needs_files(void) {
     e2e_sleep_ms(20);
   }
   tls_client(&(struct tls_conn_opts){.pin = sha}, NULL);
+  derpd_kill(&srv);
+  /* A chain whose leaf is not first: the error says so, not only that the key mismatches. */
+  snprintf(args, sizeof args, "-certmode manual -certdir %s/w -hostname 127.0.0.1 -http-port -1", certdir);
+  cr_assert_neq(derpd_start(&srv, 1, args), 0, "started with the leaf second in its chain");
+  cr_assert(derpd_log_contains(&srv, "the leaf must come first"));
   derpd_kill(&srv);
   /* IPv6: derper's file name, colons dropped. */
   snprintf(args, sizeof args, "-certmode manual -certdir %s/ip6 -hostname ::1 -http-port -1", certdir);

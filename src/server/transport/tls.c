@@ -326,7 +326,12 @@ static SSL_CTX *build_ctx_files(const char *crt, const char *keyf, char *err, si
   if (!SSL_CTX_use_PrivateKey_file(ctx, keyf, SSL_FILETYPE_PEM)) {
     char what[1400];
     snprintf(what, sizeof what, "load key %s", keyf);
+    bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
     set_err(err, errlen, what);
+    if (mismatch) { /* the key is fine; the chain's first certificate is not its */
+      size_t n = strlen(err);
+      snprintf(err + n, errlen - n, " (not the key of the first certificate in %s: the leaf must come first)", crt);
+    }
     goto fail;
   }
   if (!SSL_CTX_check_private_key(ctx)) {
