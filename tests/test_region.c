@@ -42,6 +42,11 @@ static void all_pairs(bool tls) {
   region_up(3, tls, false);
   if (tls) wait_links_logged(2);
   else wait_meshed(2);
+  /* TLS nodes know their own entry by -hostname and port (localhost:PORT),
+   * undialled; plain ones (http://127.0.0.1:PORT) by its server key. */
+  for (int i = 0; tls && i < 3; i++)
+    cr_assert_eq(count_in_log(&g_r.node[i], "is this node (its -hostname and port): not dialled"), 1,
+                 "node %d: own entry not known by name", i);
   struct derp_client *c[3];
   for (int i = 0; i < 3; i++) c[i] = client_on(i, NULL);
   for (int i = 0; i < 3; i++) {

@@ -149,6 +149,7 @@ Test(upgrade, retry_after_failed_upgrade, E2E) {
   derpd_copy("upgrade-retry", bin, cmd);
   e2e_start(&g_srv, 2, NULL);
   pid_t old = g_srv.pid;
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_started_by_upgrade"), 0);
   /* In its place, a program that starts and exits before listening: the
    * first attempt gets as far as the fork and the environment. */
   unlink(bin);
@@ -177,6 +178,7 @@ Test(upgrade, retry_after_failed_upgrade, E2E) {
   cr_assert(!derpd_log_contains(&g_srv, "not used"), "an inherited socket was closed as unused");
   cr_assert(!derpd_log_contains(&g_srv, "listed twice"), "a socket was passed twice");
   cr_assert_eq(derpd_varz(&g_srv, "derpd_accept_errors"), 0, "the new process's accepts fail");
+  cr_assert_eq(derpd_varz(&g_srv, "derpd_started_by_upgrade"), 1, "the alerts' mark of a planned start");
   g_srv.pid = 0;
 }
 

@@ -13,6 +13,7 @@
 #include "server/operations/bootstrap_dns.h"
 #include "server/operations/debug_http.h"
 #include "server/operations/expvar.h"
+#include "server/operations/handover.h"
 #include "server/operations/stats_page.h"
 #include "server/protocol/http.h"
 #include "server/region/region.h"
@@ -40,6 +41,7 @@ int debug_state_init(struct server *s, char *err, size_t errlen) {
                        sizeof why) < 0)
     log_warn("debug: %s", why);
   proc_start_init(&d->start);
+  d->start.by_upgrade = handover_active(); /* a restart-loop alert leaves planned upgrades out */
   d->bdns = bootstrap_dns_new(s->cfg.bootstrap_dns, s->cfg.unpublished_dns, NULL);
   if (!d->bdns || bootstrap_dns_start(d->bdns) != 0) {
     snprintf(err, errlen, "bootstrap DNS: %s", d->bdns ? "cannot start its thread" : "out of memory");

@@ -23,6 +23,7 @@ struct proc_start {
   int64_t boot_time;      /* the machine's boot, Unix seconds (/proc/stat btime); 0 unknown */
   int64_t start_mono_ms;  /* CLOCK_MONOTONIC at proc_start_init */
   int64_t rss0;           /* resident bytes at start (derp_memstats_sys0) */
+  bool by_upgrade;        /* started by a live upgrade of the process before (set by its owner) */
 };
 
 struct proc_facts {

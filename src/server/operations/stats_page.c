@@ -151,6 +151,8 @@ static int derive(const struct stats_view *v, struct derived *d) {
   /* derper v1.102+ (tsweb), named as Prometheus' node exporter names it. */
   if (v->start->boot_time) I("node_boot_time_seconds", "", "", v->start->boot_time);
   I("process_start_unix_time", "", "", (int64_t)v->start->start_time);
+  I("derpd_started_by_upgrade", "gauge", "1: this process was started by a live upgrade (SIGUSR2) of the one before",
+    v->start->by_upgrade ? 1 : 0);
   /* A Prometheus client library's process collector. */
   F("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
     p->cpu_seconds);

@@ -1,5 +1,6 @@
-/* link.c: outbound mesh links, one per -mesh-with entry (this node's own entry
- * is dialled once, found by its server key, and then has no metrics).
+/* link.c: outbound mesh links, one per -mesh-with entry (this node's own entry,
+ * known by -hostname or else dialled once and found by its server key, has no
+ * metrics).
  *
  * Dialling blocks (DNS, TCP connect, TLS, the DERP handshake: all within
  * DIAL_TIMEOUT_MS, the lookup on a thread of its own through httpc), so each
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -467,10 +469,23 @@ int region_links_setup(struct server *s, const struct mesh_entry *e, int n) {
   return 0;
 }
 
+/* An entry naming -hostname on -a's port is this node, dialled or not: a
+ * node that cannot reach itself (no hairpin route to its public name, -derp
+ * false, a certificate still to come) would otherwise hold a link that is
+ * down for good. Other entries are told by the server key they answer with. */
+static bool own_name(const struct server *s, const struct mesh_entry *e) {
+  return e->port == s->cfg.listen_port && strcasecmp(e->name, s->cfg.hostname) == 0;
+}
+
 void region_start(struct server *s) {
   struct region *rg = s->region;
   for (int i = 0; i < rg->nlinks; i++) {
     struct link *l = &rg->links[i];
+    if (own_name(s, &l->e)) {
+      log_info("mesh: -mesh-with %s is this node (its -hostname and port): not dialled", l->e.label);
+      atomic_store(&l->self, true);
+      continue;
+    }
     int r = pthread_create(&l->thread, NULL, link_main, l);
     if (r != 0) log_error("mesh: link to %s: cannot start its dialler: %s", l->e.label, strerror(r));
     else l->started = true;
