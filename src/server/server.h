@@ -63,8 +63,6 @@ enum msg_kind {
 /* One frame on its way to a socket, or a message between shards. `data` holds
  * the whole wire frame: for MSG_PKT, [5 header][32 src key][payload], built
  * in place so the egress write needs no second copy. */
-#define METRICS_CONNS_MAX 16 /* --metrics-listen connections open at once */
-
 struct pkt {
   struct pkt *next;     /* conn queue / send batch link; owner: current shard */
   uint8_t kind;         /* enum msg_kind */
@@ -407,6 +405,8 @@ struct shard {
   struct stun_shard *stun;     /* STUN socket and buffers (stun/stun_server.c); NULL: -stun=false */
   int64_t stop_deadline_ms;
 };
+
+#define METRICS_CONNS_MAX 16 /* --metrics-listen connections open at once */
 
 struct server {
   struct config cfg;

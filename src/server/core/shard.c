@@ -248,10 +248,12 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned which
   if (open >= (ls == LS_METRICS ? METRICS_CONNS_MAX : sh->srv->max_conns)) {
     atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
     STAT_CLOSE(&sh->stats, CLOSE_conn_limit);
-    if (shard_log_allowed(sh) && ls == LS_METRICS)
-      log_warn("shard %d: --metrics-listen connection refused: %d open already", sh->id, METRICS_CONNS_MAX);
-    else if (shard_log_allowed(sh))
-      log_warn("shard %d: connection refused: --max-conns=%d reached", sh->id, sh->srv->max_conns);
+    if (shard_log_allowed(sh)) {
+      if (ls == LS_METRICS)
+        log_warn("shard %d: --metrics-listen connection refused: %d open already", sh->id, METRICS_CONNS_MAX);
+      else
+        log_warn("shard %d: connection refused: --max-conns=%d reached", sh->id, sh->srv->max_conns);
+    }
     close(fd);
     return;
   }

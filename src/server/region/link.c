@@ -61,7 +61,8 @@ struct link {
   _Atomic bool heard;                /* a frame came on the link since it was adopted */
   _Atomic uint64_t peer_hash;        /* key_hash of the node's server key, once met
                                         (dialler writes; watch.c reads: region_is_peer) */
-  _Atomic bool self;                 /* the entry is this node (dialler writes, once):
+  _Atomic bool self;                 /* the entry is this node (region_start, by name,
+                                        or the dialler, by key; once):
                                         no series of its own, so "link up == 0" means
                                         a node down, not the shared list's own entry */
   /* Shard-owned. */

@@ -1,7 +1,8 @@
 /* tls.c: owns the server's SSL_CTX: certificate files (loaded, or generated
- * once for -certmode selfsigned), the DERP meta certificate, derper's TLS
- * policy (TLS 1.2 minimum, ALPN http/1.1, SNI must name -hostname), and the
- * SIGHUP swap (also the ACME worker's, after it wrote new files).
+ * once for -certmode selfsigned and for manual with an IP -hostname), the
+ * DERP meta certificate, derper's TLS policy (TLS 1.2 minimum, ALPN
+ * http/1.1, SNI must name -hostname), and the SIGHUP swap (also the ACME
+ * worker's, after it wrote new files).
  *
  * Sharing: the current SSL_CTX is read-only once built, and BoringSSL allows
  * SSL_new on one SSL_CTX from many threads. It sits in a struct tls_ref that
@@ -36,6 +37,7 @@
 #include "derp/key.h"
 #include "server/transport/tls.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -379,11 +381,9 @@ static int check_leaf(SSL_CTX *ctx, char *err, size_t errlen) {
  * -hostname and no files makes a self-signed certificate, as derper v1.82+
  * does (createSelfSignedIPCert). */
 static SSL_CTX *build_ctx(bool cert, char *err, size_t errlen) {
-  bool manual_ip = strcmp(g.cfg->certmode, "manual") == 0 && g.host_is_ip &&
-                   (access(g.crt_path, F_OK) != 0 || access(g.key_path, F_OK) != 0);
+  bool manual_ip = strcmp(g.cfg->certmode, "manual") == 0 && g.host_is_ip;
   if ((strcmp(g.cfg->certmode, "selfsigned") == 0 || manual_ip) && make_selfsigned_files(err, errlen) != 0)
-    return NULL;
-  if (manual_ip) log_info("tls: -certmode manual for the address %s: self-signed, as derper", g.cfg->hostname);
+    return NULL; /* it makes the files only where they are missing */
   bool with = cert && !g.ip_only;
   SSL_CTX *ctx = build_ctx_files(with ? g.crt_path : NULL, g.key_path, err, errlen);
   if (ctx && with && check_leaf(ctx, err, errlen) != 0) {
@@ -451,7 +451,7 @@ int tls_init(const struct config *cfg, const char *server_key_hex, char *err, si
   size_t bn = 0;
   bool manual = strcmp(cfg->certmode, "manual") == 0;
   for (const char *p = cfg->hostname; *p && bn < sizeof base - 1; p++)
-    if (!manual || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-')
+    if (!manual || isalnum((unsigned char)*p) || *p == '.' || *p == '-')
       base[bn++] = *p;
   base[bn] = 0;
   snprintf(g.crt_path, sizeof g.crt_path, "%s/%s.crt", cfg->certdir, base);
